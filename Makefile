@@ -1,0 +1,36 @@
+# Two commands set everything up on a fresh machine: `make train` and `make test`.
+# Each creates .venv (Python 3.11) if missing and installs the package with exact pins.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: train test test-fast lint format benchmark-data clean
+
+$(STAMP): setup.py requirements.lock
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c requirements.lock -e ".[dev]"
+	touch $(STAMP)
+
+train: $(STAMP)
+	$(PY) train.py
+
+test: $(STAMP)
+	$(PY) -m ruff check octo_like tests scripts train.py
+	$(PY) -m pytest -q tests
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" tests
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+format: $(STAMP)
+	$(PY) -m ruff format .
+
+benchmark-data: $(STAMP)
+	$(PY) scripts/benchmark_data.py --data_dir ../shared/data/bridge_dataset/1.0.0 --seconds 60 --resize 256 --augment
+
+clean:
+	rm -rf $(VENV) .pytest_cache

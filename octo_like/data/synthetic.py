@@ -1,0 +1,248 @@
+"""Write tiny RLDS datasets in TFDS format for any feature schema, in seconds.
+
+Tests and debug configs use these instead of downloads. A schema names the per-step observation
+features, the other per-step features (action, language, ...) and the episode metadata; the writer
+fills them with smooth, deterministic values (images show a moving square, so frames differ) and
+lets a caller override any episode, e.g. to inject NaN actions or undecodable images.
+
+Example::
+
+    schema = RldsSchema(observation={"image_0": image(64, 64), "state": tensor((7,))})
+    path = write_rlds_dataset(tmp_dir, "toy", schema, episodes={"train": 4}, episode_length=10)
+    tfds.builder_from_directory(path)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+DEFAULT_INSTRUCTIONS = (
+    "pick up the red block",
+    "open the drawer",
+    "push the puck to the goal",
+    "press the button from the top",
+    "put the cup into the sink",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Feature:
+    """One RLDS feature: kind is 'image', 'tensor', 'text' or 'scalar'."""
+
+    kind: str
+    shape: tuple[int, ...] = ()
+    dtype: str = "float32"
+    encoding: str = "jpeg"
+
+    def to_tfds(self) -> tfds.features.FeatureConnector:
+        if self.kind == "image":
+            return tfds.features.Image(
+                shape=self.shape, dtype=np.uint8, encoding_format=self.encoding
+            )
+        if self.kind == "tensor":
+            return tfds.features.Tensor(shape=self.shape, dtype=np.dtype(self.dtype))
+        if self.kind == "text":
+            return tfds.features.Text()
+        if self.kind == "scalar":
+            return tfds.features.Scalar(dtype=np.dtype(self.dtype))
+        raise ValueError(f"unknown feature kind {self.kind!r}")
+
+
+def image(height: int, width: int, channels: int = 3, encoding: str = "jpeg") -> Feature:
+    return Feature("image", (height, width, channels), "uint8", encoding)
+
+
+def tensor(shape: tuple[int, ...], dtype: str = "float32") -> Feature:
+    return Feature("tensor", tuple(shape), dtype)
+
+
+def text() -> Feature:
+    return Feature("text", (), "string")
+
+
+def scalar(dtype: str = "float32") -> Feature:
+    return Feature("scalar", (), dtype)
+
+
+def _default_step_features() -> dict[str, Feature]:
+    return {"action": tensor((7,)), "language_instruction": text()}
+
+
+@dataclasses.dataclass(frozen=True)
+class RldsSchema:
+    """Feature names and shapes of one RLDS dataset.
+
+    `observation` lives under ``steps/observation``; `step` holds the other per-step features
+    (``is_first``, ``is_last``, ``is_terminal``, ``reward`` and ``discount`` are always added);
+    `episode_metadata` holds per-episode features.
+    """
+
+    observation: Mapping[str, Feature]
+    step: Mapping[str, Feature] = dataclasses.field(default_factory=_default_step_features)
+    episode_metadata: Mapping[str, Feature] = dataclasses.field(default_factory=dict)
+
+    def features(self) -> tfds.features.FeaturesDict:
+        step = {k: f.to_tfds() for k, f in self.step.items()}
+        step["observation"] = tfds.features.FeaturesDict(
+            {k: f.to_tfds() for k, f in self.observation.items()}
+        )
+        for flag in ("is_first", "is_last", "is_terminal"):
+            step.setdefault(flag, tfds.features.Scalar(dtype=np.bool_))
+        for value in ("reward", "discount"):
+            step.setdefault(value, tfds.features.Scalar(dtype=np.float32))
+        features = {"steps": tfds.features.Dataset(step)}
+        if self.episode_metadata:
+            features["episode_metadata"] = tfds.features.FeaturesDict(
+                {k: f.to_tfds() for k, f in self.episode_metadata.items()}
+            )
+        return tfds.features.FeaturesDict(features)
+
+
+EpisodeOverride = Callable[[str, int, dict[str, Any]], dict[str, Any] | None]
+
+
+def _fake_image(rng: np.random.Generator, length: int, shape: tuple[int, ...]) -> np.ndarray:
+    """uint8[T, h, w, c]: a coloured background with a square that moves over time."""
+    height, width, channels = shape
+    background = rng.integers(40, 200, size=(channels,), dtype=np.int64)
+    frames = np.broadcast_to(background, (length, height, width, channels)).copy()
+    side = max(2, min(height, width) // 4)
+    start = rng.integers(0, [max(1, height - side), max(1, width - side)])
+    velocity = rng.integers(-2, 3, size=2)
+    colour = rng.integers(0, 256, size=(channels,))
+    for t in range(length):
+        y, x = np.clip(start + velocity * t, 0, [height - side, width - side])
+        frames[t, y : y + side, x : x + side] = colour
+    return frames.astype(np.uint8)
+
+
+def _fake_value(rng: np.random.Generator, feature: Feature, length: int, instruction: str):
+    if feature.kind == "image":
+        return _fake_image(rng, length, feature.shape)
+    if feature.kind == "text":
+        return [instruction] * length
+    dtype = np.dtype(feature.dtype)
+    shape = (length, *feature.shape)
+    if dtype == np.bool_:
+        return rng.random(shape) < 0.5
+    if np.issubdtype(dtype, np.integer):
+        return rng.integers(0, 10, size=shape).astype(dtype)
+    # A random walk: smooth like real states, with per-dimension scales.
+    steps = rng.normal(0.0, 0.1, size=shape)
+    return np.cumsum(steps, axis=0).astype(dtype)
+
+
+def make_episode(
+    schema: RldsSchema, rng: np.random.Generator, length: int, instruction: str
+) -> dict[str, Any]:
+    """One episode as columns: ``{"steps": {key: [T, ...]}, "episode_metadata": {...}}``."""
+    steps: dict[str, Any] = {
+        k: _fake_value(rng, f, length, instruction) for k, f in schema.step.items()
+    }
+    steps["observation"] = {
+        k: _fake_value(rng, f, length, instruction) for k, f in schema.observation.items()
+    }
+    flags = np.zeros(length, bool)
+    steps.setdefault("is_first", flags.copy())
+    steps["is_first"][:1] = True
+    steps.setdefault("is_last", flags.copy())
+    steps["is_last"][-1:] = True
+    steps.setdefault("is_terminal", steps["is_last"].copy())
+    steps.setdefault("reward", steps["is_last"].astype(np.float32))
+    steps.setdefault("discount", np.ones(length, np.float32))
+    metadata = {
+        k: _fake_value(rng, f, 1, instruction)[0] for k, f in schema.episode_metadata.items()
+    }
+    return {"steps": steps, "episode_metadata": metadata}
+
+
+def _rows(columns: Mapping[str, Any], length: int) -> list[dict[str, Any]]:
+    """Columns ``{key: [T, ...]}`` (nested) to a list of T step dicts."""
+
+    def row(tree, t):
+        return {k: row(v, t) if isinstance(v, Mapping) else v[t] for k, v in tree.items()}
+
+    return [row(columns, t) for t in range(length)]
+
+
+def write_rlds_dataset(
+    data_dir: str,
+    name: str,
+    schema: RldsSchema,
+    *,
+    episodes: Mapping[str, int] | None = None,
+    episode_length: int | tuple[int, int] = 10,
+    seed: int = 0,
+    instructions: tuple[str, ...] = DEFAULT_INSTRUCTIONS,
+    override: EpisodeOverride | None = None,
+    version: str = "1.0.0",
+) -> str:
+    """Writes `name` under `data_dir` and returns the version directory to open it from.
+
+    Args:
+      episodes: episodes per split, default ``{"train": 4, "val": 2}``.
+      episode_length: a fixed length or an inclusive ``(min, max)`` range.
+      override: called as ``override(split, episode_index, episode)``; may edit the episode's
+        columns in place or return a replacement. An episode whose ``steps`` columns are empty
+        (length 0) is written as a zero-length episode.
+    """
+    episodes = dict(episodes or {"train": 4, "val": 2})
+    features = schema.features()
+
+    def generate(split: str):
+        rng = np.random.default_rng([seed, sorted(episodes).index(split)])
+        for index in range(episodes[split]):
+            if isinstance(episode_length, int):
+                length = episode_length
+            else:
+                length = int(rng.integers(episode_length[0], episode_length[1] + 1))
+            instruction = instructions[index % len(instructions)]
+            episode = make_episode(schema, rng, length, instruction)
+            if override is not None:
+                episode = override(split, index, episode) or episode
+            length = len(episode["steps"]["is_first"])
+            example = {"steps": _rows(episode["steps"], length)}
+            if schema.episode_metadata:
+                example["episode_metadata"] = episode["episode_metadata"]
+            yield f"{split}_{index}", example
+
+    class_attrs = {
+        "name": name,
+        "VERSION": tfds.core.Version(version),
+        "_info": lambda self: tfds.core.DatasetInfo(builder=self, features=features),
+        "_split_generators": lambda self, dl_manager: {s: generate(s) for s in episodes},
+        "_generate_examples": None,
+    }
+    with tfds.core.registered.skip_registration():
+        builder_cls = type(
+            f"Synthetic_{name}", (tfds.core.GeneratorBasedBuilder,), dict(class_attrs)
+        )
+    builder = builder_cls(data_dir=data_dir)
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(
+            download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
+        )
+    )
+    return os.fspath(builder.data_dir)
+
+
+def bridge_like_schema(image_size: int = 64, num_cameras: int = 4) -> RldsSchema:
+    """The feature layout of OXE's Bridge (cameras image_0.., 7-dim state and action)."""
+    return RldsSchema(
+        observation={
+            **{f"image_{i}": image(image_size, image_size) for i in range(num_cameras)},
+            "state": tensor((7,)),
+        },
+        step={
+            "action": tensor((7,)),
+            "language_instruction": text(),
+            "language_embedding": tensor((512,)),
+        },
+        episode_metadata={"file_path": text(), "episode_id": scalar("int32")},
+    )

@@ -1,0 +1,39 @@
+"""octo_like: Octo-style generalist robot policies in JAX.
+
+Direct dependencies are pinned exactly here; `requirements.lock` pins the whole resolved set
+(used as a constraints file by the Makefile) so a fresh machine installs the same versions.
+"""
+
+from setuptools import find_packages, setup
+
+INSTALL_REQUIRES = [
+    "jax==0.10.2",
+    "jaxlib==0.10.2",
+    "flax==0.12.8",
+    "optax==0.2.8",
+    "orbax-checkpoint==0.12.8",
+    "chex==0.1.92",
+    "ml-collections==1.1.0",
+    "sentencepiece==0.2.3",
+    "tensorflow-cpu==2.21.0",
+    "tensorflow-datasets==4.9.10",
+    "numpy==2.4.6",
+    "pillow==12.0.0",
+    "psutil==7.2.2",
+    "tqdm==4.70.1",
+    "matplotlib==3.11.2",
+]
+
+EXTRAS_REQUIRE = {
+    "dev": ["pytest==9.2.0", "pytest-timeout==2.4.0", "ruff==0.17.5"],
+}
+
+setup(
+    name="octo_like",
+    version="0.1.0",
+    description="Octo-style vision-language-action policies in JAX",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["octo_like", "octo_like.*"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+)

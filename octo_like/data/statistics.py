@@ -1,0 +1,527 @@
+"""Action and proprio statistics of a dataset: streamed in one pass, cached by content.
+
+Input: standardized trajectories (schema stage 2), ``action float32[T, A]`` and
+``observation.proprio float32[T, P]``, read before any padding so padded zeros never count.
+
+One pass, bounded memory. Mean and std merge per-chunk moments in float64 (Chan et al.), so
+large offsets do not cancel. Percentiles come from a histogram per dimension on a lattice of
+power-of-two bin widths: when the data outgrow its `HISTOGRAM_BINS` bins, pairs of bins merge
+(width doubles), so no second pass and no stored samples are needed. Each order statistic is
+located in its bin and interpolated inside it, and `np.percentile`'s linear interpolation is
+applied between two such estimates, so every percentile is within one bin width of
+`np.percentile` on the concatenated data; the final bin width is below
+``max(2 * (max - min) / (HISTOGRAM_BINS - 2), max(|min|, |max|) * 2**-49)`` per dimension.
+
+Statistics are cached as JSON under a fingerprint of the dataset's identity and of the transforms
+that change actions or proprio (`statistics_fingerprint`, `load_or_compute_statistics`).
+
+TensorFlow is imported only where needed, so inference can use these classes (and
+`DatasetStatistics.load_json` on local files) without it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import json
+import logging
+import math
+import os
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+logger = logging.getLogger(__name__)
+
+HISTOGRAM_BINS = 4096
+"""Bins per dimension of the percentile histogram (the error bound above scales as 1/bins)."""
+STATISTICS_FORMAT = 1
+"""Part of every fingerprint: bump it when the way statistics are computed changes."""
+_CHUNK_ROWS = 16_384  # transitions merged per numpy update; bounds memory, amortizes overhead
+_PROGRESS_SECONDS = 10.0
+_FIELDS = ("mean", "std", "min", "max", "p01", "p99")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ArrayStatistics:
+    """Per-dimension statistics of one array key; every field is float32[D] (read-only)."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    min: np.ndarray
+    max: np.ndarray
+    p01: np.ndarray
+    p99: np.ndarray
+
+    def __post_init__(self):
+        dims = set()
+        for field in _FIELDS:
+            value = np.array(getattr(self, field), dtype=np.float32)
+            if value.ndim != 1:
+                raise ValueError(f"statistics field {field!r} must be 1-D, got {value.shape}")
+            value.setflags(write=False)
+            object.__setattr__(self, field, value)
+            dims.add(value.shape[0])
+        if len(dims) != 1:
+            raise ValueError(f"statistics fields have different lengths: {sorted(dims)}")
+
+    @property
+    def dim(self) -> int:
+        return int(self.mean.shape[0])
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ArrayStatistics):
+            return NotImplemented
+        return all(np.array_equal(getattr(self, f), getattr(other, f)) for f in _FIELDS)
+
+    def to_dict(self) -> dict[str, list[float]]:
+        """JSON-ready lists; float32 -> Python float -> JSON -> float32 is exact."""
+        return {field: getattr(self, field).tolist() for field in _FIELDS}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ArrayStatistics:
+        missing = [f for f in _FIELDS if f not in d]
+        if missing:
+            raise ValueError(f"array statistics lack fields {missing} (have {sorted(d)})")
+        return cls(**{f: d[f] for f in _FIELDS})
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class DatasetStatistics:
+    """What normalization needs from one dataset; `proprio` is None when it has none (P == 0)."""
+
+    action: ArrayStatistics
+    proprio: ArrayStatistics | None
+    num_transitions: int
+    num_trajectories: int
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, DatasetStatistics):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "action": self.action.to_dict(),
+            "proprio": None if self.proprio is None else self.proprio.to_dict(),
+            "num_transitions": int(self.num_transitions),
+            "num_trajectories": int(self.num_trajectories),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> DatasetStatistics:
+        missing = [
+            k for k in ("action", "proprio", "num_transitions", "num_trajectories") if k not in d
+        ]
+        if missing:
+            raise ValueError(f"dataset statistics lack keys {missing} (have {sorted(d)})")
+        proprio = None if d["proprio"] is None else ArrayStatistics.from_dict(d["proprio"])
+        return cls(
+            action=ArrayStatistics.from_dict(d["action"]),
+            proprio=proprio,
+            num_transitions=int(d["num_transitions"]),
+            num_trajectories=int(d["num_trajectories"]),
+        )
+
+    def save_json(self, path: str) -> None:
+        """Writes atomically (temporary file + rename); `path` may be a gs:// URL."""
+        _write_atomic(path, json.dumps(self.to_dict(), indent=1))
+
+    @classmethod
+    def load_json(cls, path: str) -> DatasetStatistics:
+        """Reads `save_json` output; local paths need no TensorFlow, URLs use tf.io.gfile."""
+        try:
+            if "://" in path:
+                import tensorflow as tf
+
+                with tf.io.gfile.GFile(path, "r") as f:
+                    return cls.from_dict(json.loads(f.read()))
+            with open(path) as f:
+                return cls.from_dict(json.load(f))
+        except Exception as e:  # missing, unreadable, not JSON or wrong fields: one message
+            raise ValueError(f"cannot read dataset statistics from {path}: {e}") from e
+
+
+class _Accumulator:
+    """Streaming mean/std/min/max and percentile histogram of one key, float64[n, D] chunks."""
+
+    def __init__(self, dim: int):
+        self.dim, self.count = dim, 0
+        self.mean = np.zeros(dim)
+        self.m2 = np.zeros(dim)
+        self.min = np.full(dim, np.inf)
+        self.max = np.full(dim, -np.inf)
+        self.exponent = np.full(dim, -1000, np.int64)  # bin width = 2**exponent, only grows
+        self.counts = np.zeros((dim, HISTOGRAM_BINS), np.int64)  # bin b: lattice cell start + b
+
+    def _start(self) -> np.ndarray:
+        return np.floor(self.min / np.ldexp(1.0, self.exponent)).astype(np.int64)
+
+    def update(self, x: np.ndarray) -> None:
+        n = x.shape[0]
+        chunk_mean = x.mean(axis=0)
+        chunk_m2 = np.square(x - chunk_mean).sum(axis=0)
+        total = self.count + n
+        delta = chunk_mean - self.mean
+        self.mean = self.mean + delta * (n / total)
+        self.m2 = self.m2 + chunk_m2 + np.square(delta) * (self.count * n / total)
+        self.count = total
+
+        first = self.count == n
+        old_start = None if first else self._start()
+        old_exponent = self.exponent.copy()
+        self.min = np.minimum(self.min, x.min(axis=0))
+        self.max = np.maximum(self.max, x.max(axis=0))
+        # Smallest width 2**e with (max - min) / 2**e <= bins - 2, so the cells from min to max
+        # fit in the bins; and |x| / 2**e < 2**50, so cell indices are exact integers.
+        with np.errstate(divide="ignore"):
+            by_range = np.ceil(np.log2((self.max - self.min) / (HISTOGRAM_BINS - 2)))
+            by_magnitude = np.ceil(np.log2(np.maximum(-self.min, self.max))) - 50
+        needed = np.nan_to_num(np.maximum(by_range, by_magnitude), neginf=-1000).astype(np.int64)
+        self.exponent = np.maximum(self.exponent, np.clip(needed, -1000, 1000))
+        start = self._start()
+        moved = (
+            [] if first else np.flatnonzero((start != old_start) | (self.exponent != old_exponent))
+        )
+        for d in moved:
+            # Halving the width `shift` times maps cell c to floor(c / 2**shift); cells are below
+            # 2**51 in magnitude, so a shift of 62 is as good as any larger one.
+            shift = min(int(self.exponent[d] - old_exponent[d]), 62)
+            cells = (old_start[d] + np.arange(HISTOGRAM_BINS)) >> shift
+            merged = np.zeros(HISTOGRAM_BINS, np.int64)
+            # Bins that hold counts always land inside; empty ones may fall outside: clip them.
+            np.add.at(merged, np.clip(cells - start[d], 0, HISTOGRAM_BINS - 1), self.counts[d])
+            self.counts[d] = merged
+        cell = np.floor(x / np.ldexp(1.0, self.exponent)).astype(np.int64) - start
+        flat = (cell + np.arange(self.dim) * HISTOGRAM_BINS).ravel()
+        self.counts += np.bincount(flat, minlength=self.dim * HISTOGRAM_BINS).reshape(
+            self.counts.shape
+        )
+
+    def _order_statistic(self, d: int, rank: int) -> float:
+        """Estimate of the rank-th smallest value of dim d (0-based), inside its bin."""
+        if rank == 0:
+            return float(self.min[d])
+        if rank == self.count - 1:
+            return float(self.max[d])
+        cumulative = np.cumsum(self.counts[d])
+        b = int(np.searchsorted(cumulative, rank, side="right"))
+        before = cumulative[b] - self.counts[d, b]
+        width = math.ldexp(1.0, int(self.exponent[d]))
+        low = (int(self._start()[d]) + b) * width
+        value = low + width * (rank - before + 0.5) / self.counts[d, b]
+        return float(np.clip(value, self.min[d], self.max[d]))
+
+    def percentile(self, q: float) -> np.ndarray:
+        """`np.percentile(x, q, axis=0)` (linear method) to within one bin width."""
+        position = q / 100.0 * (self.count - 1)
+        low = math.floor(position)
+        high, frac = min(low + 1, self.count - 1), position - low
+        out = np.empty(self.dim)
+        for d in range(self.dim):
+            a, b = self._order_statistic(d, low), self._order_statistic(d, high)
+            out[d] = a + frac * (b - a)
+        return out
+
+    def finish(self) -> ArrayStatistics:
+        return ArrayStatistics(
+            mean=self.mean,
+            std=np.sqrt(self.m2 / self.count),
+            min=self.min,
+            max=self.max,
+            p01=self.percentile(1.0),
+            p99=self.percentile(99.0),
+        )
+
+
+def _lookup(traj: Mapping, path: tuple[str, ...], where: str):
+    value = traj
+    for part in path:
+        if not isinstance(value, Mapping) or part not in value:
+            have = sorted(value) if isinstance(value, Mapping) else type(value).__name__
+            raise KeyError(f"{where} has no key {'/'.join(path)!r} (found {have})")
+        value = value[part]
+    return value
+
+
+def _describe(traj: Mapping, index: int) -> str:
+    """``trajectory 3 (dataset_name=..., episode_index=...)`` for error messages."""
+    parts = []
+    for key in ("dataset_name", "episode_index", "episode_id"):
+        if key in traj:
+            value = np.asarray(traj[key]).ravel()
+            if value.size:
+                item = value[0]
+                parts.append(f"{key}={item.decode() if isinstance(item, bytes) else item}")
+    return f"trajectory {index}" + (f" ({', '.join(parts)})" if parts else "")
+
+
+def _as_matrix(value, name: str, traj: Mapping, index: int) -> np.ndarray:
+    array = np.asarray(value)
+    if array.ndim != 2 or array.dtype.kind not in "biuf":
+        raise ValueError(
+            f"{_describe(traj, index)}: {name!r} must be a numeric [T, D] array, "
+            f"got {array.dtype}{list(array.shape)}"
+        )
+    array = array.astype(np.float64)
+    bad = ~np.isfinite(array)
+    if bad.any():
+        step, dim = (int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"{_describe(traj, index)}: {name!r} has {int(bad.sum())} non-finite values "
+            f"(first at step {step}, dim {dim}: {array[step, dim]})"
+        )
+    return array
+
+
+def _path(key: str | Sequence[str]) -> tuple[str, ...]:
+    return (key,) if isinstance(key, str) else tuple(key)
+
+
+def compute_statistics(
+    trajectories: tf.data.Dataset | Iterable[Mapping],
+    *,
+    action_key: str | Sequence[str] = "action",
+    proprio_key: str | Sequence[str] | None = ("observation", "proprio"),
+    progress: bool = False,
+) -> DatasetStatistics:
+    """Statistics of actions and proprio over all transitions, in one streaming pass.
+
+    `trajectories` is iterated exactly once, so a one-shot Python iterator works; a
+    `tf.data.Dataset` is first reduced to the keys needed (images never reach Python).
+    `proprio_key=None` skips proprio. Raises ValueError on zero transitions, non-finite values
+    or dimensions that change between trajectories (naming the key and trajectory).
+    """
+    keys = {"action": _path(action_key)}
+    if proprio_key is not None:
+        keys["proprio"] = _path(proprio_key)
+    names = {k: "/".join(p) for k, p in keys.items()}
+    context = ("dataset_name", "episode_index", "episode_id")
+    tf = sys.modules.get("tensorflow")  # a tf.data.Dataset implies TensorFlow is loaded
+    if tf is not None and isinstance(trajectories, tf.data.Dataset):
+        spec = trajectories.element_spec
+        for path in keys.values():
+            _lookup(spec, path, "the dataset")  # fail before reading anything
+        wanted = [k for k in context if isinstance(spec, Mapping) and k in spec]
+
+        def select(traj):
+            out = {k: _lookup(traj, path, "the dataset") for k, path in keys.items()}
+            return out | {k: tf.reshape(traj[k], [-1])[:1] for k in wanted}
+
+        stream: Iterable[Mapping] = trajectories.map(select).as_numpy_iterator()
+        keys = {k: (k,) for k in keys}
+    else:
+        stream = trajectories
+
+    accumulators: dict[str, _Accumulator] = {}
+    pending: dict[str, list[np.ndarray]] = {k: [] for k in keys}
+    pending_rows = num_trajectories = num_transitions = 0
+    started = last_report = time.monotonic()
+
+    def flush():
+        for k, arrays in pending.items():
+            if arrays and k in accumulators:
+                accumulators[k].update(np.concatenate(arrays))
+            arrays.clear()
+
+    for index, traj in enumerate(stream):
+        rows = None
+        for key, path in keys.items():
+            array = _as_matrix(_lookup(traj, path, f"trajectory {index}"), names[key], traj, index)
+            if rows is not None and array.shape[0] != rows:
+                raise ValueError(
+                    f"{_describe(traj, index)}: {names[key]!r} has {array.shape[0]} steps "
+                    f"but {names['action']!r} has {rows}"
+                )
+            rows = array.shape[0]
+            if key not in accumulators:
+                if key == "action" and array.shape[1] == 0:
+                    raise ValueError(f"{_describe(traj, index)}: {names[key]!r} has 0 dims")
+                accumulators[key] = _Accumulator(array.shape[1])
+            elif array.shape[1] != accumulators[key].dim:
+                raise ValueError(
+                    f"{_describe(traj, index)}: {names[key]!r} has {array.shape[1]} dims, "
+                    f"earlier trajectories had {accumulators[key].dim}"
+                )
+            if rows and array.shape[1]:
+                pending[key].append(array)
+        num_trajectories += 1
+        num_transitions += rows
+        pending_rows += rows
+        if pending_rows >= _CHUNK_ROWS:
+            flush()
+            pending_rows = 0
+        now = time.monotonic()
+        if progress and now - last_report >= _PROGRESS_SECONDS:
+            last_report = now
+            logger.info(
+                "statistics: %d trajectories, %d transitions (%.1f trajectories/s)",
+                num_trajectories, num_transitions, num_trajectories / (now - started),
+            )  # fmt: skip
+    flush()
+    if num_trajectories == 0:
+        raise ValueError("compute_statistics: the input has no trajectories")
+    if num_transitions == 0:
+        raise ValueError(f"compute_statistics: all {num_trajectories} trajectories are empty")
+    proprio = accumulators.get("proprio")
+    return DatasetStatistics(
+        action=accumulators["action"].finish(),
+        proprio=proprio.finish() if proprio is not None and proprio.dim > 0 else None,
+        num_transitions=num_transitions,
+        num_trajectories=num_trajectories,
+    )
+
+
+def _jsonable(value: Any, where: str) -> Any:
+    """Canonical JSON value: enums by value, tuples as lists, numpy as Python; else an error."""
+    if isinstance(value, enum.Enum):
+        value = value.value
+    if isinstance(value, np.generic | np.ndarray):
+        value = value.tolist()
+    if value is None or isinstance(value, bool | int | float | str):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{where} is {value}; fingerprints need finite numbers")
+        return value
+    if isinstance(value, Mapping):
+        bad = [k for k in value if not isinstance(k, str)]
+        if bad:
+            raise TypeError(f"{where} has non-string keys {bad}")
+        return {k: _jsonable(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    raise TypeError(
+        f"{where} is a {type(value).__name__}, which has no stable JSON form; "
+        "describe it by name (e.g. the registered function's name) instead"
+    )
+
+
+def dataset_identity(source: str | Any) -> dict[str, Any]:
+    """Name, version, split sizes and features of a prepared TFDS dataset.
+
+    `source` is its version directory (``.../bridge_dataset/1.0.0``, gs:// works) or a
+    `tfds.core.DatasetInfo`; both give the same dict for the same dataset.
+    """
+    import tensorflow as tf
+
+    if isinstance(source, str):
+        try:
+            with tf.io.gfile.GFile(os.path.join(source, "dataset_info.json")) as f:
+                info = json.loads(f.read())
+            with tf.io.gfile.GFile(os.path.join(source, "features.json")) as f:
+                features = json.loads(f.read())
+        except (ValueError, tf.errors.OpError) as e:
+            raise ValueError(f"{source} is not a prepared TFDS dataset directory: {e}") from e
+        splits = {
+            s["name"]: {
+                "num_examples": sum(int(n) for n in s.get("shardLengths", [])),
+                "num_bytes": int(s.get("numBytes", 0)),
+            }
+            for s in info.get("splits", [])
+        }
+        name, version = info.get("name"), info.get("version")
+    else:
+        from google.protobuf import json_format  # a TensorFlow dependency
+
+        splits = {
+            k: {"num_examples": int(v.num_examples), "num_bytes": int(v.num_bytes)}
+            for k, v in source.splits.items()
+        }
+        features = json_format.MessageToDict(source.features.to_proto())
+        name, version = source.name, str(source.version)
+    return {"name": name, "version": version, "splits": splits, "features": features}
+
+
+def statistics_fingerprint(dataset_info: Mapping | str, transforms: Mapping) -> str:
+    """sha256 hex digest of the canonical JSON of the dataset identity and the transforms.
+
+    `dataset_info` is a TFDS version directory (read with `dataset_identity`) or a JSON-able
+    mapping that identifies the data. `transforms` must name everything that changes actions or
+    proprio before statistics (standardization function name, proprio key, action encoding,
+    ...), as JSON-able values; key order does not matter, anything else does.
+    """
+    identity = dataset_identity(dataset_info) if isinstance(dataset_info, str) else dataset_info
+    payload = {
+        "statistics_format": STATISTICS_FORMAT,
+        "dataset": _jsonable(identity, "dataset_info"),
+        "transforms": _jsonable(transforms, "transforms"),
+    }
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _write_atomic(path: str, text: str) -> None:
+    """Writes `text` to a unique temporary file beside `path`, then renames it over `path`."""
+    import tensorflow as tf
+
+    directory = os.path.dirname(path)
+    if directory:
+        tf.io.gfile.makedirs(directory)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    try:
+        with tf.io.gfile.GFile(tmp, "w") as f:
+            f.write(text)
+        tf.io.gfile.rename(tmp, path, overwrite=True)
+    finally:
+        if tf.io.gfile.exists(tmp):
+            tf.io.gfile.remove(tmp)
+
+
+def statistics_cache_path(cache_dir: str, fingerprint: str, name: str = "") -> str:
+    """``<cache_dir>/<name>_<fingerprint>.json`` (just ``<fingerprint>.json`` without a name)."""
+    if not fingerprint or not all(c.isalnum() or c in "-_" for c in fingerprint):
+        raise ValueError(f"fingerprint {fingerprint!r} must be a non-empty [A-Za-z0-9_-] string")
+    if "/" in name or "\\" in name:
+        raise ValueError(f"statistics name {name!r} must not contain path separators")
+    if cache_dir.startswith("~"):
+        cache_dir = os.path.expanduser(cache_dir)
+    return os.path.join(cache_dir, f"{name}_{fingerprint}.json" if name else f"{fingerprint}.json")
+
+
+def load_or_compute_statistics(
+    make_trajectories: Callable[[], tf.data.Dataset | Iterable[Mapping]],
+    *,
+    fingerprint: str,
+    cache_dir: str,
+    force: bool = False,
+    name: str = "",
+    **compute_kwargs: Any,
+) -> DatasetStatistics:
+    """Cached statistics if present, else `compute_statistics(make_trajectories())`, saved.
+
+    `make_trajectories` is only called on a cache miss or with `force=True`. `compute_kwargs`
+    (action_key, proprio_key, progress) go to `compute_statistics` and must be reflected in
+    `fingerprint`. An unreadable cache file is logged and recomputed. Concurrent writers (e.g.
+    several hosts) are safe: each write is atomic and all write the same content.
+    """
+    import tensorflow as tf
+
+    path = statistics_cache_path(cache_dir, fingerprint, name)
+    label = name or "dataset"
+    if not force and tf.io.gfile.exists(path):
+        try:
+            stats = DatasetStatistics.load_json(path)
+        except ValueError as e:
+            logger.warning(
+                "statistics of %s: ignoring unreadable cache (%s); recomputing", label, e
+            )
+        else:
+            logger.info("statistics of %s: loaded from cache %s", label, path)
+            return stats
+    reason = "forced" if force else "cache miss"
+    logger.info("statistics of %s: computing (%s), will write %s", label, reason, path)
+    started = time.monotonic()
+    stats = compute_statistics(make_trajectories(), **compute_kwargs)
+    stats.save_json(path)
+    logger.info(
+        "statistics of %s: %d trajectories, %d transitions in %.1f s, wrote %s",
+        label, stats.num_trajectories, stats.num_transitions, time.monotonic() - started, path,
+    )  # fmt: skip
+    return stats

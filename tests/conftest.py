@@ -13,7 +13,8 @@ import pathlib  # noqa: E402
 
 import pytest  # noqa: E402
 
-SHARED_BRIDGE = pathlib.Path(__file__).resolve().parents[1].parent / "shared/data/bridge_dataset/1.0.0"
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED_BRIDGE = REPO.parent / "shared" / "data" / "bridge_dataset" / "1.0.0"
 
 
 def pytest_configure(config):

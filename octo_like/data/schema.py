@@ -15,7 +15,9 @@ The data flow, top to bottom (each stage's module states its own input and outpu
          language_instruction  string[T]   b"" when the episode has no instruction
        action             float32[T, A]
        dataset_name       string[T]
-       episode_index      int64[T]         position of the episode in its split (for errors)
+       episode_index      int64[T]         position of the episode in this process's stream
+       episode_id         string[]         the record's TFDS id (file + position), for errors;
+                                           broadcast to [T] when trajectories become frames
 
    where ``<camera>`` ranges over the canonical camera names configured for the run
    (e.g. ``primary``, ``secondary``, ``wrist``).
@@ -74,6 +76,7 @@ ACTION = "action"
 ACTION_PAD_MASK = "action_pad_mask"
 DATASET_NAME = "dataset_name"
 EPISODE_INDEX = "episode_index"
+EPISODE_ID = "episode_id"
 
 
 def image_key(camera: str) -> str:

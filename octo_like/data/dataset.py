@@ -1,0 +1,126 @@
+"""The trajectory-dataset layer on tf.data: trajectory maps, flattening to frames, frame maps.
+
+A thin, explicit wrapper: every stage says how many threads it may use, randomness comes from
+per-element stateless seeds (so parallel maps stay deterministic), and the host-RAM budget that
+tf.data's autotuner may use for prefetch buffers is a knob rather than a surprise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import tensorflow as tf
+
+Map = Callable[[dict], dict]
+SeededMap = Callable[[dict, tf.Tensor], dict]
+
+
+@dataclasses.dataclass(frozen=True)
+class Parallelism:
+    """Thread counts per stage and the autotuner's RAM budget (GiB; None = tf.data default)."""
+
+    read: int = 2
+    trajectory: int = 2
+    frame: int = 2
+    ram_budget_gb: float | None = 1.0
+
+    def __post_init__(self):
+        for name in ("read", "trajectory", "frame"):
+            if getattr(self, name) < 1 and getattr(self, name) != tf.data.AUTOTUNE:
+                raise ValueError(f"Parallelism.{name} must be >= 1 or AUTOTUNE")
+
+    def scaled(self, fraction: float) -> Parallelism:
+        """This budget's share for one dataset of a mixture (at least one thread per stage)."""
+        share = lambda n: max(1, round(n * fraction))
+        return dataclasses.replace(
+            self, read=share(self.read), trajectory=share(self.trajectory), frame=self.frame
+        )
+
+
+def element_seeds(dataset: tf.data.Dataset, seed: int, salt: int) -> tf.data.Dataset:
+    """Pairs each element with a stateless seed int64[2] derived from (seed, salt, position)."""
+    base = tf.constant([seed, salt], tf.int64)
+
+    def attach(index, element):
+        mixed = tf.random.experimental.stateless_fold_in(base, index)
+        return element, mixed
+
+    return dataset.enumerate().map(attach, deterministic=True)
+
+
+def apply_options(dataset: tf.data.Dataset, parallelism: Parallelism) -> tf.data.Dataset:
+    options = tf.data.Options()
+    options.deterministic = True
+    if parallelism.ram_budget_gb is not None:
+        options.autotune.ram_budget = int(parallelism.ram_budget_gb * (1 << 30))
+    return dataset.with_options(options)
+
+
+class TrajectoryDataset:
+    """A tf.data.Dataset whose elements are whole trajectories (leaves with a leading T)."""
+
+    def __init__(self, dataset: tf.data.Dataset, name: str, parallelism: Parallelism):
+        self.dataset = dataset
+        self.name = name
+        self.parallelism = parallelism
+
+    def _wrap(self, dataset: tf.data.Dataset) -> TrajectoryDataset:
+        return TrajectoryDataset(dataset, self.name, self.parallelism)
+
+    def map(self, fn: Map) -> TrajectoryDataset:
+        return self._wrap(
+            self.dataset.map(fn, num_parallel_calls=self.parallelism.trajectory, deterministic=True)
+        )
+
+    def map_seeded(self, fn: SeededMap, seed: int, salt: int) -> TrajectoryDataset:
+        """Like `map`, with ``fn(traj, seed)`` getting a distinct stateless seed per trajectory."""
+        seeded = element_seeds(self.dataset, seed, salt)
+        return self._wrap(
+            seeded.map(fn, num_parallel_calls=self.parallelism.trajectory, deterministic=True)
+        )
+
+    def filter(self, predicate: Callable[[dict], tf.Tensor]) -> TrajectoryDataset:
+        return self._wrap(self.dataset.filter(predicate))
+
+    def apply(self, fn: Callable[[tf.data.Dataset], tf.data.Dataset]) -> TrajectoryDataset:
+        return self._wrap(fn(self.dataset))
+
+    def flatten(self) -> FrameDataset:
+        """One element per timestep; every leaf must have the leading T axis."""
+        frames = self.dataset.interleave(
+            tf.data.Dataset.from_tensor_slices,
+            cycle_length=self.parallelism.trajectory,
+            num_parallel_calls=self.parallelism.trajectory,
+            deterministic=True,
+        )
+        return FrameDataset(frames, self.name, self.parallelism)
+
+
+class FrameDataset:
+    """A tf.data.Dataset whose elements are single frames (schema stage 3, T removed)."""
+
+    def __init__(self, dataset: tf.data.Dataset, name: str, parallelism: Parallelism):
+        self.dataset = dataset
+        self.name = name
+        self.parallelism = parallelism
+
+    def _wrap(self, dataset: tf.data.Dataset) -> FrameDataset:
+        return FrameDataset(dataset, self.name, self.parallelism)
+
+    def map(self, fn: Map) -> FrameDataset:
+        return self._wrap(
+            self.dataset.map(fn, num_parallel_calls=self.parallelism.frame, deterministic=True)
+        )
+
+    def map_seeded(self, fn: SeededMap, seed: int, salt: int) -> FrameDataset:
+        seeded = element_seeds(self.dataset, seed, salt)
+        return self._wrap(
+            seeded.map(fn, num_parallel_calls=self.parallelism.frame, deterministic=True)
+        )
+
+    def shuffle(self, buffer_size: int, seed: int) -> FrameDataset:
+        return self._wrap(self.dataset.shuffle(buffer_size, seed=seed))
+
+    def apply(self, fn: Callable[[tf.data.Dataset], tf.data.Dataset]) -> FrameDataset:
+        return self._wrap(fn(self.dataset))

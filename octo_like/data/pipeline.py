@@ -1,0 +1,279 @@
+"""The input pipeline, top to bottom: RLDS -> standardize -> trajectory transforms -> frames ->
+weighted mixture -> shuffle (encoded) -> decode / resize / augment -> batches.
+
+`make_pipeline(config)` is the one entry point; `standardized_trajectories` is also used for
+statistics and by scripts that inspect single datasets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from octo_like.data import frame_transforms, rlds, schema, traj_transforms
+from octo_like.data.config import DataConfig, DatasetSource
+from octo_like.data.dataset import FrameDataset, Parallelism, TrajectoryDataset, apply_options
+from octo_like.data.normalize import normalize_trajectory
+from octo_like.data.oxe.registry import get_dataset_spec
+from octo_like.data.oxe.spec import DatasetSpec
+from octo_like.data.oxe.standardize import standardizer_for
+from octo_like.data.restructure import check_cameras, restructure
+from octo_like.data.statistics import (
+    DatasetStatistics,
+    dataset_identity,
+    load_or_compute_statistics,
+    statistics_fingerprint,
+)
+from octo_like.data.validation import SkippedEpisodes, check_trajectories
+
+log = logging.getLogger(__name__)
+
+# Salts keep the random streams of different stages independent under one run seed.
+_SALT_TRAJECTORY, _SALT_FRAME = 1, 2
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedDataset:
+    """A dataset of a mixture, opened, with its spec and (train-split) statistics."""
+
+    source: DatasetSource
+    spec: DatasetSpec
+    builder: object
+    statistics: DatasetStatistics
+
+
+def standardized_trajectories(
+    builder,
+    spec: DatasetSpec,
+    split: str,
+    cameras: tuple[str, ...],
+    *,
+    shard: rlds.ProcessShard = rlds.ProcessShard(),
+    shuffle: bool = False,
+    repeat: bool = False,
+    cache: bool = False,
+    seed: int = 0,
+    parallelism: Parallelism = Parallelism(),
+    skip_bad_episodes: bool = False,
+    skipped: SkippedEpisodes | None = None,
+) -> TrajectoryDataset:
+    """Schema stage 2 trajectories of one dataset, validated, not yet normalized."""
+    episodes = rlds.read_episodes(
+        builder,
+        split,
+        shard=shard,
+        shuffle_files=shuffle,
+        seed=seed,
+        num_parallel_reads=parallelism.read,
+    )
+    trajectories = TrajectoryDataset(episodes, spec.name, parallelism)
+    if cache:
+        trajectories = trajectories.apply(lambda ds: ds.cache())
+    if repeat:
+        trajectories = trajectories.apply(lambda ds: ds.repeat())
+    check_cameras(spec, cameras)
+    trajectories = trajectories.map(standardizer_for(spec))
+    trajectories = trajectories.apply(lambda ds: ds.enumerate()).map(
+        lambda index, traj: restructure(traj, spec, cameras, index)
+    )
+    return trajectories.apply(
+        lambda ds: check_trajectories(
+            ds, spec.name, skip_bad_episodes=skip_bad_episodes, skipped=skipped
+        )
+    )
+
+
+def prepare_dataset(source: DatasetSource, config: DataConfig) -> PreparedDataset:
+    """Opens `source` and loads (or computes and caches) its train-split statistics."""
+    spec = get_dataset_spec(source.name, config.extra_specs)
+    builder = rlds.open_source(source.location, source.name)
+    fingerprint = statistics_fingerprint_for(builder, spec, source.split)
+    statistics = load_or_compute_statistics(
+        lambda: (
+            standardized_trajectories(
+                builder,
+                spec,
+                source.split,
+                config.cameras,
+                skip_bad_episodes=config.skip_bad_episodes,
+            ).dataset
+        ),
+        fingerprint=fingerprint,
+        cache_dir=os.path.expanduser(config.statistics_cache_dir),
+        name=spec.name,
+    )
+    return PreparedDataset(source, spec, builder, statistics)
+
+
+def statistics_fingerprint_for(builder, spec: DatasetSpec, split: str) -> str:
+    """Cache key of a dataset's statistics: its identity and everything that shapes actions."""
+    identity = {**dataset_identity(builder.info), "split": split}
+    return statistics_fingerprint(identity, {"spec": spec.to_dict()})
+
+
+def _trajectory_transform(config: DataConfig, spec: DatasetSpec, statistics, dims):
+    """The per-trajectory transform (stage 2 -> stage 3, T kept), seeded per trajectory."""
+    tcfg = config.trajectory
+    cameras = config.cameras
+    max_action_dim, max_proprio_dim = dims
+
+    def transform(traj: dict, seed: tf.Tensor) -> dict:
+        goal_seed, subsample_seed, task_seed = tf.unstack(
+            tf.random.experimental.stateless_split(seed, 3)
+        )
+        length = tf.shape(traj[schema.ACTION])[0]
+        traj = dict(traj)
+        traj[schema.EPISODE_ID] = tf.fill([length], traj[schema.EPISODE_ID])
+        traj = normalize_trajectory(
+            traj, statistics, config.normalization, spec.action_normalization_mask
+        )
+        traj = traj_transforms.add_pad_mask_dict(traj)
+        traj = traj_transforms.pad_action_and_proprio(traj, max_action_dim, max_proprio_dim)
+        if tcfg.goal_relabeling:
+            traj = traj_transforms.relabel_uniform_future_goal(traj, goal_seed, cameras)
+        else:
+            traj = traj_transforms.add_empty_goals(traj, cameras)
+        # Before windowing: a dropped goal resets task.timestep, which chunk masking reads.
+        if config.train and (tcfg.language_only_prob > 0 or tcfg.goal_only_prob > 0):
+            traj = traj_transforms.drop_task_conditioning(
+                traj,
+                task_seed,
+                language_only=tcfg.language_only_prob,
+                goal_only=tcfg.goal_only_prob,
+            )
+        traj = traj_transforms.window_and_chunk(
+            traj,
+            tcfg.window,
+            tcfg.action_horizon,
+            mask_past_goal=tcfg.goal_relabeling and tcfg.mask_actions_past_goal,
+        )
+        # Last: the steps above read the episode end as T - 1.
+        if config.train and tcfg.subsample_length is not None:
+            traj = traj_transforms.subsample(traj, tcfg.subsample_length, subsample_seed)
+        return traj
+
+    return transform
+
+
+def _frame_transform(config: DataConfig):
+    def transform(frame: dict, seed: tf.Tensor) -> dict:
+        augment_seed, dropout_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        frame = frame_transforms.transform_frame(
+            frame, augment_seed, config.frame.cameras, train=config.train
+        )
+        if config.train and config.frame.image_dropout_prob > 0:
+            frame = frame_transforms.dropout_cameras(
+                frame,
+                dropout_seed,
+                config.frame.image_dropout_prob,
+                config.frame.image_dropout_keep,
+            )
+        # Bookkeeping for error messages; the model does not need it.
+        frame = dict(frame)
+        frame.pop(schema.EPISODE_ID)
+        frame.pop(schema.EPISODE_INDEX)
+        return frame
+
+    return transform
+
+
+def _common_dims(config: DataConfig, element_specs: list[dict]) -> tuple[int, int]:
+    """The action / proprio dims every dataset is padded to (the config's, or the largest)."""
+    action_dims = [s[schema.ACTION].shape[-1] for s in element_specs]
+    proprio_dims = [s["observation"][schema.PROPRIO].shape[-1] for s in element_specs]
+    action_dim = config.trajectory.max_action_dim or max(action_dims)
+    proprio_dim = config.trajectory.max_proprio_dim
+    proprio_dim = max(proprio_dims) if proprio_dim is None else proprio_dim
+    return action_dim, proprio_dim
+
+
+@dataclasses.dataclass
+class Pipeline:
+    """Batches for this process plus what a checkpoint must remember about the data."""
+
+    dataset: tf.data.Dataset
+    statistics: dict[str, DatasetStatistics]
+    weights: dict[str, float]
+    per_process_batch_size: int
+    action_dim: int
+    proprio_dim: int
+    skipped: SkippedEpisodes
+
+    def __iter__(self):
+        return self.dataset.as_numpy_iterator()
+
+
+def make_pipeline(
+    config: DataConfig,
+    shard: rlds.ProcessShard = rlds.ProcessShard(),
+    *,
+    split: str | None = None,
+    prepared: list[PreparedDataset] | None = None,
+) -> Pipeline:
+    """Batches (schema stage 5) of this process's share of the mixture.
+
+    `split` overrides every source's split (e.g. ``"val"`` for held-out loss) while keeping the
+    train-split statistics; `prepared` reuses already opened datasets and statistics.
+    """
+    prepared = prepared or [prepare_dataset(source, config) for source in config.datasets]
+    batch_size = config.per_process_batch_size(shard.count)
+    weights = np.array([p.source.weight for p in prepared], np.float64)
+    if config.balance_by_size:
+        weights *= [p.statistics.num_transitions for p in prepared]
+    weights /= weights.sum()
+    skipped = SkippedEpisodes()
+    seed = config.seed + 1000 * shard.index
+    trajectories = []
+    for index, (dataset, weight) in enumerate(zip(prepared, weights, strict=True)):
+        share = config.parallelism.scaled(weight) if len(prepared) > 1 else config.parallelism
+        trajectories.append(
+            standardized_trajectories(
+                dataset.builder,
+                dataset.spec,
+                split or dataset.source.split,
+                config.cameras,
+                shard=shard,
+                shuffle=config.train,
+                repeat=config.train,
+                cache=config.cache_trajectories,
+                seed=seed + index,
+                parallelism=share,
+                skip_bad_episodes=config.skip_bad_episodes,
+                skipped=skipped,
+            )
+        )
+    dims = _common_dims(config, [t.dataset.element_spec for t in trajectories])
+    frames = []
+    for index, (dataset, trajs) in enumerate(zip(prepared, trajectories, strict=True)):
+        transform = _trajectory_transform(config, dataset.spec, dataset.statistics, dims)
+        frames.append(trajs.map_seeded(transform, seed + index, _SALT_TRAJECTORY).flatten())
+    if len(frames) == 1:
+        mixed = frames[0].dataset
+    else:
+        mixed = tf.data.Dataset.sample_from_datasets(
+            [f.dataset for f in frames], weights=weights.tolist(), seed=seed
+        )
+    stream = FrameDataset(mixed, "mixture", config.parallelism)
+    if config.train:
+        stream = stream.shuffle(config.shuffle_buffer, seed=seed)
+    stream = stream.map_seeded(_frame_transform(config), seed, _SALT_FRAME)
+    batches = stream.dataset.batch(
+        batch_size,
+        drop_remainder=config.train,
+        num_parallel_calls=config.parallelism.frame,
+        deterministic=True,
+    ).prefetch(2)
+    batches = apply_options(batches, config.parallelism)
+    return Pipeline(
+        dataset=batches,
+        statistics={p.spec.name: p.statistics for p in prepared},
+        weights={p.spec.name: float(w) for p, w in zip(prepared, weights, strict=True)},
+        per_process_batch_size=batch_size,
+        action_dim=dims[0],
+        proprio_dim=dims[1],
+        skipped=skipped,
+    )

@@ -1,0 +1,66 @@
+"""Compute (or load from cache) normalization statistics of a dataset or a named mix.
+
+    python scripts/compute_stats.py --data_dir ../shared/data/bridge_dataset/1.0.0
+    python scripts/compute_stats.py --mix oxe_magic_soup --data_dir /data/oxe [--force]
+
+Statistics are cached as JSON keyed by a hash of the dataset info and the transforms; the
+pipeline reads the same cache. Prints one JSON object per dataset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data_dir", required=True, help="prepared TFDS dir, or the data root")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--dataset", default=None, help="registry name (default: the builder's)")
+    group.add_argument("--mix", default=None, help="a named mix; --data_dir is then the root")
+    parser.add_argument("--split", default="train")
+    parser.add_argument("--force", action="store_true", help="recompute even if cached")
+    parser.add_argument("--statistics_cache_dir", default="~/.cache/octo_like/statistics")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    import tensorflow as tf
+
+    tf.config.set_visible_devices([], "GPU")
+    from octo_like.data import rlds
+    from octo_like.data.oxe.mixes import resolve_mix
+    from octo_like.data.oxe.registry import get_dataset_spec
+    from octo_like.data.pipeline import standardized_trajectories, statistics_fingerprint_for
+    from octo_like.data.statistics import load_or_compute_statistics
+
+    if args.mix:
+        entries = [(spec, args.data_dir) for spec, _ in resolve_mix(args.mix)]
+    else:
+        builder = rlds.open_builder(args.data_dir)
+        entries = [(get_dataset_spec(args.dataset or builder.info.name), args.data_dir)]
+    results = {}
+    for spec, location in entries:
+        builder = rlds.open_builder(location if not args.mix else spec.name, location)
+        cameras = tuple(c for c, k in spec.image_keys.items() if k) or ("primary",)
+        statistics = load_or_compute_statistics(
+            lambda spec=spec, builder=builder, cameras=cameras: (
+                standardized_trajectories(builder, spec, args.split, cameras).dataset
+            ),
+            fingerprint=statistics_fingerprint_for(builder, spec, args.split),
+            cache_dir=os.path.expanduser(args.statistics_cache_dir),
+            force=args.force,
+            name=spec.name,
+        )
+        results[spec.name] = statistics.to_dict()
+        print(json.dumps({spec.name: results[spec.name]}))
+    return results
+
+
+if __name__ == "__main__":
+    main()

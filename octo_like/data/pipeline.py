@@ -162,9 +162,7 @@ def _trajectory_transform(config: DataConfig, spec: DatasetSpec, statistics, dim
 def _frame_transform(config: DataConfig):
     def transform(frame: dict, seed: tf.Tensor) -> dict:
         augment_seed, dropout_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-        frame = frame_transforms.transform_frame(
-            frame, augment_seed, config.frame.cameras, train=config.train
-        )
+        # Dropout first, on the encoded strings: dropped cameras are then never decoded.
         if config.train and config.frame.image_dropout_prob > 0:
             frame = frame_transforms.dropout_cameras(
                 frame,
@@ -172,6 +170,9 @@ def _frame_transform(config: DataConfig):
                 config.frame.image_dropout_prob,
                 config.frame.image_dropout_keep,
             )
+        frame = frame_transforms.transform_frame(
+            frame, augment_seed, config.frame.cameras, train=config.train
+        )
         # Bookkeeping for error messages; the model does not need it.
         frame = dict(frame)
         frame.pop(schema.EPISODE_ID)

@@ -1,0 +1,1 @@
+"""Experiment configuration: ml_collections defaults validated into typed objects."""

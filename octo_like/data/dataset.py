@@ -46,7 +46,7 @@ def element_seeds(dataset: tf.data.Dataset, seed: int, salt: int) -> tf.data.Dat
         mixed = tf.random.experimental.stateless_fold_in(base, index)
         return element, mixed
 
-    return dataset.enumerate().map(attach, deterministic=True)
+    return dataset.enumerate().map(attach)
 
 
 def apply_options(dataset: tf.data.Dataset, parallelism: Parallelism) -> tf.data.Dataset:

@@ -39,6 +39,7 @@ class StandardizationError(DataError):
     """A trajectory lacks what its standardization function needs."""
 
 
+@tf.autograph.experimental.do_not_convert  # pure Python over dict structure, no tensor control flow
 def get_path(tree: Mapping, path: str, name: str = "standardize"):
     """``tree`` at a slash path; keys that themselves hold slashes (``present/xyz``) resolve too."""
     parts = path.split("/")

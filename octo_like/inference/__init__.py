@@ -1,0 +1,1 @@
+"""Checkpoints as policies: history / chunk execution wrappers and serving (fine-tuning issue)."""

@@ -1,0 +1,1 @@
+"""The policy network: tokenizers, block transformer with readouts, action heads (model issue)."""

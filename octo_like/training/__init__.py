@@ -1,0 +1,1 @@
+"""Train state, optimizer, sharding, checkpoints and the shared training loop (training issue)."""

@@ -61,3 +61,12 @@ def test_benchmark_data_prints_json_last(bridge_dir, tmp_path, capsys):
     for key in ("frames_per_s", "batches_per_s", "rss_mb_start", "rss_mb_end", "rss_mb_max"):
         assert result[key] > 0
     assert result["rss_mb_max"] >= result["rss_mb_end"]
+
+
+def test_compute_stats_for_a_named_mix(bridge_dir, tmp_path):
+    data_root = str(pathlib.Path(bridge_dir).parents[1])  # holds bridge_dataset/1.0.0
+    result = compute_stats.main(
+        ["--mix", "bridge", "--data_dir", data_root, "--statistics_cache_dir", str(tmp_path)]
+    )
+    assert set(result) == {"bridge_dataset"}
+    assert result["bridge_dataset"]["num_transitions"] > 0

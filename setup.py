@@ -15,6 +15,7 @@ INSTALL_REQUIRES = [
     "chex==0.1.92",
     "ml-collections==1.1.0",
     "sentencepiece==0.2.3",
+    "safetensors==0.8.0",
     "tensorflow-cpu==2.21.0",
     "tensorflow-datasets==4.9.10",
     "numpy==2.4.6",

@@ -1,0 +1,141 @@
+"""What every action head shares: the protocol, input checks, readout pooling, masked means.
+
+Shapes used throughout the heads:
+
+- ``readouts``: ``float[b, w, n_readout, d]``, transformer outputs at the readout tokens.
+- ``actions``: ``float32[b, w, H, A]``, normalized action chunks, one per window step.
+- ``timestep_pad_mask``: ``bool[b, w]``; ``action_pad_mask``: ``bool[b, w, H, A]``.
+
+A loss is the mean over valid elements only, valid meaning
+``timestep_pad_mask[..., None, None] & action_pad_mask``; with nothing valid it is 0, not NaN.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+@runtime_checkable
+class ActionHead(Protocol):
+    """The interface the policy model uses; implementations are `nnx.Module` subclasses."""
+
+    action_dim: int
+    action_horizon: int
+
+    def loss(
+        self,
+        readouts: jax.Array,
+        actions: jax.Array,
+        timestep_pad_mask: jax.Array,
+        action_pad_mask: jax.Array,
+        *,
+        rng: jax.Array,
+        train: bool,
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """Scalar loss and metrics (at least ``"loss"`` and ``"mse"``)."""
+        ...
+
+    def predict_action(
+        self,
+        readouts: jax.Array,
+        *,
+        rng: jax.Array,
+        sample_shape: tuple[int, ...] = (),
+        train: bool = False,
+    ) -> jax.Array:
+        """``float32[*sample_shape, b, H, A]``: chunks for the last window step only."""
+        ...
+
+
+def pool_readouts(readouts: jax.Array) -> jax.Array:
+    """Mean over the readout tokens: ``float[..., n_readout, d] -> float32[..., d]``."""
+    return jnp.mean(readouts.astype(jnp.float32), axis=-2)
+
+
+def valid_action_mask(timestep_pad_mask: jax.Array, action_pad_mask: jax.Array) -> jax.Array:
+    """``bool[b, w, H, A]``: elements that count in the loss."""
+    return timestep_pad_mask[..., None, None].astype(bool) & action_pad_mask.astype(bool)
+
+
+def zero_invalid(actions: jax.Array, mask: jax.Array) -> jax.Array:
+    """``float32`` actions with invalid elements set to 0.
+
+    Padded actions may hold anything (even NaN); zeroing them keeps them out of network inputs
+    (diffusion/flow noise them) and out of gradients, where ``0 * NaN`` would still be NaN.
+    """
+    return jnp.where(mask, actions.astype(jnp.float32), 0.0)
+
+
+def masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
+    """Mean of ``values`` where ``mask``; 0 when nothing is valid.
+
+    Masked entries are replaced (not multiplied) by zero, so a NaN or Inf there cannot leak in.
+    """
+    mask = jnp.broadcast_to(mask, values.shape)
+    total = jnp.sum(jnp.where(mask, values, 0.0))
+    return total / jnp.maximum(jnp.sum(mask), 1).astype(total.dtype)
+
+
+def _expect_shape(name: str, array: jax.Array, expected: tuple[int | None, ...], what: str) -> None:
+    shape = tuple(getattr(array, "shape", ()))
+    ok = len(shape) == len(expected) and all(
+        e is None or s == e for s, e in zip(shape, expected, strict=True)
+    )
+    if not ok:
+        raise ValueError(f"{name}: expected shape {what}, got {shape}")
+
+
+class BaseActionHead(nnx.Module):
+    """Stores the sizes every head needs and checks inputs against them."""
+
+    def __init__(self, *, embedding_dim: int, action_dim: int, action_horizon: int):
+        for name, value in (
+            ("embedding_dim", embedding_dim),
+            ("action_dim", action_dim),
+            ("action_horizon", action_horizon),
+        ):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        self.embedding_dim = embedding_dim
+        self.action_dim = action_dim
+        self.action_horizon = action_horizon
+
+    @property
+    def chunk_size(self) -> int:
+        """``H * A``: the flattened chunk the diffusion/flow networks act on."""
+        return self.action_horizon * self.action_dim
+
+    def check_readouts(self, readouts: jax.Array) -> None:
+        _expect_shape(
+            "readouts",
+            readouts,
+            (None, None, None, self.embedding_dim),
+            f"[b, w, n_readout, {self.embedding_dim}]",
+        )
+
+    def check_loss_inputs(
+        self,
+        readouts: jax.Array,
+        actions: jax.Array,
+        timestep_pad_mask: jax.Array,
+        action_pad_mask: jax.Array,
+    ) -> None:
+        """Raise a ValueError naming the argument and the expected shape on any mismatch."""
+        self.check_readouts(readouts)
+        b, w = readouts.shape[:2]
+        h, a = self.action_horizon, self.action_dim
+        _expect_shape("actions", actions, (b, w, h, a), f"[b={b}, w={w}, H={h}, A={a}]")
+        _expect_shape("timestep_pad_mask", timestep_pad_mask, (b, w), f"[b={b}, w={w}]")
+        _expect_shape(
+            "action_pad_mask", action_pad_mask, (b, w, h, a), f"[b={b}, w={w}, H={h}, A={a}]"
+        )
+
+    def last_condition(self, readouts: jax.Array, sample_shape: tuple[int, ...]) -> jax.Array:
+        """Pooled readout of the last window step, ``float32[*sample_shape, b, d]``."""
+        self.check_readouts(readouts)
+        condition = pool_readouts(readouts[:, -1])
+        return jnp.broadcast_to(condition, tuple(sample_shape) + condition.shape)

@@ -1,0 +1,111 @@
+"""Regression heads: pooled readout -> Dense -> the whole chunk, trained with L1 or MSE.
+
+Predictions are squashed by ``max_action * tanh(x / max_action)``: near the identity for
+normalized actions, but bounded, so a bad batch cannot push outputs far out of range.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from octo_like.model.heads.base import (
+    BaseActionHead,
+    masked_mean,
+    pool_readouts,
+    valid_action_mask,
+    zero_invalid,
+)
+
+LOSS_TYPES = ("l1", "mse")
+
+
+class ContinuousActionHead(BaseActionHead):
+    """Deterministic chunk regression; ``rng`` and ``sample_shape`` only broadcast the output."""
+
+    def __init__(
+        self,
+        *,
+        embedding_dim: int,
+        action_dim: int,
+        action_horizon: int,
+        rngs: nnx.Rngs,
+        loss_type: str = "mse",
+        max_action: float = 5.0,
+        dtype: Any = None,
+    ):
+        super().__init__(
+            embedding_dim=embedding_dim, action_dim=action_dim, action_horizon=action_horizon
+        )
+        if loss_type not in LOSS_TYPES:
+            raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
+        if max_action <= 0:
+            raise ValueError(f"max_action must be > 0, got {max_action}")
+        self.loss_type = loss_type
+        self.max_action = float(max_action)
+        self.proj = nnx.Linear(embedding_dim, self.chunk_size, dtype=dtype, rngs=rngs)
+
+    def _predict(self, readouts: jax.Array) -> jax.Array:
+        """``float[..., n_readout, d] -> float32[..., H, A]``."""
+        x = self.proj(pool_readouts(readouts)).astype(jnp.float32)
+        x = self.max_action * jnp.tanh(x / self.max_action)
+        return x.reshape(x.shape[:-1] + (self.action_horizon, self.action_dim))
+
+    def loss(
+        self,
+        readouts: jax.Array,
+        actions: jax.Array,
+        timestep_pad_mask: jax.Array,
+        action_pad_mask: jax.Array,
+        *,
+        rng: jax.Array,
+        train: bool,
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """Mean L1 or squared error over valid elements; metrics ``loss``, ``mse``, ``l1``."""
+        del rng, train  # no randomness: the head has no dropout
+        self.check_loss_inputs(readouts, actions, timestep_pad_mask, action_pad_mask)
+        mask = valid_action_mask(timestep_pad_mask, action_pad_mask)
+        error = self._predict(readouts) - zero_invalid(actions, mask)
+        mse = masked_mean(jnp.square(error), mask)
+        l1 = masked_mean(jnp.abs(error), mask)
+        loss = l1 if self.loss_type == "l1" else mse
+        return loss, {"loss": loss, "mse": mse, "l1": l1}
+
+    def predict_action(
+        self,
+        readouts: jax.Array,
+        *,
+        rng: jax.Array,
+        sample_shape: tuple[int, ...] = (),
+        train: bool = False,
+    ) -> jax.Array:
+        """``float32[*sample_shape, b, H, A]``; identical across ``sample_shape``."""
+        del rng, train
+        self.check_readouts(readouts)
+        prediction = self._predict(readouts[:, -1])
+        return jnp.broadcast_to(prediction, tuple(sample_shape) + prediction.shape)
+
+
+def _fixed_loss_type(kwargs: dict[str, Any], loss_type: str) -> None:
+    given = kwargs.setdefault("loss_type", loss_type)
+    if given != loss_type:
+        raise ValueError(f"this head's loss_type is {loss_type!r}; got loss_type={given!r}")
+
+
+class L1ActionHead(ContinuousActionHead):
+    """`ContinuousActionHead` with ``loss_type="l1"`` (registry name ``"l1"``)."""
+
+    def __init__(self, **kwargs: Any):
+        _fixed_loss_type(kwargs, "l1")
+        super().__init__(**kwargs)
+
+
+class MSEActionHead(ContinuousActionHead):
+    """`ContinuousActionHead` with ``loss_type="mse"`` (registry name ``"mse"``)."""
+
+    def __init__(self, **kwargs: Any):
+        _fixed_loss_type(kwargs, "mse")
+        super().__init__(**kwargs)

@@ -1,0 +1,124 @@
+"""DDPM head: a residual MLP predicts the noise added to the flattened action chunk.
+
+Training draws one diffusion step and one noise vector per ``(b, w)`` element; sampling runs the
+K reverse steps in one `jax.lax.scan` for the last window step only. The network's time input
+is ``t / (K - 1)`` in ``[0, 1]`` (the same scale the flow head uses).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from octo_like.model import diffusion
+from octo_like.model.heads.base import (
+    BaseActionHead,
+    masked_mean,
+    pool_readouts,
+    valid_action_mask,
+    zero_invalid,
+)
+from octo_like.model.heads.mlp import ResidualMLPDenoiser
+
+
+class DiffusionActionHead(BaseActionHead):
+    """Epsilon-prediction DDPM (cosine schedule) conditioned on the mean readout embedding.
+
+    Targets are clipped to ``[-max_action, max_action]`` before noising; in sampling the
+    per-step ``x0`` estimate and the final chunk are clipped to the same range.
+    """
+
+    def __init__(
+        self,
+        *,
+        embedding_dim: int,
+        action_dim: int,
+        action_horizon: int,
+        rngs: nnx.Rngs,
+        diffusion_steps: int = 20,
+        hidden_dim: int = 256,
+        num_blocks: int = 3,
+        dropout_rate: float = 0.1,
+        time_dim: int = 32,
+        max_action: float = 5.0,
+        dtype: Any = None,
+    ):
+        super().__init__(
+            embedding_dim=embedding_dim, action_dim=action_dim, action_horizon=action_horizon
+        )
+        if diffusion_steps < 1:
+            raise ValueError(f"diffusion_steps must be >= 1, got {diffusion_steps}")
+        if max_action <= 0:
+            raise ValueError(f"max_action must be > 0, got {max_action}")
+        self.diffusion_steps = diffusion_steps
+        self.max_action = float(max_action)
+        self.denoiser = ResidualMLPDenoiser(
+            in_dim=self.chunk_size,
+            cond_dim=embedding_dim,
+            hidden_dim=hidden_dim,
+            num_blocks=num_blocks,
+            dropout_rate=dropout_rate,
+            time_dim=time_dim,
+            rngs=rngs,
+            dtype=dtype,
+        )
+
+    def schedule(self) -> diffusion.DiffusionSchedule:
+        """The cosine schedule (constants; rebuilt per call so the module holds no arrays)."""
+        return diffusion.make_ddpm_schedule(self.diffusion_steps)
+
+    def _time_input(self, t: jax.Array) -> jax.Array:
+        return t.astype(jnp.float32) / max(self.diffusion_steps - 1, 1)
+
+    def loss(
+        self,
+        readouts: jax.Array,
+        actions: jax.Array,
+        timestep_pad_mask: jax.Array,
+        action_pad_mask: jax.Array,
+        *,
+        rng: jax.Array,
+        train: bool,
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """Mean squared epsilon error over valid elements; metrics ``loss`` and ``mse``."""
+        self.check_loss_inputs(readouts, actions, timestep_pad_mask, action_pad_mask)
+        mask = valid_action_mask(timestep_pad_mask, action_pad_mask)
+        b, w = actions.shape[:2]
+        x0 = jnp.clip(zero_invalid(actions, mask), -self.max_action, self.max_action)
+        x0 = x0.reshape(b, w, self.chunk_size)
+        t_rng, noise_rng, dropout_rng = jax.random.split(rng, 3)
+        t = jax.random.randint(t_rng, (b, w), 0, self.diffusion_steps)
+        noise = jax.random.normal(noise_rng, x0.shape, jnp.float32)
+        x_t = diffusion.q_sample(self.schedule(), x0, t, noise)
+        eps = self.denoiser(
+            x_t, pool_readouts(readouts), self._time_input(t), train=train, rng=dropout_rng
+        )
+        error = jnp.square(eps - noise).reshape(actions.shape)
+        loss = masked_mean(error, mask)
+        return loss, {"loss": loss, "mse": loss}
+
+    def predict_action(
+        self,
+        readouts: jax.Array,
+        *,
+        rng: jax.Array,
+        sample_shape: tuple[int, ...] = (),
+        train: bool = False,
+    ) -> jax.Array:
+        """``float32[*sample_shape, b, H, A]``: one reverse chain per sample, last step only."""
+        condition = self.last_condition(readouts, sample_shape)
+        init_rng, chain_rng, dropout_rng = jax.random.split(rng, 3)
+        x_init = jax.random.normal(init_rng, condition.shape[:-1] + (self.chunk_size,))
+
+        def eps_fn(x_t: jax.Array, t: jax.Array) -> jax.Array:
+            step_rng = jax.random.fold_in(dropout_rng, t)
+            return self.denoiser(x_t, condition, self._time_input(t), train=train, rng=step_rng)
+
+        x0 = diffusion.ddpm_sample(
+            eps_fn, self.schedule(), x_init, chain_rng, clip_x0=self.max_action
+        )
+        x0 = jnp.clip(x0, -self.max_action, self.max_action)
+        return x0.reshape(x0.shape[:-1] + (self.action_horizon, self.action_dim))

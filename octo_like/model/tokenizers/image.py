@@ -1,0 +1,288 @@
+"""Image tokenizers: uint8 camera frames -> one token per 16x16 patch.
+
+Encoders map ``float[B, H, W, C]`` in [-1, 1] to ``float[B, H/16, W/16, F]``:
+
+- `SmallStem16`: four 3x3 stride-2 convs (32, 96, 192, 384 features), each followed by
+  GroupNorm(32) + ReLU (+ optional FiLM), then a patch conv to F features. A few cheap convs
+  before patchifying work better than a bare patchify on small robot datasets.
+- `PatchEncoder`: a plain 16x16 patchify conv (ViT style).
+
+`ImageTokenizer` reads one camera from the batch (layout in `octo_like/data/schema.py`), either
+observation frames (optionally with the goal image stacked on the channel axis: early goal
+fusion) or, with ``source="task"``, the goal image alone as a task token group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from octo_like.data.schema import PAD_MASK_DICT, image_key
+from octo_like.model.tokens import TokenGroup
+
+PATCH = 16
+
+
+class FiLM(nnx.Module):
+    """Feature-wise modulation ``x * (1 + scale(c)) + shift(c)`` per channel.
+
+    Biases start at zero, so a zero condition leaves features unchanged.
+    """
+
+    def __init__(self, condition_dim: int, num_channels: int, *, rngs: nnx.Rngs):
+        self.scale = nnx.Linear(condition_dim, num_channels, rngs=rngs)
+        self.shift = nnx.Linear(condition_dim, num_channels, rngs=rngs)
+
+    def __call__(self, x: jax.Array, condition: jax.Array) -> jax.Array:
+        """x: float[B, H, W, C]; condition: float[B, d_c] -> float[B, H, W, C]."""
+        scale = self.scale(condition)[:, None, None, :]
+        shift = self.shift(condition)[:, None, None, :]
+        return x * (1.0 + scale) + shift
+
+
+class StdConv(nnx.Module):
+    """Conv whose kernel is standardized per output channel (pairs well with GroupNorm)."""
+
+    def __init__(self, in_features: int, out_features: int, kernel: int, stride: int, *, rngs):
+        init = nnx.initializers.lecun_normal()
+        self.kernel = nnx.Param(init(rngs.params(), (kernel, kernel, in_features, out_features)))
+        self.bias = nnx.Param(jnp.zeros((out_features,)))
+        self.stride = stride
+        self.padding = (kernel - 1) // 2
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        w = self.kernel[...]
+        mean = w.mean(axis=(0, 1, 2), keepdims=True)
+        var = w.var(axis=(0, 1, 2), keepdims=True)
+        w = (w - mean) * jax.lax.rsqrt(var + 1e-5)
+        pad = ((self.padding, self.padding),) * 2
+        y = jax.lax.conv_general_dilated(
+            x, w, (self.stride,) * 2, pad, dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+        return y + self.bias[...]
+
+
+class SmallStem16(nnx.Module):
+    """Conv stem + patch conv: float[B, H, W, C] -> float[B, H/16, W/16, num_features]."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        *,
+        num_features: int = 512,
+        features: Sequence[int] = (32, 96, 192, 384),
+        patch_size: int = PATCH,
+        film_dim: int | None = None,
+        rngs: nnx.Rngs,
+    ):
+        stride = 2 ** len(features)
+        if patch_size % stride:
+            raise ValueError(f"SmallStem16: patch_size {patch_size} must be a multiple of {stride}")
+        self.patch_size = patch_size
+        channels = [in_channels, *features]
+        self.convs = nnx.List(
+            [StdConv(ci, co, 3, 2, rngs=rngs) for ci, co in zip(channels, features, strict=False)]
+        )
+        self.norms = nnx.List([nnx.GroupNorm(c, num_groups=32, rngs=rngs) for c in features])
+        self.films = nnx.List(
+            [FiLM(film_dim, c, rngs=rngs) for c in features] if film_dim is not None else []
+        )
+        k = patch_size // stride
+        self.patch = nnx.Conv(
+            features[-1], num_features, (k, k), strides=(k, k), padding="VALID", rngs=rngs
+        )
+
+    def __call__(self, x: jax.Array, film_condition: jax.Array | None = None) -> jax.Array:
+        _check_film(self.films, film_condition, x.shape[0], "SmallStem16")
+        for i, (conv, norm) in enumerate(zip(self.convs, self.norms, strict=True)):
+            x = jax.nn.relu(norm(conv(x)))
+            if self.films:
+                x = self.films[i](x, film_condition)
+        return self.patch(x)
+
+
+class PatchEncoder(nnx.Module):
+    """Plain patchify conv: float[B, H, W, C] -> float[B, H/16, W/16, num_features]."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        *,
+        num_features: int = 512,
+        patch_size: int = PATCH,
+        film_dim: int | None = None,
+        rngs: nnx.Rngs,
+    ):
+        self.patch_size = patch_size
+        p = (patch_size, patch_size)
+        self.patch = nnx.Conv(in_channels, num_features, p, strides=p, padding="VALID", rngs=rngs)
+        self.films = nnx.List(
+            [FiLM(film_dim, num_features, rngs=rngs)] if film_dim is not None else []
+        )
+
+    def __call__(self, x: jax.Array, film_condition: jax.Array | None = None) -> jax.Array:
+        _check_film(self.films, film_condition, x.shape[0], "PatchEncoder")
+        x = self.patch(x)
+        return self.films[0](x, film_condition) if self.films else x
+
+
+def _check_film(films, condition, batch: int, who: str) -> None:
+    if films and condition is None:
+        raise ValueError(f"{who}: built with FiLM, so film_condition float[b, d_c] is required")
+    if not films and condition is not None:
+        raise ValueError(f"{who}: film_condition given but the encoder was built without FiLM")
+    if condition is not None and (condition.ndim != 2 or condition.shape[0] != batch):
+        raise ValueError(
+            f"{who}: film_condition must be float[{batch}, d_c], got {condition.shape}"
+        )
+
+
+IMAGE_ENCODERS: Mapping[str, type[nnx.Module]] = MappingProxyType(
+    {"small_stem16": SmallStem16, "patch16": PatchEncoder}
+)
+
+
+def normalize_image(image: jax.Array) -> jax.Array:
+    """uint8[...] -> float32[...] in [-1, 1]."""
+    return image.astype(jnp.float32) / 127.5 - 1.0
+
+
+def _get(tree: Mapping, path: tuple[str, ...], where: str, expected: str):
+    node = tree
+    for i, key in enumerate(path):
+        if not isinstance(node, Mapping) or key not in node:
+            raise KeyError(f"{where} lacks {'.'.join(path[: i + 1])!r}; expected {expected}")
+        node = node[key]
+    return node
+
+
+def _check_image(image, name: str, shape: tuple, channels: int) -> None:
+    """shape: expected leading dims (None = any), image must be uint8[*shape, h, w, channels]."""
+    want = f"uint8[{', '.join(['b', 'w'][: len(shape)])}, h, w, {channels}]"
+    ok = (
+        image.ndim == len(shape) + 3
+        and all(s is None or s == d for s, d in zip(shape, image.shape, strict=False))
+        and image.shape[-1] == channels
+        and image.dtype == jnp.uint8
+    )
+    if not ok:
+        raise ValueError(f"{name} must be {want}, got {image.dtype}{list(image.shape)}")
+    h, w = image.shape[-3:-1]
+    if h % PATCH or w % PATCH:
+        raise ValueError(f"{name}: height and width must be multiples of {PATCH}, got {h}x{w}")
+
+
+def _check_mask(mask, name: str, shape: tuple[int, ...]) -> None:
+    if tuple(mask.shape) != shape:
+        raise ValueError(f"{name} must be bool{list(shape)}, got shape {list(mask.shape)}")
+
+
+class ImageTokenizer(nnx.Module):
+    """One camera -> TokenGroup of float[b, w, n, F] (observation) or float[b, n, F] (task).
+
+    source="observation": reads ``observations["image_<camera>"]`` uint8[b, w, h, w, C]; token
+    mask = ``observations["pad_mask_dict"]["image_<camera>"]`` bool[b, w] broadcast over
+    patches. With goal_fusion, ``tasks["image_<camera>"]`` uint8[b, h, w, C] is stacked on the
+    channel axis of every window step; a goal whose ``tasks["pad_mask_dict"]`` entry is False is
+    replaced by zeros after normalization (mid-grey), whatever its pixels hold, and does not
+    mask the observation tokens.
+    source="task": reads the goal image alone; mask from ``tasks["pad_mask_dict"]``, bool[b].
+    """
+
+    def __init__(
+        self,
+        camera: str,
+        *,
+        encoder: str = "small_stem16",
+        num_features: int = 512,
+        goal_fusion: bool = False,
+        film_dim: int | None = None,
+        in_channels: int = 3,
+        source: str = "observation",
+        rngs: nnx.Rngs,
+    ):
+        if encoder not in IMAGE_ENCODERS:
+            raise ValueError(
+                f"unknown image encoder {encoder!r}; choose from {list(IMAGE_ENCODERS)}"
+            )
+        if source not in ("observation", "task"):
+            raise ValueError(f"source must be 'observation' or 'task', got {source!r}")
+        if goal_fusion and source == "task":
+            raise ValueError("goal_fusion applies to observation tokenizers, not source='task'")
+        self.camera = camera
+        self.key = image_key(camera)
+        self.source = source
+        self.goal_fusion = goal_fusion
+        self.in_channels = in_channels
+        self.num_features = num_features
+        encoder_channels = in_channels * (2 if goal_fusion else 1)
+        self.encoder = IMAGE_ENCODERS[encoder](
+            encoder_channels, num_features=num_features, film_dim=film_dim, rngs=rngs
+        )
+
+    @staticmethod
+    def num_tokens(height: int, width: int) -> int:
+        """Tokens per image of this size (one per 16x16 patch)."""
+        return (height // PATCH) * (width // PATCH)
+
+    def __call__(
+        self,
+        observations: Mapping,
+        tasks: Mapping,
+        *,
+        film_condition: jax.Array | None = None,
+        train: bool = False,
+    ) -> TokenGroup:
+        """`train` is accepted for a uniform tokenizer interface; encoding is deterministic."""
+        del train
+        if self.source == "task":
+            return self._tokenize_goal(tasks, film_condition)
+        c = self.in_channels
+        where = f"ImageTokenizer({self.camera!r}): observations"
+        image = _get(observations, (self.key,), where, f"uint8[b, w, h, w, {c}]")
+        _check_image(image, f"observations[{self.key!r}]", (None, None), c)
+        b, w = image.shape[:2]
+        mask = _get(observations, (PAD_MASK_DICT, self.key), where, f"bool[{b}, {w}]")
+        _check_mask(mask, f"observations[{PAD_MASK_DICT!r}][{self.key!r}]", (b, w))
+
+        x = normalize_image(image)
+        if self.goal_fusion:
+            goal = self._goal(tasks, b, image.shape[2:4])
+            x = jnp.concatenate([x, jnp.broadcast_to(goal[:, None], x.shape)], axis=-1)
+        cond = None if film_condition is None else jnp.repeat(film_condition, w, axis=0)
+        tokens = self.encoder(x.reshape(b * w, *x.shape[2:]), cond)
+        tokens = tokens.reshape(b, w, -1, tokens.shape[-1])
+        mask = jnp.broadcast_to(mask.astype(bool)[:, :, None], tokens.shape[:-1])
+        return TokenGroup(tokens, mask)
+
+    def _goal(self, tasks: Mapping, batch: int, hw: tuple[int, int]) -> jax.Array:
+        """Normalized goal image float32[b, h, w, C], zeros where the goal is padding."""
+        c = self.in_channels
+        where = f"ImageTokenizer({self.camera!r}, goal_fusion): tasks"
+        goal = _get(tasks, (self.key,), where, f"uint8[{batch}, {hw[0]}, {hw[1]}, {c}]")
+        name = f"tasks[{self.key!r}]"
+        _check_image(goal, name, (batch,), c)
+        if tuple(goal.shape[1:3]) != tuple(hw):
+            raise ValueError(
+                f"{name} must match the observation size {tuple(hw)}, got {goal.shape}"
+            )
+        mask = _get(tasks, (PAD_MASK_DICT, self.key), where, f"bool[{batch}]")
+        _check_mask(mask, f"tasks[{PAD_MASK_DICT!r}][{self.key!r}]", (batch,))
+        valid = mask.astype(bool)[:, None, None, None]
+        return jnp.where(valid, normalize_image(goal), 0.0)
+
+    def _tokenize_goal(self, tasks: Mapping, film_condition: jax.Array | None) -> TokenGroup:
+        c = self.in_channels
+        where = f"ImageTokenizer({self.camera!r}, source='task'): tasks"
+        goal = _get(tasks, (self.key,), where, f"uint8[b, h, w, {c}]")
+        _check_image(goal, f"tasks[{self.key!r}]", (None,), c)
+        b = goal.shape[0]
+        mask = _get(tasks, (PAD_MASK_DICT, self.key), where, f"bool[{b}]")
+        _check_mask(mask, f"tasks[{PAD_MASK_DICT!r}][{self.key!r}]", (b,))
+        tokens = self.encoder(normalize_image(goal), film_condition)
+        tokens = tokens.reshape(b, -1, tokens.shape[-1])
+        return TokenGroup(tokens, jnp.broadcast_to(mask.astype(bool)[:, None], tokens.shape[:-1]))

@@ -1,0 +1,90 @@
+"""Proprioception tokenizer: float32[b, w, P] -> tokens per timestep.
+
+Two layouts: ``linear`` (one token per timestep, Dense over all dims; padded dims are zeroed
+first so they cannot leak) and ``per_dim`` (one token per dim: ``value_i * w_i + e_i``, where
+the per-dim embedding ``e_i`` also plays the role of a bias, so each token knows which joint it
+carries and padded dims can be masked individually).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from octo_like.data.schema import PAD_MASK_DICT, PROPRIO, PROPRIO_PAD_MASK
+from octo_like.model.tokens import TokenGroup
+
+PROPRIO_MODES = ("linear", "per_dim")
+
+
+class ProprioTokenizer(nnx.Module):
+    """Reads ``observations["proprio"]`` float[b, w, P] and its masks.
+
+    Token mask = ``pad_mask_dict["proprio"]`` bool[b, w] AND ``proprio_pad_mask`` bool[b, w, P]
+    (per dim in ``per_dim`` mode; "any real dim" in ``linear`` mode).
+    Returns TokenGroup float32[b, w, 1, F] (linear) or float32[b, w, P, F] (per_dim).
+    """
+
+    def __init__(
+        self, proprio_dim: int, *, mode: str = "linear", num_features: int, rngs: nnx.Rngs
+    ):
+        if mode not in PROPRIO_MODES:
+            raise ValueError(f"ProprioTokenizer mode must be one of {PROPRIO_MODES}, got {mode!r}")
+        if proprio_dim < 1:
+            raise ValueError(f"ProprioTokenizer: proprio_dim must be >= 1, got {proprio_dim}")
+        self.proprio_dim = proprio_dim
+        self.mode = mode
+        self.num_features = num_features
+        if mode == "linear":
+            self.dense = nnx.Linear(proprio_dim, num_features, rngs=rngs)
+        else:
+            init = nnx.initializers.normal(0.02)
+            self.weight = nnx.Param(init(rngs.params(), (proprio_dim, num_features)))
+            self.dim_embedding = nnx.Param(init(rngs.params(), (proprio_dim, num_features)))
+
+    @property
+    def num_tokens(self) -> int:
+        return 1 if self.mode == "linear" else self.proprio_dim
+
+    def __call__(self, observations: Mapping, tasks: Mapping | None = None) -> TokenGroup:
+        """`tasks` is unused; accepted for a uniform tokenizer interface."""
+        del tasks
+        p = self.proprio_dim
+        proprio = self._read(observations, (PROPRIO,), f"float32[b, w, {p}]")
+        if proprio.ndim != 3 or proprio.shape[-1] != p:
+            raise ValueError(
+                f"observations[{PROPRIO!r}] must be float32[b, w, {p}], got {list(proprio.shape)}"
+            )
+        b, w = proprio.shape[:2]
+        step_mask = self._read(observations, (PAD_MASK_DICT, PROPRIO), f"bool[{b}, {w}]")
+        dim_mask = self._read(observations, (PROPRIO_PAD_MASK,), f"bool[{b}, {w}, {p}]")
+        for name, mask, want in (
+            (f"{PAD_MASK_DICT}.{PROPRIO}", step_mask, (b, w)),
+            (PROPRIO_PAD_MASK, dim_mask, (b, w, p)),
+        ):
+            if tuple(mask.shape) != want:
+                raise ValueError(
+                    f"observations {name!r} must be bool{list(want)}, got {list(mask.shape)}"
+                )
+        dim_mask = dim_mask.astype(bool) & step_mask.astype(bool)[..., None]
+        x = jnp.where(dim_mask, proprio.astype(jnp.float32), 0.0)
+        if self.mode == "linear":
+            tokens = self.dense(x)[:, :, None, :]
+            return TokenGroup(tokens, jnp.any(dim_mask, axis=-1, keepdims=True))
+        tokens = x[..., None] * self.weight[...] + self.dim_embedding[...]
+        return TokenGroup(tokens, dim_mask)
+
+    @staticmethod
+    def _read(observations: Mapping, path: tuple[str, ...], expected: str) -> jax.Array:
+        node = observations
+        for i, key in enumerate(path):
+            if not isinstance(node, Mapping) or key not in node:
+                raise KeyError(
+                    f"ProprioTokenizer: observations lack {'.'.join(path[: i + 1])!r}; "
+                    f"expected {expected}"
+                )
+            node = node[key]
+        return node

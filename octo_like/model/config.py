@@ -1,0 +1,158 @@
+"""The model's configuration: typed, frozen, JSON round-trippable (it is saved in checkpoints).
+
+Names (transformer presets, head kinds, encoder kinds) are strings looked up in immutable
+registries, so a checkpoint never depends on Python import paths.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Mapping
+from typing import Any
+
+IMAGE_ENCODERS = ("small_stem16", "patch16")
+LANGUAGE_ENCODERS = ("t5", "small", "none")
+PROPRIO_MODES = ("linear", "per_dim")
+
+
+def _check_choice(what: str, value: str, choices) -> None:
+    if value not in choices:
+        close = difflib.get_close_matches(value, list(choices), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown {what} {value!r} (choices: {', '.join(choices)}){hint}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageTokenizerConfig:
+    """One camera's tokenizer. `goal_fusion` stacks the goal image on the channels (early
+    fusion); `film` conditions the stem on the language embedding."""
+
+    camera: str
+    encoder: str = "small_stem16"
+    num_features: int = 512
+    goal_fusion: bool = False
+    film: bool = False
+
+    def __post_init__(self):
+        _check_choice("image encoder", self.encoder, IMAGE_ENCODERS)
+
+
+@dataclasses.dataclass(frozen=True)
+class ProprioTokenizerConfig:
+    mode: str = "linear"
+    num_features: int = 128
+
+    def __post_init__(self):
+        _check_choice("proprio mode", self.mode, PROPRIO_MODES)
+
+
+@dataclasses.dataclass(frozen=True)
+class LanguageConfig:
+    """`t5` loads a Hugging Face-format T5 directory (`checkpoint_dir`), frozen by default;
+    `small` trains a small encoder over the sentencepiece vocabulary in `checkpoint_dir`
+    (``spiece.model``); `none` conditions on goal images only."""
+
+    encoder: str = "t5"
+    checkpoint_dir: str | None = None
+    max_length: int = 16
+    frozen: bool = True
+    small_width: int = 128
+    small_depth: int = 2
+    small_heads: int = 4
+
+    def __post_init__(self):
+        _check_choice("language encoder", self.encoder, LANGUAGE_ENCODERS)
+        if self.encoder != "none" and not self.checkpoint_dir:
+            raise ValueError(
+                f"language encoder {self.encoder!r} needs checkpoint_dir (a directory with "
+                "spiece.model, and for t5 also config.json and model.safetensors)"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadConfig:
+    """An action head by registry name with its keyword arguments (e.g. diffusion_steps)."""
+
+    kind: str = "diffusion"
+    kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    readout_tokens: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Everything that fixes the network's shapes (with the input spec of an example batch)."""
+
+    transformer: str = "small"
+    image_tokenizers: tuple[ImageTokenizerConfig, ...] = (
+        ImageTokenizerConfig("primary"),
+        ImageTokenizerConfig("wrist"),
+    )
+    proprio: ProprioTokenizerConfig | None = None
+    language: LanguageConfig = LanguageConfig(encoder="none")
+    goal_image_cameras: tuple[str, ...] = ()
+    window: int = 2
+    action_horizon: int = 4
+    action_dim: int = 7
+    head: HeadConfig = HeadConfig()
+    dtype: str = "float32"
+    remat: bool = False
+
+    def __post_init__(self):
+        cameras = [t.camera for t in self.image_tokenizers]
+        if len(set(cameras)) != len(cameras):
+            raise ValueError(f"a camera has two image tokenizers: {cameras}")
+        if not cameras and self.proprio is None:
+            raise ValueError("the model has no observation tokenizer (no camera, no proprio)")
+        _check_choice("dtype", self.dtype, ("float32", "bfloat16"))
+        film = [t.camera for t in self.image_tokenizers if t.film]
+        if film and self.language.encoder == "none":
+            raise ValueError(f"FiLM on cameras {film} needs a language encoder (language=none)")
+        for name in ("window", "action_horizon", "action_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ModelConfig.{name} must be >= 1")
+
+    @property
+    def cameras(self) -> tuple[str, ...]:
+        return tuple(t.camera for t in self.image_tokenizers)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
+        """Inverse of `to_dict`; unknown keys are errors (a typo must not pass silently)."""
+        return _build(cls, data, "model")
+
+
+_NESTED = {
+    "image_tokenizers": ImageTokenizerConfig,
+    "proprio": ProprioTokenizerConfig,
+    "language": LanguageConfig,
+    "head": HeadConfig,
+}
+
+
+def _build(cls, data: Mapping[str, Any], where: str):
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        hints = {u: difflib.get_close_matches(u, list(fields), n=1) for u in unknown}
+        described = ", ".join(
+            f"{u!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for u, h in hints.items()
+        )
+        raise ValueError(f"{where}: unknown key(s) {described}")
+    kwargs = {}
+    for key, value in data.items():
+        nested = _NESTED.get(key) if cls is ModelConfig else None
+        if nested is not None and value is not None:
+            if key == "image_tokenizers":
+                value = tuple(_build(nested, v, f"{where}.{key}[{i}]") for i, v in enumerate(value))
+            else:
+                value = _build(nested, value, f"{where}.{key}")
+        elif isinstance(value, list):
+            value = tuple(value)
+        elif key == "kwargs":
+            value = dict(value)
+        kwargs[key] = value
+    return cls(**kwargs)

@@ -1,0 +1,70 @@
+"""The input spec: shapes and dtypes (batch axis removed) of the observations and tasks a model
+was built for. Saved in checkpoints; every call checks its inputs against it, so a mismatched
+observation fails with the key and the expected shape instead of an XLA shape error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+# Keys that only bookkeeping uses; they never reach the network.
+_IGNORED = {"language_instruction", "dataset_name", "timestep"}
+
+InputSpec = dict[str, Any]  # {"observation": {key: {"shape": [...], "dtype": str}}, "task": ...}
+
+
+def _leaves(tree: Mapping, prefix: str = ""):
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            yield from _leaves(value, path + "/")
+        else:
+            yield path, value
+
+
+def spec_from_batch(batch: Mapping[str, Any]) -> InputSpec:
+    """{observation, task} leaf shapes without the batch axis, from an example batch."""
+    spec: InputSpec = {}
+    for part in ("observation", "task"):
+        entries = {}
+        for path, value in _leaves(batch.get(part, {})):
+            if path.split("/")[-1] in _IGNORED:
+                continue
+            array = np.asarray(value)
+            if array.dtype == object:
+                continue
+            entries[path] = {"shape": list(array.shape[1:]), "dtype": str(array.dtype)}
+        spec[part] = entries
+    return spec
+
+
+def check_inputs(spec: InputSpec, part: str, tree: Mapping[str, Any], batch_dims: int = 1):
+    """Raises ValueError naming the key and expected shape for a missing or mismatched input."""
+    given = dict(_leaves(tree))
+    for path, expected in spec.get(part, {}).items():
+        if path not in given:
+            raise ValueError(
+                f"{part} is missing {path!r} (expected shape [batch, "
+                f"{', '.join(map(str, expected['shape']))}], dtype {expected['dtype']}); "
+                f"given keys: {sorted(given)}"
+            )
+        shape = tuple(np.shape(given[path]))[batch_dims:]
+        if list(shape) != list(expected["shape"]):
+            raise ValueError(
+                f"{part} {path!r} has shape {tuple(np.shape(given[path]))}, expected "
+                f"[batch, {', '.join(map(str, expected['shape']))}]"
+            )
+
+
+def pretty(spec: InputSpec) -> str:
+    """A readable table of the spec (used by `OctoModel.get_pretty_spec`)."""
+    lines = []
+    for part in ("observation", "task"):
+        lines.append(f"{part}:")
+        for path, entry in sorted(spec.get(part, {}).items()):
+            shape = ", ".join(["b", *map(str, entry["shape"])])
+            lines.append(f"  {path:<40} {entry['dtype']:<8} [{shape}]")
+    return "\n".join(lines)

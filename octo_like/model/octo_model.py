@@ -1,0 +1,278 @@
+"""`OctoModel`: the network with everything needed to use it — config, parameters, dataset
+statistics, input spec and text tokenizer — saved to and loaded from one checkpoint directory.
+
+    model = OctoModel.load_pretrained("runs/pretrain/checkpoints")
+    tasks = model.create_tasks(texts=["put the cup in the sink"])
+    actions = model.sample_actions(observations, tasks, rng=jax.random.key(0))  # robot units
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from octo_like.data.normalize import NormalizationType, unnormalize_np
+from octo_like.data.statistics import ArrayStatistics
+from octo_like.model import input_spec as spec_lib
+from octo_like.model.config import LanguageConfig, ModelConfig
+from octo_like.model.language import TextTokenizer, load_t5_encoder
+from octo_like.model.octo_module import OctoModule
+
+LANGUAGE_ASSETS = "language_assets"  # config.json + spiece.model beside the step directories
+
+
+def action_statistics_entry(
+    statistics: Mapping[str, Any],
+    normalization: str,
+    action_mask: Sequence[bool] | None,
+) -> dict[str, Any]:
+    """What a checkpoint keeps per dataset to map normalized actions back to robot units."""
+    return {
+        "statistics": dict(statistics),
+        "normalization": str(NormalizationType(normalization).value),
+        "action_normalization_mask": None if action_mask is None else list(action_mask),
+    }
+
+
+class OctoModel:
+    """The policy network plus its config, input spec, dataset statistics and tokenizer."""
+
+    def __init__(
+        self,
+        module: OctoModule,
+        config: ModelConfig,
+        input_spec: dict,
+        dataset_statistics: dict[str, dict],
+        text_tokenizer: TextTokenizer | None,
+    ):
+        self.module = module
+        self.config = config
+        self.input_spec = input_spec
+        self.dataset_statistics = dataset_statistics
+        self.text_tokenizer = text_tokenizer
+        self._predict = None
+
+    # ---------------------------------------------------------------- creation
+    @classmethod
+    def from_config(
+        cls,
+        config: ModelConfig,
+        example_batch: Mapping[str, Any],
+        rng: jax.Array,
+        dataset_statistics: dict[str, dict] | None = None,
+    ) -> OctoModel:
+        """A freshly initialized model; a pretrained T5 (if configured) is loaded from disk."""
+        tokenizer = _text_tokenizer(config.language)
+        example_batch = dict(example_batch)
+        if tokenizer is not None and "language_tokens" not in example_batch.get("task", {}):
+            example_batch["task"] = tokenize_tasks(example_batch["task"], tokenizer)
+        spec = spec_lib.spec_from_batch(example_batch)
+        vocab = tokenizer.vocab_size if tokenizer is not None else 0
+        module = OctoModule(config, spec, vocab, rngs=nnx.Rngs(rng))
+        if config.language.encoder == "t5":
+            pretrained, _ = load_t5_encoder(config.language.checkpoint_dir)
+            nnx.update(module.language_encoder, nnx.state(pretrained, nnx.Param))
+        return cls(module, config, spec, dict(dataset_statistics or {}), tokenizer)
+
+    # ---------------------------------------------------------------- inputs
+    def create_tasks(
+        self, texts: Sequence[str] | None = None, goals: Mapping[str, np.ndarray] | None = None
+    ) -> dict[str, Any]:
+        """Task dict for a batch: tokenized `texts` and/or goal images ``{camera: uint8[b,h,w,3]}``.
+
+        A missing modality is zero-filled and masked out (pad_mask_dict False).
+        """
+        if texts is None and goals is None:
+            raise ValueError("create_tasks needs texts, goals or both")
+        batch = len(texts) if texts is not None else len(next(iter(goals.values())))
+        tasks: dict[str, Any] = {"pad_mask_dict": {}}
+        texts = list(texts) if texts is not None else [""] * batch
+        tasks["language_instruction"] = np.array(
+            [t.encode() if isinstance(t, str) else t for t in texts], dtype=object
+        )
+        tasks["pad_mask_dict"]["language_instruction"] = np.array([bool(t) for t in texts])
+        for path, entry in self.input_spec["task"].items():
+            parts = path.split("/")
+            if parts[0] != "pad_mask_dict" and parts[0].startswith("image_"):
+                camera = parts[0][len("image_") :]
+                if goals is not None and camera in goals:
+                    image = np.asarray(goals[camera], np.uint8)
+                    present = np.ones(batch, bool)
+                else:
+                    image = np.zeros((batch, *entry["shape"]), np.uint8)
+                    present = np.zeros(batch, bool)
+                tasks[parts[0]] = image
+                tasks["pad_mask_dict"][parts[0]] = present
+        if self.text_tokenizer is not None:
+            tasks = tokenize_tasks(tasks, self.text_tokenizer)
+        return tasks
+
+    def get_pretty_spec(self) -> str:
+        """What `sample_actions` expects, and what the model predicts."""
+        head = self.config.head
+        return (
+            spec_lib.pretty(self.input_spec)
+            + f"\naction head: {head.kind}, chunk [{self.config.action_horizon}, "
+            f"{self.config.action_dim}], window {self.config.window}\n"
+            + f"datasets: {', '.join(sorted(self.dataset_statistics)) or '(none)'}"
+        )
+
+    # ---------------------------------------------------------------- inference
+    def sample_actions(
+        self,
+        observations: Mapping[str, Any],
+        tasks: Mapping[str, Any],
+        rng: jax.Array,
+        unnormalization_statistics: Mapping[str, Any] | None = None,
+        sample_shape: tuple[int, ...] = (),
+    ) -> np.ndarray:
+        """Action chunks float32[*sample_shape, b, H, A] for the last observation timestep.
+
+        Unnormalized with `unnormalization_statistics` (an entry of `dataset_statistics`), or
+        with the model's own when it was trained on exactly one dataset; normalized otherwise
+        only if `unnormalization_statistics` is explicitly ``{}``.
+        """
+        spec_lib.check_inputs(self.input_spec, "observation", observations)
+        spec_lib.check_inputs(self.input_spec, "task", _network_tasks(tasks))
+        if self._predict is None:
+            graphdef, state = nnx.split(self.module)
+
+            @jax.jit
+            def predict(state, observations, tasks, rng):
+                module = nnx.merge(graphdef, state)
+                return module.predict_action(
+                    observations, tasks, rng=rng, sample_shape=sample_shape
+                )
+
+            self._predict = (predict, state, sample_shape)
+        predict, state, compiled_shape = self._predict
+        if compiled_shape != sample_shape:
+            self._predict = None
+            return self.sample_actions(
+                observations, tasks, rng, unnormalization_statistics, sample_shape
+            )
+        actions = np.asarray(predict(state, dict(observations), _network_tasks(tasks), rng))
+        entry = self._statistics_entry(unnormalization_statistics)
+        if entry is None:
+            return actions
+        stats = ArrayStatistics.from_dict(entry["statistics"]["action"])
+        return unnormalize_np(
+            actions, stats, entry["normalization"], entry["action_normalization_mask"]
+        ).astype(np.float32)
+
+    def _statistics_entry(self, given):
+        if given is not None:
+            return given or None
+        if len(self.dataset_statistics) == 1:
+            return next(iter(self.dataset_statistics.values()))
+        if not self.dataset_statistics:
+            return None
+        raise ValueError(
+            "the model was trained on several datasets "
+            f"({', '.join(sorted(self.dataset_statistics))}): pass "
+            "unnormalization_statistics=model.dataset_statistics[NAME]"
+        )
+
+    # ---------------------------------------------------------------- checkpoints
+    def save_pretrained(self, step: int, checkpoint_dir: str) -> None:
+        """Writes ``checkpoint_dir/<step>/{params,config,dataset_statistics,input_spec}``."""
+        checkpoint_dir = os.path.abspath(checkpoint_dir)
+        config = self.config
+        if config.language.encoder != "none":
+            config = _copy_language_assets(config, checkpoint_dir)
+        with ocp.CheckpointManager(checkpoint_dir) as manager:
+            manager.save(
+                step, args=save_args(self.module, config, self.dataset_statistics, self.input_spec)
+            )
+            manager.wait_until_finished()
+
+    @classmethod
+    def load_pretrained(cls, checkpoint_dir: str, step: int | None = None) -> OctoModel:
+        checkpoint_dir = os.path.abspath(checkpoint_dir)
+        options = ocp.CheckpointManagerOptions(read_only=True, create=False)
+        with ocp.CheckpointManager(checkpoint_dir, options=options) as manager:
+            step = manager.latest_step() if step is None else step
+            if step is None:
+                raise FileNotFoundError(f"no complete checkpoint under {checkpoint_dir!r}")
+            meta = manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    config=ocp.args.JsonRestore(),
+                    dataset_statistics=ocp.args.JsonRestore(),
+                    input_spec=ocp.args.JsonRestore(),
+                ),
+            )
+            config = ModelConfig.from_dict(meta["config"])
+            config = _with_local_language_assets(config, checkpoint_dir)
+            tokenizer = _text_tokenizer(config.language)
+            vocab = tokenizer.vocab_size if tokenizer is not None else 0
+            abstract = nnx.eval_shape(
+                lambda: OctoModule(config, meta["input_spec"], vocab, rngs=nnx.Rngs(0))
+            )
+            graphdef, state = nnx.split(abstract)
+            params = nnx.state(abstract, nnx.Param).to_pure_dict()
+            target = jax.tree.map(ocp.utils.to_shape_dtype_struct, params)
+            restored = manager.restore(
+                step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target))
+            )["params"]
+        nnx.replace_by_pure_dict(state, restored)
+        module = nnx.merge(graphdef, state)
+        return cls(module, config, meta["input_spec"], meta["dataset_statistics"], tokenizer)
+
+
+def save_args(module, config: ModelConfig, dataset_statistics, input_spec) -> ocp.args.Composite:
+    """The checkpoint items every step directory holds (training adds its train state)."""
+    params = nnx.state(module, nnx.Param).to_pure_dict()
+    return ocp.args.Composite(
+        params=ocp.args.StandardSave(params),
+        config=ocp.args.JsonSave(config.to_dict()),
+        dataset_statistics=ocp.args.JsonSave(dataset_statistics),
+        input_spec=ocp.args.JsonSave(input_spec),
+    )
+
+
+def tokenize_tasks(tasks: Mapping[str, Any], tokenizer: TextTokenizer) -> dict[str, Any]:
+    """Adds ``language_tokens int32[b, L]`` and ``language_mask bool[b, L]`` (host side)."""
+    tokens = tokenizer(list(np.asarray(tasks["language_instruction"]).reshape(-1)))
+    return {**tasks, "language_tokens": tokens["tokens"], "language_mask": tokens["mask"]}
+
+
+def _network_tasks(tasks: Mapping[str, Any]) -> dict[str, Any]:
+    """The task leaves the network reads (drops raw instruction strings)."""
+    return {k: v for k, v in tasks.items() if k != "language_instruction"}
+
+
+def _text_tokenizer(language: LanguageConfig) -> TextTokenizer | None:
+    if language.encoder == "none":
+        return None
+    return TextTokenizer.from_directory(language.checkpoint_dir, max_length=language.max_length)
+
+
+def _copy_language_assets(config: ModelConfig, checkpoint_dir: str) -> ModelConfig:
+    """Copies config.json / spiece.model so the checkpoint directory is self-contained."""
+    target = os.path.join(checkpoint_dir, LANGUAGE_ASSETS)
+    os.makedirs(target, exist_ok=True)
+    for name in ("config.json", "spiece.model"):
+        source = os.path.join(config.language.checkpoint_dir, name)
+        if os.path.exists(source) and os.path.abspath(source) != os.path.join(target, name):
+            shutil.copyfile(source, os.path.join(target, name))
+    return dataclasses.replace(
+        config, language=dataclasses.replace(config.language, checkpoint_dir=LANGUAGE_ASSETS)
+    )
+
+
+def _with_local_language_assets(config: ModelConfig, checkpoint_dir: str) -> ModelConfig:
+    if config.language.encoder == "none" or config.language.checkpoint_dir != LANGUAGE_ASSETS:
+        return config
+    path = os.path.join(checkpoint_dir, LANGUAGE_ASSETS)
+    return dataclasses.replace(
+        config, language=dataclasses.replace(config.language, checkpoint_dir=path)
+    )

@@ -1,0 +1,239 @@
+"""The policy network: tokenizers -> token groups -> block transformer -> readouts -> action head.
+
+Task tokens form a prefix; each timestep holds one group per camera (and proprio) and the
+`readout_action` tokens, whose transformer outputs condition the action head.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from octo_like.model.block_transformer import BlockTransformer
+from octo_like.model.config import ModelConfig
+from octo_like.model.heads import ACTION_HEADS
+from octo_like.model.language import SmallTextEncoder, T5Encoder, T5EncoderConfig
+from octo_like.model.tokenizers.image import ImageTokenizer
+from octo_like.model.tokenizers.lowdim import ProprioTokenizer
+from octo_like.model.tokens import GroupSpec, TokenGroup, default_rules
+from octo_like.model.transformer import TRANSFORMER_PRESETS
+
+READOUT = "readout_action"
+LANGUAGE_GROUP = "task_language"
+PATCH = 16  # both image encoders reduce by 16 per side
+
+
+def _positional(rngs: nnx.Rngs, shape) -> nnx.Param:
+    return nnx.Param(jax.random.normal(rngs.params(), shape) * 0.02)
+
+
+def language_width(config: ModelConfig) -> int:
+    if config.language.encoder == "t5":
+        return T5EncoderConfig.from_json(f"{config.language.checkpoint_dir}/config.json").d_model
+    if config.language.encoder == "small":
+        return config.language.small_width
+    return 0
+
+
+class OctoModule(nnx.Module):
+    """Built from a `ModelConfig` and the input spec of an example batch (see input_spec.py)."""
+
+    def __init__(
+        self, config: ModelConfig, input_spec: Mapping, vocab_size: int, *, rngs: nnx.Rngs
+    ):
+        self.config = config
+        transformer_config = dataclasses.replace(
+            TRANSFORMER_PRESETS[config.transformer], dtype=config.dtype, remat=config.remat
+        )
+        width = transformer_config.width
+        window = config.window
+        observation_spec = input_spec["observation"]
+        lang_width = language_width(config)
+
+        if config.language.encoder == "t5":
+            t5_config = T5EncoderConfig.from_json(f"{config.language.checkpoint_dir}/config.json")
+            self.language_encoder = T5Encoder(t5_config, rngs=rngs)
+        elif config.language.encoder == "small":
+            self.language_encoder = SmallTextEncoder(
+                vocab_size,
+                width=config.language.small_width,
+                depth=config.language.small_depth,
+                num_heads=config.language.small_heads,
+                max_length=config.language.max_length,
+                rngs=rngs,
+            )
+        else:
+            self.language_encoder = None
+        if self.language_encoder is not None:
+            self.language_projection = nnx.Linear(lang_width, width, rngs=rngs)
+            self.language_position = _positional(rngs, (config.language.max_length, width))
+
+        self.image_tokenizers = nnx.Dict()
+        self.image_projections = nnx.Dict()
+        self.image_positions = nnx.Dict()
+        self.specs: list[GroupSpec] = []
+        for tok in config.image_tokenizers:
+            key = f"image_{tok.camera}"
+            if key not in observation_spec:
+                raise ValueError(
+                    f"image tokenizer for camera {tok.camera!r}: the example batch has no "
+                    f"observation {key!r} (has: {sorted(observation_spec)})"
+                )
+            _, height, width_px, _ = observation_spec[key]["shape"]
+            num_tokens = (height // PATCH) * (width_px // PATCH)
+            self.image_tokenizers[tok.camera] = ImageTokenizer(
+                tok.camera,
+                encoder=tok.encoder,
+                num_features=tok.num_features,
+                goal_fusion=tok.goal_fusion,
+                film_dim=lang_width if tok.film else None,
+                rngs=rngs,
+            )
+            self.image_projections[tok.camera] = nnx.Linear(tok.num_features, width, rngs=rngs)
+            self.image_positions[tok.camera] = _positional(rngs, (window, num_tokens, width))
+
+        self.goal_tokenizers = nnx.Dict()
+        self.goal_projections = nnx.Dict()
+        self.goal_positions = nnx.Dict()
+        task_spec = input_spec["task"]
+        for camera in config.goal_image_cameras:
+            key = f"image_{camera}"
+            if key not in task_spec:
+                raise ValueError(
+                    f"goal image camera {camera!r}: the example batch has no task {key!r} "
+                    f"(has: {sorted(task_spec)})"
+                )
+            height, width_px, _ = task_spec[key]["shape"]
+            self.goal_tokenizers[camera] = ImageTokenizer(
+                camera, encoder="small_stem16", source="task", rngs=rngs
+            )
+            self.goal_projections[camera] = nnx.Linear(512, width, rngs=rngs)
+            num_tokens = (height // PATCH) * (width_px // PATCH)
+            self.goal_positions[camera] = _positional(rngs, (num_tokens, width))
+
+        if config.proprio is not None:
+            proprio_dim = observation_spec["proprio"]["shape"][-1]
+            self.proprio_tokenizer = ProprioTokenizer(
+                proprio_dim,
+                mode=config.proprio.mode,
+                num_features=config.proprio.num_features,
+                rngs=rngs,
+            )
+            self.proprio_projection = nnx.Linear(config.proprio.num_features, width, rngs=rngs)
+            proprio_tokens = 1 if config.proprio.mode == "linear" else proprio_dim
+            self.proprio_position = _positional(rngs, (window, proprio_tokens, width))
+        else:
+            self.proprio_tokenizer = None
+
+        readout_tokens = config.head.readout_tokens
+        self.readout_position = _positional(rngs, (window, readout_tokens, width))
+        self.transformer = BlockTransformer(transformer_config, rngs=rngs)
+        head_cls = ACTION_HEADS[config.head.kind]
+        self.head = head_cls(
+            embedding_dim=width,
+            action_dim=config.action_dim,
+            action_horizon=config.action_horizon,
+            rngs=rngs,
+            **dict(config.head.kwargs),
+        )
+        self.group_specs = tuple(self._group_specs(readout_tokens, observation_spec))
+
+    def _group_specs(self, readout_tokens: int, observation_spec) -> list[GroupSpec]:
+        prefix, timestep = [], []
+        if self.language_encoder is not None:
+            prefix.append((LANGUAGE_GROUP, self.config.language.max_length))
+        for camera in self.config.goal_image_cameras:
+            prefix.append((f"task_goal_{camera}", self.goal_positions[camera].value.shape[0]))
+        for tok in self.config.image_tokenizers:
+            _, height, width_px, _ = observation_spec[f"image_{tok.camera}"]["shape"]
+            timestep.append((f"obs_{tok.camera}", (height // PATCH) * (width_px // PATCH)))
+        if self.proprio_tokenizer is not None:
+            timestep.append(("obs_proprio", self.proprio_position.value.shape[1]))
+        timestep.append((READOUT, readout_tokens))
+        return default_rules(prefix, timestep)
+
+    def encode_language(self, tasks: Mapping, *, train: bool):
+        """(embeddings float[b, L, d_lang], mask bool[b, L]) of host-tokenized instructions."""
+        encoder = self.language_encoder
+        frozen = self.config.language.frozen
+        embedded = encoder(
+            tasks["language_tokens"], tasks["language_mask"], train=train and not frozen
+        )
+        if frozen:
+            embedded = jax.lax.stop_gradient(embedded)
+        present = tasks["pad_mask_dict"]["language_instruction"][:, None]
+        return embedded, jnp.logical_and(tasks["language_mask"], present)
+
+    def readouts(self, observations: Mapping, tasks: Mapping, *, train: bool, rng=None):
+        """Transformer outputs of the readout tokens, float[b, w, n_readout, width]."""
+        prefix: dict[str, TokenGroup] = {}
+        film_condition = None
+        if self.language_encoder is not None:
+            embedded, mask = self.encode_language(tasks, train=train)
+            prefix[LANGUAGE_GROUP] = TokenGroup(
+                tokens=self.language_projection(embedded) + self.language_position.value,
+                mask=mask,
+            )
+            weights = mask[..., None].astype(embedded.dtype)
+            film_condition = (embedded * weights).sum(1) / jnp.maximum(weights.sum(1), 1.0)
+        for camera, tokenizer in self.goal_tokenizers.items():
+            group = tokenizer(observations, tasks, train=train)
+            prefix[f"task_goal_{camera}"] = TokenGroup(
+                tokens=self.goal_projections[camera](group.tokens)
+                + self.goal_positions[camera].value,
+                mask=group.mask,
+            )
+        timestep: dict[str, TokenGroup] = {}
+        uses_film = {t.camera: t.film for t in self.config.image_tokenizers}
+        for camera, tokenizer in self.image_tokenizers.items():
+            condition = film_condition if uses_film[camera] else None
+            group = tokenizer(observations, tasks, film_condition=condition, train=train)
+            timestep[f"obs_{camera}"] = TokenGroup(
+                tokens=self.image_projections[camera](group.tokens)
+                + self.image_positions[camera].value,
+                mask=group.mask,
+            )
+        if self.proprio_tokenizer is not None:
+            group = self.proprio_tokenizer(observations)
+            timestep["obs_proprio"] = TokenGroup(
+                tokens=self.proprio_projection(group.tokens) + self.proprio_position.value,
+                mask=group.mask,
+            )
+        pad = observations["timestep_pad_mask"]
+        batch, window = pad.shape
+        readout = jnp.broadcast_to(
+            self.readout_position.value, (batch, *self.readout_position.value.shape)
+        )
+        timestep[READOUT] = TokenGroup(
+            tokens=readout, mask=jnp.ones(readout.shape[:-1], dtype=bool)
+        )
+        _, outputs = self.transformer(
+            prefix, timestep, self.group_specs, timestep_pad_mask=pad, train=train, rng=rng
+        )
+        return outputs[READOUT].tokens
+
+    def loss(self, batch: Mapping, *, rng: jax.Array, train: bool = True):
+        """(scalar loss, metrics) of the action head on a batch (schema stage 5 + tokens)."""
+        transformer_rng, head_rng = jax.random.split(rng)
+        readouts = self.readouts(
+            batch["observation"], batch["task"], train=train, rng=transformer_rng
+        )
+        return self.head.loss(
+            readouts,
+            batch["action"],
+            batch["observation"]["timestep_pad_mask"],
+            batch["action_pad_mask"],
+            rng=head_rng,
+            train=train,
+        )
+
+    def predict_action(
+        self, observations: Mapping, tasks: Mapping, *, rng: jax.Array, sample_shape=()
+    ) -> jax.Array:
+        """Normalized action chunks float[*sample_shape, b, H, A] for the last timestep."""
+        readouts = self.readouts(observations, tasks, train=False)
+        return self.head.predict_action(readouts, rng=rng, sample_shape=sample_shape)

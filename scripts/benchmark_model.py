@@ -31,6 +31,7 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, default=3, help="timed train steps")
     parser.add_argument("--infer_calls", type=int, default=5)
     parser.add_argument("--language", choices=("t5-base", "none"), default="t5-base")
+    parser.add_argument("--remat", action="store_true", help="rematerialize transformer blocks")
     return parser.parse_args(argv)
 
 
@@ -52,7 +53,11 @@ def example_batch(args, rng):
             "language_instruction": np.array([b"pick up the spoon"] * b, dtype=object),
             "image_primary": goal(args.primary_size),
             "image_wrist": goal(args.wrist_size),
-            "pad_mask_dict": {"language_instruction": ones(b)},
+            "pad_mask_dict": {
+                "language_instruction": ones(b),
+                "image_primary": ones(b),
+                "image_wrist": ones(b),
+            },
         },
         "action": rng.normal(size=(b, w, h, 7)).astype(np.float32),
         "action_pad_mask": ones(b, w, h, 7),
@@ -93,6 +98,7 @@ def main(argv=None) -> dict:
         window=args.window,
         action_horizon=args.action_horizon,
         dtype="bfloat16" if args.dtype == "bf16" else "float32",
+        remat=args.remat,
     )
     batch = example_batch(args, np.random.default_rng(0))
     model = OctoModel.from_config(config, batch, jax.random.key(0))
@@ -126,6 +132,8 @@ def main(argv=None) -> dict:
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     flops = float(cost.get("flops", 0.0)) if cost else 0.0
+    memory = compiled.memory_analysis()
+    temp_mb = getattr(memory, "temp_size_in_bytes", 0) / 2**20 if memory else 0.0
     params, opt_state, loss = compiled(params, opt_state, batch, rng)
     jax.block_until_ready(loss)
     times = []
@@ -155,7 +163,9 @@ def main(argv=None) -> dict:
         "dtype": args.dtype,
         "params": counts,
         "flops_per_step": flops,
+        "remat": args.remat,
         "compile_s": round(compile_s, 2),
+        "train_step_temp_mb": round(temp_mb, 1),
         "train_step_s": round(train_step_s, 4),
         "samples_per_s": round(args.batch / train_step_s, 3),
         "infer_first_call_s": round(first_call_s, 2),

@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from octo_like.model.attention import masked_attention
+
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 _KERNEL_INIT = nnx.initializers.xavier_uniform()
 
@@ -97,6 +99,9 @@ class SelfAttention(nnx.Module):
         b, n, d = x.shape
         h = self.num_heads
         q, k, v = (f(x).reshape(b, n, h, d // h) for f in (self.query, self.key, self.value))
+        if key is None or self.attention_dropout_rate == 0:
+            # Memory-lean path: the backward pass rebuilds the attention weights.
+            return self.out(masked_attention(q, k, v, mask).reshape(b, n, d))
         logits = jnp.einsum("bqhc,bkhc->bhqk", q, k).astype(jnp.float32) / math.sqrt(d // h)
         logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
         weights = jax.nn.softmax(logits, axis=-1).astype(x.dtype)

@@ -231,3 +231,9 @@ def test_parameter_counts_match_octo(size, published, tmp_path):
     count = octo_parameter_count(size, tmp_path)
     print(f"octo-{size}: {count / 1e6:.2f}M trainable parameters (published {published / 1e6}M)")
     assert abs(count - published) / published < 0.05, count
+
+
+def test_octo_model_is_exported_at_package_level():
+    import octo_like
+
+    assert octo_like.OctoModel is OctoModel

@@ -23,6 +23,7 @@ INSTALL_REQUIRES = [
     "psutil==7.2.2",
     "tqdm==4.70.1",
     "matplotlib==3.11.2",
+    "tensorboard==2.21.0",
 ]
 
 EXTRAS_REQUIRE = {

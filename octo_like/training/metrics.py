@@ -1,0 +1,359 @@
+"""Metric writers (JSONL always; TensorBoard and wandb optional), a NaN guard and a progress bar.
+
+JSONL resume rule: a resumed run opens ``metrics.jsonl`` with ``resume_step`` = the checkpoint
+step it restored; lines with ``step > resume_step`` (written after that checkpoint by the run
+that crashed) are dropped, so the file holds each step once. A fresh run (``resume_step=None``)
+starts an empty file. `read_jsonl` skips a torn last line (a crash mid-write).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, TextIO, runtime_checkable
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.jsonl"
+TENSORBOARD_SUBDIR = "tensorboard"
+WANDB_ID_FILE = "wandb_run_id.txt"
+_RESERVED = ("step", "split", "time")
+
+
+@runtime_checkable
+class MetricWriter(Protocol):
+    def write(self, step: int, metrics: Mapping[str, float], prefix: str = "train") -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """Python floats from numpy/jax scalars; names the offending key otherwise."""
+    out = {}
+    for key, value in metrics.items():
+        if key in _RESERVED:
+            raise ValueError(f"metric name {key!r} is reserved (reserved: {_RESERVED})")
+        array = np.asarray(value)
+        numeric = np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_
+        if array.size != 1 or not numeric:
+            raise TypeError(f"metric {key!r} must be a number, got {array.dtype}{array.shape}")
+        out[key] = float(array.reshape(()))
+    return out
+
+
+class NullWriter:
+    """What non-main processes get: every call is a no-op."""
+
+    def write(self, step: int, metrics: Mapping[str, float], prefix: str = "train") -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class JsonlWriter:
+    """One JSON object per line: ``{"step", "split", "time", **metrics}``; flushed per write."""
+
+    def __init__(self, path: str, *, resume_step: int | None = None):
+        self.path = path
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        if resume_step is None:
+            mode = "w"
+        else:
+            mode = "a"
+            if os.path.exists(path):
+                kept = [e for e in read_jsonl(path) if e["step"] <= resume_step]
+                tmp = f"{path}.tmp"
+                with open(tmp, "w") as f:
+                    f.writelines(json.dumps(e) + "\n" for e in kept)
+                os.replace(tmp, path)
+        self._file: TextIO | None = open(path, mode)  # noqa: SIM115 (owned until close)
+
+    def write(self, step: int, metrics: Mapping[str, float], prefix: str = "train") -> None:
+        if self._file is None:
+            raise RuntimeError(f"JsonlWriter({self.path!r}) is closed")
+        entry = {"step": int(step), "split": prefix, "time": time.time(), **_scalars(metrics)}
+        self._file.write(json.dumps(entry) + "\n")
+        self._file.flush()
+
+    def flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def read_jsonl(path: str) -> list[dict]:
+    """Entries of a metrics file, in order; a torn (unparseable) last line is skipped."""
+    with open(path) as f:
+        lines = [line for line in f.read().split("\n") if line.strip()]
+    entries = []
+    for i, line in enumerate(lines):
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as e:
+            if i == len(lines) - 1:
+                log.warning("%s: skipping a torn last line (%s)", path, e)
+                break
+            raise ValueError(f"{path}:{i + 1}: not a JSON object: {line[:80]!r}") from e
+        if not isinstance(entry, dict) or "step" not in entry:
+            raise ValueError(f"{path}:{i + 1}: expected an object with a 'step', got {line[:80]!r}")
+        entries.append(entry)
+    return entries
+
+
+class TensorBoardWriter:
+    """Scalars as ``<prefix>/<name>`` in TensorBoard event files.
+
+    Written with `tf.summary.write` and the "scalars" plugin metadata, so the `tensorboard`
+    package (which `tf.summary.scalar` needs) is only required to *view* the logs.
+    """
+
+    def __init__(self, logdir: str):
+        try:
+            import tensorflow as tf
+            from tensorflow.core.framework import summary_pb2
+        except ImportError as e:
+            raise ImportError(
+                "TensorBoard logging needs TensorFlow (pip install tensorflow-cpu), "
+                "or disable it with --config.tensorboard=False"
+            ) from e
+        self._tf = tf
+        self._metadata = summary_pb2.SummaryMetadata(
+            plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
+            data_class=summary_pb2.DATA_CLASS_SCALAR,
+        ).SerializeToString()
+        self._writer = tf.summary.create_file_writer(logdir)
+
+    def write(self, step: int, metrics: Mapping[str, float], prefix: str = "train") -> None:
+        tf = self._tf
+        with self._writer.as_default():
+            for key, value in _scalars(metrics).items():
+                tf.summary.write(
+                    f"{prefix}/{key}",
+                    tf.constant(value, tf.float32),
+                    step=int(step),
+                    metadata=self._metadata,
+                )
+
+    def flush(self) -> None:
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class WandbWriter:
+    """Logs ``<prefix>/<name>`` to Weights & Biases; `run_id` + resume="allow" continues a run."""
+
+    def __init__(
+        self,
+        project: str,
+        *,
+        name: str | None = None,
+        run_id: str | None = None,
+        config: Mapping[str, Any] | None = None,
+        directory: str | None = None,
+    ):
+        try:
+            import wandb
+        except ImportError as e:
+            raise ImportError(
+                "wandb logging needs the wandb package: pip install wandb "
+                "(or leave wandb_project empty)"
+            ) from e
+        self._wandb = wandb
+        self._run = wandb.init(
+            project=project,
+            name=name,
+            id=run_id,
+            resume="allow" if run_id else None,
+            config=dict(config) if config is not None else None,
+            dir=directory,
+        )
+
+    def write(self, step: int, metrics: Mapping[str, float], prefix: str = "train") -> None:
+        values = {f"{prefix}/{k}": v for k, v in _scalars(metrics).items()}
+        self._run.log(values, step=int(step))
+
+    def flush(self) -> None:
+        pass  # wandb streams in its own process
+
+    def close(self) -> None:
+        self._run.finish()
+
+
+class MultiWriter:
+    """Fans each call out to several writers."""
+
+    def __init__(self, writers: Sequence[MetricWriter]):
+        self.writers = list(writers)
+
+    def write(self, step: int, metrics: Mapping[str, float], prefix: str = "train") -> None:
+        for writer in self.writers:
+            writer.write(step, metrics, prefix)
+
+    def flush(self) -> None:
+        for writer in self.writers:
+            writer.flush()
+
+    def close(self) -> None:
+        for writer in self.writers:
+            writer.close()
+
+
+def make_writers(
+    workdir: str,
+    *,
+    tensorboard: bool,
+    wandb_project: str | None,
+    is_main_process: bool,
+    resume_step: int | None = None,
+    wandb_config: Mapping[str, Any] | None = None,
+) -> MetricWriter:
+    """``workdir/metrics.jsonl`` always, plus ``workdir/tensorboard`` and wandb if asked.
+
+    The wandb run id is kept in ``workdir/wandb_run_id.txt`` so a resumed run continues the
+    same wandb run. `resume_step`: see the module docstring.
+    """
+    if not is_main_process:
+        return NullWriter()
+    writers: list[MetricWriter] = [
+        JsonlWriter(os.path.join(workdir, METRICS_FILE), resume_step=resume_step)
+    ]
+    if tensorboard:
+        writers.append(TensorBoardWriter(os.path.join(workdir, TENSORBOARD_SUBDIR)))
+    if wandb_project:
+        id_file = os.path.join(workdir, WANDB_ID_FILE)
+        if os.path.exists(id_file):
+            with open(id_file) as f:
+                run_id = f.read().strip()
+        else:
+            run_id = uuid.uuid4().hex[:16]
+            with open(id_file, "w") as f:
+                f.write(run_id)
+        writers.append(
+            WandbWriter(
+                wandb_project,
+                name=os.path.basename(os.path.abspath(workdir)),
+                run_id=run_id,
+                config=wandb_config,
+                directory=workdir,
+            )
+        )
+    return MultiWriter(writers)
+
+
+def check_finite(metrics: Mapping[str, Any], step_range: tuple[int, int]) -> None:
+    """Raises FloatingPointError naming every NaN/Inf metric and the steps [first, last]."""
+    bad = []
+    for key, value in sorted(metrics.items()):
+        values = np.asarray(value, dtype=np.float64).reshape(-1)
+        finite = np.isfinite(values)
+        if not finite.all():
+            bad.append(f"{key}={values[~finite][0]}")
+    if bad:
+        first, last = step_range
+        raise FloatingPointError(
+            f"non-finite metrics in steps [{first}, {last}]: {', '.join(bad)}; resume from the "
+            "last checkpoint with a lower learning rate or inspect the data of these steps"
+        )
+
+
+def _format(value: float, fmt: str) -> str:
+    return "-" if value is None or not math.isfinite(value) else format(value, fmt)
+
+
+class Progress:
+    """tqdm bar: steps/s and ETA (tqdm's, wall clock), samples/s, data-wait share, loss.
+
+    `update` takes amounts since the previous call: `samples`, `data_wait_s` (seconds blocked
+    on the input pipeline) and `step_s` (seconds in the train step). Shown, smoothed like
+    tqdm's rate: samples per wall-clock second and ``data_wait_s / (data_wait_s + step_s)``;
+    a share near 100% means the input pipeline is the bottleneck. Negative or non-finite
+    amounts count as zero.
+    """
+
+    SMOOTHING = 0.1  # weight of the newest call in the exponential moving averages
+
+    def __init__(
+        self,
+        total_steps: int,
+        *,
+        initial_step: int = 0,
+        disable: bool = False,
+        file: TextIO | None = None,
+        mininterval: float = 1.0,
+    ):
+        from tqdm import tqdm
+
+        self._bar = tqdm(
+            total=max(int(total_steps), 0),
+            initial=max(int(initial_step), 0),
+            unit="step",
+            dynamic_ncols=True,
+            disable=disable,
+            file=file if file is not None else sys.stderr,
+            mininterval=mininterval,
+            smoothing=self.SMOOTHING,
+        )
+        self._last_time = time.perf_counter()
+        self._averages: dict[str, float] | None = None
+
+    def update(
+        self,
+        step: int,
+        samples: float = 0,
+        data_wait_s: float = 0.0,
+        step_s: float = 0.0,
+        loss: float | None = None,
+    ) -> None:
+        now = time.perf_counter()
+        wall, self._last_time = now - self._last_time, now
+        wait = _non_negative(data_wait_s)
+        latest = {
+            "samples": _non_negative(samples),
+            "wall": _non_negative(wall),
+            "wait": wait,
+            "busy": wait + _non_negative(step_s),
+        }
+        if self._averages is None:
+            self._averages = latest
+        else:
+            a = self.SMOOTHING
+            self._averages = {k: (1 - a) * self._averages[k] + a * v for k, v in latest.items()}
+        avg = self._averages
+        samples_per_s = avg["samples"] / avg["wall"] if avg["wall"] > 0 else float("nan")
+        wait_share = avg["wait"] / avg["busy"] if avg["busy"] > 0 else float("nan")
+        loss_value = float("nan") if loss is None else float(np.asarray(loss).reshape(-1)[0])
+        self._bar.set_postfix_str(
+            f"samples/s={_format(samples_per_s, '.1f')} "
+            f"data_wait={_format(100 * wait_share, '.0f')}% loss={_format(loss_value, '.4g')}",
+            refresh=False,
+        )
+        target = min(int(step), self._bar.total) if self._bar.total else int(step)
+        self._bar.update(max(target - self._bar.n, 0))  # never backwards, never past the end
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def _non_negative(value: float) -> float:
+    value = float(value)
+    return value if math.isfinite(value) and value > 0 else 0.0

@@ -1,27 +1,66 @@
-"""Pretraining entry point (the training issue fills this in).
+"""Pretraining entry point.
 
-Until the model and training loop land, `python train.py` runs the input pipeline on the shared
-Bridge shard for a short while and prints its throughput, so `make train` exercises the data path.
+    python train.py                                    # the laptop default (make train)
+    python train.py --config configs/pretrain.py:debug --workdir runs/debug
+    python train.py --config configs/pretrain.py:small,oxe_magic_soup --workdir runs/small \
+        --config.data_dir=/data/oxe [--config.KEY=VALUE ...] [--overwrite]
+
+Rerunning a command on an existing workdir resumes it; a workdir made with another config is
+refused unless --overwrite (the old one is then moved aside, never deleted).
 """
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 
-BRIDGE = os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), "..", "shared", "data", "bridge_dataset", "1.0.0"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+DEFAULT_CONFIG = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "configs", "pretrain.py:laptop"
 )
 
 
-def main(argv: list[str] | None = None) -> None:
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "scripts"))
-    import benchmark_data
+def main(config, workdir: str, *, overwrite: bool = False, stop_at_step: int | None = None):
+    """Runs (or resumes) training; `config` is the locked ml_collections ConfigDict."""
+    import tensorflow as tf
 
-    benchmark_data.main(
-        ["--data_dir", BRIDGE, "--seconds", "20", "--resize", "256", "--augment"] + list(argv or [])
+    tf.config.set_visible_devices([], "GPU")  # tf.data only: keep accelerators for JAX
+
+    from octo_like.training import distributed
+    from octo_like.training.config import parse_train_config
+    from octo_like.training.loop import run
+
+    typed = parse_train_config(config, workdir)
+    distributed.initialize(typed.distributed)
+    return run(typed, workdir, raw_config=config, overwrite=overwrite, stop_at_step=stop_at_step)
+
+
+def _cli():
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file(
+        "config", DEFAULT_CONFIG, "configs/FILE.py:ARG", lock_config=True
     )
+    flags.DEFINE_string("workdir", "runs/laptop", "the run's directory (its identity)")
+    flags.DEFINE_bool("overwrite", False, "move aside a workdir made with another config")
+    flags.DEFINE_integer("stop_at_step", None, "stop early at this step (e.g. before preemption)")
+
+    def _main(argv):
+        del argv
+        logging.getLogger().setLevel(logging.INFO)
+        result = main(
+            flags.FLAGS.config,
+            flags.FLAGS.workdir,
+            overwrite=flags.FLAGS.overwrite,
+            stop_at_step=flags.FLAGS.stop_at_step,
+        )
+        print(f"finished at step {result.final_step}; last metrics: {result.last_metrics}")
+        print(f"checkpoints: {os.path.join(os.path.abspath(flags.FLAGS.workdir), 'checkpoints')}")
+
+    app.run(_main)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    _cli()

@@ -264,7 +264,7 @@ def make_pipeline(
     stream = stream.map_seeded(_frame_transform(config), seed, _SALT_FRAME)
     batches = stream.dataset.batch(
         batch_size,
-        drop_remainder=config.train,
+        drop_remainder=True,  # fixed shapes: one compiled step, global arrays of known size
         num_parallel_calls=config.parallelism.frame,
         deterministic=True,
     ).prefetch(2)

@@ -246,3 +246,45 @@ def bridge_like_schema(image_size: int = 64, num_cameras: int = 4) -> RldsSchema
         },
         episode_metadata={"file_path": text(), "episode_id": scalar("int32")},
     )
+
+
+SYNTHETIC_BRIDGE = "synthetic_bridge"
+
+
+def synthetic_bridge_spec():
+    """The registry entry of `ensure_synthetic_bridge`'s dataset (Bridge-like keys)."""
+    from octo_like.data.oxe.spec import DatasetSpec
+
+    return DatasetSpec(
+        name=SYNTHETIC_BRIDGE,
+        image_keys={"primary": "image_0", "wrist": "image_1"},
+        proprio_key="state",
+        standardize="identity",
+        action_normalization_mask=(True,) * 6 + (False,),
+    )
+
+
+def ensure_synthetic_bridge(
+    data_dir: str, *, episodes: int = 48, episode_length: tuple[int, int] = (20, 40)
+) -> str:
+    """Writes (once) a Bridge-format dataset with train and val splits; returns its directory.
+
+    The gripper dim is binary (closing halfway through each episode) like real Bridge data.
+    """
+    target = os.path.join(data_dir, SYNTHETIC_BRIDGE, "1.0.0")
+    if os.path.exists(os.path.join(target, "dataset_info.json")):
+        return target
+
+    def binary_gripper(split, index, episode):
+        length = len(episode["steps"]["is_first"])
+        gripper = (np.arange(length) < length // 2).astype(np.float32)
+        episode["steps"]["action"][:, -1] = gripper
+
+    return write_rlds_dataset(
+        data_dir,
+        SYNTHETIC_BRIDGE,
+        bridge_like_schema(image_size=64, num_cameras=2),
+        episodes={"train": episodes, "val": max(2, episodes // 8)},
+        episode_length=episode_length,
+        override=binary_gripper,
+    )

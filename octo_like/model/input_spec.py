@@ -41,10 +41,21 @@ def spec_from_batch(batch: Mapping[str, Any]) -> InputSpec:
     return spec
 
 
-def check_inputs(spec: InputSpec, part: str, tree: Mapping[str, Any], batch_dims: int = 1):
-    """Raises ValueError naming the key and expected shape for a missing or mismatched input."""
+def check_inputs(
+    spec: InputSpec,
+    part: str,
+    tree: Mapping[str, Any],
+    required: set[str] | None = None,
+    batch_dims: int = 1,
+):
+    """Raises ValueError naming the key and expected shape for a missing or mismatched input.
+
+    `required`: the paths the network reads (others in the spec are informational).
+    """
     given = dict(_leaves(tree))
     for path, expected in spec.get(part, {}).items():
+        if required is not None and path not in required:
+            continue
         if path not in given:
             raise ValueError(
                 f"{part} is missing {path!r} (expected shape [batch, "

@@ -140,8 +140,9 @@ class OctoModel:
         with the model's own when it was trained on exactly one dataset; normalized otherwise
         only if `unnormalization_statistics` is explicitly ``{}``.
         """
-        spec_lib.check_inputs(self.input_spec, "observation", observations)
-        spec_lib.check_inputs(self.input_spec, "task", _network_tasks(tasks))
+        required = required_inputs(self.config)
+        spec_lib.check_inputs(self.input_spec, "observation", observations, required["observation"])
+        spec_lib.check_inputs(self.input_spec, "task", _network_tasks(tasks), required["task"])
         if self._predict is None:
             graphdef, state = nnx.split(self.module)
 
@@ -226,6 +227,24 @@ class OctoModel:
         nnx.replace_by_pure_dict(state, restored)
         module = nnx.merge(graphdef, state)
         return cls(module, config, meta["input_spec"], meta["dataset_statistics"], tokenizer)
+
+
+def required_inputs(config: ModelConfig) -> dict[str, set[str]]:
+    """Observation / task paths the network reads under `config`."""
+    observation = {"timestep_pad_mask"}
+    task: set[str] = set()
+    for tok in config.image_tokenizers:
+        key = f"image_{tok.camera}"
+        observation |= {key, f"pad_mask_dict/{key}"}
+        if tok.goal_fusion:
+            task |= {key, f"pad_mask_dict/{key}"}
+    for camera in config.goal_image_cameras:
+        task |= {f"image_{camera}", f"pad_mask_dict/image_{camera}"}
+    if config.proprio is not None:
+        observation |= {"proprio", "proprio_pad_mask", "pad_mask_dict/proprio"}
+    if config.language.encoder != "none":
+        task |= {"language_tokens", "language_mask", "pad_mask_dict/language_instruction"}
+    return {"observation": observation, "task": task}
 
 
 def save_args(module, config: ModelConfig, dataset_statistics, input_spec) -> ocp.args.Composite:

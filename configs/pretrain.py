@@ -1,0 +1,100 @@
+"""Pretraining configurations. The argument picks the model size and the data:
+
+    python train.py --config configs/pretrain.py:debug --workdir runs/debug
+    python train.py --config configs/pretrain.py:laptop --workdir runs/laptop      # make train
+    python train.py --config configs/pretrain.py:small,oxe_magic_soup --workdir runs/octo_small \
+        --config.data_dir=/data/oxe
+    python train.py --config configs/pretrain.py:base,bridge --workdir runs/octo_base \
+        --config.data_dir=/data/oxe --config.mesh.fsdp=8
+
+`debug` and `laptop` train on a synthetic Bridge-format dataset generated into the workdir on
+first use (no download); the sizes `tiny`, `small` and `base` read a named mix from data_dir.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+SIZES = ("dummy", "tiny", "small", "base")
+
+
+def get_config(arg: str = "laptop") -> ml_collections.ConfigDict:
+    preset, _, mix = arg.partition(",")
+    generated = preset in ("debug", "laptop")
+    size = {"debug": "dummy", "laptop": "tiny"}.get(preset, preset)
+    if size not in SIZES:
+        raise ValueError(f"unknown preset {preset!r}; use debug, laptop or one of {SIZES}")
+    small_images = generated
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.num_steps = {"debug": 4, "laptop": 300}.get(preset, 300_000)
+    c.log_every = {"debug": 1, "laptop": 20}.get(preset, 100)
+    c.eval_every = {"debug": 2, "laptop": 100}.get(preset, 5000)
+    c.eval_batches = 2 if generated else 16
+    # Synthetic data: generated into <workdir>/data; otherwise a named mix under data_dir.
+    c.mix = "synthetic" if generated else (mix or "oxe_magic_soup")
+    c.data_dir = ""
+    c.val_split = "val"
+
+    image_size = 64 if small_images else 256
+    wrist_size = 32 if small_images else 128
+    c.data = dict(
+        batch_size={"debug": 8, "laptop": 16}.get(preset, 256),
+        shuffle_buffer=1000 if generated else 100_000,
+        balance_by_size=False,
+        normalization="normal",
+        statistics_cache_dir="~/.cache/octo_like/statistics",
+        skip_bad_episodes=False,
+        cache_trajectories=generated,
+        trajectory=dict(
+            window=2,
+            action_horizon=4,
+            goal_relabeling=True,
+            subsample_length=100 if not generated else None,
+            language_only_prob=0.5,
+            goal_only_prob=0.0,
+        ),
+        frame=dict(
+            cameras=dict(
+                primary=dict(size=(image_size, image_size), augment=dict()),
+                wrist=dict(size=(wrist_size, wrist_size), augment=None),
+            ),
+            image_dropout_prob=0.0,
+        ),
+        parallelism=dict(read=2, trajectory=2, frame=2, ram_budget_gb=1.0),
+    )
+    c.model = dict(
+        transformer=size,
+        image_tokenizers=(
+            dict(camera="primary", goal_fusion=True, num_features=64 if generated else 512),
+            dict(camera="wrist", goal_fusion=True, num_features=64 if generated else 512),
+        ),
+        proprio=None,
+        # T5-base needs a local HF-format directory: --config.model.language.encoder=t5
+        # --config.model.language.checkpoint_dir=/models/t5-base
+        language=dict(encoder="small", checkpoint_dir="", small_width=64),
+        window=2,
+        action_horizon=4,
+        action_dim=7,
+        head=dict(kind="diffusion", kwargs=dict(hidden_dim=64 if generated else 256)),
+        dtype="float32",
+        remat=False,
+    )
+    c.optimizer = dict(
+        learning_rate=3e-4,
+        schedule="warmup_cosine",
+        warmup_steps={"debug": 1, "laptop": 20}.get(preset, 2000),
+        weight_decay=0.01,
+        clip_gradient_norm=1.0,
+        gradient_accumulation_steps=1,
+        frozen=(),
+    )
+    c.mesh = dict(data=-1, fsdp=1, fsdp_min_size_mb=4.0)
+    c.distributed = dict(enabled=None)
+    c.checkpoint = dict(
+        save_every={"debug": 2, "laptop": 100}.get(preset, 5000), keep_last=3, keep_every=None
+    )
+    c.tensorboard = True
+    c.wandb_project = ""
+    c.lock()
+    return c

@@ -1,0 +1,222 @@
+"""The training loop shared by pretraining and fine-tuning.
+
+workdir/ holds config.json (the run's identity), checkpoints/<step>/, metrics.jsonl and
+tensorboard/. Rerunning the same command resumes from the latest complete checkpoint.
+
+After a resume the data stream does not replay the batches of the interrupted run: the pipeline
+is re-seeded with ``seed + resume_step``, so the resumed run sees fresh, reproducible batches.
+(Saving the tf.data iterator would mean saving a shuffle buffer of up to 10^5 frames.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.experimental import multihost_utils
+
+from octo_like.config.typed import to_plain
+from octo_like.data import synthetic
+from octo_like.data.oxe.registry import get_dataset_spec
+from octo_like.data.pipeline import make_pipeline, prepare_dataset
+from octo_like.model.octo_model import OctoModel, action_statistics_entry, tokenize_tasks
+from octo_like.training import distributed, metrics, sharding
+from octo_like.training.checkpoint import Checkpointer, check_workdir
+from octo_like.training.config import SYNTHETIC, TrainConfig
+from octo_like.training.optimizer import loop_learning_rate, make_optimizer
+from octo_like.training.step import TrainState, make_steps
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class RunResult:
+    start_step: int
+    final_step: int
+    state: TrainState
+    model: OctoModel
+    last_metrics: dict[str, float]
+
+
+def _prepare_generated_data(config: TrainConfig) -> None:
+    """Writes the synthetic dataset and its tokenizer once (main process), then syncs hosts."""
+    if config.mix != SYNTHETIC:
+        return
+    if distributed.is_main_process():
+        synthetic.ensure_synthetic_bridge(config.data.datasets[0].location)
+        tokenizer_dir = config.model.language.checkpoint_dir
+        if config.model.language.encoder == "small" and not os.path.exists(
+            os.path.join(tokenizer_dir, "spiece.model")
+        ):
+            from octo_like.model.language.testing import write_tiny_t5_checkpoint
+
+            write_tiny_t5_checkpoint(tokenizer_dir, instructions=synthetic.DEFAULT_INSTRUCTIONS)
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("synthetic data written")
+
+
+def _host_batch(batch: dict, model: OctoModel) -> dict:
+    """Host-side tokenization, then only the arrays the network reads (strings dropped)."""
+    task = batch["task"]
+    if model.text_tokenizer is not None:
+        task = tokenize_tasks(task, model.text_tokenizer)
+    task = {k: v for k, v in task.items() if k != "language_instruction"}
+    return {k: v for k, v in {**batch, "task": task}.items() if k != "dataset_name"}
+
+
+def _statistics_entries(config: TrainConfig, pipeline) -> dict[str, dict]:
+    entries = {}
+    for name, stats in pipeline.statistics.items():
+        spec = get_dataset_spec(name, config.data.extra_specs)
+        entries[name] = action_statistics_entry(
+            stats.to_dict(), config.data.normalization, spec.action_normalization_mask
+        )
+    return entries
+
+
+def run(
+    config: TrainConfig,
+    workdir: str,
+    *,
+    raw_config: Any,
+    overwrite: bool = False,
+    stop_at_step: int | None = None,
+) -> RunResult:
+    """Trains (or resumes) until `config.num_steps` (or `stop_at_step`, for tests/preemption)."""
+    workdir = os.path.abspath(workdir)
+    main = distributed.is_main_process()
+    if main:
+        status = check_workdir(workdir, to_plain(raw_config), overwrite=overwrite)
+        log.info("workdir %s: %s", workdir, status)
+    if jax.process_count() > 1:  # others must not open checkpoints while the main one moves
+        multihost_utils.sync_global_devices("workdir checked")
+    _prepare_generated_data(config)
+    mesh = sharding.make_mesh(config.mesh)
+    shard = distributed.process_shard()
+    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint)
+    start_step = checkpointer.latest_step() or 0
+
+    prepared = [prepare_dataset(source, config.data) for source in config.data.datasets]
+    train_data = dataclasses.replace(config.data, seed=config.data.seed + start_step)
+    pipeline = make_pipeline(train_data, shard, prepared=prepared)
+    batches = iter(pipeline)
+    first = next(batches)
+
+    rng = jax.random.key(config.seed)
+    init_rng, step_rng = jax.random.split(rng)
+    model = OctoModel.from_config(
+        config.model, first, init_rng, _statistics_entries(config, pipeline)
+    )
+    graphdef, params, rest = nnx.split(model.module, nnx.Param, ...)
+    optimizer, counts = make_optimizer(config.optimizer, params, config.num_steps)
+    state = TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
+
+    param_shardings = sharding.parameter_shardings(params, mesh, config.mesh)
+    state_shardings = TrainState(
+        sharding.replicated(mesh),
+        param_shardings,
+        sharding.opt_state_shardings(state.opt_state, param_shardings, mesh),
+    )
+    state = jax.device_put(state, state_shardings)
+    if start_step:
+        log.info("resuming from checkpoint step %d", start_step)
+        state = checkpointer.restore(start_step, state)
+    if main:
+        log.info("parameters: %s", counts)
+        log.info("shardings:\n%s", sharding.describe_shardings(state.params))
+
+    train_step, eval_step = make_steps(
+        graphdef,
+        rest,
+        optimizer,
+        loop_learning_rate(config.optimizer, config.num_steps),
+        step_rng,
+    )
+    batch_sharding = sharding.batch_sharding(mesh)
+    replicated = sharding.replicated(mesh)
+    train_step = jax.jit(
+        train_step,
+        in_shardings=(state_shardings, batch_sharding),
+        out_shardings=(state_shardings, replicated),
+        donate_argnums=0,
+    )
+    eval_step = jax.jit(
+        eval_step, in_shardings=(state_shardings, batch_sharding), out_shardings=replicated
+    )
+    to_device = lambda batch: distributed.global_batch(
+        _host_batch(batch, model), batch_sharding, config.data.batch_size, drop_strings=True
+    )
+
+    writer = metrics.make_writers(
+        workdir,
+        tensorboard=config.tensorboard,
+        wandb_project=config.wandb_project or None,
+        is_main_process=main,
+        resume_step=start_step,
+    )
+    end_step = config.num_steps if stop_at_step is None else min(stop_at_step, config.num_steps)
+    progress = metrics.Progress(end_step, initial_step=start_step, disable=not main)
+    val_config = dataclasses.replace(config.data, train=False)
+    save_kwargs = lambda: dict(
+        params=state.params,
+        model_config=config.model,
+        dataset_statistics=model.dataset_statistics,
+        input_spec=model.input_spec,
+    )
+    pending, window_start, last = [], start_step, {}
+    step, batch = start_step, first
+    try:
+        while step < end_step:
+            wait_start = time.perf_counter()
+            device_batch = to_device(batch if batch is not None else next(batches))
+            batch = None
+            step_start = time.perf_counter()
+            state, step_metrics = train_step(state, device_batch)
+            step += 1
+            pending.append(step_metrics)
+            progress.update(
+                step,
+                samples=config.data.batch_size,
+                data_wait_s=step_start - wait_start,
+                step_s=time.perf_counter() - step_start,
+                loss=last.get("loss"),
+            )
+            if step % config.log_every == 0 or step == end_step:
+                last = {k: float(np.mean([m[k] for m in pending])) for k in pending[0]}
+                metrics.check_finite(last, (window_start + 1, step))
+                writer.write(step, last, prefix="train")
+                pending, window_start = [], step
+            if config.val_split and (step % config.eval_every == 0 or step == end_step):
+                val = _evaluate(eval_step, state, val_config, shard, prepared, config, to_device)
+                if val:
+                    writer.write(step, val, prefix="val")
+            checkpointer.save(step, state, **save_kwargs(), force=step == end_step)
+    finally:
+        checkpointer.wait()
+        checkpointer.close()
+        writer.close()
+        progress.close()
+    nnx.update(model.module, jax.device_get(state.params))
+    return RunResult(start_step, step, state, model, last)
+
+
+def _evaluate(eval_step, state, val_config, shard, prepared, config, to_device) -> dict:
+    """Mean metrics over `eval_batches` held-out batches ({} when there is no such split)."""
+    try:
+        pipeline = make_pipeline(val_config, shard, split=config.val_split, prepared=prepared)
+    except ValueError as error:
+        log.warning("no validation: %s", error)
+        return {}
+    results = []
+    for _, batch in zip(range(config.eval_batches), pipeline, strict=False):
+        results.append(jax.device_get(eval_step(state, to_device(batch))))
+    if not results:
+        return {}
+    return {k: float(np.mean([r[k] for r in results])) for k in results[0]}

@@ -1,0 +1,150 @@
+"""End to end: train.main for 2 steps, resume to 4; SIGKILL mid-run and resume bit-exactly;
+a sharded run on a (2, 4) mesh; workdir identity."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+import train
+from configs import pretrain
+from octo_like.model.octo_model import OctoModel
+from octo_like.training.metrics import read_jsonl
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def shared_data(tmp_path_factory) -> str:
+    """One synthetic dataset (and tokenizer) for every run of this module."""
+    return str(tmp_path_factory.mktemp("synthetic"))
+
+
+def debug_config(data_dir: str, stats_dir: str, **overrides):
+    config = pretrain.get_config("debug")
+    config.data_dir = data_dir
+    config.data.statistics_cache_dir = stats_dir
+    config.tensorboard = False
+    for key, value in overrides.items():
+        node = config
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            node = node[parent]
+        node[leaf] = value
+    return config
+
+
+def test_train_two_steps_then_resume_to_four(shared_data, tmp_path):
+    workdir = str(tmp_path / "run")
+    config = debug_config(shared_data, str(tmp_path / "stats"), tensorboard=True)
+    first = train.main(config, workdir, stop_at_step=2)
+    assert (first.start_step, first.final_step) == (0, 2)
+    assert np.isfinite(first.last_metrics["loss"])
+    second = train.main(config, workdir)
+    assert (second.start_step, second.final_step) == (2, 4)
+    steps = [
+        e["step"]
+        for e in read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+        if e.get("split", "train") == "train"
+    ]
+    assert steps == [1, 2, 3, 4]
+    assert any(e.get("split") == "val" for e in read_jsonl(os.path.join(workdir, "metrics.jsonl")))
+    assert os.listdir(os.path.join(workdir, "tensorboard"))
+    model = OctoModel.load_pretrained(os.path.join(workdir, "checkpoints"))
+    assert set(model.dataset_statistics) == {"synthetic_bridge"}
+    observation = {
+        "image_primary": np.zeros((1, 2, 64, 64, 3), np.uint8),
+        "image_wrist": np.zeros((1, 2, 32, 32, 3), np.uint8),
+        "timestep_pad_mask": np.ones((1, 2), bool),
+        "pad_mask_dict": {"image_primary": np.ones((1, 2), bool),
+                          "image_wrist": np.ones((1, 2), bool)},
+    }  # fmt: skip
+    tasks = model.create_tasks(texts=["open the drawer"])
+    actions = model.sample_actions(observation, tasks, jax.random.key(0))
+    assert actions.shape == (1, 4, 7) and np.isfinite(actions).all()
+
+
+def test_workdir_with_another_config_is_refused_unless_overwrite(shared_data, tmp_path):
+    workdir = str(tmp_path / "run")
+    stats = str(tmp_path / "stats")
+    train.main(debug_config(shared_data, stats), workdir, stop_at_step=1)
+    other = debug_config(shared_data, stats, **{"optimizer.learning_rate": 1e-3})
+    with pytest.raises(ValueError, match="optimizer.learning_rate"):
+        train.main(other, workdir, stop_at_step=1)
+    result = train.main(other, workdir, overwrite=True, stop_at_step=1)
+    assert result.start_step == 0
+    assert any(p.name.startswith("run.overwritten") for p in tmp_path.iterdir())
+
+
+def test_sharded_training_on_a_2x4_mesh(shared_data, tmp_path):
+    config = debug_config(
+        shared_data,
+        str(tmp_path / "stats"),
+        **{"mesh.data": 2, "mesh.fsdp": 4, "mesh.fsdp_min_size_mb": 0.01},
+    )
+    result = train.main(config, str(tmp_path / "run"), stop_at_step=1)
+    specs = [leaf.sharding.spec for leaf in jax.tree.leaves(result.state.params)]
+    assert any("fsdp" in str(spec) for spec in specs), specs
+    big = max(jax.tree.leaves(result.state.params), key=lambda x: x.size)
+    assert len({str(s.index) for s in big.addressable_shards}) == 4  # 4 fsdp slices, 2 copies
+    assert np.isfinite(result.last_metrics["loss"])
+
+
+def _complete_steps(checkpoints: str) -> list[int]:
+    if not os.path.isdir(checkpoints):
+        return []
+    return sorted(
+        int(name)
+        for name in os.listdir(checkpoints)
+        if name.isdigit()
+        and os.path.exists(os.path.join(checkpoints, name, "_CHECKPOINT_METADATA"))
+    )
+
+
+def test_sigkill_after_a_checkpoint_then_resume_restores_it_bit_for_bit(shared_data, tmp_path):
+    workdir = tmp_path / "run"
+    stats = str(tmp_path / "stats")
+    overrides = {"num_steps": 1000, "checkpoint.save_every": 2, "log_every": 1}
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+    command = [
+        sys.executable, str(REPO / "train.py"),
+        "--config", f"{REPO / 'configs/pretrain.py'}:debug",
+        "--workdir", str(workdir),
+        f"--config.data_dir={shared_data}",
+        f"--config.data.statistics_cache_dir={stats}",
+        "--config.tensorboard=False",
+    ] + [f"--config.{k}={v}" for k, v in overrides.items()]  # fmt: skip
+    child = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)  # fmt: skip
+    checkpoints = str(workdir / "checkpoints")
+    try:
+        deadline = time.monotonic() + 300
+        while not _complete_steps(checkpoints) and time.monotonic() < deadline:
+            assert child.poll() is None, "training exited before its first checkpoint"
+            time.sleep(0.2)
+        assert _complete_steps(checkpoints), "no checkpoint within 300 s"
+    finally:
+        child.send_signal(signal.SIGKILL)  # JAX ignores SIGTERM
+        child.wait(timeout=30)
+    saved = _complete_steps(checkpoints)
+    latest = saved[-1]
+    assert latest % 2 == 0
+    config = debug_config(shared_data, stats, **overrides)
+    resumed = train.main(config, str(workdir), stop_at_step=latest)  # restore, train no step
+    assert resumed.start_step == latest == resumed.final_step
+    reference = OctoModel.load_pretrained(checkpoints, step=latest)
+    expected = nnx.state(reference.module, nnx.Param).to_pure_dict()
+    restored = jax.device_get(resumed.state.params.to_pure_dict())
+    for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(restored), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert json.loads((workdir / "config.json").read_text())["num_steps"] == 1000

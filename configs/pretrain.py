@@ -72,7 +72,9 @@ def get_config(arg: str = "laptop") -> ml_collections.ConfigDict:
         proprio=None,
         # T5-base needs a local HF-format directory: --config.model.language.encoder=t5
         # --config.model.language.checkpoint_dir=/models/t5-base
-        language=dict(encoder="small", checkpoint_dir="", small_width=64),
+        # frozen: the encoder's output is not back-propagated and its weights are excluded from
+        # the optimizer (no moments); the small encoder is trained from scratch, so not frozen.
+        language=dict(encoder="small", checkpoint_dir="", small_width=64, frozen=False),
         window=2,
         action_horizon=4,
         action_dim=7,

@@ -35,6 +35,8 @@ from octo_like.training.step import TrainState, make_steps
 
 log = logging.getLogger(__name__)
 
+FROZEN_LANGUAGE_ENCODER = "^language_encoder/"
+
 
 @dataclasses.dataclass
 class RunResult:
@@ -81,6 +83,15 @@ def _statistics_entries(config: TrainConfig, pipeline) -> dict[str, dict]:
     return entries
 
 
+def optimizer_config(config: TrainConfig):
+    """The optimizer config, with a frozen language encoder's weights frozen too."""
+    language = config.model.language
+    if language.encoder == "none" or not language.frozen:
+        return config.optimizer
+    frozen = (*config.optimizer.frozen, FROZEN_LANGUAGE_ENCODER)
+    return dataclasses.replace(config.optimizer, frozen=frozen)
+
+
 def run(
     config: TrainConfig,
     workdir: str,
@@ -115,7 +126,7 @@ def run(
         config.model, first, init_rng, _statistics_entries(config, pipeline)
     )
     graphdef, params, rest = nnx.split(model.module, nnx.Param, ...)
-    optimizer, counts = make_optimizer(config.optimizer, params, config.num_steps)
+    optimizer, counts = make_optimizer(optimizer_config(config), params, config.num_steps)
     state = TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
 
     param_shardings = sharding.parameter_shardings(params, mesh, config.mesh)

@@ -148,3 +148,28 @@ def test_sigkill_after_a_checkpoint_then_resume_restores_it_bit_for_bit(shared_d
     for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(restored), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert json.loads((workdir / "config.json").read_text())["num_steps"] == 1000
+
+
+def test_a_frozen_language_encoder_is_frozen_in_the_optimizer(tmp_path):
+    from octo_like.training.config import parse_train_config
+    from octo_like.training.loop import FROZEN_LANGUAGE_ENCODER, optimizer_config
+
+    config = pretrain.get_config("debug")
+    config.model.language.encoder = "t5"
+    config.model.language.checkpoint_dir = str(tmp_path)
+    config.model.language.frozen = True
+    assert FROZEN_LANGUAGE_ENCODER in optimizer_config(parse_train_config(config, "w")).frozen
+    config.model.language.frozen = False
+    assert FROZEN_LANGUAGE_ENCODER not in optimizer_config(parse_train_config(config, "w")).frozen
+
+
+def test_a_misspelled_config_key_fails_with_the_closest_name(tmp_path):
+    from octo_like.config.typed import ConfigError
+    from octo_like.training.config import parse_train_config
+
+    config = pretrain.get_config("debug").to_dict()
+    config["optimizer"]["learning_rte"] = 1e-3
+    with pytest.raises(ConfigError, match="learning_rte.*did you mean 'learning_rate'"):
+        parse_train_config(config, str(tmp_path))
+    with pytest.raises(AttributeError):
+        pretrain.get_config("debug").optimizer.learning_rte = 1.0  # locked ConfigDict

@@ -220,7 +220,12 @@ class OctoModel:
             )
             graphdef, state = nnx.split(abstract)
             params = nnx.state(abstract, nnx.Param).to_pure_dict()
-            target = jax.tree.map(ocp.utils.to_shape_dtype_struct, params)
+            # Restore onto this process's first device, whatever topology saved the checkpoint
+            # (e.g. a multi-host training run loaded in a notebook).
+            device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+            target = jax.tree.map(
+                lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), params
+            )
             restored = manager.restore(
                 step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target))
             )["params"]

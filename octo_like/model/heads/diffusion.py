@@ -15,16 +15,15 @@ from flax import nnx
 
 from octo_like.model import diffusion
 from octo_like.model.heads.base import (
-    BaseActionHead,
     masked_mean,
     pool_readouts,
     valid_action_mask,
     zero_invalid,
 )
-from octo_like.model.heads.mlp import ResidualMLPDenoiser
+from octo_like.model.heads.mlp import IterativeHead
 
 
-class DiffusionActionHead(BaseActionHead):
+class DiffusionActionHead(IterativeHead):
     """Epsilon-prediction DDPM (cosine schedule) conditioned on the mean readout embedding.
 
     Targets are clipped to ``[-max_action, max_action]`` before noising; in sampling the
@@ -47,24 +46,20 @@ class DiffusionActionHead(BaseActionHead):
         dtype: Any = None,
     ):
         super().__init__(
-            embedding_dim=embedding_dim, action_dim=action_dim, action_horizon=action_horizon
-        )
-        if diffusion_steps < 1:
-            raise ValueError(f"diffusion_steps must be >= 1, got {diffusion_steps}")
-        if max_action <= 0:
-            raise ValueError(f"max_action must be > 0, got {max_action}")
-        self.diffusion_steps = diffusion_steps
-        self.max_action = float(max_action)
-        self.denoiser = ResidualMLPDenoiser(
-            in_dim=self.chunk_size,
-            cond_dim=embedding_dim,
+            embedding_dim=embedding_dim,
+            action_dim=action_dim,
+            action_horizon=action_horizon,
+            rngs=rngs,
+            steps=diffusion_steps,
+            steps_name="diffusion_steps",
             hidden_dim=hidden_dim,
             num_blocks=num_blocks,
             dropout_rate=dropout_rate,
             time_dim=time_dim,
-            rngs=rngs,
+            max_action=max_action,
             dtype=dtype,
         )
+        self.diffusion_steps = diffusion_steps
 
     def schedule(self) -> diffusion.DiffusionSchedule:
         """The cosine schedule (constants; rebuilt per call so the module holds no arrays)."""
@@ -93,7 +88,7 @@ class DiffusionActionHead(BaseActionHead):
         t = jax.random.randint(t_rng, (b, w), 0, self.diffusion_steps)
         noise = jax.random.normal(noise_rng, x0.shape, jnp.float32)
         x_t = diffusion.q_sample(self.schedule(), x0, t, noise)
-        eps = self.denoiser(
+        eps = self.network(
             x_t, pool_readouts(readouts), self._time_input(t), train=train, rng=dropout_rng
         )
         error = jnp.square(eps - noise).reshape(actions.shape)
@@ -115,7 +110,7 @@ class DiffusionActionHead(BaseActionHead):
 
         def eps_fn(x_t: jax.Array, t: jax.Array) -> jax.Array:
             step_rng = jax.random.fold_in(dropout_rng, t)
-            return self.denoiser(x_t, condition, self._time_input(t), train=train, rng=step_rng)
+            return self.network(x_t, condition, self._time_input(t), train=train, rng=step_rng)
 
         x0 = diffusion.ddpm_sample(
             eps_fn, self.schedule(), x_init, chain_rng, clip_x0=self.max_action

@@ -16,16 +16,15 @@ from flax import nnx
 
 from octo_like.model import diffusion
 from octo_like.model.heads.base import (
-    BaseActionHead,
     masked_mean,
     pool_readouts,
     valid_action_mask,
     zero_invalid,
 )
-from octo_like.model.heads.mlp import ResidualMLPDenoiser
+from octo_like.model.heads.mlp import IterativeHead
 
 
-class FlowMatchingActionHead(BaseActionHead):
+class FlowMatchingActionHead(IterativeHead):
     """Rectified-flow velocity prediction conditioned on the mean readout embedding.
 
     Targets are clipped to ``[-max_action, max_action]``; so are sampled chunks.
@@ -47,24 +46,20 @@ class FlowMatchingActionHead(BaseActionHead):
         dtype: Any = None,
     ):
         super().__init__(
-            embedding_dim=embedding_dim, action_dim=action_dim, action_horizon=action_horizon
-        )
-        if flow_steps < 1:
-            raise ValueError(f"flow_steps must be >= 1, got {flow_steps}")
-        if max_action <= 0:
-            raise ValueError(f"max_action must be > 0, got {max_action}")
-        self.flow_steps = flow_steps
-        self.max_action = float(max_action)
-        self.velocity_net = ResidualMLPDenoiser(
-            in_dim=self.chunk_size,
-            cond_dim=embedding_dim,
+            embedding_dim=embedding_dim,
+            action_dim=action_dim,
+            action_horizon=action_horizon,
+            rngs=rngs,
+            steps=flow_steps,
+            steps_name="flow_steps",
             hidden_dim=hidden_dim,
             num_blocks=num_blocks,
             dropout_rate=dropout_rate,
             time_dim=time_dim,
-            rngs=rngs,
+            max_action=max_action,
             dtype=dtype,
         )
+        self.flow_steps = flow_steps
 
     def loss(
         self,
@@ -86,7 +81,7 @@ class FlowMatchingActionHead(BaseActionHead):
         s = jax.random.uniform(s_rng, (b, w))
         noise = jax.random.normal(noise_rng, data.shape, jnp.float32)
         x_s = diffusion.flow_interpolate(data, noise, s)
-        velocity = self.velocity_net(x_s, pool_readouts(readouts), s, train=train, rng=dropout_rng)
+        velocity = self.network(x_s, pool_readouts(readouts), s, train=train, rng=dropout_rng)
         target = diffusion.flow_velocity_target(data, noise)
         error = jnp.square(velocity - target).reshape(actions.shape)
         loss = masked_mean(error, mask)
@@ -109,7 +104,7 @@ class FlowMatchingActionHead(BaseActionHead):
             step_rng = jax.random.fold_in(
                 dropout_rng, jnp.round(s * self.flow_steps).astype(jnp.int32)
             )
-            return self.velocity_net(x_s, condition, s, train=train, rng=step_rng)
+            return self.network(x_s, condition, s, train=train, rng=step_rng)
 
         x1 = diffusion.euler_integrate(velocity_fn, x_init, self.flow_steps)
         x1 = jnp.clip(x1, -self.max_action, self.max_action)

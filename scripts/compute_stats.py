@@ -37,7 +37,7 @@ def main(argv=None) -> dict:
     from octo_like.data.oxe.mixes import resolve_mix
     from octo_like.data.oxe.registry import get_dataset_spec
     from octo_like.data.pipeline import standardized_trajectories, statistics_fingerprint_for
-    from octo_like.data.statistics import load_or_compute_statistics
+    from octo_like.data.statistics_cache import load_or_compute_statistics
 
     if args.mix:
         entries = [(spec, args.data_dir) for spec, _ in resolve_mix(args.mix)]

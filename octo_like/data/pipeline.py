@@ -22,8 +22,8 @@ from octo_like.data.oxe.registry import get_dataset_spec
 from octo_like.data.oxe.spec import DatasetSpec
 from octo_like.data.oxe.standardize import standardizer_for
 from octo_like.data.restructure import check_cameras, restructure
-from octo_like.data.statistics import (
-    DatasetStatistics,
+from octo_like.data.statistics import DatasetStatistics
+from octo_like.data.statistics_cache import (
     dataset_identity,
     load_or_compute_statistics,
     statistics_fingerprint,

@@ -12,12 +12,14 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from octo_like.data import statistics
+from octo_like.data import statistics, statistics_cache
 from octo_like.data.statistics import (
     HISTOGRAM_BINS,
     ArrayStatistics,
     DatasetStatistics,
     compute_statistics,
+)
+from octo_like.data.statistics_cache import (
     dataset_identity,
     load_or_compute_statistics,
     statistics_fingerprint,
@@ -216,7 +218,7 @@ def test_cache_hit_force_and_fingerprints(trajectories, stats, tmp_path, caplog)
 
     cache = str(tmp_path / "cache")
     fingerprint = statistics_fingerprint({"name": "toy"}, {"proprio": "state"})
-    with caplog.at_level(logging.INFO, logger=statistics.__name__):
+    with caplog.at_level(logging.INFO, logger=statistics_cache.__name__):
         first = load_or_compute_statistics(
             make, fingerprint=fingerprint, cache_dir=cache, name="toy"
         )
@@ -242,7 +244,7 @@ def test_cache_hit_force_and_fingerprints(trajectories, stats, tmp_path, caplog)
     # A damaged cache file is recomputed (with a warning), not trusted or fatal.
     with open(os.path.join(cache, f"toy_{other}.json"), "w") as f:
         f.write('{"action": ')
-    with caplog.at_level(logging.WARNING, logger=statistics.__name__):
+    with caplog.at_level(logging.WARNING, logger=statistics_cache.__name__):
         again = load_or_compute_statistics(make, fingerprint=other, cache_dir=cache, name="toy")
     assert len(calls) == 4 and again == stats and "unreadable cache" in caplog.text
 

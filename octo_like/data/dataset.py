@@ -80,9 +80,6 @@ class TrajectoryDataset:
             seeded.map(fn, num_parallel_calls=self.parallelism.trajectory, deterministic=True)
         )
 
-    def filter(self, predicate: Callable[[dict], tf.Tensor]) -> TrajectoryDataset:
-        return self._wrap(self.dataset.filter(predicate))
-
     def apply(self, fn: Callable[[tf.data.Dataset], tf.data.Dataset]) -> TrajectoryDataset:
         return self._wrap(fn(self.dataset))
 

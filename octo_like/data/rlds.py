@@ -146,11 +146,3 @@ def _flatten_episode(episode: dict) -> dict:
         if key in episode:
             trajectory[key] = episode[key]
     return trajectory
-
-
-def trajectory_length(trajectory: dict) -> tf.Tensor:
-    """int32 scalar T of a trajectory (read from its ``is_first`` or ``action`` leaf)."""
-    leaf = trajectory.get("is_first", trajectory.get("action"))
-    if leaf is None:
-        leaf = tf.nest.flatten(trajectory["observation"])[0]
-    return tf.shape(tf.nest.flatten(leaf)[0])[0]

@@ -188,11 +188,15 @@ class OctoModel:
         checkpoint_dir = os.path.abspath(checkpoint_dir)
         config = self.config
         if config.language.encoder != "none":
-            config = _copy_language_assets(config, checkpoint_dir)
+            config = copy_language_assets(config, checkpoint_dir)
         with ocp.CheckpointManager(checkpoint_dir) as manager:
-            manager.save(
-                step, args=save_args(self.module, config, self.dataset_statistics, self.input_spec)
+            items = model_items(
+                nnx.state(self.module, nnx.Param),
+                config.to_dict(),
+                self.dataset_statistics,
+                self.input_spec,
             )
+            manager.save(step, args=ocp.args.Composite(**items))
             manager.wait_until_finished()
 
     @classmethod
@@ -252,15 +256,23 @@ def required_inputs(config: ModelConfig) -> dict[str, set[str]]:
     return {"observation": observation, "task": task}
 
 
-def save_args(module, config: ModelConfig, dataset_statistics, input_spec) -> ocp.args.Composite:
-    """The checkpoint items every step directory holds (training adds its train state)."""
-    params = nnx.state(module, nnx.Param).to_pure_dict()
-    return ocp.args.Composite(
-        params=ocp.args.StandardSave(params),
-        config=ocp.args.JsonSave(config.to_dict()),
-        dataset_statistics=ocp.args.JsonSave(dataset_statistics),
-        input_spec=ocp.args.JsonSave(input_spec),
-    )
+MODEL_ITEMS = ("params", "config", "dataset_statistics", "input_spec")
+
+
+def model_items(params, config: Mapping[str, Any], dataset_statistics, input_spec) -> dict:
+    """The orbax items of `MODEL_ITEMS`, which every step directory holds and
+    `load_pretrained` reads (training checkpoints add their train state beside them).
+
+    `params`: an `nnx.State` of Params or its pure dict; `config`: `ModelConfig.to_dict()`.
+    """
+    if isinstance(params, nnx.State):
+        params = params.to_pure_dict()
+    return {
+        "params": ocp.args.StandardSave(params),
+        "config": ocp.args.JsonSave(dict(config)),
+        "dataset_statistics": ocp.args.JsonSave(dataset_statistics),
+        "input_spec": ocp.args.JsonSave(input_spec),
+    }
 
 
 def tokenize_tasks(tasks: Mapping[str, Any], tokenizer: TextTokenizer) -> dict[str, Any]:
@@ -280,7 +292,7 @@ def _text_tokenizer(language: LanguageConfig) -> TextTokenizer | None:
     return TextTokenizer.from_directory(language.checkpoint_dir, max_length=language.max_length)
 
 
-def _copy_language_assets(config: ModelConfig, checkpoint_dir: str) -> ModelConfig:
+def copy_language_assets(config: ModelConfig, checkpoint_dir: str) -> ModelConfig:
     """Copies config.json / spiece.model so the checkpoint directory is self-contained."""
     target = os.path.join(checkpoint_dir, LANGUAGE_ASSETS)
     os.makedirs(target, exist_ok=True)

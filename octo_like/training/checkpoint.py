@@ -25,18 +25,22 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-from flax import nnx
 
 from octo_like.model.config import ModelConfig
-from octo_like.model.octo_model import LANGUAGE_ASSETS, _copy_language_assets
+from octo_like.model.octo_model import (
+    LANGUAGE_ASSETS,
+    MODEL_ITEMS,
+    copy_language_assets,
+    model_items,
+)
 
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_SUBDIR = "checkpoints"
 TRAIN_STATE = "train_state"
-# The model's item names (see `octo_model.save_args`), plus the train state.
-ITEMS = (TRAIN_STATE, "params", "config", "dataset_statistics", "input_spec")
+# The model's items (what `OctoModel.load_pretrained` reads), plus the train state.
+ITEMS = (TRAIN_STATE, *MODEL_ITEMS)
 _FINALIZED_MARKER = "_CHECKPOINT_METADATA"  # written by orbax last, inside the renamed step dir
 
 
@@ -152,17 +156,13 @@ class Checkpointer:
             self._manager.delete(step)
         if not force and not self.should_save(step):
             return False
-        if isinstance(params, nnx.State):
-            params = params.to_pure_dict()
-        args = ocp.args.Composite(
-            **{
-                TRAIN_STATE: ocp.args.StandardSave(train_state),
-                "params": ocp.args.StandardSave(params),
-                "config": ocp.args.JsonSave(self._self_contained(model_config)),
-                "dataset_statistics": ocp.args.JsonSave(_jsonable(dataset_statistics, "stats")),
-                "input_spec": ocp.args.JsonSave(_jsonable(input_spec, "input_spec")),
-            }
+        items = model_items(
+            params,
+            self._self_contained(model_config),
+            _jsonable(dataset_statistics, "stats"),
+            _jsonable(input_spec, "input_spec"),
         )
+        args = ocp.args.Composite(**{TRAIN_STATE: ocp.args.StandardSave(train_state), **items})
         saved = self._manager.save(step, args=args, force=True)
         if saved:
             log.info(
@@ -179,7 +179,7 @@ class Checkpointer:
         if config.language.encoder == "none" or config.language.checkpoint_dir == LANGUAGE_ASSETS:
             return config.to_dict()
         if jax.process_index() == 0 and not self._language_copied:
-            _copy_language_assets(config, self.directory)
+            copy_language_assets(config, self.directory)
             self._language_copied = True
         language = dataclasses.replace(config.language, checkpoint_dir=LANGUAGE_ASSETS)
         return dataclasses.replace(config, language=language).to_dict()

@@ -14,13 +14,22 @@ Example::
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
-import tensorflow_datasets as tfds
+
+from octo_like.data.rlds_writer import (  # noqa: F401  (re-exported for existing callers)
+    Feature,
+    RldsSchema,
+    complete_step_columns,
+    image,
+    scalar,
+    tensor,
+    text,
+    write_episodes,
+)
 
 DEFAULT_INSTRUCTIONS = (
     "pick up the red block",
@@ -29,79 +38,6 @@ DEFAULT_INSTRUCTIONS = (
     "press the button from the top",
     "put the cup into the sink",
 )
-
-
-@dataclasses.dataclass(frozen=True)
-class Feature:
-    """One RLDS feature: kind is 'image', 'tensor', 'text' or 'scalar'."""
-
-    kind: str
-    shape: tuple[int, ...] = ()
-    dtype: str = "float32"
-    encoding: str = "jpeg"
-
-    def to_tfds(self) -> tfds.features.FeatureConnector:
-        if self.kind == "image":
-            return tfds.features.Image(
-                shape=self.shape, dtype=np.uint8, encoding_format=self.encoding
-            )
-        if self.kind == "tensor":
-            return tfds.features.Tensor(shape=self.shape, dtype=np.dtype(self.dtype))
-        if self.kind == "text":
-            return tfds.features.Text()
-        if self.kind == "scalar":
-            return tfds.features.Scalar(dtype=np.dtype(self.dtype))
-        raise ValueError(f"unknown feature kind {self.kind!r}")
-
-
-def image(height: int, width: int, channels: int = 3, encoding: str = "jpeg") -> Feature:
-    return Feature("image", (height, width, channels), "uint8", encoding)
-
-
-def tensor(shape: tuple[int, ...], dtype: str = "float32") -> Feature:
-    return Feature("tensor", tuple(shape), dtype)
-
-
-def text() -> Feature:
-    return Feature("text", (), "string")
-
-
-def scalar(dtype: str = "float32") -> Feature:
-    return Feature("scalar", (), dtype)
-
-
-def _default_step_features() -> dict[str, Feature]:
-    return {"action": tensor((7,)), "language_instruction": text()}
-
-
-@dataclasses.dataclass(frozen=True)
-class RldsSchema:
-    """Feature names and shapes of one RLDS dataset.
-
-    `observation` lives under ``steps/observation``; `step` holds the other per-step features
-    (``is_first``, ``is_last``, ``is_terminal``, ``reward`` and ``discount`` are always added);
-    `episode_metadata` holds per-episode features.
-    """
-
-    observation: Mapping[str, Feature]
-    step: Mapping[str, Feature] = dataclasses.field(default_factory=_default_step_features)
-    episode_metadata: Mapping[str, Feature] = dataclasses.field(default_factory=dict)
-
-    def features(self) -> tfds.features.FeaturesDict:
-        step = {k: f.to_tfds() for k, f in self.step.items()}
-        step["observation"] = tfds.features.FeaturesDict(
-            {k: f.to_tfds() for k, f in self.observation.items()}
-        )
-        for flag in ("is_first", "is_last", "is_terminal"):
-            step.setdefault(flag, tfds.features.Scalar(dtype=np.bool_))
-        for value in ("reward", "discount"):
-            step.setdefault(value, tfds.features.Scalar(dtype=np.float32))
-        features = {"steps": tfds.features.Dataset(step)}
-        if self.episode_metadata:
-            features["episode_metadata"] = tfds.features.FeaturesDict(
-                {k: f.to_tfds() for k, f in self.episode_metadata.items()}
-            )
-        return tfds.features.FeaturesDict(features)
 
 
 EpisodeOverride = Callable[[str, int, dict[str, Any]], dict[str, Any] | None]
@@ -148,27 +84,11 @@ def make_episode(
     steps["observation"] = {
         k: _fake_value(rng, f, length, instruction) for k, f in schema.observation.items()
     }
-    flags = np.zeros(length, bool)
-    steps.setdefault("is_first", flags.copy())
-    steps["is_first"][:1] = True
-    steps.setdefault("is_last", flags.copy())
-    steps["is_last"][-1:] = True
-    steps.setdefault("is_terminal", steps["is_last"].copy())
-    steps.setdefault("reward", steps["is_last"].astype(np.float32))
-    steps.setdefault("discount", np.ones(length, np.float32))
+    complete_step_columns(steps, length)
     metadata = {
         k: _fake_value(rng, f, 1, instruction)[0] for k, f in schema.episode_metadata.items()
     }
     return {"steps": steps, "episode_metadata": metadata}
-
-
-def _rows(columns: Mapping[str, Any], length: int) -> list[dict[str, Any]]:
-    """Columns ``{key: [T, ...]}`` (nested) to a list of T step dicts."""
-
-    def row(tree, t):
-        return {k: row(v, t) if isinstance(v, Mapping) else v[t] for k, v in tree.items()}
-
-    return [row(columns, t) for t in range(length)]
 
 
 def write_rlds_dataset(
@@ -193,7 +113,6 @@ def write_rlds_dataset(
         (length 0) is written as a zero-length episode.
     """
     episodes = dict(episodes or {"train": 4, "val": 2})
-    features = schema.features()
 
     def generate(split: str):
         rng = np.random.default_rng([seed, sorted(episodes).index(split)])
@@ -206,30 +125,10 @@ def write_rlds_dataset(
             episode = make_episode(schema, rng, length, instruction)
             if override is not None:
                 episode = override(split, index, episode) or episode
-            length = len(episode["steps"]["is_first"])
-            example = {"steps": _rows(episode["steps"], length)}
-            if schema.episode_metadata:
-                example["episode_metadata"] = episode["episode_metadata"]
-            yield f"{split}_{index}", example
+            yield episode
 
-    class_attrs = {
-        "name": name,
-        "VERSION": tfds.core.Version(version),
-        "_info": lambda self: tfds.core.DatasetInfo(builder=self, features=features),
-        "_split_generators": lambda self, dl_manager: {s: generate(s) for s in episodes},
-        "_generate_examples": None,
-    }
-    with tfds.core.registered.skip_registration():
-        builder_cls = type(
-            f"Synthetic_{name}", (tfds.core.GeneratorBasedBuilder,), dict(class_attrs)
-        )
-    builder = builder_cls(data_dir=data_dir)
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(
-            download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
-        )
-    )
-    return os.fspath(builder.data_dir)
+    splits = {split: (lambda split=split: generate(split)) for split in episodes}
+    return write_episodes(data_dir, name, schema, splits, version=version)
 
 
 def bridge_like_schema(image_size: int = 64, num_cameras: int = 4) -> RldsSchema:

@@ -24,6 +24,17 @@ INSTALL_REQUIRES = [
     "tqdm==4.70.1",
     "matplotlib==3.11.2",
     "tensorboard==2.21.0",
+    # Simulation (MetaWorld demonstrations, the embedded default data, closed-loop evaluation).
+    "gymnasium==1.4.0",
+    "mujoco==3.3.0",
+    "metaworld==3.1.1",
+    "imageio==2.38.1",
+    "imageio-ffmpeg==0.8.1",
+    # Bringing your own data (.hdf5 episodes) and serving a policy to a robot computer.
+    "h5py==3.14.0",
+    "websockets==17.4",
+    "msgpack==1.2.4",
+    "msgpack-numpy==0.4.8",
 ]
 
 EXTRAS_REQUIRE = {

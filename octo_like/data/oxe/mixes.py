@@ -69,6 +69,9 @@ MIXES: Mapping[str, Mix] = types.MappingProxyType(
         "bridge_fractal": (("bridge_dataset", 1.0), ("fractal20220817_data", 1.0)),
         "rtx": RTX,
         "oxe_magic_soup": OXE_MAGIC_SOUP,
+        # Simulated (scripts/collect_demos.py): one embodiment, or two camera set-ups of it.
+        "metaworld": (("metaworld_default", 1.0),),
+        "metaworld_cross": (("metaworld_default", 1.0), ("metaworld_wrist", 1.0)),
     }
 )
 

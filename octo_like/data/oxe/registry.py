@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 from octo_like.data.oxe.spec import DatasetSpec, unknown_name_error
 from octo_like.data.oxe.standardize import STANDARDIZERS
+from octo_like.envs import variants as metaworld_variants
 
 # The gripper is already in {0, 1}; normalizing it would only blur the binary target.
 EEF_POS_MASK = (True,) * 6 + (False,)
@@ -182,6 +183,11 @@ OXE_DATASETS: Mapping[str, DatasetSpec] = types.MappingProxyType(
     {spec.name: spec for spec in _SPECS}
 )
 
+# Simulated datasets written by scripts/collect_demos.py (``metaworld_<variant>``).
+SIMULATED_DATASETS: Mapping[str, DatasetSpec] = types.MappingProxyType(
+    metaworld_variants.dataset_specs()
+)
+
 
 def get_dataset_spec(
     name: str, extra_specs: Mapping[str, DatasetSpec] | None = None
@@ -191,7 +197,7 @@ def get_dataset_spec(
     Raises UnknownNameError (a KeyError and a ValueError) listing close names for an unknown
     dataset or an unknown standardization function.
     """
-    specs = dict(OXE_DATASETS)
+    specs = {**OXE_DATASETS, **SIMULATED_DATASETS}
     for key, spec in (extra_specs or {}).items():
         if not isinstance(spec, DatasetSpec):
             raise TypeError(

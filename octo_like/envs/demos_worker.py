@@ -1,0 +1,43 @@
+"""The worker-side half of demonstration collection: one noisy scripted-expert episode as
+numpy columns (no TensorFlow here; `demos.py` writes the columns as RLDS in the parent)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from octo_like.envs.metaworld_env import MetaWorldEnv
+
+
+def run_expert_episode(env: MetaWorldEnv, seed: int) -> dict:
+    """Rolls out ``env``'s expert from the scene of `seed` until success or truncation.
+
+    Returns ``{"observation": {key: [T, ...]}, "action": float32[T, A], "reward": float32[T],
+    "success": bool, "length": T, "seed": seed, "instruction": str}``; step t pairs the
+    observation before action t with that action. The instruction is one of the task's phrasings,
+    drawn from `seed`.
+    """
+    obs, _ = env.reset(seed=seed)
+    observations = {key: [] for key in obs}
+    actions, rewards = [], []
+    success = False
+    while True:
+        action = env.expert_action()
+        for key, value in obs.items():
+            observations[key].append(value)
+        actions.append(action)
+        obs, reward, terminated, truncated, info = env.step(action)
+        rewards.append(reward)
+        if terminated or truncated:
+            success = bool(info["success"])
+            break
+    phrasings = env.task.instructions
+    instruction = phrasings[np.random.default_rng([seed, 7]).integers(len(phrasings))]
+    return {
+        "observation": {key: np.stack(values) for key, values in observations.items()},
+        "action": np.stack(actions).astype(np.float32),
+        "reward": np.asarray(rewards, np.float32),
+        "success": success,
+        "length": len(actions),
+        "seed": seed,
+        "instruction": instruction,
+    }

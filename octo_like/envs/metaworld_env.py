@@ -1,0 +1,137 @@
+"""`MetaWorldEnv`: one MetaWorld task as a gymnasium env in octo_like's observation layout.
+
+Observations are ``{"image_<camera>": uint8[s, s, 3], ..., "proprio": float32[4]}`` for the
+variant's cameras (``proprio`` = end-effector xyz in metres + gripper opening in [0, 1]), the same
+keys a collected dataset stores and a policy consumes (the policy side adds the history window and
+``timestep_pad_mask``). Actions are in the variant's units (`variants.EmbodimentVariant`).
+
+Each `reset(seed=...)` draws the object and goal positions from that seed, so episode ``i`` of an
+evaluation is the same scene for every policy. An episode terminates on success
+(``info["success"]``) and is truncated after `max_episode_steps`.
+
+Import this only in processes that never import TensorFlow (see `octo_like.envs`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from octo_like.envs.rendering import configure_gl, disable_shadows, fast_render_settings
+from octo_like.envs.tasks import get_task
+from octo_like.envs.variants import PROPRIO_DIM, EmbodimentVariant, get_variant
+
+DEFAULT_MAX_EPISODE_STEPS = 200  # experts need 30-110 steps on the default tasks
+
+
+class MetaWorldEnv(gym.Env):
+    """A MetaWorld task seen and driven through an embodiment variant."""
+
+    metadata = {"render_modes": ["rgb_array"]}
+
+    def __init__(
+        self,
+        task: str,
+        variant: str | EmbodimentVariant = "default",
+        *,
+        image_size: int | None = None,
+        max_episode_steps: int = DEFAULT_MAX_EPISODE_STEPS,
+        expert_noise: float = 0.0,
+        gl_backend: str | None = None,
+    ):
+        configure_gl(gl_backend)
+        import metaworld.policies
+        import mujoco
+        from metaworld.env_dict import ALL_V3_ENVIRONMENTS_GOAL_OBSERVABLE
+
+        self.task = get_task(task)
+        self.variant = get_variant(variant) if isinstance(variant, str) else variant
+        self.image_size = int(image_size or self.variant.image_size)
+        self.max_episode_steps = int(max_episode_steps)
+        self.expert_noise = float(expert_noise)
+        self._env = ALL_V3_ENVIRONMENTS_GOAL_OBSERVABLE[self.task.env_name](seed=0)
+        # Draw a fresh, seeded scene at every reset (the goal-observable class freezes one).
+        self._env._freeze_rand_vec = False
+        self._env.seeded_rand_vec = True
+        self._env.max_path_length = max(self._env.max_path_length, self.max_episode_steps + 1)
+        self._expert = getattr(metaworld.policies, self.task.expert)()
+        fast_render_settings(self._env.model)
+        self._renderer = mujoco.Renderer(self._env.model, self.image_size, self.image_size)
+        disable_shadows(self._renderer)
+        self._rng = np.random.default_rng(0)
+        self._raw_obs: np.ndarray | None = None
+        self._steps = 0
+        size = (self.image_size, self.image_size, 3)
+        spaces = {
+            key: gym.spaces.Box(0, 255, size, np.uint8)
+            for key in self.variant.observation_keys.values()
+        }
+        spaces["proprio"] = gym.spaces.Box(-np.inf, np.inf, (PROPRIO_DIM,), np.float32)
+        self.observation_space = gym.spaces.Dict(spaces)
+        low = self.variant.from_env_action(-np.ones(4))
+        high = self.variant.from_env_action(np.ones(4))
+        self.action_space = gym.spaces.Box(low, high, dtype=np.float32)
+
+    # ------------------------------------------------------------------ gymnasium API
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        seed = int(self.np_random.integers(2**31)) if seed is None else int(seed)
+        self._env.seed(seed)
+        self._rng = np.random.default_rng(seed)
+        self._raw_obs, _ = self._env.reset()
+        self._steps = 0
+        return self._observation(), {"success": False, "instruction": self.task.instructions[0]}
+
+    def step(self, action: np.ndarray):
+        if self._raw_obs is None:
+            raise RuntimeError("call reset() before step()")
+        with warnings.catch_warnings():  # MetaWorld warns about clipping large expert gains
+            warnings.simplefilter("ignore")
+            raw, reward, _, _, info = self._env.step(self.variant.to_env_action(action))
+        self._raw_obs = raw
+        self._steps += 1
+        success = bool(info.get("success", False))
+        truncated = not success and self._steps >= self.max_episode_steps
+        return self._observation(), float(reward), success, truncated, {"success": success}
+
+    def render(self) -> np.ndarray:
+        """uint8[s, s, 3] of the primary camera."""
+        return self._render(self.variant.cameras["primary"])
+
+    def close(self):
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+        self._env.close()
+
+    # ------------------------------------------------------------------ experts
+    def expert_action(self) -> np.ndarray:
+        """The scripted expert's action for the current state, in the variant's units, with
+        Gaussian noise of std `expert_noise` (MetaWorld units) on the xyz part."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            action = np.asarray(self._expert.get_action(self._raw_obs), np.float64)
+        if self.expert_noise > 0:
+            action[:3] += self._rng.normal(0.0, self.expert_noise, 3)
+        return self.variant.from_env_action(np.clip(action, -1.0, 1.0))
+
+    def random_action(self) -> np.ndarray:
+        return self.variant.from_env_action(self._rng.uniform(-1.0, 1.0, 4))
+
+    # ------------------------------------------------------------------ internals
+    def _render(self, camera: str) -> np.ndarray:
+        self._renderer.update_scene(self._env.data, camera=camera)
+        # MuJoCo's off-screen buffer is bottom-up.
+        return np.ascontiguousarray(self._renderer.render()[::-1])
+
+    def _observation(self) -> dict[str, Any]:
+        obs = {
+            key: self._render(self.variant.cameras[camera])
+            for camera, key in self.variant.observation_keys.items()
+        }
+        raw = self._raw_obs
+        obs["proprio"] = np.array([*raw[:3], raw[3]], np.float32)
+        return obs

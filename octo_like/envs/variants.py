@@ -1,0 +1,158 @@
+"""Embodiment variants of the MetaWorld Sawyer: which cameras, which image size and which action
+space a dataset (and a policy acting in the simulator) uses.
+
+Different variants give cross-embodiment pretraining and fine-tuning to a new embodiment
+something real to do: `default` sees the scene from one corner camera and acts in MetaWorld's own
+4-dim action space; `wrist` adds a wrist camera and moves the fixed camera; `metric7` acts in a
+7-dim end-effector action space in metres with a [0, 1] gripper (the OXE EEF_POS layout) and
+renders larger images.
+
+Actions are always expressed in the variant's units; `to_env_action` / `from_env_action` convert
+to and from MetaWorld's ``[dx, dy, dz, grip] in [-1, 1]`` (xyz scaled by 1/100 m per unit).
+Pure Python + numpy: safe to import in simulator worker processes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Mapping
+
+import numpy as np
+
+from octo_like.data.oxe.spec import ActionEncoding, DatasetSpec
+
+# MetaWorld moves the mocap by action[:3] * 1/100 m per step.
+METAWORLD_METRES_PER_UNIT = 0.01
+PROPRIO_DIM = 4  # end-effector xyz (m) + gripper opening in [0, 1]
+STATE_KEY = "state"
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbodimentVariant:
+    """Cameras (canonical name -> MuJoCo camera), default image size and action space.
+
+    Attributes:
+      cameras: e.g. ``{"primary": "corner2", "wrist": "gripperPOV"}``; the dataset stores camera
+        ``c`` under observation key ``image_<c>``.
+      image_size: side of the square images rendered by default (collect_demos may override).
+      action_space: "metaworld4" (MetaWorld's units) or "metric7" (metres, zero rotation,
+        gripper in [0, 1] with 1 = close).
+    """
+
+    name: str
+    cameras: Mapping[str, str]
+    image_size: int
+    action_space: str
+    description: str
+
+    def __post_init__(self):
+        if self.action_space not in _ACTION_DIMS:
+            raise ValueError(f"variant {self.name!r}: unknown action space {self.action_space!r}")
+        if "primary" not in self.cameras:
+            raise ValueError(f"variant {self.name!r}: a 'primary' camera is required")
+
+    @property
+    def action_dim(self) -> int:
+        return _ACTION_DIMS[self.action_space]
+
+    @property
+    def observation_keys(self) -> dict[str, str]:
+        """Canonical camera -> RLDS observation key of its images."""
+        return {camera: f"image_{camera}" for camera in self.cameras}
+
+    def to_env_action(self, action: np.ndarray) -> np.ndarray:
+        """float[A] in this variant's units -> MetaWorld's float32[4], clipped to [-1, 1]."""
+        action = np.asarray(action, np.float64)
+        if action.shape != (self.action_dim,):
+            raise ValueError(
+                f"variant {self.name!r} takes actions of shape ({self.action_dim},), "
+                f"got {action.shape}"
+            )
+        if not np.all(np.isfinite(action)):
+            raise ValueError(f"non-finite action {action}")
+        if self.action_space == "metric7":
+            xyz = action[:3] / METAWORLD_METRES_PER_UNIT
+            grip = action[6] * 2.0 - 1.0
+            action = np.concatenate([xyz, [grip]])
+        return np.clip(action, -1.0, 1.0).astype(np.float32)
+
+    def from_env_action(self, env_action: np.ndarray) -> np.ndarray:
+        """MetaWorld's float[4] -> float32[A] in this variant's units (inverse of the above)."""
+        env_action = np.clip(np.asarray(env_action, np.float64), -1.0, 1.0)
+        if self.action_space == "metric7":
+            xyz = env_action[:3] * METAWORLD_METRES_PER_UNIT
+            grip = (env_action[3] + 1.0) / 2.0
+            return np.concatenate([xyz, np.zeros(3), [grip]]).astype(np.float32)
+        return env_action.astype(np.float32)
+
+    def dataset_spec(self, dataset_name: str | None = None) -> DatasetSpec:
+        """The registry entry of a dataset collected with this variant."""
+        return DatasetSpec(
+            name=dataset_name or dataset_name_of(self.name),
+            image_keys=self.observation_keys,
+            proprio_key=STATE_KEY,
+            action_encoding=(
+                ActionEncoding.EEF_POS if self.action_space == "metric7" else ActionEncoding.CUSTOM
+            ),
+            # The gripper command stays in its own units (binary-like); the rest is normalized.
+            action_normalization_mask=(True,) * (self.action_dim - 1) + (False,),
+            standardize="identity",
+        )
+
+
+_ACTION_DIMS = {"metaworld4": 4, "metric7": 7}
+
+VARIANTS: dict[str, EmbodimentVariant] = {
+    v.name: v
+    for v in (
+        EmbodimentVariant(
+            name="default",
+            cameras={"primary": "corner2"},
+            image_size=64,
+            action_space="metaworld4",
+            description="corner camera, MetaWorld's 4-dim delta-xyz + grip action",
+        ),
+        EmbodimentVariant(
+            name="wrist",
+            cameras={"primary": "corner3", "wrist": "gripperPOV"},
+            image_size=64,
+            action_space="metaworld4",
+            description="another fixed viewpoint plus a wrist camera; 4-dim action",
+        ),
+        EmbodimentVariant(
+            name="metric7",
+            cameras={"primary": "corner2"},
+            image_size=96,
+            action_space="metric7",
+            description="96px corner camera; 7-dim EEF delta in metres, gripper in [0, 1]",
+        ),
+    )
+}
+
+DATASET_PREFIX = "metaworld_"
+
+
+def dataset_name_of(variant: str) -> str:
+    return DATASET_PREFIX + variant
+
+
+def get_variant(name: str) -> EmbodimentVariant:
+    if name not in VARIANTS:
+        close = difflib.get_close_matches(name, VARIANTS, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        known = ", ".join(VARIANTS)
+        raise ValueError(f"unknown embodiment variant {name!r}{hint} (known: {known})")
+    return VARIANTS[name]
+
+
+def variant_of_dataset(dataset_name: str) -> EmbodimentVariant | None:
+    """The variant a ``metaworld_<variant>`` dataset was collected with, else None."""
+    if dataset_name.startswith(DATASET_PREFIX):
+        return VARIANTS.get(dataset_name[len(DATASET_PREFIX) :])
+    return None
+
+
+def dataset_specs() -> dict[str, DatasetSpec]:
+    """Registry entries of the default-named datasets of every variant."""
+    return {dataset_name_of(name): v.dataset_spec() for name, v in VARIANTS.items()}

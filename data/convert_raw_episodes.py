@@ -1,0 +1,61 @@
+"""Convert a folder of episode files (.npz / .hdf5, one per episode) into an RLDS dataset.
+
+    python data/convert_raw_episodes.py --source /tmp/my_robot_episodes \
+        --out ~/tensorflow_datasets --name my_robot [--val_fraction 0.1] \
+        [--image_encoding jpeg|png] [--skip_bad] [--overwrite] [--spec_out my_robot_spec.json]
+
+A thin command line over `octo_like.data.raw_episodes.convert_episodes`; see data/README.md for
+the file layout and for registering the result in a fine-tuning config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--source", required=True, help="folder of episode files (recursive)")
+    parser.add_argument("--out", required=True, help="TFDS data root to write NAME/VERSION into")
+    parser.add_argument("--name", required=True, help="dataset name (lower_case_with_digits)")
+    parser.add_argument("--val_fraction", type=float, default=0.1)
+    parser.add_argument("--image_encoding", choices=("jpeg", "png"), default="jpeg")
+    parser.add_argument("--version", default="1.0.0")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the train/val split")
+    parser.add_argument("--skip_bad", action="store_true", help="leave out invalid files")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing version")
+    parser.add_argument("--spec_out", default=None, help="also write the suggested spec (JSON)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> str:
+    args = parse_args(argv)
+    import tensorflow as tf
+
+    tf.config.set_visible_devices([], "GPU")
+    from octo_like.data.raw_episodes import convert_episodes, suggest_dataset_spec_for
+
+    path = convert_episodes(
+        args.source,
+        args.out,
+        args.name,
+        val_fraction=args.val_fraction,
+        image_encoding=args.image_encoding,
+        version=args.version,
+        skip_bad=args.skip_bad,
+        overwrite=args.overwrite,
+        seed=args.seed,
+    )
+    if args.spec_out:
+        with open(args.spec_out, "w") as file:
+            json.dump(suggest_dataset_spec_for(path, args.name), file, indent=2)
+        print(f"suggested spec written to {args.spec_out}")
+    return path
+
+
+if __name__ == "__main__":
+    main()

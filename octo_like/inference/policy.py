@@ -158,12 +158,12 @@ class Policy:
         one instruction for all.
         """
         start = time.perf_counter()
-        actions = self._predict(observations, tasks)
+        actions = self._predict(observations, tasks, count=True)
         with self._lock:
             self._latencies.append((time.perf_counter() - start) * 1e3)
         return actions
 
-    def _predict(self, observations, tasks) -> np.ndarray:
+    def _predict(self, observations, tasks, *, count: bool) -> np.ndarray:
         network_obs = prepare_observations(
             observations, config=self.config, input_spec=self.model.input_spec,
             proprio_statistics=self._proprio_stats, normalization=self._normalization,
@@ -172,7 +172,7 @@ class Policy:
         tasks = self._batched_tasks(tasks, batch)
         with self._lock:  # one model call at a time: one accelerator, ordered rng streams
             rng = jax.random.fold_in(self._rng, self._calls)
-            self._calls += 1
+            self._calls += int(count)  # the warm-up does not use up call 0's noise
             raw = self.model.sample_actions(network_obs, tasks, rng, unnormalization_statistics={})
         if self._action_stats is None:
             return raw.astype(np.float32)
@@ -227,23 +227,11 @@ class Policy:
 
     # ------------------------------------------------------------------ reporting
     def warmup(self) -> float:
-        """Compiles the batch-1 call on zero inputs; returns (and keeps) its wall time in ms."""
+        """Runs the batch-1 `predict_chunks` path on zero inputs, so everything it compiles
+        (the network, the noise key derivation) is compiled before the first real call; returns
+        (and keeps) its wall time in ms. Not counted in `latency_ms`, draws no call's noise."""
         start = time.perf_counter()
-        observations = self.example_observation(batch=1)
-        tasks = self.create_tasks([""])
-        with self._lock:
-            self.model.sample_actions(
-                prepare_observations(
-                    observations,
-                    config=self.config,
-                    input_spec=self.model.input_spec,
-                    proprio_statistics=self._proprio_stats,
-                    normalization=self._normalization,
-                ),  # fmt: skip
-                tasks,
-                jax.random.key(0),
-                unnormalization_statistics={},
-            )
+        self._predict(self.example_observation(batch=1), self.create_tasks([""]), count=False)
         self.warmup_ms = (time.perf_counter() - start) * 1e3
         return self.warmup_ms
 

@@ -7,8 +7,11 @@
     python train.py --config configs/pretrain.py:base,bridge --workdir runs/octo_base \
         --config.data_dir=/data/oxe --config.mesh.fsdp=8
 
-`debug` and `laptop` train on a synthetic Bridge-format dataset generated into the workdir on
-first use (no download); the sizes `tiny`, `small` and `base` read a named mix from data_dir.
+`debug` trains on a synthetic Bridge-format dataset generated into the workdir (seconds; used by
+tests). `laptop` (what `make train` runs) trains on MetaWorld scripted-expert demonstrations of
+five tasks, collected into ~/.cache/octo_like/metaworld on first use (no download);
+`laptop,metaworld_cross` adds the wrist-camera embodiment. The sizes `tiny`, `small` and `base`
+read a named mix from data_dir.
 """
 
 from __future__ import annotations
@@ -21,6 +24,12 @@ SIZES = ("dummy", "tiny", "small", "base")
 def get_config(arg: str = "laptop") -> ml_collections.ConfigDict:
     preset, _, mix = arg.partition(",")
     generated = preset in ("debug", "laptop")
+    simulated = preset == "laptop"
+    if simulated and mix not in ("", "metaworld", "metaworld_cross"):
+        raise ValueError(
+            f"laptop trains on a simulated mix (metaworld, metaworld_cross), not {mix!r}"
+        )
+    wrist = not simulated or mix == "metaworld_cross"
     size = {"debug": "dummy", "laptop": "tiny"}.get(preset, preset)
     if size not in SIZES:
         raise ValueError(f"unknown preset {preset!r}; use debug, laptop or one of {SIZES}")
@@ -31,8 +40,12 @@ def get_config(arg: str = "laptop") -> ml_collections.ConfigDict:
     c.log_every = {"debug": 1, "laptop": 20}.get(preset, 100)
     c.eval_every = {"debug": 2, "laptop": 100}.get(preset, 5000)
     c.eval_batches = 2 if generated else 16
-    # Synthetic data: generated into <workdir>/data; otherwise a named mix under data_dir.
-    c.mix = "synthetic" if generated else (mix or "oxe_magic_soup")
+    # debug: synthetic data generated into <workdir>/data; laptop: MetaWorld demonstrations
+    # collected into simulation.cache_dir; otherwise a named mix under data_dir.
+    if simulated:
+        c.mix = mix or "metaworld"
+    else:
+        c.mix = "synthetic" if generated else (mix or "oxe_magic_soup")
     c.data_dir = ""
     c.val_split = "val"
 
@@ -57,7 +70,7 @@ def get_config(arg: str = "laptop") -> ml_collections.ConfigDict:
         frame=dict(
             cameras=dict(
                 primary=dict(size=(image_size, image_size), augment=dict()),
-                wrist=dict(size=(wrist_size, wrist_size), augment=None),
+                **(dict(wrist=dict(size=(wrist_size, wrist_size), augment=None)) if wrist else {}),
             ),
             image_dropout_prob=0.0,
         ),
@@ -65,9 +78,9 @@ def get_config(arg: str = "laptop") -> ml_collections.ConfigDict:
     )
     c.model = dict(
         transformer=size,
-        image_tokenizers=(
-            dict(camera="primary", goal_fusion=True, num_features=64 if generated else 512),
-            dict(camera="wrist", goal_fusion=True, num_features=64 if generated else 512),
+        image_tokenizers=tuple(
+            dict(camera=camera, goal_fusion=True, num_features=64 if generated else 512)
+            for camera in (("primary", "wrist") if wrist else ("primary",))
         ),
         proprio=None,
         # T5-base needs a local HF-format directory: --config.model.language.encoder=t5
@@ -77,7 +90,7 @@ def get_config(arg: str = "laptop") -> ml_collections.ConfigDict:
         language=dict(encoder="small", checkpoint_dir="", small_width=64, frozen=False),
         window=2,
         action_horizon=4,
-        action_dim=7,
+        action_dim=4 if simulated else 7,  # MetaWorld: delta xyz + grip
         head=dict(kind="diffusion", kwargs=dict(hidden_dim=64 if generated else 256)),
         dtype="float32",
         remat=False,
@@ -95,6 +108,17 @@ def get_config(arg: str = "laptop") -> ml_collections.ConfigDict:
     c.distributed = dict(enabled=None)
     c.checkpoint = dict(
         save_every={"debug": 2, "laptop": 100}.get(preset, 5000), keep_last=3, keep_every=None
+    )
+    # How the simulated mix is collected on first use (ignored for other mixes or with data_dir).
+    c.simulation = dict(
+        tasks="reach,push,pick-place,button-press-topdown,drawer-open",
+        episodes_per_task=12,
+        val_episodes_per_task=2,
+        image_size=image_size if simulated else 64,
+        expert_noise=0.1,
+        workers=2,
+        seed=0,
+        cache_dir="~/.cache/octo_like/metaworld",
     )
     c.tensorboard = True
     c.wandb_project = ""

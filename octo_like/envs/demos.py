@@ -22,7 +22,13 @@ import numpy as np
 
 from octo_like.data import rlds_writer as rw
 from octo_like.envs.tasks import get_task, parse_tasks
-from octo_like.envs.variants import PROPRIO_DIM, STATE_KEY, dataset_name_of, get_variant
+from octo_like.envs.variants import (
+    PROPRIO_DIM,
+    STATE_KEY,
+    EmbodimentVariant,
+    dataset_name_of,
+    get_variant,
+)
 from octo_like.envs.worker import EnvPool
 
 MAX_ATTEMPTS_PER_EPISODE = 3  # a noisy expert may fail; give up on a task after this many tries
@@ -43,14 +49,20 @@ class CollectionConfig:
     max_episode_steps: int = 200
     seed: int = 0
     image_encoding: str = "jpeg"
+    cameras: tuple[str, ...] | None = None  # a subset of the variant's cameras (None: all)
 
     def __post_init__(self):
         object.__setattr__(self, "tasks", parse_tasks(self.tasks))
-        get_variant(self.variant)
+        if self.cameras is not None:
+            object.__setattr__(self, "cameras", tuple(self.cameras))
+        self.embodiment()
         if self.episodes_per_task < 1 or self.val_episodes_per_task < 0:
             raise ValueError("episodes_per_task must be >= 1 and val_episodes_per_task >= 0")
         if self.image_encoding not in ("jpeg", "png"):
             raise ValueError(f"image_encoding must be jpeg or png, got {self.image_encoding!r}")
+
+    def embodiment(self) -> EmbodimentVariant:
+        return get_variant(self.variant).with_cameras(self.cameras)
 
     @property
     def resolved_image_size(self) -> int:
@@ -83,7 +95,7 @@ class CollectionReport:
 
 
 def rlds_schema(config: CollectionConfig) -> rw.RldsSchema:
-    variant = get_variant(config.variant)
+    variant = config.embodiment()
     size = config.resolved_image_size
     observation = {
         key: rw.image(size, size, encoding=config.image_encoding)
@@ -160,7 +172,7 @@ def collect_demonstrations(
                     jobs.append(
                         dict(
                             task=task,
-                            variant=config.variant,
+                            variant=config.embodiment(),
                             image_size=config.resolved_image_size,
                             max_episode_steps=config.max_episode_steps,
                             expert_noise=config.expert_noise,
@@ -197,7 +209,7 @@ def collect_demonstrations(
         json.dump(
             {
                 "config": dataclasses.asdict(config),
-                "dataset_spec": get_variant(config.variant).dataset_spec(name).to_dict(),
+                "dataset_spec": config.embodiment().dataset_spec(name).to_dict(),
                 "episodes": counts,
                 "frames": report.frames,
                 "attempts": report.attempts,

@@ -49,8 +49,21 @@ class EmbodimentVariant:
     def __post_init__(self):
         if self.action_space not in _ACTION_DIMS:
             raise ValueError(f"variant {self.name!r}: unknown action space {self.action_space!r}")
-        if "primary" not in self.cameras:
-            raise ValueError(f"variant {self.name!r}: a 'primary' camera is required")
+        if not self.cameras:
+            raise ValueError(f"variant {self.name!r}: at least one camera is required")
+
+    def with_cameras(self, cameras: tuple[str, ...] | None) -> EmbodimentVariant:
+        """This variant restricted to a subset of its cameras (None: all)."""
+        if cameras is None:
+            return self
+        unknown = [c for c in cameras if c not in self.cameras]
+        if unknown or not cameras:
+            raise ValueError(
+                f"variant {self.name!r} has cameras {list(self.cameras)}; "
+                f"cannot keep {list(cameras)}"
+            )
+        kept = {c: self.cameras[c] for c in cameras}
+        return dataclasses.replace(self, cameras=kept)
 
     @property
     def action_dim(self) -> int:

@@ -19,7 +19,10 @@ import sys
 import traceback
 from collections.abc import Iterable, Iterator, Sequence
 from multiprocessing.connection import Connection, wait
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from octo_like.envs.variants import EmbodimentVariant
 
 
 class WorkerError(RuntimeError):
@@ -38,7 +41,7 @@ class _WorkerState:
     def make(
         self,
         task: str,
-        variant: str,
+        variant: str | EmbodimentVariant,
         image_size: int | None,
         max_episode_steps: int,
         expert_noise: float = 0.0,
@@ -80,7 +83,7 @@ class _WorkerState:
     def expert_episode(
         self,
         task: str,
-        variant: str,
+        variant: str | EmbodimentVariant,
         image_size: int | None,
         max_episode_steps: int,
         expert_noise: float,

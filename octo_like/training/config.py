@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from typing import Any
 
@@ -16,6 +17,48 @@ from octo_like.training.optimizer import OptimizerConfig
 from octo_like.training.sharding import MeshConfig
 
 SYNTHETIC = "synthetic"
+# Mixes of simulated datasets that are collected into `simulation.cache_dir` on first use when
+# no data_dir is given (the embedded default data of `make train`).
+SIMULATED_MIXES = ("metaworld", "metaworld_cross")
+
+
+@dataclasses.dataclass(frozen=True)
+class SimulationDataConfig:
+    """How a simulated mix is collected when it is not read from data_dir (see envs/demos.py)."""
+
+    tasks: str = "reach,push,pick-place,button-press-topdown,drawer-open"
+    episodes_per_task: int = 12
+    val_episodes_per_task: int = 2
+    image_size: int = 64
+    expert_noise: float = 0.1
+    workers: int = 2
+    seed: int = 0
+    cache_dir: str = "~/.cache/octo_like/metaworld"
+
+    def collection(self, variant: str):
+        from octo_like.envs.demos import CollectionConfig
+
+        return CollectionConfig(
+            tasks=tuple(self.tasks.split(",")),
+            episodes_per_task=self.episodes_per_task,
+            val_episodes_per_task=self.val_episodes_per_task,
+            variant=variant,
+            image_size=self.image_size,
+            expert_noise=self.expert_noise,
+            seed=self.seed,
+        )
+
+    def location(self, variant: str) -> str:
+        """The TFDS data root the collected ``metaworld_<variant>`` dataset lives in."""
+        fingerprint = self.collection(variant).fingerprint()
+        return os.path.join(os.path.expanduser(self.cache_dir), fingerprint)
+
+    def tokenizer_dir(self) -> str:
+        from octo_like.envs.demos import all_instructions
+
+        texts = "\n".join(all_instructions(tuple(self.tasks.split(","))))
+        digest = hashlib.sha256(texts.encode()).hexdigest()[:12]
+        return os.path.join(os.path.expanduser(self.cache_dir), f"tokenizer-{digest}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +79,12 @@ class TrainConfig:
     checkpoint: CheckpointConfig
     tensorboard: bool
     wandb_project: str
+    simulation: SimulationDataConfig = SimulationDataConfig()
+
+    @property
+    def collects_simulated_data(self) -> bool:
+        """True when the mix is simulated and collected on first use (no data_dir given)."""
+        return self.mix in SIMULATED_MIXES and not self.data_dir
 
     def __post_init__(self):
         for name in ("num_steps", "log_every", "eval_every"):
@@ -75,6 +124,22 @@ def parse_train_config(config: Any, workdir: str) -> TrainConfig:
         language = raw.get("model", {}).get("language", {})
         if language.get("encoder") == "small" and not language.get("checkpoint_dir"):
             language["checkpoint_dir"] = os.path.join(data_dir, "tokenizer")
+    elif mix in SIMULATED_MIXES and not data_dir:
+        from octo_like.data.oxe.mixes import resolve_mix
+        from octo_like.envs.variants import variant_of_dataset
+
+        simulation = build(SimulationDataConfig, raw.get("simulation", {}), "config.simulation")
+        datasets = [
+            DatasetSource(
+                name=spec.name,
+                location=simulation.location(variant_of_dataset(spec.name).name),
+                weight=weight,
+            )
+            for spec, weight in resolve_mix(mix)
+        ]
+        language = raw.get("model", {}).get("language", {})
+        if language.get("encoder") == "small" and not language.get("checkpoint_dir"):
+            language["checkpoint_dir"] = simulation.tokenizer_dir()
     else:
         from octo_like.data.oxe.mixes import resolve_mix
 

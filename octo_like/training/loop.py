@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import os
 import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -26,6 +27,7 @@ from octo_like.config.typed import to_plain
 from octo_like.data import synthetic
 from octo_like.data.oxe.registry import get_dataset_spec
 from octo_like.data.pipeline import make_pipeline, prepare_dataset
+from octo_like.model.base_checkpoint import BaseReference
 from octo_like.model.octo_model import OctoModel, action_statistics_entry, tokenize_tasks
 from octo_like.training import distributed, metrics, sharding
 from octo_like.training.checkpoint import Checkpointer, check_workdir
@@ -38,6 +40,26 @@ log = logging.getLogger(__name__)
 FROZEN_LANGUAGE_ENCODER = "^language_encoder/"
 
 
+@dataclasses.dataclass(frozen=True)
+class InitialModel:
+    """What `run` starts training from. The default is a fresh `OctoModel.from_config`; an
+    `init_model` hook (fine-tuning) returns a partly pretrained model with its own extras.
+
+    frozen: regexes frozen on top of the optimizer config's (e.g. the reused weights in a
+      head-only or LoRA fine-tuning).
+    base_params: parameters that checkpoints read from a base checkpoint instead of storing
+      them (they must stay frozen); None saves every parameter.
+    """
+
+    model: OctoModel
+    frozen: tuple[str, ...] = ()
+    base_params: BaseReference | None = None
+
+
+# (example batch of the training data, init rng, dataset statistics entries) -> InitialModel
+ModelInitializer = Callable[[Mapping[str, Any], jax.Array, dict[str, dict]], InitialModel]
+
+
 @dataclasses.dataclass
 class RunResult:
     start_step: int
@@ -48,20 +70,40 @@ class RunResult:
 
 
 def _prepare_generated_data(config: TrainConfig) -> None:
-    """Writes the synthetic dataset and its tokenizer once (main process), then syncs hosts."""
-    if config.mix != SYNTHETIC:
+    """Writes generated data (the synthetic set, or simulated demonstrations collected on first
+    use) and its tokenizer once (main process), then syncs hosts."""
+    if config.mix != SYNTHETIC and not config.collects_simulated_data:
         return
     if distributed.is_main_process():
-        synthetic.ensure_synthetic_bridge(config.data.datasets[0].location)
+        if config.mix == SYNTHETIC:
+            synthetic.ensure_synthetic_bridge(config.data.datasets[0].location)
+            instructions = list(synthetic.DEFAULT_INSTRUCTIONS)
+        else:
+            instructions = _collect_simulated_data(config)
         tokenizer_dir = config.model.language.checkpoint_dir
         if config.model.language.encoder == "small" and not os.path.exists(
             os.path.join(tokenizer_dir, "spiece.model")
         ):
             from octo_like.model.language.testing import write_tiny_t5_checkpoint
 
-            write_tiny_t5_checkpoint(tokenizer_dir, instructions=synthetic.DEFAULT_INSTRUCTIONS)
+            write_tiny_t5_checkpoint(tokenizer_dir, instructions=instructions)
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("synthetic data written")
+
+
+def _collect_simulated_data(config: TrainConfig) -> list[str]:
+    """Collects each simulated dataset of the mix into its cache location if missing; returns
+    every instruction phrasing (for the tokenizer)."""
+    from octo_like.envs.demos import all_instructions, ensure_demonstrations
+    from octo_like.envs.variants import variant_of_dataset
+
+    simulation = config.simulation
+    for source in config.data.datasets:
+        collection = simulation.collection(variant_of_dataset(source.name).name)
+        root = ensure_demonstrations(simulation.cache_dir, collection, workers=simulation.workers)
+        if os.path.abspath(root) != os.path.abspath(source.location):
+            raise RuntimeError(f"collected {source.name} into {root}, expected {source.location}")
+    return all_instructions(tuple(simulation.tasks.split(",")))
 
 
 def _host_batch(batch: dict, model: OctoModel) -> dict:
@@ -99,8 +141,13 @@ def run(
     raw_config: Any,
     overwrite: bool = False,
     stop_at_step: int | None = None,
+    init_model: ModelInitializer | None = None,
 ) -> RunResult:
-    """Trains (or resumes) until `config.num_steps` (or `stop_at_step`, for tests/preemption)."""
+    """Trains (or resumes) until `config.num_steps` (or `stop_at_step`, for tests/preemption).
+
+    `init_model`: builds the initial model instead of `OctoModel.from_config` (fine-tuning
+    passes one that loads pretrained weights); also called on resume, before the restore.
+    """
     workdir = os.path.abspath(workdir)
     main = distributed.is_main_process()
     if main:
@@ -122,11 +169,16 @@ def run(
 
     rng = jax.random.key(config.seed)
     init_rng, step_rng = jax.random.split(rng)
-    model = OctoModel.from_config(
-        config.model, first, init_rng, _statistics_entries(config, pipeline)
-    )
+    statistics = _statistics_entries(config, pipeline)
+    if init_model is None:
+        initial = InitialModel(OctoModel.from_config(config.model, first, init_rng, statistics))
+    else:
+        initial = init_model(first, init_rng, statistics)
+    model = initial.model
     graphdef, params, rest = nnx.split(model.module, nnx.Param, ...)
-    optimizer, counts = make_optimizer(optimizer_config(config), params, config.num_steps)
+    opt_config = optimizer_config(config)
+    opt_config = dataclasses.replace(opt_config, frozen=(*opt_config.frozen, *initial.frozen))
+    optimizer, counts = make_optimizer(opt_config, params, config.num_steps)
     state = TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
 
     param_shardings = sharding.parameter_shardings(params, mesh, config.mesh)
@@ -180,6 +232,7 @@ def run(
         model_config=config.model,
         dataset_statistics=model.dataset_statistics,
         input_spec=model.input_spec,
+        base_params=initial.base_params,
     )
     pending, window_start, last = [], start_step, {}
     step, batch = start_step, first

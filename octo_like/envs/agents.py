@@ -1,0 +1,120 @@
+"""Who acts in a closed-loop evaluation: a checkpoint's policy, the scripted expert, or random.
+
+All three go through the same `evaluation.evaluate` loop, so the expert (a ceiling) and random
+actions (a floor) are measured exactly as a policy is. An agent sees the active environment slots
+of one step together, so a policy runs one batched forward pass for every environment that needs
+a new action chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from octo_like.envs.variants import EmbodimentVariant
+
+
+class Agent(Protocol):
+    name: str
+    needs_expert: bool  # workers attach info["expert_action"] each step
+
+    def reset(self, slot: int, task: str, instruction: str) -> None:
+        """A new episode starts in environment slot `slot`."""
+
+    def act(
+        self, slots: Sequence[int], observations: Sequence[dict], infos: Sequence[dict]
+    ) -> list[np.ndarray]:
+        """One action (the variant's units) per given slot."""
+
+    def latency_ms(self) -> dict[str, float] | None:
+        """Per-call policy latency summary, if this agent runs a model."""
+
+
+class ExpertAgent:
+    """MetaWorld's scripted expert (no noise), read from the worker's ``expert_action``."""
+
+    name = "expert"
+    needs_expert = True
+
+    def reset(self, slot: int, task: str, instruction: str) -> None:
+        pass
+
+    def act(self, slots, observations, infos) -> list[np.ndarray]:
+        return [np.asarray(info["expert_action"], np.float32) for info in infos]
+
+    def latency_ms(self) -> None:
+        return None
+
+
+class RandomAgent:
+    """Uniform random MetaWorld actions, mapped into the variant's units."""
+
+    name = "random"
+    needs_expert = False
+
+    def __init__(self, variant: EmbodimentVariant, seed: int = 0):
+        self._variant = variant
+        self._rng = np.random.default_rng(seed)
+
+    def reset(self, slot: int, task: str, instruction: str) -> None:
+        pass
+
+    def act(self, slots, observations, infos) -> list[np.ndarray]:
+        return [self._variant.from_env_action(self._rng.uniform(-1, 1, 4)) for _ in slots]
+
+    def latency_ms(self) -> None:
+        return None
+
+
+class PolicyAgent:
+    """A `octo_like.inference.Policy` driving several environments at once.
+
+    Each slot keeps its own observation history (the model's window, with
+    ``timestep_pad_mask`` False before the episode start) and chunk executor (receding horizon or
+    temporal ensembling, as configured on the policy); slots whose executor needs a chunk are
+    batched into one `predict_chunks` call.
+    """
+
+    needs_expert = False
+
+    def __init__(self, policy: Any, name: str = "policy"):
+        from octo_like.inference import ObservationHistory, make_executor
+
+        self.name = name
+        self._policy = policy
+        self._make_history = lambda: ObservationHistory(policy.config.window)
+        self._make_executor = lambda: make_executor(
+            policy.execution, policy.config.action_horizon, policy.exec_horizon,
+            policy.ensemble_decay,
+        )  # fmt: skip
+        self._slots: dict[int, dict[str, Any]] = {}
+        # The simulator may render cameras the model does not read (e.g. a wrist camera).
+        self._keys = {f"image_{camera}" for camera in policy.config.cameras} | {"proprio"}
+
+    def reset(self, slot: int, task: str, instruction: str) -> None:
+        self._slots[slot] = {
+            "history": self._make_history(),
+            "executor": self._make_executor(),
+            "instruction": instruction,
+        }
+
+    def act(self, slots, observations, infos) -> list[np.ndarray]:
+        from octo_like.inference import stack_windows
+
+        windows = [
+            self._slots[s]["history"].push({k: v for k, v in o.items() if k in self._keys})
+            for s, o in zip(slots, observations, strict=True)
+        ]
+        needing = [i for i, s in enumerate(slots) if self._slots[s]["executor"].needs_chunk()]
+        if needing:
+            batch = stack_windows([windows[i] for i in needing])
+            texts = [self._slots[slots[i]]["instruction"] for i in needing]
+            chunks = self._policy.predict_chunks(batch, texts)
+            for i, chunk in zip(needing, chunks, strict=True):
+                self._slots[slots[i]]["executor"].set_chunk(chunk)
+        return [self._slots[s]["executor"].next_action() for s in slots]
+
+    def latency_ms(self) -> dict[str, float]:
+        return self._policy.latency_ms()

@@ -5,9 +5,13 @@
     policy.reset(instruction="open the drawer")
     action = policy.step({"image_primary": frame, "image_wrist": wrist})  # float32[A]
 
-`Policy` (and the JAX model behind it) is imported lazily, so the history, executors and the
-client stay importable on a robot computer without the model's dependencies being loaded.
+Modules: `history` (windows of frames), `execution` (receding horizon, temporal ensembling),
+`observations` (robot frames -> network inputs), `policy` (`Policy`), `gym_wrappers`,
+`server` (`PolicyServer`, `PolicyClient`). Everything but the history and executors is imported
+lazily, so `import octo_like.inference` loads neither JAX, gymnasium nor websockets.
 """
+
+import importlib
 
 from octo_like.inference.execution import (
     EXECUTION_MODES,
@@ -17,21 +21,30 @@ from octo_like.inference.execution import (
 )
 from octo_like.inference.history import ObservationHistory, stack_windows
 
+_LAZY = {
+    "Policy": "policy",
+    "PolicySession": "policy",
+    "HistoryWrapper": "gym_wrappers",
+    "RecedingHorizonWrapper": "gym_wrappers",
+    "TemporalEnsembleWrapper": "gym_wrappers",
+    "PolicyServer": "server",
+    "PolicyClient": "server",
+    "PolicyServerError": "server",
+}
+
 __all__ = [
     "EXECUTION_MODES",
     "ObservationHistory",
-    "Policy",
-    "PolicySession",
     "RecedingHorizon",
     "TemporalEnsembler",
     "make_executor",
     "stack_windows",
+    *_LAZY,
 ]
 
 
 def __getattr__(name: str):
-    if name in ("Policy", "PolicySession"):
-        from octo_like.inference import policy
-
-        return getattr(policy, name)
+    if name in _LAZY:
+        module = importlib.import_module(f"octo_like.inference.{_LAZY[name]}")
+        return getattr(module, name)
     raise AttributeError(f"module 'octo_like.inference' has no attribute {name!r}")

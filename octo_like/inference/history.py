@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from octo_like.data.schema import PAD_MASK_DICT, TIMESTEP_PAD_MASK
+from octo_like.data.schema import IMAGE_PREFIX, PAD_MASK_DICT, PROPRIO, TIMESTEP_PAD_MASK
 
 Frame = Mapping[str, Any]
 
@@ -141,3 +141,30 @@ def stack_windows(windows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             raise ValueError(f"cannot batch {key!r}: windows have shapes {sorted(shapes)}")
         out[key] = np.stack([np.asarray(v) for v in values])
     return out
+
+
+def is_batched(observation: Mapping[str, Any]) -> bool:
+    """Whether a windowed observation has a leading batch axis.
+
+    Decided by `timestep_pad_mask` (bool[W] vs bool[b, W]) if present, else by an image
+    (uint8[W, h, w, 3] vs [b, W, h, w, 3]) or proprio (float32[W, P] vs [b, W, P]).
+    """
+    if TIMESTEP_PAD_MASK in observation:
+        return np.ndim(observation[TIMESTEP_PAD_MASK]) == 2
+    for key, value in observation.items():
+        if key.startswith(IMAGE_PREFIX):
+            return np.ndim(value) == 5
+    if PROPRIO in observation:
+        return np.ndim(observation[PROPRIO]) == 3
+    raise ValueError(
+        f"observation has no image_<camera>, {PROPRIO!r} or {TIMESTEP_PAD_MASK!r}; "
+        f"given keys: {sorted(observation)}"
+    )
+
+
+def add_batch_axis(tree: Mapping[str, Any]) -> dict[str, Any]:
+    """``{key: array[...]}`` -> ``{key: array[1, ...]}``, nested dicts included."""
+    return {
+        k: add_batch_axis(v) if isinstance(v, Mapping) else np.asarray(v)[None]
+        for k, v in tree.items()
+    }

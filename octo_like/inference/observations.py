@@ -31,7 +31,6 @@ import numpy as np
 
 from octo_like.data.normalize import normalize_np
 from octo_like.data.schema import (
-    IMAGE_PREFIX,
     PAD_MASK_DICT,
     PROPRIO,
     PROPRIO_PAD_MASK,
@@ -67,33 +66,6 @@ def resize_images(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def _close(key: str, known) -> str:
     match = difflib.get_close_matches(key, list(known), n=1)
     return f" (did you mean {match[0]!r}?)" if match else ""
-
-
-def is_batched(observation: Mapping[str, Any]) -> bool:
-    """Whether a windowed observation has a leading batch axis.
-
-    Decided by `timestep_pad_mask` (bool[W] vs bool[b, W]) if present, else by an image
-    (uint8[W, h, w, 3] vs [b, W, h, w, 3]) or proprio (float32[W, P] vs [b, W, P]).
-    """
-    if TIMESTEP_PAD_MASK in observation:
-        return np.ndim(observation[TIMESTEP_PAD_MASK]) == 2
-    for key, value in observation.items():
-        if key.startswith(IMAGE_PREFIX):
-            return np.ndim(value) == 5
-    if PROPRIO in observation:
-        return np.ndim(observation[PROPRIO]) == 3
-    raise ValueError(
-        f"observation has no image_<camera>, {PROPRIO!r} or {TIMESTEP_PAD_MASK!r}; "
-        f"given keys: {sorted(observation)}"
-    )
-
-
-def add_batch_axis(tree: Mapping[str, Any]) -> dict[str, Any]:
-    """``{key: array[...]}`` -> ``{key: array[1, ...]}``, nested dicts included."""
-    return {
-        k: add_batch_axis(v) if isinstance(v, Mapping) else np.asarray(v)[None]
-        for k, v in tree.items()
-    }
 
 
 def prepare_observations(

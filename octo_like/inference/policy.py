@@ -37,8 +37,8 @@ from octo_like.data.normalize import unnormalize_np
 from octo_like.data.schema import IMAGE_PREFIX, PAD_MASK_DICT, PROPRIO, TIMESTEP_PAD_MASK
 from octo_like.data.statistics import ArrayStatistics
 from octo_like.inference.execution import make_executor
-from octo_like.inference.history import ObservationHistory
-from octo_like.inference.observations import add_batch_axis, prepare_observations, resize_images
+from octo_like.inference.history import ObservationHistory, add_batch_axis
+from octo_like.inference.observations import prepare_observations, resize_images
 from octo_like.model.octo_model import OctoModel
 
 

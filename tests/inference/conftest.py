@@ -132,3 +132,11 @@ def tiny_checkpoint(tmp_path_factory) -> str:
     checkpoint = str(root / "checkpoints")
     host_initialized_model(tiny_config(language)).save_pretrained(3, checkpoint)
     return checkpoint
+
+
+@pytest.fixture(scope="session")
+def policy(tiny_checkpoint):
+    """One loaded, warmed-up policy for the policy and server tests (receding, exec 2)."""
+    from octo_like.inference import Policy
+
+    return Policy.from_checkpoint(tiny_checkpoint, exec_horizon=2, seed=3)

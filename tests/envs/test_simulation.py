@@ -1,0 +1,155 @@
+"""MetaWorld in spawned workers: demonstrations -> RLDS -> batches, and closed-loop evaluation of
+the expert, random actions and a tiny trained checkpoint through the same code path."""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+import train
+from configs import pretrain
+from octo_like.data.pipeline import make_pipeline
+from octo_like.data.presets import single_dataset_config
+from octo_like.envs.agents import ExpertAgent, PolicyAgent, RandomAgent
+from octo_like.envs.demos import CollectionConfig, collect_demonstrations
+from octo_like.envs.evaluation import EvalConfig, evaluate
+from octo_like.envs.tasks import get_task
+from octo_like.envs.variants import get_variant
+from octo_like.envs.worker import EnvPool, WorkerError
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "scripts"))
+import evaluate as evaluate_script  # noqa: E402
+
+TASKS = ("reach", "button-press-topdown")
+
+
+@pytest.fixture(scope="module")
+def collected(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demos")
+    config = CollectionConfig(
+        tasks=TASKS, episodes_per_task=2, val_episodes_per_task=1, variant="wrist",
+        image_encoding="png",
+    )  # fmt: skip
+    report = collect_demonstrations(str(out), config, workers=2, progress=False)
+    return str(out), report
+
+
+def test_workers_never_import_tensorflow_and_report_errors():
+    import tensorflow  # noqa: F401  (the parent has TF loaded, as train.py does)
+
+    with EnvPool(1) as pool:
+        (modules,) = pool.call("modules")
+        assert not [m for m in modules if m.split(".")[0] in ("tensorflow", "jax")]
+        with pytest.raises(WorkerError, match="unknown MetaWorld task 'rech'"):
+            pool.call("make", [dict(task="rech", variant="default", image_size=None,
+                                    max_episode_steps=10)])  # fmt: skip
+        # The worker survives a failed request.
+        (made,) = pool.call("make", [dict(task="reach", variant="metric7", image_size=32,
+                                          max_episode_steps=10)])  # fmt: skip
+        assert made == {"action_dim": 7}
+
+
+def test_collection_writes_readable_rlds(collected):
+    root, report = collected
+    assert report.episodes == {"train": 4, "val": 2} and report.frames > 0
+    builder = tfds.builder_from_directory(report.path)
+    assert {s: builder.info.splits[s].num_examples for s in ("train", "val")} == report.episodes
+    phrasings = {t: get_task(t).instructions for t in TASKS}
+    seen_tasks = set()
+    for episode in tfds.as_numpy(builder.as_dataset(split="train")):
+        steps = list(episode["steps"])
+        task = episode["episode_metadata"]["task"].decode()
+        seen_tasks.add(task)
+        assert episode["episode_metadata"]["variant"] == b"wrist"
+        assert steps[0]["is_first"] and steps[-1]["is_last"] and steps[-1]["is_terminal"]
+        assert not any(s["is_terminal"] for s in steps[:-1])
+        assert {s["language_instruction"].decode() for s in steps} <= set(phrasings[task])
+        obs = steps[0]["observation"]
+        assert obs["image_primary"].shape == obs["image_wrist"].shape == (64, 64, 3)
+        assert obs["state"].shape == (4,) and steps[0]["action"].shape == (4,)
+        actions = np.stack([s["action"] for s in steps])
+        assert np.all(np.abs(actions) <= 1.0) and actions[:, :3].std() > 0
+    assert seen_tasks == set(TASKS)
+
+
+def test_collected_dataset_batches_through_the_pipeline(collected, tmp_path):
+    root, _ = collected
+    config = single_dataset_config(
+        root, "metaworld_wrist", batch_size=4, primary_size=64, wrist_size=32, augment=False,
+        shuffle_buffer=16, statistics_cache_dir=str(tmp_path),
+    )  # fmt: skip
+    pipeline = make_pipeline(config)
+    batch = next(iter(pipeline))
+    assert batch["observation"]["image_primary"].shape == (4, 2, 64, 64, 3)
+    assert batch["observation"]["image_wrist"].shape == (4, 2, 32, 32, 3)
+    assert batch["observation"]["proprio"].shape == (4, 2, 4)
+    assert batch["action"].shape == (4, 2, 4, 4)
+    stats = pipeline.statistics["metaworld_wrist"].to_dict()
+    assert len(stats["action"]["mean"]) == 4
+
+
+def test_expert_and_random_through_the_evaluation_loop(tmp_path):
+    config = EvalConfig(
+        tasks=("reach",), episodes_per_task=2, max_episode_steps=120, workers=2,
+        video_dir=str(tmp_path / "videos"), video_episodes=1, video_format="gif",
+    )  # fmt: skip
+    expert = evaluate(ExpertAgent(), config, progress=False)
+    assert expert.per_task()["reach"]["successes"] == 2
+    assert [e.episode for e in expert.episodes] == [0, 1]
+    (video,) = [e.video for e in expert.episodes if e.video]
+    assert video.endswith("reach_000_success.gif") and pathlib.Path(video).stat().st_size > 0
+    short = EvalConfig(tasks=("reach",), episodes_per_task=2, max_episode_steps=15, workers=2)
+    floor = evaluate(RandomAgent(get_variant("default"), seed=0), short, progress=False)
+    assert all(e.length <= 15 for e in floor.episodes)
+    assert [e.seed for e in floor.episodes] == [e.seed for e in expert.episodes]  # same scenes
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    """The laptop preset (what `make train` runs) shrunk to seconds: one task, 2 steps."""
+    tmp = tmp_path_factory.mktemp("tiny_sim_run")
+    config = pretrain.get_config("laptop")
+    config.num_steps, config.log_every, config.eval_every = 2, 1, 2
+    config.checkpoint.save_every = 2
+    config.optimizer.warmup_steps = 1
+    config.tensorboard = False
+    config.model.transformer = "dummy"
+    config.data.batch_size = 8
+    config.data.statistics_cache_dir = str(tmp / "stats")
+    config.simulation.tasks = "reach"
+    config.simulation.episodes_per_task = 2
+    config.simulation.val_episodes_per_task = 1
+    config.simulation.cache_dir = str(tmp / "cache")
+    train.main(config, str(tmp / "run"))
+    return str(tmp / "run" / "checkpoints")
+
+
+def test_tiny_checkpoint_rolls_out_in_worker_processes(tiny_checkpoint):
+    from octo_like.inference import Policy
+
+    policy = Policy.from_checkpoint(tiny_checkpoint, execution="receding", exec_horizon=2)
+    assert policy.dataset_name == "metaworld_default"
+    config = EvalConfig(tasks=("reach", "push"), episodes_per_task=1, max_episode_steps=8)
+    report = evaluate(PolicyAgent(policy), config, progress=False)
+    assert [(e.task, e.length <= 8) for e in report.episodes] == [("reach", True), ("push", True)]
+    # Chunks of 4 executed 2 at a time: about one batched call per 2 steps of both envs.
+    assert report.latency_ms["count"] >= 4
+    assert report.env_steps == sum(e.length for e in report.episodes)
+
+
+def test_evaluate_script_with_temporal_ensembling(tiny_checkpoint, tmp_path, capsys):
+    report = evaluate_script.main([
+        "--checkpoint", tiny_checkpoint, "--tasks", "reach", "--episodes", "2",
+        "--max_steps", "6", "--execution", "ensemble", "--no_progress",
+        "--chart", str(tmp_path / "chart.png"),
+    ])  # fmt: skip
+    assert report.variant == "default" and len(report.episodes) == 2
+    # Temporal ensembling asks for a new chunk at every step.
+    assert report.latency_ms["count"] >= report.env_steps / 2
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1].startswith("{") and '"per_task"' in out[-1]
+    assert (tmp_path / "chart.png").exists()

@@ -1,0 +1,99 @@
+"""Embodiment variants and tasks: unit conversions, registry specs, errors (no simulator)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from octo_like.data.oxe.mixes import resolve_mix
+from octo_like.data.oxe.registry import get_dataset_spec
+from octo_like.data.oxe.spec import ActionEncoding
+from octo_like.envs import tasks, variants
+from octo_like.envs.eval_report import EpisodeResult, EvalReport, wilson_interval
+
+
+def test_metric7_round_trips_metaworld_actions_in_metres():
+    variant = variants.get_variant("metric7")
+    env_action = np.array([0.5, -1.0, 0.25, 1.0], np.float32)
+    action = variant.from_env_action(env_action)
+    assert action.shape == (7,)
+    np.testing.assert_allclose(action[:3], [0.005, -0.01, 0.0025], atol=1e-7)
+    np.testing.assert_array_equal(action[3:6], 0.0)
+    assert action[6] == pytest.approx(1.0)  # grip command 1 -> gripper 1 (close)
+    np.testing.assert_allclose(variant.to_env_action(action), env_action, atol=1e-6)
+    # Out-of-range commands are clipped to MetaWorld's box, not passed on.
+    np.testing.assert_allclose(
+        variant.to_env_action(np.array([1, 0, 0, 0, 0, 0, 2.0])), [1, 0, 0, 1]
+    )
+
+
+def test_default_variant_is_metaworlds_own_action_space():
+    variant = variants.get_variant("default")
+    action = np.array([0.1, 0.2, -0.3, -1.0], np.float32)
+    np.testing.assert_array_equal(variant.to_env_action(action), action)
+    with pytest.raises(ValueError, match=r"shape \(4,\)"):
+        variant.to_env_action(np.zeros(7))
+    with pytest.raises(ValueError, match="non-finite"):
+        variant.to_env_action(np.array([np.nan, 0, 0, 0]))
+
+
+def test_variants_differ_in_cameras_size_and_action_space():
+    default, wrist, metric7 = (variants.get_variant(n) for n in ("default", "wrist", "metric7"))
+    assert set(wrist.cameras) == {"primary", "wrist"} and set(default.cameras) == {"primary"}
+    assert wrist.cameras["primary"] != default.cameras["primary"]
+    assert metric7.image_size != default.image_size
+    assert (default.action_dim, metric7.action_dim) == (4, 7)
+
+
+def test_simulated_datasets_are_in_the_registry_and_mixes():
+    spec = get_dataset_spec("metaworld_wrist")
+    assert dict(spec.image_keys) == {"primary": "image_primary", "wrist": "image_wrist"}
+    assert spec.proprio_key == "state"
+    assert spec.action_normalization_mask == (True, True, True, False)
+    assert get_dataset_spec("metaworld_metric7").action_encoding is ActionEncoding.EEF_POS
+    names = [s.name for s, _ in resolve_mix("metaworld_cross")]
+    assert names == ["metaworld_default", "metaworld_wrist"]
+
+
+def test_camera_subset_and_unknown_names_fail_clearly():
+    wrist_only = variants.get_variant("wrist").with_cameras(("wrist",))
+    assert dict(wrist_only.dataset_spec("mine").image_keys) == {"wrist": "image_wrist"}
+    with pytest.raises(ValueError, match="cannot keep"):
+        variants.get_variant("default").with_cameras(("wrist",))
+    with pytest.raises(ValueError, match="did you mean wrist"):
+        variants.get_variant("wirst")
+    with pytest.raises(ValueError, match="did you mean push"):
+        tasks.parse_tasks("reach,psuh")
+    with pytest.raises(ValueError, match="twice"):
+        tasks.parse_tasks("reach,reach")
+
+
+def test_every_task_has_several_instructions():
+    for task in tasks.TASKS.values():
+        assert len(task.instructions) >= 2
+        assert len(set(task.instructions)) == len(task.instructions)
+
+
+def test_wilson_interval_matches_closed_form():
+    low, high = wilson_interval(0, 10)
+    assert low == 0.0 and high == pytest.approx(0.2775, abs=1e-4)
+    low, high = wilson_interval(5, 10)
+    assert (low, high) == (pytest.approx(0.2366, abs=1e-4), pytest.approx(0.7634, abs=1e-4))
+    assert wilson_interval(20, 20)[0] == pytest.approx(0.8389, abs=1e-4)
+
+
+def test_report_table_json_and_chart(tmp_path):
+    episodes = [
+        EpisodeResult("reach", 0, 1, True, 40),
+        EpisodeResult("reach", 1, 2, False, 150),
+        EpisodeResult("push", 0, 3, True, 60),
+    ]
+    report = EvalReport("expert", "default", ("reach", "push"), episodes, 2.0, 250)
+    rows = report.per_task()
+    assert rows["reach"]["success_rate"] == 0.5 and rows["reach"]["mean_length"] == 95.0
+    assert rows["all"]["successes"] == 2 and rows["all"]["episodes"] == 3
+    assert "reach" in report.table() and "125 steps/s" in report.table()
+    assert '"agent": "expert"' in report.json_line()
+    assert (tmp_path / "c.png").exists() is False
+    report.bar_chart(str(tmp_path / "c.png"))
+    assert (tmp_path / "c.png").stat().st_size > 1000

@@ -23,6 +23,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     group.add_argument("--dataset", default=None, help="registry name (default: the builder's)")
     group.add_argument("--mix", default=None, help="a named mix; --data_dir is then the root")
     parser.add_argument("--split", default="train")
+    parser.add_argument(
+        "--spec", default=None, help="DatasetSpec JSON of a dataset outside the registry"
+    )
     parser.add_argument("--force", action="store_true", help="recompute even if cached")
     parser.add_argument("--statistics_cache_dir", default="~/.cache/octo_like/statistics")
     return parser.parse_args(argv)
@@ -43,7 +46,15 @@ def main(argv=None) -> dict:
         entries = [(spec, args.data_dir) for spec, _ in resolve_mix(args.mix)]
     else:
         builder = rlds.open_builder(args.data_dir)
-        entries = [(get_dataset_spec(args.dataset or builder.info.name), args.data_dir)]
+        extra_specs = {}
+        if args.spec:  # e.g. written by data/convert_raw_episodes.py --spec_out
+            from octo_like.data.oxe.spec import DatasetSpec
+
+            with open(args.spec) as file:
+                spec = DatasetSpec.from_dict(json.load(file))
+            extra_specs[spec.name] = spec
+        name = args.dataset or builder.info.name
+        entries = [(get_dataset_spec(name, extra_specs), args.data_dir)]
     results = {}
     for spec, location in entries:
         builder = rlds.open_builder(location if not args.mix else spec.name, location)

@@ -17,6 +17,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data_dir", required=True, help="prepared TFDS dir or data root")
     parser.add_argument("--dataset", default=None, help="registry name (default: the builder's)")
+    parser.add_argument(
+        "--spec", default=None, help="DatasetSpec JSON of a dataset outside the registry"
+    )
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--window", type=int, default=2)
     parser.add_argument("--action_horizon", type=int, default=4)
@@ -68,6 +71,15 @@ def main(argv=None) -> dict:
     from octo_like.data.pipeline import make_pipeline
     from octo_like.data.presets import single_dataset_config
 
+    extra_specs = {}
+    if args.spec:  # e.g. written by data/convert_raw_episodes.py --spec_out
+        import json
+
+        from octo_like.data.oxe.spec import DatasetSpec
+
+        with open(args.spec) as file:
+            spec = DatasetSpec.from_dict(json.load(file))
+        extra_specs[spec.name] = spec
     name = args.dataset or rlds.open_builder(args.data_dir).info.name
     config = single_dataset_config(
         args.data_dir,
@@ -81,6 +93,7 @@ def main(argv=None) -> dict:
         shuffle_buffer=256,
         seed=args.seed,
         statistics_cache_dir=args.statistics_cache_dir,
+        extra_specs=extra_specs,
     )
     pipeline = make_pipeline(config)
     batch = next(iter(pipeline))

@@ -349,7 +349,7 @@ def test_builder_template_builds_the_example_episodes(tmp_path):
     )
 
 
-def test_command_line_converts_and_writes_the_spec(tmp_path, capsys):
+def test_command_line_converts_and_writes_a_spec_the_scripts_read(tmp_path):
     examples = _load(REPO / "data" / "make_example_episodes.py", "make_example_episodes")
     examples.main(["--out", str(tmp_path / "episodes"), "--num_npz", "2", "--num_hdf5", "1",
                    "--min_length", "4", "--max_length", "6", "--with_bad_episode"])  # fmt: skip
@@ -364,3 +364,13 @@ def test_command_line_converts_and_writes_the_spec(tmp_path, capsys):
     assert spec.action_encoding.value == "eef_pos"  # 6 deltas + a {0, 1} gripper
     assert spec.action_normalization_mask == (True,) * 6 + (False,)
     assert spec.image_keys["primary"] == "front" and spec.image_keys["wrist"] == "wrist"
+    # The inspection and statistics scripts read datasets outside the registry through --spec.
+    spec_args = ["--data_dir", path, "--spec", str(tmp_path / "spec.json")]
+    spec_args += ["--statistics_cache_dir", str(tmp_path / "stats")]
+    stats = _load(REPO / "scripts" / "compute_stats.py", "compute_stats").main(spec_args)
+    assert len(stats["my_robot"]["action"]["mean"]) == 7
+    assert stats["my_robot"]["num_trajectories"] == 2
+    inspect = _load(REPO / "scripts" / "inspect_batch.py", "inspect_batch")
+    batch = inspect.main([*spec_args, "--batch_size", "2", "--resize", "64", "--wrist_size", "32"])
+    assert batch["observation"]["image_primary"].shape == (2, 2, 64, 64, 3)
+    assert batch["observation"]["proprio"].shape == (2, 2, 6)

@@ -11,8 +11,8 @@ the file layout and for registering the result in a fine-tuning config.
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -37,7 +37,7 @@ def main(argv=None) -> str:
     import tensorflow as tf
 
     tf.config.set_visible_devices([], "GPU")
-    from octo_like.data.raw_episodes import convert_episodes, suggest_dataset_spec_for
+    from octo_like.data.raw_episodes import convert_episodes, spec_json, suggest_dataset_spec_for
 
     path = convert_episodes(
         args.source,
@@ -52,10 +52,19 @@ def main(argv=None) -> str:
     )
     if args.spec_out:
         with open(args.spec_out, "w") as file:
-            json.dump(suggest_dataset_spec_for(path, args.name), file, indent=2)
+            file.write(spec_json(suggest_dataset_spec_for(path, args.name)) + "\n")
         print(f"suggested spec written to {args.spec_out}")
     return path
 
 
+def _cli() -> None:
+    from octo_like.data.raw_episodes import EpisodeError
+
+    try:
+        main()
+    except (EpisodeError, FileExistsError, FileNotFoundError, ValueError) as error:
+        sys.exit(f"error: {error}")  # the message names the files and problems; no traceback
+
+
 if __name__ == "__main__":
-    main()
+    _cli()

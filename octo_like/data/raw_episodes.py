@@ -259,8 +259,6 @@ def convert_episodes(
 
 
 def _summary(path, source_dir, scan: _Scan, splits, schema: RldsSchema, spec) -> str:
-    import json
-
     total = sum(scan.lengths.values())
     lines = [f"converted {len(scan.lengths)} episodes ({total} steps) from {source_dir}"]
     lines.append(f"  into {path}")
@@ -278,8 +276,16 @@ def _summary(path, source_dir, scan: _Scan, splits, schema: RldsSchema, spec) ->
         lines.append(f"  SKIPPED {len(scan.bad)} bad file(s):")
         lines += [f"    {p}: {problem}" for p, problem in scan.bad.items()]
     lines.append("suggested DatasetSpec (check it, then put it in config.data.extra_specs):")
-    lines.append(json.dumps(spec, indent=2))
+    lines.append(spec_json(spec))
     return "\n".join(lines)
+
+
+def spec_json(spec: dict[str, Any]) -> str:
+    """A spec dict as JSON with one line per field (readable, and valid JSON)."""
+    import json
+
+    fields = [f"  {json.dumps(key)}: {json.dumps(value)}" for key, value in spec.items()]
+    return "{\n" + ",\n".join(fields) + "\n}"
 
 
 # ------------------------------------------------------------------------------- spec

@@ -126,6 +126,7 @@ def _read_hdf5(path: str) -> tuple[dict[str, Any], list[str]]:
     import h5py
 
     entries: dict[str, Any] = {}
+    nested: list[str] = []  # groups inside groups: not part of the layout
     with h5py.File(path, "r") as file:
         for key, value in file.attrs.items():  # per-episode values may be attributes
             if key in (INSTRUCTION, SUCCESS):
@@ -135,9 +136,12 @@ def _read_hdf5(path: str) -> tuple[dict[str, Any], list[str]]:
                 for child, dataset in node.items():
                     if isinstance(dataset, h5py.Dataset):
                         entries[f"{key}/{child}"] = dataset[()]
+                    else:
+                        nested.append(f"{key}/{child}/")
             else:
                 entries[key] = node[()]
-    return _split_known(entries)
+    known, ignored = _split_known(entries)
+    return known, sorted(ignored + nested)
 
 
 def _split_known(entries: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:

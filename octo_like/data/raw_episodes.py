@@ -87,12 +87,15 @@ def _describe(schema: RldsSchema) -> dict[str, Any]:
     }
 
 
-def check_matches_schema(episode: RawEpisode, schema: RldsSchema) -> None:
-    """Raises EpisodeError listing how `episode` differs from the dataset's features."""
+def check_matches_schema(
+    episode: RawEpisode, schema: RldsSchema, reference: str = "the dataset's features"
+) -> None:
+    """Raises EpisodeError listing how `episode` differs from `schema` (described in the
+    message as `reference`, e.g. the file it was inferred from)."""
     expected = _describe(schema)
     found = _describe(infer_schema(episode))
     differences = [
-        f"{key} is {found[key]} in this file but {expected[key]} in the dataset's features"
+        f"{key} is {found[key]} in this file but {expected[key]} in {reference}"
         for key in expected
         if found[key] != expected[key]
     ]
@@ -180,7 +183,7 @@ def _scan(files: Sequence[str], image_encoding: str) -> _Scan:
             if scan.schema is None:
                 scan.schema, scan.first = infer_schema(episode, image_encoding), episode
             else:
-                check_matches_schema(episode, scan.schema)
+                check_matches_schema(episode, scan.schema, f"{scan.first.path} (the first)")
         except EpisodeError as error:
             scan.bad[path] = error.problem
             continue

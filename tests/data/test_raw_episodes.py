@@ -237,7 +237,11 @@ def test_conversion_fails_listing_every_bad_file_and_writes_nothing(source, tmp_
     message = str(error.value)
     assert "2 of 5 episode file(s) are invalid" in message and "skip_bad" in message
     assert f"{nan}: NaN/Inf in 'action'" in message
-    assert f"{other}: does not match the dataset's layout: state is [3]" in message
+    first = str(folder / "good_0.npz")
+    assert (
+        f"{other}: does not match the dataset's layout: state is [3] in this file but [6] in "
+        f"{first} (the first)"
+    ) in message
     assert not (tmp_path / "out" / "mixed").exists()
 
 

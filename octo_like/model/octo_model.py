@@ -22,6 +22,7 @@ from flax import nnx
 from octo_like.data.normalize import NormalizationType, unnormalize_np
 from octo_like.data.statistics import ArrayStatistics
 from octo_like.model import input_spec as spec_lib
+from octo_like.model.base_checkpoint import BASE_PARAMS, BaseReference
 from octo_like.model.config import LanguageConfig, ModelConfig
 from octo_like.model.language import TextTokenizer, load_t5_encoder
 from octo_like.model.octo_module import OctoModule
@@ -223,7 +224,10 @@ class OctoModel:
                 lambda: OctoModule(config, meta["input_spec"], vocab, rngs=nnx.Rngs(0))
             )
             graphdef, state = nnx.split(abstract)
-            params = nnx.state(abstract, nnx.Param).to_pure_dict()
+            structure = params = nnx.state(abstract, nnx.Param).to_pure_dict()
+            reference = _base_reference(manager, checkpoint_dir, step)
+            if reference is not None:  # only what differs from the base was saved
+                params = reference.strip(params)
             # Restore onto this process's first device, whatever topology saved the checkpoint
             # (e.g. a multi-host training run loaded in a notebook).
             device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
@@ -233,6 +237,9 @@ class OctoModel:
             restored = manager.restore(
                 step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target))
             )["params"]
+        if reference is not None:
+            base = _load_base(cls, reference, checkpoint_dir)
+            restored = reference.complete(structure, restored, nnx.state(base.module, nnx.Param))
         nnx.replace_by_pure_dict(state, restored)
         module = nnx.merge(graphdef, state)
         return cls(module, config, meta["input_spec"], meta["dataset_statistics"], tokenizer)
@@ -259,20 +266,51 @@ def required_inputs(config: ModelConfig) -> dict[str, set[str]]:
 MODEL_ITEMS = ("params", "config", "dataset_statistics", "input_spec")
 
 
-def model_items(params, config: Mapping[str, Any], dataset_statistics, input_spec) -> dict:
+def model_items(
+    params,
+    config: Mapping[str, Any],
+    dataset_statistics,
+    input_spec,
+    base_params: BaseReference | None = None,
+) -> dict:
     """The orbax items of `MODEL_ITEMS`, which every step directory holds and
     `load_pretrained` reads (training checkpoints add their train state beside them).
 
     `params`: an `nnx.State` of Params or its pure dict; `config`: `ModelConfig.to_dict()`.
+    `base_params`: the parameters to read from a base checkpoint instead (they are left out of
+    the ``params`` item, and the optional `BASE_PARAMS` item records the reference).
     """
     if isinstance(params, nnx.State):
         params = params.to_pure_dict()
+    items = {}
+    if base_params is not None:
+        params = base_params.strip(params)
+        items[BASE_PARAMS] = ocp.args.JsonSave(base_params.to_dict())
     return {
         "params": ocp.args.StandardSave(params),
         "config": ocp.args.JsonSave(dict(config)),
         "dataset_statistics": ocp.args.JsonSave(dataset_statistics),
         "input_spec": ocp.args.JsonSave(input_spec),
+        **items,
     }
+
+
+def _base_reference(manager, checkpoint_dir: str, step: int) -> BaseReference | None:
+    if not os.path.isdir(os.path.join(checkpoint_dir, str(step), BASE_PARAMS)):
+        return None
+    item = manager.restore(step, args=ocp.args.Composite(**{BASE_PARAMS: ocp.args.JsonRestore()}))
+    return BaseReference.from_dict(item[BASE_PARAMS])
+
+
+def _load_base(cls, reference: BaseReference, checkpoint_dir: str) -> OctoModel:
+    try:
+        return cls.load_pretrained(reference.checkpoint_dir, reference.step)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(
+            f"{checkpoint_dir} stores only the parameters that differ from its base checkpoint "
+            f"{reference.checkpoint_dir} (step {reference.step}), which cannot be loaded "
+            f"({error}); put the base back there"
+        ) from error
 
 
 def tokenize_tasks(tasks: Mapping[str, Any], tokenizer: TextTokenizer) -> dict[str, Any]:

@@ -26,6 +26,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from octo_like.model.base_checkpoint import BASE_PARAMS, BaseReference
 from octo_like.model.config import ModelConfig
 from octo_like.model.octo_model import (
     LANGUAGE_ASSETS,
@@ -93,7 +94,7 @@ class Checkpointer:
         )
         # Handlers known up front, so a fresh process (resume) can read item metadata.
         registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
-        for item in ITEMS:
+        for item in (*ITEMS, BASE_PARAMS):  # BASE_PARAMS: optional (see base_checkpoint.py)
             kind = "Standard" if item in (TRAIN_STATE, "params") else "Json"
             registry.add(item, getattr(ocp.args, f"{kind}Save"))
             registry.add(item, getattr(ocp.args, f"{kind}Restore"))
@@ -137,6 +138,7 @@ class Checkpointer:
         model_config: Mapping[str, Any] | ModelConfig,
         dataset_statistics: Mapping[str, Any],
         input_spec: Mapping[str, Any],
+        base_params: BaseReference | None = None,
         force: bool = False,
     ) -> bool:
         """Starts an async save if `should_save(step)` or `force`; returns whether it did.
@@ -144,8 +146,9 @@ class Checkpointer:
         `train_state`: pytree of (possibly sharded) jax arrays; it may be donated as soon as
         this returns (orbax copies device data to host before returning). `params`: the
         model's parameters (pure dict or `nnx.State`), saved again as their own item so the
-        step directory loads with `OctoModel.load_pretrained`. A step that already exists is
-        never overwritten (returns False).
+        step directory loads with `OctoModel.load_pretrained`; with `base_params`, the
+        parameters it references are left out of that item (the train state keeps them all).
+        A step that already exists is never overwritten (returns False).
         """
         if step in self._manager.all_steps():
             self.wait()  # it may be this manager's own save, still in flight
@@ -161,6 +164,7 @@ class Checkpointer:
             self._self_contained(model_config),
             _jsonable(dataset_statistics, "stats"),
             _jsonable(input_spec, "input_spec"),
+            base_params,
         )
         args = ocp.args.Composite(**{TRAIN_STATE: ocp.args.StandardSave(train_state), **items})
         saved = self._manager.save(step, args=args, force=True)

@@ -79,6 +79,35 @@ class HeadConfig:
     readout_tokens: int = 1
 
 
+LORA_TARGETS = ("query", "key", "value", "out", "fc1", "fc2")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoraConfig:
+    """Low-rank adapters on the transformer's dense layers (see `octo_like.model.lora`).
+
+    Each targeted ``Dense(x) = x W + b`` becomes ``x W + b + (alpha / rank) * x A B`` with A
+    float32[d_in, rank] and B float32[rank, d_out] initialized to zero, so an adapted model starts
+    equal to its base. `targets` names the layers: attention ``query``/``key``/``value``/``out``
+    and MLP ``fc1``/``fc2``.
+    """
+
+    rank: int = 8
+    alpha: float = 16.0
+    targets: tuple[str, ...] = LORA_TARGETS
+
+    def __post_init__(self):
+        if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:
+            raise ValueError(f"lora.rank must be an int >= 1, got {self.rank!r}")
+        if not self.alpha > 0:
+            raise ValueError(f"lora.alpha must be > 0, got {self.alpha!r}")
+        if not self.targets:
+            raise ValueError("lora.targets is empty: name at least one of " + str(LORA_TARGETS))
+        for target in self.targets:
+            _check_choice("lora target", target, LORA_TARGETS)
+        object.__setattr__(self, "targets", tuple(self.targets))
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Everything that fixes the network's shapes (with the input spec of an example batch)."""
@@ -97,6 +126,8 @@ class ModelConfig:
     head: HeadConfig = HeadConfig()
     dtype: str = "float32"
     remat: bool = False
+    # Low-rank adapters on the transformer (fine-tuning); None: plain dense layers.
+    lora: LoraConfig | None = None
 
     def __post_init__(self):
         cameras = [t.camera for t in self.image_tokenizers]
@@ -130,6 +161,7 @@ _NESTED = {
     "proprio": ProprioTokenizerConfig,
     "language": LanguageConfig,
     "head": HeadConfig,
+    "lora": LoraConfig,
 }
 
 

@@ -17,6 +17,7 @@ from octo_like.model.block_transformer import BlockTransformer
 from octo_like.model.config import ModelConfig
 from octo_like.model.heads import ACTION_HEADS
 from octo_like.model.language import SmallTextEncoder, T5Encoder, T5EncoderConfig
+from octo_like.model.lora import apply_lora
 from octo_like.model.tokenizers.image import ImageTokenizer
 from octo_like.model.tokenizers.lowdim import ProprioTokenizer
 from octo_like.model.tokens import GroupSpec, TokenGroup, default_rules
@@ -132,6 +133,8 @@ class OctoModule(nnx.Module):
         readout_tokens = config.head.readout_tokens
         self.readout_position = _positional(rngs, (window, readout_tokens, width))
         self.transformer = BlockTransformer(transformer_config, rngs=rngs)
+        if config.lora is not None:  # fine-tuning adapters; base kernels keep their paths
+            apply_lora(self.transformer, config.lora, rngs=rngs)
         head_cls = ACTION_HEADS[config.head.kind]
         self.head = head_cls(
             embedding_dim=width,

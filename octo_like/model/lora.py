@@ -1,0 +1,136 @@
+"""Low-rank adapters (LoRA) on the transformer's dense layers, for parameter-efficient fine-tuning.
+
+A targeted ``nnx.Linear`` (attention ``query``/``key``/``value``/``out``, MLP ``fc1``/``fc2``) is
+replaced by a `LoraLinear` that keeps the SAME ``kernel`` and ``bias`` variables (so their paths,
+e.g. ``transformer/transformer/blocks/0/attention/query/kernel``, still match a pretrained
+checkpoint) and adds two small matrices beside them::
+
+    y = x W + b + (alpha / rank) * (x A) B        A float32[d_in, r], B float32[r, d_out]
+
+``B`` starts at zero, so an adapted model computes exactly what its base computes until the first
+update. The adapters are the parameters ``.../lora_a`` and ``.../lora_b``: `ADAPTER_PATTERN`
+selects them (e.g. to train only them). `merge_lora` folds them back into plain dense layers for
+export.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from octo_like.model.config import LoraConfig
+
+# Regex (re.search on slash-joined parameter paths) of every adapter parameter.
+ADAPTER_PATTERN = r"(^|/)lora_[ab]$"
+# He-uniform-like scale for A: the adapter's first projection keeps the input's variance.
+_A_INIT = nnx.initializers.variance_scaling(1.0, "fan_in", "uniform")
+
+
+class LoraLinear(nnx.Linear):
+    """``nnx.Linear`` plus a zero-initialized low-rank update; see the module docstring.
+
+    Build it with `LoraLinear.wrap(linear, ...)`: the base layer's kernel and bias variables are
+    taken over (not copied), so the parameter tree keeps the base layer's paths.
+    """
+
+    @classmethod
+    def wrap(cls, base: nnx.Linear, rank: int, alpha: float, *, rngs: nnx.Rngs) -> LoraLinear:
+        if type(base) is not nnx.Linear:
+            raise TypeError(f"LoraLinear.wrap expects an nnx.Linear, got {type(base).__name__}")
+        d_in, d_out = base.in_features, base.out_features
+        # Zeros-initialized throwaway kernel (replaced below); a fixed key leaves `rngs` alone.
+        layer = cls(
+            d_in,
+            d_out,
+            use_bias=base.use_bias,
+            dtype=base.dtype,
+            param_dtype=base.param_dtype,
+            precision=base.precision,
+            kernel_init=nnx.initializers.zeros,
+            rngs=nnx.Rngs(0),
+        )
+        layer.kernel = base.kernel
+        layer.bias = base.bias
+        layer.scale = float(alpha) / rank
+        layer.lora_a = nnx.Param(_A_INIT(rngs.params(), (d_in, rank), base.param_dtype))
+        layer.lora_b = nnx.Param(jnp.zeros((rank, d_out), base.param_dtype))
+        return layer
+
+    def __call__(self, inputs: jax.Array, out_sharding=None) -> jax.Array:
+        """inputs float[..., d_in] -> float[..., d_out]."""
+        y = super().__call__(inputs, out_sharding)
+        x, a, b = self.promote_dtype((inputs, self.lora_a[...], self.lora_b[...]), dtype=self.dtype)
+        return y + ((x @ a) @ b * self.scale).astype(y.dtype)
+
+    def merged(self) -> nnx.Linear:
+        """A plain ``nnx.Linear`` computing the same function: kernel ``W + scale * A B``."""
+        layer = nnx.Linear(
+            self.in_features,
+            self.out_features,
+            use_bias=self.use_bias,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            precision=self.precision,
+            kernel_init=nnx.initializers.zeros,
+            rngs=nnx.Rngs(0),
+        )
+        delta = (self.lora_a[...] @ self.lora_b[...]) * self.scale
+        layer.kernel = nnx.Param(self.kernel[...] + delta.astype(self.kernel[...].dtype))
+        layer.bias = self.bias
+        return layer
+
+
+def _targets(transformer: nnx.Module, names: tuple[str, ...]) -> Iterator[tuple[nnx.Module, str]]:
+    """(parent module, attribute name) of every ``nnx.Linear`` attribute named in `names`."""
+    for _, module in nnx.iter_modules(transformer):
+        for name in names:
+            child = getattr(module, name, None)
+            if isinstance(child, nnx.Linear):
+                yield module, name
+
+
+def apply_lora(transformer: nnx.Module, config: LoraConfig, *, rngs: nnx.Rngs) -> int:
+    """Replaces the targeted dense layers of `transformer` in place; returns how many.
+
+    `transformer`: the policy's `BlockTransformer` (the language encoder is not adapted: it is
+    either frozen T5 or a small encoder trained from scratch). Raises ValueError when no layer
+    matches `config.targets`, and TypeError on a layer that is already adapted.
+    """
+    found = list(_targets(transformer, config.targets))
+    if not found:
+        raise ValueError(f"LoRA: no dense layer named any of {config.targets} in the transformer")
+    for parent, name in found:
+        layer = getattr(parent, name)
+        if isinstance(layer, LoraLinear):
+            raise TypeError(f"LoRA: layer {name!r} already has adapters")
+        setattr(parent, name, LoraLinear.wrap(layer, config.rank, config.alpha, rngs=rngs))
+    return len(found)
+
+
+def merge_lora(model):
+    """An `OctoModel` without adapters computing the same function (for export / serving).
+
+    Each `LoraLinear` becomes an ``nnx.Linear`` with kernel ``W + (alpha / rank) A B``; the
+    config's ``lora`` is cleared, so the merged model saves and loads as a plain checkpoint.
+    Returns `model` itself when it has no adapters.
+    """
+    from octo_like.model.octo_model import OctoModel
+
+    if model.config.lora is None:
+        return model
+    graphdef, state = nnx.split(model.module)
+    module = nnx.merge(graphdef, state)  # a copy: the original model is left untouched
+    for _, parent in list(nnx.iter_modules(module)):
+        for name in model.config.lora.targets:
+            layer = getattr(parent, name, None)
+            if isinstance(layer, LoraLinear):
+                setattr(parent, name, layer.merged())
+    config = dataclasses.replace(model.config, lora=None)
+    module.config = config
+    return OctoModel(
+        module, config, model.input_spec, model.dataset_statistics, model.text_tokenizer
+    )

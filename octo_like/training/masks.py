@@ -5,7 +5,8 @@ one) or its pure nested dict (`state.to_pure_dict()`), and returns a tree of the
 (a `State` keeps its `Param` wrappers around the new leaves), so the result can be used directly
 as an optax mask or label tree. Paths look like `transformer/transformer/blocks/0/mlp/fc1/kernel`.
 
-Patterns that select nothing are errors: a typo in a freeze rule must not train everything.
+Patterns that select nothing are errors (`ConfigError`, naming the pattern and example paths):
+a typo in a freeze rule must not silently train everything.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any
 
 import jax
 import numpy as np
+
+from octo_like.config.typed import ConfigError
 
 PyTree = Any
 
@@ -67,10 +70,10 @@ def _compile(patterns: Sequence[str], name: str) -> list[re.Pattern]:
     return compiled
 
 
-def _no_match_error(name: str, pattern: str, paths: Sequence[str], why: str) -> ValueError:
+def _no_match_error(name: str, pattern: str, paths: Sequence[str], why: str) -> ConfigError:
     examples = "\n  ".join(paths[:_EXAMPLES])
     more = f"\n  ... ({len(paths) - _EXAMPLES} more)" if len(paths) > _EXAMPLES else ""
-    return ValueError(
+    return ConfigError(
         f"{name}: pattern {pattern!r} {why} (re.search on slash-joined paths). "
         f"Example parameter paths:\n  {examples}{more}"
     )
@@ -79,7 +82,8 @@ def _no_match_error(name: str, pattern: str, paths: Sequence[str], why: str) -> 
 def regex_mask(tree: PyTree, patterns: Sequence[str], *, name: str) -> PyTree:
     """True where ANY pattern `re.search`-matches the path. Empty `patterns` -> all False.
 
-    Raises ValueError naming `name` and the pattern when a pattern matches no parameter.
+    Raises ConfigError (a ValueError) naming `name`, the pattern and example parameter paths
+    when a pattern matches no parameter.
     """
     compiled = _compile(patterns, name)
     paths, _, treedef = _flatten(tree)
@@ -133,7 +137,7 @@ def lr_multipliers(
 ) -> PyTree:
     """Float per parameter: the multiplier of the FIRST rule (in order) whose regex matches the
     path, 1.0 where none does. A rule matching nothing, or only paths an earlier rule already
-    claimed, has no effect and raises ValueError. Multipliers must be finite and >= 0."""
+    claimed, has no effect and raises ConfigError. Multipliers must be finite and >= 0."""
     items = multiplier_rules(rules)
     compiled = _compile([pattern for pattern, _ in items], "lr_multipliers")
     for pattern, value in items:

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from octo_like.config.typed import ConfigError
 from octo_like.training import masks
 
 SCHEDULES = ("constant", "warmup_cosine", "rsqrt")
@@ -216,7 +217,8 @@ def make_optimizer(
     rules and count parameters; `init`/`update` then take trees with the same paths.
     `total_steps`: training-loop steps, i.e. calls to `update`; with accumulation over k steps the
     schedule runs over `total_steps // k` optimizer updates.
-    Raises ValueError when a frozen / lr-multiplier regex matches nothing or nothing is trainable.
+    Raises ConfigError (a ValueError) when a frozen / lr-multiplier regex matches no parameter
+    (naming the pattern and example paths) or when nothing is left to train.
     """
     updates = optimizer_updates(config, total_steps)
     schedule = make_schedule(config, updates)
@@ -225,7 +227,7 @@ def make_optimizer(
     multipliers = masks.lr_multipliers(params, config.lr_multipliers)
     trainable = jax.tree.map(lambda f: not f, frozen)
     if masks.count_parameters(params, trainable) == 0:
-        raise ValueError(f"frozen patterns {config.frozen} freeze every parameter")
+        raise ConfigError(f"frozen patterns {config.frozen} freeze every parameter")
 
     def labels_of(tree: Any) -> Any:
         mask = masks.regex_mask(tree, config.frozen, name="frozen")

@@ -29,7 +29,7 @@ from octo_like.data.oxe.registry import get_dataset_spec
 from octo_like.data.pipeline import make_pipeline, prepare_dataset
 from octo_like.model.base_checkpoint import BaseReference
 from octo_like.model.octo_model import OctoModel, action_statistics_entry, tokenize_tasks
-from octo_like.training import distributed, metrics, sharding
+from octo_like.training import distributed, masks, metrics, sharding
 from octo_like.training.checkpoint import Checkpointer, check_workdir
 from octo_like.training.config import SYNTHETIC, TrainConfig
 from octo_like.training.optimizer import loop_learning_rate, make_optimizer
@@ -201,6 +201,7 @@ def run(
         optimizer,
         loop_learning_rate(config.optimizer, config.num_steps),
         step_rng,
+        frozen=masks.regex_mask(params, opt_config.frozen, name="frozen"),
     )
     batch_sharding = sharding.batch_sharding(mesh)
     replicated = sharding.replicated(mesh)

@@ -29,10 +29,18 @@ def make_steps(
     optimizer: optax.GradientTransformation,
     learning_rate: Callable[[jax.Array], jax.Array],
     base_rng: jax.Array,
+    frozen: nnx.State | None = None,
 ):
-    """(train_step, eval_step) as pure functions of (state, batch)."""
+    """(train_step, eval_step) as pure functions of (state, batch).
+
+    `frozen`: optional bool tree of the params' structure (True = frozen). Frozen params are
+    wrapped in `stop_gradient`, so XLA skips their weight gradients (a head-only fine-tuning
+    then does no backward pass through a frozen transformer); their gradients read as 0.
+    """
 
     def loss_fn(params, batch, rng, train):
+        if frozen is not None:
+            params = jax.tree.map(lambda p, f: jax.lax.stop_gradient(p) if f else p, params, frozen)
         module = nnx.merge(graphdef, params, rest)
         return module.loss(batch, rng=rng, train=train)
 

@@ -1,0 +1,114 @@
+"""Fine-tuning configurations. The argument is ``MODE,TASK``:
+
+    python finetune.py --config configs/finetune.py:lora,language --workdir runs/ft_lora \
+        --config.pretrained_path=runs/laptop/checkpoints \
+        --config.dataset.name=my_robot --config.dataset.location=/data/my_robot/1.0.0 \
+        --config.model.action_dim=5
+
+MODE: full | head_only | head_mlp_only | lora (what trains: octo_like/training/finetune.py).
+TASK: language (instructions only), goal (goal images only: the language encoder is dropped) or
+multimodal (both, each dropped at random so either alone works at test time).
+
+Model keys left None are the pretrained model's (octo_like/training/finetune_config.py), so by
+default the new model is the pretrained one with the new data's action dim; change cameras with
+``model.image_tokenizers`` (+ ``data.frame.cameras``), add proprio with ``model.proprio``, swap the
+head with ``model.head``. A dataset outside the OXE registry is registered here, without editing
+library code, e.g.::
+
+    c.data.extra_specs = dict(my_robot=dict(
+        image_keys=dict(primary="front", wrist="hand"), proprio_key="joints",
+        action_encoding="custom", action_normalization_mask=(True,) * 4 + (False,),
+        standardize="identity"))
+
+Defaults suit ~50 demonstrations (~5k frames): batch 64 for 5000 steps is ~60 passes over the
+data; trajectories are cached in RAM; checkpoints every 1000 steps.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+MODES = ("full", "head_only", "head_mlp_only", "lora")
+TASKS = ("language", "goal", "multimodal")
+
+
+def get_config(arg: str = "full,language") -> ml_collections.ConfigDict:
+    mode, _, task = arg.partition(",")
+    task = task or "language"
+    if mode not in MODES:
+        raise ValueError(f"unknown fine-tuning mode {mode!r}; use one of {MODES}")
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; use one of {TASKS}")
+    goal = task in ("goal", "multimodal")
+    c = ml_collections.ConfigDict()
+    c.mode = mode
+    c.task = task
+    c.pretrained_path = ""  # required: the pretrained run's checkpoints/ (or its workdir)
+    c.pretrained_step = ml_collections.config_dict.placeholder(int)  # None: the latest
+    # False: the checkpoint stores only parameters that differ from the pretrained one, plus a
+    # reference to it (small; needs the pretrained checkpoint where it is to load).
+    c.save_frozen_params = mode != "lora"
+    c.lora = dict(rank=8, alpha=16.0, targets=("query", "key", "value", "out", "fc1", "fc2"))
+    c.dataset = dict(name="", location="", split="train", weight=1.0)
+
+    c.seed = 0
+    c.num_steps = 5000
+    c.log_every = 50
+    c.eval_every = 1000
+    c.eval_batches = 8
+    c.val_split = "val"
+    c.data = dict(
+        batch_size=64,
+        shuffle_buffer=10_000,
+        balance_by_size=False,
+        normalization="normal",
+        statistics_cache_dir="~/.cache/octo_like/statistics",
+        skip_bad_episodes=False,
+        cache_trajectories=True,  # a few dozen demos fit in RAM
+        extra_specs={},
+        trajectory=dict(
+            window=2,
+            action_horizon=4,
+            goal_relabeling=goal,
+            subsample_length=None,
+            language_only_prob=0.5 if task == "multimodal" else 0.0,
+            goal_only_prob=1.0 if task == "goal" else 0.0,
+        ),
+        frame=dict(
+            # None: the pretrained model's cameras and image sizes (augmenting primary); or e.g.
+            # dict(primary=dict(size=None, augment=dict()), side=dict(size=(128, 128))), where a
+            # size None is the pretrained one.
+            cameras=None,
+            image_dropout_prob=0.0,
+        ),
+        parallelism=dict(read=2, trajectory=2, frame=2, ram_budget_gb=1.0),
+    )
+    c.model = dict(
+        transformer=None,
+        # None: one tokenizer per pretrained camera; or e.g. (dict(camera="primary"),
+        # dict(camera="side")), unset fields taken from the pretrained tokenizers.
+        image_tokenizers=None,
+        proprio=None,  # None: as pretrained; "none": drop it; dict(mode=..., num_features=...)
+        language=dict(encoder="none") if task == "goal" else None,
+        goal_image_cameras=None,
+        action_dim=None,  # the new robot's action dim (None: the pretrained one)
+        head=dict(kind=None, kwargs=None, readout_tokens=None),
+        dtype=None,
+        remat=None,
+    )
+    c.optimizer = dict(
+        learning_rate=1e-3 if mode == "lora" else 3e-4,
+        schedule="warmup_cosine",
+        warmup_steps=250,
+        weight_decay=0.01,
+        clip_gradient_norm=1.0,
+        gradient_accumulation_steps=1,
+        frozen=(),  # extra regexes to freeze, on top of the mode's
+    )
+    c.mesh = dict(data=-1, fsdp=1, fsdp_min_size_mb=4.0)
+    c.distributed = dict(enabled=None)
+    c.checkpoint = dict(save_every=1000, keep_last=2, keep_every=None)
+    c.tensorboard = True
+    c.wandb_project = ""
+    c.lock()
+    return c

@@ -1,0 +1,89 @@
+"""Fine-tuning entry point: the training loop of train.py, started from a pretrained checkpoint.
+
+    python finetune.py --config configs/finetune.py:lora,language --workdir runs/ft_lora \
+        --config.pretrained_path=runs/laptop/checkpoints \
+        --config.dataset.name=my_robot --config.dataset.location=/data/my_robot/1.0.0 \
+        [--config.KEY=VALUE ...] [--overwrite]
+
+Prints which pretrained parameters were reused, newly initialized, dropped or shape-mismatched.
+Rerunning a command on an existing workdir resumes it, as with train.py; the result loads with
+`OctoModel.load_pretrained(WORKDIR/checkpoints)`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def main(
+    config,
+    workdir: str,
+    *,
+    overwrite: bool = False,
+    stop_at_step: int | None = None,
+    echo=None,
+):
+    """Fine-tunes (or resumes); `config` is the locked ConfigDict of configs/finetune.py.
+
+    `echo(text)` receives the parameter reuse table (default: logged). Returns the loop's
+    RunResult and the `ReuseReport` of the pretrained parameters.
+    """
+    import tensorflow as tf
+
+    tf.config.set_visible_devices([], "GPU")  # tf.data only: keep accelerators for JAX
+
+    from octo_like.training import distributed
+    from octo_like.training.finetune import PretrainedInitializer
+    from octo_like.training.finetune_config import parse_finetune_config
+    from octo_like.training.loop import optimizer_config, run
+
+    typed, source = parse_finetune_config(config, workdir)
+    distributed.initialize(typed.distributed)
+    kwargs = {} if echo is None or not distributed.is_main_process() else {"echo": echo}
+    initializer = PretrainedInitializer(
+        source, typed.model, optimizer_config(typed).frozen, **kwargs
+    )
+    result = run(
+        typed,
+        workdir,
+        raw_config=config,
+        overwrite=overwrite,
+        stop_at_step=stop_at_step,
+        init_model=initializer,
+    )
+    return result, initializer.report
+
+
+def _cli():
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file(
+        "config", None, "configs/finetune.py:MODE,TASK", lock_config=True
+    )
+    flags.DEFINE_string("workdir", None, "the run's directory (its identity)")
+    flags.DEFINE_bool("overwrite", False, "move aside a workdir made with another config")
+    flags.DEFINE_integer("stop_at_step", None, "stop early at this step (e.g. before preemption)")
+    flags.mark_flags_as_required(["config", "workdir"])
+
+    def _main(argv):
+        del argv
+        logging.getLogger().setLevel(logging.INFO)
+        result, _ = main(
+            flags.FLAGS.config,
+            flags.FLAGS.workdir,
+            overwrite=flags.FLAGS.overwrite,
+            stop_at_step=flags.FLAGS.stop_at_step,
+            echo=print,
+        )
+        print(f"finished at step {result.final_step}; last metrics: {result.last_metrics}")
+        print(f"checkpoints: {os.path.join(os.path.abspath(flags.FLAGS.workdir), 'checkpoints')}")
+
+    app.run(_main)
+
+
+if __name__ == "__main__":
+    _cli()

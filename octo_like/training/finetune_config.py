@@ -1,0 +1,279 @@
+"""A fine-tuning config (configs/finetune.py) -> the loop's `TrainConfig` + a `FinetuneSource`.
+
+The fine-tuning config holds the keys of a pretraining config, except ``mix`` / ``data_dir``
+(the data is named by ``dataset``), plus::
+
+    pretrained_path, pretrained_step, mode, task, save_frozen_params, lora, dataset
+
+Its ``model`` section is read against the pretrained model's config: a value left None is the
+pretrained model's (``transformer``, ``language``, ``goal_image_cameras``, ``dtype``, ``remat``,
+``proprio``, ``action_dim``), so the new model reuses as much as it can by default. Per entry:
+
+- ``image_tokenizers``: None keeps the pretrained cameras; otherwise a tuple of dicts naming a
+  ``camera`` each, whose missing / None fields come from the pretrained tokenizer of that camera,
+  or for a new camera from the pretrained model's first tokenizer.
+- ``proprio``: None inherits, ``"none"`` removes it, a dict adds / replaces it.
+- ``head``: ``kind`` / ``readout_tokens`` None inherit; ``kwargs`` None inherits the pretrained
+  head's kwargs when the kind is unchanged (``{}`` otherwise).
+- ``window`` and ``action_horizon`` always come from ``data.trajectory``.
+
+``data.frame.cameras`` None means the pretrained model's cameras (augmenting ``primary``); a
+camera whose ``size`` is None gets the image size the pretrained model was built for (an error
+for a camera it never saw).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from difflib import get_close_matches
+from typing import Any
+
+import orbax.checkpoint as ocp
+
+from octo_like.config.typed import ConfigError, build, to_plain
+from octo_like.data.config import DatasetSource
+from octo_like.data.oxe.spec import DatasetSpec
+from octo_like.model.config import LoraConfig, ModelConfig
+from octo_like.model.octo_model import LANGUAGE_ASSETS
+from octo_like.training.config import TrainConfig
+from octo_like.training.finetune import MODES, FinetuneSource
+
+TASKS = ("language", "goal", "multimodal")
+NO_PROPRIO = "none"
+_GENERATED = {"mix", "data_dir", "simulation"}  # set by the parser, not the config
+_INHERITED = ("transformer", "goal_image_cameras", "dtype", "remat", "action_dim")
+
+
+@dataclasses.dataclass(frozen=True)
+class _FinetuneKeys:
+    """The fine-tuning-only keys, validated (typos fail with the closest name)."""
+
+    pretrained_path: str
+    mode: str
+    task: str
+    dataset: DatasetSource
+    pretrained_step: int | None = None
+    save_frozen_params: bool = True
+    lora: LoraConfig = LoraConfig()
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainedInfo:
+    """What the parser reads from the pretrained checkpoint (JSON items only, no weights)."""
+
+    checkpoint_dir: str
+    step: int
+    config: ModelConfig
+    input_spec: dict
+
+
+def read_pretrained(path: str, step: int | None = None) -> PretrainedInfo:
+    """The pretrained model's config and input spec. `path`: a checkpoint directory
+    (``<workdir>/checkpoints``) or a run's workdir holding one; step None: the latest."""
+    if not path:
+        raise ConfigError("pretrained_path is empty: set --config.pretrained_path=CHECKPOINT_DIR")
+    path = os.path.abspath(os.path.expanduser(path))
+    nested = os.path.join(path, "checkpoints")
+    if not _steps(path) and _steps(nested):
+        path = nested
+    steps = _steps(path)
+    if not steps:
+        raise ConfigError(
+            f"pretrained_path {path!r} is not a checkpoint directory (no complete <step>/ "
+            "directory with a model config); pass e.g. runs/laptop/checkpoints"
+        )
+    step = steps[-1] if step is None else step
+    if step not in steps:
+        raise ConfigError(f"pretrained_step {step} not in {path} (steps: {steps})")
+    options = ocp.CheckpointManagerOptions(read_only=True, create=False)
+    with ocp.CheckpointManager(path, options=options) as manager:
+        items = manager.restore(
+            step,
+            args=ocp.args.Composite(
+                config=ocp.args.JsonRestore(), input_spec=ocp.args.JsonRestore()
+            ),
+        )
+    config = ModelConfig.from_dict(items["config"])
+    if config.language.encoder != "none" and config.language.checkpoint_dir == LANGUAGE_ASSETS:
+        language = dataclasses.replace(
+            config.language, checkpoint_dir=os.path.join(path, LANGUAGE_ASSETS)
+        )
+        config = dataclasses.replace(config, language=language)
+    return PretrainedInfo(path, step, config, items["input_spec"])
+
+
+def _steps(path: str) -> list[int]:
+    if not os.path.isdir(path):
+        return []
+    return sorted(
+        int(name)
+        for name in os.listdir(path)
+        if name.isdigit() and os.path.isdir(os.path.join(path, name, "config"))
+    )
+
+
+def parse_finetune_config(config: Any, workdir: str) -> tuple[TrainConfig, FinetuneSource]:
+    """Locked ConfigDict (or mapping) -> (TrainConfig for the loop, FinetuneSource)."""
+    del workdir  # the data is named explicitly; nothing is generated into the workdir
+    raw = to_plain(config)
+    own_keys = [f.name for f in dataclasses.fields(_FinetuneKeys)]
+    valid = set(own_keys) | {f.name for f in dataclasses.fields(TrainConfig)} - _GENERATED
+    unknown = sorted(set(raw) - valid)
+    if unknown:
+        described = [
+            f"{key!r}"
+            + "".join(f" (did you mean {c!r}?)" for c in get_close_matches(key, valid, 1))
+            for key in unknown
+        ]
+        raise ConfigError(f"config: unknown key(s) {', '.join(described)}")
+    own = {k: raw.pop(k) for k in own_keys if k in raw}
+    keys = build(_FinetuneKeys, own, "config")
+    if keys.mode not in MODES:
+        raise ConfigError(f"config.mode: unknown mode {keys.mode!r}; choose from {MODES}")
+    if keys.task not in TASKS:
+        raise ConfigError(f"config.task: unknown task {keys.task!r}; choose from {TASKS}")
+    if not keys.dataset.name or not keys.dataset.location:
+        raise ConfigError(
+            "config.dataset needs a name (a registry entry or a data.extra_specs key) and a "
+            "location (a TFDS directory): --config.dataset.name=... --config.dataset.location=..."
+        )
+    pretrained = read_pretrained(keys.pretrained_path, keys.pretrained_step)
+
+    model = resolve_model(raw.get("model", {}), pretrained.config)
+    data = dict(raw.get("data", {}))
+    data["datasets"] = [dataclasses.asdict(keys.dataset)]
+    data["extra_specs"] = _extra_specs(data.get("extra_specs") or {})
+    data["frame"] = _frame_with_sizes(data.get("frame", {}), pretrained)
+    trajectory = data.get("trajectory", {})
+    model["window"] = trajectory.get("window", model["window"])
+    model["action_horizon"] = trajectory.get("action_horizon", model["action_horizon"])
+    model["lora"] = dataclasses.asdict(keys.lora) if keys.mode == "lora" else None
+    raw.update(data=data, model=model, mix="finetune", data_dir="")
+    typed = build(TrainConfig, raw, "config")
+    _check_task(keys.task, typed)
+    source = FinetuneSource(
+        pretrained_path=pretrained.checkpoint_dir,
+        pretrained_step=pretrained.step,
+        mode=keys.mode,
+        task=keys.task,
+        save_frozen_params=keys.save_frozen_params,
+    )
+    return typed, source
+
+
+def resolve_model(overrides: Mapping[str, Any], pretrained: ModelConfig) -> dict[str, Any]:
+    """The fine-tuning model config as a dict: `pretrained` with the set `overrides` applied
+    (see the module docstring for what None means per key)."""
+    base = pretrained.to_dict()
+    known = set(base) - {"window", "action_horizon", "lora"}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ConfigError(f"config.model: unknown key(s) {unknown}; valid: {sorted(known)}")
+    model = dict(base)
+    for key in _INHERITED:
+        if overrides.get(key) is not None:
+            model[key] = overrides[key]
+    language = overrides.get("language")
+    if language is not None:
+        language = dict(language)
+        if language.get("encoder", "t5") != "none" and not language.get("checkpoint_dir"):
+            language["checkpoint_dir"] = base["language"]["checkpoint_dir"]
+        model["language"] = language
+    proprio = overrides.get("proprio")
+    if proprio == NO_PROPRIO:
+        model["proprio"] = None
+    elif proprio is not None:
+        model["proprio"] = proprio
+    tokenizers = overrides.get("image_tokenizers")
+    if tokenizers is not None:
+        model["image_tokenizers"] = [_tokenizer(t, base["image_tokenizers"]) for t in tokenizers]
+    head = overrides.get("head")
+    if head is not None:
+        model["head"] = _head(head, base["head"])
+    return model
+
+
+def _tokenizer(entry: Mapping[str, Any], pretrained: list[dict]) -> dict[str, Any]:
+    entry = dict(entry)
+    if not entry.get("camera"):
+        raise ConfigError(f"config.model.image_tokenizers: entry {entry} names no camera")
+    same = [t for t in pretrained if t["camera"] == entry["camera"]]
+    template = same[0] if same else (pretrained[0] if pretrained else {})
+    merged = {k: v for k, v in template.items() if k != "camera"}
+    merged.update({k: v for k, v in entry.items() if v is not None})
+    return merged
+
+
+def _head(head: Mapping[str, Any], pretrained: dict) -> dict[str, Any]:
+    head = dict(head)
+    kind = head.get("kind") or pretrained["kind"]
+    kwargs = head.get("kwargs")
+    if kwargs is None:
+        kwargs = pretrained["kwargs"] if kind == pretrained["kind"] else {}
+    readout = head.get("readout_tokens")
+    unknown = sorted(set(head) - {"kind", "kwargs", "readout_tokens"})
+    if unknown:
+        raise ConfigError(f"config.model.head: unknown key(s) {unknown}")
+    return {
+        "kind": kind,
+        "kwargs": dict(kwargs),
+        "readout_tokens": pretrained["readout_tokens"] if readout is None else readout,
+    }
+
+
+def _extra_specs(specs: Mapping[str, Any]) -> dict[str, Any]:
+    """`data.extra_specs` entries may omit ``name`` (the key); checked here, early."""
+    out = {}
+    for name, spec in specs.items():
+        spec = {"name": name, **dict(spec)}
+        try:
+            DatasetSpec.from_dict(spec)
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"config.data.extra_specs.{name}: {error}") from error
+        out[name] = spec
+    return out
+
+
+def _frame_with_sizes(frame: Mapping[str, Any], pretrained: PretrainedInfo) -> dict[str, Any]:
+    """Cameras None: the pretrained model's, augmenting ``primary`` only; a size None: the
+    pretrained model's image size for that camera."""
+    frame = dict(frame)
+    observation = pretrained.input_spec.get("observation", {})
+    given = frame.get("cameras")
+    if given is None:
+        given = {
+            camera: {"size": None, "augment": {} if camera == "primary" else None}
+            for camera in pretrained.config.cameras
+        }
+    cameras = {}
+    for camera, transform in given.items():
+        transform = dict(transform)
+        if transform.get("size") is None:
+            entry = observation.get(f"image_{camera}")
+            if entry is None:
+                raise ConfigError(
+                    f"config.data.frame.cameras.{camera}.size is None, but the pretrained model "
+                    f"has no camera {camera!r} to take it from: set it, e.g. (128, 128)"
+                )
+            transform["size"] = list(entry["shape"][-3:-1])
+        cameras[camera] = transform
+    if cameras:
+        frame["cameras"] = cameras
+    return frame
+
+
+def _check_task(task: str, config: TrainConfig) -> None:
+    model, trajectory = config.model, config.data.trajectory
+    if task in ("language", "multimodal") and model.language.encoder == "none":
+        raise ConfigError(
+            f"task {task!r} needs a language encoder, but model.language.encoder is 'none'"
+        )
+    if task in ("goal", "multimodal"):
+        fused = any(t.goal_fusion for t in model.image_tokenizers) or model.goal_image_cameras
+        if not (trajectory.goal_relabeling and fused):
+            raise ConfigError(
+                f"task {task!r} needs goal images: data.trajectory.goal_relabeling=True and a "
+                "camera with goal_fusion (or model.goal_image_cameras)"
+            )

@@ -117,9 +117,11 @@ def time_mode(size: str, mode: str, pretrained_dir: str, config, batch: dict, ar
         else masks.regex_mask(params, optimizer_config.frozen, name="frozen"),
     )
     step = jax.jit(train_step, donate_argnums=0)
+    # Committed to one device like the step's outputs, so the second call does not recompile.
+    state = jax.device_put(state, jax.devices()[0])
     task = tokenize_tasks(batch["task"], model.text_tokenizer)
     task.pop("language_instruction")  # strings stay on the host, as in the loop
-    device_batch = {**batch, "task": task}
+    device_batch = jax.device_put({**batch, "task": task}, jax.devices()[0])
     start = time.perf_counter()
     state, metrics = step(state, device_batch)
     jax.block_until_ready(metrics)

@@ -166,8 +166,17 @@ class OctoModel:
         if entry is None:
             return actions
         stats = ArrayStatistics.from_dict(entry["statistics"]["action"])
+        if actions.shape[-1] < stats.dim:
+            raise ValueError(
+                f"the model predicts {actions.shape[-1]} action dims but the statistics have "
+                f"{stats.dim}: they belong to another robot"
+            )
+        # Dims past the dataset's are padding (max_action_dim): return the robot's dims only.
         return unnormalize_np(
-            actions, stats, entry["normalization"], entry["action_normalization_mask"]
+            actions[..., : stats.dim],
+            stats,
+            entry["normalization"],
+            entry["action_normalization_mask"],
         ).astype(np.float32)
 
     def _statistics_entry(self, given):

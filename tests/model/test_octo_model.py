@@ -114,6 +114,23 @@ def test_sample_actions_shapes_and_unnormalization(model):
     np.testing.assert_array_equal(raw, again)
 
 
+def test_padded_action_dims_are_dropped_in_robot_units(model):
+    """A model padded to max_action_dim returns only the dataset's dims, unnormalized."""
+    batch = make_batch(np.random.default_rng(1))
+    tasks = model.create_tasks(texts=["open the drawer", "close it"])
+    raw = model.sample_actions(batch["observation"], tasks, jax.random.key(0), {})
+    five = statistics_entry()
+    action = five["statistics"]["action"]
+    five["statistics"]["action"] = {
+        k: v[:5] if isinstance(v, list) and len(v) == A else v for k, v in action.items()
+    }
+    five["action_normalization_mask"] = [True] * 4 + [False]
+    actions = model.sample_actions(batch["observation"], tasks, jax.random.key(0), five)
+    assert actions.shape == (B, H, 5)
+    np.testing.assert_allclose(actions[..., :4], raw[..., :4] * 2 + 1, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(actions[..., 4], raw[..., 4])
+
+
 def test_create_tasks_masks_missing_modalities(model):
     tasks = model.create_tasks(texts=["pick", ""])
     assert tasks["pad_mask_dict"]["language_instruction"].tolist() == [True, False]

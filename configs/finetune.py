@@ -28,6 +28,10 @@ from __future__ import annotations
 
 import ml_collections
 
+# Typed "unset" values: None here means "as pretrained", and the command line can still set them
+# (--config.model.action_dim=5); a bare None field would refuse any override.
+placeholder = ml_collections.config_dict.placeholder
+
 MODES = ("full", "head_only", "head_mlp_only", "lora")
 TASKS = ("language", "goal", "multimodal")
 
@@ -84,17 +88,17 @@ def get_config(arg: str = "full,language") -> ml_collections.ConfigDict:
         parallelism=dict(read=2, trajectory=2, frame=2, ram_budget_gb=1.0),
     )
     c.model = dict(
-        transformer=None,
+        transformer=placeholder(str),
         # None: one tokenizer per pretrained camera; or e.g. (dict(camera="primary"),
         # dict(camera="side")), unset fields taken from the pretrained tokenizers.
         image_tokenizers=None,
         proprio=None,  # None: as pretrained; "none": drop it; dict(mode=..., num_features=...)
         language=dict(encoder="none") if task == "goal" else None,
-        goal_image_cameras=None,
-        action_dim=None,  # the new robot's action dim (None: the pretrained one)
-        head=dict(kind=None, kwargs=None, readout_tokens=None),
-        dtype=None,
-        remat=None,
+        goal_image_cameras=placeholder(tuple),
+        action_dim=placeholder(int),  # the new robot's action dim (None: the pretrained one)
+        head=dict(kind=placeholder(str), kwargs=None, readout_tokens=placeholder(int)),
+        dtype=placeholder(str),
+        remat=placeholder(bool),
     )
     c.optimizer = dict(
         learning_rate=1e-3 if mode == "lora" else 3e-4,

@@ -20,6 +20,9 @@ class Agent(Protocol):
     name: str
     needs_expert: bool  # workers attach info["expert_action"] each step
 
+    def prepare(self, num_slots: int) -> None:
+        """Called once before the first episode with the number of parallel environments."""
+
     def reset(self, slot: int, task: str, instruction: str) -> None:
         """A new episode starts in environment slot `slot`."""
 
@@ -37,6 +40,9 @@ class ExpertAgent:
 
     name = "expert"
     needs_expert = True
+
+    def prepare(self, num_slots: int) -> None:
+        pass
 
     def reset(self, slot: int, task: str, instruction: str) -> None:
         pass
@@ -57,6 +63,9 @@ class RandomAgent:
     def __init__(self, variant: EmbodimentVariant, seed: int = 0):
         self._variant = variant
         self._rng = np.random.default_rng(seed)
+
+    def prepare(self, num_slots: int) -> None:
+        pass
 
     def reset(self, slot: int, task: str, instruction: str) -> None:
         pass
@@ -90,8 +99,14 @@ class PolicyAgent:
             policy.ensemble_decay,
         )  # fmt: skip
         self._slots: dict[int, dict[str, Any]] = {}
+        self._batch = 1
         # The simulator may render cameras the model does not read (e.g. a wrist camera).
         self._keys = {f"image_{camera}" for camera in policy.config.cameras} | {"proprio"}
+
+    def prepare(self, num_slots: int) -> None:
+        """Compiles the model for the evaluation's batch size before the clock starts."""
+        self._batch = max(self._batch, num_slots)
+        self._policy.warmup(self._batch)
 
     def reset(self, slot: int, task: str, instruction: str) -> None:
         self._slots[slot] = {
@@ -109,9 +124,13 @@ class PolicyAgent:
         ]
         needing = [i for i, s in enumerate(slots) if self._slots[s]["executor"].needs_chunk()]
         if needing:
-            batch = stack_windows([windows[i] for i in needing])
-            texts = [self._slots[slots[i]]["instruction"] for i in needing]
-            chunks = self._policy.predict_chunks(batch, texts)
+            # Pad to the most slots seen so the model compiles for one batch size, not for
+            # every count of environments that happen to need a chunk at the same step.
+            self._batch = max(self._batch, len(slots))
+            rows = needing + [needing[-1]] * (self._batch - len(needing))
+            batch = stack_windows([windows[i] for i in rows])
+            texts = [self._slots[slots[i]]["instruction"] for i in rows]
+            chunks = self._policy.predict_chunks(batch, texts)[: len(needing)]
             for i, chunk in zip(needing, chunks, strict=True):
                 self._slots[slots[i]]["executor"].set_chunk(chunk)
         return [self._slots[s]["executor"].next_action() for s in slots]

@@ -68,6 +68,7 @@ def evaluate(
     pending = iter(jobs)
     results: list[EpisodeResult] = []
     workers = min(config.workers, len(jobs))
+    agent.prepare(workers)
     slots: dict[int, dict[str, Any]] = {}  # worker -> running episode
     bar = tqdm(total=len(jobs), desc=f"evaluating {agent.name}", disable=not progress)
     start, env_steps = time.perf_counter(), 0

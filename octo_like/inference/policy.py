@@ -226,12 +226,14 @@ class Policy:
         return self._session.step(frame)
 
     # ------------------------------------------------------------------ reporting
-    def warmup(self) -> float:
-        """Runs the batch-1 `predict_chunks` path on zero inputs, so everything it compiles
+    def warmup(self, batch: int = 1) -> float:
+        """Runs the `predict_chunks` path at `batch` on zero inputs, so everything it compiles
         (the network, the noise key derivation) is compiled before the first real call; returns
         (and keeps) its wall time in ms. Not counted in `latency_ms`, draws no call's noise."""
         start = time.perf_counter()
-        self._predict(self.example_observation(batch=1), self.create_tasks([""]), count=False)
+        self._predict(
+            self.example_observation(batch=batch), self.create_tasks([""] * batch), count=False
+        )
         self.warmup_ms = (time.perf_counter() - start) * 1e3
         return self.warmup_ms
 

@@ -468,3 +468,24 @@ def test_finetune_in_every_mode_to_a_new_robot_then_load_in_a_fresh_process(pret
         directory_size(os.path.join(step("lora"), "params"))
         < directory_size(os.path.join(step("full"), "params")) / 2
     )
+
+
+def test_command_line_sets_the_unset_model_overrides(tmp_path):
+    """Fields left unset ("as pretrained") are typed placeholders, so flags can set them: the
+    run gets past flag parsing and stops at the first config check (no dataset given)."""
+    repo = pathlib.Path(finetune_configs.__file__).resolve().parents[1]
+    missing = tmp_path / "no_such_checkpoint"
+    result = subprocess.run(
+        [
+            sys.executable, str(repo / "finetune.py"), "--config",
+            f"{repo}/configs/finetune.py:lora,language", f"--workdir={tmp_path / 'run'}",
+            f"--config.pretrained_path={missing}", "--config.model.action_dim=5",
+            "--config.model.head.kind=l1", "--config.model.transformer=tiny",
+            "--config.model.remat=True", "--config.model.head.readout_tokens=2",
+        ],
+        capture_output=True, text=True, timeout=300, cwd=repo,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "Flags parsing error" not in result.stderr
+    assert "--config.dataset.name=" in result.stderr.splitlines()[-1]
+    assert finetune_configs.get_config("full,goal").model.action_dim is None

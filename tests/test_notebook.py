@@ -19,10 +19,8 @@ import re
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
-from flax import nnx
 from PIL import Image
 
 from octo_like.data.config import DataConfig, DatasetSource, FrameTransformConfig
@@ -37,11 +35,9 @@ from octo_like.model.config import (
     ModelConfig,
     ProprioTokenizerConfig,
 )
-from octo_like.model.input_spec import spec_from_batch
-from octo_like.model.language import TextTokenizer
 from octo_like.model.language.testing import write_tiny_t5_checkpoint
-from octo_like.model.octo_model import OctoModel, action_statistics_entry, tokenize_tasks
-from octo_like.model.octo_module import OctoModule
+from octo_like.model.octo_model import OctoModel, action_statistics_entry
+from octo_like.model.testing import host_initialized_model
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "scripts" / "inference_notebook.ipynb"
@@ -122,26 +118,7 @@ def _example_batch() -> dict:
 
 def _tiny_model(config: ModelConfig, statistics: dict[str, dict]) -> OctoModel:
     """Small random weights drawn on the host (no per-initializer compilation)."""
-    tokenizer = TextTokenizer.from_directory(
-        config.language.checkpoint_dir, config.language.max_length
-    )
-    batch = _example_batch()
-    batch["task"] = tokenize_tasks(batch["task"], tokenizer)
-    spec = spec_from_batch(batch)
-    abstract = nnx.eval_shape(
-        lambda: OctoModule(config, spec, tokenizer.vocab_size, rngs=nnx.Rngs(0))
-    )
-    graphdef, state = nnx.split(abstract)
-    rng = np.random.default_rng(0)
-
-    def draw(path, leaf):
-        if str(path[-1]).endswith("'scale']"):
-            return np.ones(leaf.shape, leaf.dtype)
-        return (0.05 * rng.normal(size=leaf.shape)).astype(leaf.dtype)
-
-    params = nnx.state(abstract, nnx.Param).to_pure_dict()
-    nnx.replace_by_pure_dict(state, jax.tree_util.tree_map_with_path(draw, params))
-    return OctoModel(nnx.merge(graphdef, state), config, spec, statistics, tokenizer)
+    return host_initialized_model(config, _example_batch(), statistics)
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,11 @@ the padding and unpadding paths.
 
 from __future__ import annotations
 
-import jax
 import numpy as np
 import pytest
-from flax import nnx
 
 from octo_like.data.statistics import ArrayStatistics
+from octo_like.model import testing
 from octo_like.model.config import (
     HeadConfig,
     ImageTokenizerConfig,
@@ -20,11 +19,8 @@ from octo_like.model.config import (
     ModelConfig,
     ProprioTokenizerConfig,
 )
-from octo_like.model.input_spec import spec_from_batch
-from octo_like.model.language import TextTokenizer
 from octo_like.model.language.testing import write_tiny_t5_checkpoint
-from octo_like.model.octo_model import OctoModel, action_statistics_entry, tokenize_tasks
-from octo_like.model.octo_module import OctoModule
+from octo_like.model.octo_model import OctoModel, action_statistics_entry
 
 WINDOW, HORIZON = 2, 4
 ROBOT_P, MODEL_P = 5, 6
@@ -96,32 +92,8 @@ def tiny_config(language_dir: str) -> ModelConfig:
 
 
 def host_initialized_model(config: ModelConfig) -> OctoModel:
-    """The model with small random weights drawn on the host (norm scales 1).
-
-    `OctoModel.from_config` compiles each of ~100 initializers eagerly (10-20 s on a shared
-    2-core machine); the inference tests need a valid checkpoint, not a principled init.
-    """
-    tokenizer = TextTokenizer.from_directory(
-        config.language.checkpoint_dir, config.language.max_length
-    )
-    batch = example_batch()
-    batch["task"] = tokenize_tasks(batch["task"], tokenizer)
-    spec = spec_from_batch(batch)
-    abstract = nnx.eval_shape(
-        lambda: OctoModule(config, spec, tokenizer.vocab_size, rngs=nnx.Rngs(0))
-    )
-    graphdef, state = nnx.split(abstract)
-    rng = np.random.default_rng(0)
-
-    def draw(path, leaf):
-        if str(path[-1]).endswith("'scale']"):
-            return np.ones(leaf.shape, leaf.dtype)
-        return (0.05 * rng.normal(size=leaf.shape)).astype(leaf.dtype)
-
-    params = nnx.state(abstract, nnx.Param).to_pure_dict()
-    nnx.replace_by_pure_dict(state, jax.tree_util.tree_map_with_path(draw, params))
-    module = nnx.merge(graphdef, state)
-    return OctoModel(module, config, spec, {"fake_robot": dataset_entry()}, tokenizer)
+    """The tiny model with small random weights drawn on the host (see model/testing.py)."""
+    return testing.host_initialized_model(config, example_batch(), {"fake_robot": dataset_entry()})
 
 
 @pytest.fixture(scope="session")

@@ -22,10 +22,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 def parse_args(argv=None) -> argparse.Namespace:
     from octo_like.envs.tasks import DEFAULT_TASKS
+    from octo_like.inference.cli import add_policy_arguments
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", required=True, help="checkpoint dir, 'expert' or 'random'")
-    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default latest)")
     parser.add_argument("--tasks", default=",".join(DEFAULT_TASKS))
     parser.add_argument("--episodes", type=int, default=10, help="episodes per task")
     parser.add_argument("--workers", type=int, default=2)
@@ -36,23 +36,16 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="embodiment (default: from the checkpoint's dataset, else 'default')",
     )
     parser.add_argument(
-        "--dataset_name",
-        default=None,
-        help="whose statistics map actions to robot units (multi-dataset models)",
-    )
-    parser.add_argument(
         "--image_size", type=int, default=None, help="render size (default: variant's)"
     )
     parser.add_argument("--max_steps", type=int, default=150)
-    parser.add_argument("--execution", default="receding", choices=("receding", "ensemble"))
-    parser.add_argument("--exec_horizon", type=int, default=None)
-    parser.add_argument("--ensemble_decay", type=float, default=0.0)
     parser.add_argument("--video_dir", default=None)
     parser.add_argument("--video_episodes", type=int, default=2, help="videos per task")
     parser.add_argument("--video_format", default="mp4", choices=("mp4", "gif"))
     parser.add_argument("--chart", default=None, help="PNG path for a success-per-task bar chart")
     parser.add_argument("--gl", default=None, choices=("egl", "osmesa"), help="MuJoCo GL backend")
     parser.add_argument("--no_progress", action="store_true")
+    add_policy_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -66,17 +59,9 @@ def make_agent(args):
     if args.checkpoint == "random":
         variant = args.variant or "default"
         return RandomAgent(get_variant(variant), seed=args.seed), variant
-    from octo_like.inference import Policy
+    from octo_like.inference.cli import policy_from_args
 
-    policy = Policy.from_checkpoint(
-        args.checkpoint,
-        step=args.step,
-        dataset_name=args.dataset_name,
-        execution=args.execution,
-        exec_horizon=args.exec_horizon,
-        ensemble_decay=args.ensemble_decay,
-        seed=args.seed,
-    )
+    policy = policy_from_args(args)
     variant = args.variant
     if variant is None:
         inferred = variant_of_dataset(policy.dataset_name or "")

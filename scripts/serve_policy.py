@@ -17,31 +17,21 @@ import logging
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    from octo_like.inference.cli import add_policy_arguments
+
     parser.add_argument("--checkpoint", required=True, help="directory holding <step>/ dirs")
-    parser.add_argument("--step", type=int, default=None, help="default: the latest")
     parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve other machines")
     parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
-    parser.add_argument("--dataset_name", default=None, help="whose statistics (several: required)")
-    parser.add_argument("--execution", choices=("receding", "ensemble"), default="receding")
-    parser.add_argument("--exec_horizon", type=int, default=None, help="receding: default H")
-    parser.add_argument("--ensemble_decay", type=float, default=0.0)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seeds the diffusion noise")
+    add_policy_arguments(parser)
     return parser.parse_args(argv)
 
 
 def build_server(args: argparse.Namespace):
-    from octo_like.inference.policy import Policy
+    from octo_like.inference.cli import policy_from_args
     from octo_like.inference.server import PolicyServer
 
-    policy = Policy.from_checkpoint(
-        args.checkpoint,
-        step=args.step,
-        dataset_name=args.dataset_name,
-        execution=args.execution,
-        exec_horizon=args.exec_horizon,
-        ensemble_decay=args.ensemble_decay,
-        seed=args.seed,
-    )
+    policy = policy_from_args(args)
     logging.info("loaded and compiled in %.0f ms: %s", policy.warmup_ms, policy.metadata())
     return PolicyServer(policy, args.host, args.port)
 

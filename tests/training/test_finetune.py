@@ -462,8 +462,10 @@ def test_finetune_in_every_mode_to_a_new_robot_then_load_in_a_fresh_process(pret
 
     step = lambda mode: os.path.join(checkpoints[mode], "2")
     assert os.path.isdir(os.path.join(step("lora"), "base_params"))
-    assert directory_size(step("lora")) < directory_size(step("full")) / 2
-    # Its params item holds adapters and new weights only (here mostly the new camera's).
+    # Smaller as a whole (the resume state still holds every weight, so not by a fixed ratio)...
+    assert directory_size(step("lora")) < directory_size(step("full"))
+    # ...and its params item, what load_pretrained reads, holds adapters and new weights only
+    # (here mostly the new camera's).
     assert (
         directory_size(os.path.join(step("lora"), "params"))
         < directory_size(os.path.join(step("full"), "params")) / 2

@@ -33,7 +33,6 @@ from typing import Any
 import jax
 import numpy as np
 
-from octo_like.data.normalize import unnormalize_np
 from octo_like.data.schema import IMAGE_PREFIX, PAD_MASK_DICT, PROPRIO, TIMESTEP_PAD_MASK
 from octo_like.data.statistics import ArrayStatistics
 from octo_like.inference.execution import make_executor
@@ -95,6 +94,7 @@ class Policy:
         self.model = model
         self.config = model.config
         self.dataset_name, entry = _select_statistics(model.dataset_statistics, dataset_name)
+        self._statistics = entry
         self._action_stats, self._proprio_stats, self._normalization = _unpack(entry, model)
         self.execution = execution
         self.exec_horizon = exec_horizon
@@ -173,11 +173,12 @@ class Policy:
         with self._lock:  # one model call at a time: one accelerator, ordered rng streams
             rng = jax.random.fold_in(self._rng, self._calls)
             self._calls += int(count)  # the warm-up does not use up call 0's noise
-            raw = self.model.sample_actions(network_obs, tasks, rng, unnormalization_statistics={})
-        if self._action_stats is None:
-            return raw.astype(np.float32)
-        stats, kind, mask = self._action_stats
-        return unnormalize_np(raw[..., : stats.dim], stats, kind, mask).astype(np.float32)
+            # The model maps chunks to robot units (dropping padded dims); with no statistics
+            # ({}) they stay normalized.
+            actions = self.model.sample_actions(
+                network_obs, tasks, rng, unnormalization_statistics=self._statistics or {}
+            )
+        return actions.astype(np.float32)
 
     def _batched_tasks(self, tasks, batch: int) -> dict[str, Any]:
         if isinstance(tasks, str):

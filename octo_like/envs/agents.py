@@ -80,7 +80,7 @@ class RandomAgent:
 class PolicyAgent:
     """A `octo_like.inference.Policy` driving several environments at once.
 
-    Each slot keeps its own observation history (the model's window, with
+    Each slot has its own `PolicySession`: observation history (the model's window, with
     ``timestep_pad_mask`` False before the episode start) and chunk executor (receding horizon or
     temporal ensembling, as configured on the policy); slots whose executor needs a chunk are
     batched into one `predict_chunks` call.
@@ -89,16 +89,9 @@ class PolicyAgent:
     needs_expert = False
 
     def __init__(self, policy: Any, name: str = "policy"):
-        from octo_like.inference import ObservationHistory, make_executor
-
         self.name = name
         self._policy = policy
-        self._make_history = lambda: ObservationHistory(policy.config.window)
-        self._make_executor = lambda: make_executor(
-            policy.execution, policy.config.action_horizon, policy.exec_horizon,
-            policy.ensemble_decay,
-        )  # fmt: skip
-        self._slots: dict[int, dict[str, Any]] = {}
+        self._slots: dict[int, dict[str, Any]] = {}  # slot -> {"session", "instruction"}
         self._batch = 1
         # The simulator may render cameras the model does not read (e.g. a wrist camera).
         self._keys = {f"image_{camera}" for camera in policy.config.cameras} | {"proprio"}
@@ -109,20 +102,19 @@ class PolicyAgent:
         self._policy.warmup(self._batch)
 
     def reset(self, slot: int, task: str, instruction: str) -> None:
-        self._slots[slot] = {
-            "history": self._make_history(),
-            "executor": self._make_executor(),
-            "instruction": instruction,
-        }
+        # A fresh session: the policy's own history + executor for this robot; the task is
+        # batched across slots below, so only the instruction is kept.
+        self._slots[slot] = {"session": self._policy.new_session(), "instruction": instruction}
 
     def act(self, slots, observations, infos) -> list[np.ndarray]:
         from octo_like.inference import stack_windows
 
         windows = [
-            self._slots[s]["history"].push({k: v for k, v in o.items() if k in self._keys})
+            self._slots[s]["session"].history.push({k: v for k, v in o.items() if k in self._keys})
             for s, o in zip(slots, observations, strict=True)
         ]
-        needing = [i for i, s in enumerate(slots) if self._slots[s]["executor"].needs_chunk()]
+        executors = [self._slots[s]["session"].executor for s in slots]
+        needing = [i for i, executor in enumerate(executors) if executor.needs_chunk()]
         if needing:
             # Pad to the most slots seen so the model compiles for one batch size, not for
             # every count of environments that happen to need a chunk at the same step.
@@ -132,8 +124,8 @@ class PolicyAgent:
             texts = [self._slots[slots[i]]["instruction"] for i in rows]
             chunks = self._policy.predict_chunks(batch, texts)[: len(needing)]
             for i, chunk in zip(needing, chunks, strict=True):
-                self._slots[slots[i]]["executor"].set_chunk(chunk)
-        return [self._slots[s]["executor"].next_action() for s in slots]
+                executors[i].set_chunk(chunk)
+        return [executor.next_action() for executor in executors]
 
     def latency_ms(self) -> dict[str, float]:
         return self._policy.latency_ms()

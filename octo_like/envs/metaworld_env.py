@@ -118,9 +118,6 @@ class MetaWorldEnv(gym.Env):
             action[:3] += self._rng.normal(0.0, self.expert_noise, 3)
         return self.variant.from_env_action(np.clip(action, -1.0, 1.0))
 
-    def random_action(self) -> np.ndarray:
-        return self.variant.from_env_action(self._rng.uniform(-1.0, 1.0, 4))
-
     # ------------------------------------------------------------------ internals
     def _render(self, camera: str) -> np.ndarray:
         self._renderer.update_scene(self._env.data, camera=camera)

@@ -222,6 +222,11 @@ def collect_demonstrations(
     return report
 
 
+def cache_root(cache_dir: str, config: CollectionConfig) -> str:
+    """Where `ensure_demonstrations` keeps `config`'s dataset: a TFDS data root per config."""
+    return os.path.join(os.path.expanduser(cache_dir), config.fingerprint())
+
+
 def ensure_demonstrations(
     cache_dir: str, config: CollectionConfig, *, workers: int = 2, progress: bool = True
 ) -> str:
@@ -229,7 +234,7 @@ def ensure_demonstrations(
 
     Returns the TFDS data root holding ``metaworld_<variant>`` (pass it as a DatasetSource
     location)."""
-    root = os.path.join(os.path.expanduser(cache_dir), config.fingerprint())
+    root = cache_root(cache_dir, config)
     version_dir = os.path.join(root, dataset_name_of(config.variant), "1.0.0")
     if not os.path.exists(os.path.join(version_dir, "dataset_info.json")):
         collect_demonstrations(root, config, workers=workers, progress=progress)

@@ -35,11 +35,15 @@ class SimulationDataConfig:
     seed: int = 0
     cache_dir: str = "~/.cache/octo_like/metaworld"
 
+    @property
+    def task_names(self) -> tuple[str, ...]:
+        return tuple(self.tasks.split(","))
+
     def collection(self, variant: str):
         from octo_like.envs.demos import CollectionConfig
 
         return CollectionConfig(
-            tasks=tuple(self.tasks.split(",")),
+            tasks=self.task_names,
             episodes_per_task=self.episodes_per_task,
             val_episodes_per_task=self.val_episodes_per_task,
             variant=variant,
@@ -50,13 +54,14 @@ class SimulationDataConfig:
 
     def location(self, variant: str) -> str:
         """The TFDS data root the collected ``metaworld_<variant>`` dataset lives in."""
-        fingerprint = self.collection(variant).fingerprint()
-        return os.path.join(os.path.expanduser(self.cache_dir), fingerprint)
+        from octo_like.envs.demos import cache_root
+
+        return cache_root(self.cache_dir, self.collection(variant))
 
     def tokenizer_dir(self) -> str:
         from octo_like.envs.demos import all_instructions
 
-        texts = "\n".join(all_instructions(tuple(self.tasks.split(","))))
+        texts = "\n".join(all_instructions(self.task_names))
         digest = hashlib.sha256(texts.encode()).hexdigest()[:12]
         return os.path.join(os.path.expanduser(self.cache_dir), f"tokenizer-{digest}")
 

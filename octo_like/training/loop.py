@@ -92,18 +92,17 @@ def _prepare_generated_data(config: TrainConfig) -> None:
 
 
 def _collect_simulated_data(config: TrainConfig) -> list[str]:
-    """Collects each simulated dataset of the mix into its cache location if missing; returns
-    every instruction phrasing (for the tokenizer)."""
+    """Collects each simulated dataset of the mix into its cache location (the source's
+    location, `SimulationDataConfig.location`) if missing; returns every instruction phrasing
+    (for the tokenizer)."""
     from octo_like.envs.demos import all_instructions, ensure_demonstrations
     from octo_like.envs.variants import variant_of_dataset
 
     simulation = config.simulation
     for source in config.data.datasets:
         collection = simulation.collection(variant_of_dataset(source.name).name)
-        root = ensure_demonstrations(simulation.cache_dir, collection, workers=simulation.workers)
-        if os.path.abspath(root) != os.path.abspath(source.location):
-            raise RuntimeError(f"collected {source.name} into {root}, expected {source.location}")
-    return all_instructions(tuple(simulation.tasks.split(",")))
+        ensure_demonstrations(simulation.cache_dir, collection, workers=simulation.workers)
+    return all_instructions(simulation.task_names)
 
 
 def _host_batch(batch: dict, model: OctoModel) -> dict:

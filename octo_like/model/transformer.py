@@ -1,9 +1,18 @@
 """Pre-LayerNorm transformer encoder with an explicit attention mask, and size presets.
 
 Each block: ``x + Dropout(MHA(LN(x)))`` then ``x + MLP(LN(x))`` (gelu), closed by a final
-LayerNorm. Parameters are float32; activations are computed in ``config.dtype`` (softmax and the
-final LayerNorm in float32, so bfloat16 runs stay close to float32 ones). Dropout keys are
-explicit arrays, not stateful RNG streams, so the step function stays pure.
+LayerNorm. Parameters are float32; activations are computed in ``config.dtype`` (softmax, the
+LayerNorm statistics and the final LayerNorm in float32, so bfloat16 runs stay close to float32
+ones). Dropout keys are explicit arrays, not stateful RNG streams, so the step function stays pure.
+
+Memory and compile options, none of which changes the parameters or their paths:
+- ``remat``: what a block keeps for its backward pass (`REMAT_POLICIES`): ``none`` keeps every
+  activation, ``full`` recomputes the block, ``dots_saveable`` keeps only matmul outputs,
+  ``dots_no_batch`` keeps matmul outputs without batch dimensions (the weights' gradients).
+- ``scan_layers``: runs the blocks as one `lax.scan` over their stacked parameters, so XLA
+  compiles one block instead of ``num_layers`` (faster compiles for deep models; the stacking
+  copies the transformer's weights once per step).
+- ``attention``: the implementation (see `octo_like.model.attention`); ``auto`` picks by backend.
 """
 
 from __future__ import annotations
@@ -17,10 +26,28 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from octo_like.model.attention import masked_attention
+from octo_like.model.attention import ATTENTION_IMPLEMENTATIONS, attend, resolve_implementation
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 _KERNEL_INIT = nnx.initializers.xavier_uniform()
+REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_no_batch")
+
+
+def remat_policy_name(remat) -> str:
+    """Accepts the older boolean form (False = none, True = full) of saved configs."""
+    if isinstance(remat, bool):
+        return "full" if remat else "none"
+    if remat not in REMAT_POLICIES:
+        raise ValueError(f"remat must be one of {list(REMAT_POLICIES)}, got {remat!r}")
+    return remat
+
+
+def _checkpoint_policy(remat: str):
+    return {
+        "full": None,
+        "dots_saveable": jax.checkpoint_policies.dots_saveable,
+        "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    }[remat]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,9 +61,17 @@ class TransformerConfig:
     dropout_rate: float = 0.0
     attention_dropout_rate: float = 0.0
     dtype: str = "float32"
-    remat: bool = False
+    remat: str = "none"
+    scan_layers: bool = False
+    attention: str = "auto"
 
     def __post_init__(self):
+        object.__setattr__(self, "remat", remat_policy_name(self.remat))
+        if self.attention not in ATTENTION_IMPLEMENTATIONS:
+            raise ValueError(
+                f"TransformerConfig.attention must be one of {list(ATTENTION_IMPLEMENTATIONS)}, "
+                f"got {self.attention!r}"
+            )
         if self.dtype not in _DTYPES:
             raise ValueError(
                 f"TransformerConfig.dtype must be one of {list(_DTYPES)}, got {self.dtype!r}"
@@ -88,6 +123,7 @@ class SelfAttention(nnx.Module):
         d, dt = config.width, config.compute_dtype
         self.num_heads = config.num_heads
         self.attention_dropout_rate = config.attention_dropout_rate
+        self.implementation = config.attention
 
         def dense() -> nnx.Linear:
             return nnx.Linear(d, d, dtype=dt, kernel_init=_KERNEL_INIT, rngs=rngs)
@@ -100,8 +136,10 @@ class SelfAttention(nnx.Module):
         h = self.num_heads
         q, k, v = (f(x).reshape(b, n, h, d // h) for f in (self.query, self.key, self.value))
         if key is None or self.attention_dropout_rate == 0:
-            # Memory-lean path: the backward pass rebuilds the attention weights.
-            return self.out(masked_attention(q, k, v, mask).reshape(b, n, d))
+            implementation = resolve_implementation(
+                self.implementation, platform=jax.default_backend(), dtype=q.dtype, head_dim=d // h
+            )
+            return self.out(attend(q, k, v, mask, implementation).reshape(b, n, d))
         logits = jnp.einsum("bqhc,bkhc->bhqk", q, k).astype(jnp.float32) / math.sqrt(d // h)
         logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
         weights = jax.nn.softmax(logits, axis=-1).astype(x.dtype)
@@ -147,8 +185,15 @@ class EncoderBlock(nnx.Module):
         return x + self.mlp(self.ln_mlp(x), k_mlp)
 
 
-def _run_block(block: EncoderBlock, x: jax.Array, mask: jax.Array, key: jax.Array | None):
-    return block(x, mask, key)
+def _block_function(graphdef: nnx.GraphDef, remat: str):
+    """(block state, x, mask, key) -> x: a block as a pure function, rematerialized per `remat`."""
+
+    def apply(state, x, mask, key):
+        return nnx.merge(graphdef, state)(x, mask, key)
+
+    if remat == "none":
+        return apply
+    return jax.checkpoint(apply, policy=_checkpoint_policy(remat))
 
 
 class Transformer(nnx.Module):
@@ -177,11 +222,25 @@ class Transformer(nnx.Module):
             raise ValueError("Transformer: train=True with dropout needs an `rng` key")
         keys = _split(rng if uses_dropout else None, cfg.num_layers)
 
-        run = nnx.remat(_run_block) if cfg.remat else _run_block
         x = x.astype(cfg.compute_dtype)
         mask = mask.astype(bool)
-        for block, key in zip(self.blocks, keys, strict=True):
-            x = run(block, x, mask, key)
+        split = [nnx.split(block) for block in self.blocks]
+        graphdef = split[0][0]
+        run = _block_function(graphdef, cfg.remat)
+        if cfg.scan_layers:
+            if any(g != graphdef for g, _ in split[1:]):
+                raise ValueError("scan_layers needs blocks of one structure (e.g. LoRA on all)")
+            stacked = jax.tree.map(lambda *layers: jnp.stack(layers), *[s for _, s in split])
+            layer_keys = None if keys[0] is None else jnp.stack(keys)
+
+            def body(x, layer):
+                state, key = layer
+                return run(state, x, mask, key), None
+
+            x, _ = jax.lax.scan(body, x, (stacked, layer_keys))
+        else:
+            for (_, state), key in zip(split, keys, strict=True):
+                x = run(state, x, mask, key)
         return self.ln_final(x.astype(jnp.float32))
 
 

@@ -91,8 +91,14 @@ def test_bfloat16_compute_close_to_float32():
     assert float(jnp.abs(y16 - y32).mean()) < 0.02
 
 
-def test_remat_same_outputs_and_gradients():
-    cfg = dataclasses.replace(TINY, num_layers=1, dropout_rate=0.1, attention_dropout_rate=0.1)
+@pytest.mark.parametrize(
+    "remat, scan",
+    [("full", False), ("dots_saveable", False), ("dots_no_batch", True), ("none", True)],
+)
+def test_remat_and_scan_same_outputs_and_gradients(remat, scan):
+    """Remat policies and the scan over layers change memory/compile time, never the numbers
+    (dropout included: each layer gets the same key either way)."""
+    cfg = dataclasses.replace(TINY, num_layers=3, dropout_rate=0.1, attention_dropout_rate=0.1)
     x, mask = _inputs()
     key = jax.random.key(7)
 
@@ -105,15 +111,25 @@ def test_remat_same_outputs_and_gradients():
             return jnp.sum(y**2), y
 
         jaxpr = str(jax.make_jaxpr(loss)(params))
-        assert ("remat" in jaxpr or "checkpoint" in jaxpr) == config.remat
+        assert ("remat" in jaxpr or "checkpoint" in jaxpr) == (config.remat != "none")
+        assert ("scan[" in jaxpr) == config.scan_layers
         (val, y), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
         return y, grads
 
     y_a, g_a = loss_and_grad(cfg)
-    y_b, g_b = loss_and_grad(dataclasses.replace(cfg, remat=True))
+    y_b, g_b = loss_and_grad(dataclasses.replace(cfg, remat=remat, scan_layers=scan))
     np.testing.assert_allclose(y_a, y_b, atol=1e-5, rtol=0)
     for a, b in zip(jax.tree.leaves(g_a), jax.tree.leaves(g_b), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_remat_accepts_saved_booleans_and_rejects_typos():
+    assert TransformerConfig(1, 8, 2, 16, remat=True).remat == "full"
+    assert TransformerConfig(1, 8, 2, 16, remat=False).remat == "none"
+    with pytest.raises(ValueError, match="remat must be one of"):
+        TransformerConfig(1, 8, 2, 16, remat="dots")
+    with pytest.raises(ValueError, match="attention must be one of"):
+        TransformerConfig(1, 8, 2, 16, attention="flash")
 
 
 def test_dropout_only_when_training():

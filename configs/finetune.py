@@ -85,7 +85,13 @@ def get_config(arg: str = "full,language") -> ml_collections.ConfigDict:
             cameras=None,
             image_dropout_prob=0.0,
         ),
-        parallelism=dict(read=2, trajectory=2, frame=2, ram_budget_gb=1.0),
+        # Threads per input stage; unset: scaled to the host's cores (see data/dataset.py).
+        parallelism=dict(
+            read=placeholder(int),
+            trajectory=placeholder(int),
+            frame=placeholder(int),
+            ram_budget_gb=1.0,
+        ),
     )
     c.model = dict(
         transformer=placeholder(str),
@@ -97,8 +103,10 @@ def get_config(arg: str = "full,language") -> ml_collections.ConfigDict:
         goal_image_cameras=placeholder(tuple),
         action_dim=placeholder(int),  # the new robot's action dim (None: the pretrained one)
         head=dict(kind=placeholder(str), kwargs=None, readout_tokens=placeholder(int)),
-        dtype=placeholder(str),
-        remat=placeholder(bool),
+        dtype=placeholder(str),  # float32, bfloat16 or auto (bf16 on accelerators)
+        remat=placeholder(str),  # none, full, dots_saveable, dots_no_batch
+        scan_layers=placeholder(bool),
+        attention=placeholder(str),  # auto, lean, einsum, xla, cudnn
     )
     c.optimizer = dict(
         learning_rate=1e-3 if mode == "lora" else 3e-4,
@@ -114,5 +122,10 @@ def get_config(arg: str = "full,language") -> ml_collections.ConfigDict:
     c.checkpoint = dict(save_every=1000, keep_last=2, keep_every=None)
     c.tensorboard = True
     c.wandb_project = ""
+    # Persistent XLA compilation cache: "workdir" (<workdir>/compilation_cache), "" (off) or a
+    # directory shared by runs; a restarted run then skips recompiling its step.
+    c.compilation_cache = "workdir"
+    c.profile_steps = ""  # "START,END": jax.profiler trace into <workdir>/tensorboard
+    c.prefetch_batches = 2  # global batches put on the devices ahead of the running step
     c.lock()
     return c

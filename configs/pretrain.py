@@ -17,6 +17,7 @@ read a named mix from data_dir.
 from __future__ import annotations
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 SIZES = ("dummy", "tiny", "small", "base")
 
@@ -74,7 +75,13 @@ def get_config(arg: str = "laptop") -> ml_collections.ConfigDict:
             ),
             image_dropout_prob=0.0,
         ),
-        parallelism=dict(read=2, trajectory=2, frame=2, ram_budget_gb=1.0),
+        # Threads per input stage; unset: scaled to the host's cores (see data/dataset.py).
+        parallelism=dict(
+            read=placeholder(int),
+            trajectory=placeholder(int),
+            frame=placeholder(int),
+            ram_budget_gb=1.0,
+        ),
     )
     c.model = dict(
         transformer=size,
@@ -92,8 +99,11 @@ def get_config(arg: str = "laptop") -> ml_collections.ConfigDict:
         action_horizon=4,
         action_dim=4 if simulated else 7,  # MetaWorld: delta xyz + grip
         head=dict(kind="diffusion", kwargs=dict(hidden_dim=64 if generated else 256)),
-        dtype="float32",
-        remat=False,
+        # auto: bfloat16 compute on GPU/TPU (float32 master weights), float32 on CPU.
+        dtype="float32" if generated else "auto",
+        remat="none",  # none | full | dots_saveable | dots_no_batch (memory for compute)
+        scan_layers=False,  # True: one compiled block for all layers (faster compiles)
+        attention="auto",  # lean on CPU, cuDNN flash attention on GPU, einsum on TPU
     )
     c.optimizer = dict(
         learning_rate=3e-4,
@@ -122,5 +132,10 @@ def get_config(arg: str = "laptop") -> ml_collections.ConfigDict:
     )
     c.tensorboard = True
     c.wandb_project = ""
+    # Persistent XLA compilation cache: "workdir" (<workdir>/compilation_cache), "" (off) or a
+    # directory shared by runs; a restarted run then skips recompiling its step.
+    c.compilation_cache = "workdir"
+    c.profile_steps = ""  # "START,END": jax.profiler trace into <workdir>/tensorboard
+    c.prefetch_batches = 2  # global batches put on the devices ahead of the running step
     c.lock()
     return c

@@ -11,7 +11,14 @@ import difflib
 from collections.abc import Mapping
 from typing import Any
 
+from octo_like.model.attention import ATTENTION_IMPLEMENTATIONS
+from octo_like.model.transformer import REMAT_POLICIES, remat_policy_name
+
 IMAGE_ENCODERS = ("small_stem16", "patch16")
+# Compute dtypes; "auto" is bfloat16 on accelerators and float32 on CPU, decided where the
+# network is built (`resolve_dtype`), so one checkpoint runs at the native precision of each.
+DTYPES = ("float32", "bfloat16", "auto")
+
 LANGUAGE_ENCODERS = ("t5", "small", "none")
 PROPRIO_MODES = ("linear", "per_dim")
 
@@ -124,8 +131,12 @@ class ModelConfig:
     action_horizon: int = 4
     action_dim: int = 7
     head: HeadConfig = HeadConfig()
+    # Compute dtype of stems, tokenizers, transformer and head (parameters stay float32).
     dtype: str = "float32"
-    remat: bool = False
+    # Memory/compile options (see octo_like/model/transformer.py); none changes the parameters.
+    remat: str = "none"
+    scan_layers: bool = False
+    attention: str = "auto"
     # Low-rank adapters on the transformer (fine-tuning); None: plain dense layers.
     lora: LoraConfig | None = None
 
@@ -135,13 +146,21 @@ class ModelConfig:
             raise ValueError(f"a camera has two image tokenizers: {cameras}")
         if not cameras and self.proprio is None:
             raise ValueError("the model has no observation tokenizer (no camera, no proprio)")
-        _check_choice("dtype", self.dtype, ("float32", "bfloat16"))
+        _check_choice("dtype", self.dtype, DTYPES)
+        if isinstance(self.remat, bool):  # configs saved before remat policies existed
+            object.__setattr__(self, "remat", remat_policy_name(self.remat))
+        _check_choice("remat policy", self.remat, REMAT_POLICIES)
+        _check_choice("attention implementation", self.attention, ATTENTION_IMPLEMENTATIONS)
         film = [t.camera for t in self.image_tokenizers if t.film]
         if film and self.language.encoder == "none":
             raise ValueError(f"FiLM on cameras {film} needs a language encoder (language=none)")
         for name in ("window", "action_horizon", "action_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ModelConfig.{name} must be >= 1")
+
+    def compute_dtype(self, platform: str) -> str:
+        """The concrete compute dtype on `platform` ('cpu', 'gpu', 'tpu')."""
+        return resolve_dtype(self.dtype, platform)
 
     @property
     def cameras(self) -> tuple[str, ...]:
@@ -154,6 +173,13 @@ class ModelConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
         """Inverse of `to_dict`; unknown keys are errors (a typo must not pass silently)."""
         return _build(cls, data, "model")
+
+
+def resolve_dtype(dtype: str, platform: str) -> str:
+    """'auto' -> bfloat16 on accelerators, float32 on CPU; concrete names pass through."""
+    if dtype != "auto":
+        return dtype
+    return "float32" if platform == "cpu" else "bfloat16"
 
 
 _NESTED = {

@@ -28,6 +28,9 @@ LANGUAGE_GROUP = "task_language"
 PATCH = 16  # both image encoders reduce by 16 per side
 
 
+_COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
 def _positional(rngs: nnx.Rngs, shape) -> nnx.Param:
     return nnx.Param(jax.random.normal(rngs.params(), shape) * 0.02)
 
@@ -47,8 +50,14 @@ class OctoModule(nnx.Module):
         self, config: ModelConfig, input_spec: Mapping, vocab_size: int, *, rngs: nnx.Rngs
     ):
         self.config = config
+        dtype_name = config.compute_dtype(jax.default_backend())
+        dt = self.dtype = _COMPUTE_DTYPES[dtype_name]
         transformer_config = dataclasses.replace(
-            TRANSFORMER_PRESETS[config.transformer], dtype=config.dtype, remat=config.remat
+            TRANSFORMER_PRESETS[config.transformer],
+            dtype=dtype_name,
+            remat=config.remat,
+            scan_layers=config.scan_layers,
+            attention=config.attention,
         )
         width = transformer_config.width
         window = config.window
@@ -57,7 +66,7 @@ class OctoModule(nnx.Module):
 
         if config.language.encoder == "t5":
             t5_config = T5EncoderConfig.from_json(f"{config.language.checkpoint_dir}/config.json")
-            self.language_encoder = T5Encoder(t5_config, rngs=rngs)
+            self.language_encoder = T5Encoder(t5_config, rngs=rngs, dtype=dt)
         elif config.language.encoder == "small":
             self.language_encoder = SmallTextEncoder(
                 vocab_size,
@@ -66,11 +75,12 @@ class OctoModule(nnx.Module):
                 num_heads=config.language.small_heads,
                 max_length=config.language.max_length,
                 rngs=rngs,
+                dtype=dt,
             )
         else:
             self.language_encoder = None
         if self.language_encoder is not None:
-            self.language_projection = nnx.Linear(lang_width, width, rngs=rngs)
+            self.language_projection = nnx.Linear(lang_width, width, dtype=dt, rngs=rngs)
             self.language_position = _positional(rngs, (config.language.max_length, width))
 
         self.image_tokenizers = nnx.Dict()
@@ -93,8 +103,11 @@ class OctoModule(nnx.Module):
                 goal_fusion=tok.goal_fusion,
                 film_dim=lang_width if tok.film else None,
                 rngs=rngs,
+                dtype=dt,
             )
-            self.image_projections[tok.camera] = nnx.Linear(tok.num_features, width, rngs=rngs)
+            self.image_projections[tok.camera] = nnx.Linear(
+                tok.num_features, width, dtype=dt, rngs=rngs
+            )
             self.image_positions[tok.camera] = _positional(rngs, (window, num_tokens, width))
 
         self.goal_tokenizers = nnx.Dict()
@@ -110,9 +123,9 @@ class OctoModule(nnx.Module):
                 )
             height, width_px, _ = task_spec[key]["shape"]
             self.goal_tokenizers[camera] = ImageTokenizer(
-                camera, encoder="small_stem16", source="task", rngs=rngs
+                camera, encoder="small_stem16", source="task", rngs=rngs, dtype=dt
             )
-            self.goal_projections[camera] = nnx.Linear(512, width, rngs=rngs)
+            self.goal_projections[camera] = nnx.Linear(512, width, dtype=dt, rngs=rngs)
             num_tokens = (height // PATCH) * (width_px // PATCH)
             self.goal_positions[camera] = _positional(rngs, (num_tokens, width))
 
@@ -123,8 +136,11 @@ class OctoModule(nnx.Module):
                 mode=config.proprio.mode,
                 num_features=config.proprio.num_features,
                 rngs=rngs,
+                dtype=dt,
             )
-            self.proprio_projection = nnx.Linear(config.proprio.num_features, width, rngs=rngs)
+            self.proprio_projection = nnx.Linear(
+                config.proprio.num_features, width, dtype=dt, rngs=rngs
+            )
             proprio_tokens = 1 if config.proprio.mode == "linear" else proprio_dim
             self.proprio_position = _positional(rngs, (window, proprio_tokens, width))
         else:
@@ -141,7 +157,7 @@ class OctoModule(nnx.Module):
             action_dim=config.action_dim,
             action_horizon=config.action_horizon,
             rngs=rngs,
-            **dict(config.head.kwargs),
+            **{"dtype": dt, **dict(config.head.kwargs)},
         )
         self.group_specs = tuple(self._group_specs(readout_tokens, observation_spec))
 
@@ -158,6 +174,10 @@ class OctoModule(nnx.Module):
             timestep.append(("obs_proprio", self.proprio_position.value.shape[1]))
         timestep.append((READOUT, readout_tokens))
         return default_rules(prefix, timestep)
+
+    def _position(self, embedding: nnx.Param) -> jax.Array:
+        """A positional embedding in the compute dtype (adding float32 would promote tokens)."""
+        return embedding.value.astype(self.dtype)
 
     def encode_language(self, tasks: Mapping, *, train: bool):
         """(embeddings float[b, L, d_lang], mask bool[b, L]) of host-tokenized instructions."""
@@ -178,7 +198,7 @@ class OctoModule(nnx.Module):
         if self.language_encoder is not None:
             embedded, mask = self.encode_language(tasks, train=train)
             prefix[LANGUAGE_GROUP] = TokenGroup(
-                tokens=self.language_projection(embedded) + self.language_position.value,
+                tokens=self.language_projection(embedded) + self._position(self.language_position),
                 mask=mask,
             )
             weights = mask[..., None].astype(embedded.dtype)
@@ -187,7 +207,7 @@ class OctoModule(nnx.Module):
             group = tokenizer(observations, tasks, train=train)
             prefix[f"task_goal_{camera}"] = TokenGroup(
                 tokens=self.goal_projections[camera](group.tokens)
-                + self.goal_positions[camera].value,
+                + self._position(self.goal_positions[camera]),
                 mask=group.mask,
             )
         timestep: dict[str, TokenGroup] = {}
@@ -197,20 +217,20 @@ class OctoModule(nnx.Module):
             group = tokenizer(observations, tasks, film_condition=condition, train=train)
             timestep[f"obs_{camera}"] = TokenGroup(
                 tokens=self.image_projections[camera](group.tokens)
-                + self.image_positions[camera].value,
+                + self._position(self.image_positions[camera]),
                 mask=group.mask,
             )
         if self.proprio_tokenizer is not None:
             group = self.proprio_tokenizer(observations)
             timestep["obs_proprio"] = TokenGroup(
-                tokens=self.proprio_projection(group.tokens) + self.proprio_position.value,
+                tokens=self.proprio_projection(group.tokens)
+                + self._position(self.proprio_position),
                 mask=group.mask,
             )
         pad = observations["timestep_pad_mask"]
         batch, window = pad.shape
-        readout = jnp.broadcast_to(
-            self.readout_position.value, (batch, *self.readout_position.value.shape)
-        )
+        position = self._position(self.readout_position)
+        readout = jnp.broadcast_to(position, (batch, *position.shape))
         timestep[READOUT] = TokenGroup(
             tokens=readout, mask=jnp.ones(readout.shape[:-1], dtype=bool)
         )

@@ -7,7 +7,8 @@ The fine-tuning config holds the keys of a pretraining config, except ``mix`` / 
 
 Its ``model`` section is read against the pretrained model's config: a value left None is the
 pretrained model's (``transformer``, ``language``, ``goal_image_cameras``, ``dtype``, ``remat``,
-``proprio``, ``action_dim``), so the new model reuses as much as it can by default. Per entry:
+``scan_layers``, ``attention``, ``proprio``, ``action_dim``), so the new model reuses as much as
+it can by default. Per entry:
 
 - ``image_tokenizers``: None keeps the pretrained cameras; otherwise a tuple of dicts naming a
   ``camera`` each, whose missing / None fields come from the pretrained tokenizer of that camera,
@@ -43,7 +44,15 @@ from octo_like.training.finetune import MODES, FinetuneSource
 TASKS = ("language", "goal", "multimodal")
 NO_PROPRIO = "none"
 _GENERATED = {"mix", "data_dir", "simulation"}  # set by the parser, not the config
-_INHERITED = ("transformer", "goal_image_cameras", "dtype", "remat", "action_dim")
+_INHERITED = (
+    "transformer",
+    "goal_image_cameras",
+    "dtype",
+    "remat",
+    "scan_layers",
+    "attention",
+    "action_dim",
+)
 
 
 @dataclasses.dataclass(frozen=True)

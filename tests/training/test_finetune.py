@@ -483,7 +483,7 @@ def test_command_line_sets_the_unset_model_overrides(tmp_path):
             f"{repo}/configs/finetune.py:lora,language", f"--workdir={tmp_path / 'run'}",
             f"--config.pretrained_path={missing}", "--config.model.action_dim=5",
             "--config.model.head.kind=l1", "--config.model.transformer=tiny",
-            "--config.model.remat=True", "--config.model.head.readout_tokens=2",
+            "--config.model.remat=full", "--config.model.head.readout_tokens=2",
         ],
         capture_output=True, text=True, timeout=300, cwd=repo,
     )  # fmt: skip

@@ -10,12 +10,16 @@ Encoders map ``float[B, H, W, C]`` in [-1, 1] to ``float[B, H/16, W/16, F]``:
 `ImageTokenizer` reads one camera from the batch (layout in `octo_like/data/schema.py`), either
 observation frames (optionally with the goal image stacked on the channel axis: early goal
 fusion) or, with ``source="task"``, the goal image alone as a task token group.
+
+``dtype`` is the compute dtype of every conv, norm output and FiLM (parameters stay float32;
+GroupNorm statistics and the weight standardization are computed in float32).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -33,22 +37,32 @@ class FiLM(nnx.Module):
     Biases start at zero, so a zero condition leaves features unchanged.
     """
 
-    def __init__(self, condition_dim: int, num_channels: int, *, rngs: nnx.Rngs):
-        self.scale = nnx.Linear(condition_dim, num_channels, rngs=rngs)
-        self.shift = nnx.Linear(condition_dim, num_channels, rngs=rngs)
+    def __init__(self, condition_dim: int, num_channels: int, *, rngs: nnx.Rngs, dtype: Any = None):
+        self.scale = nnx.Linear(condition_dim, num_channels, dtype=dtype, rngs=rngs)
+        self.shift = nnx.Linear(condition_dim, num_channels, dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array, condition: jax.Array) -> jax.Array:
         """x: float[B, H, W, C]; condition: float[B, d_c] -> float[B, H, W, C]."""
         scale = self.scale(condition)[:, None, None, :]
         shift = self.shift(condition)[:, None, None, :]
-        return x * (1.0 + scale) + shift
+        return (x * (1.0 + scale) + shift).astype(x.dtype)
 
 
 class StdConv(nnx.Module):
     """Conv whose kernel is standardized per output channel (pairs well with GroupNorm)."""
 
-    def __init__(self, in_features: int, out_features: int, kernel: int, stride: int, *, rngs):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        kernel: int,
+        stride: int,
+        *,
+        rngs,
+        dtype: Any = None,
+    ):
         init = nnx.initializers.lecun_normal()
+        self.dtype = dtype
         self.kernel = nnx.Param(init(rngs.params(), (kernel, kernel, in_features, out_features)))
         self.bias = nnx.Param(jnp.zeros((out_features,)))
         self.stride = stride
@@ -59,11 +73,16 @@ class StdConv(nnx.Module):
         mean = w.mean(axis=(0, 1, 2), keepdims=True)
         var = w.var(axis=(0, 1, 2), keepdims=True)
         w = (w - mean) * jax.lax.rsqrt(var + 1e-5)
+        dtype = self.dtype or jnp.result_type(x, w)
         pad = ((self.padding, self.padding),) * 2
         y = jax.lax.conv_general_dilated(
-            x, w, (self.stride,) * 2, pad, dimension_numbers=("NHWC", "HWIO", "NHWC")
+            x.astype(dtype),
+            w.astype(dtype),
+            (self.stride,) * 2,
+            pad,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
         )
-        return y + self.bias[...]
+        return y + self.bias[...].astype(dtype)
 
 
 class SmallStem16(nnx.Module):
@@ -78,6 +97,7 @@ class SmallStem16(nnx.Module):
         patch_size: int = PATCH,
         film_dim: int | None = None,
         rngs: nnx.Rngs,
+        dtype: Any = None,
     ):
         stride = 2 ** len(features)
         if patch_size % stride:
@@ -85,15 +105,28 @@ class SmallStem16(nnx.Module):
         self.patch_size = patch_size
         channels = [in_channels, *features]
         self.convs = nnx.List(
-            [StdConv(ci, co, 3, 2, rngs=rngs) for ci, co in zip(channels, features, strict=False)]
+            [
+                StdConv(ci, co, 3, 2, rngs=rngs, dtype=dtype)
+                for ci, co in zip(channels, features, strict=False)
+            ]
         )
-        self.norms = nnx.List([nnx.GroupNorm(c, num_groups=32, rngs=rngs) for c in features])
+        self.norms = nnx.List(
+            [nnx.GroupNorm(c, num_groups=32, dtype=dtype, rngs=rngs) for c in features]
+        )
         self.films = nnx.List(
-            [FiLM(film_dim, c, rngs=rngs) for c in features] if film_dim is not None else []
+            [FiLM(film_dim, c, rngs=rngs, dtype=dtype) for c in features]
+            if film_dim is not None
+            else []
         )
         k = patch_size // stride
         self.patch = nnx.Conv(
-            features[-1], num_features, (k, k), strides=(k, k), padding="VALID", rngs=rngs
+            features[-1],
+            num_features,
+            (k, k),
+            strides=(k, k),
+            padding="VALID",
+            dtype=dtype,
+            rngs=rngs,
         )
 
     def __call__(self, x: jax.Array, film_condition: jax.Array | None = None) -> jax.Array:
@@ -116,12 +149,15 @@ class PatchEncoder(nnx.Module):
         patch_size: int = PATCH,
         film_dim: int | None = None,
         rngs: nnx.Rngs,
+        dtype: Any = None,
     ):
         self.patch_size = patch_size
         p = (patch_size, patch_size)
-        self.patch = nnx.Conv(in_channels, num_features, p, strides=p, padding="VALID", rngs=rngs)
+        self.patch = nnx.Conv(
+            in_channels, num_features, p, strides=p, padding="VALID", dtype=dtype, rngs=rngs
+        )
         self.films = nnx.List(
-            [FiLM(film_dim, num_features, rngs=rngs)] if film_dim is not None else []
+            [FiLM(film_dim, num_features, rngs=rngs, dtype=dtype)] if film_dim is not None else []
         )
 
     def __call__(self, x: jax.Array, film_condition: jax.Array | None = None) -> jax.Array:
@@ -146,9 +182,9 @@ IMAGE_ENCODERS: Mapping[str, type[nnx.Module]] = MappingProxyType(
 )
 
 
-def normalize_image(image: jax.Array) -> jax.Array:
-    """uint8[...] -> float32[...] in [-1, 1]."""
-    return image.astype(jnp.float32) / 127.5 - 1.0
+def normalize_image(image: jax.Array, dtype: Any = None) -> jax.Array:
+    """uint8[...] -> float[...] in [-1, 1] (float32 arithmetic, then `dtype`, default float32)."""
+    return (image.astype(jnp.float32) / 127.5 - 1.0).astype(dtype or jnp.float32)
 
 
 def _get(tree: Mapping, path: tuple[str, ...], where: str, expected: str):
@@ -204,6 +240,7 @@ class ImageTokenizer(nnx.Module):
         in_channels: int = 3,
         source: str = "observation",
         rngs: nnx.Rngs,
+        dtype: Any = None,
     ):
         if encoder not in IMAGE_ENCODERS:
             raise ValueError(
@@ -219,9 +256,10 @@ class ImageTokenizer(nnx.Module):
         self.goal_fusion = goal_fusion
         self.in_channels = in_channels
         self.num_features = num_features
+        self.dtype = dtype
         encoder_channels = in_channels * (2 if goal_fusion else 1)
         self.encoder = IMAGE_ENCODERS[encoder](
-            encoder_channels, num_features=num_features, film_dim=film_dim, rngs=rngs
+            encoder_channels, num_features=num_features, film_dim=film_dim, rngs=rngs, dtype=dtype
         )
 
     @staticmethod
@@ -249,7 +287,7 @@ class ImageTokenizer(nnx.Module):
         mask = _get(observations, (PAD_MASK_DICT, self.key), where, f"bool[{b}, {w}]")
         _check_mask(mask, f"observations[{PAD_MASK_DICT!r}][{self.key!r}]", (b, w))
 
-        x = normalize_image(image)
+        x = normalize_image(image, self.dtype)
         if self.goal_fusion:
             goal = self._goal(tasks, b, image.shape[2:4])
             x = jnp.concatenate([x, jnp.broadcast_to(goal[:, None], x.shape)], axis=-1)
@@ -273,7 +311,9 @@ class ImageTokenizer(nnx.Module):
         mask = _get(tasks, (PAD_MASK_DICT, self.key), where, f"bool[{batch}]")
         _check_mask(mask, f"tasks[{PAD_MASK_DICT!r}][{self.key!r}]", (batch,))
         valid = mask.astype(bool)[:, None, None, None]
-        return jnp.where(valid, normalize_image(goal), 0.0)
+        return jnp.where(valid, normalize_image(goal, self.dtype), 0.0).astype(
+            self.dtype or jnp.float32
+        )
 
     def _tokenize_goal(self, tasks: Mapping, film_condition: jax.Array | None) -> TokenGroup:
         c = self.in_channels
@@ -283,6 +323,6 @@ class ImageTokenizer(nnx.Module):
         b = goal.shape[0]
         mask = _get(tasks, (PAD_MASK_DICT, self.key), where, f"bool[{b}]")
         _check_mask(mask, f"tasks[{PAD_MASK_DICT!r}][{self.key!r}]", (b,))
-        tokens = self.encoder(normalize_image(goal), film_condition)
+        tokens = self.encoder(normalize_image(goal, self.dtype), film_condition)
         tokens = tokens.reshape(b, -1, tokens.shape[-1])
         return TokenGroup(tokens, jnp.broadcast_to(mask.astype(bool)[:, None], tokens.shape[:-1]))

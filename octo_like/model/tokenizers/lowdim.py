@@ -9,6 +9,7 @@ carries and padded dims can be masked individually).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +30,13 @@ class ProprioTokenizer(nnx.Module):
     """
 
     def __init__(
-        self, proprio_dim: int, *, mode: str = "linear", num_features: int, rngs: nnx.Rngs
+        self,
+        proprio_dim: int,
+        *,
+        mode: str = "linear",
+        num_features: int,
+        rngs: nnx.Rngs,
+        dtype: Any = None,
     ):
         if mode not in PROPRIO_MODES:
             raise ValueError(f"ProprioTokenizer mode must be one of {PROPRIO_MODES}, got {mode!r}")
@@ -39,7 +46,7 @@ class ProprioTokenizer(nnx.Module):
         self.mode = mode
         self.num_features = num_features
         if mode == "linear":
-            self.dense = nnx.Linear(proprio_dim, num_features, rngs=rngs)
+            self.dense = nnx.Linear(proprio_dim, num_features, dtype=dtype, rngs=rngs)
         else:
             init = nnx.initializers.normal(0.02)
             self.weight = nnx.Param(init(rngs.params(), (proprio_dim, num_features)))

@@ -1,11 +1,20 @@
-"""Parameter counts, FLOPs, train-step time and inference latency of the policy network.
+"""Train-step speed and model-FLOPs utilization (MFU) of the policy network on one device.
 
-    python scripts/benchmark_model.py --size small --batch 8 [--window 2] [--dtype bf16]
+    python scripts/benchmark_model.py --size base --batch 128 --dtype bf16 [--attention auto]
+        [--remat none|full|dots_saveable|dots_no_batch] [--scan] [--steps 10]
 
-Octo's configuration: 256x256 primary + 128x128 wrist camera, window 2, chunk 4, 7-dim actions,
-20-step diffusion head, a frozen T5-base-sized language encoder (random weights, small
-vocabulary: the embedding lookup costs nothing). Runs unchanged on CPU and GPU; prints, as its
-last line, one JSON object.
+Octo's shapes: 256x256 primary + 128x128 wrist camera (goal images fused on the channels),
+window 2, chunk 4, 7-dim actions, 20-step diffusion head, a frozen T5-base-sized language
+encoder (random weights). The step is the project's own (`training.step.make_steps` with the
+AdamW optimizer of `training.optimizer`), jitted with a donated state as the loop does.
+
+MFU = analytic training FLOPs per step (`octo_like.model.flops`, formula there) / step time /
+the chip's dense bfloat16 peak (table in `octo_like.model.flops`; `--peak_tflops` for others).
+The script also prints XLA's own count (`cost_analysis`) and their ratio: with an attention path
+other than `lean` (whose `lax.map` body XLA counts once) they should agree within ~10%.
+
+Steps are timed back to back (dispatch overlapping the device, as in training) after `--warmup`
+steps. Prints a summary and, as its last line, one JSON object.
 """
 
 from __future__ import annotations
@@ -18,6 +27,8 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+FROZEN_LANGUAGE_ENCODER = "^language_encoder/"
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -28,10 +39,18 @@ def parse_args(argv=None):
     parser.add_argument("--primary_size", type=int, default=256)
     parser.add_argument("--wrist_size", type=int, default=128)
     parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
-    parser.add_argument("--steps", type=int, default=3, help="timed train steps")
-    parser.add_argument("--infer_calls", type=int, default=5)
+    parser.add_argument(
+        "--attention", default="auto", choices=("auto", "lean", "einsum", "xla", "cudnn")
+    )
+    parser.add_argument(
+        "--remat", default="none", choices=("none", "full", "dots_saveable", "dots_no_batch")
+    )
+    parser.add_argument("--scan", action="store_true", help="lax.scan over transformer layers")
+    parser.add_argument("--steps", type=int, default=10, help="timed train steps")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps after compiling")
+    parser.add_argument("--infer_calls", type=int, default=5, help="0 skips inference timing")
     parser.add_argument("--language", choices=("t5-base", "none"), default="t5-base")
-    parser.add_argument("--remat", action="store_true", help="rematerialize transformer blocks")
+    parser.add_argument("--peak_tflops", type=float, default=None, help="override the peak")
     return parser.parse_args(argv)
 
 
@@ -64,31 +83,13 @@ def example_batch(args, rng):
     }
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
-    import jax
-    import numpy as np
-    import optax
-    from flax import nnx
-
+def model_config(args, t5_dir: str | None):
     from octo_like.model.config import ImageTokenizerConfig, LanguageConfig, ModelConfig
-    from octo_like.model.language.testing import write_tiny_t5_checkpoint
-    from octo_like.model.octo_model import OctoModel
 
     language = LanguageConfig(encoder="none")
-    if args.language == "t5-base":
-        t5_dir = write_tiny_t5_checkpoint(
-            tempfile.mkdtemp(prefix="t5base_"),
-            vocab_size=512,
-            d_model=768,
-            num_layers=12,
-            num_heads=12,
-            d_kv=64,
-            d_ff=3072,
-            feed_forward_proj="relu",
-        )
+    if t5_dir is not None:
         language = LanguageConfig(encoder="t5", checkpoint_dir=t5_dir)
-    config = ModelConfig(
+    return ModelConfig(
         transformer=args.size,
         image_tokenizers=(
             ImageTokenizerConfig("primary", goal_fusion=True),
@@ -99,95 +100,170 @@ def main(argv=None) -> dict:
         action_horizon=args.action_horizon,
         dtype="bfloat16" if args.dtype == "bf16" else "float32",
         remat=args.remat,
+        scan_layers=args.scan,
+        attention=args.attention,
     )
-    batch = example_batch(args, np.random.default_rng(0))
-    model = OctoModel.from_config(config, batch, jax.random.key(0))
-    from octo_like.model.octo_model import tokenize_tasks
 
-    if model.text_tokenizer is not None:
-        batch["task"] = tokenize_tasks(batch["task"], model.text_tokenizer)
-    batch["task"].pop("language_instruction")
-    counts = parameter_counts(model)
+
+def t5_base_directory() -> str:
+    """A T5-base-shaped HF directory with random weights (small vocabulary: lookups are free)."""
+    from octo_like.model.language.testing import write_tiny_t5_checkpoint
+
+    return write_tiny_t5_checkpoint(
+        tempfile.mkdtemp(prefix="t5base_"),
+        vocab_size=512,
+        d_model=768,
+        num_layers=12,
+        num_heads=12,
+        d_kv=64,
+        d_ff=3072,
+        feed_forward_proj="relu",
+    )
+
+
+def compiled_train_step(model, batch, frozen_language: bool):
+    """(compiled step, state, compile seconds, xla flops) for the project's train step."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from octo_like.training import masks
+    from octo_like.training.optimizer import OptimizerConfig, loop_learning_rate, make_optimizer
+    from octo_like.training.step import TrainState, make_steps
 
     graphdef, params, rest = nnx.split(model.module, nnx.Param, ...)
-    trainable = trainable_mask(model, params)
-    optimizer = optax.masked(optax.adamw(1e-4), trainable)
-    opt_state = optimizer.init(params)
-
-    def train_step(params, opt_state, batch, rng):
-        def loss_fn(params):
-            module = nnx.merge(graphdef, params, rest)
-            loss, _ = module.loss(batch, rng=rng, train=True)
-            return loss
-
-        loss, grads = jax.value_and_grad(loss_fn)(params)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
-    step = jax.jit(train_step, donate_argnums=(0, 1))
-    rng = jax.random.key(1)
+    frozen = (FROZEN_LANGUAGE_ENCODER,) if frozen_language else ()
+    opt_config = OptimizerConfig(learning_rate=1e-4, warmup_steps=10, frozen=frozen)
+    optimizer, _ = make_optimizer(opt_config, params, 1000)
+    train_step, _ = make_steps(
+        graphdef,
+        rest,
+        optimizer,
+        loop_learning_rate(opt_config, 1000),
+        jax.random.key(1),
+        frozen=masks.regex_mask(params, frozen, name="frozen") if frozen else None,
+    )
+    state = TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
+    step = jax.jit(train_step, donate_argnums=0)
     start = time.perf_counter()
-    compiled = step.lower(params, opt_state, batch, rng).compile()
+    compiled = step.lower(state, batch).compile()
     compile_s = time.perf_counter() - start
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
-    flops = float(cost.get("flops", 0.0)) if cost else 0.0
-    memory = compiled.memory_analysis()
-    temp_mb = getattr(memory, "temp_size_in_bytes", 0) / 2**20 if memory else 0.0
-    params, opt_state, loss = compiled(params, opt_state, batch, rng)
-    jax.block_until_ready(loss)
-    times = []
-    for i in range(args.steps):
-        start = time.perf_counter()
-        params, opt_state, loss = compiled(params, opt_state, batch, jax.random.key(i))
-        jax.block_until_ready(loss)
-        times.append(time.perf_counter() - start)
-    train_step_s = float(np.median(times))
+    xla_flops = float(cost.get("flops", 0.0)) if cost else 0.0
+    return compiled, state, compile_s, xla_flops
 
-    nnx.update(model.module, params)
-    model._predict = None
-    single = jax.tree.map(lambda x: x[:1], batch)
-    tasks = {k: v for k, v in single["task"].items()}
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    from octo_like.model.flops import model_train_flops, peak_flops
+    from octo_like.model.octo_model import OctoModel, tokenize_tasks
+
+    device = jax.devices()[0]
+    t5_dir = t5_base_directory() if args.language == "t5-base" else None
+    config = model_config(args, t5_dir)
+    host_batch = example_batch(args, np.random.default_rng(0))
+    model = OctoModel.from_config(config, host_batch, jax.random.key(0))
+    if model.text_tokenizer is not None:
+        host_batch["task"] = tokenize_tasks(host_batch["task"], model.text_tokenizer)
+    host_batch["task"].pop("language_instruction")
+    batch = jax.device_put(host_batch)
+    counts = parameter_counts(model)
+    flops = model_train_flops(model.module, model.input_spec)
+    analytic = flops.total(args.batch)
+
+    compiled, state, compile_s, xla_flops = compiled_train_step(
+        model, batch, frozen_language=t5_dir is not None
+    )
+    for _ in range(args.warmup):
+        state, metrics = compiled(state, batch)
+    jax.block_until_ready(metrics if args.warmup else state)
     start = time.perf_counter()
-    model.sample_actions(single["observation"], tasks, jax.random.key(0), {})
-    first_call_s = time.perf_counter() - start
-    latencies = []
-    for i in range(args.infer_calls):
+    for _ in range(args.steps):
+        state, metrics = compiled(state, batch)
+    loss = float(jax.device_get(metrics["loss"]))
+    step_s = (time.perf_counter() - start) / args.steps
+
+    memory = device.memory_stats() if hasattr(device, "memory_stats") else None
+    peak_memory_gb = (memory or {}).get("peak_bytes_in_use", 0) / 2**30 or None
+    peak = peak_flops(device.device_kind)
+    peak_name, peak_value = peak if peak else (None, None)
+    if args.peak_tflops:
+        peak_name, peak_value = "--peak_tflops", args.peak_tflops * 1e12
+    mfu = analytic / step_s / peak_value if peak_value else None
+
+    infer_ms = first_call_s = None
+    if args.infer_calls:
+        nnx.update(model.module, state.params)
+        single = jax.tree.map(lambda x: x[:1], host_batch)
         start = time.perf_counter()
-        model.sample_actions(single["observation"], tasks, jax.random.key(i), {})
-        latencies.append(time.perf_counter() - start)
+        model.sample_actions(single["observation"], single["task"], jax.random.key(0), {})
+        first_call_s = time.perf_counter() - start
+        latencies = []
+        for i in range(args.infer_calls):
+            start = time.perf_counter()
+            model.sample_actions(single["observation"], single["task"], jax.random.key(i), {})
+            latencies.append(time.perf_counter() - start)
+        infer_ms = round(1000 * float(np.median(latencies)), 2)
+
     result = {
         "size": args.size,
         "batch": args.batch,
-        "window": args.window,
         "dtype": args.dtype,
-        "params": counts,
-        "flops_per_step": flops,
+        "attention": args.attention,
+        "attention_resolved": _resolved_attention(model, args),
         "remat": args.remat,
+        "scan": args.scan,
+        "params": counts,
+        "tokens_per_example": flops.tokens,
         "compile_s": round(compile_s, 2),
-        "train_step_temp_mb": round(temp_mb, 1),
-        "train_step_s": round(train_step_s, 4),
-        "samples_per_s": round(args.batch / train_step_s, 3),
-        "infer_first_call_s": round(first_call_s, 2),
-        "infer_latency_ms": round(1000 * float(np.median(latencies)), 2),
-        "loss": float(loss),
-        "device": str(jax.devices()[0].device_kind),
-        "platform": jax.devices()[0].platform,
+        "step_s": round(step_s, 5),
+        "samples_per_s": round(args.batch / step_s, 2),
+        "tokens_per_s": round(args.batch * flops.tokens / step_s, 1),
+        "analytic_flops_per_step": analytic,
+        "analytic_flops_breakdown": flops.as_dict(args.batch),
+        "xla_flops_per_step": xla_flops,
+        "xla_over_analytic": round(xla_flops / analytic, 4) if analytic else None,
+        "achieved_tflops": round(analytic / step_s / 1e12, 2),
+        "peak_tflops": round(peak_value / 1e12, 1) if peak_value else None,
+        "peak_source": peak_name,
+        "mfu": round(mfu, 4) if mfu is not None else None,
+        "peak_memory_gb": round(peak_memory_gb, 2) if peak_memory_gb else None,
+        "infer_first_call_s": round(first_call_s, 2) if first_call_s is not None else None,
+        "infer_latency_ms": infer_ms,
+        "loss": loss,
+        "device": str(device.device_kind),
+        "platform": device.platform,
+        "jax": jax.__version__,
     }
+    mfu_text = f"{100 * mfu:.1f}% of {peak_name}" if mfu is not None else "n/a (unknown peak)"
+    print(
+        f"{args.size} b{args.batch} {args.dtype} attention={result['attention_resolved']} "
+        f"remat={args.remat} scan={args.scan}: {1000 * step_s:.1f} ms/step, "
+        f"{result['samples_per_s']} samples/s, {result['achieved_tflops']} TFLOP/s, "
+        f"MFU {mfu_text}, compile {compile_s:.1f} s, "
+        f"XLA/analytic FLOPs {result['xla_over_analytic']}"
+    )
     print(json.dumps(result))
     return result
 
 
-def trainable_mask(model, params):
-    """False for the frozen language encoder's parameters."""
+def _resolved_attention(model, args) -> str:
     import jax
 
-    frozen = model.config.language.frozen and model.config.language.encoder == "t5"
+    from octo_like.model.attention import resolve_implementation
 
-    def is_trainable(path, _):
-        return not (frozen and any(getattr(p, "key", None) == "language_encoder" for p in path))
-
-    return jax.tree_util.tree_map_with_path(is_trainable, params)
+    preset = model.module.transformer.config
+    return resolve_implementation(
+        args.attention,
+        platform=jax.default_backend(),
+        dtype=preset.compute_dtype,
+        head_dim=preset.width // preset.num_heads,
+    )
 
 
 def parameter_counts(model) -> dict[str, int]:
@@ -195,12 +271,12 @@ def parameter_counts(model) -> dict[str, int]:
     from flax import nnx
 
     params = nnx.state(model.module, nnx.Param)
-    mask = trainable_mask(model, params)
-    sizes = jax.tree.map(lambda p: p.size, params)
-    trainable = sum(
-        s for s, m in zip(jax.tree.leaves(sizes), jax.tree.leaves(mask), strict=True) if m
-    )
-    total = sum(jax.tree.leaves(sizes))
+    frozen = model.config.language.frozen and model.config.language.encoder == "t5"
+    total = trainable = 0
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        total += leaf.size
+        in_language = any(getattr(p, "key", None) == "language_encoder" for p in path)
+        trainable += 0 if (frozen and in_language) else leaf.size
     return {"trainable": int(trainable), "frozen": int(total - trainable)}
 
 

@@ -1,0 +1,82 @@
+"""The analytic FLOP count: its formula, the peak table, and agreement with XLA's own count."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+
+import pytest
+
+from octo_like.model.config import (
+    HeadConfig,
+    ImageTokenizerConfig,
+    LanguageConfig,
+    ModelConfig,
+)
+from octo_like.model.flops import peak_flops, train_step_flops
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "scripts"))
+
+import benchmark_model  # noqa: E402
+
+
+def test_transformer_term_follows_the_documented_formula():
+    """tiny = 4 layers, width 192, MLP 768; one 32x32 camera -> 4 tokens + 1 readout per step."""
+    config = ModelConfig(
+        transformer="tiny",
+        image_tokenizers=(ImageTokenizerConfig("primary", encoder="patch16", num_features=8),),
+        language=LanguageConfig(encoder="none"),
+        window=2,
+        action_horizon=1,
+        action_dim=1,
+        head=HeadConfig(kind="mse"),
+    )
+    spec = {"observation": {"image_primary": {"shape": (2, 32, 32, 3)}}, "task": {}}
+    head = {"proj": {"kernel": _Shape(192, 1)}}
+    count = train_step_flops(config, spec, group_tokens=(0, 5), head_params=head)
+    n, d, m, layers = 10, 192, 768, 4
+    forward = layers * (2 * n * (4 * d * d + 2 * d * m) + 4 * n * n * d)
+    assert count.tokens == n
+    assert count.transformer == 3 * forward
+    # patch16: 2 x 4 patches x (16*16*3) x 8 features, twice per window, first (only) conv 2x.
+    assert count.image_tokenizers == 2 * 2 * (2 * 4 * 768 * 8)
+    assert count.head == 3 * 2 * (2 * 192 * 1)
+    assert count.total(5) == 5 * count.per_example
+
+
+class _Shape:
+    def __init__(self, *shape):
+        self.shape, self.ndim = shape, len(shape)
+
+
+def test_peak_table_names_the_entry_it_used():
+    assert peak_flops("NVIDIA H100 80GB HBM3") == ("H100", 989.4e12)
+    assert peak_flops("NVIDIA H100 PCIe")[1] == 756e12  # not the SXM figure
+    assert peak_flops("NVIDIA H200")[0] == "H200"
+    assert peak_flops("NVIDIA A100-SXM4-80GB")[1] == 312e12
+    assert peak_flops("TPU v4")[1] == 275e12
+    assert peak_flops("TPU v5 lite")[1] == 197e12
+    assert peak_flops("TPU v5p")[1] == 459e12
+    assert peak_flops("cpu") is None
+
+
+@pytest.mark.slow
+def test_benchmark_counts_agree_with_xla_on_octo_shapes(capsys):
+    """Octo's real input shapes (256/128 px cameras with goal fusion, T5-base, diffusion head)
+    on the tiny transformer: XLA's cost analysis of the compiled train step (einsum attention,
+    no lax.map) must agree with the analytic count within 10%."""
+    result = benchmark_model.main(
+        [
+            "--size", "tiny", "--batch", "1", "--attention", "einsum", "--steps", "1",
+            "--warmup", "0", "--infer_calls", "0",
+        ]
+    )  # fmt: skip
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last == json.loads(json.dumps(result))
+    assert 0.9 <= result["xla_over_analytic"] <= 1.1, result["analytic_flops_breakdown"]
+    assert result["tokens_per_example"] == 16 + 2 * (256 + 64 + 1)
+    assert result["mfu"] is None and result["peak_source"] is None  # CPU: no known peak
+    assert result["params"]["frozen"] > 80e6  # T5-base's encoder, frozen
+    for key in ("compile_s", "step_s", "samples_per_s", "tokens_per_s", "achieved_tflops"):
+        assert result[key] > 0

@@ -8,6 +8,7 @@ tf.data's autotuner may use for prefetch buffers is a knob rather than a surpris
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 
 import tensorflow as tf
@@ -18,15 +19,23 @@ SeededMap = Callable[[dict, tf.Tensor], dict]
 
 @dataclasses.dataclass(frozen=True)
 class Parallelism:
-    """Thread counts per stage and the autotuner's RAM budget (GiB; None = tf.data default)."""
+    """Thread counts per stage and the autotuner's RAM budget (GiB; None = tf.data default).
 
-    read: int = 2
-    trajectory: int = 2
-    frame: int = 2
+    A count left None is scaled to the host (`host_threads`): a 2-core laptop keeps 2 per stage,
+    a 96-core accelerator host reads with 24 threads and decodes/augments frames with 48.
+    """
+
+    read: int | None = None
+    trajectory: int | None = None
+    frame: int | None = None
     ram_budget_gb: float | None = 1.0
+    cpu_count: int | None = None  # None: os.cpu_count() of this host
 
     def __post_init__(self):
+        auto = host_threads(self.cpu_count or os.cpu_count() or 2)
         for name in ("read", "trajectory", "frame"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, auto[name])
             if getattr(self, name) < 1 and getattr(self, name) != tf.data.AUTOTUNE:
                 raise ValueError(f"Parallelism.{name} must be >= 1 or AUTOTUNE")
 
@@ -36,6 +45,15 @@ class Parallelism:
         return dataclasses.replace(
             self, read=share(self.read), trajectory=share(self.trajectory), frame=self.frame
         )
+
+
+def host_threads(cores: int) -> dict[str, int]:
+    """Default threads per stage for a host with `cores` cores (at least 2 each)."""
+    return {
+        "read": max(2, cores // 4),
+        "trajectory": max(2, cores // 4),
+        "frame": max(2, cores // 2),
+    }
 
 
 def element_seeds(dataset: tf.data.Dataset, seed: int, salt: int) -> tf.data.Dataset:

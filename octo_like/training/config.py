@@ -14,6 +14,7 @@ from octo_like.model.config import ModelConfig
 from octo_like.training.checkpoint import CheckpointConfig
 from octo_like.training.distributed import DistributedConfig
 from octo_like.training.optimizer import OptimizerConfig
+from octo_like.training.profiling import parse_profile_steps
 from octo_like.training.sharding import MeshConfig
 
 SYNTHETIC = "synthetic"
@@ -85,6 +86,12 @@ class TrainConfig:
     tensorboard: bool
     wandb_project: str
     simulation: SimulationDataConfig = SimulationDataConfig()
+    # "workdir": <workdir>/compilation_cache; "": off; else a (shared) directory.
+    compilation_cache: str = "workdir"
+    # "START,END": a jax.profiler trace of steps START+1..END into <workdir>/tensorboard.
+    profile_steps: str = ""
+    # Global batches prepared on the devices ahead of the running step (background thread).
+    prefetch_batches: int = 2
 
     @property
     def collects_simulated_data(self) -> bool:
@@ -92,9 +99,13 @@ class TrainConfig:
         return self.mix in SIMULATED_MIXES and not self.data_dir
 
     def __post_init__(self):
-        for name in ("num_steps", "log_every", "eval_every"):
+        for name in ("num_steps", "log_every", "eval_every", "prefetch_batches"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1")
+        try:
+            parse_profile_steps(self.profile_steps)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
         window = self.data.trajectory.window
         if self.model.window != window or self.model.action_horizon != (
             self.data.trajectory.action_horizon

@@ -6,6 +6,13 @@ tensorboard/. Rerunning the same command resumes from the latest complete checkp
 After a resume the data stream does not replay the batches of the interrupted run: the pipeline
 is re-seeded with ``seed + resume_step``, so the resumed run sees fresh, reproducible batches.
 (Saving the tf.data iterator would mean saving a shuffle buffer of up to 10^5 frames.)
+
+The host never waits needlessly: a background thread tokenizes the next batches and puts them
+on the devices (`prefetch.DevicePrefetcher`, `prefetch_batches` ahead) while a step runs; step
+metrics stay on the devices until every `log_every` steps; the loop blocks only on the step
+before the one it just dispatched, so one step queues behind the running one and host memory
+stays bounded. Logged per window: ``perf/step_s`` (wall time per step) and ``perf/data_wait_s``
+(time per step blocked on the input pipeline; near step_s means input-bound).
 """
 
 from __future__ import annotations
@@ -33,6 +40,13 @@ from octo_like.training import distributed, masks, metrics, sharding
 from octo_like.training.checkpoint import Checkpointer, check_workdir
 from octo_like.training.config import SYNTHETIC, TrainConfig
 from octo_like.training.optimizer import loop_learning_rate, make_optimizer
+from octo_like.training.prefetch import DevicePrefetcher
+from octo_like.training.profiling import (
+    ProfileWindow,
+    cache_directory,
+    enable_compilation_cache,
+    parse_profile_steps,
+)
 from octo_like.training.step import TrainState, make_steps
 
 log = logging.getLogger(__name__)
@@ -155,6 +169,7 @@ def run(
     if jax.process_count() > 1:  # others must not open checkpoints while the main one moves
         multihost_utils.sync_global_devices("workdir checked")
     _prepare_generated_data(config)
+    enable_compilation_cache(cache_directory(config.compilation_cache, workdir))
     mesh = sharding.make_mesh(config.mesh)
     shard = distributed.process_shard()
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint)
@@ -193,6 +208,7 @@ def run(
     if main:
         log.info("parameters: %s", counts)
         log.info("shardings:\n%s", sharding.describe_shardings(state.params))
+        log.info("input threads per stage: %s", config.data.parallelism)
 
     train_step, eval_step = make_steps(
         graphdef,
@@ -234,38 +250,58 @@ def run(
         input_spec=model.input_spec,
         base_params=initial.base_params,
     )
+    profile = ProfileWindow(
+        parse_profile_steps(config.profile_steps),
+        os.path.join(workdir, "tensorboard"),
+        enabled=main,
+    )
+    prefetcher = DevicePrefetcher(
+        batches, to_device, depth=config.prefetch_batches, first_batches=(first,)
+    )
     pending, window_start, last = [], start_step, {}
-    step, batch = start_step, first
+    window_wait = 0.0
+    window_clock = step_clock = time.perf_counter()
+    step = start_step
     try:
+        profile.after_step(step)
         while step < end_step:
-            wait_start = time.perf_counter()
-            device_batch = to_device(batch if batch is not None else next(batches))
-            batch = None
-            step_start = time.perf_counter()
+            device_batch, waited = prefetcher.next_batch()
             state, step_metrics = train_step(state, device_batch)
-            # Block so step time and data wait are measured, not dispatch time; tf.data keeps
-            # preparing batches in its own threads meanwhile.
-            step_metrics = jax.block_until_ready(step_metrics)
+            if pending:  # one step queued behind the running one, no more
+                jax.block_until_ready(pending[-1])
             step += 1
             pending.append(step_metrics)
+            window_wait += waited
+            now = time.perf_counter()
             progress.update(
                 step,
                 samples=config.data.batch_size,
-                data_wait_s=step_start - wait_start,
-                step_s=time.perf_counter() - step_start,
+                data_wait_s=waited,
+                step_s=max(now - step_clock - waited, 0.0),
                 loss=last.get("loss"),
             )
+            step_clock = now
+            profile.after_step(step, step_metrics)
             if step % config.log_every == 0 or step == end_step:
-                last = {k: float(np.mean([m[k] for m in pending])) for k in pending[0]}
+                host = jax.device_get(pending)
+                last = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
                 metrics.check_finite(last, (window_start + 1, step))
-                writer.write(step, last, prefix="train")
-                pending, window_start = [], step
+                now = time.perf_counter()
+                steps_done = step - window_start
+                perf = {
+                    "perf/step_s": (now - window_clock) / steps_done,
+                    "perf/data_wait_s": window_wait / steps_done,
+                }
+                writer.write(step, {**last, **perf}, prefix="train")
+                pending, window_start, window_wait, window_clock = [], step, 0.0, now
             if config.val_split and (step % config.eval_every == 0 or step == end_step):
                 val = _evaluate(eval_step, state, val_config, shard, prepared, config, to_device)
                 if val:
                     writer.write(step, val, prefix="val")
             checkpointer.save(step, state, **save_kwargs(), force=step == end_step)
     finally:
+        profile.stop()
+        prefetcher.close()
         checkpointer.wait()
         checkpointer.close()
         writer.close()

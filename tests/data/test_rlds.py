@@ -98,3 +98,12 @@ def test_parallelism_is_validated_and_shared_out():
     share = Parallelism(read=8, trajectory=8, frame=4).scaled(0.25)
     assert (share.read, share.trajectory, share.frame) == (2, 2, 4)
     assert Parallelism(read=2).scaled(0.01).read == 1
+
+
+def test_unset_thread_counts_scale_with_the_host():
+    laptop = Parallelism(cpu_count=2)
+    assert (laptop.read, laptop.trajectory, laptop.frame) == (2, 2, 2)
+    tpu_host = Parallelism(cpu_count=96)
+    assert (tpu_host.read, tpu_host.trajectory, tpu_host.frame) == (24, 24, 48)
+    pinned = Parallelism(read=3, cpu_count=96)
+    assert (pinned.read, pinned.frame) == (3, 48)

@@ -6,8 +6,10 @@ Direct dependencies are pinned exactly here; `requirements.lock` pins the whole 
 
 from setuptools import find_packages, setup
 
+JAX = "jax==0.10.2"
+
 INSTALL_REQUIRES = [
-    "jax==0.10.2",
+    JAX,
     "jaxlib==0.10.2",
     "flax==0.12.8",
     "optax==0.2.8",
@@ -37,15 +39,22 @@ INSTALL_REQUIRES = [
     "msgpack-numpy==0.4.8",
 ]
 
+# Accelerator builds of the same jax version: `pip install -e ".[tpu]"` on every TPU VM worker,
+# `pip install -e ".[cuda12]"` (or cuda13) on an NVIDIA GPU node. jax's own extras pin the
+# matching libtpu / CUDA plugin and the pip-packaged CUDA libraries.
 EXTRAS_REQUIRE = {
     "dev": ["pytest==9.2.0", "pytest-timeout==2.4.0", "ruff==0.17.5"],
+    "tpu": [JAX.replace("jax", "jax[tpu]", 1)],
+    "cuda12": [JAX.replace("jax", "jax[cuda12]", 1)],
+    "cuda13": [JAX.replace("jax", "jax[cuda13]", 1)],
 }
 
 setup(
     name="octo_like",
     version="0.1.0",
     description="Octo-style vision-language-action policies in JAX",
-    python_requires=">=3.11,<3.12",
+    # Every pin of requirements.lock has wheels for 3.11-3.13 (tests/test_install.py checks).
+    python_requires=">=3.11,<3.14",
     packages=find_packages(include=["octo_like", "octo_like.*"]),
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,

@@ -2,8 +2,16 @@
 
 The mesh has two axes, ``(data, fsdp)``. Parameters are replicated over ``data`` and, when large
 enough, split over ``fsdp`` (fully sharded data parallel: each layer's shards are all-gathered by
-the compiler just before use). Shardings are declared once, at the ``jax.jit`` boundary, through
-``in_shardings`` / ``out_shardings``; the compiler propagates them inside the step.
+the compiler just before use). Data parallelism is the default: Octo-size models (<= 100M
+parameters) fit on every chip, and replicas only all-reduce gradients.
+
+The device order follows the hardware (`jax.experimental.mesh_utils`): on a TPU slice the
+logical axes are laid along the physical torus (splitting physical axes where a logical axis
+needs it, e.g. ``fsdp=8`` on a 4x4x4 v4 slice); across slices (multi-slice, DCN) the mesh is
+built by `create_hybrid_device_mesh` with ``dcn_data`` x ``dcn_fsdp`` slices, so only the axes
+named there cross the slower data-center network. Shardings are declared once, at the
+``jax.jit`` boundary, through ``in_shardings`` / ``out_shardings``; the compiler propagates them
+inside the step.
 
 Parameter paths are ``/``-joined keys, e.g. ``"transformer/blocks/0/mlp/kernel"`` (the ``value``
 attribute of ``nnx.Variable`` leaves is left out), and are what `MeshConfig.rules` match.
@@ -19,6 +27,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 # The batch is split over BOTH axes: every device holds a distinct slice of the batch, so
@@ -37,7 +46,10 @@ _ACTIONS = (REPLICATE, FSDP)
 class MeshConfig:
     """Mesh shape and parameter sharding strategy.
 
-    `data` / `fsdp`: number of devices along each axis; -1 (for one of them) = all remaining.
+    `data` / `fsdp`: devices along each axis within a slice; -1 (for one of them) = all
+    remaining devices of the slice. (One GPU host or one CPU process counts as one slice.)
+    `dcn_data` / `dcn_fsdp`: slices along each axis (multi-slice TPU); their product must equal
+    the number of slices. The mesh's axis sizes are ``data * dcn_data`` and ``fsdp * dcn_fsdp``.
     `fsdp_min_size_mb`: arrays smaller than this (MiB) are replicated; splitting them saves
     little memory and costs an all-gather each.
     `rules`: ``(regex, "replicate" | "fsdp")`` overrides of that heuristic, matched with
@@ -47,6 +59,8 @@ class MeshConfig:
 
     data: int = -1
     fsdp: int = 1
+    dcn_data: int = 1
+    dcn_fsdp: int = 1
     fsdp_min_size_mb: float = 4.0
     rules: tuple[tuple[str, str], ...] = ()
 
@@ -57,6 +71,9 @@ class MeshConfig:
                 raise ValueError(
                     f"MeshConfig.{name} must be -1 (all remaining) or >= 1, not {size}"
                 )
+        for name in ("dcn_data", "dcn_fsdp"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"MeshConfig.{name} must be >= 1, not {getattr(self, name)}")
         if self.data == -1 and self.fsdp == -1:
             raise ValueError("MeshConfig: only one of data / fsdp may be -1 (all remaining)")
         if self.fsdp_min_size_mb < 0:
@@ -81,34 +98,62 @@ class MeshConfig:
         object.__setattr__(self, "rules", tuple(rules))
 
 
-def make_mesh(config: MeshConfig, devices: Sequence[jax.Device] | None = None) -> Mesh:
+def make_mesh(config: MeshConfig, devices: Sequence[Any] | None = None) -> Mesh:
     """A ``(data, fsdp)`` mesh over `devices` (default: all devices of all processes).
 
     Axes are `AxisType.Auto`: the compiler propagates the shardings declared at the jit
     boundary. (`jax.make_mesh` defaults to Explicit axes, which would make every op inside the
     model name its output sharding.)
     """
+    return Mesh(
+        device_array(config, devices), (DATA_AXIS, FSDP_AXIS), axis_types=(AxisType.Auto,) * 2
+    )
+
+
+def _slice_count(devices: Sequence[Any]) -> int:
+    return len({getattr(d, "slice_index", 0) for d in devices})
+
+
+def device_array(config: MeshConfig, devices: Sequence[Any] | None = None) -> np.ndarray:
+    """The mesh's devices, shape ``(data * dcn_data, fsdp * dcn_fsdp)``, in topology order."""
     devices = list(jax.devices() if devices is None else devices)
-    count = len(devices)
-    if count == 0:
+    if not devices:
         raise ValueError("make_mesh: no devices given")
+    slices = _slice_count(devices)
+    dcn = (config.dcn_data, config.dcn_fsdp)
+    if dcn[0] * dcn[1] != slices:
+        raise ValueError(
+            f"make_mesh: the devices form {slices} slice(s), but dcn_data={dcn[0]} x "
+            f"dcn_fsdp={dcn[1]} = {dcn[0] * dcn[1]}; set them so their product is {slices}"
+        )
+    count = len(devices) // slices
     data, fsdp = config.data, config.fsdp
     if data == -1 or fsdp == -1:
         fixed = fsdp if data == -1 else data
         if count % fixed:
             raise ValueError(
                 f"make_mesh: {'fsdp' if data == -1 else 'data'}={fixed} does not divide the "
-                f"{count} devices"
+                f"{count} devices per slice"
             )
         data, fsdp = (count // fixed, fsdp) if data == -1 else (data, count // fixed)
     if data * fsdp != count:
         raise ValueError(
-            f"make_mesh: data={data} x fsdp={fsdp} = {data * fsdp} devices, but there are "
+            f"make_mesh: data={data} x fsdp={fsdp} = {data * fsdp} devices, but a slice has "
             f"{count}; set one of them to -1 to use all remaining devices"
         )
-    return jax.make_mesh(
-        (data, fsdp), (DATA_AXIS, FSDP_AXIS), axis_types=(AxisType.Auto,) * 2, devices=devices
-    )
+    if slices > 1:
+        return mesh_utils.create_hybrid_device_mesh(
+            (data, fsdp), dcn, devices, allow_split_physical_axes=True
+        )
+    return mesh_utils.create_device_mesh((data, fsdp), devices, allow_split_physical_axes=True)
+
+
+def describe_mesh(mesh: Mesh) -> str:
+    """One line for the start-up log: axis sizes, device kind and count, slices."""
+    devices = mesh.devices.reshape(-1)
+    kind = getattr(devices[0], "device_kind", "?")
+    sizes = ", ".join(f"{name}={size}" for name, size in mesh.shape.items())
+    return f"mesh ({sizes}) over {devices.size} x {kind} in {_slice_count(devices)} slice(s)"
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

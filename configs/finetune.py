@@ -117,7 +117,8 @@ def get_config(arg: str = "full,language") -> ml_collections.ConfigDict:
         gradient_accumulation_steps=1,
         frozen=(),  # extra regexes to freeze, on top of the mode's
     )
-    c.mesh = dict(data=-1, fsdp=1, fsdp_min_size_mb=4.0)
+    # Per slice: data x fsdp devices (-1: the rest); across TPU slices: dcn_data x dcn_fsdp.
+    c.mesh = dict(data=-1, fsdp=1, dcn_data=1, dcn_fsdp=1, fsdp_min_size_mb=4.0)
     c.distributed = dict(enabled=None)
     c.checkpoint = dict(save_every=1000, keep_last=2, keep_every=None)
     c.tensorboard = True
@@ -127,5 +128,6 @@ def get_config(arg: str = "full,language") -> ml_collections.ConfigDict:
     c.compilation_cache = "workdir"
     c.profile_steps = ""  # "START,END": jax.profiler trace into <workdir>/tensorboard
     c.prefetch_batches = 2  # global batches put on the devices ahead of the running step
+    c.platform = ""  # "tpu" / "gpu": refuse to start on anything else ("" = any)
     c.lock()
     return c

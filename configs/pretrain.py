@@ -3,15 +3,18 @@
     python train.py --config configs/pretrain.py:debug --workdir runs/debug
     python train.py --config configs/pretrain.py:laptop --workdir runs/laptop      # make train
     python train.py --config configs/pretrain.py:small,oxe_magic_soup --workdir runs/octo_small \
-        --config.data_dir=/data/oxe
+        --config.data_dir=/data/oxe --config.model.language.checkpoint_dir=/models/t5-base
     python train.py --config configs/pretrain.py:base,bridge --workdir runs/octo_base \
-        --config.data_dir=/data/oxe --config.mesh.fsdp=8
+        --config.data_dir=/data/oxe --config.model.language.checkpoint_dir=/models/t5-base \
+        --config.mesh.fsdp=8
 
 `debug` trains on a synthetic Bridge-format dataset generated into the workdir (seconds; used by
 tests). `laptop` (what `make train` runs) trains on MetaWorld scripted-expert demonstrations of
 five tasks, collected into ~/.cache/octo_like/metaworld on first use (no download);
 `laptop,metaworld_cross` adds the wrist-camera embodiment. The sizes `tiny`, `small` and `base`
-read a named mix from data_dir.
+read a named mix from data_dir, condition on a frozen T5-base (a local Hugging Face-format
+directory: config.json, model.safetensors, spiece.model) and balance the mix by dataset size, as
+Octo does.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ def get_config(arg: str = "laptop") -> ml_collections.ConfigDict:
     c.data = dict(
         batch_size={"debug": 8, "laptop": 16}.get(preset, 256),
         shuffle_buffer=1000 if generated else 100_000,
-        balance_by_size=False,
+        balance_by_size=not generated,  # Octo: each dataset's weight x its size
         normalization="normal",
         statistics_cache_dir="~/.cache/octo_like/statistics",
         skip_bad_episodes=False,
@@ -90,11 +93,15 @@ def get_config(arg: str = "laptop") -> ml_collections.ConfigDict:
             for camera in (("primary", "wrist") if wrist else ("primary",))
         ),
         proprio=None,
-        # T5-base needs a local HF-format directory: --config.model.language.encoder=t5
-        # --config.model.language.checkpoint_dir=/models/t5-base
-        # frozen: the encoder's output is not back-propagated and its weights are excluded from
-        # the optimizer (no moments); the small encoder is trained from scratch, so not frozen.
-        language=dict(encoder="small", checkpoint_dir="", small_width=64, frozen=False),
+        # Scale presets: frozen T5-base from --config.model.language.checkpoint_dir (its output
+        # is not back-propagated and its weights get no optimizer moments). debug/laptop train a
+        # small encoder from scratch over a tokenizer made from their instructions.
+        language=dict(
+            encoder="small" if generated else "t5",
+            checkpoint_dir="",
+            small_width=64,
+            frozen=not generated,
+        ),
         window=2,
         action_horizon=4,
         action_dim=4 if simulated else 7,  # MetaWorld: delta xyz + grip
@@ -114,7 +121,8 @@ def get_config(arg: str = "laptop") -> ml_collections.ConfigDict:
         gradient_accumulation_steps=1,
         frozen=(),
     )
-    c.mesh = dict(data=-1, fsdp=1, fsdp_min_size_mb=4.0)
+    # Per slice: data x fsdp devices (-1: the rest); across TPU slices: dcn_data x dcn_fsdp.
+    c.mesh = dict(data=-1, fsdp=1, dcn_data=1, dcn_fsdp=1, fsdp_min_size_mb=4.0)
     c.distributed = dict(enabled=None)
     c.checkpoint = dict(
         save_every={"debug": 2, "laptop": 100}.get(preset, 5000), keep_last=3, keep_every=None
@@ -137,5 +145,6 @@ def get_config(arg: str = "laptop") -> ml_collections.ConfigDict:
     c.compilation_cache = "workdir"
     c.profile_steps = ""  # "START,END": jax.profiler trace into <workdir>/tensorboard
     c.prefetch_batches = 2  # global batches put on the devices ahead of the running step
+    c.platform = ""  # "tpu" / "gpu": refuse to start on anything else ("" = any)
     c.lock()
     return c

@@ -87,10 +87,30 @@ def standardized_trajectories(
     )
 
 
-def prepare_dataset(source: DatasetSource, config: DataConfig) -> PreparedDataset:
-    """Opens `source` and loads (or computes and caches) its train-split statistics."""
+def prepare_datasets(sources, config: DataConfig, *, max_workers: int = 8) -> list[PreparedDataset]:
+    """`prepare_dataset` of every source, datasets in parallel threads (tf.data and file reads
+    release the GIL), in the order given."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    sources = list(sources)
+    if len(sources) <= 1:
+        return [prepare_dataset(source, config) for source in sources]
+    with ThreadPoolExecutor(min(max_workers, len(sources))) as pool:
+        return list(pool.map(lambda source: prepare_dataset(source, config), sources))
+
+
+def prepare_dataset(
+    source: DatasetSource, config: DataConfig, *, statistics: DatasetStatistics | None = None
+) -> PreparedDataset:
+    """Opens `source` and loads (or computes and caches) its train-split statistics.
+
+    `statistics`: already known (e.g. received from the process that computed them); then
+    nothing is read or computed for them.
+    """
     spec = get_dataset_spec(source.name, config.extra_specs)
     builder = rlds.open_source(source.location, source.name)
+    if statistics is not None:
+        return PreparedDataset(source, spec, builder, statistics)
     fingerprint = statistics_fingerprint_for(builder, spec, source.split)
     statistics = load_or_compute_statistics(
         lambda: (

@@ -72,8 +72,9 @@ class LanguageConfig:
         _check_choice("language encoder", self.encoder, LANGUAGE_ENCODERS)
         if self.encoder != "none" and not self.checkpoint_dir:
             raise ValueError(
-                f"language encoder {self.encoder!r} needs checkpoint_dir (a directory with "
-                "spiece.model, and for t5 also config.json and model.safetensors)"
+                f"language encoder {self.encoder!r} needs checkpoint_dir "
+                "(--config.model.language.checkpoint_dir=DIR: a directory with spiece.model, "
+                "and for t5 also config.json and model.safetensors)"
             )
 
 

@@ -15,6 +15,7 @@ from octo_like.training.checkpoint import CheckpointConfig
 from octo_like.training.distributed import DistributedConfig
 from octo_like.training.optimizer import OptimizerConfig
 from octo_like.training.profiling import parse_profile_steps
+from octo_like.training.runtime import PLATFORMS
 from octo_like.training.sharding import MeshConfig
 
 SYNTHETIC = "synthetic"
@@ -92,6 +93,8 @@ class TrainConfig:
     profile_steps: str = ""
     # Global batches prepared on the devices ahead of the running step (background thread).
     prefetch_batches: int = 2
+    # "tpu" / "gpu" / "cpu": fail at start-up unless JAX runs there ("" accepts any).
+    platform: str = ""
 
     @property
     def collects_simulated_data(self) -> bool:
@@ -102,6 +105,8 @@ class TrainConfig:
         for name in ("num_steps", "log_every", "eval_every", "prefetch_batches"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1")
+        if self.platform not in PLATFORMS:
+            raise ConfigError(f"platform must be one of {PLATFORMS[1:]} or '' (any)")
         try:
             parse_profile_steps(self.profile_steps)
         except ValueError as error:

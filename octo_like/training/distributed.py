@@ -188,6 +188,30 @@ def is_main_process() -> bool:
     return jax.process_index() == 0
 
 
+def broadcast_text(text: str | None) -> str:
+    """Process 0's `text` on every process (others pass None); a collective: all must call."""
+    from jax.experimental import multihost_utils
+
+    data = np.frombuffer((text or "").encode(), np.uint8) if is_main_process() else None
+    length = int(multihost_utils.broadcast_one_to_all(np.int32(0 if data is None else data.size)))
+    buffer = np.zeros(length, np.uint8) if data is None else data
+    return bytes(np.asarray(multihost_utils.broadcast_one_to_all(buffer))).decode()
+
+
+def host_copy(tree: Any) -> Any:
+    """Numpy copies of a tree of (possibly sharded) arrays, on every process.
+
+    `jax.device_get` needs every shard on this process; with FSDP spanning hosts, each process
+    holds only its own, so the arrays are all-gathered across processes instead.
+    """
+    leaves = jax.tree.leaves(tree)
+    if all(getattr(x, "is_fully_addressable", True) for x in leaves):
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(tree, tiled=True)
+
+
 def _flatten(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple, Any]:
     flat = {}
     for key, value in tree.items():

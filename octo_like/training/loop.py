@@ -18,6 +18,7 @@ stays bounded. Logged per window: ``perf/step_s`` (wall time per step) and ``per
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import time
@@ -33,7 +34,8 @@ from jax.experimental import multihost_utils
 from octo_like.config.typed import to_plain
 from octo_like.data import synthetic
 from octo_like.data.oxe.registry import get_dataset_spec
-from octo_like.data.pipeline import make_pipeline, prepare_dataset
+from octo_like.data.pipeline import make_pipeline, prepare_dataset, prepare_datasets
+from octo_like.data.statistics import DatasetStatistics
 from octo_like.model.base_checkpoint import BaseReference
 from octo_like.model.octo_model import OctoModel, action_statistics_entry, tokenize_tasks
 from octo_like.training import distributed, masks, metrics, sharding
@@ -47,6 +49,7 @@ from octo_like.training.profiling import (
     enable_compilation_cache,
     parse_profile_steps,
 )
+from octo_like.training.runtime import describe_runtime, require_platform
 from octo_like.training.step import TrainState, make_steps
 
 log = logging.getLogger(__name__)
@@ -119,6 +122,29 @@ def _collect_simulated_data(config: TrainConfig) -> list[str]:
     return all_instructions(simulation.task_names)
 
 
+def _prepare_datasets(config: TrainConfig) -> list:
+    """Opens every dataset with its statistics, computed at most once for the whole job.
+
+    Process 0 loads them from the cache or computes them (datasets in parallel) and sends them
+    to the other processes, which never read the data for statistics and need no shared
+    filesystem for the cache.
+    """
+    sources = config.data.datasets
+    if jax.process_count() == 1:
+        return prepare_datasets(sources, config.data)
+    main = distributed.is_main_process()
+    prepared = prepare_datasets(sources, config.data) if main else None
+    payload = json.dumps([p.statistics.to_dict() for p in prepared]) if main else None
+    received = json.loads(distributed.broadcast_text(payload))
+    if main:
+        return prepared
+    log.info("statistics of %d dataset(s) received from process 0", len(received))
+    return [
+        prepare_dataset(source, config.data, statistics=DatasetStatistics.from_dict(stats))
+        for source, stats in zip(sources, received, strict=True)
+    ]
+
+
 def _host_batch(batch: dict, model: OctoModel) -> dict:
     """Host-side tokenization, then only the arrays the network reads (strings dropped)."""
     task = batch["task"]
@@ -161,6 +187,7 @@ def run(
     `init_model`: builds the initial model instead of `OctoModel.from_config` (fine-tuning
     passes one that loads pretrained weights); also called on resume, before the restore.
     """
+    require_platform(config.platform)
     workdir = os.path.abspath(workdir)
     main = distributed.is_main_process()
     if main:
@@ -171,11 +198,13 @@ def run(
     _prepare_generated_data(config)
     enable_compilation_cache(cache_directory(config.compilation_cache, workdir))
     mesh = sharding.make_mesh(config.mesh)
+    if main:
+        log.info("runtime: %s", describe_runtime(mesh))
     shard = distributed.process_shard()
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint)
     start_step = checkpointer.latest_step() or 0
 
-    prepared = [prepare_dataset(source, config.data) for source in config.data.datasets]
+    prepared = _prepare_datasets(config)
     train_data = dataclasses.replace(config.data, seed=config.data.seed + start_step)
     pipeline = make_pipeline(train_data, shard, prepared=prepared)
     batches = iter(pipeline)
@@ -306,7 +335,7 @@ def run(
         checkpointer.close()
         writer.close()
         progress.close()
-    nnx.update(model.module, jax.device_get(state.params))
+    nnx.update(model.module, distributed.host_copy(state.params))
     return RunResult(start_step, step, state, model, last)
 
 

@@ -38,4 +38,3 @@ def test_scale_presets_default_to_bfloat16_on_accelerators(preset):
 @pytest.mark.parametrize("preset", ["debug", "laptop"])
 def test_cpu_presets_stay_float32(preset):
     assert pretrain.get_config(preset).model.dtype == "float32"
-

@@ -1,5 +1,6 @@
 """train.py across two local processes (one CPU device each): both finish with the same global
-metrics, only process 0 writes logs, and the checkpoint loads as a model."""
+metrics, only process 0 writes logs and computes statistics, FSDP may span the processes, and
+the checkpoint loads as a model."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import socket
 import subprocess
 import sys
 import time
+
+import pytest
 
 from octo_like.training.metrics import read_jsonl
 
@@ -28,7 +31,14 @@ def last_metrics(output: str) -> dict:
     return ast.literal_eval(line.split("last metrics: ", 1)[1])
 
 
-def test_two_processes_train_one_run(tmp_path):
+@pytest.mark.parametrize(
+    "mesh",
+    [[], ["--config.mesh.data=1", "--config.mesh.fsdp=2", "--config.mesh.fsdp_min_size_mb=0.01"]],
+    ids=["data_parallel", "fsdp_across_processes"],
+)
+def test_two_processes_train_one_run(tmp_path, mesh):
+    """With FSDP over both processes each holds half of every large parameter, so the final
+    parameters must be gathered across processes (not `device_get`) to reach the host."""
     port = free_port()
     workdir = tmp_path / "run"
     command = [
@@ -40,6 +50,7 @@ def test_two_processes_train_one_run(tmp_path):
         "--config.tensorboard=False",
         "--config.eval_every=100",
         "--stop_at_step=2",
+        *mesh,
     ]  # fmt: skip
     children = []
     for process_id in range(2):
@@ -67,6 +78,13 @@ def test_two_processes_train_one_run(tmp_path):
     outputs = [(tmp_path / f"process{i}.log").read_text() for i in range(2)]
     for (child, _), output in zip(children, outputs, strict=True):
         assert child.returncode == 0, output[-3000:]
+    assert "runtime: backend cpu" in outputs[0] and "of 2; jax" in outputs[0]
+    # Statistics are computed once, by process 0, and sent to process 1 (no second read).
+    assert "statistics of synthetic_bridge: computing (cache miss)" in outputs[0]
+    assert "statistics of synthetic_bridge: computing" not in outputs[1]
+    assert "statistics of 1 dataset(s) received from process 0" in outputs[1]
+    if mesh:
+        assert "mesh (data=1, fsdp=2) over 2 x cpu" in outputs[0]
     first, second = (last_metrics(o) for o in outputs)
     assert first == second  # metrics are global reductions, identical on every process
     entries = read_jsonl(str(workdir / "metrics.jsonl"))

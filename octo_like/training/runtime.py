@@ -1,0 +1,50 @@
+"""What a run is running on: the start-up report and the accelerator check.
+
+A pod launch that silently fell back to CPU (a missing `jax[tpu]` / `jax[cuda12]` install, a
+driver mismatch) would train ~1000x slower without a word; `require_platform` stops it at once.
+"""
+
+from __future__ import annotations
+
+import jax
+
+from octo_like.config.typed import ConfigError
+
+PLATFORMS = ("", "cpu", "gpu", "tpu")
+_INSTALL_HINT = {
+    "tpu": 'pip install -e ".[tpu]" on every TPU VM worker',
+    "gpu": 'pip install -e ".[cuda12]" (or ".[cuda13]") on a machine with NVIDIA drivers',
+    "cpu": "unset the platform requirement",
+}
+
+
+def require_platform(platform: str, devices=None) -> None:
+    """Raises ConfigError unless JAX's devices are on `platform` ('' accepts any)."""
+    if platform not in PLATFORMS:
+        raise ConfigError(f"platform must be one of {PLATFORMS[1:]} or '' (any), got {platform!r}")
+    if not platform:
+        return
+    devices = jax.devices() if devices is None else devices
+    found = sorted({d.platform for d in devices})
+    if platform not in found:
+        raise ConfigError(
+            f"the config asks for platform {platform!r}, but JAX found only {found} devices "
+            f"({len(devices)} of them; JAX backend {jax.default_backend()!r}). Install the "
+            f"accelerator build: {_INSTALL_HINT[platform]}"
+        )
+
+
+def describe_runtime(mesh=None) -> str:
+    """Backend, device kind and counts, processes and mesh, for the start-up log."""
+    devices = jax.devices()
+    kinds = sorted({d.device_kind for d in devices})
+    text = (
+        f"backend {jax.default_backend()} ({', '.join(kinds)}): {len(devices)} devices, "
+        f"{jax.local_device_count()} local; process {jax.process_index()} of "
+        f"{jax.process_count()}; jax {jax.__version__}"
+    )
+    if mesh is not None:
+        from octo_like.training.sharding import describe_mesh
+
+        text += f"; {describe_mesh(mesh)}"
+    return text

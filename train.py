@@ -36,28 +36,57 @@ def main(config, workdir: str, *, overwrite: bool = False, stop_at_step: int | N
     return run(typed, workdir, raw_config=config, overwrite=overwrite, stop_at_step=stop_at_step)
 
 
-def _cli():
-    from absl import app, flags
+def _define_flags(values, sys_argv: list[str] | None = None) -> None:
+    """train.py's flags on `values`; `sys_argv`: the command line the config overrides are read
+    from (default: sys.argv at parse time)."""
+    from absl import flags
     from ml_collections import config_flags
 
     config_flags.DEFINE_config_file(
-        "config", DEFAULT_CONFIG, "configs/FILE.py:ARG", lock_config=True
+        "config",
+        DEFAULT_CONFIG,
+        "configs/FILE.py:ARG",
+        lock_config=True,
+        flag_values=values,
+        sys_argv=sys_argv,
     )
-    flags.DEFINE_string("workdir", "runs/laptop", "the run's directory (its identity)")
-    flags.DEFINE_bool("overwrite", False, "move aside a workdir made with another config")
-    flags.DEFINE_integer("stop_at_step", None, "stop early at this step (e.g. before preemption)")
+    flags.DEFINE_string(
+        "workdir", "runs/laptop", "the run's directory (its identity)", flag_values=values
+    )
+    flags.DEFINE_bool(
+        "overwrite", False, "move aside a workdir made with another config", flag_values=values
+    )
+    flags.DEFINE_integer(
+        "stop_at_step", None, "stop early at this step (e.g. before preemption)", flag_values=values
+    )
+
+
+def parse_command_line(argv: list[str]):
+    """(locked config, workdir, overwrite, stop_at_step) of a train.py command line (argv[0] is
+    the program), parsed on fresh flag values: tests and launchers check commands with it."""
+    from absl import flags
+
+    values = flags.FlagValues()
+    _define_flags(values, sys_argv=list(argv))
+    values(argv)
+    return values.config, values.workdir, values.overwrite, values.stop_at_step
+
+
+def _cli():
+    from absl import app, flags
+
+    _define_flags(flags.FLAGS)
 
     def _main(argv):
         del argv
         logging.getLogger().setLevel(logging.INFO)
+        values = flags.FLAGS
         result = main(
-            flags.FLAGS.config,
-            flags.FLAGS.workdir,
-            overwrite=flags.FLAGS.overwrite,
-            stop_at_step=flags.FLAGS.stop_at_step,
-        )
+            values.config, values.workdir, overwrite=values.overwrite,
+            stop_at_step=values.stop_at_step,
+        )  # fmt: skip
         print(f"finished at step {result.final_step}; last metrics: {result.last_metrics}")
-        print(f"checkpoints: {os.path.join(os.path.abspath(flags.FLAGS.workdir), 'checkpoints')}")
+        print(f"checkpoints: {os.path.join(os.path.abspath(values.workdir), 'checkpoints')}")
 
     app.run(_main)
 

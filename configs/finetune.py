@@ -117,9 +117,11 @@ def get_config(arg: str = "full,language") -> ml_collections.ConfigDict:
         gradient_accumulation_steps=1,
         frozen=(),  # extra regexes to freeze, on top of the mode's
     )
-    # Per slice: data x fsdp devices (-1: the rest); across TPU slices: dcn_data x dcn_fsdp.
-    c.mesh = dict(data=-1, fsdp=1, dcn_data=1, dcn_fsdp=1, fsdp_min_size_mb=4.0)
-    c.distributed = dict(enabled=None)
+    # Per slice: data x fsdp devices (-1: the rest); across TPU slices: dcn_data x dcn_fsdp
+    # (dcn_data=-1: every remaining slice on the data axis).
+    c.mesh = dict(data=-1, fsdp=1, dcn_data=-1, dcn_fsdp=1, fsdp_min_size_mb=4.0)
+    # enabled: None reads OCTO_* variables; True lets JAX detect the cluster (TPU pod, SLURM...).
+    c.distributed = dict(enabled=placeholder(bool))
     c.checkpoint = dict(save_every=1000, keep_last=2, keep_every=None)
     c.tensorboard = True
     c.wandb_project = ""

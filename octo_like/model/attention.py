@@ -12,8 +12,8 @@
 - ``xla`` / ``cudnn``: `jax.nn.dot_product_attention` with that implementation; ``cudnn`` is
   cuDNN's fused flash attention (GPU, bfloat16/float16, head dim a multiple of 8 up to 128); the
   boolean mask becomes an additive bias.
-- ``auto``: ``lean`` on CPU, ``cudnn`` on GPU where it applies (else ``einsum``), ``einsum`` on
-  TPU (XLA fuses it well there).
+- ``auto``: ``lean`` on CPU, ``cudnn`` on NVIDIA GPUs where it applies (half precision, head
+  dim a multiple of 8 up to 128, an even token count), else ``einsum``; ``einsum`` on TPU.
 
 Every implementation takes q, k, v float[b, N, h, c] and mask bool[b|1, 1, N, N] and returns
 float[b, N, h, c]; scores and softmax are computed in float32 whatever the input dtype.
@@ -31,8 +31,11 @@ _NEG = jnp.finfo(jnp.float32).min
 ATTENTION_IMPLEMENTATIONS = ("auto", "lean", "einsum", "xla", "cudnn")
 
 
-def resolve_implementation(implementation: str, *, platform: str, dtype, head_dim: int) -> str:
-    """The concrete implementation `auto` stands for on `platform` ('cpu', 'gpu', 'tpu')."""
+def resolve_implementation(
+    implementation: str, *, platform: str, dtype, head_dim: int, seq_len: int = 2
+) -> str:
+    """The concrete implementation `auto` stands for on `platform` ('cpu', 'cuda', 'rocm',
+    'tpu'; 'gpu' counts as CUDA) for `seq_len` tokens."""
     if implementation not in ATTENTION_IMPLEMENTATIONS:
         raise ValueError(
             f"unknown attention implementation {implementation!r}; choose from "
@@ -42,15 +45,24 @@ def resolve_implementation(implementation: str, *, platform: str, dtype, head_di
         return implementation
     if platform == "cpu":
         return "lean"
-    if platform in ("gpu", "cuda", "rocm") and cudnn_applies(dtype, head_dim):
+    if platform in ("gpu", "cuda") and cudnn_applies(dtype, head_dim, seq_len):
         return "cudnn"
     return "einsum"
 
 
-def cudnn_applies(dtype, head_dim: int) -> bool:
-    """cuDNN flash attention needs half-precision inputs and head dims a multiple of 8 <= 128."""
+def cudnn_applies(dtype, head_dim: int, seq_len: int) -> bool:
+    """cuDNN flash attention needs half-precision inputs, head dims a multiple of 8 <= 128 and,
+    with a mask (an additive bias for cuDNN) in training, an even number of tokens."""
     half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
-    return half and head_dim % 8 == 0 and head_dim <= 128
+    return half and head_dim % 8 == 0 and head_dim <= 128 and seq_len % 2 == 0
+
+
+def accelerator_platform() -> str:
+    """'cpu', 'tpu', 'cuda' (NVIDIA GPUs) or 'rocm' (other GPUs), from JAX's default devices."""
+    backend = jax.default_backend()
+    if backend != "gpu":
+        return backend
+    return "cuda" if jax.devices()[0].device_kind.startswith("NVIDIA") else "rocm"
 
 
 def attend(

@@ -142,7 +142,11 @@ def train_step_flops(
         stems += 2.0 * first + 3.0 * rest
         projections += 3.0 * 2.0 * (h // PATCH) * (w // PATCH) * 512 * d
     if config.proprio is not None:
-        projections += 3.0 * config.window * 2.0 * config.proprio.num_features * d
+        proprio_dim = observation["proprio"]["shape"][-1]
+        proprio_tokens = 1 if config.proprio.mode == "linear" else proprio_dim
+        dense_in = 2.0 * proprio_dim * config.proprio.num_features if proprio_tokens == 1 else 0
+        per_token = 2.0 * config.proprio.num_features * d
+        projections += 3.0 * config.window * (dense_in + proprio_tokens * per_token)
 
     language = 0.0
     length = config.language.max_length

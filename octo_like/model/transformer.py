@@ -26,7 +26,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from octo_like.model.attention import ATTENTION_IMPLEMENTATIONS, attend, resolve_implementation
+from octo_like.model.attention import (
+    ATTENTION_IMPLEMENTATIONS,
+    accelerator_platform,
+    attend,
+    resolve_implementation,
+)
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 _KERNEL_INIT = nnx.initializers.xavier_uniform()
@@ -137,10 +142,15 @@ class SelfAttention(nnx.Module):
         q, k, v = (f(x).reshape(b, n, h, d // h) for f in (self.query, self.key, self.value))
         if key is None or self.attention_dropout_rate == 0:
             implementation = resolve_implementation(
-                self.implementation, platform=jax.default_backend(), dtype=q.dtype, head_dim=d // h
+                self.implementation,
+                platform=accelerator_platform(),
+                dtype=q.dtype,
+                head_dim=d // h,
+                seq_len=n,
             )
             return self.out(attend(q, k, v, mask, implementation).reshape(b, n, d))
-        logits = jnp.einsum("bqhc,bkhc->bhqk", q, k).astype(jnp.float32) / math.sqrt(d // h)
+        logits = jnp.einsum("bqhc,bkhc->bhqk", q, k, preferred_element_type=jnp.float32)
+        logits = logits / math.sqrt(d // h)
         logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
         weights = jax.nn.softmax(logits, axis=-1).astype(x.dtype)
         weights = _dropout(weights, self.attention_dropout_rate, key)
@@ -225,11 +235,11 @@ class Transformer(nnx.Module):
         x = x.astype(cfg.compute_dtype)
         mask = mask.astype(bool)
         split = [nnx.split(block) for block in self.blocks]
-        graphdef = split[0][0]
-        run = _block_function(graphdef, cfg.remat)
         if cfg.scan_layers:
+            graphdef = split[0][0]
             if any(g != graphdef for g, _ in split[1:]):
                 raise ValueError("scan_layers needs blocks of one structure (e.g. LoRA on all)")
+            run = _block_function(graphdef, cfg.remat)
             stacked = jax.tree.map(lambda *layers: jnp.stack(layers), *[s for _, s in split])
             layer_keys = None if keys[0] is None else jnp.stack(keys)
 
@@ -239,8 +249,8 @@ class Transformer(nnx.Module):
 
             x, _ = jax.lax.scan(body, x, (stacked, layer_keys))
         else:
-            for (_, state), key in zip(split, keys, strict=True):
-                x = run(state, x, mask, key)
+            for (graphdef, state), key in zip(split, keys, strict=True):
+                x = _block_function(graphdef, cfg.remat)(state, x, mask, key)
         return self.ln_final(x.astype(jnp.float32))
 
 

@@ -283,7 +283,13 @@ def _jsonable(value: Any, where: str) -> Any:
 
 
 # ---------------------------------------------------------------------- workdir
-def check_workdir(workdir: str, config_json: Mapping[str, Any], *, overwrite: bool) -> str:
+def check_workdir(
+    workdir: str,
+    config_json: Mapping[str, Any],
+    *,
+    overwrite: bool,
+    ignore: tuple[str, ...] = (),
+) -> str:
     """Makes `workdir` this run's: "new", "resume" (same config) or "overwritten".
 
     A different config in ``workdir/config.json`` is an error naming the differing keys,
@@ -291,6 +297,7 @@ def check_workdir(workdir: str, config_json: Mapping[str, Any], *, overwrite: bo
     ``<workdir>.overwritten-<UTC time>`` and a fresh one started. The same config always
     resumes, even with `overwrite` (restarts of a preempted job must not wipe it).
 
+    Top-level keys in `ignore` (how the run executes, e.g. a profiler window) may differ.
     Call on the main process only, then synchronize hosts: whether to resume is decided by
     `Checkpointer.latest_step`, which every process calls afterwards.
     """
@@ -303,7 +310,9 @@ def check_workdir(workdir: str, config_json: Mapping[str, Any], *, overwrite: bo
                 old = json.load(f)
             except json.JSONDecodeError as e:
                 old = {"<unreadable config.json>": str(e)}
-        differences = _differences(old, config)
+        differences = [
+            d for d in _differences(old, config) if d.split(":")[0].split(".")[0] not in ignore
+        ]
         if not differences:
             log.info("resuming the run in %s (same config)", workdir)
             return "resume"

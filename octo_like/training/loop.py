@@ -55,6 +55,8 @@ from octo_like.training.step import TrainState, make_steps
 log = logging.getLogger(__name__)
 
 FROZEN_LANGUAGE_ENCODER = "^language_encoder/"
+# How a run executes, not what it trains: changing them never blocks a resume.
+RUNTIME_KEYS = ("profile_steps", "compilation_cache", "prefetch_batches", "platform")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,9 +135,20 @@ def _prepare_datasets(config: TrainConfig) -> list:
     if jax.process_count() == 1:
         return prepare_datasets(sources, config.data)
     main = distributed.is_main_process()
-    prepared = prepare_datasets(sources, config.data) if main else None
-    payload = json.dumps([p.statistics.to_dict() for p in prepared]) if main else None
-    received = json.loads(distributed.broadcast_text(payload))
+    prepared, payload, failure = None, None, None
+    if main:
+        try:
+            prepared = prepare_datasets(sources, config.data)
+            payload = json.dumps({"statistics": [p.statistics.to_dict() for p in prepared]})
+        except Exception as error:  # every process must hear of it, or they wait forever
+            failure = error
+            payload = json.dumps({"error": f"{type(error).__name__}: {error}"})
+    message = json.loads(distributed.broadcast_text(payload))
+    if failure is not None:
+        raise failure
+    if "error" in message:
+        raise RuntimeError(f"process 0 failed to prepare the datasets: {message['error']}")
+    received = message["statistics"]
     if main:
         return prepared
     log.info("statistics of %d dataset(s) received from process 0", len(received))
@@ -191,7 +204,9 @@ def run(
     workdir = os.path.abspath(workdir)
     main = distributed.is_main_process()
     if main:
-        status = check_workdir(workdir, to_plain(raw_config), overwrite=overwrite)
+        status = check_workdir(
+            workdir, to_plain(raw_config), overwrite=overwrite, ignore=RUNTIME_KEYS
+        )
         log.info("workdir %s: %s", workdir, status)
     if jax.process_count() > 1:  # others must not open checkpoints while the main one moves
         multihost_utils.sync_global_devices("workdir checked")
@@ -328,6 +343,8 @@ def run(
                 if val:
                     writer.write(step, val, prefix="val")
             checkpointer.save(step, state, **save_kwargs(), force=step == end_step)
+            if window_start == step:  # a window just closed: its clock skips eval and saving
+                window_clock = step_clock = time.perf_counter()
     finally:
         profile.stop()
         prefetcher.close()

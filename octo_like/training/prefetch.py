@@ -10,11 +10,14 @@ returned the failed batch: the same exception object, with the thread's tracebac
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 _END = object()
 
@@ -63,12 +66,10 @@ class DevicePrefetcher:
 
     def _fill(self, source, transform, first_batches) -> None:
         try:
-            for batch in first_batches:
-                if not self._put(transform(batch)):
-                    return
-            for batch in source:
-                if not self._put(transform(batch)):
-                    return
+            for batches in (first_batches, source):
+                for batch in batches:
+                    if self._stop.is_set() or not self._put(transform(batch)):
+                        return
             self._put(_END)
         except BaseException as error:  # noqa: BLE001 - handed to the training thread
             self._put(_Failure(error))
@@ -85,6 +86,7 @@ class DevicePrefetcher:
             self._put(_END)  # later calls stop too
             raise StopIteration
         if isinstance(item, _Failure):
+            self._put(item)  # later calls fail the same way instead of waiting forever
             raise item.error  # the original exception, its traceback from the thread kept
         return item, waited
 
@@ -96,3 +98,5 @@ class DevicePrefetcher:
             except queue.Empty:
                 break
         self._thread.join(timeout=5.0)
+        if self._thread.is_alive():  # inside a slow read; it exits before its next batch
+            log.warning("device prefetch thread still reading; it stops at its next batch")

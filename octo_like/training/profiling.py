@@ -36,8 +36,12 @@ def enable_compilation_cache(directory: str | None, *, min_compile_seconds: floa
 
     Programs compiling in under `min_compile_seconds` are not cached (they are cheap anyway).
     """
+    from jax.experimental.compilation_cache import compilation_cache
+
     if directory is None:
         return
+    if jax.config.jax_compilation_cache_dir not in (None, directory):
+        compilation_cache.reset_cache()  # JAX opens its cache once per process otherwise
     jax.config.update("jax_compilation_cache_dir", directory)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_seconds)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

@@ -48,8 +48,10 @@ class MeshConfig:
 
     `data` / `fsdp`: devices along each axis within a slice; -1 (for one of them) = all
     remaining devices of the slice. (One GPU host or one CPU process counts as one slice.)
-    `dcn_data` / `dcn_fsdp`: slices along each axis (multi-slice TPU); their product must equal
-    the number of slices. The mesh's axis sizes are ``data * dcn_data`` and ``fsdp * dcn_fsdp``.
+    `dcn_data` / `dcn_fsdp`: slices along each axis (multi-slice TPU; XLA may also count each
+    GPU host as a slice); their product must equal the number of slices; ``dcn_data=-1`` (the
+    default) puts all remaining slices on the data axis. The mesh's axis sizes are
+    ``data * dcn_data`` and ``fsdp * dcn_fsdp``.
     `fsdp_min_size_mb`: arrays smaller than this (MiB) are replicated; splitting them saves
     little memory and costs an all-gather each.
     `rules`: ``(regex, "replicate" | "fsdp")`` overrides of that heuristic, matched with
@@ -59,7 +61,7 @@ class MeshConfig:
 
     data: int = -1
     fsdp: int = 1
-    dcn_data: int = 1
+    dcn_data: int = -1
     dcn_fsdp: int = 1
     fsdp_min_size_mb: float = 4.0
     rules: tuple[tuple[str, str], ...] = ()
@@ -71,9 +73,11 @@ class MeshConfig:
                 raise ValueError(
                     f"MeshConfig.{name} must be -1 (all remaining) or >= 1, not {size}"
                 )
-        for name in ("dcn_data", "dcn_fsdp"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"MeshConfig.{name} must be >= 1, not {getattr(self, name)}")
+        if self.dcn_fsdp < 1 or (self.dcn_data < 1 and self.dcn_data != -1):
+            raise ValueError(
+                f"MeshConfig.dcn_data must be -1 (all remaining slices) or >= 1 and dcn_fsdp "
+                f">= 1, not {self.dcn_data} / {self.dcn_fsdp}"
+            )
         if self.data == -1 and self.fsdp == -1:
             raise ValueError("MeshConfig: only one of data / fsdp may be -1 (all remaining)")
         if self.fsdp_min_size_mb < 0:
@@ -120,7 +124,12 @@ def device_array(config: MeshConfig, devices: Sequence[Any] | None = None) -> np
     if not devices:
         raise ValueError("make_mesh: no devices given")
     slices = _slice_count(devices)
-    dcn = (config.dcn_data, config.dcn_fsdp)
+    if config.dcn_data == -1 and slices % config.dcn_fsdp:
+        raise ValueError(
+            f"make_mesh: dcn_fsdp={config.dcn_fsdp} does not divide the {slices} slice(s)"
+        )
+    dcn_data = slices // config.dcn_fsdp if config.dcn_data == -1 else config.dcn_data
+    dcn = (dcn_data, config.dcn_fsdp)
     if dcn[0] * dcn[1] != slices:
         raise ValueError(
             f"make_mesh: the devices form {slices} slice(s), but dcn_data={dcn[0]} x "

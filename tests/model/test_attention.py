@@ -114,6 +114,11 @@ def test_auto_picks_by_backend_dtype_and_head_dim():
     assert pick("gpu", jnp.bfloat16, head_dim=12) == "einsum"
     assert pick("gpu", jnp.bfloat16, head_dim=256) == "einsum"
     assert pick("tpu", jnp.bfloat16) == "einsum"
+    assert pick("rocm", jnp.bfloat16) == "einsum"  # cuDNN is NVIDIA's
+    odd = resolve_implementation(
+        "auto", platform="cuda", dtype=jnp.bfloat16, head_dim=64, seq_len=273
+    )
+    assert odd == "einsum"  # cuDNN refuses odd token counts with a mask in training
     assert resolve_implementation("xla", platform="cpu", dtype=jnp.float32, head_dim=7) == "xla"
     with pytest.raises(ValueError, match="unknown attention implementation 'flash'"):
         resolve_implementation("flash", platform="gpu", dtype=jnp.bfloat16, head_dim=64)

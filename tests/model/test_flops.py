@@ -80,3 +80,26 @@ def test_benchmark_counts_agree_with_xla_on_octo_shapes(capsys):
     assert result["params"]["frozen"] > 80e6  # T5-base's encoder, frozen
     for key in ("compile_s", "step_s", "samples_per_s", "tokens_per_s", "achieved_tflops"):
         assert result[key] > 0
+
+
+def test_proprio_projection_counts_every_token():
+    """per_dim proprio makes one token per dimension, each projected to the width."""
+    from octo_like.model.config import ProprioTokenizerConfig
+
+    def count(mode):
+        config = ModelConfig(
+            transformer="tiny",
+            image_tokenizers=(),
+            proprio=ProprioTokenizerConfig(mode=mode, num_features=16),
+            language=LanguageConfig(encoder="none"),
+            window=1,
+            action_horizon=1,
+            action_dim=1,
+            head=HeadConfig(kind="mse"),
+        )
+        spec = {"observation": {"proprio": {"shape": (1, 5)}}, "task": {}}
+        head = {"proj": {"kernel": _Shape(192, 1)}}
+        return train_step_flops(config, spec, group_tokens=(0, 6), head_params=head).projections
+
+    assert count("linear") == 3 * (2 * 5 * 16 + 2 * 16 * 192)
+    assert count("per_dim") == 3 * 5 * (2 * 16 * 192)

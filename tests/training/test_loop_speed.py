@@ -52,6 +52,8 @@ def test_prefetcher_hands_the_threads_error_to_the_caller():
     assert prefetcher.next_batch()[0] == 1
     with pytest.raises(ValueError, match="episode 3 of dataset toy"):
         prefetcher.next_batch()
+    with pytest.raises(ValueError, match="episode 3"):  # again, rather than waiting forever
+        prefetcher.next_batch()
     prefetcher.close()
 
 
@@ -115,6 +117,22 @@ def test_a_run_prefetches_logs_data_wait_caches_compiles_and_profiles(
     traces = list(pathlib.Path(workdir, "tensorboard", "plugins", "profile").glob("*/*.xplane.pb"))
     assert len(traces) == 1 and traces[0].stat().st_size > 0
     assert any(os.scandir(cache)), "the train step was written to the compilation cache"
+
+
+def test_changing_how_a_run_executes_does_not_block_its_resume(shared_data, tmp_path):
+    """profile_steps, compilation_cache, prefetch_batches and platform are not the run's
+    identity: a restart that adds a profiler window resumes instead of being refused."""
+    workdir = str(tmp_path / "run")
+    stats = str(tmp_path / "stats")
+    first = train.main(debug_config(shared_data, stats), workdir, stop_at_step=1)
+    assert first.final_step == 1
+    changed = debug_config(
+        shared_data, stats, profile_steps="2,3", prefetch_batches=3, compilation_cache=""
+    )
+    second = train.main(changed, workdir, stop_at_step=2)
+    assert (second.start_step, second.final_step) == (1, 2)
+    with pytest.raises(ValueError, match="optimizer.learning_rate"):
+        train.main(debug_config(shared_data, stats, **{"optimizer.learning_rate": 1.0}), workdir)
 
 
 @pytest.fixture(scope="module")

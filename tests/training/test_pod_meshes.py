@@ -62,7 +62,7 @@ def _mesh_config(preset: str, **overrides) -> MeshConfig:
         (V4_128, {"fsdp": 8}, (8, 8)),  # the README's fsdp=8: splits the 4x4x4 torus
         (V5E_256, {}, (256, 1)),
         (V5E_256, {"fsdp": 16}, (16, 16)),
-        (TWO_V4_64, {"dcn_data": 2}, (64, 1)),  # two slices: data parallel over DCN
+        (TWO_V4_64, {}, (64, 1)),  # two slices: data parallel over DCN (dcn_data=-1)
         (TWO_V4_64, {"dcn_data": 2, "fsdp": 8}, (8, 8)),
     ],
     ids=["v4-128", "v4-128-fsdp8", "v5e-256", "v5e-256-fsdp16", "2xv4-64", "2xv4-64-fsdp8"],
@@ -72,7 +72,7 @@ def test_every_preset_builds_a_mesh_on_pod_topologies(preset, topology, override
     devices = device_array(config, topology)
     assert devices.shape == shape
     assert sorted(d.id for d in devices.reshape(-1)) == sorted(d.id for d in topology)
-    if config.dcn_data > 1:
+    if topology is TWO_V4_64:
         # Only the data axis crosses slices: each half of it stays within one slice.
         half = shape[0] // 2
         assert {d.slice_index for d in devices[:half].reshape(-1)} == {0}
@@ -95,10 +95,12 @@ def test_mesh_axes_follow_the_torus_where_plain_reshapes_would_not():
 
 def test_wrong_slice_counts_and_sizes_are_named():
     with pytest.raises(ValueError, match=r"2 slice\(s\), but dcn_data=1 x dcn_fsdp=1"):
-        device_array(MeshConfig(), TWO_V4_64)
+        device_array(MeshConfig(dcn_data=1), TWO_V4_64)
+    with pytest.raises(ValueError, match=r"dcn_fsdp=3 does not divide the 2 slice\(s\)"):
+        device_array(MeshConfig(dcn_fsdp=3), TWO_V4_64)
     with pytest.raises(ValueError, match="fsdp=5 does not divide the 64 devices per slice"):
         device_array(MeshConfig(fsdp=5), V4_128)
-    with pytest.raises(ValueError, match="dcn_data must be >= 1"):
+    with pytest.raises(ValueError, match="dcn_data must be -1"):
         MeshConfig(dcn_data=0)
 
 

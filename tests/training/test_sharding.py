@@ -48,9 +48,9 @@ def test_make_mesh_shapes_and_errors():
     assert sharding.make_mesh(MeshConfig(fsdp=2)).shape == {DATA_AXIS: 4, FSDP_AXIS: 2}
     assert sharding.make_mesh(MeshConfig(data=1, fsdp=-1)).shape == {DATA_AXIS: 1, FSDP_AXIS: 8}
     assert sharding.make_mesh(MeshConfig(), jax.devices()[:2]).shape[DATA_AXIS] == 2
-    with pytest.raises(ValueError, match=r"data=2 x fsdp=2 = 4 devices, but there are 8"):
+    with pytest.raises(ValueError, match=r"data=2 x fsdp=2 = 4 devices, but a slice has 8"):
         sharding.make_mesh(MeshConfig(data=2, fsdp=2))
-    with pytest.raises(ValueError, match="fsdp=3 does not divide the 8 devices"):
+    with pytest.raises(ValueError, match="fsdp=3 does not divide the 8 devices per slice"):
         sharding.make_mesh(MeshConfig(fsdp=3))
     with pytest.raises(ValueError, match="only one of data / fsdp may be -1"):
         MeshConfig(data=-1, fsdp=-1)

@@ -253,16 +253,16 @@ def main(argv=None) -> dict:
 
 
 def _resolved_attention(model, args) -> str:
-    import jax
-
-    from octo_like.model.attention import resolve_implementation
+    from octo_like.model.attention import accelerator_platform, resolve_implementation
+    from octo_like.model.flops import model_train_flops
 
     preset = model.module.transformer.config
     return resolve_implementation(
         args.attention,
-        platform=jax.default_backend(),
+        platform=accelerator_platform(),
         dtype=preset.compute_dtype,
         head_dim=preset.width // preset.num_heads,
+        seq_len=model_train_flops(model.module, model.input_spec).tokens,
     )
 
 

@@ -27,10 +27,8 @@ from collections.abc import Mapping
 import jax
 
 from octo_like.model.config import ModelConfig
+from octo_like.model.tokenizers.image import PATCH, STEM_FEATURES
 from octo_like.model.transformer import TRANSFORMER_PRESETS
-
-STEM_FEATURES = (32, 96, 192, 384)  # SmallStem16's conv widths
-PATCH = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +89,7 @@ def _t5_forward(t5: Mapping, length: int) -> float:
     return t5["num_layers"] * per_layer
 
 
-def _head_forward(head_params: Mapping, kind: str, width: int, chunk: int) -> float:
+def _head_forward(head_params: Mapping, kind: str) -> float:
     """Per (b, w) element. Iterative heads (diffusion, flow) read their MLP sizes from params."""
     if kind in ("diffusion", "flow"):
         network = head_params["network"]
@@ -162,8 +160,7 @@ def train_step_flops(
         language = (1.0 if config.language.frozen else 3.0) * small
         projections += (2.0 if config.language.frozen else 3.0) * 2.0 * length * lw * d
 
-    chunk = config.action_horizon * config.action_dim
-    head = 3.0 * config.window * _head_forward(head_params, config.head.kind, d, chunk)
+    head = 3.0 * config.window * _head_forward(head_params, config.head.kind)
     return FlopCount(transformer, stems, projections, language, head, n)
 
 

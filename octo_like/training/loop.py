@@ -337,7 +337,7 @@ def run(
                     "perf/data_wait_s": window_wait / steps_done,
                 }
                 writer.write(step, {**last, **perf}, prefix="train")
-                pending, window_start, window_wait, window_clock = [], step, 0.0, now
+                pending, window_start, window_wait = [], step, 0.0
             if config.val_split and (step % config.eval_every == 0 or step == end_step):
                 val = _evaluate(eval_step, state, val_config, shard, prepared, config, to_device)
                 if val:

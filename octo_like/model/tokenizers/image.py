@@ -29,6 +29,7 @@ from octo_like.data.schema import PAD_MASK_DICT, image_key
 from octo_like.model.tokens import TokenGroup
 
 PATCH = 16
+STEM_FEATURES = (32, 96, 192, 384)  # SmallStem16's stride-2 conv widths
 
 
 class FiLM(nnx.Module):
@@ -93,7 +94,7 @@ class SmallStem16(nnx.Module):
         in_channels: int,
         *,
         num_features: int = 512,
-        features: Sequence[int] = (32, 96, 192, 384),
+        features: Sequence[int] = STEM_FEATURES,
         patch_size: int = PATCH,
         film_dim: int | None = None,
         rngs: nnx.Rngs,

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
+import tensorflow as tf
 
 from octo_like.data.rlds_writer import (  # noqa: F401  (re-exported for existing callers)
     Feature,
@@ -170,8 +171,8 @@ def ensure_synthetic_bridge(
 
     The gripper dim is binary (closing halfway through each episode) like real Bridge data.
     """
-    target = os.path.join(data_dir, SYNTHETIC_BRIDGE, "1.0.0")
-    if os.path.exists(os.path.join(target, "dataset_info.json")):
+    target = os.path.join(data_dir, SYNTHETIC_BRIDGE, "1.0.0")  # posix join keeps URLs intact
+    if tf.io.gfile.exists(os.path.join(target, "dataset_info.json")):
         return target
 
     def binary_gripper(split, index, episode):

@@ -23,7 +23,6 @@ call runs at steady-state speed (other batch sizes compile on their first call).
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import deque
@@ -33,6 +32,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from octo_like import storage
 from octo_like.data.schema import IMAGE_PREFIX, PAD_MASK_DICT, PROPRIO, TIMESTEP_PAD_MASK
 from octo_like.data.statistics import ArrayStatistics
 from octo_like.inference.execution import make_executor
@@ -129,9 +129,9 @@ class Policy:
         checkpoint was trained on several datasets.
         """
         model = OctoModel.load_pretrained(checkpoint_dir, step)
-        source = {"checkpoint": os.path.abspath(checkpoint_dir), "step": step}
+        source = {"checkpoint": storage.absolute(checkpoint_dir), "step": step}
         if step is None:
-            steps = [int(n) for n in os.listdir(checkpoint_dir) if n.isdigit()]
+            steps = [int(n) for n in storage.listdir(checkpoint_dir) if n.isdigit()]
             source["step"] = max(steps) if steps else None
         return cls(
             model, dataset_name=dataset_name, execution=execution, exec_horizon=exec_horizon,

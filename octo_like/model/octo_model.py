@@ -9,8 +9,7 @@ statistics, input spec and text tokenizer — saved to and loaded from one check
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,6 +18,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from octo_like import storage
 from octo_like.data.normalize import NormalizationType, unnormalize_np
 from octo_like.data.statistics import ArrayStatistics
 from octo_like.model import input_spec as spec_lib
@@ -194,8 +194,14 @@ class OctoModel:
 
     # ---------------------------------------------------------------- checkpoints
     def save_pretrained(self, step: int, checkpoint_dir: str) -> None:
-        """Writes ``checkpoint_dir/<step>/{params,config,dataset_statistics,input_spec}``."""
-        checkpoint_dir = os.path.abspath(checkpoint_dir)
+        """Writes ``checkpoint_dir/<step>/{params,config,dataset_statistics,input_spec}``
+        (a local path or a ``gs://`` URL, which orbax writes directly)."""
+        checkpoint_dir = storage.absolute(checkpoint_dir)
+        if not storage.orbax_native(checkpoint_dir):
+            raise ValueError(
+                f"save_pretrained({checkpoint_dir!r}): orbax writes local paths and "
+                f"{storage.ORBAX_SCHEMES} URLs; save locally and copy the directory up"
+            )
         config = self.config
         if config.language.encoder != "none":
             config = copy_language_assets(config, checkpoint_dir)
@@ -211,7 +217,11 @@ class OctoModel:
 
     @classmethod
     def load_pretrained(cls, checkpoint_dir: str, step: int | None = None) -> OctoModel:
-        checkpoint_dir = os.path.abspath(checkpoint_dir)
+        """Loads a step (default: the latest) from a local path or a URL (``gs://`` read by
+        orbax directly; other schemes copied to a temporary directory first)."""
+        checkpoint_dir = storage.absolute(checkpoint_dir)
+        if not storage.orbax_native(checkpoint_dir):
+            checkpoint_dir, step = _download(checkpoint_dir, step)
         options = ocp.CheckpointManagerOptions(read_only=True, create=False)
         with ocp.CheckpointManager(checkpoint_dir, options=options) as manager:
             step = manager.latest_step() if step is None else step
@@ -305,7 +315,7 @@ def model_items(
 
 
 def _base_reference(manager, checkpoint_dir: str, step: int) -> BaseReference | None:
-    if not os.path.isdir(os.path.join(checkpoint_dir, str(step), BASE_PARAMS)):
+    if not storage.isdir(storage.join(checkpoint_dir, str(step), BASE_PARAMS)):
         return None
     item = manager.restore(step, args=ocp.args.Composite(**{BASE_PARAMS: ocp.args.JsonRestore()}))
     return BaseReference.from_dict(item[BASE_PARAMS])
@@ -341,12 +351,13 @@ def _text_tokenizer(language: LanguageConfig) -> TextTokenizer | None:
 
 def copy_language_assets(config: ModelConfig, checkpoint_dir: str) -> ModelConfig:
     """Copies config.json / spiece.model so the checkpoint directory is self-contained."""
-    target = os.path.join(checkpoint_dir, LANGUAGE_ASSETS)
-    os.makedirs(target, exist_ok=True)
+    target = storage.join(checkpoint_dir, LANGUAGE_ASSETS)
+    storage.makedirs(target)
     for name in ("config.json", "spiece.model"):
-        source = os.path.join(config.language.checkpoint_dir, name)
-        if os.path.exists(source) and os.path.abspath(source) != os.path.join(target, name):
-            shutil.copyfile(source, os.path.join(target, name))
+        source = storage.join(config.language.checkpoint_dir, name)
+        destination = storage.join(target, name)
+        if storage.exists(source) and storage.absolute(source) != storage.absolute(destination):
+            storage.copy_file(source, destination)
     return dataclasses.replace(
         config, language=dataclasses.replace(config.language, checkpoint_dir=LANGUAGE_ASSETS)
     )
@@ -355,7 +366,32 @@ def copy_language_assets(config: ModelConfig, checkpoint_dir: str) -> ModelConfi
 def _with_local_language_assets(config: ModelConfig, checkpoint_dir: str) -> ModelConfig:
     if config.language.encoder == "none" or config.language.checkpoint_dir != LANGUAGE_ASSETS:
         return config
-    path = os.path.join(checkpoint_dir, LANGUAGE_ASSETS)
+    path = storage.join(checkpoint_dir, LANGUAGE_ASSETS)
     return dataclasses.replace(
         config, language=dataclasses.replace(config.language, checkpoint_dir=path)
     )
+
+
+_FINALIZED_MARKER = "_CHECKPOINT_METADATA"  # orbax writes it last into a step directory
+
+
+def _download(checkpoint_dir: str, step: int | None) -> tuple[str, int]:
+    """Copies one step (and the language assets) of a checkpoint at a URL orbax cannot read
+    into a temporary directory; returns that directory and the step."""
+    steps = sorted(
+        int(name)
+        for name in storage.listdir(checkpoint_dir)
+        if name.isdigit() and storage.exists(storage.join(checkpoint_dir, name, _FINALIZED_MARKER))
+    )
+    if step is None and not steps:
+        raise FileNotFoundError(f"no complete checkpoint under {checkpoint_dir!r}")
+    step = steps[-1] if step is None else step
+    if step not in steps:
+        raise FileNotFoundError(
+            f"no complete checkpoint for step {step} under {checkpoint_dir!r} (complete: {steps})"
+        )
+    local = tempfile.mkdtemp(prefix="octo_like-checkpoint-")
+    for name in (str(step), LANGUAGE_ASSETS):
+        if storage.isdir(storage.join(checkpoint_dir, name)):
+            storage.copy_tree(storage.join(checkpoint_dir, name), storage.join(local, name))
+    return local, step

@@ -15,10 +15,7 @@ so an interrupted or half-copied step is never resumed from.
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import json
 import logging
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,6 +23,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from octo_like import storage
 from octo_like.model.base_checkpoint import BASE_PARAMS, BaseReference
 from octo_like.model.config import ModelConfig
 from octo_like.model.octo_model import (
@@ -34,11 +32,19 @@ from octo_like.model.octo_model import (
     copy_language_assets,
     model_items,
 )
+from octo_like.training.checkpoint_staging import StagedDirectory
+from octo_like.training.workdir import CHECKPOINT_SUBDIR, CONFIG_FILE, check_workdir, jsonable
+
+__all__ = [
+    "CHECKPOINT_SUBDIR",
+    "CONFIG_FILE",
+    "CheckpointConfig",
+    "Checkpointer",
+    "check_workdir",
+]
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.json"
-CHECKPOINT_SUBDIR = "checkpoints"
 TRAIN_STATE = "train_state"
 # The model's items (what `OctoModel.load_pretrained` reads), plus the train state.
 ITEMS = (TRAIN_STATE, *MODEL_ITEMS)
@@ -71,22 +77,33 @@ class CheckpointConfig:
 
 class Checkpointer:
     """Async orbax checkpoints of the train state plus a loadable model. Call every method on
-    every process (orbax synchronizes hosts and writes JSON items from the primary only)."""
+    every process (orbax synchronizes hosts and writes JSON items from the primary only).
+
+    `checkpoint_dir`: a local path or a URL. Orbax writes local and ``gs://`` directories
+    itself; other schemes go through a local staging directory (`checkpoint_staging.py`).
+    """
 
     def __init__(self, checkpoint_dir: str, config: CheckpointConfig):
-        self.directory = os.path.abspath(checkpoint_dir)
+        self.directory = storage.absolute(checkpoint_dir)
         self.config = config
+        self._staged: StagedDirectory | None = None
+        orbax_directory = self.directory
+        if not storage.orbax_native(self.directory):
+            self._staged = StagedDirectory(
+                self.directory,
+                keep_last=config.keep_last,
+                keep_every=config.keep_every,
+                is_complete=_complete,
+                finalized_marker=_FINALIZED_MARKER,
+            )
+            orbax_directory = self._staged.local
         policies = [ocp.checkpoint_managers.LatestN(config.keep_last)]
         if config.keep_every is not None:
             policies.append(ocp.checkpoint_managers.EveryNSteps(config.keep_every))
         options = ocp.CheckpointManagerOptions(
-            save_decision_policy=ocp.checkpoint_managers.AnySavePolicy(
-                [
-                    ocp.checkpoint_managers.FixedIntervalPolicy(config.save_every),
-                    # Saves at the step every host agrees on after a preemption notice.
-                    ocp.checkpoint_managers.PreemptionCheckpointingPolicy(),
-                ]
-            ),
+            # Preemption saves are forced by the loop (training/preemption.py), which owns
+            # the hosts' preemption sync point.
+            save_decision_policy=ocp.checkpoint_managers.FixedIntervalPolicy(config.save_every),
             preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
             enable_async_checkpointing=config.async_save,
             cleanup_tmp_directories=True,  # leftovers of interrupted saves
@@ -99,14 +116,17 @@ class Checkpointer:
             registry.add(item, getattr(ocp.args, f"{kind}Save"))
             registry.add(item, getattr(ocp.args, f"{kind}Restore"))
         self._manager = ocp.CheckpointManager(
-            self.directory, options=options, handler_registry=registry
+            orbax_directory, options=options, handler_registry=registry
         )
+        self._orbax_directory = orbax_directory
         self._language_copied = False
 
     # ------------------------------------------------------------------ queries
     def all_steps(self) -> list[int]:
         """Steps of complete training checkpoints, ascending (waits for pending saves)."""
         self.wait()
+        if self._staged is not None:
+            return self._staged.remote_steps()
         self._manager.reload()
         return [s for s in sorted(self._manager.all_steps()) if self._is_complete(s)]
 
@@ -116,17 +136,12 @@ class Checkpointer:
         return steps[-1] if steps else None
 
     def should_save(self, step: int) -> bool:
-        """True at multiples of `save_every` (or on preemption) for a step not yet saved."""
+        """True at multiples of `save_every` for a step not yet saved."""
         return self._manager.should_save(step)
 
     def _is_complete(self, step: int) -> bool:
-        path = os.path.join(self.directory, str(step))
-        missing = [name for name in ITEMS if not os.path.isdir(os.path.join(path, name))]
-        if not os.path.isfile(os.path.join(path, _FINALIZED_MARKER)):
-            missing.append(_FINALIZED_MARKER)
-        if missing:
-            log.warning("ignoring incomplete checkpoint %s (missing %s)", path, missing)
-        return not missing
+        """Whether orbax's copy of `step` (local, staged, or gs://) is complete."""
+        return _complete(self._orbax_directory, step)
 
     # ------------------------------------------------------------------ save
     def save(
@@ -162,12 +177,14 @@ class Checkpointer:
         items = model_items(
             params,
             self._self_contained(model_config),
-            _jsonable(dataset_statistics, "stats"),
-            _jsonable(input_spec, "input_spec"),
+            jsonable(dataset_statistics, "stats"),
+            jsonable(input_spec, "input_spec"),
             base_params,
         )
         args = ocp.args.Composite(**{TRAIN_STATE: ocp.args.StandardSave(train_state), **items})
         saved = self._manager.save(step, args=args, force=True)
+        if self._staged is not None:  # orbax finished the previous save before starting this one
+            self._staged.publish()
         if saved:
             log.info(
                 "saving checkpoint %s/%d (async=%s)", self.directory, step, self.config.async_save
@@ -183,7 +200,7 @@ class Checkpointer:
         if config.language.encoder == "none" or config.language.checkpoint_dir == LANGUAGE_ASSETS:
             return config.to_dict()
         if jax.process_index() == 0 and not self._language_copied:
-            copy_language_assets(config, self.directory)
+            copy_language_assets(config, self._orbax_directory)
             self._language_copied = True
         language = dataclasses.replace(config.language, checkpoint_dir=LANGUAGE_ASSETS)
         return dataclasses.replace(config, language=language).to_dict()
@@ -196,6 +213,9 @@ class Checkpointer:
         carrying `.sharding` (or concrete arrays, whose shardings are used).
         """
         self.wait()
+        if self._staged is not None and step in self._staged.remote_steps():
+            self._staged.fetch(step)
+            self._manager.reload()
         if not self._is_complete(step):
             raise FileNotFoundError(
                 f"no complete checkpoint for step {step} in {self.directory} "
@@ -210,12 +230,17 @@ class Checkpointer:
 
     # ------------------------------------------------------------------ lifecycle
     def wait(self) -> None:
-        """Blocks until pending async saves are on disk (raises their errors)."""
+        """Blocks until pending async saves are on disk (raises their errors); staged
+        checkpoints are then copied to their remote directory."""
         self._manager.wait_until_finished()
+        if self._staged is not None:
+            self._staged.publish()
 
     def close(self) -> None:
-        self._manager.wait_until_finished()
+        self.wait()
         self._manager.close()
+        if self._staged is not None:
+            self._staged.close()
 
     def __enter__(self) -> Checkpointer:
         return self
@@ -269,106 +294,13 @@ def _check_target(metadata: Any, target: Any, step: int) -> None:
         )
 
 
-def _jsonable(value: Any, where: str) -> Any:
-    """Numpy arrays/scalars -> lists/Python numbers; anything else non-JSON is an error."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v, f"{where}.{k}") for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if isinstance(value, np.ndarray | np.generic | jax.Array):
-        return np.asarray(value).tolist()
-    if value is None or isinstance(value, str | bool | int | float):
-        return value
-    raise TypeError(f"{where}: {type(value).__name__} is not JSON serializable")
-
-
-# ---------------------------------------------------------------------- workdir
-def check_workdir(
-    workdir: str,
-    config_json: Mapping[str, Any],
-    *,
-    overwrite: bool,
-    ignore: tuple[str, ...] = (),
-) -> str:
-    """Makes `workdir` this run's: "new", "resume" (same config) or "overwritten".
-
-    A different config in ``workdir/config.json`` is an error naming the differing keys,
-    unless `overwrite`: then the whole old workdir is renamed (never deleted) to
-    ``<workdir>.overwritten-<UTC time>`` and a fresh one started. The same config always
-    resumes, even with `overwrite` (restarts of a preempted job must not wipe it).
-
-    Top-level keys in `ignore` (how the run executes, e.g. a profiler window) may differ.
-    Call on the main process only, then synchronize hosts: whether to resume is decided by
-    `Checkpointer.latest_step`, which every process calls afterwards.
-    """
-    workdir = os.path.abspath(workdir)
-    config = json.loads(json.dumps(_jsonable(config_json, "config")))
-    path = os.path.join(workdir, CONFIG_FILE)
-    if os.path.exists(path):
-        with open(path) as f:
-            try:
-                old = json.load(f)
-            except json.JSONDecodeError as e:
-                old = {"<unreadable config.json>": str(e)}
-        differences = [
-            d for d in _differences(old, config) if d.split(":")[0].split(".")[0] not in ignore
-        ]
-        if not differences:
-            log.info("resuming the run in %s (same config)", workdir)
-            return "resume"
-        if not overwrite:
-            shown = "; ".join(differences[:5]) + (" ..." if len(differences) > 5 else "")
-            raise ValueError(
-                f"{workdir} holds a run with a different config ({len(differences)} keys "
-                f"differ: {shown}). Use a new workdir, or overwrite=True to move the old run "
-                "aside and start over."
-            )
-        return _move_aside(workdir, config, f"{len(differences)} config keys differ")
-    checkpoints = os.path.join(workdir, CHECKPOINT_SUBDIR)
-    if os.path.isdir(checkpoints) and os.listdir(checkpoints):
-        if not overwrite:
-            raise ValueError(
-                f"{workdir} has checkpoints but no {CONFIG_FILE}: not a run this code started. "
-                "Use a new workdir, or overwrite=True to move it aside."
-            )
-        return _move_aside(workdir, config, f"no {CONFIG_FILE}")
-    os.makedirs(workdir, exist_ok=True)
-    _write_json(path, config)
-    log.info("new run in %s", workdir)
-    return "new"
-
-
-def _move_aside(workdir: str, config: dict, why: str) -> str:
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
-    target, n = f"{workdir}.overwritten-{stamp}", 1
-    while os.path.exists(target):
-        target, n = f"{workdir}.overwritten-{stamp}-{n}", n + 1
-    os.rename(workdir, target)
-    log.warning("overwrite: moved the old run in %s (%s) to %s", workdir, why, target)
-    os.makedirs(workdir)
-    _write_json(os.path.join(workdir, CONFIG_FILE), config)
-    return "overwritten"
-
-
-def _write_json(path: str, value: Any) -> None:
-    """Atomic: a crash leaves either no file or the whole file."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
-
-
-def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ, as ``key: old -> new`` (sorted, recursive)."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for key in sorted(set(old) | set(new)):
-            name = f"{prefix}.{key}" if prefix else str(key)
-            if key not in old:
-                out.append(f"{name}: (absent) -> {new[key]!r}")
-            elif key not in new:
-                out.append(f"{name}: {old[key]!r} -> (absent)")
-            else:
-                out.extend(_differences(old[key], new[key], name))
-        return out
-    return [] if old == new else [f"{prefix or '<root>'}: {old!r} -> {new!r}"]
+def _complete(root: str, step: int) -> bool:
+    """Every item directory and orbax's finalization marker exist under ``root/step``."""
+    path = storage.join(root, str(step))
+    present = set(storage.listdir(path))
+    missing = [name for name in ITEMS if name not in present]
+    if _FINALIZED_MARKER not in present:
+        missing.append(_FINALIZED_MARKER)
+    if missing:
+        log.warning("ignoring incomplete checkpoint %s (missing %s)", path, missing)
+    return not missing

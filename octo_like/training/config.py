@@ -7,6 +7,7 @@ import hashlib
 import os
 from typing import Any
 
+from octo_like import storage
 from octo_like.config.typed import ConfigError, build, to_plain
 from octo_like.data import synthetic
 from octo_like.data.config import DataConfig, DatasetSource
@@ -129,7 +130,7 @@ class TrainConfig:
 
 
 def synthetic_data_dir(workdir: str) -> str:
-    return os.path.join(workdir, "data")
+    return storage.join(workdir, "data")
 
 
 def parse_train_config(config: Any, workdir: str) -> TrainConfig:
@@ -144,7 +145,7 @@ def parse_train_config(config: Any, workdir: str) -> TrainConfig:
         }
         language = raw.get("model", {}).get("language", {})
         if language.get("encoder") == "small" and not language.get("checkpoint_dir"):
-            language["checkpoint_dir"] = os.path.join(data_dir, "tokenizer")
+            language["checkpoint_dir"] = storage.join(data_dir, "tokenizer")
     elif mix in SIMULATED_MIXES and not data_dir:
         from octo_like.data.oxe.mixes import resolve_mix
         from octo_like.envs.variants import variant_of_dataset

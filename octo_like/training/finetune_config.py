@@ -26,13 +26,13 @@ for a camera it never saw).
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Mapping
 from difflib import get_close_matches
 from typing import Any
 
 import orbax.checkpoint as ocp
 
+from octo_like import storage
 from octo_like.config.typed import ConfigError, build, to_plain
 from octo_like.data.config import DatasetSource
 from octo_like.data.oxe.spec import DatasetSpec
@@ -83,8 +83,8 @@ def read_pretrained(path: str, step: int | None = None) -> PretrainedInfo:
     (``<workdir>/checkpoints``) or a run's workdir holding one; step None: the latest."""
     if not path:
         raise ConfigError("pretrained_path is empty: set --config.pretrained_path=CHECKPOINT_DIR")
-    path = os.path.abspath(os.path.expanduser(path))
-    nested = os.path.join(path, "checkpoints")
+    path = storage.absolute(path)  # a local path or a URL
+    nested = storage.join(path, "checkpoints")
     if not _steps(path) and _steps(nested):
         path = nested
     steps = _steps(path)
@@ -107,19 +107,17 @@ def read_pretrained(path: str, step: int | None = None) -> PretrainedInfo:
     config = ModelConfig.from_dict(items["config"])
     if config.language.encoder != "none" and config.language.checkpoint_dir == LANGUAGE_ASSETS:
         language = dataclasses.replace(
-            config.language, checkpoint_dir=os.path.join(path, LANGUAGE_ASSETS)
+            config.language, checkpoint_dir=storage.join(path, LANGUAGE_ASSETS)
         )
         config = dataclasses.replace(config, language=language)
     return PretrainedInfo(path, step, config, items["input_spec"])
 
 
 def _steps(path: str) -> list[int]:
-    if not os.path.isdir(path):
-        return []
     return sorted(
         int(name)
-        for name in os.listdir(path)
-        if name.isdigit() and os.path.isdir(os.path.join(path, name, "config"))
+        for name in storage.listdir(path)
+        if name.isdigit() and storage.isdir(storage.join(path, name, "config"))
     )
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import sys
 import time
 import uuid
@@ -19,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, TextIO, runtime_checkable
 
 import numpy as np
+
+from octo_like import storage
 
 log = logging.getLogger(__name__)
 
@@ -65,44 +66,69 @@ class NullWriter:
 
 
 class JsonlWriter:
-    """One JSON object per line: ``{"step", "split", "time", **metrics}``; flushed per write."""
+    """One JSON object per line: ``{"step", "split", "time", **metrics}``.
 
-    def __init__(self, path: str, *, resume_step: int | None = None):
-        self.path = path
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        if resume_step is None:
-            mode = "w"
-        else:
-            mode = "a"
-            if os.path.exists(path):
-                kept = [e for e in read_jsonl(path) if e["step"] <= resume_step]
-                tmp = f"{path}.tmp"
-                with open(tmp, "w") as f:
-                    f.writelines(json.dumps(e) + "\n" for e in kept)
-                os.replace(tmp, path)
-        self._file: TextIO | None = open(path, mode)  # noqa: SIM115 (owned until close)
+    Local files are appended to and flushed per write. Object stores (``gs://``) cannot
+    append, so for a URL the lines are kept and the whole file is rewritten (atomically) at
+    most every `remote_flush_seconds`, and on `flush`/`close`.
+    """
+
+    def __init__(
+        self, path: str, *, resume_step: int | None = None, remote_flush_seconds: float = 30.0
+    ):
+        self.path = storage.absolute(path)
+        self._remote = storage.has_scheme(self.path)
+        self._remote_flush_seconds = remote_flush_seconds
+        kept: list[dict] = []
+        if resume_step is not None and storage.exists(self.path):
+            kept = [e for e in read_jsonl(self.path) if e["step"] <= resume_step]
+        self._lines = [json.dumps(e) + "\n" for e in kept]
+        self._closed = False
+        self._file: TextIO | None = None
+        if self._remote:
+            self._write_remote()
+            return
+        storage.makedirs(storage.dirname(self.path))
+        if resume_step is not None:
+            storage.write_text(self.path, "".join(self._lines))
+        self._file = open(self.path, "a" if resume_step is not None else "w")  # noqa: SIM115
 
     def write(self, step: int, metrics: Mapping[str, float], prefix: str = "train") -> None:
-        if self._file is None:
+        if self._closed:
             raise RuntimeError(f"JsonlWriter({self.path!r}) is closed")
         entry = {"step": int(step), "split": prefix, "time": time.time(), **_scalars(metrics)}
-        self._file.write(json.dumps(entry) + "\n")
-        self._file.flush()
+        line = json.dumps(entry) + "\n"
+        if self._file is not None:
+            self._file.write(line)
+            self._file.flush()
+            return
+        self._lines.append(line)
+        if time.monotonic() - self._last_write >= self._remote_flush_seconds:
+            self._write_remote()
+
+    def _write_remote(self) -> None:
+        storage.write_text(self.path, "".join(self._lines))
+        self._last_write = time.monotonic()
 
     def flush(self) -> None:
         if self._file is not None:
             self._file.flush()
+        elif not self._closed:
+            self._write_remote()
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self.flush()
         if self._file is not None:
             self._file.close()
             self._file = None
+        self._closed = True
 
 
 def read_jsonl(path: str) -> list[dict]:
     """Entries of a metrics file, in order; a torn (unparseable) last line is skipped."""
-    with open(path) as f:
-        lines = [line for line in f.read().split("\n") if line.strip()]
+    lines = [line for line in storage.read_text(path).split("\n") if line.strip()]
     entries = []
     for i, line in enumerate(lines):
         try:
@@ -235,26 +261,26 @@ def make_writers(
     if not is_main_process:
         return NullWriter()
     writers: list[MetricWriter] = [
-        JsonlWriter(os.path.join(workdir, METRICS_FILE), resume_step=resume_step)
+        JsonlWriter(storage.join(workdir, METRICS_FILE), resume_step=resume_step)
     ]
     if tensorboard:
-        writers.append(TensorBoardWriter(os.path.join(workdir, TENSORBOARD_SUBDIR)))
+        writers.append(TensorBoardWriter(storage.join(workdir, TENSORBOARD_SUBDIR)))
     if wandb_project:
-        id_file = os.path.join(workdir, WANDB_ID_FILE)
-        if os.path.exists(id_file):
-            with open(id_file) as f:
-                run_id = f.read().strip()
+        id_file = storage.join(workdir, WANDB_ID_FILE)
+        if storage.exists(id_file):
+            run_id = storage.read_text(id_file).strip()
         else:
             run_id = uuid.uuid4().hex[:16]
-            with open(id_file, "w") as f:
-                f.write(run_id)
+            storage.write_text(id_file, run_id)
         writers.append(
             WandbWriter(
                 wandb_project,
-                name=os.path.basename(os.path.abspath(workdir)),
+                name=storage.basename(workdir),
                 run_id=run_id,
                 config=wandb_config,
-                directory=workdir,
+                directory=None
+                if storage.has_scheme(workdir)
+                else workdir,  # wandb's files are local
             )
         )
     return MultiWriter(writers)

@@ -13,9 +13,10 @@
 from __future__ import annotations
 
 import logging
-import os
 
 import jax
+
+from octo_like import storage
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +28,8 @@ def cache_directory(setting: str, workdir: str) -> str | None:
     if not setting:
         return None
     if setting == WORKDIR_CACHE:
-        return os.path.join(workdir, "compilation_cache")
-    return os.path.expanduser(setting)
+        return storage.join(workdir, "compilation_cache")
+    return storage.absolute(setting)
 
 
 def enable_compilation_cache(directory: str | None, *, min_compile_seconds: float = 1.0) -> None:

@@ -336,3 +336,33 @@ def test_two_processes_save_and_restore_one_global_checkpoint(tmp_path):
     assert read_json(os.path.join(directory, "2", "dataset_statistics", "metadata")) == {
         "toy": {"n": 1}
     }
+
+
+def test_checkpoints_on_a_url_orbax_cannot_write_are_staged_and_pruned(tmp_path):
+    """ram:// (like s3://) is not written by orbax: steps go through a local staging directory,
+    reach the URL only complete (marker last), follow keep_last/keep_every there, and come back
+    down for a restore in a fresh checkpointer."""
+    from octo_like import storage
+    from tests import memory_fs
+
+    memory_fs.register()
+    directory = "ram://staged-checkpoints/run/checkpoints"
+    mesh = jax.make_mesh((2, 4), ("batch", "fsdp"))
+    state = sharded_state(mesh)
+    config = CheckpointConfig(save_every=1, keep_last=2, keep_every=3, async_save=True)
+    try:
+        with Checkpointer(directory, config) as ckpt:
+            staging = ckpt._staged.local
+            for step in range(1, 6):
+                assert ckpt.save(step, state, params=state["params"], **meta())
+            assert ckpt.all_steps() == [3, 4, 5]  # the last two, and every third
+        assert not os.path.exists(staging)  # scratch removed on close
+        assert storage.listdir(directory) == ["3", "4", "5"]
+        # An upload cut short (no finalization marker) is not a checkpoint.
+        storage.remove(storage.join(directory, "5", "_CHECKPOINT_METADATA"))
+        with Checkpointer(directory, config) as ckpt:
+            assert ckpt.latest_step() == 4
+            restored = ckpt.restore(4, abstract(state))
+        assert_bit_identical(restored, state)
+    finally:
+        memory_fs.clear("ram://staged-checkpoints")

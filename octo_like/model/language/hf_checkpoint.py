@@ -20,6 +20,7 @@ import safetensors
 import safetensors.numpy
 from flax import nnx
 
+from octo_like import storage
 from octo_like.model.language.t5 import T5Encoder, T5EncoderConfig
 from octo_like.model.language.tokenizer import SPIECE_FILENAME, TextTokenizer
 
@@ -92,32 +93,31 @@ def _encoder_variables(encoder: T5Encoder) -> dict[str, tuple[nnx.Variable, bool
 
 def _weight_files(checkpoint_dir: str) -> dict[str, str]:
     """Tensor name -> safetensors file path, from the index (sharded) or the single file."""
-    index_path = os.path.join(checkpoint_dir, INDEX_FILENAME)
-    single_path = os.path.join(checkpoint_dir, WEIGHTS_FILENAME)
-    if os.path.isfile(index_path):
-        with open(index_path) as f:
-            weight_map = json.load(f).get("weight_map")
+    index_path = storage.join(checkpoint_dir, INDEX_FILENAME)
+    single_path = storage.join(checkpoint_dir, WEIGHTS_FILENAME)
+    if storage.isfile(index_path):
+        weight_map = json.loads(storage.read_text(index_path)).get("weight_map")
         if not isinstance(weight_map, dict):
             raise ValueError(f"{index_path}: missing 'weight_map' object")
         files = {}
         for name, filename in weight_map.items():
-            path = os.path.join(checkpoint_dir, filename)
-            if not os.path.isfile(path):
+            path = storage.join(checkpoint_dir, filename)
+            if not storage.isfile(path):
                 raise FileNotFoundError(f"{index_path}: shard {filename!r} (for {name!r}) missing")
             files[name] = path
         return files
-    if os.path.isfile(single_path):
-        with safetensors.safe_open(single_path, framework="numpy") as f:
+    if storage.isfile(single_path):
+        with safetensors.safe_open(storage.local_file(single_path), framework="numpy") as f:
             return dict.fromkeys(f.keys(), single_path)
     hint = ""
-    if os.path.isfile(os.path.join(checkpoint_dir, "pytorch_model.bin")):
+    if storage.isfile(storage.join(checkpoint_dir, "pytorch_model.bin")):
         hint = " (found pytorch_model.bin: convert it to safetensors first)"
     raise FileNotFoundError(f"{checkpoint_dir}: no {WEIGHTS_FILENAME} or {INDEX_FILENAME}{hint}")
 
 
 def read_encoder_tensors(checkpoint_dir: str, config: T5EncoderConfig) -> dict[str, np.ndarray]:
     """Reads exactly the encoder tensors (HF names and layout), checking names and shapes."""
-    checkpoint_dir = os.fspath(checkpoint_dir)
+    checkpoint_dir = storage.absolute(checkpoint_dir)
     files = _weight_files(checkpoint_dir)
     expected = hf_parameter_shapes(config)
     unexpected = sorted(
@@ -144,7 +144,7 @@ def read_encoder_tensors(checkpoint_dir: str, config: T5EncoderConfig) -> dict[s
             )
         by_file.setdefault(files[source], []).append((name, source))
     for path, names in by_file.items():
-        with safetensors.safe_open(path, framework="numpy") as f:
+        with safetensors.safe_open(storage.local_file(path), framework="numpy") as f:
             for name, source in names:
                 tensor = f.get_tensor(source)
                 if tuple(tensor.shape) != expected[name]:
@@ -167,8 +167,8 @@ def load_t5_encoder(
 
     ``rngs`` only seeds dropout (all parameters are overwritten). Weights are cast to float32.
     """
-    checkpoint_dir = os.fspath(checkpoint_dir)
-    config = T5EncoderConfig.from_json(os.path.join(checkpoint_dir, CONFIG_FILENAME))
+    checkpoint_dir = storage.absolute(checkpoint_dir)
+    config = T5EncoderConfig.from_json(storage.join(checkpoint_dir, CONFIG_FILENAME))
     tokenizer = TextTokenizer.from_directory(checkpoint_dir, max_length=max_length)
     if tokenizer.vocab_size > config.vocab_size:
         raise ValueError(

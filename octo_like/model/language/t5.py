@@ -21,6 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from octo_like import storage
+
 FEED_FORWARD_PROJECTIONS = ("relu", "gated-gelu")
 SUPPORTED_MODEL_TYPES = ("t5", "mt5")
 _REQUIRED_FIELDS = ("vocab_size", "d_model", "d_kv", "d_ff", "num_layers", "num_heads")
@@ -80,13 +82,12 @@ class T5EncoderConfig:
         if isinstance(path_or_dict, dict):
             raw, source = path_or_dict, "config dict"
         else:
-            source = os.fspath(path_or_dict)
-            if os.path.isdir(source):
-                source = os.path.join(source, "config.json")
-            if not os.path.isfile(source):
+            source = storage.absolute(path_or_dict)
+            if storage.isdir(source):
+                source = storage.join(source, "config.json")
+            if not storage.isfile(source):
                 raise FileNotFoundError(f"T5 config not found: {source}")
-            with open(source) as f:
-                raw = json.load(f)
+            raw = json.loads(storage.read_text(source))
             if not isinstance(raw, dict):
                 raise ValueError(f"{source}: expected a JSON object, got {type(raw).__name__}")
         model_type = raw.get("model_type", "t5")

@@ -8,11 +8,12 @@ Runs in numpy between the data pipeline (``task.language_instruction``: bytes[b]
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import numpy as np
 import sentencepiece
+
+from octo_like import storage
 
 PAD_ID = 0
 EOS_ID = 1
@@ -25,10 +26,10 @@ class TextTokenizer:
     def __init__(self, spiece_model_path: str, max_length: int = 16):
         if max_length < 1:
             raise ValueError(f"max_length must be >= 1, got {max_length}")
-        path = os.fspath(spiece_model_path)
-        if not os.path.isfile(path):
+        path = storage.absolute(spiece_model_path)
+        if not storage.isfile(path):
             raise FileNotFoundError(f"sentencepiece model not found: {path}")
-        processor = sentencepiece.SentencePieceProcessor(model_file=path)
+        processor = sentencepiece.SentencePieceProcessor(model_file=storage.local_file(path))
         if processor.pad_id() != PAD_ID or processor.eos_id() != EOS_ID:
             raise ValueError(
                 f"{path}: expected a T5-style sentencepiece model with pad_id={PAD_ID} and "
@@ -42,7 +43,7 @@ class TextTokenizer:
     @classmethod
     def from_directory(cls, checkpoint_dir: str, max_length: int = 16) -> TextTokenizer:
         """Reads ``<checkpoint_dir>/spiece.model`` (the Hugging Face T5 layout)."""
-        return cls(os.path.join(os.fspath(checkpoint_dir), SPIECE_FILENAME), max_length)
+        return cls(storage.join(checkpoint_dir, SPIECE_FILENAME), max_length)
 
     def __call__(self, texts: Sequence[str | bytes] | np.ndarray) -> dict[str, np.ndarray]:
         """Tokenizes a batch.

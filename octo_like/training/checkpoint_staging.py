@@ -1,0 +1,107 @@
+"""Checkpoints on filesystems orbax cannot write directly, through a local staging directory.
+
+Orbax (TensorStore) writes arrays to local paths and ``gs://`` only. For any other URL scheme
+that `octo_like.storage` reaches (``s3://`` through tf.io.gfile plugins or fsspec, ``hdfs://``,
+an in-memory filesystem in tests), the checkpointer saves into a local scratch directory and
+this module mirrors it: each finalized step is copied up with its finalization marker last
+(a half-copied step is never taken for complete), a step to restore is copied down, and the
+remote directory keeps what the preservation policy says (the last `keep_last` steps plus
+multiples of `keep_every`). One process only: orbax's multi-host saves need a directory every
+host shares, which a per-host scratch directory is not.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable
+
+import jax
+
+from octo_like import storage
+from octo_like.model.octo_model import LANGUAGE_ASSETS
+
+log = logging.getLogger(__name__)
+
+
+class StagedDirectory:
+    """A local scratch directory for orbax mirrored to `remote` (a URL).
+
+    `is_complete(root, step)`: whether the step directory under `root` is a complete
+    checkpoint; `finalized_marker`: the file orbax writes last, uploaded last here too.
+    """
+
+    def __init__(
+        self,
+        remote: str,
+        *,
+        keep_last: int,
+        keep_every: int | None,
+        is_complete: Callable[[str, int], bool],
+        finalized_marker: str,
+    ):
+        if jax.process_count() > 1:
+            raise ValueError(
+                f"checkpoints in {remote}: orbax writes {storage.ORBAX_SCHEMES} URLs and local "
+                "paths directly; other schemes are staged through a local directory, which "
+                f"only a single process can do ({jax.process_count()} processes here). Use a "
+                "gs:// workdir or a filesystem every host mounts."
+            )
+        self.remote = remote
+        self.local = tempfile.mkdtemp(prefix="octo_like-checkpoint-staging-")
+        self._keep_last = keep_last
+        self._keep_every = keep_every
+        self._is_complete = is_complete
+        self._marker = finalized_marker
+        log.info("checkpoints for %s are staged in %s and copied up when final", remote, self.local)
+
+    def remote_steps(self) -> list[int]:
+        """Complete steps in the remote directory, ascending."""
+        steps = sorted(int(n) for n in storage.listdir(self.remote) if n.isdigit())
+        return [s for s in steps if self._is_complete(self.remote, s)]
+
+    def fetch(self, step: int) -> None:
+        """Copies a remote step down unless the staging directory already has it complete."""
+        if self._is_complete(self.local, step):
+            return
+        target = storage.join(self.local, str(step))
+        shutil.rmtree(target, ignore_errors=True)
+        count = storage.copy_tree(storage.join(self.remote, str(step)), target)
+        log.info("fetched checkpoint step %d from %s (%d files)", step, self.remote, count)
+
+    def publish(self) -> None:
+        """Copies finalized local steps (and language assets) up, then prunes the remote."""
+        assets = storage.join(self.local, LANGUAGE_ASSETS)
+        if storage.isdir(assets) and not storage.isdir(storage.join(self.remote, LANGUAGE_ASSETS)):
+            storage.copy_tree(assets, storage.join(self.remote, LANGUAGE_ASSETS))
+        remote = set(self.remote_steps())
+        local = sorted(int(n) for n in storage.listdir(self.local) if n.isdigit())
+        for step in local:
+            if step in remote or not self._is_complete(self.local, step):
+                continue
+            self._upload(step)
+            remote.add(step)
+        self._prune(sorted(remote))
+
+    def _upload(self, step: int) -> None:
+        source, target = storage.join(self.local, str(step)), storage.join(self.remote, str(step))
+        storage.remove(target)  # leftovers of an interrupted upload
+        files = list(storage.walk_files(source))
+        for relative in sorted(files, key=lambda f: f == self._marker):  # marker last
+            storage.copy_file(storage.join(source, relative), storage.join(target, relative))
+        log.info("copied checkpoint step %d to %s (%d files)", step, self.remote, len(files))
+
+    def _prune(self, steps: list[int]) -> None:
+        keep = set(steps[-self._keep_last :])
+        if self._keep_every:
+            keep |= {s for s in steps if s % self._keep_every == 0}
+        for step in steps:
+            if step not in keep:
+                storage.remove(storage.join(self.remote, str(step)))
+                log.info(
+                    "removed checkpoint step %d from %s (preservation policy)", step, self.remote
+                )
+
+    def close(self) -> None:
+        shutil.rmtree(self.local, ignore_errors=True)

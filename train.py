@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 import os
 
+from octo_like import storage
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 DEFAULT_CONFIG = os.path.join(
@@ -85,8 +87,13 @@ def _cli():
             values.config, values.workdir, overwrite=values.overwrite,
             stop_at_step=values.stop_at_step,
         )  # fmt: skip
+        if result.preempted:
+            print(
+                f"preempted: stopped at step {result.final_step} with a checkpoint saved; "
+                "rerun the same command to resume"
+            )
         print(f"finished at step {result.final_step}; last metrics: {result.last_metrics}")
-        print(f"checkpoints: {os.path.join(os.path.abspath(values.workdir), 'checkpoints')}")
+        print(f"checkpoints: {storage.join(storage.absolute(values.workdir), 'checkpoints')}")
 
     app.run(_main)
 

@@ -17,11 +17,16 @@ Environment variables read by `initialize` (the config's own fields take precede
     OCTO_LOCAL_DEVICE_IDS     optional, comma-separated local device ids this process uses
 
 Setting the address, count and id (all three) enables multi-host without OCTO_DISTRIBUTED.
+With none of them set, a multi-process cluster is detected from its own variables (see
+`detect_cluster`: SLURM with several tasks, Open MPI, TPU pods on GKE or multi-slice, Cloud
+TPU VMs, Kubernetes indexed Jobs) and JAX's own cluster detection then fills in the rest;
+OCTO_DISTRIBUTED=0 (or `enabled=False`) turns that off.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -99,6 +104,35 @@ def _env_enabled(environ: Mapping[str, str]) -> bool | None:
     raise ValueError(f"environment variable {ENV_ENABLED}={raw!r} is not one of {_TRUE + _FALSE}")
 
 
+def _more_than_one(environ: Mapping[str, str], name: str) -> bool:
+    raw = environ.get(name, "").strip()
+    return raw.isdigit() and int(raw) > 1
+
+
+def detect_cluster(
+    environ: Mapping[str, str] = os.environ,
+    path_exists=os.path.exists,
+    module_available=lambda name: importlib.util.find_spec(name) is not None,
+) -> str | None:
+    """The multi-process cluster this process runs in, by the variables each launcher sets
+    (the ones JAX's cluster detection reads), or None (a single process)."""
+    if "SLURM_JOB_ID" in environ and _more_than_one(environ, "SLURM_NTASKS"):
+        return "slurm"
+    if "OMPI_MCA_orte_hnp_uri" in environ and _more_than_one(environ, "OMPI_COMM_WORLD_SIZE"):
+        return "openmpi"
+    if environ.get("MEGASCALE_COORDINATOR_ADDRESS"):
+        return "tpu-multislice"
+    if "," in environ.get("TPU_WORKER_HOSTNAMES", "") or "," in environ.get(
+        "TPU_PROCESS_ADDRESSES", ""
+    ):
+        return "tpu-gke"
+    if "KUBERNETES_SERVICE_HOST" in environ and "JOB_COMPLETION_INDEX" in environ:
+        return "kubernetes"
+    if module_available("libtpu") and (path_exists("/dev/accel0") or path_exists("/dev/vfio/0")):
+        return "tpu-vm"  # single- or multi-host: JAX asks the TPU metadata which
+    return None
+
+
 def initialize_arguments(
     config: DistributedConfig, environ: Mapping[str, str] = os.environ
 ) -> dict[str, Any] | None:
@@ -127,7 +161,9 @@ def initialize_arguments(
     if enabled is None:
         enabled = _env_enabled(environ)
     if enabled is None:
-        enabled = any(value is not None for value in given.values())
+        enabled = any(value is not None for value in given.values()) or (
+            detect_cluster(environ) is not None
+        )
     if not enabled:
         return None
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -31,6 +30,7 @@ import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
 
+from octo_like import storage
 from octo_like.config.typed import to_plain
 from octo_like.data import synthetic
 from octo_like.data.oxe.registry import get_dataset_spec
@@ -39,9 +39,10 @@ from octo_like.data.statistics import DatasetStatistics
 from octo_like.model.base_checkpoint import BaseReference
 from octo_like.model.octo_model import OctoModel, action_statistics_entry, tokenize_tasks
 from octo_like.training import distributed, masks, metrics, sharding
-from octo_like.training.checkpoint import Checkpointer, check_workdir
+from octo_like.training.checkpoint import CHECKPOINT_SUBDIR, Checkpointer, check_workdir
 from octo_like.training.config import SYNTHETIC, TrainConfig
 from octo_like.training.optimizer import loop_learning_rate, make_optimizer
+from octo_like.training.preemption import PreemptionWatch
 from octo_like.training.prefetch import DevicePrefetcher
 from octo_like.training.profiling import (
     ProfileWindow,
@@ -86,6 +87,7 @@ class RunResult:
     state: TrainState
     model: OctoModel
     last_metrics: dict[str, float]
+    preempted: bool = False  # stopped at `final_step` on a preemption notice, checkpoint saved
 
 
 def _prepare_generated_data(config: TrainConfig) -> None:
@@ -100,8 +102,8 @@ def _prepare_generated_data(config: TrainConfig) -> None:
         else:
             instructions = _collect_simulated_data(config)
         tokenizer_dir = config.model.language.checkpoint_dir
-        if config.model.language.encoder == "small" and not os.path.exists(
-            os.path.join(tokenizer_dir, "spiece.model")
+        if config.model.language.encoder == "small" and not storage.exists(
+            storage.join(tokenizer_dir, "spiece.model")
         ):
             from octo_like.model.language.testing import write_tiny_t5_checkpoint
 
@@ -201,7 +203,7 @@ def run(
     passes one that loads pretrained weights); also called on resume, before the restore.
     """
     require_platform(config.platform)
-    workdir = os.path.abspath(workdir)
+    workdir = storage.absolute(workdir)  # a local path or a URL (gs://...)
     main = distributed.is_main_process()
     if main:
         status = check_workdir(
@@ -216,7 +218,7 @@ def run(
     if main:
         log.info("runtime: %s", describe_runtime(mesh))
     shard = distributed.process_shard()
-    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint)
+    checkpointer = Checkpointer(storage.join(workdir, CHECKPOINT_SUBDIR), config.checkpoint)
     start_step = checkpointer.latest_step() or 0
 
     prepared = _prepare_datasets(config)
@@ -296,7 +298,7 @@ def run(
     )
     profile = ProfileWindow(
         parse_profile_steps(config.profile_steps),
-        os.path.join(workdir, "tensorboard"),
+        storage.join(workdir, "tensorboard"),
         enabled=main,
     )
     prefetcher = DevicePrefetcher(
@@ -305,8 +307,10 @@ def run(
     pending, window_start, last = [], start_step, {}
     window_wait = 0.0
     window_clock = step_clock = time.perf_counter()
-    step = start_step
+    step, preempted = start_step, False
+    watch = PreemptionWatch()
     try:
+        watch.__enter__()
         profile.after_step(step)
         while step < end_step:
             device_batch, waited = prefetcher.next_batch()
@@ -343,9 +347,20 @@ def run(
                 if val:
                     writer.write(step, val, prefix="val")
             checkpointer.save(step, state, **save_kwargs(), force=step == end_step)
+            if step < end_step and watch.reached(step):
+                checkpointer.save(step, state, **save_kwargs(), force=True)
+                checkpointer.wait()
+                log.warning(
+                    "preemption notice: step %d saved on every process; stopping here "
+                    "(rerun the same command to resume)",
+                    step,
+                )
+                preempted = True
+                break
             if window_start == step:  # a window just closed: its clock skips eval and saving
                 window_clock = step_clock = time.perf_counter()
     finally:
+        watch.__exit__()
         profile.stop()
         prefetcher.close()
         checkpointer.wait()
@@ -353,7 +368,7 @@ def run(
         writer.close()
         progress.close()
     nnx.update(model.module, distributed.host_copy(state.params))
-    return RunResult(start_step, step, state, model, last)
+    return RunResult(start_step, step, state, model, last, preempted)
 
 
 def _evaluate(eval_step, state, val_config, shard, prepared, config, to_device) -> dict:

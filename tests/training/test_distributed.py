@@ -75,6 +75,65 @@ def test_cluster_auto_detection_passes_nothing():
     )
 
 
+SLURM_TWO_TASKS = {
+    "SLURM_JOB_ID": "77",
+    "SLURM_NTASKS": "2",
+    "SLURM_PROCID": "1",
+    "SLURM_LOCALID": "0",
+    "SLURM_STEP_NODELIST": "node[1-2]",
+}
+
+
+@pytest.mark.parametrize(
+    ("environ", "files", "modules", "cluster"),
+    [
+        ({}, (), (), None),
+        (SLURM_TWO_TASKS, (), (), "slurm"),
+        ({**SLURM_TWO_TASKS, "SLURM_NTASKS": "1"}, (), (), None),  # one task: one process
+        (
+            {"OMPI_MCA_orte_hnp_uri": "1.0;tcp://h:1", "OMPI_COMM_WORLD_SIZE": "4"},
+            (),
+            (),
+            "openmpi",
+        ),
+        ({"TPU_WORKER_HOSTNAMES": "w-0,w-1,w-2,w-3"}, (), (), "tpu-gke"),
+        ({"TPU_WORKER_HOSTNAMES": "localhost"}, (), (), None),
+        ({"MEGASCALE_COORDINATOR_ADDRESS": "slice-0:8080"}, (), (), "tpu-multislice"),
+        (
+            {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "JOB_COMPLETION_INDEX": "3"},
+            (),
+            (),
+            "kubernetes",
+        ),
+        ({}, ("/dev/accel0",), ("libtpu",), "tpu-vm"),
+        ({}, ("/dev/accel0",), (), None),  # accelerator files without libtpu: not a TPU VM
+    ],
+)
+def test_clusters_are_detected_from_their_launchers_variables(environ, files, modules, cluster):
+    found = distributed.detect_cluster(
+        environ, path_exists=lambda p: p in files, module_available=lambda m: m in modules
+    )
+    assert found == cluster
+
+
+def test_a_detected_cluster_enables_jax_detection_unless_turned_off():
+    expected = dict.fromkeys(
+        ("coordinator_address", "num_processes", "process_id", "local_device_ids")
+    )
+    auto = distributed.DistributedConfig()
+    assert distributed.initialize_arguments(auto, SLURM_TWO_TASKS) == expected
+    off = {**SLURM_TWO_TASKS, "OCTO_DISTRIBUTED": "0"}
+    assert distributed.initialize_arguments(auto, off) is None
+    assert (
+        distributed.initialize_arguments(
+            distributed.DistributedConfig(enabled=False), SLURM_TWO_TASKS
+        )
+        is None
+    )
+    # Explicit values still override what the cluster would give.
+    assert distributed.initialize_arguments(auto, {**SLURM_TWO_TASKS, **ENV})["process_id"] == 2
+
+
 @pytest.mark.parametrize(
     ("config", "environ", "message"),
     [

@@ -93,3 +93,88 @@ def test_two_processes_train_one_run(tmp_path, mesh):
 
     model = OctoModel.load_pretrained(str(workdir / "checkpoints"))
     assert model.config.transformer == "dummy"
+
+
+def _launch(tmp_path, port: int, extra: list[str], tag: str):
+    """Starts train.py (debug preset) as processes 0 and 1 of a 2-process run."""
+    command = [
+        sys.executable, str(REPO / "train.py"),
+        "--config", f"{REPO / 'configs/pretrain.py'}:debug",
+        "--workdir", str(tmp_path / "run"),
+        f"--config.data_dir={tmp_path / 'data'}",
+        f"--config.data.statistics_cache_dir={tmp_path / 'stats'}",
+        "--config.tensorboard=False",
+        "--config.eval_every=1000",
+        *extra,
+    ]  # fmt: skip
+    children = []
+    for process_id in range(2):
+        env = {
+            **os.environ,
+            "JAX_PLATFORMS": "cpu",
+            "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+            "OCTO_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
+            "OCTO_NUM_PROCESSES": "2",
+            "OCTO_PROCESS_ID": str(process_id),
+        }
+        log = open(tmp_path / f"{tag}{process_id}.log", "w")  # noqa: SIM115
+        children.append((subprocess.Popen(command, env=env, cwd=REPO, stdout=log,
+                                          stderr=subprocess.STDOUT), log))  # fmt: skip
+    return children
+
+
+def _wait(children, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    try:
+        while any(c.poll() is None for c, _ in children) and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        for child, log in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGKILL)
+            child.wait(timeout=30)
+            log.close()
+
+
+def test_sigterm_saves_the_same_step_on_both_processes_and_resumes(tmp_path):
+    """A preemption notice (SIGTERM to both hosts) ends the run with exit code 0 after both
+    processes saved one agreed step; the rerun continues from that step."""
+    steps = ["--config.num_steps=400", "--config.checkpoint.save_every=1000"]
+    children = _launch(tmp_path, free_port(), steps, "first")
+    metrics_file = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.monotonic() + 400
+    while time.monotonic() < deadline and any(c.poll() is None for c, _ in children):
+        if metrics_file.exists() and len(metrics_file.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.2)
+    for child, _ in children:
+        child.send_signal(signal.SIGTERM)
+    _wait(children, 120)
+    outputs = [(tmp_path / f"first{i}.log").read_text() for i in range(2)]
+    for (child, _), output in zip(children, outputs, strict=True):
+        assert child.returncode == 0, output[-3000:]
+    stopped = [
+        int(line.split("stopped at step ")[1].split()[0])
+        for output in outputs
+        for line in output.splitlines()
+        if line.startswith("preempted: stopped at step")
+    ]
+    assert len(stopped) == 2 and stopped[0] == stopped[1], outputs[0][-2000:]
+    step = stopped[0]
+    assert 3 <= step < 400
+    assert (tmp_path / "run" / "checkpoints" / str(step) / "_CHECKPOINT_METADATA").exists()
+
+    rerun = _launch(tmp_path, free_port(), [*steps, f"--stop_at_step={step + 2}"], "second")
+    _wait(rerun, 400)
+    outputs = [(tmp_path / f"second{i}.log").read_text() for i in range(2)]
+    for (child, _), output in zip(rerun, outputs, strict=True):
+        assert child.returncode == 0, output[-3000:]
+        assert (
+            f"resuming from checkpoint step {step}" in output
+            or f"finished at step {step + 2}" in output
+        )
+        assert f"finished at step {step + 2}" in output
+    assert f"resuming from checkpoint step {step}" in outputs[0]
+    entries = read_jsonl(str(metrics_file))
+    train_steps = [e["step"] for e in entries if e["split"] == "train"]
+    assert train_steps == list(range(1, step + 3))

@@ -57,17 +57,45 @@ def main(
     return result, initializer.report
 
 
-def _cli():
-    from absl import app, flags
+def _define_flags(values, sys_argv: list[str] | None = None) -> None:
+    """finetune.py's flags on `values`; `sys_argv`: the command line the config overrides are
+    read from (default: sys.argv at parse time)."""
+    from absl import flags
     from ml_collections import config_flags
 
     config_flags.DEFINE_config_file(
-        "config", None, "configs/finetune.py:MODE,TASK", lock_config=True
+        "config",
+        None,
+        "configs/finetune.py:MODE,TASK",
+        lock_config=True,
+        flag_values=values,
+        sys_argv=sys_argv,
     )
-    flags.DEFINE_string("workdir", None, "the run's directory (its identity)")
-    flags.DEFINE_bool("overwrite", False, "move aside a workdir made with another config")
-    flags.DEFINE_integer("stop_at_step", None, "stop early at this step (e.g. before preemption)")
-    flags.mark_flags_as_required(["config", "workdir"])
+    flags.DEFINE_string("workdir", None, "the run's directory (its identity)", flag_values=values)
+    flags.DEFINE_bool(
+        "overwrite", False, "move aside a workdir made with another config", flag_values=values
+    )
+    flags.DEFINE_integer(
+        "stop_at_step", None, "stop early at this step (e.g. before preemption)", flag_values=values
+    )
+    flags.mark_flags_as_required(["config", "workdir"], flag_values=values)
+
+
+def parse_command_line(argv: list[str]):
+    """(locked config, workdir, overwrite, stop_at_step) of a finetune.py command line (argv[0]
+    is the program), parsed on fresh flag values: tests check documented commands with it."""
+    from absl import flags
+
+    values = flags.FlagValues()
+    _define_flags(values, sys_argv=list(argv))
+    values(argv)
+    return values.config, values.workdir, values.overwrite, values.stop_at_step
+
+
+def _cli():
+    from absl import app, flags
+
+    _define_flags(flags.FLAGS)
 
     def _main(argv):
         del argv
@@ -79,8 +107,13 @@ def _cli():
             stop_at_step=flags.FLAGS.stop_at_step,
             echo=print,
         )
+        if result.preempted:
+            print(
+                f"preempted: stopped at step {result.final_step} with a checkpoint saved; "
+                "rerun the same command to resume"
+            )
         print(f"finished at step {result.final_step}; last metrics: {result.last_metrics}")
-        print(f"checkpoints: {os.path.join(os.path.abspath(flags.FLAGS.workdir), 'checkpoints')}")
+        print(f"checkpoints: {os.path.join(flags.FLAGS.workdir, 'checkpoints')}")
 
     app.run(_main)
 

@@ -3,7 +3,8 @@
     python train.py                                    # the laptop default (make train)
     python train.py --config configs/pretrain.py:debug --workdir runs/debug
     python train.py --config configs/pretrain.py:small,oxe_magic_soup --workdir runs/small \
-        --config.data_dir=/data/oxe [--config.KEY=VALUE ...] [--overwrite]
+        --config.data_dir=/data/oxe --config.model.language.checkpoint_dir=/models/t5-base \
+        [--config.KEY=VALUE ...] [--overwrite]
 
 Rerunning a command on an existing workdir resumes it; a workdir made with another config is
 refused unless --overwrite (the old one is then moved aside, never deleted).

@@ -56,7 +56,9 @@ def get_config(arg: str = "laptop") -> ml_collections.ConfigDict:
     image_size = 64 if small_images else 256
     wrist_size = 32 if small_images else 128
     c.data = dict(
-        batch_size={"debug": 8, "laptop": 16}.get(preset, 256),
+        # Octo: global batch 2048 (per host: 2048 / processes). Octo's shuffle buffer holds
+        # 500k frames on one loader; here each process shuffles its own shard in 100k.
+        batch_size={"debug": 8, "laptop": 16}.get(preset, 2048),
         shuffle_buffer=1000 if generated else 100_000,
         balance_by_size=not generated,  # Octo: each dataset's weight x its size
         normalization="normal",
@@ -112,11 +114,17 @@ def get_config(arg: str = "laptop") -> ml_collections.ConfigDict:
         scan_layers=False,  # True: one compiled block for all layers (faster compiles)
         attention="auto",  # lean on CPU, cuDNN flash attention on GPU, einsum on TPU
     )
+    # Scale presets follow Octo's published pretraining recipe (Octo paper, "Training details",
+    # and its released pretraining config): AdamW at peak 3e-4, 2000 linear warmup steps, then
+    # inverse-square-root decay with timescale 10000; weight decay 0.1; gradient clip 1.0;
+    # batch 2048 for 300k steps (data above). debug/laptop: a cosine over their short runs.
     c.optimizer = dict(
         learning_rate=3e-4,
-        schedule="warmup_cosine",
+        schedule="warmup_cosine" if generated else "rsqrt",
         warmup_steps={"debug": 1, "laptop": 20}.get(preset, 2000),
-        weight_decay=0.01,
+        rsqrt_timescale=placeholder(int) if generated else 10_000,
+        weight_decay=0.01 if generated else 0.1,
+        b2=0.95 if generated else 0.999,  # Octo: optax.adamw's default b2
         clip_gradient_norm=1.0,
         gradient_accumulation_steps=1,
         frozen=(),

@@ -42,7 +42,8 @@ class OptimizerConfig:
     schedule: "constant" (linear warmup, then flat), "warmup_cosine" (linear warmup from 0 to the
       peak at `warmup_steps`, cosine down to `end_learning_rate_fraction * learning_rate` at
       `decay_steps`, which includes the warmup) or "rsqrt" (linear warmup, then
-      `learning_rate * sqrt(warmup_steps / step)`).
+      `learning_rate * sqrt(T / (step - warmup_steps + T))` with T = `rsqrt_timescale`,
+      default `warmup_steps`; Octo pretrains with warmup 2000 and T = 10000).
     decay_steps: cosine length; None -> the total number of optimizer updates of the run.
     b2: 0.95 rather than Adam's 0.999: the second moment forgets faster, which damps the loss
       spikes large-batch transformer pretraining is prone to.
@@ -57,6 +58,7 @@ class OptimizerConfig:
     schedule: str = "warmup_cosine"
     warmup_steps: int = 2000
     decay_steps: int | None = None
+    rsqrt_timescale: int | None = None
     end_learning_rate_fraction: float = 0.0
     weight_decay: float = 0.01
     b1: float = 0.9
@@ -78,6 +80,8 @@ class OptimizerConfig:
             _check(self.warmup_steps > 0, "schedule 'rsqrt' needs warmup_steps > 0", 0)
         if self.decay_steps is not None:
             _check_int(self.decay_steps, "decay_steps", minimum=1)
+        if self.rsqrt_timescale is not None:
+            _check_int(self.rsqrt_timescale, "rsqrt_timescale", minimum=1)
         _check(
             0.0 <= self.end_learning_rate_fraction <= 1.0,
             "end_learning_rate_fraction must be in [0, 1]",
@@ -148,9 +152,11 @@ def make_schedule(config: OptimizerConfig, total_steps: int) -> optax.Schedule:
 
     if config.schedule == "rsqrt":
 
+        timescale = float(config.rsqrt_timescale or warmup)
+
         def rsqrt(step: jax.Array) -> jax.Array:
             step = jnp.asarray(step, jnp.float32)
-            decay = jnp.sqrt(warmup / jnp.maximum(step, warmup))
+            decay = jnp.sqrt(timescale / (jnp.maximum(step - warmup, 0.0) + timescale))
             return peak * warmup_factor(step) * decay
 
         return rsqrt

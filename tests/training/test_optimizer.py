@@ -350,6 +350,17 @@ def test_rsqrt_and_constant_schedules():
     assert math.isclose(float(rsqrt(100)), 2.0, rel_tol=1e-6)
     for step in (400, 2500):
         assert math.isclose(float(rsqrt(step)), 2.0 * math.sqrt(100 / step), rel_tol=1e-6)
+    # Octo's pretraining schedule: peak 3e-4 after 2000 warmup steps, then
+    # peak / sqrt((s + 10000) / 10000) with s counted from the end of the warmup.
+    octo = make_schedule(
+        OptimizerConfig(
+            learning_rate=3e-4, schedule="rsqrt", warmup_steps=2000, rsqrt_timescale=10_000
+        ),
+        300_000,
+    )
+    for step in (2000, 12_000, 300_000):
+        want = 3e-4 / math.sqrt((step - 2000 + 10_000) / 10_000)
+        assert math.isclose(float(octo(step)), want, rel_tol=1e-5)
     constant = make_schedule(
         OptimizerConfig(learning_rate=2.0, schedule="constant", warmup_steps=4), 1
     )

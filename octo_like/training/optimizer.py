@@ -151,7 +151,6 @@ def make_schedule(config: OptimizerConfig, total_steps: int) -> optax.Schedule:
         return lambda step: peak * warmup_factor(jnp.asarray(step, jnp.float32))
 
     if config.schedule == "rsqrt":
-
         timescale = float(config.rsqrt_timescale or warmup)
 
         def rsqrt(step: jax.Array) -> jax.Array:

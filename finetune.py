@@ -36,15 +36,17 @@ def main(
     tf.config.set_visible_devices([], "GPU")  # tf.data only: keep accelerators for JAX
 
     from octo_like.training import distributed
+    from octo_like.training.config import distributed_config
     from octo_like.training.finetune import PretrainedInitializer
     from octo_like.training.finetune_config import parse_finetune_config
     from octo_like.training.loop import optimizer_config, run
 
+    # Multi-host first: reading the pretrained checkpoint's config already starts JAX.
+    distributed.initialize(distributed_config(config))
     typed, source = parse_finetune_config(config, workdir)
-    distributed.initialize(typed.distributed)
     kwargs = {} if echo is None or not distributed.is_main_process() else {"echo": echo}
     initializer = PretrainedInitializer(
-        source, typed.model, optimizer_config(typed).frozen, **kwargs
+        source, typed.model, optimizer_config(typed).frozen, mesh_config=typed.mesh, **kwargs
     )
     result = run(
         typed,

@@ -79,25 +79,28 @@ class RldsSchema:
     `episode_metadata` holds per-episode features.
     """
 
-    observation: Mapping[str, Feature]
-    step: Mapping[str, Feature] = dataclasses.field(default_factory=_default_step_features)
+    observation: Mapping[str, Any]  # Feature, or a nested dict of them
+    step: Mapping[str, Any] = dataclasses.field(default_factory=_default_step_features)
     episode_metadata: Mapping[str, Feature] = dataclasses.field(default_factory=dict)
 
     def features(self) -> tfds.features.FeaturesDict:
-        step = {k: f.to_tfds() for k, f in self.step.items()}
-        step["observation"] = tfds.features.FeaturesDict(
-            {k: f.to_tfds() for k, f in self.observation.items()}
-        )
+        step = {k: _connector(f) for k, f in self.step.items()}
+        step["observation"] = _connector(self.observation)
         for flag in ("is_first", "is_last", "is_terminal"):
             step.setdefault(flag, tfds.features.Scalar(dtype=np.bool_))
         for value in ("reward", "discount"):
             step.setdefault(value, tfds.features.Scalar(dtype=np.float32))
         features = {"steps": tfds.features.Dataset(step)}
         if self.episode_metadata:
-            features["episode_metadata"] = tfds.features.FeaturesDict(
-                {k: f.to_tfds() for k, f in self.episode_metadata.items()}
-            )
+            features["episode_metadata"] = _connector(self.episode_metadata)
         return tfds.features.FeaturesDict(features)
+
+
+def _connector(feature: Feature | Mapping[str, Any]) -> tfds.features.FeatureConnector:
+    """A feature, or a nested dict of them (e.g. RT-1's dict actions) as a FeaturesDict."""
+    if isinstance(feature, Mapping):
+        return tfds.features.FeaturesDict({k: _connector(f) for k, f in feature.items()})
+    return feature.to_tfds()
 
 
 def complete_step_columns(steps: dict[str, Any], length: int) -> dict[str, Any]:

@@ -60,6 +60,8 @@ def _fake_image(rng: np.random.Generator, length: int, shape: tuple[int, ...]) -
 
 
 def _fake_value(rng: np.random.Generator, feature: Feature, length: int, instruction: str):
+    if isinstance(feature, Mapping):  # nested features, e.g. a dict action
+        return {k: _fake_value(rng, f, length, instruction) for k, f in feature.items()}
     if feature.kind == "image":
         return _fake_image(rng, length, feature.shape)
     if feature.kind == "text":

@@ -88,10 +88,20 @@ def fingerprint(flat: Mapping[str, Any], paths: Iterable[str]) -> str:
     """sha256 over the listed parameters' paths, shapes, dtypes and bytes (order-independent)."""
     digest = hashlib.sha256()
     for path in sorted(paths):
-        array = np.asarray(jax.device_get(flat[path]))
+        array = _host_value(flat[path])
         digest.update(f"{path}|{array.shape}|{array.dtype.str}|".encode())
         digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()
+
+
+def _host_value(value: Any) -> np.ndarray:
+    """The whole array on this host, gathered from other processes' devices when sharded
+    across them (a collective: every process must call it)."""
+    if isinstance(value, jax.Array) and not value.is_fully_addressable:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(value, tiled=True))
+    return np.asarray(jax.device_get(value))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -216,9 +216,21 @@ class OctoModel:
             manager.wait_until_finished()
 
     @classmethod
-    def load_pretrained(cls, checkpoint_dir: str, step: int | None = None) -> OctoModel:
+    def load_pretrained(
+        cls,
+        checkpoint_dir: str,
+        step: int | None = None,
+        *,
+        sharding: jax.sharding.Sharding | Callable[[Any], Any] | None = None,
+    ) -> OctoModel:
         """Loads a step (default: the latest) from a local path or a URL (``gs://`` read by
-        orbax directly; other schemes copied to a temporary directory first)."""
+        orbax directly; other schemes copied to a temporary directory first).
+
+        `sharding`: where the parameters are restored to, whatever topology saved them: one
+        `Sharding` for every array, or a function from the abstract parameters (a pure dict of
+        `jax.ShapeDtypeStruct`) to a matching tree of shardings, e.g. a training run's FSDP
+        layout over a multi-host mesh. None: this process's first device (a notebook).
+        """
         checkpoint_dir = storage.absolute(checkpoint_dir)
         if not storage.orbax_native(checkpoint_dir):
             checkpoint_dir, step = _download(checkpoint_dir, step)
@@ -247,21 +259,32 @@ class OctoModel:
             reference = _base_reference(manager, checkpoint_dir, step)
             if reference is not None:  # only what differs from the base was saved
                 params = reference.strip(params)
-            # Restore onto this process's first device, whatever topology saved the checkpoint
-            # (e.g. a multi-host training run loaded in a notebook).
-            device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
             target = jax.tree.map(
-                lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), params
+                lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                params,
+                _target_shardings(sharding, params),
             )
             restored = manager.restore(
                 step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target))
             )["params"]
         if reference is not None:
-            base = _load_base(cls, reference, checkpoint_dir)
+            base = _load_base(cls, reference, checkpoint_dir, sharding)
             restored = reference.complete(structure, restored, nnx.state(base.module, nnx.Param))
         nnx.replace_by_pure_dict(state, restored)
         module = nnx.merge(graphdef, state)
         return cls(module, config, meta["input_spec"], meta["dataset_statistics"], tokenizer)
+
+
+def _target_shardings(sharding, abstract_params):
+    """A tree of shardings matching `abstract_params` (see `OctoModel.load_pretrained`)."""
+    if sharding is None:
+        sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    if isinstance(sharding, jax.sharding.Sharding):
+        return jax.tree.map(lambda _: sharding, abstract_params)
+    shardings = sharding(abstract_params)
+    if jax.tree.structure(shardings) != jax.tree.structure(abstract_params):
+        raise ValueError("load_pretrained: the sharding function must return one per parameter")
+    return shardings
 
 
 def required_inputs(config: ModelConfig) -> dict[str, set[str]]:
@@ -321,9 +344,9 @@ def _base_reference(manager, checkpoint_dir: str, step: int) -> BaseReference | 
     return BaseReference.from_dict(item[BASE_PARAMS])
 
 
-def _load_base(cls, reference: BaseReference, checkpoint_dir: str) -> OctoModel:
+def _load_base(cls, reference: BaseReference, checkpoint_dir: str, sharding) -> OctoModel:
     try:
-        return cls.load_pretrained(reference.checkpoint_dir, reference.step)
+        return cls.load_pretrained(reference.checkpoint_dir, reference.step, sharding=sharding)
     except FileNotFoundError as error:
         raise FileNotFoundError(
             f"{checkpoint_dir} stores only the parameters that differ from its base checkpoint "

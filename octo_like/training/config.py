@@ -129,6 +129,12 @@ class TrainConfig:
             )
 
 
+def distributed_config(config: Any) -> DistributedConfig:
+    """Just the ``distributed`` section, validated: entry points join the hosts with it before
+    anything else touches JAX."""
+    return build(DistributedConfig, to_plain(config).get("distributed", {}), "config.distributed")
+
+
 def synthetic_data_dir(workdir: str) -> str:
     return storage.join(workdir, "data")
 

@@ -38,7 +38,7 @@ from octo_like.config.typed import ConfigError
 from octo_like.model.base_checkpoint import BaseReference, fill, flat_params
 from octo_like.model.lora import ADAPTER_PATTERN, merge_lora
 from octo_like.model.octo_model import OctoModel
-from octo_like.training import masks
+from octo_like.training import masks, sharding
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,8 @@ class PretrainedInitializer:
     LoRA-fine-tuned one merged first), builds the new model from `model_config`, copies what
     matches, reports, and names what the mode freezes. `self.report` holds the last report.
     `frozen_patterns`: the run's other frozen regexes (language encoder, user patterns), so that
-    the base reference covers every frozen reused parameter.
+    the base reference covers every frozen reused parameter. `mesh_config`: the run's sharding
+    rules, which the pretrained parameters are restored into directly.
     """
 
     def __init__(
@@ -209,20 +210,36 @@ class PretrainedInitializer:
         model_config,
         frozen_patterns: tuple[str, ...] = (),
         echo: Callable[[str], None] = log.info,
+        mesh_config: sharding.MeshConfig | None = None,
     ):
         self.source = source
+        self.mesh_config = mesh_config or sharding.MeshConfig()
         self.model_config = model_config
         self.frozen_patterns = tuple(frozen_patterns)
         self.echo = echo
         self.report: ReuseReport | None = None
 
-    def __call__(self, batch: Mapping[str, Any], rng: jax.Array, statistics: dict):
+    def __call__(
+        self,
+        batch: Mapping[str, Any],
+        rng: jax.Array,
+        statistics: dict,
+        mesh: jax.sharding.Mesh | None = None,
+    ):
         from octo_like.training.loop import InitialModel
 
         source = self.source
         _check_action_dim(batch, self.model_config.action_dim)
+        # Straight onto the run's devices in its own layout (FSDP may span hosts), not via
+        # one local device: `reuse_parameters` keeps these arrays as they are.
+        layout = None
+        if mesh is not None:  # the default size rule (path rules are for the new model)
+            rules = dataclasses.replace(self.mesh_config, rules=())
+            layout = lambda abstract: sharding.parameter_shardings(abstract, mesh, rules)
         pretrained = merge_lora(
-            OctoModel.load_pretrained(source.pretrained_path, source.pretrained_step)
+            OctoModel.load_pretrained(
+                source.pretrained_path, source.pretrained_step, sharding=layout
+            )
         )
         pretrained_params = nnx.state(pretrained.module, nnx.Param)
         model = OctoModel.from_config(self.model_config, batch, rng, statistics)

@@ -77,7 +77,10 @@ class InitialModel:
 
 
 # (example batch of the training data, init rng, dataset statistics entries) -> InitialModel
-ModelInitializer = Callable[[Mapping[str, Any], jax.Array, dict[str, dict]], InitialModel]
+# (first batch, rng, dataset statistics, mesh) -> the initial model.
+ModelInitializer = Callable[
+    [Mapping[str, Any], jax.Array, dict[str, dict], jax.sharding.Mesh], InitialModel
+]
 
 
 @dataclasses.dataclass
@@ -233,7 +236,7 @@ def run(
     if init_model is None:
         initial = InitialModel(OctoModel.from_config(config.model, first, init_rng, statistics))
     else:
-        initial = init_model(first, init_rng, statistics)
+        initial = init_model(first, init_rng, statistics, mesh)
     model = initial.model
     graphdef, params, rest = nnx.split(model.module, nnx.Param, ...)
     opt_config = optimizer_config(config)
@@ -301,8 +304,15 @@ def run(
         storage.join(workdir, "tensorboard"),
         enabled=main,
     )
+    shares = metrics.DatasetShares()
+
+    def train_to_device(batch):
+        if "dataset_name" in batch:
+            shares.count(batch["dataset_name"])
+        return to_device(batch)
+
     prefetcher = DevicePrefetcher(
-        batches, to_device, depth=config.prefetch_batches, first_batches=(first,)
+        batches, train_to_device, depth=config.prefetch_batches, first_batches=(first,)
     )
     pending, window_start, last = [], start_step, {}
     window_wait = 0.0
@@ -340,7 +350,7 @@ def run(
                     "perf/step_s": (now - window_clock) / steps_done,
                     "perf/data_wait_s": window_wait / steps_done,
                 }
-                writer.write(step, {**last, **perf}, prefix="train")
+                writer.write(step, {**last, **perf, **shares.take()}, prefix="train")
                 pending, window_start, window_wait = [], step, 0.0
             if config.val_split and (step % config.eval_every == 0 or step == end_step):
                 val = _evaluate(eval_step, state, val_config, shard, prepared, config, to_device)

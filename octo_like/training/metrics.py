@@ -12,8 +12,10 @@ import json
 import logging
 import math
 import sys
+import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, TextIO, runtime_checkable
 
@@ -284,6 +286,30 @@ def make_writers(
             )
         )
     return MultiWriter(writers)
+
+
+class DatasetShares:
+    """Frames per dataset in this process's training batches, as shares of a log window
+    (``data/share/<dataset>``), to check a mix against its weights. Counted by the prefetch
+    thread, taken by the training thread."""
+
+    def __init__(self):
+        self._counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def count(self, names: Any) -> None:
+        """`names`: the batch's ``dataset_name`` (bytes or str, any shape)."""
+        flat = np.asarray(names, dtype=object).reshape(-1)
+        values = [n.decode() if isinstance(n, bytes) else str(n) for n in flat]
+        with self._lock:
+            self._counts.update(values)
+
+    def take(self) -> dict[str, float]:
+        """The shares since the last call (empty when nothing was counted)."""
+        with self._lock:
+            counts, self._counts = self._counts, Counter()
+        total = sum(counts.values())
+        return {f"data/share/{k}": v / total for k, v in sorted(counts.items())} if total else {}
 
 
 def check_finite(metrics: Mapping[str, Any], step_range: tuple[int, int]) -> None:

@@ -190,6 +190,32 @@ def test_save_and_load_round_trip(model, tmp_path):
     assert "image_primary" in loaded.get_pretty_spec()
 
 
+def test_load_pretrained_restores_into_given_shardings(model, tmp_path):
+    """Parameters land directly in a caller's layout (e.g. FSDP over the run's mesh)."""
+    from octo_like.training import sharding
+
+    checkpoint = str(tmp_path / "checkpoints")
+    model.save_pretrained(3, checkpoint)
+    mesh = sharding.make_mesh(sharding.MeshConfig(data=1, fsdp=-1))
+    rules = sharding.MeshConfig(data=1, fsdp=-1, fsdp_min_size_mb=0.0)
+    layout = lambda abstract: sharding.parameter_shardings(abstract, mesh, rules)
+    loaded = OctoModel.load_pretrained(checkpoint, sharding=layout)
+    before = nnx.state(model.module, nnx.Param).to_pure_dict()
+    after = nnx.state(loaded.module, nnx.Param).to_pure_dict()
+    wanted = layout(after)
+    split = 0
+    for x, y, want in zip(
+        jax.tree.leaves(before), jax.tree.leaves(after), jax.tree.leaves(wanted), strict=True
+    ):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+        assert y.sharding == want
+        split += not y.sharding.is_fully_replicated
+    assert split > 10  # most arrays are split over the 8 devices
+    replicated = OctoModel.load_pretrained(checkpoint, sharding=sharding.replicated(mesh))
+    leaf = jax.tree.leaves(nnx.state(replicated.module, nnx.Param).to_pure_dict())[0]
+    assert leaf.sharding.is_fully_replicated and len(leaf.sharding.device_set) == 8
+
+
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no complete checkpoint"):
         OctoModel.load_pretrained(str(tmp_path / "empty"))

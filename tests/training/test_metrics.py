@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from octo_like.training import metrics
 from octo_like.training.metrics import (
     JsonlWriter,
     MetricWriter,
@@ -208,3 +209,12 @@ def test_plot_metrics_clear_errors(tmp_path):
     write_synthetic_metrics(tmp_path / "metrics.jsonl")
     with pytest.raises(SystemExit, match="unknown metrics"):
         plot_metrics.main([str(tmp_path), "--out", str(tmp_path / "x.png"), "--metrics", "acc"])
+
+
+def test_dataset_shares_are_per_window_fractions():
+    shares = metrics.DatasetShares()
+    assert shares.take() == {}
+    shares.count(np.array([b"bridge", b"bridge", b"kuka", b"bridge"], dtype=object))
+    shares.count(["kuka"])
+    assert shares.take() == {"data/share/bridge": 0.6, "data/share/kuka": 0.4}
+    assert shares.take() == {}  # the window was reset

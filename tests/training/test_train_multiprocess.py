@@ -178,3 +178,55 @@ def test_sigterm_saves_the_same_step_on_both_processes_and_resumes(tmp_path):
     entries = read_jsonl(str(metrics_file))
     train_steps = [e["step"] for e in entries if e["split"] == "train"]
     assert train_steps == list(range(1, step + 3))
+
+
+def test_finetune_restores_into_fsdp_shards_spanning_two_processes(tmp_path, bridge_dir):
+    """A checkpoint written by one process is fine-tuned by two whose FSDP layout splits the
+    parameters across them: the pretrained weights are restored straight into that layout
+    (staging them on one local device fails: no cross-host transfers)."""
+    pretrain = [
+        sys.executable, str(REPO / "train.py"),
+        "--config", f"{REPO / 'configs/pretrain.py'}:debug",
+        "--workdir", str(tmp_path / "pretrained"),
+        f"--config.data_dir={tmp_path / 'data'}",
+        f"--config.data.statistics_cache_dir={tmp_path / 'stats'}",
+        "--config.tensorboard=False", "--stop_at_step=1",
+    ]  # fmt: skip
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+    done = subprocess.run(pretrain, env=env, cwd=REPO, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    command = [
+        sys.executable, str(REPO / "finetune.py"),
+        "--config", f"{REPO / 'configs/finetune.py'}:full,language",
+        "--workdir", str(tmp_path / "finetuned"),
+        f"--config.pretrained_path={tmp_path / 'pretrained' / 'checkpoints'}",
+        "--config.dataset.name=bridge_dataset", f"--config.dataset.location={bridge_dir}",
+        f"--config.data.statistics_cache_dir={tmp_path / 'stats'}",
+        "--config.tensorboard=False", "--config.data.batch_size=4", "--config.val_split=",
+        "--config.mesh.data=1", "--config.mesh.fsdp=2", "--config.mesh.fsdp_min_size_mb=0.01",
+        "--stop_at_step=2",
+    ]  # fmt: skip
+    port, children = free_port(), []
+    for process_id in range(2):
+        env = {
+            **os.environ,
+            "JAX_PLATFORMS": "cpu",
+            "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+            "OCTO_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
+            "OCTO_NUM_PROCESSES": "2",
+            "OCTO_PROCESS_ID": str(process_id),
+        }
+        log = open(tmp_path / f"finetune{process_id}.log", "w")  # noqa: SIM115
+        children.append((subprocess.Popen(command, env=env, cwd=REPO, stdout=log,
+                                          stderr=subprocess.STDOUT), log))  # fmt: skip
+    _wait(children, 400)
+    outputs = [(tmp_path / f"finetune{i}.log").read_text() for i in range(2)]
+    for (child, _), output in zip(children, outputs, strict=True):
+        assert child.returncode == 0, output[-3000:]
+        assert "finished at step 2" in output
+    assert "mesh (data=1, fsdp=2) over 2 x cpu" in outputs[0]
+    assert "parameter reuse from" in outputs[0]
+    from octo_like.model.octo_model import OctoModel
+
+    model = OctoModel.load_pretrained(str(tmp_path / "finetuned" / "checkpoints"))
+    assert list(model.dataset_statistics) == ["bridge_dataset"]

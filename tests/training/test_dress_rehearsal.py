@@ -1,0 +1,181 @@
+"""Dress rehearsal of pod-scale pretraining on this machine: the `oxe_magic_soup` mix over
+fixture datasets with each member's published feature schema (keys, nesting, encodings, cameras
+at their real resolution), a frozen T5 in Hugging Face format read from a URL-scheme filesystem,
+two processes with FSDP spanning both, 20 steps and a checkpoint, one process SIGKILLed in the
+next run, and a rerun that resumes. Checks the per-dataset share of frames against the mix
+weights (balanced by size) and each process's peak RSS."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from octo_like.data import synthetic
+from octo_like.data.oxe.mixes import MIXES
+from octo_like.model.language.testing import write_tiny_t5_checkpoint
+from octo_like.training.metrics import read_jsonl
+from tests.data.oxe_cases import real_schema
+from tests.training.test_train_multiprocess import free_port
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+T5_URL = "ram://rehearsal/t5"
+BATCH, LOG_EVERY, SAVE_EVERY = 16, 2, 10
+RSS_LIMIT_GIB = 6.0  # per process: TF + JAX + the input pipeline under data.parallelism's budget
+SHARE_P_VALUE = 1e-3  # chi-square test of the frame counts against the mix weights
+
+
+def _peak_rss_gib(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            line = next(line for line in f if line.startswith("VmRSS:"))
+        return int(line.split()[1]) / 2**20
+    except (FileNotFoundError, StopIteration, ProcessLookupError):
+        return 0.0
+
+
+class Run:
+    """Two train.py processes (one CPU device each) of one multi-host run."""
+
+    def __init__(self, tmp_path, flags: list[str], tag: str):
+        port = free_port()
+        self.logs = [tmp_path / f"{tag}{i}.log" for i in range(2)]
+        self.children, self.peak_rss = [], [0.0, 0.0]
+        for process_id in range(2):
+            env = {
+                **os.environ,
+                "JAX_PLATFORMS": "cpu",
+                "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+                "OCTO_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
+                "OCTO_NUM_PROCESSES": "2",
+                "OCTO_PROCESS_ID": str(process_id),
+            }
+            command = [sys.executable, "-m", "tests.training.rehearsal_child",
+                       str(tmp_path / "t5"), T5_URL, *flags]  # fmt: skip
+            log = open(self.logs[process_id], "w")  # noqa: SIM115
+            child = subprocess.Popen(
+                command, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT
+            )
+            self.children.append((child, log))
+
+    def poll(self, until, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not until():
+            for i, (child, _) in enumerate(self.children):
+                self.peak_rss[i] = max(self.peak_rss[i], _peak_rss_gib(child.pid))
+            time.sleep(0.25)
+
+    def finish(self, seconds: float) -> list[int]:
+        self.poll(lambda: all(c.poll() is not None for c, _ in self.children), seconds)
+        for child, log in self.children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGKILL)
+            child.wait(timeout=30)
+            log.close()
+        return [child.returncode for child, _ in self.children]
+
+    def output(self, i: int) -> str:
+        return self.logs[i].read_text()
+
+
+def _complete_steps(checkpoints: pathlib.Path) -> list[int]:
+    if not checkpoints.is_dir():
+        return []
+    return sorted(
+        int(p.name)
+        for p in checkpoints.iterdir()
+        if p.name.isdigit() and (p / "_CHECKPOINT_METADATA").exists()
+    )
+
+
+@pytest.mark.slow
+def test_dress_rehearsal(tmp_path):
+    mix = MIXES["oxe_magic_soup"]
+    for index, (name, _) in enumerate(mix):
+        synthetic.write_rlds_dataset(
+            str(tmp_path / "data"), name, real_schema(name),
+            episodes={"train": 2}, episode_length=(6, 12), seed=index,
+        )  # fmt: skip
+    write_tiny_t5_checkpoint(str(tmp_path / "t5"))
+    workdir = tmp_path / "run"
+    flags = [
+        "--config", f"{REPO / 'configs/pretrain.py'}:tiny,oxe_magic_soup",
+        "--workdir", str(workdir),
+        f"--config.data_dir={tmp_path / 'data'}",
+        f"--config.model.language.checkpoint_dir={T5_URL}",
+        f"--config.data.statistics_cache_dir={tmp_path / 'stats'}",
+        "--config.model.transformer=dummy",
+        f"--config.data.batch_size={BATCH}", "--config.data.shuffle_buffer=1000",
+        f"--config.log_every={LOG_EVERY}", f"--config.checkpoint.save_every={SAVE_EVERY}",
+        "--config.num_steps=40", "--config.val_split=", "--config.tensorboard=False",
+        "--config.mesh.data=1", "--config.mesh.fsdp=2", "--config.mesh.fsdp_min_size_mb=0.01",
+    ]  # fmt: skip
+
+    # 20 steps and a checkpoint.
+    first = Run(tmp_path, [*flags, "--stop_at_step=20"], "first")
+    assert first.finish(900) == [0, 0], first.output(0)[-3000:]
+    assert "mesh (data=1, fsdp=2) over 2 x cpu" in first.output(0)
+    assert "statistics of 25 dataset(s) received from process 0" in first.output(1)
+    assert _complete_steps(workdir / "checkpoints") == [10, 20]
+    entries = read_jsonl(str(workdir / "metrics.jsonl"))
+    step_s = float(np.median([e["perf/step_s"] for e in entries if e["step"] > 4]))
+
+    # The next run loses one process to SIGKILL; the scheduler then kills the other.
+    second = Run(tmp_path, flags, "second")
+    reached = lambda: any(
+        e["step"] >= 22 for e in read_jsonl(str(workdir / "metrics.jsonl"))[len(entries) :]
+    ) if (workdir / "metrics.jsonl").exists() else False  # fmt: skip
+    second.poll(reached, 600)
+    second.children[1][0].send_signal(signal.SIGKILL)
+    codes = second.finish(60)
+    assert codes[1] == -signal.SIGKILL and codes[0] != 0
+    resume_from = _complete_steps(workdir / "checkpoints")[-1]
+    assert resume_from >= 20
+
+    third = Run(tmp_path, [*flags, f"--stop_at_step={resume_from + 2}"], "third")
+    assert third.finish(900) == [0, 0], third.output(0)[-3000:]
+    for i in range(2):
+        assert f"resuming from checkpoint step {resume_from}" in third.output(i)
+        assert f"finished at step {resume_from + 2}" in third.output(i)
+
+    # Frames per dataset (process 0's batches) against the size-balanced mix weights.
+    train = [e for e in read_jsonl(str(workdir / "metrics.jsonl")) if e["split"] == "train"]
+    assert [e["step"] for e in train] == list(range(LOG_EVERY, resume_from + 3, LOG_EVERY))
+    frames_per_window = LOG_EVERY * BATCH // 2
+    counts = {name: 0.0 for name, _ in mix}
+    for entry in train:
+        for name in counts:
+            counts[name] += entry.get(f"data/share/{name}", 0.0) * frames_per_window
+    sizes = {}
+    for path in (tmp_path / "stats").glob("*.json"):
+        name = next(n for n, _ in mix if path.name.startswith(f"{n}_"))
+        sizes[name] = json.loads(path.read_text())["num_transitions"]
+    weights = np.array([w * sizes[name] for name, w in mix])
+    expected = weights / weights.sum()
+    observed = np.array([counts[name] for name, _ in mix])
+    total = observed.sum()
+    chi2 = float(((observed - total * expected) ** 2 / (total * expected)).sum())
+    p_value = float(scipy_stats.chi2.sf(chi2, df=len(mix) - 1))
+    shares = observed / total
+    worst = max(zip(np.abs(shares - expected), [n for n, _ in mix], strict=True))
+    peak = max(first.peak_rss + second.peak_rss + third.peak_rss)
+    print(
+        f"\nrehearsal: {1 / step_s:.2f} steps/s (global batch {BATCH}, 2 processes); "
+        f"{total:.0f} frames, chi2={chi2:.1f} (p={p_value:.3f}), worst share "
+        f"{worst[1]} off by {worst[0]:.3f}; peak RSS {peak:.2f} GiB; resumed from {resume_from}"
+    )
+    print("shares (observed / expected): " + ", ".join(
+        f"{n}: {s:.3f}/{e:.3f}" for (n, _), s, e in zip(mix, shares, expected, strict=True)
+    ))  # fmt: skip
+    assert p_value > SHARE_P_VALUE, (chi2, dict(zip([n for n, _ in mix], shares, strict=True)))
+    assert peak < RSS_LIMIT_GIB
+    assert math.isfinite(train[-1]["loss"])

@@ -69,8 +69,13 @@ class OctoModel:
         example_batch: Mapping[str, Any],
         rng: jax.Array,
         dataset_statistics: dict[str, dict] | None = None,
+        *,
+        load_language_weights: bool = True,
     ) -> OctoModel:
-        """A freshly initialized model; a pretrained T5 (if configured) is loaded from disk."""
+        """A freshly initialized model; a pretrained T5 (if configured) is loaded from disk
+        unless `load_language_weights` is False (fine-tuning copies it from the pretrained
+        model's parameters instead: a checkpoint keeps T5's tokenizer and config, not a second
+        copy of its weights)."""
         tokenizer = _text_tokenizer(config.language)
         example_batch = dict(example_batch)
         if tokenizer is not None and "language_tokens" not in example_batch.get("task", {}):
@@ -78,7 +83,7 @@ class OctoModel:
         spec = spec_lib.spec_from_batch(example_batch)
         vocab = tokenizer.vocab_size if tokenizer is not None else 0
         module = OctoModule(config, spec, vocab, rngs=nnx.Rngs(rng))
-        if config.language.encoder == "t5":
+        if config.language.encoder == "t5" and load_language_weights:
             pretrained, _ = load_t5_encoder(config.language.checkpoint_dir)
             nnx.update(module.language_encoder, nnx.state(pretrained, nnx.Param))
         return cls(module, config, spec, dict(dataset_statistics or {}), tokenizer)

@@ -242,7 +242,10 @@ class PretrainedInitializer:
             )
         )
         pretrained_params = nnx.state(pretrained.module, nnx.Param)
-        model = OctoModel.from_config(self.model_config, batch, rng, statistics)
+        same_t5 = pretrained.config.language.encoder == self.model_config.language.encoder == "t5"
+        model = OctoModel.from_config(
+            self.model_config, batch, rng, statistics, load_language_weights=not same_t5
+        )
         state = nnx.state(model.module, nnx.Param)
         merged, report = reuse_parameters(state, pretrained_params)
         nnx.replace_by_pure_dict(state, merged)

@@ -318,7 +318,7 @@ def run(
     window_wait = 0.0
     window_clock = step_clock = time.perf_counter()
     step, preempted = start_step, False
-    watch = PreemptionWatch()
+    watch = PreemptionWatch(start_step)
     try:
         watch.__enter__()
         profile.after_step(step)

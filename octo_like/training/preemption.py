@@ -22,19 +22,24 @@ log = logging.getLogger(__name__)
 
 
 class PreemptionWatch:
-    """``with PreemptionWatch() as watch: ... if watch.reached(step): save and stop``.
+    """``with PreemptionWatch(start_step) as watch: ... if watch.reached(step): save, stop``.
 
-    Call `reached(step)` on every process after every step, with increasing steps.
+    Call `reached(step)` on every process after every step, with increasing steps. Entering
+    reports `start_step` to the sync point: the step every host agrees on is one past the
+    latest step any host reported, and a resumed run's first step is `start_step + 1`.
     """
 
-    def __init__(self):
+    def __init__(self, start_step: int = 0):
+        self._start_step = start_step
         self._coordinated = jax.process_count() > 1 or jax.distributed.is_initialized()
         self._signalled = threading.Event()
         self._previous_handler = None
         self._installed = False
 
     def __enter__(self) -> PreemptionWatch:
-        if not self._coordinated and threading.current_thread() is threading.main_thread():
+        if self._coordinated:
+            self.reached(self._start_step)  # an earlier step than any this run will report
+        elif threading.current_thread() is threading.main_thread():
             self._previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
             self._installed = True
         return self

@@ -1,9 +1,19 @@
 """Dress rehearsal of pod-scale pretraining on this machine: the `oxe_magic_soup` mix over
 fixture datasets with each member's published feature schema (keys, nesting, encodings, cameras
 at their real resolution), a frozen T5 in Hugging Face format read from a URL-scheme filesystem,
-two processes with FSDP spanning both, 20 steps and a checkpoint, one process SIGKILLed in the
-next run, and a rerun that resumes. Checks the per-dataset share of frames against the mix
-weights (balanced by size) and each process's peak RSS."""
+two processes with FSDP spanning both. Three launches of the same command:
+
+1. past step 20 (checkpoints at 10 and 20), then one process is SIGKILLed (the other is killed
+   as a scheduler would, when its peer is gone);
+2. the rerun resumes from 20; a preemption notice (SIGTERM to both) makes both save the same
+   step N and exit 0;
+3. the rerun resumes from N and runs 2 more steps; both report the same global metrics;
+4. two processes fine-tune that checkpoint on the real Bridge shard with FSDP across both: the
+   pretrained weights are restored straight into that layout (staging them on one local device
+   fails: no cross-host transfers).
+
+Checks the per-dataset share of frames against the mix weights (balanced by size) and each
+process's peak RSS."""
 
 from __future__ import annotations
 
@@ -12,6 +22,7 @@ import math
 import os
 import pathlib
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -25,13 +36,18 @@ from octo_like.data.oxe.mixes import MIXES
 from octo_like.model.language.testing import write_tiny_t5_checkpoint
 from octo_like.training.metrics import read_jsonl
 from tests.data.oxe_cases import real_schema
-from tests.training.test_train_multiprocess import free_port
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 T5_URL = "ram://rehearsal/t5"
-BATCH, LOG_EVERY, SAVE_EVERY = 16, 2, 10
+BATCH, LOG_EVERY, SAVE_EVERY = 8, 2, 10
 RSS_LIMIT_GIB = 6.0  # per process: TF + JAX + the input pipeline under data.parallelism's budget
 SHARE_P_VALUE = 1e-3  # chi-square test of the frame counts against the mix weights
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _peak_rss_gib(pid: int) -> float:
@@ -61,6 +77,8 @@ class Run:
             }
             command = [sys.executable, "-m", "tests.training.rehearsal_child",
                        str(tmp_path / "t5"), T5_URL, *flags]  # fmt: skip
+            if flags[0] == "finetune.py":
+                command = [sys.executable, str(REPO / "finetune.py"), *flags[1:]]
             log = open(self.logs[process_id], "w")  # noqa: SIM115
             child = subprocess.Popen(
                 command, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT
@@ -98,7 +116,7 @@ def _complete_steps(checkpoints: pathlib.Path) -> list[int]:
 
 
 @pytest.mark.slow
-def test_dress_rehearsal(tmp_path):
+def test_dress_rehearsal(tmp_path, bridge_dir):
     mix = MIXES["oxe_magic_soup"]
     for index, (name, _) in enumerate(mix):
         synthetic.write_rlds_dataset(
@@ -120,36 +138,65 @@ def test_dress_rehearsal(tmp_path):
         "--config.mesh.data=1", "--config.mesh.fsdp=2", "--config.mesh.fsdp_min_size_mb=0.01",
     ]  # fmt: skip
 
-    # 20 steps and a checkpoint.
-    first = Run(tmp_path, [*flags, "--stop_at_step=20"], "first")
-    assert first.finish(900) == [0, 0], first.output(0)[-3000:]
+    metrics_file = workdir / "metrics.jsonl"
+    logged = lambda: read_jsonl(str(metrics_file)) if metrics_file.exists() else []
+
+    # 1. Past step 20, then SIGKILL one process.
+    first = Run(tmp_path, flags, "first")
+    first.poll(lambda: any(e["step"] >= 22 for e in logged()), 900)
+    first.children[1][0].send_signal(signal.SIGKILL)
+    codes = first.finish(60)
+    assert codes[1] == -signal.SIGKILL and codes[0] != 0, first.output(0)[-3000:]
+    assert "runtime: backend cpu (cpu): 2 devices, 1 local; process 0 of 2" in first.output(0)
     assert "mesh (data=1, fsdp=2) over 2 x cpu" in first.output(0)
+    # Statistics are computed once, by process 0, and sent to process 1 (no second read).
+    assert first.output(0).count("computing (cache miss)") == 25
+    assert "computing" not in first.output(1)
     assert "statistics of 25 dataset(s) received from process 0" in first.output(1)
-    assert _complete_steps(workdir / "checkpoints") == [10, 20]
-    entries = read_jsonl(str(workdir / "metrics.jsonl"))
-    step_s = float(np.median([e["perf/step_s"] for e in entries if e["step"] > 4]))
+    assert _complete_steps(workdir / "checkpoints")[:2] == [10, 20]
+    killed_at = _complete_steps(workdir / "checkpoints")[-1]
+    step_s = float(np.median([e["perf/step_s"] for e in logged() if e["step"] > 4]))
 
-    # The next run loses one process to SIGKILL; the scheduler then kills the other.
+    # 2. The rerun resumes; a preemption notice stops both processes at one saved step.
     second = Run(tmp_path, flags, "second")
-    reached = lambda: any(
-        e["step"] >= 22 for e in read_jsonl(str(workdir / "metrics.jsonl"))[len(entries) :]
-    ) if (workdir / "metrics.jsonl").exists() else False  # fmt: skip
-    second.poll(reached, 600)
-    second.children[1][0].send_signal(signal.SIGKILL)
-    codes = second.finish(60)
-    assert codes[1] == -signal.SIGKILL and codes[0] != 0
-    resume_from = _complete_steps(workdir / "checkpoints")[-1]
-    assert resume_from >= 20
+    resumed = lambda: all(
+        f"resuming from checkpoint step {killed_at}" in second.output(i) for i in range(2)
+    )
+    launched = time.time()
+    second.poll(
+        lambda: resumed() and any(e["time"] > launched and e["step"] > killed_at for e in logged()),
+        600,
+    )
+    for child, _ in second.children:
+        child.send_signal(signal.SIGTERM)
+    assert second.finish(300) == [0, 0], second.output(0)[-3000:]
+    stopped = {
+        int(line.split("stopped at step ")[1].split()[0])
+        for i in range(2)
+        for line in second.output(i).splitlines()
+        if line.startswith("preempted: stopped at step")
+    }
+    assert len(stopped) == 1, second.output(0)[-3000:]
+    resume_from = stopped.pop()
+    assert resume_from > killed_at and resume_from in _complete_steps(workdir / "checkpoints")
 
+    # 3. The rerun continues from the preemption step.
     third = Run(tmp_path, [*flags, f"--stop_at_step={resume_from + 2}"], "third")
     assert third.finish(900) == [0, 0], third.output(0)[-3000:]
     for i in range(2):
         assert f"resuming from checkpoint step {resume_from}" in third.output(i)
         assert f"finished at step {resume_from + 2}" in third.output(i)
+    first_metrics, second_metrics = (
+        line for i in range(2) for line in third.output(i).splitlines()
+        if line.startswith("finished at step")
+    )  # fmt: skip
+    assert first_metrics == second_metrics  # global reductions, identical on both processes
 
     # Frames per dataset (process 0's batches) against the size-balanced mix weights.
     train = [e for e in read_jsonl(str(workdir / "metrics.jsonl")) if e["split"] == "train"]
-    assert [e["step"] for e in train] == list(range(LOG_EVERY, resume_from + 3, LOG_EVERY))
+    # Entries past a resume point are dropped on resume: one entry per window, no gaps.
+    assert [e["step"] for e in train] == sorted({e["step"] for e in train})
+    assert train[-1]["step"] == resume_from + 2
     frames_per_window = LOG_EVERY * BATCH // 2
     counts = {name: 0.0 for name, _ in mix}
     for entry in train:
@@ -171,7 +218,8 @@ def test_dress_rehearsal(tmp_path):
     print(
         f"\nrehearsal: {1 / step_s:.2f} steps/s (global batch {BATCH}, 2 processes); "
         f"{total:.0f} frames, chi2={chi2:.1f} (p={p_value:.3f}), worst share "
-        f"{worst[1]} off by {worst[0]:.3f}; peak RSS {peak:.2f} GiB; resumed from {resume_from}"
+        f"{worst[1]} off by {worst[0]:.3f}; peak RSS {peak:.2f} GiB; SIGKILL resumed from "
+        f"{killed_at}, SIGTERM saved {resume_from}"
     )
     print("shares (observed / expected): " + ", ".join(
         f"{n}: {s:.3f}/{e:.3f}" for (n, _), s, e in zip(mix, shares, expected, strict=True)
@@ -179,3 +227,23 @@ def test_dress_rehearsal(tmp_path):
     assert p_value > SHARE_P_VALUE, (chi2, dict(zip([n for n, _ in mix], shares, strict=True)))
     assert peak < RSS_LIMIT_GIB
     assert math.isfinite(train[-1]["loss"])
+
+    # 4. Two processes fine-tune the checkpoint on the Bridge shard, FSDP across both.
+    fourth = Run(tmp_path, [
+        "finetune.py", "--config", f"{REPO / 'configs/finetune.py'}:full,language",
+        "--workdir", str(tmp_path / "finetuned"),
+        f"--config.pretrained_path={workdir / 'checkpoints'}",
+        "--config.dataset.name=bridge_dataset", f"--config.dataset.location={bridge_dir}",
+        f"--config.data.statistics_cache_dir={tmp_path / 'stats'}",
+        "--config.tensorboard=False", "--config.data.batch_size=4", "--config.val_split=",
+        "--config.mesh.data=1", "--config.mesh.fsdp=2", "--config.mesh.fsdp_min_size_mb=0.01",
+        "--stop_at_step=2",
+    ], "finetune")  # fmt: skip
+    assert fourth.finish(600) == [0, 0], fourth.output(0)[-3000:]
+    assert "parameter reuse from" in fourth.output(0)
+    for i in range(2):
+        assert "finished at step 2" in fourth.output(i)
+    from octo_like.model.octo_model import OctoModel
+
+    model = OctoModel.load_pretrained(str(tmp_path / "finetuned" / "checkpoints"))
+    assert list(model.dataset_statistics) == ["bridge_dataset"]

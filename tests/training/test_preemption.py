@@ -1,5 +1,5 @@
 """The single-process preemption watch: SIGTERM during a run is turned into a stop request,
-and the previous handler comes back afterwards. (Two processes: test_train_multiprocess.py.)"""
+and the previous handler comes back afterwards. (Two processes: test_dress_rehearsal.py.)"""
 
 from __future__ import annotations
 

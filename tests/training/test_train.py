@@ -31,7 +31,11 @@ def shared_data(tmp_path_factory) -> str:
 
 
 def debug_config(data_dir: str, stats_dir: str, **overrides):
-    config = pretrain.get_config("debug")
+    """The README's debug command (`python train.py --config configs/pretrain.py:debug ...`),
+    parsed as the command line would be, with test-local data and overrides."""
+    config, _, _, _ = train.parse_command_line(
+        ["train.py", "--config", f"{REPO / 'configs/pretrain.py'}:debug"]
+    )
     config.data_dir = data_dir
     config.data.statistics_cache_dir = stats_dir
     config.tensorboard = False

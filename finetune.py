@@ -84,14 +84,11 @@ def _define_flags(values, sys_argv: list[str] | None = None) -> None:
 
 
 def parse_command_line(argv: list[str]):
-    """(locked config, workdir, overwrite, stop_at_step) of a finetune.py command line (argv[0]
-    is the program), parsed on fresh flag values: tests check documented commands with it."""
-    from absl import flags
+    """(locked config, workdir, overwrite, stop_at_step) of a finetune.py command line (argv[0] is
+    the program), parsed on fresh flag values: tests and launchers check commands with it."""
+    from octo_like.config.command_line import parse_command_line as parse
 
-    values = flags.FlagValues()
-    _define_flags(values, sys_argv=list(argv))
-    values(argv)
-    return values.config, values.workdir, values.overwrite, values.stop_at_step
+    return parse(_define_flags, argv)
 
 
 def _cli():
@@ -115,7 +112,9 @@ def _cli():
                 "rerun the same command to resume"
             )
         print(f"finished at step {result.final_step}; last metrics: {result.last_metrics}")
-        print(f"checkpoints: {os.path.join(flags.FLAGS.workdir, 'checkpoints')}")
+        from octo_like import storage
+
+        print(f"checkpoints: {storage.join(storage.absolute(flags.FLAGS.workdir), 'checkpoints')}")
 
     app.run(_main)
 

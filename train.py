@@ -67,12 +67,9 @@ def _define_flags(values, sys_argv: list[str] | None = None) -> None:
 def parse_command_line(argv: list[str]):
     """(locked config, workdir, overwrite, stop_at_step) of a train.py command line (argv[0] is
     the program), parsed on fresh flag values: tests and launchers check commands with it."""
-    from absl import flags
+    from octo_like.config.command_line import parse_command_line as parse
 
-    values = flags.FlagValues()
-    _define_flags(values, sys_argv=list(argv))
-    values(argv)
-    return values.config, values.workdir, values.overwrite, values.stop_at_step
+    return parse(_define_flags, argv)
 
 
 def _cli():

@@ -311,6 +311,9 @@ def required_inputs(config: ModelConfig) -> dict[str, set[str]]:
 
 
 MODEL_ITEMS = ("params", "config", "dataset_statistics", "input_spec")
+# Orbax writes this file last, inside the renamed step directory: a step without it is
+# incomplete (an interrupted save or copy).
+FINALIZED_MARKER = "_CHECKPOINT_METADATA"
 
 
 def model_items(
@@ -400,16 +403,13 @@ def _with_local_language_assets(config: ModelConfig, checkpoint_dir: str) -> Mod
     )
 
 
-_FINALIZED_MARKER = "_CHECKPOINT_METADATA"  # orbax writes it last into a step directory
-
-
 def _download(checkpoint_dir: str, step: int | None) -> tuple[str, int]:
     """Copies one step (and the language assets) of a checkpoint at a URL orbax cannot read
     into a temporary directory; returns that directory and the step."""
     steps = sorted(
         int(name)
         for name in storage.listdir(checkpoint_dir)
-        if name.isdigit() and storage.exists(storage.join(checkpoint_dir, name, _FINALIZED_MARKER))
+        if name.isdigit() and storage.exists(storage.join(checkpoint_dir, name, FINALIZED_MARKER))
     )
     if step is None and not steps:
         raise FileNotFoundError(f"no complete checkpoint under {checkpoint_dir!r}")

@@ -27,6 +27,7 @@ from octo_like import storage
 from octo_like.model.base_checkpoint import BASE_PARAMS, BaseReference
 from octo_like.model.config import ModelConfig
 from octo_like.model.octo_model import (
+    FINALIZED_MARKER,
     LANGUAGE_ASSETS,
     MODEL_ITEMS,
     copy_language_assets,
@@ -48,7 +49,6 @@ log = logging.getLogger(__name__)
 TRAIN_STATE = "train_state"
 # The model's items (what `OctoModel.load_pretrained` reads), plus the train state.
 ITEMS = (TRAIN_STATE, *MODEL_ITEMS)
-_FINALIZED_MARKER = "_CHECKPOINT_METADATA"  # written by orbax last, inside the renamed step dir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +94,6 @@ class Checkpointer:
                 keep_last=config.keep_last,
                 keep_every=config.keep_every,
                 is_complete=_complete,
-                finalized_marker=_FINALIZED_MARKER,
             )
             orbax_directory = self._staged.local
         policies = [ocp.checkpoint_managers.LatestN(config.keep_last)]
@@ -299,8 +298,8 @@ def _complete(root: str, step: int) -> bool:
     path = storage.join(root, str(step))
     present = set(storage.listdir(path))
     missing = [name for name in ITEMS if name not in present]
-    if _FINALIZED_MARKER not in present:
-        missing.append(_FINALIZED_MARKER)
+    if FINALIZED_MARKER not in present:
+        missing.append(FINALIZED_MARKER)
     if missing:
         log.warning("ignoring incomplete checkpoint %s (missing %s)", path, missing)
     return not missing

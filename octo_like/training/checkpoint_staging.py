@@ -20,7 +20,7 @@ from collections.abc import Callable
 import jax
 
 from octo_like import storage
-from octo_like.model.octo_model import LANGUAGE_ASSETS
+from octo_like.model.octo_model import FINALIZED_MARKER, LANGUAGE_ASSETS
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ class StagedDirectory:
     """A local scratch directory for orbax mirrored to `remote` (a URL).
 
     `is_complete(root, step)`: whether the step directory under `root` is a complete
-    checkpoint; `finalized_marker`: the file orbax writes last, uploaded last here too.
+    checkpoint. Orbax's `FINALIZED_MARKER`, written last, is also uploaded last.
     """
 
     def __init__(
@@ -39,7 +39,6 @@ class StagedDirectory:
         keep_last: int,
         keep_every: int | None,
         is_complete: Callable[[str, int], bool],
-        finalized_marker: str,
     ):
         if jax.process_count() > 1:
             raise ValueError(
@@ -53,7 +52,6 @@ class StagedDirectory:
         self._keep_last = keep_last
         self._keep_every = keep_every
         self._is_complete = is_complete
-        self._marker = finalized_marker
         log.info("checkpoints for %s are staged in %s and copied up when final", remote, self.local)
 
     def remote_steps(self) -> list[int]:
@@ -88,7 +86,7 @@ class StagedDirectory:
         source, target = storage.join(self.local, str(step)), storage.join(self.remote, str(step))
         storage.remove(target)  # leftovers of an interrupted upload
         files = list(storage.walk_files(source))
-        for relative in sorted(files, key=lambda f: f == self._marker):  # marker last
+        for relative in sorted(files, key=lambda f: f == FINALIZED_MARKER):  # marker last
             storage.copy_file(storage.join(source, relative), storage.join(target, relative))
         log.info("copied checkpoint step %d to %s (%d files)", step, self.remote, len(files))
 

@@ -2,6 +2,7 @@
 
     python scripts/benchmark_model.py --size base --batch 128 --dtype bf16 [--attention auto]
         [--remat none|full|dots_saveable|dots_no_batch] [--scan] [--steps 10]
+        [--trace_dir DIR] [--matmul_ceiling]
 
 Octo's shapes: 256x256 primary + 128x128 wrist camera (goal images fused on the channels),
 window 2, chunk 4, 7-dim actions, 20-step diffusion head, a frozen T5-base-sized language
@@ -12,6 +13,11 @@ MFU = analytic training FLOPs per step (`octo_like.model.flops`, formula there) 
 the chip's dense bfloat16 peak (table in `octo_like.model.flops`; `--peak_tflops` for others).
 The script also prints XLA's own count (`cost_analysis`) and their ratio: with an attention path
 other than `lean` (whose `lax.map` body XLA counts once) they should agree within ~10%.
+
+`--trace_dir` traces a few more steps and prints device time by category (matmul, attention,
+convolution, elementwise, copy) and the top kernels (`octo_like.training.trace_summary`);
+`--matmul_ceiling` times the transformer's own matrix shapes alone, the speed the vendor GEMMs
+reach on this chip, which bounds what any step built from them can reach.
 
 Steps are timed back to back (dispatch overlapping the device, as in training) after `--warmup`
 steps. Prints a summary and, as its last line, one JSON object.
@@ -51,6 +57,17 @@ def parse_args(argv=None):
     parser.add_argument("--infer_calls", type=int, default=5, help="0 skips inference timing")
     parser.add_argument("--language", choices=("t5-base", "none"), default="t5-base")
     parser.add_argument("--peak_tflops", type=float, default=None, help="override the peak")
+    parser.add_argument(
+        "--trace_dir",
+        default=None,
+        help="also trace --trace_steps steps there and print where device time goes",
+    )
+    parser.add_argument("--trace_steps", type=int, default=3)
+    parser.add_argument(
+        "--matmul_ceiling",
+        action="store_true",
+        help="also time the transformer's own matrix products alone (the vendor GEMM speed)",
+    )
     return parser.parse_args(argv)
 
 
@@ -188,6 +205,17 @@ def main(argv=None) -> dict:
     loss = float(jax.device_get(metrics["loss"]))
     step_s = (time.perf_counter() - start) / args.steps
 
+    device_time = None
+    if args.trace_dir:
+        state, device_time = traced_steps(compiled, state, batch, args.trace_dir, args.trace_steps)
+
+    ceiling = None
+    if args.matmul_ceiling:
+        preset = model.module.transformer.config
+        ceiling = matmul_ceiling(
+            args.batch * flops.tokens, preset.width, preset.mlp_dim, preset.compute_dtype
+        )
+
     memory = device.memory_stats() if hasattr(device, "memory_stats") else None
     peak_memory_gb = (memory or {}).get("peak_bytes_in_use", 0) / 2**30 or None
     peak = peak_flops(device.device_kind)
@@ -235,12 +263,22 @@ def main(argv=None) -> dict:
         "peak_memory_gb": round(peak_memory_gb, 2) if peak_memory_gb else None,
         "infer_first_call_s": round(first_call_s, 2) if first_call_s is not None else None,
         "infer_latency_ms": infer_ms,
+        "device_ms_by_category": device_time,
+        "matmul_ceiling": ceiling,
+        "fraction_of_matmul_ceiling": (
+            round(analytic / step_s / 1e12 / ceiling["tflops"], 4) if ceiling else None
+        ),
         "loss": loss,
         "device": str(device.device_kind),
         "platform": device.platform,
         "jax": jax.__version__,
     }
     mfu_text = f"{100 * mfu:.1f}% of {peak_name}" if mfu is not None else "n/a (unknown peak)"
+    if ceiling:
+        print(
+            f"matmul ceiling (the transformer's GEMMs alone): {ceiling}; the step reaches "
+            f"{100 * result['fraction_of_matmul_ceiling']:.1f}% of it"
+        )
     print(
         f"{args.size} b{args.batch} {args.dtype} attention={result['attention_resolved']} "
         f"remat={args.remat} scan={args.scan}: {1000 * step_s:.1f} ms/step, "
@@ -250,6 +288,58 @@ def main(argv=None) -> dict:
     )
     print(json.dumps(result))
     return result
+
+
+def matmul_ceiling(rows: int, width: int, mlp: int, dtype, repeats: int = 20) -> dict:
+    """The vendor library's speed on the transformer's own matrix products, run alone.
+
+    Times [rows, k] @ [k, n] for each projection of a block (q, k, v and out: d x d; MLP: d x m
+    and m x d) in `dtype`: `repeats` products dispatched back to back, median of 3 such runs.
+    Returns per-shape TFLOP/s and their FLOP-weighted rate, ``tflops``: what a step made only
+    of these products could reach, so ``achieved / tflops`` says how much of the gap to the
+    chip's peak is the GEMMs' own.
+    """
+    import jax
+    import numpy as np
+
+    shapes = {"d_x_d": (width, width), "d_x_mlp": (width, mlp), "mlp_x_d": (mlp, width)}
+    count = {"d_x_d": 4, "d_x_mlp": 1, "mlp_x_d": 1}
+    matmul = jax.jit(lambda a, b: a @ b)
+    result, total_flops, total_s = {}, 0.0, 0.0
+    for name, (k, n) in shapes.items():
+        a = jax.random.normal(jax.random.key(0), (rows, k), dtype)
+        b = jax.random.normal(jax.random.key(1), (k, n), dtype)
+        jax.block_until_ready(matmul(a, b))
+        times = []
+        for _ in range(3):  # back to back, as in a step: no host round trip between products
+            start = time.perf_counter()
+            for _ in range(repeats):
+                out = matmul(a, b)
+            jax.block_until_ready(out)
+            times.append((time.perf_counter() - start) / repeats)
+        seconds = float(np.median(times))
+        flops = 2.0 * rows * k * n
+        result[name] = round(flops / seconds / 1e12, 1)
+        total_flops += count[name] * flops
+        total_s += count[name] * seconds
+    result["tflops"] = round(total_flops / total_s / 1e12, 1)
+    return result
+
+
+def traced_steps(compiled, state, batch, trace_dir: str, steps: int):
+    """Runs `steps` more steps under the profiler; prints and returns ms/step by category."""
+    import jax
+
+    from octo_like.training import trace_summary
+
+    with jax.profiler.trace(trace_dir):
+        for _ in range(steps):
+            state, metrics = compiled(state, batch)
+        jax.block_until_ready(metrics)
+    ops = trace_summary.device_ops(trace_summary.latest_trace(trace_dir), steps)
+    print(trace_summary.format_summary(ops, top=40))
+    categories = trace_summary.by_category(ops)
+    return state, {name: round(ms, 3) for name, ms in categories.items()}
 
 
 def _resolved_attention(model, args) -> str:

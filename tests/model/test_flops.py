@@ -62,14 +62,16 @@ def test_peak_table_names_the_entry_it_used():
 
 
 @pytest.mark.slow
-def test_benchmark_counts_agree_with_xla_on_octo_shapes(capsys):
+def test_benchmark_counts_agree_with_xla_on_octo_shapes(capsys, tmp_path):
     """Octo's real input shapes (256/128 px cameras with goal fusion, T5-base, diffusion head)
     on the tiny transformer: XLA's cost analysis of the compiled train step (einsum attention,
-    no lax.map) must agree with the analytic count within 10%."""
+    no lax.map) must agree with the analytic count within 10%. The traced step's device-time
+    summary and the matmul ceiling come back in the JSON line."""
     result = benchmark_model.main(
         [
             "--size", "tiny", "--batch", "1", "--attention", "einsum", "--steps", "1",
-            "--warmup", "0", "--infer_calls", "0",
+            "--warmup", "0", "--infer_calls", "0", "--trace_dir", str(tmp_path),
+            "--trace_steps", "1", "--matmul_ceiling",
         ]
     )  # fmt: skip
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -80,6 +82,10 @@ def test_benchmark_counts_agree_with_xla_on_octo_shapes(capsys):
     assert result["params"]["frozen"] > 80e6  # T5-base's encoder, frozen
     for key in ("compile_s", "step_s", "samples_per_s", "tokens_per_s", "achieved_tflops"):
         assert result[key] > 0
+    device_ms = result["device_ms_by_category"]
+    assert device_ms["total"] > 0 and device_ms["matmul"] > 0 and device_ms["convolution"] > 0
+    assert set(result["matmul_ceiling"]) == {"d_x_d", "d_x_mlp", "mlp_x_d", "tflops"}
+    assert result["fraction_of_matmul_ceiling"] > 0
 
 
 def test_proprio_projection_counts_every_token():

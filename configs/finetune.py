@@ -7,7 +7,8 @@
 
 MODE: full | head_only | head_mlp_only | lora (what trains: octo_like/training/finetune.py).
 TASK: language (instructions only), goal (goal images only: the language encoder is dropped) or
-multimodal (both, each dropped at random so either alone works at test time).
+multimodal (both in the data; each frame keeps one of them, each half the time, so either alone
+works at test time).
 
 Model keys left None are the pretrained model's (octo_like/training/finetune_config.py), so by
 default the new model is the pretrained one with the new data's action dim; change cameras with
@@ -75,8 +76,10 @@ def get_config(arg: str = "full,language") -> ml_collections.ConfigDict:
             action_horizon=4,
             goal_relabeling=goal,
             subsample_length=None,
+            # multimodal: a frame keeps exactly one of instruction / goal image, each half the
+            # time (Octo's task augmentation), so either alone works at test time.
             language_only_prob=0.5 if task == "multimodal" else 0.0,
-            goal_only_prob=1.0 if task == "goal" else 0.0,
+            goal_only_prob={"goal": 1.0, "multimodal": 0.5}.get(task, 0.0),
         ),
         frame=dict(
             # None: the pretrained model's cameras and image sizes (augmenting primary); or e.g.

@@ -70,8 +70,10 @@ def get_config(arg: str = "laptop") -> ml_collections.ConfigDict:
             action_horizon=4,
             goal_relabeling=True,
             subsample_length=100 if not generated else None,
+            # Octo's task augmentation: a frame with both an instruction and a goal image
+            # keeps exactly one of them, each half the time, so either alone works.
             language_only_prob=0.5,
-            goal_only_prob=0.0,
+            goal_only_prob=0.5,
         ),
         frame=dict(
             cameras=dict(
@@ -105,6 +107,7 @@ def get_config(arg: str = "laptop") -> ml_collections.ConfigDict:
             frozen=not generated,
         ),
         window=2,
+        max_horizon=10,  # timestep embeddings: fine-tuning with another window keeps them
         action_horizon=4,
         action_dim=4 if simulated else 7,  # MetaWorld: delta xyz + grip
         head=dict(kind="diffusion", kwargs=dict(hidden_dim=64 if generated else 256)),

@@ -129,6 +129,10 @@ class ModelConfig:
     language: LanguageConfig = LanguageConfig(encoder="none")
     goal_image_cameras: tuple[str, ...] = ()
     window: int = 2
+    # Timestep positional embeddings hold this many steps and are sliced to `window`, so a
+    # model fine-tuned with another window keeps them (Octo: 10). Configs saved before this key
+    # existed load with max_horizon = window (their embeddings' size).
+    max_horizon: int = 10
     action_horizon: int = 4
     action_dim: int = 7
     head: HeadConfig = HeadConfig()
@@ -158,6 +162,11 @@ class ModelConfig:
         for name in ("window", "action_horizon", "action_dim"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ModelConfig.{name} must be >= 1")
+        if self.max_horizon < self.window:
+            raise ValueError(
+                f"ModelConfig.max_horizon ({self.max_horizon}) must be >= window ({self.window}): "
+                "the timestep positional embeddings are sliced to the window"
+            )
 
     def compute_dtype(self, platform: str) -> str:
         """The concrete compute dtype on `platform` ('cpu', 'gpu', 'tpu')."""
@@ -173,6 +182,8 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
         """Inverse of `to_dict`; unknown keys are errors (a typo must not pass silently)."""
+        if "max_horizon" not in data:  # saved before max_horizon: embeddings sized by window
+            data = {**data, "max_horizon": data.get("window", cls.window)}
         return _build(cls, data, "model")
 
 

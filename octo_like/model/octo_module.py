@@ -60,7 +60,7 @@ class OctoModule(nnx.Module):
             attention=config.attention,
         )
         width = transformer_config.width
-        window = config.window
+        horizon = config.max_horizon  # timestep embeddings are sliced to the batch's window
         observation_spec = input_spec["observation"]
         lang_width = language_width(config)
 
@@ -108,7 +108,7 @@ class OctoModule(nnx.Module):
             self.image_projections[tok.camera] = nnx.Linear(
                 tok.num_features, width, dtype=dt, rngs=rngs
             )
-            self.image_positions[tok.camera] = _positional(rngs, (window, num_tokens, width))
+            self.image_positions[tok.camera] = _positional(rngs, (horizon, num_tokens, width))
 
         self.goal_tokenizers = nnx.Dict()
         self.goal_projections = nnx.Dict()
@@ -142,12 +142,12 @@ class OctoModule(nnx.Module):
                 config.proprio.num_features, width, dtype=dt, rngs=rngs
             )
             proprio_tokens = 1 if config.proprio.mode == "linear" else proprio_dim
-            self.proprio_position = _positional(rngs, (window, proprio_tokens, width))
+            self.proprio_position = _positional(rngs, (horizon, proprio_tokens, width))
         else:
             self.proprio_tokenizer = None
 
         readout_tokens = config.head.readout_tokens
-        self.readout_position = _positional(rngs, (window, readout_tokens, width))
+        self.readout_position = _positional(rngs, (horizon, readout_tokens, width))
         self.transformer = BlockTransformer(transformer_config, rngs=rngs)
         if config.lora is not None:  # fine-tuning adapters; base kernels keep their paths
             apply_lora(self.transformer, config.lora, rngs=rngs)
@@ -178,6 +178,15 @@ class OctoModule(nnx.Module):
     def _position(self, embedding: nnx.Param) -> jax.Array:
         """A positional embedding in the compute dtype (adding float32 would promote tokens)."""
         return embedding.value.astype(self.dtype)
+
+    def _timestep_position(self, embedding: nnx.Param, window: int) -> jax.Array:
+        """The first `window` rows of a [max_horizon, n, d] timestep embedding."""
+        if window > embedding.value.shape[0]:
+            raise ValueError(
+                f"the batch has {window} timesteps, more than the model's max_horizon "
+                f"({embedding.value.shape[0]})"
+            )
+        return self._position(embedding)[:window]
 
     def encode_language(self, tasks: Mapping, *, train: bool):
         """(embeddings float[b, L, d_lang], mask bool[b, L]) of host-tokenized instructions."""
@@ -210,6 +219,7 @@ class OctoModule(nnx.Module):
                 + self._position(self.goal_positions[camera]),
                 mask=group.mask,
             )
+        window = observations["timestep_pad_mask"].shape[1]
         timestep: dict[str, TokenGroup] = {}
         uses_film = {t.camera: t.film for t in self.config.image_tokenizers}
         for camera, tokenizer in self.image_tokenizers.items():
@@ -217,19 +227,19 @@ class OctoModule(nnx.Module):
             group = tokenizer(observations, tasks, film_condition=condition, train=train)
             timestep[f"obs_{camera}"] = TokenGroup(
                 tokens=self.image_projections[camera](group.tokens)
-                + self._position(self.image_positions[camera]),
+                + self._timestep_position(self.image_positions[camera], window),
                 mask=group.mask,
             )
         if self.proprio_tokenizer is not None:
             group = self.proprio_tokenizer(observations)
             timestep["obs_proprio"] = TokenGroup(
                 tokens=self.proprio_projection(group.tokens)
-                + self._position(self.proprio_position),
+                + self._timestep_position(self.proprio_position, window),
                 mask=group.mask,
             )
         pad = observations["timestep_pad_mask"]
-        batch, window = pad.shape
-        position = self._position(self.readout_position)
+        batch = pad.shape[0]
+        position = self._timestep_position(self.readout_position, window)
         readout = jnp.broadcast_to(position, (batch, *position.shape))
         timestep[READOUT] = TokenGroup(
             tokens=readout, mask=jnp.ones(readout.shape[:-1], dtype=bool)

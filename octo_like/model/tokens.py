@@ -119,8 +119,9 @@ def group_rules(name: str) -> dict[str, AttentionRule]:
     """Octo's rules for one group, chosen by its name prefix (task_/obs_/readout_).
 
     Task tokens see task tokens; observations see the task and observations up to their own
-    timestep; a readout sees the task, observations up to its timestep and its own group at the
-    same timestep. No pattern matches readouts from outside, so nothing else attends to them.
+    timestep; a readout sees the task, observations up to its timestep and its own group up to
+    its timestep (causal, as in Octo). No pattern matches readouts from outside, so nothing else
+    attends to them.
     """
     task = {TASK_PREFIX + "*": AttentionRule.ALL}
     if name.startswith(TASK_PREFIX):
@@ -128,7 +129,7 @@ def group_rules(name: str) -> dict[str, AttentionRule]:
     if name.startswith(OBS_PREFIX):
         return {**task, OBS_PREFIX + "*": AttentionRule.CAUSAL}
     if name.startswith(READOUT_PREFIX):
-        return {**task, OBS_PREFIX + "*": AttentionRule.CAUSAL, name: AttentionRule.CURRENT}
+        return {**task, OBS_PREFIX + "*": AttentionRule.CAUSAL, name: AttentionRule.CAUSAL}
     raise ValueError(
         f"group_rules: group name {name!r} must start with {TASK_PREFIX!r}, {OBS_PREFIX!r} "
         f"or {READOUT_PREFIX!r}"

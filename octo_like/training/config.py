@@ -69,6 +69,44 @@ class SimulationDataConfig:
         return os.path.join(os.path.expanduser(self.cache_dir), f"tokenizer-{digest}")
 
 
+# The discrete head's bins follow the action normalization: mean/std-normalized actions get
+# +-3 std (99.7% of a Gaussian; [-1, 1] would put a third of them in the edge bins), bounds-
+# normalized ones their [-1, 1] range. An explicit range must cover at least _MIN_COVER.
+_DISCRETE_RANGE = {"normal": (-3.0, 3.0), "bounds": (-1.0, 1.0)}
+_MIN_COVER = {"normal": 2.0, "bounds": 1.0}
+
+
+def tie_discrete_bins(model: ModelConfig, normalization: str) -> ModelConfig:
+    """`model` with the discrete head's ``low``/``high`` set from `normalization` when unset;
+    a range that cannot hold the normalized actions is a ConfigError."""
+    head = model.head
+    if head.kind != "discrete":
+        return model
+    normalization = str(normalization)
+    kwargs = dict(head.kwargs or {})
+    given = {"low", "high"} & set(kwargs)
+    if normalization not in _DISCRETE_RANGE:
+        if len(given) < 2:
+            raise ConfigError(
+                "the discrete head needs model.head.kwargs.low/high when data.normalization is "
+                f"{normalization!r} (actions keep their raw scale)"
+            )
+        return model
+    if not given:
+        kwargs["low"], kwargs["high"] = _DISCRETE_RANGE[normalization]
+    else:
+        low, high = kwargs.get("low", -1.0), kwargs.get("high", 1.0)
+        cover = _MIN_COVER[normalization]
+        if low > -cover or high < cover:
+            raise ConfigError(
+                f"model.head.kwargs.low/high = [{low}, {high}] cannot hold {normalization}-"
+                f"normalized actions (they need at least [-{cover}, {cover}]; the default for "
+                f"{normalization} is {list(_DISCRETE_RANGE[normalization])}): widen the range or "
+                "change data.normalization"
+            )
+    return dataclasses.replace(model, head=dataclasses.replace(head, kwargs=kwargs))
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     seed: int
@@ -112,6 +150,7 @@ class TrainConfig:
             parse_profile_steps(self.profile_steps)
         except ValueError as error:
             raise ConfigError(str(error)) from None
+        object.__setattr__(self, "model", tie_discrete_bins(self.model, self.data.normalization))
         window = self.data.trajectory.window
         if self.model.window != window or self.model.action_horizon != (
             self.data.trajectory.action_horizon

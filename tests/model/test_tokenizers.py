@@ -110,14 +110,26 @@ def test_goal_fusion_uses_goal_and_zeroes_missing_goals():
         tok(obs, {"pad_mask_dict": tasks["pad_mask_dict"]})
 
 
+def _perturb_film(module) -> None:
+    """Random FiLM projections (they start at zero: the identity), as after some training."""
+    rng = np.random.default_rng(0)
+    for path, param in nnx.iter_graph(module):
+        if isinstance(param, nnx.Param) and any(p in ("scale", "shift") for p in path[-3:-1]):
+            param.value = jnp.asarray(rng.normal(size=param.value.shape), param.value.dtype)
+
+
 def test_film_identity_at_zero_condition_and_effect_otherwise():
     film = FiLM(8, 6, rngs=nnx.Rngs(0))
+    _perturb_film(film)
     x = jax.random.normal(jax.random.key(0), (2, 4, 4, 6))
-    np.testing.assert_allclose(film(x, jnp.zeros((2, 8))), x, atol=1e-7)
     cond = jax.random.normal(jax.random.key(1), (2, 8))
     assert np.abs(np.asarray(film(x, cond) - x)).max() > 1e-3
+    film.scale.bias.value = jnp.zeros_like(film.scale.bias.value)
+    film.shift.bias.value = jnp.zeros_like(film.shift.bias.value)
+    np.testing.assert_allclose(film(x, jnp.zeros((2, 8))), x, atol=1e-7)
 
     tok = ImageTokenizer("primary", num_features=16, film_dim=8, rngs=nnx.Rngs(0))
+    _perturb_film(tok)
     obs, tasks = batch()
     a = tok(obs, tasks, film_condition=cond).tokens
     b = tok(obs, tasks, film_condition=cond.at[1].set(0.0)).tokens

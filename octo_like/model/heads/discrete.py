@@ -1,7 +1,8 @@
 """Classification head: each action dimension of each chunk step is one of ``num_bins`` bins.
 
-Bins split ``[low, high]`` uniformly. The default ``[-1, 1]`` matches BOUNDS normalization
-(Octo used ``[0, 1]``); with NORMAL (mean/std) normalization set e.g. ``low=-3, high=3``.
+Bins split ``[low, high]`` uniformly. The head's own default ``[-1, 1]`` matches BOUNDS
+normalization; training configs tie the range to the data's normalization
+(`octo_like.training.config.tie_discrete_bins`: ``[-3, 3]`` for NORMAL mean/std normalization).
 Targets outside the range fall into the edge bins, so predictions never leave ``[low, high]``.
 """
 

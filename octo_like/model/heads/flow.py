@@ -40,7 +40,7 @@ class FlowMatchingActionHead(IterativeHead):
         flow_steps: int = 10,
         hidden_dim: int = 256,
         num_blocks: int = 3,
-        dropout_rate: float = 0.1,
+        dropout_rate: float = 0.0,  # Octo 1.5 turned it off (it fights the layer norm)
         time_dim: int = 32,
         max_action: float = 5.0,
         dtype: Any = None,

@@ -35,12 +35,18 @@ STEM_FEATURES = (32, 96, 192, 384)  # SmallStem16's stride-2 conv widths
 class FiLM(nnx.Module):
     """Feature-wise modulation ``x * (1 + scale(c)) + shift(c)`` per channel.
 
-    Biases start at zero, so a zero condition leaves features unchanged.
+    Both projections start at zero (kernels and biases), so a FiLM-conditioned stem starts as
+    the plain stem whatever the condition, and learns how much the instruction should modulate.
     """
 
     def __init__(self, condition_dim: int, num_channels: int, *, rngs: nnx.Rngs, dtype: Any = None):
-        self.scale = nnx.Linear(condition_dim, num_channels, dtype=dtype, rngs=rngs)
-        self.shift = nnx.Linear(condition_dim, num_channels, dtype=dtype, rngs=rngs)
+        zeros = nnx.initializers.zeros_init()
+        self.scale = nnx.Linear(
+            condition_dim, num_channels, dtype=dtype, kernel_init=zeros, rngs=rngs
+        )
+        self.shift = nnx.Linear(
+            condition_dim, num_channels, dtype=dtype, kernel_init=zeros, rngs=rngs
+        )
 
     def __call__(self, x: jax.Array, condition: jax.Array) -> jax.Array:
         """x: float[B, H, W, C]; condition: float[B, d_c] -> float[B, H, W, C]."""

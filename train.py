@@ -34,9 +34,19 @@ def main(config, workdir: str, *, overwrite: bool = False, stop_at_step: int | N
     from octo_like.training.config import parse_train_config
     from octo_like.training.loop import run
 
-    typed = parse_train_config(config, workdir)
+    typed = parse_train_config(config, workdir, generated=simulated_datasets)
     distributed.initialize(typed.distributed)
+    if typed.collects_simulated_data:  # MetaWorld demonstrations, collected on first use
+        generated = simulated_datasets(typed.mix, typed.simulation)
+        distributed.on_main_process_then_sync(generated.ensure, "simulated data written")
     return run(typed, workdir, raw_config=config, overwrite=overwrite, stop_at_step=stop_at_step)
+
+
+def simulated_datasets(mix: str, simulation):
+    """The `GeneratedDatasets` of a simulated mix (imported only when one is used)."""
+    from octo_like.envs.simulated_data import SimulatedDatasets
+
+    return SimulatedDatasets(mix, simulation)
 
 
 def _define_flags(values, sys_argv: list[str] | None = None) -> None:

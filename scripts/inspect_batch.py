@@ -67,7 +67,8 @@ def main(argv=None) -> dict:
     import tensorflow as tf
 
     tf.config.set_visible_devices([], "GPU")
-    from octo_like.data import rlds, schema
+    from octo_like import schema
+    from octo_like.data import rlds
     from octo_like.data.pipeline import make_pipeline
     from octo_like.data.presets import single_dataset_config
 

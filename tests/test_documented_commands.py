@@ -164,7 +164,7 @@ def test_documented_command_parses_and_builds(where, argv, fixtures, tmp_path):
             for a in argv]  # fmt: skip
     if argv[0].endswith("train.py"):
         config, workdir, _, _ = train.parse_command_line(argv)
-        typed = parse_train_config(config, workdir)
+        typed = parse_train_config(config, workdir, generated=train.simulated_datasets)
         sizes = {
             name: camera.size or (256, 256) for name, camera in typed.data.frame.cameras.items()
         }

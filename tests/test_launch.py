@@ -31,7 +31,7 @@ def _train_argv(command: list[str]) -> list[str]:
 
 def _check_parses(argv: list[str], tmp_path, platform: str) -> None:
     config, workdir, _, _ = train.parse_command_line(argv)
-    typed = parse_train_config(config, str(tmp_path / workdir))
+    typed = parse_train_config(config, str(tmp_path / workdir), generated=train.simulated_datasets)
     assert typed.platform == platform and typed.distributed.enabled is True
     assert typed.mesh.fsdp == 8 and typed.model.transformer == "base"
     assert typed.model.language.checkpoint_dir == "/models/t5-base"

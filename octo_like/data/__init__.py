@@ -1,5 +1,5 @@
 """The input pipeline: RLDS -> standardize -> trajectory transforms -> frames -> batches.
 
-`schema.py` documents the keys, shapes and dtypes at every stage; `pipeline.make_pipeline` is the
-entry point.
+`octo_like/schema.py` documents the keys, shapes and dtypes at every stage;
+`pipeline.make_pipeline` is the entry point.
 """

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 
 from octo_like.data.dataset import Parallelism
 from octo_like.data.frame_transforms import AugmentConfig, CameraTransform
-from octo_like.data.normalize import NormalizationType
 from octo_like.data.oxe.spec import DatasetSpec
+from octo_like.normalization import NormalizationType
 
 __all__ = [
     "AugmentConfig",

@@ -1,4 +1,4 @@
-"""Stage 4 of the pipeline (see `schema.py`): encoded frame images -> resized, augmented uint8.
+"""Stage 4 of the pipeline (`octo_like/schema.py`): encoded images -> resized, augmented uint8.
 
 Input, one frame of a windowed trajectory (window W)::
 
@@ -25,7 +25,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from octo_like.data import schema
+from octo_like import schema
 from octo_like.data.image_ops import (
     AugmentConfig,
     augment_images,

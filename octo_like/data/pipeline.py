@@ -14,7 +14,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from octo_like.data import frame_transforms, rlds, schema, traj_transforms
+from octo_like import schema
+from octo_like.data import frame_transforms, rlds, traj_transforms
 from octo_like.data.config import DataConfig, DatasetSource
 from octo_like.data.dataset import FrameDataset, Parallelism, TrajectoryDataset, apply_options
 from octo_like.data.normalize import normalize_trajectory
@@ -22,13 +23,13 @@ from octo_like.data.oxe.registry import get_dataset_spec
 from octo_like.data.oxe.spec import DatasetSpec
 from octo_like.data.oxe.standardize import standardizer_for
 from octo_like.data.restructure import check_cameras, restructure
-from octo_like.data.statistics import DatasetStatistics
 from octo_like.data.statistics_cache import (
     dataset_identity,
     load_or_compute_statistics,
     statistics_fingerprint,
 )
 from octo_like.data.validation import SkippedEpisodes, check_trajectories
+from octo_like.normalization import DatasetStatistics
 
 log = logging.getLogger(__name__)
 

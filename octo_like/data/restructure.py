@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from octo_like.data import schema
+from octo_like import schema
 from octo_like.data.oxe.spec import DatasetSpec
 from octo_like.data.oxe.standardize import get_path
 from octo_like.data.validation import DataError
@@ -33,7 +33,7 @@ def check_cameras(spec: DatasetSpec, cameras: Sequence[str]) -> None:
 def restructure(
     traj: dict, spec: DatasetSpec, cameras: Sequence[str], episode_index: tf.Tensor
 ) -> dict:
-    """Standardized RLDS trajectory -> schema stage 2 (see `schema.py`)."""
+    """Standardized RLDS trajectory -> schema stage 2 (see `octo_like/schema.py`)."""
     action = tf.cast(traj[schema.ACTION], tf.float32)
     length = tf.shape(action)[0]
     observation = {}

@@ -1,7 +1,7 @@
 """Reading RLDS episodes from TFDS: builders, per-process splits, episodes -> trajectories.
 
-Stage 1 of the data flow (see `schema.py`). Images stay encoded (decoding is skipped) so that
-shuffle buffers hold compact bytes; frames are decoded only after shuffling.
+Stage 1 of the data flow (see `octo_like/schema.py`). Images stay encoded (decoding is
+skipped) so that shuffle buffers hold compact bytes; frames are decoded only after shuffling.
 """
 
 from __future__ import annotations

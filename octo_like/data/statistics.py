@@ -14,24 +14,22 @@ applied between two such estimates, so every percentile is within one bin width 
 
 Caching by content lives in `statistics_cache.py`.
 
-TensorFlow is imported only where needed, so inference can use these classes (and
-`DatasetStatistics.load_json` on local files) without it.
+The statistics containers (`ArrayStatistics`, `DatasetStatistics`) live in
+`octo_like.normalization`, which inference and the model import without TensorFlow.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import math
-import os
 import sys
 import time
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from octo_like.normalization import ArrayStatistics, DatasetStatistics
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -44,107 +42,6 @@ STATISTICS_FORMAT = 1
 """Part of every fingerprint: bump it when the way statistics are computed changes."""
 _CHUNK_ROWS = 16_384  # transitions merged per numpy update; bounds memory, amortizes overhead
 _PROGRESS_SECONDS = 10.0
-_FIELDS = ("mean", "std", "min", "max", "p01", "p99")
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class ArrayStatistics:
-    """Per-dimension statistics of one array key; every field is float32[D] (read-only)."""
-
-    mean: np.ndarray
-    std: np.ndarray
-    min: np.ndarray
-    max: np.ndarray
-    p01: np.ndarray
-    p99: np.ndarray
-
-    def __post_init__(self):
-        dims = set()
-        for field in _FIELDS:
-            value = np.array(getattr(self, field), dtype=np.float32)
-            if value.ndim != 1:
-                raise ValueError(f"statistics field {field!r} must be 1-D, got {value.shape}")
-            value.setflags(write=False)
-            object.__setattr__(self, field, value)
-            dims.add(value.shape[0])
-        if len(dims) != 1:
-            raise ValueError(f"statistics fields have different lengths: {sorted(dims)}")
-
-    @property
-    def dim(self) -> int:
-        return int(self.mean.shape[0])
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, ArrayStatistics):
-            return NotImplemented
-        return all(np.array_equal(getattr(self, f), getattr(other, f)) for f in _FIELDS)
-
-    def to_dict(self) -> dict[str, list[float]]:
-        """JSON-ready lists; float32 -> Python float -> JSON -> float32 is exact."""
-        return {field: getattr(self, field).tolist() for field in _FIELDS}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> ArrayStatistics:
-        missing = [f for f in _FIELDS if f not in d]
-        if missing:
-            raise ValueError(f"array statistics lack fields {missing} (have {sorted(d)})")
-        return cls(**{f: d[f] for f in _FIELDS})
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class DatasetStatistics:
-    """What normalization needs from one dataset; `proprio` is None when it has none (P == 0)."""
-
-    action: ArrayStatistics
-    proprio: ArrayStatistics | None
-    num_transitions: int
-    num_trajectories: int
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, DatasetStatistics):
-            return NotImplemented
-        return self.to_dict() == other.to_dict()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "action": self.action.to_dict(),
-            "proprio": None if self.proprio is None else self.proprio.to_dict(),
-            "num_transitions": int(self.num_transitions),
-            "num_trajectories": int(self.num_trajectories),
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> DatasetStatistics:
-        missing = [
-            k for k in ("action", "proprio", "num_transitions", "num_trajectories") if k not in d
-        ]
-        if missing:
-            raise ValueError(f"dataset statistics lack keys {missing} (have {sorted(d)})")
-        proprio = None if d["proprio"] is None else ArrayStatistics.from_dict(d["proprio"])
-        return cls(
-            action=ArrayStatistics.from_dict(d["action"]),
-            proprio=proprio,
-            num_transitions=int(d["num_transitions"]),
-            num_trajectories=int(d["num_trajectories"]),
-        )
-
-    def save_json(self, path: str) -> None:
-        """Writes atomically (temporary file + rename); `path` may be a gs:// URL."""
-        _write_atomic(path, json.dumps(self.to_dict(), indent=1))
-
-    @classmethod
-    def load_json(cls, path: str) -> DatasetStatistics:
-        """Reads `save_json` output; local paths need no TensorFlow, URLs use tf.io.gfile."""
-        try:
-            if "://" in path:
-                import tensorflow as tf
-
-                with tf.io.gfile.GFile(path, "r") as f:
-                    return cls.from_dict(json.loads(f.read()))
-            with open(path) as f:
-                return cls.from_dict(json.load(f))
-        except Exception as e:  # missing, unreadable, not JSON or wrong fields: one message
-            raise ValueError(f"cannot read dataset statistics from {path}: {e}") from e
 
 
 class _Accumulator:
@@ -375,20 +272,3 @@ def compute_statistics(
         num_transitions=num_transitions,
         num_trajectories=num_trajectories,
     )
-
-
-def _write_atomic(path: str, text: str) -> None:
-    """Writes `text` to a unique temporary file beside `path`, then renames it over `path`."""
-    import tensorflow as tf
-
-    directory = os.path.dirname(path)
-    if directory:
-        tf.io.gfile.makedirs(directory)
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    try:
-        with tf.io.gfile.GFile(tmp, "w") as f:
-            f.write(text)
-        tf.io.gfile.rename(tmp, path, overwrite=True)
-    finally:
-        if tf.io.gfile.exists(tmp):
-            tf.io.gfile.remove(tmp)

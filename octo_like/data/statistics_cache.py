@@ -16,11 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from octo_like.data.statistics import (
-    STATISTICS_FORMAT,
-    DatasetStatistics,
-    compute_statistics,
-)
+from octo_like.data.statistics import STATISTICS_FORMAT, compute_statistics
+from octo_like.normalization import DatasetStatistics
 
 if TYPE_CHECKING:
     import tensorflow as tf

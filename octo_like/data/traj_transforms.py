@@ -1,8 +1,9 @@
 """Trajectory transforms: pad masks, dim padding, goals, history windows, action chunks.
 
-Input is a standardized trajectory (stage 2 of `schema.py`); output is a windowed trajectory
-(stage 3), both with a leading time axis ``T``. Every function is graph-mode TensorFlow, so it runs
-inside `tf.data.Dataset.map`, never mutates its input, and leaves keys it does not own alone.
+Input is a standardized trajectory (stage 2 of `octo_like/schema.py`); output is a windowed
+trajectory (stage 3), both with a leading time axis ``T``. Every function is graph-mode
+TensorFlow, so it runs inside `tf.data.Dataset.map`, never mutates its input, and leaves keys it
+does not own alone.
 Random ones take an explicit stateless ``seed: int32[2]``: the same seed gives the same result.
 
 The pipeline applies them in this order (each says what it needs from the ones before)::
@@ -24,7 +25,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from octo_like.data.schema import (
+from octo_like.schema import (
     ACTION,
     ACTION_PAD_MASK,
     DATASET_NAME,

@@ -13,7 +13,7 @@ import threading
 
 import tensorflow as tf
 
-from octo_like.data import schema
+from octo_like import schema
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ from typing import Any, SupportsFloat
 import gymnasium as gym
 import numpy as np
 
-from octo_like.data.schema import PAD_MASK_DICT, TIMESTEP_PAD_MASK
 from octo_like.inference.execution import RecedingHorizon, TemporalEnsembler
 from octo_like.inference.history import ObservationHistory
+from octo_like.schema import PAD_MASK_DICT, TIMESTEP_PAD_MASK
 
 
 def _mask_space(window: int) -> gym.spaces.Box:

@@ -1,7 +1,7 @@
 """Observation history: single-timestep frames in, the model's window ``[W, ...]`` out.
 
 The model was trained on windows whose first slots are padding at the start of an episode
-(`timestep_pad_mask` False there, see `octo_like/data/schema.py`). At inference the robot sees
+(`timestep_pad_mask` False there, see `octo_like/schema.py`). At inference the robot sees
 one frame per control step, so this keeps the last W frames and reproduces exactly that
 layout: before W frames have been pushed, the missing leading slots repeat the first frame
 (any content would do, the mask hides them, but a real image keeps the statistics of the
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from octo_like.data.schema import IMAGE_PREFIX, PAD_MASK_DICT, PROPRIO, TIMESTEP_PAD_MASK
+from octo_like.schema import IMAGE_PREFIX, PAD_MASK_DICT, PROPRIO, TIMESTEP_PAD_MASK
 
 Frame = Mapping[str, Any]
 

@@ -1,6 +1,6 @@
 """What a robot sends -> what the network reads: the host-side half of `Policy.predict_chunks`.
 
-Training feeds the model batches laid out as in `octo_like/data/schema.py` (stage 5), with
+Training feeds the model batches laid out as in `octo_like/schema.py` (stage 5), with
 images resized per camera and proprio normalized (then zero-padded to the model's P). A robot
 has raw frames of its own size and raw proprio, so `prepare_observations` redoes exactly those
 steps with the checkpoint's statistics:
@@ -29,8 +29,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from octo_like.data.normalize import normalize_np
-from octo_like.data.schema import (
+from octo_like.model.config import ModelConfig
+from octo_like.normalization import ArrayStatistics, normalize_np
+from octo_like.schema import (
     PAD_MASK_DICT,
     PROPRIO,
     PROPRIO_PAD_MASK,
@@ -38,8 +39,6 @@ from octo_like.data.schema import (
     TIMESTEP_PAD_MASK,
     image_key,
 )
-from octo_like.data.statistics import ArrayStatistics
-from octo_like.model.config import ModelConfig
 
 
 @functools.partial(jax.jit, static_argnames=("size",))

@@ -33,12 +33,12 @@ import jax
 import numpy as np
 
 from octo_like import storage
-from octo_like.data.schema import IMAGE_PREFIX, PAD_MASK_DICT, PROPRIO, TIMESTEP_PAD_MASK
-from octo_like.data.statistics import ArrayStatistics
 from octo_like.inference.execution import make_executor
 from octo_like.inference.history import ObservationHistory, add_batch_axis
 from octo_like.inference.observations import prepare_observations, resize_images
 from octo_like.model.octo_model import OctoModel
+from octo_like.normalization import ArrayStatistics
+from octo_like.schema import IMAGE_PREFIX, PAD_MASK_DICT, PROPRIO, TIMESTEP_PAD_MASK
 
 
 class PolicySession:

@@ -9,13 +9,12 @@ checkpoint) and adds two small matrices beside them::
 
 ``B`` starts at zero, so an adapted model computes exactly what its base computes until the first
 update. The adapters are the parameters ``.../lora_a`` and ``.../lora_b``: `ADAPTER_PATTERN`
-selects them (e.g. to train only them). `merge_lora` folds them back into plain dense layers for
-export.
+selects them (e.g. to train only them). `octo_model.merge_lora` folds them back into plain
+dense layers for export.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 
 import jax
@@ -111,26 +110,17 @@ def apply_lora(transformer: nnx.Module, config: LoraConfig, *, rngs: nnx.Rngs) -
     return len(found)
 
 
-def merge_lora(model):
-    """An `OctoModel` without adapters computing the same function (for export / serving).
+def merge_adapters(module: nnx.Module, targets: tuple[str, ...]) -> nnx.Module:
+    """A copy of `module` where each `LoraLinear` named in `targets` is an ``nnx.Linear`` with
+    kernel ``W + (alpha / rank) A B`` (the same function); `module` is left untouched.
 
-    Each `LoraLinear` becomes an ``nnx.Linear`` with kernel ``W + (alpha / rank) A B``; the
-    config's ``lora`` is cleared, so the merged model saves and loads as a plain checkpoint.
-    Returns `model` itself when it has no adapters.
+    `octo_like.model.octo_model.merge_lora` applies it to a whole `OctoModel`.
     """
-    from octo_like.model.octo_model import OctoModel
-
-    if model.config.lora is None:
-        return model
-    graphdef, state = nnx.split(model.module)
-    module = nnx.merge(graphdef, state)  # a copy: the original model is left untouched
-    for _, parent in list(nnx.iter_modules(module)):
-        for name in model.config.lora.targets:
+    graphdef, state = nnx.split(module)
+    merged = nnx.merge(graphdef, state)  # a copy
+    for _, parent in list(nnx.iter_modules(merged)):
+        for name in targets:
             layer = getattr(parent, name, None)
             if isinstance(layer, LoraLinear):
                 setattr(parent, name, layer.merged())
-    config = dataclasses.replace(model.config, lora=None)
-    module.config = config
-    return OctoModel(
-        module, config, model.input_spec, model.dataset_statistics, model.text_tokenizer
-    )
+    return merged

@@ -19,13 +19,13 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from octo_like import storage
-from octo_like.data.normalize import NormalizationType, unnormalize_np
-from octo_like.data.statistics import ArrayStatistics
 from octo_like.model import input_spec as spec_lib
 from octo_like.model.base_checkpoint import BASE_PARAMS, BaseReference
 from octo_like.model.config import LanguageConfig, ModelConfig
 from octo_like.model.language import TextTokenizer, load_t5_encoder
+from octo_like.model.lora import merge_adapters
 from octo_like.model.octo_module import OctoModule
+from octo_like.normalization import ArrayStatistics, NormalizationType, unnormalize_np
 
 LANGUAGE_ASSETS = "language_assets"  # config.json + spiece.model beside the step directories
 
@@ -423,3 +423,20 @@ def _download(checkpoint_dir: str, step: int | None) -> tuple[str, int]:
         if storage.isdir(storage.join(checkpoint_dir, name)):
             storage.copy_tree(storage.join(checkpoint_dir, name), storage.join(local, name))
     return local, step
+
+
+def merge_lora(model: OctoModel) -> OctoModel:
+    """An `OctoModel` without adapters computing the same function (for export / serving).
+
+    Each adapted layer becomes a plain ``nnx.Linear`` (`lora.merge_adapters`); the config's
+    ``lora`` is cleared, so the merged model saves and loads as a plain checkpoint. Returns
+    `model` itself when it has no adapters.
+    """
+    if model.config.lora is None:
+        return model
+    module = merge_adapters(model.module, model.config.lora.targets)
+    config = dataclasses.replace(model.config, lora=None)
+    module.config = config
+    return OctoModel(
+        module, config, model.input_spec, model.dataset_statistics, model.text_tokenizer
+    )

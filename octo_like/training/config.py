@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import os
 from typing import Any
 
 from octo_like import storage
 from octo_like.config.typed import ConfigError, build, to_plain
 from octo_like.data import synthetic
 from octo_like.data.config import DataConfig, DatasetSource
+from octo_like.data.generated import GeneratedDatasetsFactory
 from octo_like.model.config import ModelConfig
 from octo_like.training.checkpoint import CheckpointConfig
 from octo_like.training.distributed import DistributedConfig
@@ -27,7 +26,8 @@ SIMULATED_MIXES = ("metaworld", "metaworld_cross")
 
 @dataclasses.dataclass(frozen=True)
 class SimulationDataConfig:
-    """How a simulated mix is collected when it is not read from data_dir (see envs/demos.py)."""
+    """How a simulated mix is collected when it is not read from data_dir: plain settings, read
+    by the entry point's `GeneratedDatasets` (`octo_like/envs/simulated_data.py`)."""
 
     tasks: str = "reach,push,pick-place,button-press-topdown,drawer-open"
     episodes_per_task: int = 12
@@ -41,32 +41,6 @@ class SimulationDataConfig:
     @property
     def task_names(self) -> tuple[str, ...]:
         return tuple(self.tasks.split(","))
-
-    def collection(self, variant: str):
-        from octo_like.envs.demos import CollectionConfig
-
-        return CollectionConfig(
-            tasks=self.task_names,
-            episodes_per_task=self.episodes_per_task,
-            val_episodes_per_task=self.val_episodes_per_task,
-            variant=variant,
-            image_size=self.image_size,
-            expert_noise=self.expert_noise,
-            seed=self.seed,
-        )
-
-    def location(self, variant: str) -> str:
-        """The TFDS data root the collected ``metaworld_<variant>`` dataset lives in."""
-        from octo_like.envs.demos import cache_root
-
-        return cache_root(self.cache_dir, self.collection(variant))
-
-    def tokenizer_dir(self) -> str:
-        from octo_like.envs.demos import all_instructions
-
-        texts = "\n".join(all_instructions(self.task_names))
-        digest = hashlib.sha256(texts.encode()).hexdigest()[:12]
-        return os.path.join(os.path.expanduser(self.cache_dir), f"tokenizer-{digest}")
 
 
 # The discrete head's bins follow the action normalization: mean/std-normalized actions get
@@ -178,8 +152,15 @@ def synthetic_data_dir(workdir: str) -> str:
     return storage.join(workdir, "data")
 
 
-def parse_train_config(config: Any, workdir: str) -> TrainConfig:
-    """Locked ConfigDict (or mapping) -> TrainConfig; the mix decides ``data.datasets``."""
+def parse_train_config(
+    config: Any, workdir: str, *, generated: GeneratedDatasetsFactory | None = None
+) -> TrainConfig:
+    """Locked ConfigDict (or mapping) -> TrainConfig; the mix decides ``data.datasets``.
+
+    `generated`: builds the `GeneratedDatasets` of a mix collected on first use (a simulated
+    mix without data_dir; train.py passes `octo_like.envs.simulated_data.SimulatedDatasets`),
+    which says where its datasets and tokenizer live.
+    """
     raw = to_plain(config)
     mix, data_dir = raw.get("mix"), raw.get("data_dir") or ""
     if mix == SYNTHETIC:
@@ -192,21 +173,17 @@ def parse_train_config(config: Any, workdir: str) -> TrainConfig:
         if language.get("encoder") == "small" and not language.get("checkpoint_dir"):
             language["checkpoint_dir"] = storage.join(data_dir, "tokenizer")
     elif mix in SIMULATED_MIXES and not data_dir:
-        from octo_like.data.oxe.mixes import resolve_mix
-        from octo_like.envs.variants import variant_of_dataset
-
-        simulation = build(SimulationDataConfig, raw.get("simulation", {}), "config.simulation")
-        datasets = [
-            DatasetSource(
-                name=spec.name,
-                location=simulation.location(variant_of_dataset(spec.name).name),
-                weight=weight,
+        if generated is None:
+            raise ConfigError(
+                f"mix {mix!r} without --config.data_dir is collected in the simulator on first "
+                "use: run it through train.py (or give data_dir, the TFDS root of collected data)"
             )
-            for spec, weight in resolve_mix(mix)
-        ]
+        simulation = build(SimulationDataConfig, raw.get("simulation", {}), "config.simulation")
+        provider = generated(mix, simulation)
+        datasets = provider.sources()
         language = raw.get("model", {}).get("language", {})
         if language.get("encoder") == "small" and not language.get("checkpoint_dir"):
-            language["checkpoint_dir"] = simulation.tokenizer_dir()
+            language["checkpoint_dir"] = provider.tokenizer_dir()
     else:
         from octo_like.data.oxe.mixes import resolve_mix
 

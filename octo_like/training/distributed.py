@@ -28,11 +28,12 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 
 from octo_like.data.rlds import ProcessShard
@@ -354,3 +355,12 @@ def global_batch(
         for key, array in arrays.items()
     }
     return _unflatten(global_arrays)
+
+
+def on_main_process_then_sync(write: Callable[[], None], name: str) -> None:
+    """Runs `write` (e.g. writing generated data) on the main process only, then makes every
+    process wait for it, so no host reads what is not written yet."""
+    if is_main_process():
+        write()
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)

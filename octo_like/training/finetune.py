@@ -36,8 +36,8 @@ from flax import nnx
 
 from octo_like.config.typed import ConfigError
 from octo_like.model.base_checkpoint import BaseReference, fill, flat_params
-from octo_like.model.lora import ADAPTER_PATTERN, merge_lora
-from octo_like.model.octo_model import OctoModel
+from octo_like.model.lora import ADAPTER_PATTERN
+from octo_like.model.octo_model import OctoModel, merge_lora
 from octo_like.training import masks, sharding
 
 log = logging.getLogger(__name__)

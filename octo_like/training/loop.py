@@ -35,9 +35,9 @@ from octo_like.config.typed import to_plain
 from octo_like.data import synthetic
 from octo_like.data.oxe.registry import get_dataset_spec
 from octo_like.data.pipeline import make_pipeline, prepare_dataset, prepare_datasets
-from octo_like.data.statistics import DatasetStatistics
 from octo_like.model.base_checkpoint import BaseReference
 from octo_like.model.octo_model import OctoModel, action_statistics_entry, tokenize_tasks
+from octo_like.normalization import DatasetStatistics
 from octo_like.training import distributed, masks, metrics, sharding
 from octo_like.training.checkpoint import CHECKPOINT_SUBDIR, Checkpointer, check_workdir
 from octo_like.training.config import SYNTHETIC, TrainConfig
@@ -93,40 +93,26 @@ class RunResult:
     preempted: bool = False  # stopped at `final_step` on a preemption notice, checkpoint saved
 
 
-def _prepare_generated_data(config: TrainConfig) -> None:
-    """Writes generated data (the synthetic set, or simulated demonstrations collected on first
-    use) and its tokenizer once (main process), then syncs hosts."""
-    if config.mix != SYNTHETIC and not config.collects_simulated_data:
+def _prepare_synthetic_data(config: TrainConfig) -> None:
+    """Writes the synthetic set and its tokenizer once (main process), then syncs hosts.
+
+    Data collected elsewhere (the simulated mixes) is written by the entry point through its
+    `GeneratedDatasets` before the loop starts; the loop only reads dataset locations.
+    """
+    if config.mix != SYNTHETIC:
         return
-    if distributed.is_main_process():
-        if config.mix == SYNTHETIC:
-            synthetic.ensure_synthetic_bridge(config.data.datasets[0].location)
-            instructions = list(synthetic.DEFAULT_INSTRUCTIONS)
-        else:
-            instructions = _collect_simulated_data(config)
+
+    def write():
+        synthetic.ensure_synthetic_bridge(config.data.datasets[0].location)
         tokenizer_dir = config.model.language.checkpoint_dir
         if config.model.language.encoder == "small" and not storage.exists(
             storage.join(tokenizer_dir, "spiece.model")
         ):
             from octo_like.model.language.testing import write_tiny_t5_checkpoint
 
-            write_tiny_t5_checkpoint(tokenizer_dir, instructions=instructions)
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices("synthetic data written")
+            write_tiny_t5_checkpoint(tokenizer_dir, instructions=synthetic.DEFAULT_INSTRUCTIONS)
 
-
-def _collect_simulated_data(config: TrainConfig) -> list[str]:
-    """Collects each simulated dataset of the mix into its cache location (the source's
-    location, `SimulationDataConfig.location`) if missing; returns every instruction phrasing
-    (for the tokenizer)."""
-    from octo_like.envs.demos import all_instructions, ensure_demonstrations
-    from octo_like.envs.variants import variant_of_dataset
-
-    simulation = config.simulation
-    for source in config.data.datasets:
-        collection = simulation.collection(variant_of_dataset(source.name).name)
-        ensure_demonstrations(simulation.cache_dir, collection, workers=simulation.workers)
-    return all_instructions(simulation.task_names)
+    distributed.on_main_process_then_sync(write, "synthetic data written")
 
 
 def _prepare_datasets(config: TrainConfig) -> list:
@@ -215,7 +201,7 @@ def run(
         log.info("workdir %s: %s", workdir, status)
     if jax.process_count() > 1:  # others must not open checkpoints while the main one moves
         multihost_utils.sync_global_devices("workdir checked")
-    _prepare_generated_data(config)
+    _prepare_synthetic_data(config)
     enable_compilation_cache(cache_directory(config.compilation_cache, workdir))
     mesh = sharding.make_mesh(config.mesh)
     if main:

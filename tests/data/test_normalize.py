@@ -10,16 +10,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from octo_like.data.normalize import (
+from octo_like.data.normalize import normalize_trajectory
+from octo_like.data.statistics import compute_statistics
+from octo_like.normalization import (
     EPS,
+    DatasetStatistics,
     NormalizationType,
     normalize_np,
     normalize_tf,
-    normalize_trajectory,
     unnormalize_np,
     unnormalize_tf,
 )
-from octo_like.data.statistics import DatasetStatistics, compute_statistics
 
 KINDS = [NormalizationType.NORMAL, NormalizationType.BOUNDS]
 MASK = [True, False, True, True, False]
@@ -191,8 +192,7 @@ def test_inference_needs_no_tensorflow(stats, tmp_path):
     script = (
         "import sys; sys.modules['tensorflow'] = None\n"
         "import numpy as np\n"
-        "from octo_like.data.normalize import normalize_np, unnormalize_np\n"
-        "from octo_like.data.statistics import DatasetStatistics\n"
+        "from octo_like.normalization import DatasetStatistics, normalize_np, unnormalize_np\n"
         f"s = DatasetStatistics.load_json({path!r})\n"
         "x = np.stack([s.action.p01, s.action.mean, s.action.p99])\n"
         "y = normalize_np(x, s.action, 'bounds')\n"

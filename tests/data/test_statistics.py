@@ -13,17 +13,13 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from octo_like.data import statistics, statistics_cache
-from octo_like.data.statistics import (
-    HISTOGRAM_BINS,
-    ArrayStatistics,
-    DatasetStatistics,
-    compute_statistics,
-)
+from octo_like.data.statistics import HISTOGRAM_BINS, compute_statistics
 from octo_like.data.statistics_cache import (
     dataset_identity,
     load_or_compute_statistics,
     statistics_fingerprint,
 )
+from octo_like.normalization import ArrayStatistics, DatasetStatistics
 
 ACTION_DIM, PROPRIO_DIM = 6, 3
 

@@ -45,6 +45,14 @@ def test_variants_differ_in_cameras_size_and_action_space():
     assert (default.action_dim, metric7.action_dim) == (4, 7)
 
 
+def test_the_registry_describes_what_each_variant_collects():
+    """The data layer's literal specs of the simulated datasets (it imports nothing of envs)
+    equal the ones the variants derive, so the two never drift apart."""
+    from octo_like.data.oxe.registry import SIMULATED_DATASETS
+
+    assert dict(SIMULATED_DATASETS) == variants.dataset_specs()
+
+
 def test_simulated_datasets_are_in_the_registry_and_mixes():
     spec = get_dataset_spec("metaworld_wrist")
     assert dict(spec.image_keys) == {"primary": "image_primary", "wrist": "image_wrist"}

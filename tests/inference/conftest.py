@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from octo_like.data.statistics import ArrayStatistics
 from octo_like.model import testing
 from octo_like.model.config import (
     HeadConfig,
@@ -21,6 +20,7 @@ from octo_like.model.config import (
 )
 from octo_like.model.language.testing import write_tiny_t5_checkpoint
 from octo_like.model.octo_model import OctoModel, action_statistics_entry
+from octo_like.normalization import ArrayStatistics
 
 WINDOW, HORIZON = 2, 4
 ROBOT_P, MODEL_P = 5, 6

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from octo_like.data.statistics import ArrayStatistics
 from octo_like.model.config import (
     HeadConfig,
     ImageTokenizerConfig,
@@ -22,6 +21,7 @@ from octo_like.model.config import (
 from octo_like.model.language.testing import write_tiny_t5_checkpoint
 from octo_like.model.octo_model import OctoModel, action_statistics_entry
 from octo_like.model.octo_module import OctoModule
+from octo_like.normalization import ArrayStatistics
 
 B, W, H, A, P = 2, 2, 4, 7, 5
 

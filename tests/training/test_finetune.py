@@ -30,8 +30,7 @@ from octo_like.model.config import (
     ModelConfig,
     ProprioTokenizerConfig,
 )
-from octo_like.model.lora import merge_lora
-from octo_like.model.octo_model import OctoModel, model_items
+from octo_like.model.octo_model import OctoModel, merge_lora, model_items
 from octo_like.training import masks
 from octo_like.training.finetune import (
     frozen_by_mode,

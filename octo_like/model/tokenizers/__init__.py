@@ -1,4 +1,4 @@
-"""Tokenizers: batch entries (see `octo_like/data/schema.py`) -> `TokenGroup`s of raw features.
+"""Tokenizers: batch entries (see `octo_like/schema.py`) -> `TokenGroup`s of raw features.
 
 Projection to the transformer width and positional embeddings are applied by the model.
 """

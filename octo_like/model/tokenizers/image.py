@@ -7,7 +7,7 @@ Encoders map ``float[B, H, W, C]`` in [-1, 1] to ``float[B, H/16, W/16, F]``:
   before patchifying work better than a bare patchify on small robot datasets.
 - `PatchEncoder`: a plain 16x16 patchify conv (ViT style).
 
-`ImageTokenizer` reads one camera from the batch (layout in `octo_like/data/schema.py`), either
+`ImageTokenizer` reads one camera from the batch (layout in `octo_like/schema.py`), either
 observation frames (optionally with the goal image stacked on the channel axis: early goal
 fusion) or, with ``source="task"``, the goal image alone as a task token group.
 
@@ -25,8 +25,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from octo_like.data.schema import PAD_MASK_DICT, image_key
 from octo_like.model.tokens import TokenGroup
+from octo_like.schema import PAD_MASK_DICT, image_key
 
 PATCH = 16
 STEM_FEATURES = (32, 96, 192, 384)  # SmallStem16's stride-2 conv widths

@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from octo_like.data.schema import PAD_MASK_DICT, PROPRIO, PROPRIO_PAD_MASK
 from octo_like.model.tokens import TokenGroup
+from octo_like.schema import PAD_MASK_DICT, PROPRIO, PROPRIO_PAD_MASK
 
 PROPRIO_MODES = ("linear", "per_dim")
 

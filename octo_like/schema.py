@@ -1,6 +1,11 @@
 """The contract between pipeline stages: keys, shapes and dtypes at each stage.
 
-The data flow, top to bottom (each stage's module states its own input and output):
+It lives at the package root and imports nothing of the project because three layers read it:
+the input pipeline (`octo_like/data`) writes batches in this layout, the model's tokenizers
+(`octo_like/model`) and inference (`octo_like/inference`) read them.
+
+The data flow, top to bottom (each stage's module, under `octo_like/data/`, states its own input
+and output):
 
 1. RLDS episode (`rlds.py`): ``{"steps": Dataset[step], "episode_metadata": {...}}`` read with
    images kept encoded, then batched into one dict per episode with a leading time axis ``T``.

@@ -67,8 +67,18 @@ def make_agent(args):
         inferred = variant_of_dataset(policy.dataset_name or "")
         variant = inferred.name if inferred else "default"
     return PolicyAgent(
-        policy, name=f"policy:{os.path.basename(os.path.normpath(args.checkpoint))}"
+        policy, name=agent_name(args.checkpoint, policy.metadata().get("step"))
     ), variant
+
+
+def agent_name(checkpoint: str, step: int | None) -> str:
+    """``policy:<run>@<step>``: the run is the directory holding ``checkpoints/`` (or the
+    checkpoint directory's own name), so reports of different runs and steps tell apart."""
+    path = os.path.normpath(checkpoint)
+    run = os.path.basename(path)
+    if run == "checkpoints" and os.path.basename(os.path.dirname(path)):
+        run = os.path.basename(os.path.dirname(path))
+    return f"policy:{run}@{step if step is not None else 'latest'}"
 
 
 def main(argv=None):

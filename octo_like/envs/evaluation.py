@@ -10,6 +10,7 @@ slots that need a chunk) and steps all workers in parallel.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import time
 from typing import Any
@@ -48,10 +49,22 @@ class EvalConfig:
             raise ValueError(f"video_format must be mp4 or gif, got {self.video_format!r}")
 
 
-def episode_seed(seed: int, task_index: int, episode: int) -> int:
+def episode_seed(seed: int, task: str, episode: int) -> int:
+    """The scene of `episode` of `task`: keyed by the task's name, so a task gets the same
+    scenes whatever other tasks are evaluated with it and in whatever order."""
     # The 99 keeps evaluation scenes apart from collection seeds (see demos._job_seed).
-    words = [seed, 99, task_index, episode]
+    name = [int.from_bytes(hashlib.sha256(task.encode()).digest()[:8], "little") % 2**32]
+    words = [seed, 99, *name, episode]
     return int(np.random.SeedSequence(words).generate_state(1)[0] % (2**31))
+
+
+def episode_jobs(config: EvalConfig) -> list[tuple[str, int, int]]:
+    """(task, episode index, scene seed) of every episode the evaluation runs."""
+    return [
+        (task, index, episode_seed(config.seed, task, index))
+        for task in config.tasks
+        for index in range(config.episodes_per_task)
+    ]
 
 
 def evaluate(
@@ -60,11 +73,7 @@ def evaluate(
     """Runs ``episodes_per_task`` episodes of every task with `agent`; returns the report."""
     from tqdm import tqdm
 
-    jobs = [
-        (task, index, episode_seed(config.seed, t, index))
-        for t, task in enumerate(config.tasks)
-        for index in range(config.episodes_per_task)
-    ]
+    jobs = episode_jobs(config)
     pending = iter(jobs)
     results: list[EpisodeResult] = []
     workers = min(config.workers, len(jobs))

@@ -8,9 +8,11 @@ statistics, input spec and text tokenizer — saved to and loaded from one check
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -239,8 +241,7 @@ class OctoModel:
         checkpoint_dir = storage.absolute(checkpoint_dir)
         if not storage.orbax_native(checkpoint_dir):
             checkpoint_dir, step = _download(checkpoint_dir, step)
-        options = ocp.CheckpointManagerOptions(read_only=True, create=False)
-        with ocp.CheckpointManager(checkpoint_dir, options=options) as manager:
+        with read_only_manager(checkpoint_dir) as manager:
             step = manager.latest_step() if step is None else step
             if step is None:
                 raise FileNotFoundError(f"no complete checkpoint under {checkpoint_dir!r}")
@@ -343,6 +344,30 @@ def model_items(
         "input_spec": ocp.args.JsonSave(input_spec),
         **items,
     }
+
+
+# What orbax logs (at WARNING) for every read-only manager: expected when loading, so dropped.
+_READ_ONLY_NOTICES = ("CheckpointManagerOptions.read_only=True", "Given directory is read only")
+
+
+class _DropReadOnlyNotices(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(_READ_ONLY_NOTICES)
+
+
+@contextlib.contextmanager
+def read_only_manager(directory: str) -> Iterator[ocp.CheckpointManager]:
+    """An orbax manager that only reads `directory` (never creates or deletes anything), without
+    orbax's warnings that it is read-only: loading a checkpoint is not worth a warning."""
+    absl_logger = logging.getLogger("absl")
+    quiet = _DropReadOnlyNotices()
+    absl_logger.addFilter(quiet)
+    try:
+        options = ocp.CheckpointManagerOptions(read_only=True, create=False)
+        with ocp.CheckpointManager(directory, options=options) as manager:
+            yield manager
+    finally:
+        absl_logger.removeFilter(quiet)
 
 
 def _base_reference(manager, checkpoint_dir: str, step: int) -> BaseReference | None:

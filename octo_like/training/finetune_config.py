@@ -37,7 +37,7 @@ from octo_like.config.typed import ConfigError, build, to_plain
 from octo_like.data.config import DatasetSource
 from octo_like.data.oxe.spec import DatasetSpec
 from octo_like.model.config import LoraConfig, ModelConfig
-from octo_like.model.octo_model import LANGUAGE_ASSETS
+from octo_like.model.octo_model import LANGUAGE_ASSETS, read_only_manager
 from octo_like.training.config import TrainConfig
 from octo_like.training.finetune import MODES, FinetuneSource
 
@@ -96,8 +96,7 @@ def read_pretrained(path: str, step: int | None = None) -> PretrainedInfo:
     step = steps[-1] if step is None else step
     if step not in steps:
         raise ConfigError(f"pretrained_step {step} not in {path} (steps: {steps})")
-    options = ocp.CheckpointManagerOptions(read_only=True, create=False)
-    with ocp.CheckpointManager(path, options=options) as manager:
+    with read_only_manager(path) as manager:
         items = manager.restore(
             step,
             args=ocp.args.Composite(

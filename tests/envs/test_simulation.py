@@ -148,8 +148,32 @@ def test_evaluate_script_with_temporal_ensembling(tiny_checkpoint, tmp_path, cap
         "--chart", str(tmp_path / "chart.png"),
     ])  # fmt: skip
     assert report.variant == "default" and len(report.episodes) == 2
+    assert report.agent == "policy:run@2", report.agent  # <run>/checkpoints, step 2
     # Temporal ensembling asks for a new chunk at every step.
     assert report.latency_ms["count"] >= report.env_steps / 2
     out = capsys.readouterr().out.strip().splitlines()
     assert out[-1].startswith("{") and '"per_task"' in out[-1]
     assert (tmp_path / "chart.png").exists()
+
+
+def test_scenes_are_keyed_by_task_name_not_position():
+    """A task's evaluation scenes do not change when the task list is reordered or extended."""
+    from octo_like.envs.evaluation import episode_jobs
+
+    def seeds(tasks):
+        config = EvalConfig(tasks=tasks, episodes_per_task=3, workers=1)
+        return {(task, i): seed for task, i, seed in episode_jobs(config)}
+
+    alone = seeds(("reach",))
+    mixed = seeds(("push", "drawer-open", "reach"))
+    assert {k: v for k, v in mixed.items() if k[0] == "reach"} == alone
+    assert seeds(("drawer-open", "push")) == {k: v for k, v in mixed.items() if k[0] != "reach"}
+    assert len(set(mixed.values())) == len(mixed)  # tasks and episodes get different scenes
+    other_seed = EvalConfig(tasks=("reach",), episodes_per_task=3, workers=1, seed=1)
+    assert {s for _, _, s in episode_jobs(other_seed)}.isdisjoint(alone.values())
+
+
+def test_agent_names_identify_the_run_and_step():
+    assert evaluate_script.agent_name("runs/laptop/checkpoints", 300) == "policy:laptop@300"
+    assert evaluate_script.agent_name("runs/laptop/checkpoints/", 5) == "policy:laptop@5"
+    assert evaluate_script.agent_name("/exports/my_policy", None) == "policy:my_policy@latest"

@@ -2,6 +2,7 @@
 HF checkpoint round trips and errors, padding invariance, the small trainable encoder, bf16."""
 
 import json
+import logging
 import math
 import os
 
@@ -72,6 +73,21 @@ def test_tokenizer_truncation_keeps_eos_last(tiny_dir):
     assert out["mask"].all()
     np.testing.assert_array_equal(out["tokens"][0, :4], full["tokens"][0, :4])
     assert out["tokens"][0, 4] == 1
+
+
+def test_truncation_is_logged_once_per_instruction_with_what_the_model_reads(tiny_dir, caplog):
+    short = TextTokenizer.from_directory(tiny_dir, max_length=5)
+    fits = TextTokenizer.from_directory(tiny_dir, max_length=64)
+    with caplog.at_level(logging.WARNING, logger="octo_like.model.language.tokenizer"):
+        fits([INSTRUCTIONS[3]])
+        assert caplog.records == []  # nothing is cut: nothing to say
+        for _ in range(3):
+            short([INSTRUCTIONS[3], INSTRUCTIONS[3]])
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1, messages
+    kept = short.decode(*(short([INSTRUCTIONS[3]])[k] for k in ("tokens", "mask")))[0]
+    assert repr(INSTRUCTIONS[3]) in messages[0] and repr(kept) in messages[0]
+    assert "max_length" in messages[0]
 
 
 def test_tokenizer_empty_instruction_is_all_false(batch, tokenizer):

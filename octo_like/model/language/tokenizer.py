@@ -8,6 +8,7 @@ Runs in numpy between the data pipeline (``task.language_instruction``: bytes[b]
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -15,9 +16,12 @@ import sentencepiece
 
 from octo_like import storage
 
+log = logging.getLogger(__name__)
+
 PAD_ID = 0
 EOS_ID = 1
 SPIECE_FILENAME = "spiece.model"
+_MAX_REPORTED = 1000  # distinct truncated instructions remembered (each is logged once)
 
 
 class TextTokenizer:
@@ -39,6 +43,7 @@ class TextTokenizer:
         self.spiece_model_path = path
         self.max_length = max_length
         self.vocab_size: int = processor.get_piece_size()
+        self._reported: set[str] = set()  # truncated instructions already logged
 
     @classmethod
     def from_directory(cls, checkpoint_dir: str, max_length: int = 16) -> TextTokenizer:
@@ -49,7 +54,8 @@ class TextTokenizer:
         """Tokenizes a batch.
 
         Returns ``{"tokens": int32[b, max_length], "mask": bool[b, max_length]}``. Texts longer
-        than ``max_length - 1`` pieces are truncated and still end with EOS.
+        than ``max_length - 1`` pieces are truncated and still end with EOS; each truncated
+        instruction is logged once (a warning naming what the model reads instead).
         """
         strings = _as_strings(texts)
         tokens = np.full((len(strings), self.max_length), PAD_ID, dtype=np.int32)
@@ -57,10 +63,24 @@ class TextTokenizer:
         nonempty = [i for i, s in enumerate(strings) if s.strip()]
         pieces = self._processor.encode([strings[i] for i in nonempty]) if nonempty else []
         for row, ids in zip(nonempty, pieces, strict=True):
+            if len(ids) > self.max_length - 1:
+                self._report_truncation(strings[row], ids)
             ids = list(ids[: self.max_length - 1]) + [EOS_ID]
             tokens[row, : len(ids)] = ids
             mask[row, : len(ids)] = True
         return {"tokens": tokens, "mask": mask}
+
+    def _report_truncation(self, text: str, ids: Sequence[int]) -> None:
+        """Logs each truncated instruction once, with what the model will actually read."""
+        if text in self._reported or len(self._reported) >= _MAX_REPORTED:
+            return
+        self._reported.add(text)
+        kept = self._processor.decode(list(ids[: self.max_length - 1]))
+        log.warning(
+            "instruction %r has %d pieces, more than max_length - 1 = %d: the model reads %r "
+            "(raise model.language.max_length to keep it whole)",
+            text, len(ids), self.max_length - 1, kept,
+        )  # fmt: skip
 
     def decode(self, tokens: np.ndarray, mask: np.ndarray) -> list[str]:
         """Inverse of ``__call__`` up to truncation (for debugging and inspection)."""

@@ -23,6 +23,10 @@ from octo_like.envs.demos import (
     ensure_demonstrations,
 )
 from octo_like.envs.variants import variant_of_dataset
+from octo_like.model.language.vocabulary import (
+    EMBEDDED_TOKENIZER_VERSION,
+    write_embedded_tokenizer,
+)
 from octo_like.training.config import SimulationDataConfig
 
 
@@ -69,7 +73,7 @@ class SimulatedDatasets:
         return all_instructions(self.simulation.task_names)
 
     def tokenizer_dir(self) -> str:
-        texts = "\n".join(self.instructions())
+        texts = "\n".join([f"embedded-v{EMBEDDED_TOKENIZER_VERSION}", *self.instructions()])
         digest = hashlib.sha256(texts.encode()).hexdigest()[:12]
         return os.path.join(os.path.expanduser(self.simulation.cache_dir), f"tokenizer-{digest}")
 
@@ -83,6 +87,4 @@ class SimulatedDatasets:
             )
         tokenizer_dir = self.tokenizer_dir()
         if not storage.exists(storage.join(tokenizer_dir, "spiece.model")):
-            from octo_like.model.language.testing import write_tiny_t5_checkpoint
-
-            write_tiny_t5_checkpoint(tokenizer_dir, instructions=self.instructions())
+            write_embedded_tokenizer(tokenizer_dir, self.instructions())

@@ -108,9 +108,9 @@ def _prepare_synthetic_data(config: TrainConfig) -> None:
         if config.model.language.encoder == "small" and not storage.exists(
             storage.join(tokenizer_dir, "spiece.model")
         ):
-            from octo_like.model.language.testing import write_tiny_t5_checkpoint
+            from octo_like.model.language.vocabulary import write_embedded_tokenizer
 
-            write_tiny_t5_checkpoint(tokenizer_dir, instructions=synthetic.DEFAULT_INSTRUCTIONS)
+            write_embedded_tokenizer(tokenizer_dir, synthetic.DEFAULT_INSTRUCTIONS)
 
     distributed.on_main_process_then_sync(write, "synthetic data written")
 

@@ -378,3 +378,32 @@ def test_small_encoder_bfloat16(batch, tokenizer):
     np.testing.assert_allclose(
         np.asarray(out, np.float32), fp32(batch["tokens"], batch["mask"]), atol=0.1, rtol=0.05
     )
+
+
+def test_embedded_tokenizer_keeps_unseen_words_whole_and_loses_nothing(tmp_path):
+    """Trained on five tasks' instructions, the embedded tokenizer still reads the instructions
+    of tasks it never saw word by word (no letter-by-letter spelling), and any text, accents and
+    digits included, decodes back exactly (byte fallback)."""
+    from octo_like.model.language.vocabulary import WORDS, write_embedded_tokenizer
+
+    seen = ["reach the red goal", "push the puck to the goal", "open the drawer"]
+    pieces = write_embedded_tokenizer(str(tmp_path), seen)
+    tokenizer = TextTokenizer.from_directory(str(tmp_path), max_length=32)
+    assert pieces == tokenizer.vocab_size > len(WORDS)
+    processor = sentencepiece.SentencePieceProcessor(
+        model_file=os.path.join(tmp_path, "spiece.model")
+    )
+    assert all(len(processor.encode(word)) == 1 for word in WORDS)
+    unseen = [
+        "press the coffee machine button",
+        "put the yellow mug in the microwave",
+        "sweep the cube into the bin",
+        "hammer the nail into the wall",
+    ]
+    for text in unseen:
+        assert len(processor.encode(text)) == len(text.split()), processor.encode(text, str)
+    for text in [*unseen, "Öffne die Tür", "stack 3 blocks!", "zyx qwv"]:
+        batch = tokenizer([text])
+        assert tokenizer.decode(batch["tokens"], batch["mask"]) == [text]
+    # the old instruction-only tokenizer cut this one at "press the coffee " (15 pieces)
+    assert tokenizer([unseen[0]])["mask"].sum() == 6  # five words + EOS

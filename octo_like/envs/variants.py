@@ -20,12 +20,18 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from octo_like.data.oxe.spec import ActionEncoding, DatasetSpec
+from octo_like import schema
+from octo_like.data.oxe.spec import (
+    SIMULATED_STATE_KEY,
+    ActionEncoding,
+    DatasetSpec,
+    simulated_dataset_spec,
+)
 
 # MetaWorld moves the mocap by action[:3] * 1/100 m per step.
 METAWORLD_METRES_PER_UNIT = 0.01
 PROPRIO_DIM = 4  # end-effector xyz (m) + gripper opening in [0, 1]
-STATE_KEY = "state"
+STATE_KEY = SIMULATED_STATE_KEY
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +78,7 @@ class EmbodimentVariant:
     @property
     def observation_keys(self) -> dict[str, str]:
         """Canonical camera -> RLDS observation key of its images."""
-        return {camera: f"image_{camera}" for camera in self.cameras}
+        return {camera: schema.image_key(camera) for camera in self.cameras}
 
     def to_env_action(self, action: np.ndarray) -> np.ndarray:
         """float[A] in this variant's units -> MetaWorld's float32[4], clipped to [-1, 1]."""
@@ -101,16 +107,11 @@ class EmbodimentVariant:
 
     def dataset_spec(self, dataset_name: str | None = None) -> DatasetSpec:
         """The registry entry of a dataset collected with this variant."""
-        return DatasetSpec(
-            name=dataset_name or dataset_name_of(self.name),
-            image_keys=self.observation_keys,
-            proprio_key=STATE_KEY,
-            action_encoding=(
-                ActionEncoding.EEF_POS if self.action_space == "metric7" else ActionEncoding.CUSTOM
-            ),
-            # The gripper command stays in its own units (binary-like); the rest is normalized.
-            action_normalization_mask=(True,) * (self.action_dim - 1) + (False,),
-            standardize="identity",
+        return simulated_dataset_spec(
+            dataset_name or dataset_name_of(self.name),
+            tuple(self.cameras),
+            ActionEncoding.EEF_POS if self.action_space == "metric7" else ActionEncoding.CUSTOM,
+            self.action_dim,
         )
 
 

@@ -11,7 +11,12 @@ from __future__ import annotations
 import types
 from collections.abc import Mapping
 
-from octo_like.data.oxe.spec import ActionEncoding, DatasetSpec, unknown_name_error
+from octo_like.data.oxe.spec import (
+    ActionEncoding,
+    DatasetSpec,
+    simulated_dataset_spec,
+    unknown_name_error,
+)
 from octo_like.data.oxe.standardize import STANDARDIZERS
 
 # The gripper is already in {0, 1}; normalizing it would only blur the binary target.
@@ -183,28 +188,18 @@ OXE_DATASETS: Mapping[str, DatasetSpec] = types.MappingProxyType(
 )
 
 
-def _simulated(variant: str, cameras: tuple[str, ...], action_encoding, action_dim: int):
-    """A ``metaworld_<variant>`` dataset as scripts/collect_demos.py writes it: camera ``c`` under
-    ``image_<c>``, proprio under ``state``, the gripper (last dim) left unnormalized."""
-    return DatasetSpec(
-        name=f"metaworld_{variant}",
-        image_keys={camera: f"image_{camera}" for camera in cameras},
-        proprio_key="state",
-        action_encoding=action_encoding,
-        action_normalization_mask=(True,) * (action_dim - 1) + (False,),
-        standardize="identity",
-    )
-
-
 # Simulated datasets in the format scripts/collect_demos.py writes for each embodiment variant
-# (octo_like/envs/variants.py derives the same specs from the variants; a test keeps them equal).
+# (octo_like/envs/variants.py derives the same specs from its variant table; a test keeps the two
+# tables equal).
 SIMULATED_DATASETS: Mapping[str, DatasetSpec] = types.MappingProxyType(
     {
         spec.name: spec
         for spec in (
-            _simulated("default", ("primary",), ActionEncoding.CUSTOM, 4),
-            _simulated("wrist", ("primary", "wrist"), ActionEncoding.CUSTOM, 4),
-            _simulated("metric7", ("primary",), ActionEncoding.EEF_POS, 7),
+            simulated_dataset_spec("metaworld_default", ("primary",), ActionEncoding.CUSTOM, 4),
+            simulated_dataset_spec(
+                "metaworld_wrist", ("primary", "wrist"), ActionEncoding.CUSTOM, 4
+            ),
+            simulated_dataset_spec("metaworld_metric7", ("primary",), ActionEncoding.EEF_POS, 7),
         )
     }
 )

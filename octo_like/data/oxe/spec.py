@@ -12,8 +12,10 @@ import difflib
 import enum
 import json
 import types
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+from octo_like import schema
 
 
 class ActionEncoding(enum.Enum):
@@ -163,3 +165,24 @@ class DatasetSpec:
         if kwargs.get("action_normalization_mask") is not None:
             kwargs["action_normalization_mask"] = tuple(kwargs["action_normalization_mask"])
         return cls(**kwargs)
+
+
+SIMULATED_STATE_KEY = "state"  # where scripts/collect_demos.py stores the proprio
+
+
+def simulated_dataset_spec(
+    name: str, cameras: Sequence[str], action_encoding: ActionEncoding, action_dim: int
+) -> DatasetSpec:
+    """A simulated dataset as scripts/collect_demos.py writes it: camera ``c`` under ``image_<c>``,
+    proprio under `SIMULATED_STATE_KEY`, the gripper (last action dim) left unnormalized.
+    The registry's ``metaworld_<variant>`` entries and `octo_like.envs.variants` (whose spawned
+    simulator workers must not import TensorFlow, so this lives here, not in the registry) both
+    build their specs with it."""
+    return DatasetSpec(
+        name=name,
+        image_keys={camera: schema.image_key(camera) for camera in cameras},
+        proprio_key=SIMULATED_STATE_KEY,
+        action_encoding=action_encoding,
+        action_normalization_mask=(True,) * (action_dim - 1) + (False,),
+        standardize="identity",
+    )

@@ -78,8 +78,8 @@ WORDS: tuple[str, ...] = tuple(dict.fromkeys(_WORDS_TEXT.split()))
 
 
 def _corpus(instructions: Sequence[str]) -> list[str]:
-    """Training sentences: the run's instructions (weighted up, so their words are whole
-    pieces) and every shipped word, alone and after "the"."""
+    """Training sentences: the run's instructions, every shipped word after "the", digits and
+    capitals, each repeated so that BPE merges every word into one piece."""
     lines = [text for text in instructions if text.strip()] * 20
     lines += [f"the {word}" for word in WORDS] * 10  # frequent enough to stay whole pieces
     lines += [" ".join("0123456789"), " ".join("ABCDEFGHIJKLMNOPQRSTUVWXYZ")] * 10

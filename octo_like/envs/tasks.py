@@ -1,7 +1,10 @@
-"""The MetaWorld tasks octo_like knows: environment name, scripted expert and instructions.
+"""The MetaWorld tasks octo_like knows: all 50 of MT50, each with its scripted expert and
+several instructions.
 
 Several phrasings per task, so a language-conditioned policy learns the task rather than one
-string. Pure Python: safe to import in simulator worker processes.
+string. `EXPERT_SUCCESS` is the scripted expert's measured success (README, "MetaWorld tasks"):
+tasks whose expert falls below 90% make noisy demonstrations and are flagged there. Pure Python:
+safe to import in simulator worker processes.
 """
 
 from __future__ import annotations
@@ -9,8 +12,11 @@ from __future__ import annotations
 import dataclasses
 import difflib
 
-# The five tasks whose scripted experts solve 20/20 episodes (measured); the default task set.
+# Five tasks whose scripted experts solve 20/20 episodes (measured); the default task set.
 DEFAULT_TASKS = ("reach", "push", "pick-place", "button-press-topdown", "drawer-open")
+
+# Expert classes whose names do not follow "Sawyer" + CamelCase(task) + "V3Policy".
+_EXPERT_EXCEPTIONS = {"peg-insert-side": "SawyerPegInsertionSideV3Policy"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,91 +30,132 @@ class TaskInfo:
     instructions: tuple[str, ...]
 
 
-def _task(name: str, expert: str, *instructions: str) -> TaskInfo:
-    return TaskInfo(name, f"{name}-v3-goal-observable", expert, instructions)
+def expert_class_name(task: str) -> str:
+    """``"button-press-topdown"`` -> ``"SawyerButtonPressTopdownV3Policy"``."""
+    if task in _EXPERT_EXCEPTIONS:
+        return _EXPERT_EXCEPTIONS[task]
+    return "Sawyer" + "".join(part.capitalize() for part in task.split("-")) + "V3Policy"
 
+
+# task name -> instructions, the canonical phrasing first. MT50, alphabetical.
+_INSTRUCTIONS: dict[str, tuple[str, ...]] = {
+    "assembly": (
+        "put the ring on the peg",
+        "assemble the ring onto the peg",
+        "place the nut over the peg",
+    ),
+    "basketball": ("put the ball in the hoop", "dunk the basketball into the basket"),
+    "bin-picking": (
+        "move the cube from one bin to the other",
+        "pick the block out of the bin and put it in the other bin",
+    ),
+    "box-close": ("close the box with its lid", "put the lid on the box"),
+    "button-press": ("press the button from the front", "push the button on the wall"),
+    "button-press-topdown": (
+        "press the button from the top",
+        "push the button down",
+        "press down on the red button",
+    ),
+    "button-press-topdown-wall": (
+        "press the button from the top behind the wall",
+        "reach over the wall and push the button down",
+    ),
+    "button-press-wall": (
+        "press the button from the front behind the wall",
+        "reach past the wall and press the button",
+    ),
+    "coffee-button": ("press the coffee machine button", "push the button on the coffee machine"),
+    "coffee-pull": (
+        "pull the mug out from under the coffee machine",
+        "slide the cup away from the coffee machine",
+    ),
+    "coffee-push": (
+        "push the mug under the coffee machine",
+        "slide the cup under the coffee spout",
+    ),
+    "dial-turn": ("turn the dial", "rotate the dial a quarter turn"),
+    "disassemble": ("take the ring off the peg", "lift the nut off the peg"),
+    "door-close": ("close the door", "push the door shut"),
+    "door-lock": ("lock the door", "turn the door lock down"),
+    "door-open": ("open the door", "pull the door open by its handle"),
+    "door-unlock": ("unlock the door", "turn the door lock up"),
+    "drawer-close": ("close the drawer", "push the drawer shut"),
+    "drawer-open": ("open the drawer", "pull the drawer open", "pull out the drawer"),
+    "faucet-close": ("turn the faucet off", "rotate the faucet handle to close it"),
+    "faucet-open": ("turn the faucet on", "rotate the faucet handle to open it"),
+    "hammer": ("hammer the nail into the wall", "use the hammer to drive in the nail"),
+    "hand-insert": ("put the block into the hole", "insert the block into the hole in the table"),
+    "handle-press": ("press the handle down", "push down on the handle"),
+    "handle-press-side": ("press the handle down from the side", "push the side handle down"),
+    "handle-pull": ("pull the handle up", "lift the handle"),
+    "handle-pull-side": ("pull the handle up from the side", "lift the side handle"),
+    "lever-pull": ("pull the lever up", "raise the lever"),
+    "peg-insert-side": (
+        "insert the peg into the hole from the side",
+        "push the peg sideways into the hole",
+    ),
+    "peg-unplug-side": ("unplug the peg from the side", "pull the peg out of the hole"),
+    "pick-out-of-hole": (
+        "pick the puck out of the hole",
+        "lift the puck out of the hole to the goal",
+    ),
+    "pick-place": (
+        "pick up the puck and place it at the goal",
+        "grasp the puck and move it to the target",
+        "put the puck on the goal",
+    ),
+    "pick-place-wall": (
+        "pick up the puck and place it at the goal behind the wall",
+        "lift the puck over the wall to the target",
+    ),
+    "plate-slide": ("slide the plate into the goal", "push the plate into the net"),
+    "plate-slide-back": ("slide the plate back out of the net", "pull the plate out of the goal"),
+    "plate-slide-back-side": (
+        "slide the plate back out of the net from the side",
+        "pull the plate sideways out of the goal",
+    ),
+    "plate-slide-side": (
+        "slide the plate sideways into the net",
+        "push the plate into the goal from the side",
+    ),
+    "push": (
+        "push the puck to the goal",
+        "slide the puck to the target",
+        "push the red puck to the green point",
+    ),
+    "push-back": ("push the puck back to the goal", "pull the puck backwards to the target"),
+    "push-wall": (
+        "push the puck around the wall to the goal",
+        "slide the puck past the wall to the target",
+    ),
+    "reach": (
+        "reach to the goal",
+        "move the gripper to the target position",
+        "reach for the red point",
+    ),
+    "reach-wall": (
+        "reach to the goal behind the wall",
+        "move the gripper over the wall to the target",
+    ),
+    "shelf-place": ("put the block on the shelf", "place the cube on the shelf"),
+    "soccer": ("kick the ball into the goal", "push the soccer ball into the net"),
+    "stick-pull": (
+        "use the stick to pull the box",
+        "grab the stick and pull the container with it",
+    ),
+    "stick-push": (
+        "use the stick to push the box",
+        "grab the stick and push the container with it",
+    ),
+    "sweep": ("sweep the block off the table", "push the cube off the edge of the table"),
+    "sweep-into": ("sweep the block into the hole", "push the cube into the hole in the table"),
+    "window-close": ("close the window", "slide the window shut"),
+    "window-open": ("open the window", "slide the window open"),
+}
 
 TASKS: dict[str, TaskInfo] = {
-    t.name: t
-    for t in (
-        _task(
-            "reach",
-            "SawyerReachV3Policy",
-            "reach to the goal",
-            "move the gripper to the target position",
-            "reach for the red point",
-        ),
-        _task(
-            "push",
-            "SawyerPushV3Policy",
-            "push the puck to the goal",
-            "slide the puck to the target",
-            "push the red puck to the green point",
-        ),
-        _task(
-            "pick-place",
-            "SawyerPickPlaceV3Policy",
-            "pick up the puck and place it at the goal",
-            "grasp the puck and move it to the target",
-            "put the puck on the goal",
-        ),
-        _task(
-            "button-press-topdown",
-            "SawyerButtonPressTopdownV3Policy",
-            "press the button from the top",
-            "push the button down",
-            "press down on the red button",
-        ),
-        _task(
-            "drawer-open",
-            "SawyerDrawerOpenV3Policy",
-            "open the drawer",
-            "pull the drawer open",
-            "pull out the drawer",
-        ),
-        _task(
-            "drawer-close",
-            "SawyerDrawerCloseV3Policy",
-            "close the drawer",
-            "push the drawer shut",
-        ),
-        _task(
-            "door-open",
-            "SawyerDoorOpenV3Policy",
-            "open the door",
-            "pull the door open by its handle",
-        ),
-        _task(
-            "window-open",
-            "SawyerWindowOpenV3Policy",
-            "open the window",
-            "slide the window open",
-        ),
-        _task(
-            "button-press",
-            "SawyerButtonPressV3Policy",
-            "press the button from the front",
-            "push the button on the wall",
-        ),
-        _task(
-            "plate-slide",
-            "SawyerPlateSlideV3Policy",
-            "slide the plate into the goal",
-            "push the plate into the net",
-        ),
-        _task(
-            "faucet-open",
-            "SawyerFaucetOpenV3Policy",
-            "turn the faucet on",
-            "rotate the faucet handle to open it",
-        ),
-        _task(
-            "coffee-button",
-            "SawyerCoffeeButtonV3Policy",
-            "press the coffee machine button",
-            "push the button on the coffee machine",
-        ),
-    )
+    name: TaskInfo(name, f"{name}-v3-goal-observable", expert_class_name(name), instructions)
+    for name, instructions in _INSTRUCTIONS.items()
 }
 
 

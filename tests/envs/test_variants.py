@@ -80,6 +80,29 @@ def test_every_task_has_several_instructions():
     for task in tasks.TASKS.values():
         assert len(task.instructions) >= 2
         assert len(set(task.instructions)) == len(task.instructions)
+    canonical = [task.instructions[0] for task in tasks.TASKS.values()]
+    assert len(set(canonical)) == len(canonical), "two tasks share a canonical instruction"
+
+
+def test_the_registry_is_metaworlds_mt50_with_its_experts():
+    import metaworld.policies
+    from metaworld.env_dict import ALL_V3_ENVIRONMENTS_GOAL_OBSERVABLE
+
+    assert len(tasks.TASKS) == 50
+    assert {t.env_name for t in tasks.TASKS.values()} == set(ALL_V3_ENVIRONMENTS_GOAL_OBSERVABLE)
+    for task in tasks.TASKS.values():
+        expert = metaworld.policies.ENV_POLICY_MAP[task.name + "-v3"]
+        assert task.expert == expert.__name__, task.name
+    assert tasks.expert_class_name("peg-insert-side") == "SawyerPegInsertionSideV3Policy"
+    assert set(tasks.DEFAULT_TASKS) <= set(tasks.TASKS)
+
+
+def test_every_instruction_word_is_a_shipped_vocabulary_word():
+    """The embedded tokenizer keeps shipped words whole, so no MT50 instruction is spelled out."""
+    from octo_like.model.language.vocabulary import WORDS
+
+    words = {w for t in tasks.TASKS.values() for text in t.instructions for w in text.split()}
+    assert words - set(WORDS) == set()
 
 
 def test_wilson_interval_matches_closed_form():

@@ -27,7 +27,7 @@ from octo_like.model.language.tokenizer import EOS_ID, PAD_ID, SPIECE_FILENAME
 
 EMBEDDED_VOCAB_SIZE = 4096
 # Part of the simulated mixes' tokenizer cache key: bump it when `WORDS` or the training changes.
-EMBEDDED_TOKENIZER_VERSION = 2
+EMBEDDED_TOKENIZER_VERSION = 3
 
 _WORDS_TEXT = """
 a an the this that these those it its them their there here some any all each every both one two
@@ -45,7 +45,7 @@ carry deliver fetch hand give return set lay stand tilt tip shake squeeze stretc
 cover uncover zip unzip button unbutton tie untie lock unlock switch toggle adjust align arrange
 sort organize sorting put placing picking pushing pulling opening closing turning moving
 rotating pressing sliding lifting dropping stacking inserting removing hanging wiping sweeping
-reaching pouring grasping holding
+reaching pouring grasping holding use assemble drive dunk past backwards quarter spout
 block blocks cube cubes ball balls box boxes bin bins bowl bowls cup cups mug mugs plate plates
 dish dishes pot pots pan pans lid lids jar jars bottle bottles can cans glass glasses spoon spoons
 fork forks knife knives spatula ladle tray trays basket baskets bag bags towel towels cloth cloths

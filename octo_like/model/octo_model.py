@@ -8,11 +8,8 @@ statistics, input spec and text tokenizer — saved to and loaded from one check
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import logging
-import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -23,13 +20,22 @@ from flax import nnx
 from octo_like import storage
 from octo_like.model import input_spec as spec_lib
 from octo_like.model.base_checkpoint import BASE_PARAMS, BaseReference
+from octo_like.model.checkpoint_integrity import check_finite, verify_checksums, write_checksums
+from octo_like.model.checkpoint_layout import (
+    MODEL_ITEMS,
+    copy_language_assets,
+    download_step,
+    handler_registry,
+    model_items,
+    quiet_orbax,
+    read_only_manager,
+    with_local_language_assets,
+)
 from octo_like.model.config import LanguageConfig, ModelConfig
 from octo_like.model.language import TextTokenizer, load_t5_encoder
 from octo_like.model.lora import merge_adapters
 from octo_like.model.octo_module import OctoModule
 from octo_like.normalization import ArrayStatistics, NormalizationType, unnormalize_np
-
-LANGUAGE_ASSETS = "language_assets"  # config.json + spiece.model beside the step directories
 
 
 def action_statistics_entry(
@@ -212,7 +218,11 @@ class OctoModel:
         config = self.config
         if config.language.encoder != "none":
             config = copy_language_assets(config, checkpoint_dir)
-        with ocp.CheckpointManager(checkpoint_dir) as manager:
+        registry = handler_registry(MODEL_ITEMS)
+        with (
+            quiet_orbax(),
+            ocp.CheckpointManager(checkpoint_dir, handler_registry=registry) as manager,
+        ):
             items = model_items(
                 nnx.state(self.module, nnx.Param),
                 config.to_dict(),
@@ -221,6 +231,8 @@ class OctoModel:
             )
             manager.save(step, args=ocp.args.Composite(**items))
             manager.wait_until_finished()
+        if jax.process_index() == 0:
+            write_checksums(storage.join(checkpoint_dir, str(step)))
 
     @classmethod
     def load_pretrained(
@@ -237,14 +249,19 @@ class OctoModel:
         `Sharding` for every array, or a function from the abstract parameters (a pure dict of
         `jax.ShapeDtypeStruct`) to a matching tree of shardings, e.g. a training run's FSDP
         layout over a multi-host mesh. None: this process's first device (a notebook).
+
+        The step's files are checked against its checksums first and the parameters must be
+        finite: a corrupted checkpoint raises `CheckpointCorruptError` naming the item and array.
         """
         checkpoint_dir = storage.absolute(checkpoint_dir)
         if not storage.orbax_native(checkpoint_dir):
-            checkpoint_dir, step = _download(checkpoint_dir, step)
+            checkpoint_dir, step = download_step(checkpoint_dir, step)
         with read_only_manager(checkpoint_dir) as manager:
             step = manager.latest_step() if step is None else step
             if step is None:
                 raise FileNotFoundError(f"no complete checkpoint under {checkpoint_dir!r}")
+            step_dir = storage.join(checkpoint_dir, str(step))
+            verify_checksums(step_dir, (*MODEL_ITEMS, BASE_PARAMS))
             meta = manager.restore(
                 step,
                 args=ocp.args.Composite(
@@ -254,7 +271,7 @@ class OctoModel:
                 ),
             )
             config = ModelConfig.from_dict(meta["config"])
-            config = _with_local_language_assets(config, checkpoint_dir)
+            config = with_local_language_assets(config, checkpoint_dir)
             tokenizer = _text_tokenizer(config.language)
             vocab = tokenizer.vocab_size if tokenizer is not None else 0
             abstract = nnx.eval_shape(
@@ -276,6 +293,7 @@ class OctoModel:
         if reference is not None:
             base = _load_base(cls, reference, checkpoint_dir, sharding)
             restored = reference.complete(structure, restored, nnx.state(base.module, nnx.Param))
+        check_finite(restored, f"checkpoint {step_dir}")
         nnx.replace_by_pure_dict(state, restored)
         module = nnx.merge(graphdef, state)
         return cls(module, config, meta["input_spec"], meta["dataset_statistics"], tokenizer)
@@ -311,65 +329,6 @@ def required_inputs(config: ModelConfig) -> dict[str, set[str]]:
     return {"observation": observation, "task": task}
 
 
-MODEL_ITEMS = ("params", "config", "dataset_statistics", "input_spec")
-# Orbax writes this file last, inside the renamed step directory: a step without it is
-# incomplete (an interrupted save or copy).
-FINALIZED_MARKER = "_CHECKPOINT_METADATA"
-
-
-def model_items(
-    params,
-    config: Mapping[str, Any],
-    dataset_statistics,
-    input_spec,
-    base_params: BaseReference | None = None,
-) -> dict:
-    """The orbax items of `MODEL_ITEMS`, which every step directory holds and
-    `load_pretrained` reads (training checkpoints add their train state beside them).
-
-    `params`: an `nnx.State` of Params or its pure dict; `config`: `ModelConfig.to_dict()`.
-    `base_params`: the parameters to read from a base checkpoint instead (they are left out of
-    the ``params`` item, and the optional `BASE_PARAMS` item records the reference).
-    """
-    if isinstance(params, nnx.State):
-        params = params.to_pure_dict()
-    items = {}
-    if base_params is not None:
-        params = base_params.strip(params)
-        items[BASE_PARAMS] = ocp.args.JsonSave(base_params.to_dict())
-    return {
-        "params": ocp.args.StandardSave(params),
-        "config": ocp.args.JsonSave(dict(config)),
-        "dataset_statistics": ocp.args.JsonSave(dataset_statistics),
-        "input_spec": ocp.args.JsonSave(input_spec),
-        **items,
-    }
-
-
-# What orbax logs (at WARNING) for every read-only manager: expected when loading, so dropped.
-_READ_ONLY_NOTICES = ("CheckpointManagerOptions.read_only=True", "Given directory is read only")
-
-
-class _DropReadOnlyNotices(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(_READ_ONLY_NOTICES)
-
-
-@contextlib.contextmanager
-def read_only_manager(directory: str) -> Iterator[ocp.CheckpointManager]:
-    """An orbax manager that only reads `directory` (never creates or deletes anything), without
-    orbax's warnings that it is read-only: loading a checkpoint is not worth a warning."""
-    absl_logger = logging.getLogger("absl")
-    quiet = _DropReadOnlyNotices()
-    absl_logger.addFilter(quiet)
-    try:
-        options = ocp.CheckpointManagerOptions(read_only=True, create=False)
-        with ocp.CheckpointManager(directory, options=options) as manager:
-            yield manager
-    finally:
-        absl_logger.removeFilter(quiet)
-
-
 def _base_reference(manager, checkpoint_dir: str, step: int) -> BaseReference | None:
     if not storage.isdir(storage.join(checkpoint_dir, str(step), BASE_PARAMS)):
         return None
@@ -403,51 +362,6 @@ def _text_tokenizer(language: LanguageConfig) -> TextTokenizer | None:
     if language.encoder == "none":
         return None
     return TextTokenizer.from_directory(language.checkpoint_dir, max_length=language.max_length)
-
-
-def copy_language_assets(config: ModelConfig, checkpoint_dir: str) -> ModelConfig:
-    """Copies config.json / spiece.model so the checkpoint directory is self-contained."""
-    target = storage.join(checkpoint_dir, LANGUAGE_ASSETS)
-    storage.makedirs(target)
-    for name in ("config.json", "spiece.model"):
-        source = storage.join(config.language.checkpoint_dir, name)
-        destination = storage.join(target, name)
-        if storage.exists(source) and storage.absolute(source) != storage.absolute(destination):
-            storage.copy_file(source, destination)
-    return dataclasses.replace(
-        config, language=dataclasses.replace(config.language, checkpoint_dir=LANGUAGE_ASSETS)
-    )
-
-
-def _with_local_language_assets(config: ModelConfig, checkpoint_dir: str) -> ModelConfig:
-    if config.language.encoder == "none" or config.language.checkpoint_dir != LANGUAGE_ASSETS:
-        return config
-    path = storage.join(checkpoint_dir, LANGUAGE_ASSETS)
-    return dataclasses.replace(
-        config, language=dataclasses.replace(config.language, checkpoint_dir=path)
-    )
-
-
-def _download(checkpoint_dir: str, step: int | None) -> tuple[str, int]:
-    """Copies one step (and the language assets) of a checkpoint at a URL orbax cannot read
-    into a temporary directory; returns that directory and the step."""
-    steps = sorted(
-        int(name)
-        for name in storage.listdir(checkpoint_dir)
-        if name.isdigit() and storage.exists(storage.join(checkpoint_dir, name, FINALIZED_MARKER))
-    )
-    if step is None and not steps:
-        raise FileNotFoundError(f"no complete checkpoint under {checkpoint_dir!r}")
-    step = steps[-1] if step is None else step
-    if step not in steps:
-        raise FileNotFoundError(
-            f"no complete checkpoint for step {step} under {checkpoint_dir!r} (complete: {steps})"
-        )
-    local = tempfile.mkdtemp(prefix="octo_like-checkpoint-")
-    for name in (str(step), LANGUAGE_ASSETS):
-        if storage.isdir(storage.join(checkpoint_dir, name)):
-            storage.copy_tree(storage.join(checkpoint_dir, name), storage.join(local, name))
-    return local, step
 
 
 def merge_lora(model: OctoModel) -> OctoModel:

@@ -9,30 +9,45 @@ Layout (one orbax `CheckpointManager` rooted at ``workdir/checkpoints``)::
 
 Orbax writes each step into ``<step>.orbax-checkpoint-tmp-*`` and renames it when complete;
 `Checkpointer.latest_step` additionally requires the finalization metadata and every item,
-so an interrupted or half-copied step is never resumed from.
+so an interrupted or half-copied step is never resumed from. Once a step is final, the primary
+process writes ``<step>/checksums.json`` (`model.checkpoint_integrity`); `resume_step` checks
+the train state's files against it and falls back to the previous complete step when the latest
+is corrupt (moving it aside to ``<step>.corrupt-<time>``, never deleting it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 from octo_like import storage
 from octo_like.model.base_checkpoint import BASE_PARAMS, BaseReference
-from octo_like.model.config import ModelConfig
-from octo_like.model.octo_model import (
+from octo_like.model.checkpoint_integrity import (
+    CheckpointCorruptError,
+    check_finite,
+    has_checksums,
+    verify_checksums,
+    write_checksums,
+)
+from octo_like.model.checkpoint_layout import (
     FINALIZED_MARKER,
     LANGUAGE_ASSETS,
     MODEL_ITEMS,
     copy_language_assets,
+    handler_registry,
     model_items,
+    quiet_orbax,
 )
+from octo_like.model.config import ModelConfig
 from octo_like.training.checkpoint_staging import StagedDirectory
 from octo_like.training.workdir import CHECKPOINT_SUBDIR, CONFIG_FILE, check_workdir, jsonable
 
@@ -108,17 +123,16 @@ class Checkpointer:
             cleanup_tmp_directories=True,  # leftovers of interrupted saves
             create=True,
         )
-        # Handlers known up front, so a fresh process (resume) can read item metadata.
-        registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
-        for item in (*ITEMS, BASE_PARAMS):  # BASE_PARAMS: optional (see base_checkpoint.py)
-            kind = "Standard" if item in (TRAIN_STATE, "params") else "Json"
-            registry.add(item, getattr(ocp.args, f"{kind}Save"))
-            registry.add(item, getattr(ocp.args, f"{kind}Restore"))
+        # BASE_PARAMS: optional (see base_checkpoint.py)
+        registry = handler_registry((*ITEMS, BASE_PARAMS))
+        self._quiet = contextlib.ExitStack()  # orbax's expected notices, while this is open
+        self._quiet.enter_context(quiet_orbax())
         self._manager = ocp.CheckpointManager(
             orbax_directory, options=options, handler_registry=registry
         )
         self._orbax_directory = orbax_directory
         self._language_copied = False
+        self._verified: set[int] = set()  # steps whose train state matched its checksums
 
     # ------------------------------------------------------------------ queries
     def all_steps(self) -> list[int]:
@@ -133,6 +147,45 @@ class Checkpointer:
         """The newest complete training checkpoint, or None for a fresh run."""
         steps = self.all_steps()
         return steps[-1] if steps else None
+
+    def resume_step(self) -> int | None:
+        """The newest complete step whose train state matches its checksums, or None.
+
+        A corrupt step (changed, truncated or missing files) is logged with what is wrong,
+        moved aside to ``<step>.corrupt-<unix time>`` and the previous step is tried.
+        """
+        for step in reversed(self.all_steps()):
+            try:
+                self._verify(step)
+            except CheckpointCorruptError as error:
+                log.error("%s\nfalling back to the previous complete checkpoint", error)
+                self._set_aside(step)
+                continue
+            return step
+        return None
+
+    def _verify(self, step: int) -> None:
+        if step in self._verified:
+            return
+        if self._staged is not None:
+            self._staged.fetch(step)
+        verify_checksums(storage.join(self._orbax_directory, str(step)), (TRAIN_STATE,))
+        self._verified.add(step)
+
+    def _set_aside(self, step: int) -> None:
+        """Renames a corrupt step out of orbax's way (every process waits for the primary)."""
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices(f"verified checkpoint {step}")
+        if jax.process_index() == 0:
+            name = f"{step}.corrupt-{int(time.time())}"
+            root = self.directory if self._staged is not None else self._orbax_directory
+            storage.rename(storage.join(root, str(step)), storage.join(root, name))
+            if self._staged is not None:
+                storage.remove(storage.join(self._orbax_directory, str(step)))
+            log.warning("moved the corrupt checkpoint %s/%d to %s", root, step, name)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices(f"set aside checkpoint {step}")
+        self._manager.reload()
 
     def should_save(self, step: int) -> bool:
         """True at multiples of `save_every` for a step not yet saved."""
@@ -182,7 +235,9 @@ class Checkpointer:
         )
         args = ocp.args.Composite(**{TRAIN_STATE: ocp.args.StandardSave(train_state), **items})
         saved = self._manager.save(step, args=args, force=True)
-        if self._staged is not None:  # orbax finished the previous save before starting this one
+        # Orbax finished the previous save before starting this one: checksum it, copy it up.
+        self._write_checksums()
+        if self._staged is not None:
             self._staged.publish()
         if saved:
             log.info(
@@ -220,26 +275,42 @@ class Checkpointer:
                 f"no complete checkpoint for step {step} in {self.directory} "
                 f"(complete steps: {self.all_steps()})"
             )
+        self._verify(step)
         target = jax.tree.map(_abstract_leaf, abstract_train_state)
         _check_target(self._manager.item_metadata(step)[TRAIN_STATE], target, step)
         restored = self._manager.restore(
             step, args=ocp.args.Composite(**{TRAIN_STATE: ocp.args.StandardRestore(target)})
-        )
-        return restored[TRAIN_STATE]
+        )[TRAIN_STATE]
+        check_finite(restored, f"checkpoint {self.directory}/{step} ({TRAIN_STATE})")
+        return restored
 
     # ------------------------------------------------------------------ lifecycle
     def wait(self) -> None:
         """Blocks until pending async saves are on disk (raises their errors); staged
         checkpoints are then copied to their remote directory."""
         self._manager.wait_until_finished()
+        self._write_checksums()
         if self._staged is not None:
             self._staged.publish()
+
+    def _write_checksums(self) -> None:
+        """Writes the checksums of finalized steps that have none yet (primary process)."""
+        if jax.process_index() != 0:
+            return
+        for step in self._manager.all_steps():
+            step_dir = storage.join(self._orbax_directory, str(step))
+            if storage.exists(storage.join(step_dir, FINALIZED_MARKER)) and not has_checksums(
+                step_dir
+            ):
+                count = write_checksums(step_dir)
+                log.info("wrote checksums of %d files for checkpoint step %d", count, step)
 
     def close(self) -> None:
         self.wait()
         self._manager.close()
         if self._staged is not None:
             self._staged.close()
+        self._quiet.close()
 
     def __enter__(self) -> Checkpointer:
         return self

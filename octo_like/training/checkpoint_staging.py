@@ -20,7 +20,7 @@ from collections.abc import Callable
 import jax
 
 from octo_like import storage
-from octo_like.model.octo_model import FINALIZED_MARKER, LANGUAGE_ASSETS
+from octo_like.model.checkpoint_layout import FINALIZED_MARKER, LANGUAGE_ASSETS
 
 log = logging.getLogger(__name__)
 

@@ -36,8 +36,8 @@ from octo_like import storage
 from octo_like.config.typed import ConfigError, build, to_plain
 from octo_like.data.config import DatasetSource
 from octo_like.data.oxe.spec import DatasetSpec
+from octo_like.model.checkpoint_layout import LANGUAGE_ASSETS, read_only_manager
 from octo_like.model.config import LoraConfig, ModelConfig
-from octo_like.model.octo_model import LANGUAGE_ASSETS, read_only_manager
 from octo_like.training.config import TrainConfig
 from octo_like.training.finetune import MODES, FinetuneSource
 

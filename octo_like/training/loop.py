@@ -208,7 +208,7 @@ def run(
         log.info("runtime: %s", describe_runtime(mesh))
     shard = distributed.process_shard()
     checkpointer = Checkpointer(storage.join(workdir, CHECKPOINT_SUBDIR), config.checkpoint)
-    start_step = checkpointer.latest_step() or 0
+    start_step = checkpointer.resume_step() or 0  # falls back past a corrupt latest step
 
     prepared = _prepare_datasets(config)
     train_data = dataclasses.replace(config.data, seed=config.data.seed + start_step)

@@ -23,6 +23,7 @@ from flax import nnx
 from configs import finetune as finetune_configs
 from octo_like.config.typed import ConfigError
 from octo_like.model.base_checkpoint import BaseReference, flat_params
+from octo_like.model.checkpoint_layout import model_items
 from octo_like.model.config import (
     HeadConfig,
     ImageTokenizerConfig,
@@ -30,7 +31,7 @@ from octo_like.model.config import (
     ModelConfig,
     ProprioTokenizerConfig,
 )
-from octo_like.model.octo_model import OctoModel, merge_lora, model_items
+from octo_like.model.octo_model import OctoModel, merge_lora
 from octo_like.training import masks
 from octo_like.training.finetune import (
     frozen_by_mode,

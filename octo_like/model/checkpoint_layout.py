@@ -1,0 +1,165 @@
+"""What a checkpoint step directory holds and how it is written and read with orbax.
+
+    <checkpoint_dir>/<step>/{params,config,dataset_statistics,input_spec}/  `MODEL_ITEMS`
+    <checkpoint_dir>/<step>/checksums.json                                   (checkpoint_integrity)
+    <checkpoint_dir>/language_assets/{config.json,spiece.model}              tokenizer files
+
+`OctoModel` saves and loads through these helpers; training checkpoints add their train state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import tempfile
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from octo_like import storage
+from octo_like.model.base_checkpoint import BASE_PARAMS, BaseReference
+from octo_like.model.config import ModelConfig
+
+LANGUAGE_ASSETS = "language_assets"  # config.json + spiece.model beside the step directories
+
+
+MODEL_ITEMS = ("params", "config", "dataset_statistics", "input_spec")
+# Orbax writes this file last, inside the renamed step directory: a step without it is
+# incomplete (an interrupted save or copy).
+FINALIZED_MARKER = "_CHECKPOINT_METADATA"
+
+
+def model_items(
+    params,
+    config: Mapping[str, Any],
+    dataset_statistics,
+    input_spec,
+    base_params: BaseReference | None = None,
+) -> dict:
+    """The orbax items of `MODEL_ITEMS`, which every step directory holds and
+    `load_pretrained` reads (training checkpoints add their train state beside them).
+
+    `params`: an `nnx.State` of Params or its pure dict; `config`: `ModelConfig.to_dict()`.
+    `base_params`: the parameters to read from a base checkpoint instead (they are left out of
+    the ``params`` item, and the optional `BASE_PARAMS` item records the reference).
+    """
+    if isinstance(params, nnx.State):
+        params = params.to_pure_dict()
+    items = {}
+    if base_params is not None:
+        params = base_params.strip(params)
+        items[BASE_PARAMS] = ocp.args.JsonSave(base_params.to_dict())
+    return {
+        "params": ocp.args.StandardSave(params),
+        "config": ocp.args.JsonSave(dict(config)),
+        "dataset_statistics": ocp.args.JsonSave(dataset_statistics),
+        "input_spec": ocp.args.JsonSave(input_spec),
+        **items,
+    }
+
+
+def handler_registry(items) -> ocp.handlers.DefaultCheckpointHandlerRegistry:
+    """Orbax handlers for `items`, known up front so a fresh process can read item metadata.
+
+    ``params`` (and any item named in `PER_ARRAY_ITEMS`) is written one directory per array
+    rather than in OCDBT's shared files, so a file's checksum names its array."""
+    registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
+    for item in items:
+        if item in ARRAY_ITEMS:
+            handler = ocp.StandardCheckpointHandler(use_ocdbt=item not in PER_ARRAY_ITEMS)
+            registry.add(item, ocp.args.StandardSave, handler)
+            registry.add(item, ocp.args.StandardRestore, handler)
+        else:
+            registry.add(item, ocp.args.JsonSave)
+            registry.add(item, ocp.args.JsonRestore)
+    return registry
+
+
+ARRAY_ITEMS = ("params", "train_state")
+PER_ARRAY_ITEMS = ("params",)
+
+
+# What orbax logs (at WARNING) when nothing is wrong: for every read-only manager (expected when
+# loading), and after every save of an item written without OCDBT (orbax looks for per-process
+# OCDBT files to merge even then).
+EXPECTED_NOTICES = (
+    "CheckpointManagerOptions.read_only=True",
+    "Given directory is read only",
+    "Skipping merge of OCDBT checkpoints",
+)
+
+
+class _DropExpectedNotices(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(notice in message[:120] for notice in EXPECTED_NOTICES)
+
+
+@contextlib.contextmanager
+def quiet_orbax() -> Iterator[None]:
+    """Drops orbax's `EXPECTED_NOTICES` while the block runs (its other messages stay)."""
+    absl_logger = logging.getLogger("absl")
+    quiet = _DropExpectedNotices()
+    absl_logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        absl_logger.removeFilter(quiet)
+
+
+@contextlib.contextmanager
+def read_only_manager(directory: str) -> Iterator[ocp.CheckpointManager]:
+    """An orbax manager that only reads `directory` (never creates or deletes anything), without
+    orbax's warnings that it is read-only: loading a checkpoint is not worth a warning."""
+    with quiet_orbax():
+        options = ocp.CheckpointManagerOptions(read_only=True, create=False)
+        with ocp.CheckpointManager(directory, options=options) as manager:
+            yield manager
+
+
+def copy_language_assets(config: ModelConfig, checkpoint_dir: str) -> ModelConfig:
+    """Copies config.json / spiece.model so the checkpoint directory is self-contained."""
+    target = storage.join(checkpoint_dir, LANGUAGE_ASSETS)
+    storage.makedirs(target)
+    for name in ("config.json", "spiece.model"):
+        source = storage.join(config.language.checkpoint_dir, name)
+        destination = storage.join(target, name)
+        if storage.exists(source) and storage.absolute(source) != storage.absolute(destination):
+            storage.copy_file(source, destination)
+    return dataclasses.replace(
+        config, language=dataclasses.replace(config.language, checkpoint_dir=LANGUAGE_ASSETS)
+    )
+
+
+def with_local_language_assets(config: ModelConfig, checkpoint_dir: str) -> ModelConfig:
+    if config.language.encoder == "none" or config.language.checkpoint_dir != LANGUAGE_ASSETS:
+        return config
+    path = storage.join(checkpoint_dir, LANGUAGE_ASSETS)
+    return dataclasses.replace(
+        config, language=dataclasses.replace(config.language, checkpoint_dir=path)
+    )
+
+
+def download_step(checkpoint_dir: str, step: int | None) -> tuple[str, int]:
+    """Copies one step (and the language assets) of a checkpoint at a URL orbax cannot read
+    into a temporary directory; returns that directory and the step."""
+    steps = sorted(
+        int(name)
+        for name in storage.listdir(checkpoint_dir)
+        if name.isdigit() and storage.exists(storage.join(checkpoint_dir, name, FINALIZED_MARKER))
+    )
+    if step is None and not steps:
+        raise FileNotFoundError(f"no complete checkpoint under {checkpoint_dir!r}")
+    step = steps[-1] if step is None else step
+    if step not in steps:
+        raise FileNotFoundError(
+            f"no complete checkpoint for step {step} under {checkpoint_dir!r} (complete: {steps})"
+        )
+    local = tempfile.mkdtemp(prefix="octo_like-checkpoint-")
+    for name in (str(step), LANGUAGE_ASSETS):
+        if storage.isdir(storage.join(checkpoint_dir, name)):
+            storage.copy_tree(storage.join(checkpoint_dir, name), storage.join(local, name))
+    return local, step

@@ -1,0 +1,181 @@
+"""Checkpoints verify themselves (issue 13): byte edits, truncation, deleted files, unreadable
+metadata and non-finite parameters are refused with an error naming checkpoint, item and array;
+training resume falls back past a corrupt step; scripts/verify_checkpoint.py checks without
+loading a model."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pathlib
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from octo_like.model.checkpoint_integrity import CHECKSUMS_FILE, CheckpointCorruptError
+from octo_like.model.octo_model import OctoModel
+from octo_like.training.checkpoint import CheckpointConfig, Checkpointer
+from tests.training.test_finetune import readouts, tiny_batch, tiny_config, tiny_model
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "scripts"))
+import verify_checkpoint  # noqa: E402
+
+ARRAY = "head.network.blocks.0.up.kernel"  # a parameter every tiny model has
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory) -> tuple[OctoModel, pathlib.Path]:
+    model = tiny_model(tiny_config(), tiny_batch())
+    directory = tmp_path_factory.mktemp("integrity") / "checkpoints"
+    model.save_pretrained(3, str(directory))
+    return model, directory
+
+
+@pytest.fixture
+def copy(saved, tmp_path) -> pathlib.Path:
+    """A private copy of the saved checkpoint to damage."""
+    import shutil
+
+    shutil.copytree(saved[1], tmp_path / "checkpoints")
+    return tmp_path / "checkpoints"
+
+
+def array_dir(directory: pathlib.Path, name: str = ARRAY) -> pathlib.Path:
+    path = directory / "3" / "params" / name
+    assert path.is_dir(), sorted(p.name for p in (directory / "3" / "params").iterdir())
+    return path
+
+
+def chunk_file(directory: pathlib.Path) -> pathlib.Path:
+    (chunk,) = [p for p in array_dir(directory).iterdir() if not p.name.startswith(".")]
+    return chunk
+
+
+def test_save_writes_a_checksum_per_file_and_one_directory_per_array(saved):
+    model, directory = saved
+    manifest = json.loads((directory / "3" / CHECKSUMS_FILE).read_text())
+    files = manifest["files"]
+    on_disk = {
+        str(p.relative_to(directory / "3"))
+        for p in (directory / "3").rglob("*")
+        if p.is_file() and p.name != CHECKSUMS_FILE
+    }
+    assert set(files) == on_disk
+    assert f"params/{ARRAY}/.zarray" in files  # the params item names its arrays
+    loaded = OctoModel.load_pretrained(str(directory))
+    np.testing.assert_array_equal(readouts(loaded, tiny_batch()), readouts(model, tiny_batch()))
+
+
+def flip_bytes(path: pathlib.Path, count: int = 64) -> None:
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    for i in range(middle, min(middle + count, len(data))):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda d: flip_bytes(chunk_file(d)), "contents changed"),
+        (lambda d: flip_bytes(chunk_file(d), count=1), "contents changed"),
+        (lambda d: chunk_file(d).write_bytes(chunk_file(d).read_bytes()[:10]), "10 bytes, saved"),
+        (lambda d: chunk_file(d).unlink(), "missing"),
+    ],
+    ids=["64-bytes", "one-byte", "truncated", "deleted"],
+)
+def test_damaged_array_files_are_refused_naming_item_and_array(copy, damage, message):
+    damage(copy)
+    with pytest.raises(CheckpointCorruptError) as error:
+        OctoModel.load_pretrained(str(copy))
+    text = str(error.value)
+    assert str(copy / "3") in text and "item 'params'" in text and f"array '{ARRAY}'" in text
+    assert message in text
+
+
+def test_unreadable_metadata_and_manifest_are_named(copy):
+    (copy / "3" / "params" / "_METADATA").write_bytes(b"\xff\xfe not json")
+    with pytest.raises(CheckpointCorruptError, match="item 'params', metadata file _METADATA"):
+        OctoModel.load_pretrained(str(copy))
+    (copy / "3" / CHECKSUMS_FILE).write_text("{truncated")
+    with pytest.raises(CheckpointCorruptError, match=f"{CHECKSUMS_FILE} is unreadable"):
+        OctoModel.load_pretrained(str(copy))
+
+
+def test_policy_refuses_a_corrupted_checkpoint(copy):
+    from octo_like.inference.policy import Policy
+
+    flip_bytes(chunk_file(copy))
+    with pytest.raises(CheckpointCorruptError, match=f"array '{ARRAY}'"):
+        Policy.from_checkpoint(str(copy))
+
+
+def test_non_finite_parameters_are_refused_even_with_matching_checksums(tmp_path):
+    model = tiny_model(tiny_config(), tiny_batch())
+    params = nnx.state(model.module, nnx.Param)
+    kernel = params["head"]["network"]["blocks"][0]["up"]["kernel"]
+    kernel.value = kernel.value.at[0, 0].set(jnp.nan)
+    nnx.update(model.module, params)
+    model.save_pretrained(1, str(tmp_path))
+    with pytest.raises(CheckpointCorruptError, match=rf"not finite.*\n  {ARRAY}: 1 of \d+"):
+        OctoModel.load_pretrained(str(tmp_path))
+
+
+def test_steps_saved_before_checksums_load_with_a_warning(copy, caplog):
+    (copy / "3" / CHECKSUMS_FILE).unlink()
+    with caplog.at_level(logging.WARNING):
+        OctoModel.load_pretrained(str(copy))
+    assert any("loading it unverified" in r.getMessage() for r in caplog.records)
+
+
+def test_verify_checkpoint_script(copy, capsys):
+    assert verify_checkpoint.main([str(copy)]) == 0
+    assert "step 3: ok:" in capsys.readouterr().out
+    flip_bytes(chunk_file(copy))
+    assert verify_checkpoint.main([str(copy / "3")]) == 1
+    out = capsys.readouterr().out
+    assert "corrupt" in out and f"array '{ARRAY}'" in out
+    assert json.loads(out.strip().splitlines()[-1])["bad_steps"] == ["3"]
+    (copy / "3" / CHECKSUMS_FILE).unlink()  # an old step: unverified, then adopted
+    assert verify_checkpoint.main([str(copy)]) == 0
+    assert "step 3: unverified" in capsys.readouterr().out
+    assert verify_checkpoint.main([str(copy), "--write_missing"]) == 0
+    assert verify_checkpoint.main([str(copy), "--step", "3"]) == 0
+    assert "step 3: ok" in capsys.readouterr().out
+
+
+def meta() -> dict:
+    model_config = tiny_config().to_dict()
+    return {"model_config": model_config, "dataset_statistics": {}, "input_spec": {}}
+
+
+def test_resume_falls_back_to_the_previous_step_when_the_latest_is_corrupt(tmp_path, caplog):
+    state = {"x": jnp.arange(4.0), "y": jnp.ones((3, 3))}
+    config = CheckpointConfig(save_every=1, keep_last=5)
+    with Checkpointer(str(tmp_path), config) as ckpt:
+        for step in (1, 2):
+            ckpt.save(step, jax_tree_scale(state, step), params=state, **meta())
+    assert (tmp_path / "2" / CHECKSUMS_FILE).exists()
+    data = [p for p in (tmp_path / "2" / "train_state").rglob("*") if p.is_file()]
+    flip_bytes(max(data, key=lambda p: p.stat().st_size))
+    with Checkpointer(str(tmp_path), config) as ckpt, caplog.at_level(logging.WARNING):
+        assert ckpt.resume_step() == 1
+        restored = ckpt.restore(1, state)
+        np.testing.assert_array_equal(restored["x"], np.arange(4.0))
+        assert ckpt.save(2, state, params=state, **meta())  # the step is free again
+    log = "\n".join(r.getMessage() for r in caplog.records)
+    assert "item 'train_state'" in log and "falling back" in log
+    (aside,) = [p.name for p in tmp_path.iterdir() if p.name.startswith("2.corrupt-")]
+    assert os.listdir(tmp_path / aside)  # moved aside, not deleted
+    with Checkpointer(str(tmp_path), config) as ckpt:
+        assert ckpt.resume_step() == 2
+
+
+def jax_tree_scale(state, factor):
+    import jax
+
+    return jax.tree.map(lambda x: x * factor, state)

@@ -57,14 +57,16 @@ class EvalReport:
         return rows
 
     def table(self) -> str:
+        rows = self.per_task()
+        width = max(24, *(len(task) for task in rows))  # MT50 names run to 25 characters
         lines = [
-            f"{'task':<24} {'success':>9} {'rate':>6} {'95% CI':>15} {'mean len':>9}",
-            "-" * 67,
+            f"{'task':<{width}} {'success':>9} {'rate':>6} {'95% CI':>15} {'mean len':>9}",
+            "-" * (width + 43),
         ]
-        for task, row in self.per_task().items():
+        for task, row in rows.items():
             low, high = row["ci95"]
             lines.append(
-                f"{task:<24} {row['successes']:>4}/{row['episodes']:<4} "
+                f"{task:<{width}} {row['successes']:>4}/{row['episodes']:<4} "
                 f"{row['success_rate']:>6.2f} {f'[{low:.2f}, {high:.2f}]':>15} "
                 f"{row['mean_length']:>9.1f}"
             )

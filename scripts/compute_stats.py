@@ -2,9 +2,15 @@
 
     python scripts/compute_stats.py --data_dir ../shared/data/bridge_dataset/1.0.0
     python scripts/compute_stats.py --mix oxe_magic_soup --data_dir /data/oxe [--force]
+    python scripts/compute_stats.py --data_dir ../shared/data/bridge_dataset/1.0.0 --check
 
-Statistics are cached as JSON keyed by a hash of the dataset info and the transforms; the
-pipeline reads the same cache. Prints one JSON object per dataset.
+Statistics are cached as JSON keyed by a hash of the dataset info, of what its shards hold
+(size, modification time, sampled bytes: `octo_like/data/content_key.py`) and of the transforms;
+the pipeline reads the same cache. Prints one JSON object per dataset.
+
+--check recomputes statistics on --check_episodes episodes spread over the split and reports
+their drift from the cached statistics (those of the current content, else the newest cached
+for the dataset, i.e. from before a rewrite); exits 1 if any dataset drifted.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -27,6 +34,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--spec", default=None, help="DatasetSpec JSON of a dataset outside the registry"
     )
     parser.add_argument("--force", action="store_true", help="recompute even if cached")
+    parser.add_argument(
+        "--check", action="store_true", help="report drift of a sample from the cached statistics"
+    )
+    parser.add_argument("--check_episodes", type=int, default=32)
     parser.add_argument("--statistics_cache_dir", default="~/.cache/octo_like/statistics")
     return parser.parse_args(argv)
 
@@ -59,6 +70,10 @@ def main(argv=None) -> dict:
     for spec, location in entries:
         builder = rlds.open_builder(location if not args.mix else spec.name, location)
         cameras = tuple(c for c, k in spec.image_keys.items() if k) or ("primary",)
+        if args.check:
+            results[spec.name] = check_statistics(args, builder, spec, cameras)
+            print(json.dumps({spec.name: results[spec.name]}))
+            continue
         statistics = load_or_compute_statistics(
             lambda spec=spec, builder=builder, cameras=cameras: (
                 standardized_trajectories(builder, spec, args.split, cameras).dataset
@@ -73,5 +88,40 @@ def main(argv=None) -> dict:
     return results
 
 
+def check_statistics(args, builder, spec, cameras) -> dict:
+    """{"status": ok | drift | no_cache, "cache": path, "drift": {...}} for one dataset."""
+    from octo_like.data.pipeline import standardized_trajectories, statistics_fingerprint_for
+    from octo_like.data.statistics import compute_statistics
+    from octo_like.data.statistics_cache import (
+        latest_cached_statistics,
+        statistics_cache_path,
+        statistics_drift,
+    )
+    from octo_like.normalization import DatasetStatistics
+
+    cache_dir = os.path.expanduser(args.statistics_cache_dir)
+    fingerprint = statistics_fingerprint_for(builder, spec, args.split)
+    current = statistics_cache_path(cache_dir, fingerprint, spec.name)
+    if os.path.exists(current):
+        path, cached, content = current, DatasetStatistics.load_json(current), "current"
+    else:
+        found = latest_cached_statistics(cache_dir, spec.name)
+        if found is None:
+            return {"status": "no_cache", "cache_dir": cache_dir}
+        (path, cached), content = found, "changed since cached"
+    stride = max(1, cached.num_trajectories // max(args.check_episodes, 1))
+    dataset = standardized_trajectories(builder, spec, args.split, cameras).dataset
+    sample = compute_statistics(dataset.shard(stride, 0).take(args.check_episodes))
+    drift = statistics_drift(cached, sample)
+    return {
+        "status": "drift" if drift["drift"] else "ok",
+        "cache": path,
+        "content": content,
+        "sampled_episodes": sample.num_trajectories,
+        "drift": drift,
+    }
+
+
 if __name__ == "__main__":
-    main()
+    results = main()
+    sys.exit(1 if any(r.get("status") == "drift" for r in results.values()) else 0)

@@ -17,6 +17,7 @@ import tensorflow as tf
 from octo_like import schema
 from octo_like.data import frame_transforms, rlds, traj_transforms
 from octo_like.data.config import DataConfig, DatasetSource
+from octo_like.data.content_key import split_content_key
 from octo_like.data.dataset import FrameDataset, Parallelism, TrajectoryDataset, apply_options
 from octo_like.data.normalize import normalize_trajectory
 from octo_like.data.oxe.registry import get_dataset_spec
@@ -131,8 +132,13 @@ def prepare_dataset(
 
 
 def statistics_fingerprint_for(builder, spec: DatasetSpec, split: str) -> str:
-    """Cache key of a dataset's statistics: its identity and everything that shapes actions."""
-    identity = {**dataset_identity(builder.info), "split": split}
+    """Cache key of a dataset's statistics: its identity, what its shards hold (so an in-place
+    rewrite is noticed, `content_key.py`) and everything that shapes actions."""
+    identity = {
+        **dataset_identity(builder.info),
+        "split": split,
+        "content": split_content_key(builder, split),
+    }
     return statistics_fingerprint(identity, {"spec": spec.to_dict()})
 
 

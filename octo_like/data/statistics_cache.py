@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -153,3 +154,64 @@ def load_or_compute_statistics(
         label, stats.num_trajectories, stats.num_transitions, time.monotonic() - started, path,
     )  # fmt: skip
     return stats
+
+
+def latest_cached_statistics(cache_dir: str, name: str) -> tuple[str, DatasetStatistics] | None:
+    """The most recently written ``<name>_<fingerprint>.json`` in `cache_dir`, whatever its
+    fingerprint (what the dataset held when it was computed), or None."""
+    import tensorflow as tf
+
+    cache_dir = os.path.expanduser(cache_dir)
+    pattern = os.path.join(cache_dir, f"{name}_*.json")
+    own = re.compile(re.escape(name) + r"_[0-9a-f]+\.json")  # not "<name>_other_<fp>.json"
+    paths = [p for p in tf.io.gfile.glob(pattern) if own.fullmatch(os.path.basename(p))]
+    if not paths:
+        return None
+    path = max(paths, key=lambda p: tf.io.gfile.stat(p).mtime_nsec)
+    return path, DatasetStatistics.load_json(path)
+
+
+def statistics_drift(
+    cached: DatasetStatistics,
+    sample: DatasetStatistics,
+    *,
+    max_mean_shift: float = 0.5,
+    std_ratio_range: tuple[float, float] = (0.5, 2.0),
+) -> dict[str, Any]:
+    """How far statistics recomputed on a sample are from cached ones, per key.
+
+    Per key: the largest |mean difference| in cached standard deviations and the extreme ratios
+    of sampled to cached std, over the dimensions; ``drift`` is True when a mean moved more than
+    `max_mean_shift` stds or a std ratio left `std_ratio_range` (a few dozen episodes estimate a
+    mean to ~0.2 std, so these bounds flag rewritten data, not sampling noise).
+    """
+    report: dict[str, Any] = {"drift": False}
+    pairs = {"action": (cached.action, sample.action), "proprio": (cached.proprio, sample.proprio)}
+    for key, (old, new) in pairs.items():
+        if old is None or new is None:
+            if (old is None) != (new is None):
+                report[key] = {"problem": "present in only one of cached and sampled statistics"}
+                report["drift"] = True
+            continue
+        if old.mean.shape != new.mean.shape:
+            report[key] = {"problem": f"{old.mean.shape[0]} dims cached, {new.mean.shape[0]} now"}
+            report["drift"] = True
+            continue
+        scale = np.maximum(old.std, 1e-6)
+        shift = np.abs(new.mean - old.mean) / scale
+        varying = old.std > 1e-6  # constant dimensions (e.g. padding) have no std ratio
+        ratio = new.std[varying] / old.std[varying] if varying.any() else np.ones(1)
+        entry = {
+            "max_mean_shift_in_std": round(float(shift.max()), 4),
+            "worst_dim": int(shift.argmax()),
+            "std_ratio_min": round(float(ratio.min()), 4),
+            "std_ratio_max": round(float(ratio.max()), 4),
+        }
+        entry["drift"] = bool(
+            shift.max() > max_mean_shift
+            or ratio.min() < std_ratio_range[0]
+            or ratio.max() > std_ratio_range[1]
+        )
+        report[key] = entry
+        report["drift"] |= entry["drift"]
+    return report

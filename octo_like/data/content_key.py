@@ -1,0 +1,85 @@
+"""What a dataset split holds, cheaply: the part of the statistics cache key that notices an
+in-place rewrite.
+
+`dataset_identity` (name, version, split sizes, features) does not change when a shard is
+replaced by one of the same size with different actions, so statistics keyed by it alone go
+stale silently. `split_content_key` adds, per shard file: its name, size, modification time and
+a SHA-256 of sampled bytes; the whole split is hashed when it is small (<= `FULL_HASH_BYTES`,
+e.g. the Bridge test shard), otherwise `SAMPLES` blocks of `BLOCK_BYTES` spread over each shard
+(first and last included), read by `THREADS` threads. Cost: one stat and `SAMPLES` small reads
+per shard (measured in the README, "The input pipeline"). A copy that does not keep modification
+times (``cp`` without ``-p``) changes the key and costs one recomputation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+FULL_HASH_BYTES = 64 << 20  # splits up to this size are hashed whole
+SAMPLES = 4  # blocks per shard: first, last and two between
+BLOCK_BYTES = 4096
+THREADS = 32
+
+
+def split_files(builder: Any, split: str) -> list[str]:
+    """The shard files of `split` (``"train"``, ``"train[:90%]"`` -> the train shards)."""
+    base = split.split("[")[0]
+    if base not in builder.info.splits:
+        raise ValueError(
+            f"{builder.info.name}: no split {base!r} (splits: {sorted(builder.info.splits)})"
+        )
+    return [os.fspath(path) for path in builder.info.splits[base].filepaths]
+
+
+def split_content_key(builder: Any, split: str) -> dict[str, Any]:
+    """The content key of `split`'s shards and the builder's dataset_info.json."""
+    info = os.path.join(os.fspath(builder.data_dir), "dataset_info.json")
+    return files_content_key(split_files(builder, split), info)
+
+
+def files_content_key(files: Sequence[str], dataset_info: str) -> dict[str, Any]:
+    """{shard name: {size, mtime_ns, sha256 of sampled bytes}} plus dataset_info's digest."""
+    import tensorflow as tf
+
+    with ThreadPoolExecutor(THREADS) as pool:  # latency-bound reads (disk seeks, GCS requests)
+        stats = dict(zip(files, pool.map(tf.io.gfile.stat, files), strict=True))
+        whole = sum(int(s.length) for s in stats.values()) <= FULL_HASH_BYTES
+        digests = pool.map(lambda path: _digest(path, int(stats[path].length), whole), files)
+        key: dict[str, Any] = {"sampling": "whole" if whole else f"{SAMPLES}x{BLOCK_BYTES}"}
+        with tf.io.gfile.GFile(dataset_info, "rb") as f:
+            key["dataset_info_sha256"] = hashlib.sha256(f.read()).hexdigest()
+        for path, digest in zip(files, digests, strict=True):
+            key[os.path.basename(path)] = {
+                "size": int(stats[path].length),
+                "mtime_ns": int(stats[path].mtime_nsec),
+                "sha256": digest,
+            }
+    return key
+
+
+def _digest(path: str, size: int, whole: bool) -> str:
+    import tensorflow as tf
+
+    digest = hashlib.sha256()
+    with tf.io.gfile.GFile(path, "rb") as f:
+        if whole:
+            while chunk := f.read(8 << 20):
+                digest.update(chunk)
+            return digest.hexdigest()
+        for offset in sample_offsets(size):
+            f.seek(offset)
+            digest.update(f.read(BLOCK_BYTES))
+    return digest.hexdigest()
+
+
+def sample_offsets(size: int, samples: int = SAMPLES, block: int = BLOCK_BYTES) -> Sequence[int]:
+    """`samples` block starts spread evenly over a file of `size` bytes, first and last block
+    included (fewer when the file is small)."""
+    last = max(size - block, 0)
+    if samples < 2 or last == 0:
+        return [0]
+    return sorted({round(i * last / (samples - 1)) for i in range(samples)})

@@ -1,39 +1,85 @@
 """Serve a checkpoint as a policy over websockets (msgpack-numpy), e.g. on the robot's network.
 
     python scripts/serve_policy.py --checkpoint runs/laptop/checkpoints --port 8000
-    python scripts/serve_policy.py --checkpoint ckpts --host 0.0.0.0 --port 8000 \
-        --dataset_name bridge_dataset --execution ensemble --ensemble_decay 0.0
+    OCTO_POLICY_TOKEN=$(cat token.txt) python scripts/serve_policy.py --checkpoint ckpts \
+        --host 0.0.0.0 --port 8000 --dataset_name bridge_dataset --max_batch 8
 
 The model is loaded and compiled before the server accepts connections. Health check:
-``curl http://HOST:PORT/healthz``. Client: `octo_like.inference.server.PolicyClient`; the
-protocol is described in `octo_like/inference/server.py`.
+``curl http://HOST:PORT/healthz``. Client: `octo_like.inference.client.PolicyClient`; the
+protocol and its limits are described in `octo_like/inference/server.py`. A shared-secret token
+comes from --token_file or the OCTO_POLICY_TOKEN variable (never from the command line, which
+other users of the machine can read); serving beyond 127.0.0.1 without one logs a warning.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     from octo_like.inference.cli import add_policy_arguments
+    from octo_like.inference.server_limits import ServerLimits
 
+    defaults = ServerLimits()
     parser.add_argument("--checkpoint", required=True, help="directory holding <step>/ dirs")
     parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve other machines")
     parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
     parser.add_argument("--seed", type=int, default=0, help="seeds the diffusion noise")
+    parser.add_argument(
+        "--max_batch",
+        type=int,
+        default=defaults.max_batch,
+        help="windows per request; batches are padded to 1, 2, 4, ... max_batch",
+    )
+    parser.add_argument("--min_image_side", type=int, default=defaults.min_image_side)
+    parser.add_argument("--max_image_side", type=int, default=defaults.max_image_side)
+    parser.add_argument("--max_request_mb", type=float, default=defaults.max_request_bytes / 2**20)
+    parser.add_argument(
+        "--max_queued",
+        type=int,
+        default=defaults.max_queued,
+        help="requests waiting or running before clients are told 'busy'",
+    )
+    parser.add_argument("--token_file", default=None, help="file holding the shared secret")
     add_policy_arguments(parser)
-    return parser.parse_args(argv)
+    return parser.parse_args(argv)  # fmt: skip
 
 
-def build_server(args: argparse.Namespace):
+def read_token(args: argparse.Namespace, environ=os.environ) -> str | None:
+    if args.token_file:
+        with open(args.token_file) as f:
+            token = f.read().strip()
+        if not token:
+            raise SystemExit(f"--token_file {args.token_file} is empty")
+        return token
+    return environ.get("OCTO_POLICY_TOKEN") or None
+
+
+def build_server(args: argparse.Namespace, environ=os.environ):
     from octo_like.inference.cli import policy_from_args
     from octo_like.inference.server import PolicyServer
+    from octo_like.inference.server_limits import ServerLimits
 
+    limits = ServerLimits.up_to(
+        args.max_batch,
+        min_image_side=args.min_image_side,
+        max_image_side=args.max_image_side,
+        max_request_bytes=int(args.max_request_mb * 2**20),
+        max_queued=args.max_queued,
+    )
+    token = read_token(args, environ)
+    if token is None and args.host not in ("127.0.0.1", "localhost", "::1"):
+        logging.warning(
+            "serving on %s without a token: anyone who reaches the port can drive the robot; "
+            "set OCTO_POLICY_TOKEN or --token_file",
+            args.host,
+        )
     policy = policy_from_args(args)
     logging.info("loaded and compiled in %.0f ms: %s", policy.warmup_ms, policy.metadata())
-    return PolicyServer(policy, args.host, args.port)
+    return PolicyServer(policy, args.host, args.port, limits=limits, token=token)
 
 
 def main(argv=None) -> None:

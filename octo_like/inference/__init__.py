@@ -7,8 +7,9 @@
 
 Modules: `history` (windows of frames), `execution` (receding horizon, temporal ensembling),
 `observations` (robot frames -> network inputs), `policy` (`Policy`), `gym_wrappers`,
-`server` (`PolicyServer`, `PolicyClient`). Everything but the history and executors is imported
-lazily, so `import octo_like.inference` loads neither JAX, gymnasium nor websockets.
+`server` (`PolicyServer`, `ServerLimits`), `client` (`PolicyClient`). Everything but the
+history and executors is imported lazily, so `import octo_like.inference` loads neither JAX,
+gymnasium nor websockets.
 """
 
 import importlib
@@ -28,8 +29,10 @@ _LAZY = {
     "RecedingHorizonWrapper": "gym_wrappers",
     "TemporalEnsembleWrapper": "gym_wrappers",
     "PolicyServer": "server",
-    "PolicyClient": "server",
-    "PolicyServerError": "server",
+    "ServerLimits": "server_limits",
+    "PolicyClient": "client",
+    "PolicyServerError": "client",
+    "PolicyServerBusy": "client",
 }
 
 __all__ = [

@@ -59,7 +59,12 @@ def resize_images(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         raise ValueError(f"expected uint8 images [..., h, w, 3], got {images.dtype}{images.shape}")
     if tuple(images.shape[-3:-1]) == tuple(size):
         return images
+    if _resize._cache_size() >= _MAX_RESIZE_SHAPES:  # clients may send any size: stay bounded
+        _resize.clear_cache()
     return np.asarray(_resize(images, tuple(int(s) for s in size)))
+
+
+_MAX_RESIZE_SHAPES = 64  # compiled resize programs kept before the cache is emptied
 
 
 def _close(key: str, known) -> str:
@@ -87,6 +92,8 @@ def prepare_observations(
     spec = input_spec["observation"]
     cameras = {image_key(c): c for c in config.cameras}
     known = {*cameras, PROPRIO, PROPRIO_PAD_MASK, TIMESTEP, TIMESTEP_PAD_MASK, PAD_MASK_DICT}
+    if config.proprio is None and (PROPRIO in observations or PROPRIO_PAD_MASK in observations):
+        raise ValueError("this model reads no proprio: do not send 'proprio' (it would be ignored)")
     for key in observations:
         if key not in known:
             raise ValueError(

@@ -1,71 +1,77 @@
-"""Serve a `Policy` over websockets to a robot computer, and the client it uses.
+"""Serve a `Policy` over websockets to a robot computer, within stated limits.
 
-Protocol: every message is one binary websocket frame holding a msgpack map; numpy arrays use
-msgpack-numpy's encoding (object and structured arrays are refused on decode: msgpack-numpy
-would unpickle them, i.e. run code from the network).
+Protocol (wire format in `wire.py`, the client in `client.py`):
 
-    server -> client on connect   {"metadata": Policy.metadata()}
+    server -> client on connect   {"metadata": Policy.metadata() + {"limits": ServerLimits}}
     {"observation": window, "instruction": str | [str], "goal"?: {camera: uint8[(b,) h, w, 3]}}
                                -> {"actions": float32[(b,) H, A], "latency_ms": float}
     {"reset": {"instruction"?: str, "goal"?: {camera: uint8[h, w, 3]}}}  -> {"reset": True}
     {"frame": {key: array}}    -> {"action": float32[A], "latency_ms": float}   (after reset)
     {"metadata": True}         -> {"metadata": ..., "latency_ms": Policy.latency_ms()}
     anything malformed         -> {"error": "ValueError: observation 'image_primary' ..."}
+    queue full                 -> {"error": "busy: ...", "busy": True}
 
 `observation` requests are stateless: a window ``{image_<camera>: uint8[(b,) W, h, w, 3],
 proprio: float32[(b,) W, P], ...}``, with or without the batch axis (the reply matches).
 `reset` / `frame` drive a per-connection `PolicySession` (history and chunk execution on the
 server, with the server's `--execution` settings), for a robot that sends one frame per step.
 
-Inference runs in a worker thread (`asyncio.to_thread`), so the event loop keeps answering
-pings and ``GET /healthz`` (plain HTTP, "ok") during a long call. A failed request is answered
-with an error and the connection keeps serving.
+Bounded (`server_limits.ServerLimits`, all in the metadata): a request is checked before any
+model work (batch size, image sides, keys, types, instruction length); batches are padded to a
+few compiled buckets; messages above `max_request_bytes` close the connection (code 1009)
+without being buffered further. Model work runs on one worker thread, in order; at most
+`max_queued` requests wait or run at once and the rest are answered "busy" at once. A request
+whose client disconnects while it waits is dropped; each disconnect is one log line. With a
+`token`, the websocket handshake needs ``Authorization: Bearer <token>`` (TLS: put a reverse
+proxy in front, see the README). ``GET /healthz`` (plain HTTP, "ok") is always open and is
+answered during a long inference.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import http
-import http.client
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import msgpack
-import msgpack_numpy
 import numpy as np
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.sync.client import connect
+from websockets.exceptions import ConnectionClosed
 
+from octo_like.inference.client import (  # noqa: F401  (the client API, re-exported)
+    PolicyClient,
+    PolicyServerBusy,
+    PolicyServerError,
+    check_health,
+)
 from octo_like.inference.history import add_batch_axis, is_batched
+from octo_like.inference.server_limits import (
+    ServerLimits,
+    check_frame,
+    check_inference_request,
+    pad_batch,
+)
+from octo_like.inference.wire import HEALTH_PATH, TOKEN_HEADER, packb, unpackb
 
 log = logging.getLogger(__name__)
 
-HEALTH_PATH = "/healthz"
-MAX_MESSAGE_BYTES = 64 * 2**20  # a batch of full-size camera windows fits; websockets' 1 MiB not
+
+class ServerBusy(RuntimeError):
+    """`max_queued` model requests are already waiting or running."""
 
 
-def _decode(obj: dict) -> Any:
-    if obj.get(b"nd") is True and obj.get(b"kind") in (b"O", b"V"):
-        raise ValueError("object and structured arrays are not accepted (they would be unpickled)")
-    return msgpack_numpy.decode(obj)
-
-
-def packb(obj: Any) -> bytes:
-    """msgpack bytes of a tree of dicts, lists, scalars, strings and numpy arrays."""
-    return msgpack.packb(obj, default=msgpack_numpy.encode, use_bin_type=True)
-
-
-def unpackb(data: bytes) -> Any:
-    """Inverse of `packb`; arrays come back as read-only numpy arrays."""
-    return msgpack.unpackb(data, object_hook=_decode, raw=False, strict_map_key=False)
+class ClientGone(Exception):
+    """The client disconnected while its request waited."""
 
 
 class PolicyServer:
-    """Serves one `Policy` (shared by all connections; model calls are serialized)."""
+    """Serves one `Policy` (shared by all connections; model calls run one at a time)."""
 
     def __init__(
         self,
@@ -73,12 +79,19 @@ class PolicyServer:
         host: str = "127.0.0.1",
         port: int = 8000,
         *,
-        max_message_bytes: int = MAX_MESSAGE_BYTES,
+        limits: ServerLimits | None = None,
+        token: str | None = None,
     ):
         self.policy = policy
         self.host = host
         self.port = port
-        self.max_message_bytes = max_message_bytes
+        self.limits = limits or ServerLimits()
+        self._token = token or None
+        self._metadata = {**policy.metadata(), "limits": self.limits.to_dict()}
+        self._metadata["auth"] = "token" if self._token else "none"
+        self._worker: ThreadPoolExecutor | None = None
+        self._pending = 0  # model requests queued or running (touched on the event loop only)
+        self.dropped = 0  # requests dropped because their client went away
 
     # ------------------------------------------------------------------ running
     async def serve(self, ready: Callable[[int], None] | None = None) -> None:
@@ -86,19 +99,26 @@ class PolicyServer:
 
         ``port=0`` binds a free port.
         """
-        async with serve(
-            self._handle,
-            self.host,
-            self.port,
-            process_request=self._process_request,
-            max_size=self.max_message_bytes,
-            compression=None,  # images do not deflate well; it only costs latency
-        ) as server:
-            port = _bound_port(server)
-            log.info("serving policy on ws://%s:%d (health: %s)", self.host, port, HEALTH_PATH)
-            if ready is not None:
-                ready(port)
-            await server.serve_forever()
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="policy-model")
+        try:
+            async with serve(
+                self._handle,
+                self.host,
+                self.port,
+                process_request=self._process_request,
+                max_size=self.limits.max_request_bytes,
+                compression=None,  # images do not deflate well; it only costs latency
+            ) as server:
+                port = _bound_port(server)
+                log.info(
+                    "serving policy on ws://%s:%d (health: %s, auth: %s, limits: %s)",
+                    self.host, port, HEALTH_PATH, self._metadata["auth"], self.limits.to_dict(),
+                )  # fmt: skip
+                if ready is not None:
+                    ready(port)
+                await server.serve_forever()
+        finally:
+            self._worker.shutdown(wait=False, cancel_futures=True)
 
     def serve_forever(self) -> None:
         """Blocks serving (Ctrl-C stops)."""
@@ -137,27 +157,76 @@ class PolicyServer:
             loop.call_soon_threadsafe(task.cancel)
             thread.join(timeout)
 
-    # ------------------------------------------------------------------ protocol
+    # ------------------------------------------------------------------ connections
     def _process_request(self, connection: ServerConnection, request):
         if request.path == HEALTH_PATH:
             return connection.respond(http.HTTPStatus.OK, "ok\n")
+        if self._token is not None:
+            given = request.headers.get(TOKEN_HEADER, "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {self._token}".encode()):
+                log.warning("refused %s: missing or wrong token", connection.remote_address)
+                return connection.respond(http.HTTPStatus.UNAUTHORIZED, "missing or wrong token\n")
         return None  # continue with the websocket handshake
 
     async def _handle(self, connection: ServerConnection) -> None:
         session = self.policy.new_session()
         peer = connection.remote_address
         log.info("client %s connected", peer)
-        await connection.send(packb({"metadata": self.policy.metadata()}))
-        async for message in connection:
-            try:
-                reply = await self._reply(message, session)
-            except Exception as e:  # answer and keep serving, whatever went wrong
-                log.warning("request from %s failed: %s: %s", peer, type(e).__name__, e)
-                reply = {"error": f"{type(e).__name__}: {e}"}
-            await connection.send(packb(reply))
-        log.info("client %s disconnected", peer)
+        try:
+            await connection.send(packb({"metadata": self._metadata}))
+            async for message in connection:
+                try:
+                    reply = await self._reply(message, session, connection)
+                except ClientGone:
+                    break
+                except ServerBusy as e:
+                    reply = {"error": f"busy: {e}", "busy": True}
+                except Exception as e:  # answer and keep serving, whatever went wrong
+                    log.info("request from %s refused: %s: %s", peer, type(e).__name__, e)
+                    reply = {"error": f"{type(e).__name__}: {e}"}
+                await connection.send(packb(reply))
+        except ConnectionClosed:
+            pass
+        code = connection.close_code
+        reason = connection.close_reason
+        log.info("client %s disconnected (code %s%s)", peer, code, f": {reason}" if reason else "")
 
-    async def _reply(self, message, session) -> dict[str, Any]:
+    async def _run_model(self, connection: ServerConnection, work: Callable[[], Any]) -> Any:
+        """Runs `work` on the model thread after the requests queued before it; raises
+        `ServerBusy` when `max_queued` are already waiting and `ClientGone` (dropping the
+        work if it has not started) when the client disconnects meanwhile."""
+        if self._pending >= self.limits.max_queued:
+            raise ServerBusy(
+                f"{self._pending} requests are queued or running (limit "
+                f"{self.limits.max_queued}); retry later"
+            )
+        cancelled = threading.Event()
+
+        def job():
+            return None if cancelled.is_set() else work()
+
+        loop = asyncio.get_running_loop()
+        self._pending += 1
+        future = loop.run_in_executor(self._worker, job)
+        future.add_done_callback(lambda _: self._release())
+        closed = asyncio.ensure_future(connection.wait_closed())
+        try:
+            done, _ = await asyncio.wait({future, closed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closed.cancel()
+        if future not in done:
+            cancelled.set()
+            self.dropped += 1
+            peer = connection.remote_address
+            log.info("client %s went away; its queued request is dropped", peer)
+            raise ClientGone()
+        return future.result()
+
+    def _release(self) -> None:
+        self._pending -= 1
+
+    # ------------------------------------------------------------------ protocol
+    async def _reply(self, message, session, connection) -> dict[str, Any]:
         if isinstance(message, str):
             raise TypeError("send binary msgpack messages, not text")
         try:
@@ -167,44 +236,58 @@ class PolicyServer:
         if not isinstance(request, Mapping):
             raise TypeError(f"a request must be a map, got {type(request).__name__}")
         if "observation" in request:
-            return await self._infer(request)
+            return await self._infer(request, connection)
         if "frame" in request:
+            frame = _as_dict(request["frame"], "frame")
+            check_frame(frame, self._metadata, self.limits)
             start = time.perf_counter()
-            action = await asyncio.to_thread(session.step, _as_dict(request["frame"], "frame"))
+            action = await self._run_model(connection, lambda: session.step(frame))
             return {"action": action, "latency_ms": (time.perf_counter() - start) * 1e3}
         if "reset" in request:
             options = _as_dict(request["reset"] or {}, "reset")
             unknown = sorted(set(options) - {"instruction", "goal"})
             if unknown:
                 raise ValueError(f"reset takes 'instruction' and 'goal', got {unknown}")
-            await asyncio.to_thread(session.reset, options.get("instruction"), options.get("goal"))
+            instruction, goal = options.get("instruction"), options.get("goal")
+            check_inference_request(
+                {}, "" if instruction is None else instruction, goal, single=True,
+                metadata=self._metadata, limits=self.limits,
+            )  # fmt: skip
+            await self._run_model(connection, lambda: session.reset(instruction, goal))
             return {"reset": True}
         if "metadata" in request:
-            return {"metadata": self.policy.metadata(), "latency_ms": self.policy.latency_ms()}
+            return {"metadata": self._metadata, "latency_ms": self.policy.latency_ms()}
         raise ValueError(
             f"unknown request with keys {sorted(request)}; expected 'observation', 'frame', "
             "'reset' or 'metadata'"
         )
 
-    async def _infer(self, request: Mapping[str, Any]) -> dict[str, Any]:
+    async def _infer(self, request: Mapping[str, Any], connection) -> dict[str, Any]:
         observation = _as_dict(request["observation"], "observation")
         if "instruction" not in request:
             raise ValueError("an observation request needs 'instruction' (\"\" for none)")
         instruction = request["instruction"]
         goal = request.get("goal")
         single = not is_batched(observation)
+        batch = check_inference_request(
+            observation, instruction, goal, single=single, metadata=self._metadata,
+            limits=self.limits,
+        )  # fmt: skip
         if single:
             observation = add_batch_axis(observation)
             goal = None if goal is None else {k: np.asarray(v)[None] for k, v in goal.items()}
+        texts = [instruction] * batch if isinstance(instruction, str) else list(instruction)
+        bucket = self.limits.bucket(batch)  # a few compiled shapes, whatever clients send
 
         def predict() -> np.ndarray:
-            batch = np.shape(next(iter(_leaves(observation))))[0]
-            texts = [instruction] * batch if isinstance(instruction, str) else list(instruction)
-            tasks = self.policy.create_tasks(texts, goal) if goal is not None else texts
-            return self.policy.predict_chunks(observation, tasks)
+            padded_goal = None if goal is None else pad_batch(goal, bucket)
+            tasks = pad_batch(texts, bucket)
+            if padded_goal is not None:
+                tasks = self.policy.create_tasks(tasks, padded_goal)
+            return self.policy.predict_chunks(pad_batch(observation, bucket), tasks)[:batch]
 
         start = time.perf_counter()
-        actions = await asyncio.to_thread(predict)
+        actions = await self._run_model(connection, predict)
         latency = (time.perf_counter() - start) * 1e3
         return {"actions": actions[0] if single else actions, "latency_ms": latency}
 
@@ -215,112 +298,5 @@ def _as_dict(value, what: str) -> dict[str, Any]:
     return dict(value)
 
 
-def _leaves(tree: Mapping[str, Any]) -> Iterator[Any]:
-    for value in tree.values():
-        if isinstance(value, Mapping):
-            yield from _leaves(value)
-        else:
-            yield value
-
-
 def _bound_port(server: Server) -> int:
     return int(next(iter(server.sockets)).getsockname()[1])
-
-
-# ---------------------------------------------------------------------- client
-class PolicyServerError(RuntimeError):
-    """The server answered a request with an error."""
-
-
-class PolicyClient:
-    """A synchronous client (e.g. on the robot computer); `metadata` arrives on connect.
-
-    with PolicyClient("127.0.0.1", 8000) as client:
-        chunk = client.infer(window, "open the drawer")   # float32[H, A]
-        client.reset("open the drawer"); action = client.step(frame)  # float32[A]
-    """
-
-    def __init__(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 8000,
-        *,
-        timeout: float | None = 60.0,
-        max_message_bytes: int = MAX_MESSAGE_BYTES,
-    ):
-        self.uri = f"ws://{host}:{port}"
-        self._connection = connect(
-            self.uri, open_timeout=timeout, max_size=max_message_bytes, compression=None
-        )
-        self.timeout = timeout
-        self.metadata: dict[str, Any] = self._receive()["metadata"]
-        self.last_latency_ms: float | None = None
-
-    def infer(
-        self,
-        observation: Mapping[str, Any],
-        instruction: str | list[str] = "",
-        goal: Mapping[str, Any] | None = None,
-    ) -> np.ndarray:
-        """Action chunk(s) float32[(b,) H, A] for a window (batched or not)."""
-        request: dict[str, Any] = {"observation": dict(observation), "instruction": instruction}
-        if goal is not None:
-            request["goal"] = dict(goal)
-        reply = self.request(request)
-        self.last_latency_ms = reply["latency_ms"]
-        return reply["actions"]
-
-    def reset(self, instruction: str | None = None, goal: Mapping[str, Any] | None = None):
-        """Starts an episode of this connection's server-side session."""
-        options: dict[str, Any] = {}
-        if instruction is not None:
-            options["instruction"] = instruction
-        if goal is not None:
-            options["goal"] = dict(goal)
-        self.request({"reset": options})
-
-    def step(self, frame: Mapping[str, Any]) -> np.ndarray:
-        """One control step of the server-side session: float32[A]."""
-        reply = self.request({"frame": dict(frame)})
-        self.last_latency_ms = reply["latency_ms"]
-        return reply["action"]
-
-    def server_latency_ms(self) -> dict[str, float]:
-        """The server's `Policy.latency_ms()` summary."""
-        return self.request({"metadata": True})["latency_ms"]
-
-    def request(self, message: Mapping[str, Any]) -> dict[str, Any]:
-        """Sends one request; raises `PolicyServerError` if the server answers an error."""
-        reply = self.send_raw(packb(dict(message)))
-        if "error" in reply:
-            raise PolicyServerError(reply["error"])
-        return reply
-
-    def send_raw(self, data: bytes | str) -> dict[str, Any]:
-        """Sends `data` as is and returns the decoded reply (errors included, not raised)."""
-        self._connection.send(data)
-        return self._receive()
-
-    def _receive(self) -> dict[str, Any]:
-        return unpackb(self._connection.recv(timeout=self.timeout))
-
-    def close(self) -> None:
-        self._connection.close()
-
-    def __enter__(self) -> PolicyClient:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def check_health(host: str = "127.0.0.1", port: int = 8000, timeout: float = 5.0) -> bool:
-    """True when ``GET /healthz`` answers 200 (the server is up and its loop responsive)."""
-    connection = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        connection.request("GET", HEALTH_PATH)
-        return connection.getresponse().status == http.HTTPStatus.OK
-    except OSError:
-        return False
-    finally:
-        connection.close()

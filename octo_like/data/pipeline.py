@@ -8,14 +8,16 @@ statistics and by scripts that inspect single datasets.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
 
 from octo_like import schema
-from octo_like.data import frame_transforms, rlds, traj_transforms
+from octo_like.data import frame_transforms, raw_checks, rlds, traj_transforms
 from octo_like.data.config import DataConfig, DatasetSource
 from octo_like.data.content_key import split_content_key
 from octo_like.data.dataset import FrameDataset, Parallelism, TrajectoryDataset, apply_options
@@ -29,7 +31,7 @@ from octo_like.data.statistics_cache import (
     load_or_compute_statistics,
     statistics_fingerprint,
 )
-from octo_like.data.validation import SkippedEpisodes, check_trajectories
+from octo_like.data.validation import SkippedEpisodes, apply_check, check_trajectories, data_errors
 from octo_like.normalization import DatasetStatistics
 
 log = logging.getLogger(__name__)
@@ -78,6 +80,9 @@ def standardized_trajectories(
     if repeat:
         trajectories = trajectories.apply(lambda ds: ds.repeat())
     check_cameras(spec, cameras)
+    trajectories = trajectories.apply(
+        lambda ds: _check_raw(ds, builder, spec, cameras, skip_bad_episodes, skipped)
+    )
     trajectories = trajectories.map(standardizer_for(spec))
     trajectories = trajectories.apply(lambda ds: ds.enumerate()).map(
         lambda index, traj: restructure(traj, spec, cameras, index)
@@ -87,6 +92,44 @@ def standardized_trajectories(
             ds, spec.name, skip_bad_episodes=skip_bad_episodes, skipped=skipped
         )
     )
+
+
+def _check_raw(
+    episodes: tf.data.Dataset, builder, spec: DatasetSpec, cameras, skip_bad_episodes, skipped
+) -> tf.data.Dataset:
+    """The checks of `raw_checks.py` on raw episodes (schema stage 1), before standardization."""
+    skipped = skipped if skipped is not None else SkippedEpisodes()
+    shapes = raw_checks.expected_image_shapes(builder, spec, cameras)
+    episode_of = lambda traj: traj.get("tfds_id", tf.constant(spec.name))  # noqa: E731
+    episodes = apply_check(
+        episodes,
+        lambda traj: raw_checks.raw_problem(traj, spec, shapes),
+        episode_of,
+        spec.name,
+        skip_bad_episodes=skip_bad_episodes,
+        skipped=skipped,
+    )
+    keys = [spec.image_keys[c] for c in cameras if spec.image_keys.get(c)]
+    if not skip_bad_episodes or not keys:
+        return episodes  # an undecodable image then fails its batch (see Pipeline.__iter__)
+    tracker = raw_checks.DecodeTracker(spec.name, skipped)
+
+    def entered(traj):
+        done = tf.numpy_function(tracker.entered, [episode_of(traj)], tf.bool, stateful=True)
+        with tf.control_dependencies([done]):
+            return tf.nest.map_structure(tf.identity, traj)
+
+    def test_decode(traj):  # the decoded sizes are an output, so the decode cannot be pruned
+        return traj, raw_checks.decode_check(traj, keys, spec)
+
+    def passed(traj, decoded_pixels):
+        done = tf.numpy_function(tracker.passed, [episode_of(traj)], tf.bool, stateful=True)
+        with tf.control_dependencies([done, decoded_pixels]):
+            return tf.nest.map_structure(tf.identity, traj)
+
+    episodes = episodes.map(entered)  # sequential: records the input order
+    episodes = episodes.map(test_decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return episodes.ignore_errors().map(passed)
 
 
 def prepare_datasets(sources, config: DataConfig, *, max_workers: int = 8) -> list[PreparedDataset]:
@@ -230,9 +273,19 @@ class Pipeline:
     action_dim: int
     proprio_dim: int
     skipped: SkippedEpisodes
+    # Names the image that failed to decode (dataset, episode, step, camera), for the error.
+    locate: Callable[[], str | None] | None = None
 
     def __iter__(self):
-        return self.dataset.as_numpy_iterator()
+        """Batches as numpy; a failure in tf.data is raised as `DataError` naming the data."""
+        iterator = self.dataset.as_numpy_iterator()
+        while True:
+            with data_errors(self.locate):
+                try:
+                    batch = next(iterator)
+                except StopIteration:
+                    return
+            yield batch
 
 
 def make_pipeline(
@@ -304,4 +357,18 @@ def make_pipeline(
         action_dim=dims[0],
         proprio_dim=dims[1],
         skipped=skipped,
+        locate=functools.partial(_locate, prepared, split, config.cameras),
+    )
+
+
+def _locate(prepared: list[PreparedDataset], split: str | None, cameras) -> str | None:
+    found = raw_checks.locate_undecodable_image(
+        [(p.builder, p.spec, split or p.source.split) for p in prepared], cameras
+    )
+    if found is None:
+        return None
+    dataset, episode, step, key, error = found
+    return (
+        f"dataset {dataset!r}, episode {episode}, step {step}: image {key!r} does not decode "
+        f"({error})"
     )

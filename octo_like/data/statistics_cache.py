@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from octo_like.data.statistics import STATISTICS_FORMAT, compute_statistics
+from octo_like.data.validation import data_errors
 from octo_like.normalization import DatasetStatistics
 
 if TYPE_CHECKING:
@@ -147,7 +148,8 @@ def load_or_compute_statistics(
     reason = "forced" if force else "cache miss"
     logger.info("statistics of %s: computing (%s), will write %s", label, reason, path)
     started = time.monotonic()
-    stats = compute_statistics(make_trajectories(), **compute_kwargs)
+    with data_errors():  # a bad episode met here is named, as in the pipeline
+        stats = compute_statistics(make_trajectories(), **compute_kwargs)
     stats.save_json(path)
     logger.info(
         "statistics of %s: %d trajectories, %d transitions in %.1f s, wrote %s",

@@ -1,15 +1,22 @@
 """Bad-input handling: every problem names the dataset, the episode and what is wrong.
 
-Static problems (a configured key the dataset lacks) are found when the pipeline is built.
-Per-episode problems (zero length, NaN/Inf in action or proprio) are found while reading: by
-default they raise; with ``skip_bad_episodes`` the episode is dropped and counted in a log line.
+Static problems (a configured key the dataset lacks, too few action dims) are found when the
+pipeline is built. Per-episode problems (NaN/Inf in action or proprio, raw or standardized;
+wrongly sized or undecodable images: `raw_checks.py`) are found while reading: by default they
+raise `DataError` (`data_errors` turns tf.data's InvalidArgumentError back into it); with
+``skip_bad_episodes`` the episode is dropped and counted in a log line. An episode left empty
+by standardization (a valid 1-step Bridge episode loses its only step to relabelling) is always
+dropped and counted: it holds nothing to learn from, and nothing is wrong with the data.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
+import re
 import threading
+from collections.abc import Callable, Iterator
 
 import tensorflow as tf
 
@@ -47,10 +54,8 @@ def trajectory_problem(traj: dict) -> tf.Tensor:
     """string scalar: b"" for a good standardized trajectory, else what is wrong with it."""
     action = traj[schema.ACTION]
     proprio = traj["observation"][schema.PROPRIO]
-    length = tf.shape(action)[0]
     return tf.case(
         [
-            (tf.equal(length, 0), lambda: tf.constant("zero-length episode")),
             (
                 tf.logical_not(tf.reduce_all(tf.math.is_finite(action))),
                 lambda: tf.constant("NaN/Inf in action"),
@@ -64,6 +69,9 @@ def trajectory_problem(traj: dict) -> tf.Tensor:
     )
 
 
+EMPTY_EPISODE = "empty after standardization (e.g. a 1-step episode relabelled)"
+
+
 def check_trajectories(
     trajectories: tf.data.Dataset,
     dataset_name: str,
@@ -71,29 +79,55 @@ def check_trajectories(
     skip_bad_episodes: bool,
     skipped: SkippedEpisodes | None = None,
 ) -> tf.data.Dataset:
-    """Raises on (or, with `skip_bad_episodes`, drops and counts) malformed trajectories.
-
-    Input elements are standardized trajectories (schema stage 2) carrying ``episode_id``.
-    """
+    """Drops and counts empty trajectories; raises on (or, with `skip_bad_episodes`, drops and
+    counts) malformed ones. Elements are standardized trajectories (schema stage 2)."""
     skipped = skipped or SkippedEpisodes()
+    episode = lambda traj: traj[schema.EPISODE_ID]  # noqa: E731
+    empty = lambda traj: tf.where(  # noqa: E731
+        tf.equal(tf.shape(traj[schema.ACTION])[0], 0), EMPTY_EPISODE, ""
+    )
+    trajectories = apply_check(
+        trajectories, empty, episode, dataset_name, skip_bad_episodes=True, skipped=skipped
+    )
+    return apply_check(
+        trajectories,
+        trajectory_problem,
+        episode,
+        dataset_name,
+        skip_bad_episodes=skip_bad_episodes,
+        skipped=skipped,
+    )
+
+
+def apply_check(
+    trajectories: tf.data.Dataset,
+    problem_of: Callable[[dict], tf.Tensor],
+    episode_of: Callable[[dict], tf.Tensor],
+    dataset_name: str,
+    *,
+    skip_bad_episodes: bool,
+    skipped: SkippedEpisodes,
+) -> tf.data.Dataset:
+    """Raises when ``problem_of(traj)`` is not b"" (naming dataset and episode), or drops the
+    trajectory and records it in `skipped`."""
 
     def raise_if_bad(traj):
-        problem = trajectory_problem(traj)
+        problem = problem_of(traj)
         assertion = tf.debugging.Assert(
             tf.equal(problem, ""),
-            [f"dataset {dataset_name!r}, episode", traj[schema.EPISODE_ID], ":", problem],
+            [f"dataset {dataset_name!r}, episode", episode_of(traj), ":", problem],
         )
         with tf.control_dependencies([assertion]):
             return tf.nest.map_structure(tf.identity, traj)
 
     def keep_if_good(traj):
-        problem = trajectory_problem(traj)
+        problem = problem_of(traj)
         good = tf.equal(problem, "")
 
         def log_skip():
             recorded = tf.numpy_function(
                 lambda e, p: skipped.record(dataset_name.encode(), e, p) or True,
-                [traj[schema.EPISODE_ID], problem],
+                [episode_of(traj), problem],
                 tf.bool,
                 stateful=True,
             )
@@ -104,3 +138,37 @@ def check_trajectories(
     if skip_bad_episodes:
         return trajectories.filter(keep_if_good)
     return trajectories.map(raise_if_bad)
+
+
+_ASSERTION = re.compile(r"assertion failed: (.*)", re.S)
+
+
+def data_error_message(error: tf.errors.OpError) -> str | None:
+    """The project's message inside a tf.data assertion failure, or None for another error.
+
+    ``assertion failed: [dataset 'x', episode] [id] [:] [problem]`` -> ``dataset 'x',
+    episode id: problem``."""
+    match = _ASSERTION.search(error.message or "")
+    if match is None or "[dataset " not in match.group(1):
+        return None
+    text = match.group(1).split("\n")[0].replace("\\'", "'")
+    parts = re.findall(r"\[(.*?)\](?=\s|$)", text)
+    return " ".join(parts).replace(" : ", ": ").replace(" :", ":") if parts else text
+
+
+@contextlib.contextmanager
+def data_errors(locate: Callable[[], str | None] | None = None) -> Iterator[None]:
+    """Re-raises tf.data failures as `DataError`: the project's own checks with their message;
+    other failures (e.g. an image that does not decode) with what `locate()` finds."""
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as error:
+        message = data_error_message(error)
+        if message is not None:
+            raise DataError(message) from error
+        where = locate() if locate is not None else None
+        first_line = (error.message or "").strip().splitlines()[-1][:300]
+        raise DataError(
+            (where or f"reading the data failed: {first_line}")
+            + "; set data.skip_bad_episodes=True to skip such episodes (they are counted)"
+        ) from error

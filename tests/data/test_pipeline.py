@@ -23,7 +23,7 @@ from octo_like.data.config import (
 from octo_like.data.oxe.mixes import resolve_mix
 from octo_like.data.pipeline import make_pipeline, standardized_trajectories
 from octo_like.data.presets import single_dataset_config
-from octo_like.data.validation import DataError
+from octo_like.data.validation import EMPTY_EPISODE, DataError
 from tests.data.conftest import one_camera_spec, toy_spec
 
 SMALL_CAMERAS = {
@@ -204,7 +204,8 @@ def test_per_process_batch_is_computed_not_configured(synthetic_root):
 
 def test_nan_actions_raise_naming_dataset_and_episode(synthetic_root, stats_dir):
     config = toy_config(synthetic_root, names=("toy_nan",), statistics_cache_dir=stats_dir)
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"toy_nan.*\n?.*NaN/Inf in action"):
+    expected = r"dataset 'toy_nan', episode .*__\d+: NaN/Inf in raw 'action'"
+    with pytest.raises(DataError, match=expected):
         first_batches(config, count=2)
 
 
@@ -218,14 +219,15 @@ def test_nan_episode_skipped_and_counted_when_asked(synthetic_root, stats_dir, c
     pipeline = make_pipeline(config)
     batches = list(itertools.islice(iter(pipeline), 4))
     assert all(np.isfinite(b["action"]).all() for b in batches)
-    assert pipeline.skipped.counts[("toy_nan", "NaN/Inf in action")] >= 1
+    assert pipeline.skipped.counts[("toy_nan", "NaN/Inf in raw 'action' at step 3")] >= 1
     assert "skipped episode" in caplog.text and "toy_nan" in caplog.text
 
 
-def test_zero_length_episode_raises(synthetic_root, stats_dir):
+def test_zero_length_episode_is_skipped_and_counted(synthetic_root, stats_dir):
     config = toy_config(synthetic_root, names=("toy_zero",), statistics_cache_dir=stats_dir)
-    with pytest.raises(tf.errors.InvalidArgumentError, match="zero-length episode"):
-        first_batches(config, count=2)
+    pipeline = make_pipeline(config)
+    assert len(list(itertools.islice(iter(pipeline), 2))) == 2
+    assert pipeline.skipped.counts[("toy_zero", EMPTY_EPISODE)] >= 1
 
 
 def test_undecodable_image_raises_naming_the_dataset(synthetic_root, stats_dir):
@@ -235,7 +237,8 @@ def test_undecodable_image_raises_naming_the_dataset(synthetic_root, stats_dir):
         statistics_cache_dir=stats_dir,
         skip_bad_episodes=False,
     )
-    with pytest.raises(tf.errors.InvalidArgumentError, match="toy_badimg"):
+    expected = r"undecodable image bytes .* in dataset 'toy_badimg' episode \d+ .* 'primary'"
+    with pytest.raises(DataError, match=expected):
         first_batches(config, count=3)
 
 

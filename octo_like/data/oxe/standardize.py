@@ -279,8 +279,9 @@ def bridge_family(traj: Trajectory, *, name: str) -> Trajectory:
     """Bridge: the arm moves = reached-state deltas (``state[t+1] - state[t]``, angles wrapped),
     the continuous gripper is binarized. The last step has no next state, so it is dropped.
     """
-    state = _float(traj, "observation/state", name)
-    gripper = gripper_binarize(_float(traj, "action", name)[:, 6])
+    state = _require_width(_float(traj, "observation/state", name), 6, "observation/state", name)
+    action = _require_width(_float(traj, "action", name), 7, "action", name)
+    gripper = gripper_binarize(action[:, 6])
     movement = state[1:, :6] - state[:-1, :6]
     movement = tf.concat([movement[:, :3], wrap_angle(movement[:, 3:6])], axis=-1)
     traj = _drop_last_step(_copy(traj))

@@ -1,0 +1,222 @@
+"""Checks of raw RLDS episodes before standardization, so a problem is named where it is.
+
+A standardizer can hide or move a defect: Bridge rebuilds its arm actions from the states, so a
+step of all-NaN raw actions passed and a NaN state was reported as "NaN/Inf in action". Here,
+on the episode as stored (schema stage 1):
+
+- NaN/Inf in the raw ``action`` leaves or the raw proprio key, with the key and the step;
+- an image whose stored size (JPEG/PNG header) differs from features.json, which would
+  otherwise be stretched silently;
+- with ``skip_bad_episodes``, images that do not decode (a valid header and a corrupt body):
+  every image is test-decoded at 1/8 scale and an episode whose decode fails is dropped and
+  named in the log (`DecodeTracker`). Without it, the batch that meets the image fails, and
+  `locate_undecodable_image` names the dataset, episode, step and camera.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import tensorflow as tf
+
+from octo_like.data.oxe.spec import DatasetSpec
+from octo_like.data.oxe.standardize import get_path
+
+_JPEG = b"\xff\xd8\xff"
+_PNG = b"\x89PNG"
+
+
+def expected_image_shapes(builder, spec: DatasetSpec, cameras: Sequence[str]) -> dict:
+    """{raw observation key: (h, w)} from features.json for the cameras the run reads."""
+    steps = builder.info.features["steps"]
+    step = steps.feature if hasattr(steps, "feature") else steps
+    observation = step["observation"]
+    shapes = {}
+    for camera in cameras:
+        key = spec.image_keys.get(camera)
+        if key is None:
+            continue
+        try:
+            feature = observation
+            for part in key.split("/"):
+                feature = feature[part]
+        except (KeyError, TypeError):  # a missing key is reported by the standardization
+            continue
+        shape = getattr(feature, "shape", None)
+        if shape is not None and len(shape) == 3 and None not in shape[:2]:
+            shapes[key] = (int(shape[0]), int(shape[1]))
+    return shapes
+
+
+def raw_problem(traj: Mapping[str, Any], spec: DatasetSpec, image_shapes: dict) -> tf.Tensor:
+    """string scalar: b"" for a raw episode with no defect, else the first defect found."""
+    checks = []
+    action = traj.get("action")
+    if action is not None:
+        for path, leaf in _float_leaves(action, "action"):
+            checks.append(_non_finite(leaf, path))
+    if spec.proprio_key is not None:
+        observation = traj.get("observation", {})
+        try:
+            proprio = get_path(observation, spec.proprio_key, spec.name)
+        except Exception:  # noqa: BLE001  (derived by the standardizer: checked after it)
+            proprio = None
+        if isinstance(proprio, tf.Tensor) and proprio.dtype.is_floating:
+            checks.append(_non_finite(proprio, f"observation/{spec.proprio_key}"))
+    for key, (height, width) in image_shapes.items():
+        images = get_path(traj["observation"], key, spec.name)
+        checks.append(_wrong_size(images, key, height, width))
+    problem = tf.constant("")
+    for check in reversed(checks):  # the first defect wins
+        problem = tf.where(tf.equal(check, ""), problem, check)
+    return problem
+
+
+def _float_leaves(tree, prefix: str):
+    if isinstance(tree, Mapping):
+        for key, value in tree.items():
+            yield from _float_leaves(value, f"{prefix}/{key}")
+    elif isinstance(tree, tf.Tensor) and tree.dtype.is_floating:
+        yield prefix, tree
+
+
+def _first_step(bad: tf.Tensor) -> tf.Tensor:
+    return tf.strings.as_string(tf.argmax(tf.cast(bad, tf.int32), output_type=tf.int32))
+
+
+def _non_finite(values: tf.Tensor, path: str) -> tf.Tensor:
+    values = tf.reshape(values, [tf.shape(values)[0], -1])
+    bad = ~tf.reduce_all(tf.math.is_finite(values), axis=-1)
+    return tf.cond(
+        tf.reduce_any(bad),
+        lambda: tf.strings.join([f"NaN/Inf in raw {path!r} at step ", _first_step(bad)]),
+        lambda: tf.constant(""),
+    )
+
+
+def _header_size(encoded: tf.Tensor) -> tf.Tensor:
+    """int32[2] (h, w) from a JPEG or PNG header; (-1, -1) for other or empty bytes."""
+
+    def png():
+        raw = tf.io.decode_raw(tf.strings.substr(encoded, 16, 8), tf.uint8)
+        raw = tf.cast(raw, tf.int32)
+        width = raw[0] * 2**24 + raw[1] * 2**16 + raw[2] * 2**8 + raw[3]
+        height = raw[4] * 2**24 + raw[5] * 2**16 + raw[6] * 2**8 + raw[7]
+        return tf.stack([height, width])
+
+    head = tf.strings.substr(encoded, 0, 4)
+    return tf.case(
+        [
+            (tf.equal(tf.strings.substr(head, 0, 3), _JPEG),
+             lambda: tf.cast(tf.image.extract_jpeg_shape(encoded)[:2], tf.int32)),
+            (tf.equal(head, _PNG) & (tf.strings.length(encoded) >= 24), png),
+        ],
+        default=lambda: tf.constant([-1, -1], tf.int32),
+    )  # fmt: skip
+
+
+def _wrong_size(images: tf.Tensor, key: str, height: int, width: int) -> tf.Tensor:
+    sizes = tf.map_fn(_header_size, images, fn_output_signature=tf.TensorSpec([2], tf.int32))
+    known = sizes[:, 0] >= 0
+    bad = known & tf.reduce_any(tf.not_equal(sizes, [height, width]), axis=-1)
+    step = tf.argmax(tf.cast(bad, tf.int32), output_type=tf.int32)
+    found = tf.strings.as_string(tf.gather(sizes, step))
+    return tf.cond(
+        tf.reduce_any(bad),
+        lambda: tf.strings.join([
+            f"image {key!r} at step ", tf.strings.as_string(step), " is ", found[0], "x",
+            found[1], f", features.json says {height}x{width} (it would be stretched)",
+        ]),
+        lambda: tf.constant(""),
+    )  # fmt: skip
+
+
+def decode_check(traj: Mapping[str, Any], keys: Sequence[str], spec: DatasetSpec) -> tf.Tensor:
+    """Decodes every image of `keys` at low cost (JPEG at 1/8 scale); fails on corrupt bytes."""
+    outputs = []
+    for key in keys:
+        images = get_path(traj["observation"], key, spec.name)
+
+        def decode(encoded):
+            def jpeg():
+                return tf.shape(tf.io.decode_jpeg(encoded, ratio=8, channels=3))[:2]
+
+            def other():
+                image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+                return tf.shape(image)[:2]
+
+            return tf.case(
+                [
+                    (tf.equal(tf.strings.length(encoded), 0), lambda: tf.zeros([2], tf.int32)),
+                    (tf.equal(tf.strings.substr(encoded, 0, 3), _JPEG), jpeg),
+                ],
+                default=other,
+            )
+
+        signature = tf.TensorSpec([2], tf.int32)
+        outputs.append(tf.reduce_sum(tf.map_fn(decode, images, fn_output_signature=signature)))
+    return tf.add_n(outputs) if outputs else tf.constant(0)
+
+
+class DecodeTracker:
+    """Names the episodes a decode check dropped: `entered` runs before the check, `passed`
+    after `ignore_errors` (in order, so an entered episode missing before a passed one failed)."""
+
+    def __init__(self, dataset: str, skipped):
+        self._dataset = dataset
+        self._skipped = skipped
+        self._lock = threading.Lock()
+        self._entered: collections.deque[bytes] = collections.deque()
+
+    def entered(self, episode: bytes) -> bool:
+        with self._lock:
+            self._entered.append(bytes(episode))
+        return True
+
+    def passed(self, episode: bytes) -> bool:
+        episode = bytes(episode)
+        dropped = []
+        with self._lock:
+            while self._entered and self._entered[0] != episode:
+                dropped.append(self._entered.popleft())
+            if self._entered:
+                self._entered.popleft()
+        for bad in dropped:
+            self._skipped.record(
+                self._dataset.encode(), bad, b"an image does not decode (corrupt image bytes)"
+            )
+        return True
+
+
+def locate_undecodable_image(sources, cameras: Sequence[str], time_limit_s: float = 300.0):
+    """(dataset, episode id, step, raw key, error) of the first image that does not decode in
+    `sources` [(builder, spec, split)], or None (nothing found within `time_limit_s`)."""
+    from octo_like.data import rlds
+
+    deadline = time.monotonic() + time_limit_s
+    for builder, spec, split in sources:
+        keys = [spec.image_keys[c] for c in cameras if spec.image_keys.get(c)]
+        episodes = rlds.read_episodes(builder, split, shuffle_files=False, num_parallel_reads=1)
+        for traj in episodes:
+            for key in keys:
+                try:
+                    images = get_path(traj["observation"], key, spec.name).numpy()
+                except Exception:  # noqa: BLE001
+                    continue
+                for step, encoded in enumerate(images):
+                    if not encoded:
+                        continue
+                    try:
+                        tf.io.decode_image(encoded, channels=3, expand_animations=False)
+                    except tf.errors.OpError as error:
+                        episode = traj["tfds_id"].numpy().decode()
+                        message = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:\w+\]", "", error.message)
+                        return spec.name, episode, step, key, message.strip().splitlines()[0]
+            if time.monotonic() > deadline:
+                return None
+    return None

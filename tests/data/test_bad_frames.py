@@ -1,0 +1,94 @@
+"""No bad frame ends a run unless asked (issue 13): each defect is made by a raw TFRecord or
+features.json edit of the real Bridge shard (`bridge_edits.py`), then read by the training
+pipeline. Without `skip_bad_episodes` the error is a `DataError` naming dataset, episode and
+step (never a raw InvalidArgumentError from inside tf.data); with it, the episode is dropped and
+counted. A valid 1-step episode (empty after Bridge's relabelling) is always dropped and counted.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from octo_like.data.config import DataConfig, DatasetSource
+from octo_like.data.oxe.standardize import StandardizationError
+from octo_like.data.pipeline import make_pipeline
+from octo_like.data.validation import EMPTY_EPISODE, DataError
+from tests.data import bridge_edits as edits
+
+EPISODE = "episode bridge_dataset-train.tfrecord-00000-of-00001__3"
+
+CASES = {
+    # name: (edit, features.json edit, error message, skip reason)
+    "corrupt_jpeg_body": (
+        edits.corrupt_jpeg_body, None,
+        f"{EPISODE}, step 2: image 'image_0' does not decode (jpeg::Uncompress failed",
+        "an image does not decode (corrupt image bytes)",
+    ),
+    "image_size_mismatch": (
+        edits.resize_camera, None,
+        f"{EPISODE}: image 'image_0' at step 0 is 32x32, features.json says 64x64",
+        "image 'image_0' at step 0 is 32x32, features.json says 64x64 (it would be stretched)",
+    ),
+    "all_nan_raw_action": (
+        edits.nan_action, None,
+        f"{EPISODE}: NaN/Inf in raw 'action' at step 2",
+        "NaN/Inf in raw 'action' at step 2",
+    ),
+    "nan_in_state": (
+        edits.nan_state, None,
+        f"{EPISODE}: NaN/Inf in raw 'observation/state' at step 2",
+        "NaN/Inf in raw 'observation/state' at step 2",
+    ),
+}  # fmt: skip
+
+
+def pipeline(directory, tmp_path, skip: bool):
+    source = DatasetSource("bridge_dataset", str(directory))
+    config = DataConfig(
+        datasets=(source,), batch_size=8, shuffle_buffer=100, skip_bad_episodes=skip,
+        statistics_cache_dir=str(tmp_path / "stats"),
+    )  # fmt: skip
+    return make_pipeline(config)
+
+
+def read(pipe, batches: int = 40) -> int:
+    count = 0
+    for _ in pipe:
+        count += 1
+        if count == batches:
+            break
+    return count
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_bad_episode_is_named_or_skipped_and_counted(case, bridge_dir, tmp_path):
+    edit, features_edit, message, reason = CASES[case]
+    directory = edits.edited_bridge(bridge_dir, tmp_path / "data", edit, features_edit)
+    with pytest.raises(DataError) as error:
+        read(pipeline(directory, tmp_path / "strict", skip=False))
+    assert f"dataset 'bridge_dataset', {message}" in str(error.value)
+    assert "InvalidArgumentError" not in type(error.value).__name__
+    skipping = pipeline(directory, tmp_path / "skip", skip=True)
+    assert read(skipping) == 40  # the run goes on (25 episodes, repeated)
+    assert skipping.skipped.counts[("bridge_dataset", reason)] >= 1
+    assert set(skipping.skipped.counts) == {("bridge_dataset", reason)}
+
+
+def test_one_step_episodes_are_skipped_and_counted_not_fatal(bridge_dir, tmp_path, caplog):
+    directory = edits.edited_bridge(bridge_dir, tmp_path / "data", edits.one_step)
+    pipe = pipeline(directory, tmp_path, skip=False)
+    caplog.set_level("WARNING")
+    assert read(pipe) == 40
+    assert pipe.skipped.counts[("bridge_dataset", EMPTY_EPISODE)] >= 1
+    logged = [r.getMessage() for r in caplog.records]
+    assert any(EPISODE.split()[1] in m and EMPTY_EPISODE in m for m in logged), logged
+
+
+def test_six_dim_bridge_actions_fail_when_the_pipeline_is_built(bridge_dir, tmp_path):
+    directory = edits.edited_bridge(
+        bridge_dir, tmp_path / "data", edits.six_dim_actions_everywhere,
+        edits.six_dim_action_feature,
+    )  # fmt: skip
+    for skip in (False, True):
+        with pytest.raises(StandardizationError, match=r"'action' has shape \(None, 6\).*>= 7"):
+            pipeline(directory, tmp_path / str(skip), skip=skip)

@@ -42,7 +42,9 @@ def restructure(
         if raw_key is None:
             observation[schema.image_key(camera)] = tf.fill([length], "")
         else:
-            observation[schema.image_key(camera)] = traj["observation"][raw_key]
+            observation[schema.image_key(camera)] = get_path(
+                traj["observation"], raw_key, spec.name
+            )  # a nested path ("cameras/front/rgb") works
     if spec.proprio_key is None:
         proprio = tf.zeros([length, 0], tf.float32)
     else:

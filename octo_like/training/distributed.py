@@ -269,7 +269,20 @@ def _unflatten(flat: Mapping[tuple, Any]) -> dict[str, Any]:
     return tree
 
 
-def _batch_shards(sharding: NamedSharding) -> int:
+def check_batch_size(global_batch_size: int, batch_sharding: NamedSharding) -> None:
+    """Fails before any data is read when the batch does not split over processes and the
+    mesh's batch shards."""
+    shards = batch_shards(batch_sharding)
+    processes = jax.process_count()
+    for count, what in ((processes, "processes"), (shards, "batch shards of the mesh")):
+        if global_batch_size % count:
+            raise ValueError(
+                f"data.batch_size={global_batch_size} is not divisible by the {count} {what} "
+                f"{dict(batch_sharding.mesh.shape)}; use a multiple of {count}"
+            )
+
+
+def batch_shards(sharding: NamedSharding) -> int:
     """How many pieces `sharding` cuts the leading axis into."""
     if len(sharding.spec) == 0 or sharding.spec[0] is None:
         return 1
@@ -303,7 +316,7 @@ def global_batch(
     flat = _flatten(local_batch)
     if not flat:
         raise ValueError("global_batch: the local batch has no arrays")
-    shards = _batch_shards(sharding)
+    shards = batch_shards(sharding)
     if global_batch_size % shards:
         raise ValueError(
             f"global batch size {global_batch_size} is not divisible by the {shards} batch "

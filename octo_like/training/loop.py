@@ -52,6 +52,7 @@ from octo_like.training.profiling import (
 )
 from octo_like.training.runtime import describe_runtime, require_platform
 from octo_like.training.step import TrainState, make_steps
+from octo_like.training.workdir import write_run_config
 
 log = logging.getLogger(__name__)
 
@@ -196,14 +197,19 @@ def run(
     main = distributed.is_main_process()
     if main:
         status = check_workdir(
-            workdir, to_plain(raw_config), overwrite=overwrite, ignore=RUNTIME_KEYS
+            workdir,
+            to_plain(raw_config),
+            overwrite=overwrite,
+            ignore=RUNTIME_KEYS,
+            write_config=False,  # written below, once the run is known to start
         )
         log.info("workdir %s: %s", workdir, status)
     if jax.process_count() > 1:  # others must not open checkpoints while the main one moves
         multihost_utils.sync_global_devices("workdir checked")
+    mesh = sharding.make_mesh(config.mesh)
+    distributed.check_batch_size(config.data.batch_size, sharding.batch_sharding(mesh))
     _prepare_synthetic_data(config)
     enable_compilation_cache(cache_directory(config.compilation_cache, workdir))
-    mesh = sharding.make_mesh(config.mesh)
     if main:
         log.info("runtime: %s", describe_runtime(mesh))
     shard = distributed.process_shard()
@@ -237,6 +243,8 @@ def run(
         sharding.opt_state_shardings(state.opt_state, param_shardings, mesh),
     )
     state = jax.device_put(state, state_shardings)
+    if main and write_run_config(workdir, to_plain(raw_config)):  # data and model are valid
+        log.info("wrote %s", storage.join(workdir, "config.json"))
     if start_step:
         log.info("resuming from checkpoint step %d", start_step)
         state = checkpointer.restore(start_step, state)

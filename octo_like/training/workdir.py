@@ -28,6 +28,7 @@ def check_workdir(
     *,
     overwrite: bool,
     ignore: tuple[str, ...] = (),
+    write_config: bool = True,
 ) -> str:
     """Makes `workdir` this run's: "new", "resume" (same config) or "overwritten".
 
@@ -37,6 +38,9 @@ def check_workdir(
     resumes, even with `overwrite` (restarts of a preempted job must not wipe it).
 
     Top-level keys in `ignore` (how the run executes, e.g. a profiler window) may differ.
+    `write_config=False` leaves writing ``config.json`` of a new run to `write_run_config`,
+    called once the run is known to start (a config that fails later validation must not
+    claim the workdir).
     Call on the main process only, then synchronize hosts: whether to resume is decided by
     `Checkpointer.latest_step`, which every process calls afterwards.
     """
@@ -61,21 +65,31 @@ def check_workdir(
                 f"differ: {shown}). Use a new workdir, or overwrite=True to move the old run "
                 "aside and start over."
             )
-        return _move_aside(workdir, config, f"{len(differences)} config keys differ")
+        return _move_aside(workdir, config, f"{len(differences)} config keys differ", write_config)
     if storage.listdir(storage.join(workdir, CHECKPOINT_SUBDIR)):
         if not overwrite:
             raise ValueError(
                 f"{workdir} has checkpoints but no {CONFIG_FILE}: not a run this code started. "
                 "Use a new workdir, or overwrite=True to move it aside."
             )
-        return _move_aside(workdir, config, f"no {CONFIG_FILE}")
+        return _move_aside(workdir, config, f"no {CONFIG_FILE}", write_config)
     storage.makedirs(workdir)
-    write_json(path, config)
+    if write_config:
+        write_json(path, config)
     log.info("new run in %s", workdir)
     return "new"
 
 
-def _move_aside(workdir: str, config: dict, why: str) -> str:
+def write_run_config(workdir: str, config_json: Mapping[str, Any]) -> bool:
+    """Writes ``workdir/config.json`` unless present; returns whether it wrote it."""
+    path = storage.join(storage.absolute(workdir), CONFIG_FILE)
+    if storage.exists(path):
+        return False
+    write_json(path, json.loads(json.dumps(jsonable(config_json, "config"))))
+    return True
+
+
+def _move_aside(workdir: str, config: dict, why: str, write_config: bool) -> str:
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
     target, n = f"{workdir}.overwritten-{stamp}", 1
     while storage.exists(target):
@@ -83,7 +97,8 @@ def _move_aside(workdir: str, config: dict, why: str) -> str:
     storage.rename(workdir, target)
     log.warning("overwrite: moved the old run in %s (%s) to %s", workdir, why, target)
     storage.makedirs(workdir)
-    write_json(storage.join(workdir, CONFIG_FILE), config)
+    if write_config:
+        write_json(storage.join(workdir, CONFIG_FILE), config)
     return "overwritten"
 
 

@@ -90,6 +90,31 @@ def test_workdir_with_another_config_is_refused_unless_overwrite(shared_data, tm
     assert any(p.name.startswith("run.overwritten") for p in tmp_path.iterdir())
 
 
+def test_a_run_that_fails_validation_claims_no_workdir(shared_data, tmp_path):
+    """Issue 13, item 6: a batch that does not split over the 8 devices fails before any data
+    is read (no data dir is needed to see it) and leaves no config.json; the corrected command
+    then starts a new run without --overwrite."""
+    workdir = tmp_path / "run"
+    stats = str(tmp_path / "stats")
+    bad = debug_config(str(tmp_path / "no_data_here"), stats, **{"data.batch_size": 6})
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=r"data.batch_size=6 is not divisible by the 8 batch"):
+        train.main(bad, str(workdir), stop_at_step=1)
+    assert time.perf_counter() - start < 30
+    assert not (workdir / "config.json").exists()
+    assert not (tmp_path / "no_data_here").exists()  # nothing was generated or read
+    # A config that fails later, in the model (after the data were read): still unclaimed.
+    broken = debug_config(
+        shared_data, stats, **{"model.head.kind": "flow", "model.head.kwargs": {"no_such_kwarg": 1}}
+    )
+    with pytest.raises(TypeError, match="no_such_kwarg") as error:
+        train.main(broken, str(workdir), stop_at_step=1)
+    assert any("from_config" in entry.name for entry in error.traceback)  # at model init
+    assert not (workdir / "config.json").exists()
+    result = train.main(debug_config(shared_data, stats), str(workdir), stop_at_step=1)
+    assert result.start_step == 0 and (workdir / "config.json").exists()
+
+
 def test_sharded_training_on_a_2x4_mesh(shared_data, tmp_path):
     config = debug_config(
         shared_data,

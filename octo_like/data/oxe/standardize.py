@@ -467,10 +467,18 @@ def check_standardized(spec: DatasetSpec, traj: Trajectory) -> Trajectory:
     out = dict(traj, action=tf.cast(action, tf.float32))
     observation = traj.get("observation", {})
     for camera, key in spec.image_keys.items():
-        if key is not None and key not in observation:
+        if key is None:
+            continue
+        try:  # a nested path ("cameras/front/rgb") resolves like language keys do
+            image = get_path(observation, key, where)
+        except StandardizationError:
             raise StandardizationError(
                 f"{where}: camera {camera!r} reads observation key {key!r}, which is missing "
                 f"(observation keys: {sorted(observation)})"
+            ) from None
+        if isinstance(image, Mapping) or image.dtype != tf.string:
+            raise StandardizationError(
+                f"{where}: camera {camera!r} reads {key!r}, which is not encoded images"
             )
     if spec.proprio_key is not None:
         _float(observation, spec.proprio_key, where)

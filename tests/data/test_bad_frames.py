@@ -9,21 +9,18 @@ from __future__ import annotations
 
 import pytest
 
+from octo_like.data import rlds
 from octo_like.data.config import DataConfig, DatasetSource
+from octo_like.data.oxe.registry import get_dataset_spec
 from octo_like.data.oxe.standardize import StandardizationError
-from octo_like.data.pipeline import make_pipeline
-from octo_like.data.validation import EMPTY_EPISODE, DataError
+from octo_like.data.pipeline import make_pipeline, standardized_trajectories
+from octo_like.data.validation import EMPTY_EPISODE, DataError, SkippedEpisodes, data_errors
 from tests.data import bridge_edits as edits
 
 EPISODE = "episode bridge_dataset-train.tfrecord-00000-of-00001__3"
 
 CASES = {
     # name: (edit, features.json edit, error message, skip reason)
-    "corrupt_jpeg_body": (
-        edits.corrupt_jpeg_body, None,
-        f"{EPISODE}, step 2: image 'image_0' does not decode (jpeg::Uncompress failed",
-        "an image does not decode (corrupt image bytes)",
-    ),
     "image_size_mismatch": (
         edits.resize_camera, None,
         f"{EPISODE}: image 'image_0' at step 0 is 32x32, features.json says 64x64",
@@ -40,6 +37,8 @@ CASES = {
         "NaN/Inf in raw 'observation/state' at step 2",
     ),
 }  # fmt: skip
+CORRUPT_MESSAGE = f"{EPISODE}, step 2: image 'image_0' does not decode (jpeg::Uncompress failed"
+CORRUPT_REASON = "an image does not decode (corrupt image bytes)"
 
 
 def pipeline(directory, tmp_path, skip: bool):
@@ -60,18 +59,43 @@ def read(pipe, batches: int = 40) -> int:
     return count
 
 
+def trajectories(directory, skip: bool):
+    """Every standardized trajectory of the train split (the raw checks run before these)."""
+    builder = rlds.open_builder(str(directory))
+    skipped = SkippedEpisodes()
+    dataset = standardized_trajectories(
+        builder, get_dataset_spec("bridge_dataset"), "train", ("primary",),
+        skip_bad_episodes=skip, skipped=skipped,
+    )  # fmt: skip
+    with data_errors():
+        count = sum(1 for _ in dataset.dataset)
+    return count, skipped
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_a_bad_episode_is_named_or_skipped_and_counted(case, bridge_dir, tmp_path):
     edit, features_edit, message, reason = CASES[case]
     directory = edits.edited_bridge(bridge_dir, tmp_path / "data", edit, features_edit)
     with pytest.raises(DataError) as error:
-        read(pipeline(directory, tmp_path / "strict", skip=False))
+        trajectories(directory, skip=False)
     assert f"dataset 'bridge_dataset', {message}" in str(error.value)
-    assert "InvalidArgumentError" not in type(error.value).__name__
+    count, skipped = trajectories(directory, skip=True)
+    assert count == 24  # the other episodes go on
+    assert skipped.counts == {("bridge_dataset", reason): 1}
+
+
+def test_a_corrupt_jpeg_fails_the_training_pipeline_by_name_or_is_skipped(bridge_dir, tmp_path):
+    """A valid header and a corrupt body: the strict path meets the image in a batch (frame
+    stage) and `Pipeline` names it; with skip_bad_episodes the raw stage's test decode drops
+    the episode."""
+    directory = edits.edited_bridge(bridge_dir, tmp_path / "data", edits.corrupt_jpeg_body)
+    with pytest.raises(DataError) as error:
+        read(pipeline(directory, tmp_path / "strict", skip=False))
+    assert f"dataset 'bridge_dataset', {CORRUPT_MESSAGE}" in str(error.value)
+    assert "skip_bad_episodes=True" in str(error.value)
     skipping = pipeline(directory, tmp_path / "skip", skip=True)
-    assert read(skipping) == 40  # the run goes on (25 episodes, repeated)
-    assert skipping.skipped.counts[("bridge_dataset", reason)] >= 1
-    assert set(skipping.skipped.counts) == {("bridge_dataset", reason)}
+    assert read(skipping) == 40
+    assert set(skipping.skipped.counts) == {("bridge_dataset", CORRUPT_REASON)}
 
 
 def test_one_step_episodes_are_skipped_and_counted_not_fatal(bridge_dir, tmp_path, caplog):

@@ -39,7 +39,21 @@ def main(config, workdir: str, *, overwrite: bool = False, stop_at_step: int | N
     if typed.collects_simulated_data:  # MetaWorld demonstrations, collected on first use
         generated = simulated_datasets(typed.mix, typed.simulation)
         distributed.on_main_process_then_sync(generated.ensure, "simulated data written")
-    return run(typed, workdir, raw_config=config, overwrite=overwrite, stop_at_step=stop_at_step)
+    return run(
+        typed, workdir, raw_config=config, overwrite=overwrite, stop_at_step=stop_at_step,
+        closed_loop=closed_loop_eval(typed),
+    )  # fmt: skip
+
+
+def closed_loop_eval(typed):
+    """Closed-loop success during training for a simulated mix with simulation.eval_every."""
+    from octo_like.training.config import SIMULATED_MIXES
+
+    if typed.mix not in SIMULATED_MIXES or not typed.simulation.eval_every:
+        return None
+    from octo_like.envs.training_eval import ClosedLoopEval
+
+    return ClosedLoopEval.from_simulation(typed.simulation)
 
 
 def simulated_datasets(mix: str, simulation):

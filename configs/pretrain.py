@@ -150,6 +150,10 @@ def get_config(arg: str = "laptop") -> ml_collections.ConfigDict:
         workers=2,
         seed=0,
         cache_dir="~/.cache/octo_like/metaworld",
+        # Closed-loop success every eval_every steps and at the end (0: off; simulated mixes).
+        eval_every=0,
+        eval_episodes=5,
+        eval_max_steps=150,
     )
     c.tensorboard = True
     c.wandb_project = ""

@@ -92,8 +92,6 @@ def prepare_observations(
     spec = input_spec["observation"]
     cameras = {image_key(c): c for c in config.cameras}
     known = {*cameras, PROPRIO, PROPRIO_PAD_MASK, TIMESTEP, TIMESTEP_PAD_MASK, PAD_MASK_DICT}
-    if config.proprio is None and (PROPRIO in observations or PROPRIO_PAD_MASK in observations):
-        raise ValueError("this model reads no proprio: do not send 'proprio' (it would be ignored)")
     for key in observations:
         if key not in known:
             raise ValueError(

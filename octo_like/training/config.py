@@ -37,6 +37,18 @@ class SimulationDataConfig:
     workers: int = 2
     seed: int = 0
     cache_dir: str = "~/.cache/octo_like/metaworld"
+    # Closed-loop success of the model being trained, every `eval_every` steps and at the end
+    # (0: off), `eval_episodes` per task in spawned simulator workers, logged as sim/*.
+    eval_every: int = 0
+    eval_episodes: int = 5
+    eval_max_steps: int = 150
+
+    def __post_init__(self):
+        if self.eval_every < 0 or self.eval_episodes < 1 or self.eval_max_steps < 1:
+            raise ValueError(
+                "config.simulation: eval_every must be >= 0, eval_episodes and eval_max_steps "
+                f">= 1 (got {self.eval_every}, {self.eval_episodes}, {self.eval_max_steps})"
+            )
 
     @property
     def task_names(self) -> tuple[str, ...]:

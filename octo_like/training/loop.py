@@ -22,7 +22,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -169,6 +169,14 @@ def _statistics_entries(config: TrainConfig, pipeline) -> dict[str, dict]:
     return entries
 
 
+class ClosedLoopEval(Protocol):
+    """Closed-loop success of the model being trained (e.g. `envs.training_eval`)."""
+
+    every: int
+
+    def __call__(self, step: int, model: OctoModel) -> dict[str, float]: ...
+
+
 def optimizer_config(config: TrainConfig):
     """The optimizer config, with a frozen language encoder's weights frozen too."""
     language = config.model.language
@@ -186,11 +194,14 @@ def run(
     overwrite: bool = False,
     stop_at_step: int | None = None,
     init_model: ModelInitializer | None = None,
+    closed_loop: ClosedLoopEval | None = None,
 ) -> RunResult:
     """Trains (or resumes) until `config.num_steps` (or `stop_at_step`, for tests/preemption).
 
     `init_model`: builds the initial model instead of `OctoModel.from_config` (fine-tuning
     passes one that loads pretrained weights); also called on resume, before the restore.
+    `closed_loop`: evaluated every ``closed_loop.every`` steps and at the end on the main
+    process of a single-process run; its metrics are logged under ``sim/``.
     """
     require_platform(config.platform)
     workdir = storage.absolute(workdir)  # a local path or a URL (gs://...)
@@ -313,6 +324,7 @@ def run(
     window_clock = step_clock = time.perf_counter()
     step, preempted = start_step, False
     watch = PreemptionWatch(start_step)
+    simulate = closed_loop is not None and main and jax.process_count() == 1
     try:
         watch.__enter__()
         profile.after_step(step)
@@ -350,6 +362,9 @@ def run(
                 val = _evaluate(eval_step, state, val_config, shard, prepared, config, to_device)
                 if val:
                     writer.write(step, val, prefix="val")
+            if simulate and (step % closed_loop.every == 0 or step == end_step):
+                nnx.update(model.module, distributed.host_copy(state.params))
+                writer.write(step, closed_loop(step, model), prefix="sim")
             checkpointer.save(step, state, **save_kwargs(), force=step == end_step)
             if step < end_step and watch.reached(step):
                 checkpointer.save(step, state, **save_kwargs(), force=True)

@@ -124,8 +124,23 @@ def tiny_checkpoint(tmp_path_factory):
     config.simulation.episodes_per_task = 2
     config.simulation.val_episodes_per_task = 1
     config.simulation.cache_dir = str(tmp / "cache")
+    config.simulation.eval_every = 1  # closed-loop success at steps 1 and 2 (issue 12)
+    config.simulation.eval_episodes = 1
+    config.simulation.eval_max_steps = 8
     train.main(config, str(tmp / "run"))
     return str(tmp / "run" / "checkpoints")
+
+
+def test_closed_loop_success_is_logged_during_training(tiny_checkpoint):
+    from octo_like.training.metrics import read_jsonl
+
+    run = pathlib.Path(tiny_checkpoint).parent
+    entries = [e for e in read_jsonl(str(run / "metrics.jsonl")) if e.get("split") == "sim"]
+    assert [e["step"] for e in entries] == [1, 2]
+    for entry in entries:
+        assert 0.0 <= entry["success_rate"] <= 1.0 and "success/reach" in entry
+        assert entry["success_ci_low"] <= entry["success_rate"] <= entry["success_ci_high"]
+        assert entry["seconds"] > 0
 
 
 def test_tiny_checkpoint_rolls_out_in_worker_processes(tiny_checkpoint):

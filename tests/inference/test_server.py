@@ -209,16 +209,6 @@ def test_proprio_for_a_model_without_proprio_is_refused():
         check_inference_request(
             observation, "x", None, single=True, metadata=metadata, limits=ServerLimits()
         )
-    # The same for a notebook's Policy call: proprio is refused, not silently ignored.
-    from octo_like.inference.observations import prepare_observations
-    from octo_like.model.config import ModelConfig
-
-    assert ModelConfig().proprio is None
-    with pytest.raises(ValueError, match="reads no proprio"):
-        prepare_observations(
-            {k: v[None] for k, v in observation.items()}, config=ModelConfig(),
-            input_spec={"observation": {}}, proprio_statistics=None, normalization="normal",
-        )  # fmt: skip
 
 
 def test_batches_are_padded_to_buckets(policy):

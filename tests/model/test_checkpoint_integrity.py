@@ -179,3 +179,16 @@ def jax_tree_scale(state, factor):
     import jax
 
     return jax.tree.map(lambda x: x * factor, state)
+
+
+def test_fine_tuning_from_a_corrupted_checkpoint_is_refused(copy):
+    """The fine-tuning initializer loads the base through the same verified path."""
+    import jax
+
+    from octo_like.training.finetune import FinetuneSource, PretrainedInitializer
+
+    flip_bytes(chunk_file(copy))
+    source = FinetuneSource(str(copy), 3, "full", "language", save_frozen_params=True)
+    initializer = PretrainedInitializer(source, tiny_config())
+    with pytest.raises(CheckpointCorruptError, match=f"array '{ARRAY}'"):
+        initializer(tiny_batch(), jax.random.key(0), {})

@@ -101,7 +101,11 @@ def _check_raw(
     skipped = skipped if skipped is not None else SkippedEpisodes()
     shapes = raw_checks.expected_image_shapes(builder, spec, cameras)
     episode_of = lambda traj: traj.get("tfds_id", tf.constant(spec.name))  # noqa: E731
-    episodes = apply_check(
+    keys = [spec.image_keys[c] for c in cameras if spec.image_keys.get(c)]
+    if skip_bad_episodes and keys:  # first, so that no later check meets undecodable bytes
+        episodes = _drop_undecodable(episodes, spec, keys, episode_of, skipped)
+    # Without skipping, an undecodable image fails its batch (located: see Pipeline.__iter__).
+    return apply_check(
         episodes,
         lambda traj: raw_checks.raw_problem(traj, spec, shapes),
         episode_of,
@@ -109,9 +113,10 @@ def _check_raw(
         skip_bad_episodes=skip_bad_episodes,
         skipped=skipped,
     )
-    keys = [spec.image_keys[c] for c in cameras if spec.image_keys.get(c)]
-    if not skip_bad_episodes or not keys:
-        return episodes  # an undecodable image then fails its batch (see Pipeline.__iter__)
+
+
+def _drop_undecodable(episodes, spec: DatasetSpec, keys, episode_of, skipped):
+    """Episodes whose images of `keys` all decode (1/8-scale test); the others are counted."""
     tracker = raw_checks.DecodeTracker(spec.name, skipped)
 
     def entered(traj):
@@ -170,6 +175,9 @@ def prepare_dataset(
         fingerprint=fingerprint,
         cache_dir=os.path.expanduser(config.statistics_cache_dir),
         name=spec.name,
+        locate=lambda: raw_checks.describe_undecodable(
+            [(builder, spec, source.split)], config.cameras
+        ),
     )
     return PreparedDataset(source, spec, builder, statistics)
 
@@ -362,13 +370,5 @@ def make_pipeline(
 
 
 def _locate(prepared: list[PreparedDataset], split: str | None, cameras) -> str | None:
-    found = raw_checks.locate_undecodable_image(
-        [(p.builder, p.spec, split or p.source.split) for p in prepared], cameras
-    )
-    if found is None:
-        return None
-    dataset, episode, step, key, error = found
-    return (
-        f"dataset {dataset!r}, episode {episode}, step {step}: image {key!r} does not decode "
-        f"({error})"
-    )
+    sources = [(p.builder, p.spec, split or p.source.split) for p in prepared]
+    return raw_checks.describe_undecodable(sources, cameras)

@@ -220,3 +220,15 @@ def locate_undecodable_image(sources, cameras: Sequence[str], time_limit_s: floa
             if time.monotonic() > deadline:
                 return None
     return None
+
+
+def describe_undecodable(sources, cameras: Sequence[str]) -> str | None:
+    """`locate_undecodable_image` as an error message, or None."""
+    found = locate_undecodable_image(sources, cameras)
+    if found is None:
+        return None
+    dataset, episode, step, key, error = found
+    return (
+        f"dataset {dataset!r}, episode {episode}, step {step}: image {key!r} does not decode "
+        f"({error})"
+    )

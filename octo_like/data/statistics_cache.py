@@ -122,13 +122,15 @@ def load_or_compute_statistics(
     cache_dir: str,
     force: bool = False,
     name: str = "",
+    locate: Callable[[], str | None] | None = None,
     **compute_kwargs: Any,
 ) -> DatasetStatistics:
     """Cached statistics if present, else `compute_statistics(make_trajectories())`, saved.
 
     `make_trajectories` is only called on a cache miss or with `force=True`. `compute_kwargs`
     (action_key, proprio_key, progress) go to `compute_statistics` and must be reflected in
-    `fingerprint`. An unreadable cache file is logged and recomputed. Concurrent writers (e.g.
+    `fingerprint`. `locate`: names an image that fails to decode (see `validation.data_errors`).
+    An unreadable cache file is logged and recomputed. Concurrent writers (e.g.
     several hosts) are safe: each write is atomic and all write the same content.
     """
     import tensorflow as tf
@@ -148,7 +150,7 @@ def load_or_compute_statistics(
     reason = "forced" if force else "cache miss"
     logger.info("statistics of %s: computing (%s), will write %s", label, reason, path)
     started = time.monotonic()
-    with data_errors():  # a bad episode met here is named, as in the pipeline
+    with data_errors(locate):  # a bad episode met here is named, as in the pipeline
         stats = compute_statistics(make_trajectories(), **compute_kwargs)
     stats.save_json(path)
     logger.info(

@@ -162,13 +162,19 @@ def data_errors(locate: Callable[[], str | None] | None = None) -> Iterator[None
     other failures (e.g. an image that does not decode) with what `locate()` finds."""
     try:
         yield
-    except tf.errors.InvalidArgumentError as error:
+    except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as error:
         message = data_error_message(error)
         if message is not None:
             raise DataError(message) from error
         where = locate() if locate is not None else None
-        first_line = (error.message or "").strip().splitlines()[-1][:300]
         raise DataError(
-            (where or f"reading the data failed: {first_line}")
+            (where or f"reading the data failed: {_first_line(error.message or '')}")
             + "; set data.skip_bad_episodes=True to skip such episodes (they are counted)"
         ) from error
+
+
+def _first_line(message: str) -> str:
+    """TensorFlow's error without its graph-node and op decorations."""
+    cleaned = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:\w+\]|\[\[.*?\]\]", "", message)
+    lines = [line.strip() for line in cleaned.splitlines() if line.strip()]
+    return (lines[0] if lines else message)[:300]

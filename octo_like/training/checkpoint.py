@@ -235,8 +235,9 @@ class Checkpointer:
         )
         args = ocp.args.Composite(**{TRAIN_STATE: ocp.args.StandardSave(train_state), **items})
         saved = self._manager.save(step, args=args, force=True)
-        # Orbax finished the previous save before starting this one: checksum it, copy it up.
-        self._write_checksums()
+        # Orbax finished the previous save before starting this one: checksum it, copy it up
+        # (not this one: in flight, and on object stores its directory is already visible).
+        self._write_checksums(in_flight=step)
         if self._staged is not None:
             self._staged.publish()
         if saved:
@@ -293,11 +294,13 @@ class Checkpointer:
         if self._staged is not None:
             self._staged.publish()
 
-    def _write_checksums(self) -> None:
+    def _write_checksums(self, in_flight: int | None = None) -> None:
         """Writes the checksums of finalized steps that have none yet (primary process)."""
         if jax.process_index() != 0:
             return
         for step in self._manager.all_steps():
+            if step == in_flight:
+                continue
             step_dir = storage.join(self._orbax_directory, str(step))
             if storage.exists(storage.join(step_dir, FINALIZED_MARKER)) and not has_checksums(
                 step_dir

@@ -104,3 +104,10 @@ def six_dim_actions_everywhere(feature) -> None:
 def six_dim_action_feature(features: dict) -> None:
     steps = features["featuresDict"]["features"]["steps"]["sequence"]["feature"]
     steps["featuresDict"]["features"]["action"]["tensor"]["shape"]["dimensions"] = ["6"]
+
+
+def corrupt_jpeg_header(feature) -> None:
+    """A JPEG that starts like one (FF D8 FF) and then holds garbage: even its size is unknown."""
+    images = feature[CAMERA].bytes_list.value
+    rng = np.random.default_rng(1)
+    images[BAD_STEP] = b"\xff\xd8\xff" + bytes(rng.integers(0, 256, 500, dtype=np.uint8))

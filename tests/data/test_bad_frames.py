@@ -116,3 +116,12 @@ def test_six_dim_bridge_actions_fail_when_the_pipeline_is_built(bridge_dir, tmp_
     for skip in (False, True):
         with pytest.raises(StandardizationError, match=r"'action' has shape \(None, 6\).*>= 7"):
             pipeline(directory, tmp_path / str(skip), skip=skip)
+
+
+def test_a_corrupt_jpeg_header_is_named_or_skipped(bridge_dir, tmp_path):
+    """The header size check cannot read it either: strict mode names it, skipping drops it."""
+    directory = edits.edited_bridge(bridge_dir, tmp_path / "data", edits.corrupt_jpeg_header)
+    with pytest.raises(DataError, match=rf"{EPISODE}, step 2: image 'image_0' does not decode"):
+        read(pipeline(directory, tmp_path / "strict", skip=False))
+    count, skipped = trajectories(directory, skip=True)
+    assert count == 24 and skipped.counts == {("bridge_dataset", CORRUPT_REASON): 1}

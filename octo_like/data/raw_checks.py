@@ -16,7 +16,6 @@ on the episode as stored (schema stage 1):
 from __future__ import annotations
 
 import collections
-import re
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -26,6 +25,7 @@ import tensorflow as tf
 
 from octo_like.data.oxe.spec import DatasetSpec
 from octo_like.data.oxe.standardize import get_path
+from octo_like.data.validation import tf_error_text
 
 _JPEG = b"\xff\xd8\xff"
 _PNG = b"\x89PNG"
@@ -215,8 +215,7 @@ def locate_undecodable_image(sources, cameras: Sequence[str], time_limit_s: floa
                         tf.io.decode_image(encoded, channels=3, expand_animations=False)
                     except tf.errors.OpError as error:
                         episode = traj["tfds_id"].numpy().decode()
-                        message = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:\w+\]", "", error.message)
-                        return spec.name, episode, step, key, message.strip().splitlines()[0]
+                        return spec.name, episode, step, key, tf_error_text(error.message)
             if time.monotonic() > deadline:
                 return None
     return None

@@ -168,13 +168,14 @@ def data_errors(locate: Callable[[], str | None] | None = None) -> Iterator[None
             raise DataError(message) from error
         where = locate() if locate is not None else None
         raise DataError(
-            (where or f"reading the data failed: {_first_line(error.message or '')}")
+            (where or f"reading the data failed: {tf_error_text(error.message or '')}")
             + "; set data.skip_bad_episodes=True to skip such episodes (they are counted)"
         ) from error
 
 
-def _first_line(message: str) -> str:
-    """TensorFlow's error without its graph-node and op decorations."""
+def tf_error_text(message: str) -> str:
+    """The first line of a TensorFlow error without its graph-node and op decorations
+    (``{{node ...}}``, ``[Op:...]``, ``[[...]]``), at most 300 characters."""
     cleaned = re.sub(r"\{\{.*?\}\}\s*|\s*\[Op:\w+\]|\[\[.*?\]\]", "", message)
     lines = [line.strip() for line in cleaned.splitlines() if line.strip()]
     return (lines[0] if lines else message)[:300]

@@ -14,7 +14,13 @@ from octo_like.data.config import DataConfig, DatasetSource
 from octo_like.data.oxe.registry import get_dataset_spec
 from octo_like.data.oxe.standardize import StandardizationError
 from octo_like.data.pipeline import make_pipeline, standardized_trajectories
-from octo_like.data.validation import EMPTY_EPISODE, DataError, SkippedEpisodes, data_errors
+from octo_like.data.validation import (
+    EMPTY_EPISODE,
+    DataError,
+    SkippedEpisodes,
+    data_errors,
+    tf_error_text,
+)
 from tests.data import bridge_edits as edits
 
 EPISODE = "episode bridge_dataset-train.tfrecord-00000-of-00001__3"
@@ -125,3 +131,12 @@ def test_a_corrupt_jpeg_header_is_named_or_skipped(bridge_dir, tmp_path):
         read(pipeline(directory, tmp_path / "strict", skip=False))
     count, skipped = trajectories(directory, skip=True)
     assert count == 24 and skipped.counts == {("bridge_dataset", CORRUPT_REASON): 1}
+
+
+def test_tensorflow_decorations_are_stripped_from_messages():
+    message = (
+        "jpeg::Uncompress failed. Invalid JPEG data or crop window. {{node DecodeJpeg}} "
+        "[Op:IteratorGetNext]\n\t [[{{node ParallelMapDatasetV2}}]]\nmore detail"
+    )
+    assert tf_error_text(message) == "jpeg::Uncompress failed. Invalid JPEG data or crop window."
+    assert tf_error_text("x" * 500) == "x" * 300

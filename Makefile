@@ -18,7 +18,7 @@ train: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check octo_like tests scripts train.py
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=25 tests
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" tests

@@ -70,7 +70,9 @@ class CollectionConfig:
 
     def fingerprint(self) -> str:
         """Short hash of everything that changes the data (a cache key)."""
-        blob = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        # The variant's rendering too: a changed camera or field of view must re-collect.
+        fields = {**dataclasses.asdict(self), "rendering": self.embodiment().rendering()}
+        blob = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 

@@ -59,6 +59,11 @@ class MetaWorldEnv(gym.Env):
         self._env.max_path_length = max(self._env.max_path_length, self.max_episode_steps + 1)
         self._expert = getattr(metaworld.policies, self.task.expert)()
         fast_render_settings(self._env.model)
+        for camera, degrees in self.variant.field_of_view.items():
+            camera_id = mujoco.mj_name2id(
+                self._env.model, mujoco.mjtObj.mjOBJ_CAMERA, self.variant.cameras[camera]
+            )
+            self._env.model.cam_fovy[camera_id] = degrees
         self._renderer = mujoco.Renderer(self._env.model, self.image_size, self.image_size)
         disable_shadows(self._renderer)
         self._rng = np.random.default_rng(0)

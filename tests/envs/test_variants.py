@@ -128,3 +128,25 @@ def test_report_table_json_and_chart(tmp_path):
     assert (tmp_path / "c.png").exists() is False
     report.bar_chart(str(tmp_path / "c.png"))
     assert (tmp_path / "c.png").stat().st_size > 1000
+
+
+def test_a_changed_field_of_view_is_a_new_collection(monkeypatch):
+    """Demonstrations are cached by what was rendered: zooming a camera re-collects."""
+    import dataclasses
+
+    from octo_like.envs.demos import CollectionConfig
+
+    default = variants.get_variant("default")
+    assert default.field_of_view == {"primary": 35.0}
+    config = CollectionConfig(tasks=("reach",), episodes_per_task=2)
+    before = config.fingerprint()
+    stock = dataclasses.replace(default, field_of_view={})
+    monkeypatch.setitem(variants.VARIANTS, "default", stock)
+    assert config.fingerprint() != before
+    assert stock.rendering()["field_of_view"] == {}
+    with pytest.raises(ValueError, match="field_of_view for unknown"):
+        dataclasses.replace(default, field_of_view={"wrist": 40.0})
+    zoomed_wrist = dataclasses.replace(
+        variants.get_variant("wrist"), field_of_view={"primary": 30.0, "wrist": 70.0}
+    )
+    assert zoomed_wrist.with_cameras(("wrist",)).field_of_view == {"wrist": 70.0}

@@ -5,7 +5,9 @@
         --config.dataset.name=my_robot --config.dataset.location=/data/my_robot/1.0.0 \
         --config.model.action_dim=5
 
-MODE: full | head_only | head_mlp_only | lora (what trains: octo_like/training/finetune.py).
+MODE: full | head_only | head_mlp_only | lora (what trains: octo_like/training/finetune.py), or
+scratch: the same model, data and settings with no pretrained weight reused (the baseline
+fine-tuning must beat; scripts/benchmark_transfer.py runs both).
 TASK: language (instructions only), goal (goal images only: the language encoder is dropped) or
 multimodal (both in the data; each frame keeps one of them, each half the time, so either alone
 works at test time).
@@ -33,7 +35,7 @@ import ml_collections
 # (--config.model.action_dim=5); a bare None field would refuse any override.
 placeholder = ml_collections.config_dict.placeholder
 
-MODES = ("full", "head_only", "head_mlp_only", "lora")
+MODES = ("full", "head_only", "head_mlp_only", "lora", "scratch")
 TASKS = ("language", "goal", "multimodal")
 
 

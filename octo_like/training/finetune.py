@@ -19,6 +19,10 @@ train: freezing random weights would only waste them.
   for the l1 / mse / discrete heads, which are one Dense layer (``head/proj``), that layer.
 - ``lora``: only the low-rank adapters (``.../lora_a``, ``.../lora_b``, see
   `octo_like.model.lora`) and the newly initialized parameters train.
+- ``scratch``: the baseline that fine-tuning has to beat. The same model, data, settings and
+  steps, but no pretrained weight is reused: everything starts from its fresh initialization
+  (only a frozen T5 encoder is still copied, as it is not learned in pretraining either). The
+  checkpoint then supplies only the architecture and the language assets.
 """
 
 from __future__ import annotations
@@ -35,14 +39,14 @@ import numpy as np
 from flax import nnx
 
 from octo_like.config.typed import ConfigError
-from octo_like.model.base_checkpoint import BaseReference, fill, flat_params
+from octo_like.model.base_checkpoint import BaseReference, fill, flat_params, select
 from octo_like.model.lora import ADAPTER_PATTERN
 from octo_like.model.octo_model import OctoModel, merge_lora
 from octo_like.training import masks, sharding
 
 log = logging.getLogger(__name__)
 
-MODES = ("full", "head_only", "head_mlp_only", "lora")
+MODES = ("full", "head_only", "head_mlp_only", "lora", "scratch")
 # Regexes (re.search on parameter paths) of the REUSED parameters that train in each mode.
 MODE_TRAINABLE: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
@@ -50,6 +54,7 @@ MODE_TRAINABLE: Mapping[str, tuple[str, ...]] = MappingProxyType(
         "head_only": (r"^head/",),
         "head_mlp_only": (r"^head/network/(blocks|proj_out)/", r"^head/proj/"),
         "lora": (ADAPTER_PATTERN,),
+        "scratch": ("",),  # nothing is reused but a frozen T5 encoder, which stays frozen
     }
 )
 Shape = tuple[int, ...]
@@ -142,6 +147,12 @@ def reuse_parameters(new_params: Any, pretrained_params: Any) -> tuple[dict, Reu
             reused[path] = shape
     dropped = {p: tuple(np.shape(v)) for p, v in old.items() if p not in new}
     return fill(new_params, values), ReuseReport(reused, fresh, dropped, mismatched)
+
+
+def reusable_from_scratch(pretrained_params: Any, same_t5: bool) -> dict[str, Any]:
+    """What a ``scratch`` run takes from the checkpoint: a frozen T5 encoder's weights (both
+    arms of a comparison condition on the same published text model), nothing else."""
+    return select(pretrained_params, lambda path: same_t5 and path.startswith("language_encoder/"))
 
 
 def frozen_by_mode(report: ReuseReport, mode: str) -> set[str]:
@@ -247,6 +258,8 @@ class PretrainedInitializer:
             self.model_config, batch, rng, statistics, load_language_weights=not same_t5
         )
         state = nnx.state(model.module, nnx.Param)
+        if source.mode == "scratch":
+            pretrained_params = reusable_from_scratch(pretrained_params, same_t5)
         merged, report = reuse_parameters(state, pretrained_params)
         nnx.replace_by_pure_dict(state, merged)
         nnx.update(model.module, state)

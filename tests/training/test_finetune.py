@@ -36,6 +36,7 @@ from octo_like.training import masks
 from octo_like.training.finetune import (
     frozen_by_mode,
     prefix_patterns,
+    reusable_from_scratch,
     reuse_parameters,
 )
 from octo_like.training.finetune_config import parse_finetune_config
@@ -470,6 +471,33 @@ def test_finetune_in_every_mode_to_a_new_robot_then_load_in_a_fresh_process(pret
         directory_size(os.path.join(step("lora"), "params"))
         < directory_size(os.path.join(step("full"), "params")) / 2
     )
+
+
+def test_scratch_takes_only_a_frozen_t5_from_the_checkpoint():
+    params = {"language_encoder": {"embed": np.ones(3)}, "head": {"proj": {"kernel": np.ones(2)}}}
+    assert flat_params(reusable_from_scratch(params, same_t5=True)) == {
+        "language_encoder/embed": params["language_encoder"]["embed"]
+    }
+    assert reusable_from_scratch(params, same_t5=False) == {}
+
+
+def test_scratch_mode_trains_the_same_model_from_a_fresh_initialization(pretrained):
+    """The transfer benchmark's baseline: the fine-tuning data path and model, no weight reused
+    (a reused weight would sit within 2 Adam steps of the pretrained one)."""
+    import finetune
+
+    base = flat_params(params_of(OctoModel.load_pretrained(pretrained["checkpoints"])))
+    config = finetune_config(pretrained, "scratch", "language")
+    config.seed = 1  # the pretraining ran with seed 0: another draw of every initializer
+    result, report = finetune.main(config, str(pretrained["root"] / "ft_scratch"))
+    assert result.final_step == 2 and np.isfinite(result.last_metrics["loss"])
+    final = flat_params(result.state.params)
+    assert not report.reused and not report.mismatched and set(report.new) == set(final)
+    kernels = [p for p in final if p.endswith("kernel") and p in base]
+    assert len(kernels) > 10 and any(p.startswith("language_encoder/") for p in kernels)
+    for path in kernels:
+        if np.shape(base[path]) == np.shape(final[path]):
+            assert np.abs(final[path] - base[path]).max() > 1e-2, path
 
 
 def test_command_line_sets_the_unset_model_overrides(tmp_path):

@@ -3,6 +3,7 @@ the expert, random actions and a tiny trained checkpoint through the same code p
 
 from __future__ import annotations
 
+import json
 import pathlib
 import sys
 
@@ -192,3 +193,55 @@ def test_agent_names_identify_the_run_and_step():
     assert evaluate_script.agent_name("runs/laptop/checkpoints", 300) == "policy:laptop@300"
     assert evaluate_script.agent_name("runs/laptop/checkpoints/", 5) == "policy:laptop@5"
     assert evaluate_script.agent_name("/exports/my_policy", None) == "policy:my_policy@latest"
+
+
+def test_transfer_benchmark_plumbing_on_a_tiny_budget(tiny_checkpoint, tmp_path, monkeypatch):
+    """scripts/benchmark_transfer.py end to end on a tiny budget: a new embodiment with a camera
+    the pretrained model lacks, a fine-tuning mode and scratch, results saved and reused."""
+    import benchmark_transfer
+    from flax import nnx
+
+    import train
+    from octo_like.model.base_checkpoint import flat_params
+    from octo_like.model.octo_model import OctoModel
+
+    workdir = tmp_path / "transfer"
+    argv = [
+        "--workdir", str(workdir), "--pretrained", tiny_checkpoint,
+        "--target", "wrist=reach@wrist", "--modes", "head_only", "--demos", "2",
+        "--val_demos", "1", "--steps", "2", "--batch_size", "8", "--seeds", "3",
+        "--eval_episodes", "1", "--max_steps", "4",
+        f"--finetune_arg=--config.data.statistics_cache_dir={tmp_path / 'stats'}",
+        "--finetune_arg=--config.data.shuffle_buffer=64",
+    ]  # fmt: skip
+    rows = benchmark_transfer.main(argv)
+    assert [(r["target"], r["mode"], r["seeds"]) for r in rows] == [
+        ("wrist", "head_only", [3]), ("wrist", "scratch", [3]),
+    ]  # fmt: skip
+    assert all(r["episodes"] == 1 and r["variant"] == "wrist" for r in rows)
+    assert "gap_to_scratch" in rows[0] and "gap_to_scratch" not in rows[1]
+    line = (workdir / "transfer.jsonl").read_text().strip()
+    assert json.loads(line)["rows"] == json.loads(json.dumps(rows))
+    assert (workdir / "transfer.png").read_bytes()[:4] == b"\x89PNG"
+    assert "head_only" in (workdir / "transfer.txt").read_text()
+
+    # Both arms see the wrist camera through a new tokenizer; only head_only starts pretrained.
+    base_model = OctoModel.load_pretrained(tiny_checkpoint)
+    pretrained = flat_params(nnx.state(base_model.module, nnx.Param))
+    kernel = "transformer/transformer/blocks/0/mlp/fc1/kernel"
+    for mode, reused in (("head_only", True), ("scratch", False)):
+        run = workdir / "runs" / "wrist" / mode / "seed3" / "checkpoints"
+        model = OctoModel.load_pretrained(str(run))
+        assert model.config.cameras == ("primary", "wrist") and model.config.action_dim == 4
+        params = flat_params(nnx.state(model.module, nnx.Param))
+        assert np.array_equal(params[kernel], pretrained[kernel]) == reused, mode
+
+    # A rerun reuses every finished arm: nothing trains again.
+    monkeypatch.setattr(benchmark_transfer, "train_arm", lambda *a: pytest.fail("retrained"))
+    assert benchmark_transfer.main(argv) == rows
+
+    # The pretraining command it would run parses as a train.py command line.
+    args = benchmark_transfer.parse_args(["--workdir", str(workdir), "--pretrain_steps", "7"])
+    config, run_dir, _, _ = train.parse_command_line(benchmark_transfer.pretrain_argv(args))
+    assert config.num_steps == 7 and config.simulation.episodes_per_task == 50
+    assert run_dir == str(workdir / "pretrain")

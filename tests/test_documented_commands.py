@@ -6,8 +6,6 @@ A documented command cannot rot."""
 
 from __future__ import annotations
 
-import pathlib
-import re
 import shlex
 
 import numpy as np
@@ -23,38 +21,25 @@ from octo_like.model.octo_model import OctoModel
 from octo_like.model.octo_module import OctoModule
 from octo_like.training.config import parse_train_config
 from octo_like.training.finetune_config import parse_finetune_config
+from tests.documented import REPO, documented_commands
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 SOURCES = ("README.md", "configs/pretrain.py", "configs/finetune.py", "train.py", "finetune.py")
 # Octo's published sizes without the frozen T5 (Octo paper): Small 27M, Base 93M.
 PUBLISHED_PARAMETERS = {"small": 27e6, "base": 93e6}
 
 
-def documented_commands() -> list[tuple[str, list[str]]]:
+def documented_train_commands() -> list[tuple[str, list[str]]]:
     """(where, argv) of every command, continuation lines joined, comments and the
     placeholder ``[--config.KEY=VALUE ...]`` dropped, optional ``[--flag]`` kept."""
     found = []
-    for source in SOURCES:
-        lines = (REPO / source).read_text().splitlines()
-        i = 0
-        while i < len(lines):
-            match = re.search(r"python (train|finetune)\.py .*", lines[i])
-            if not match:
-                i += 1
-                continue
-            start, text = i + 1, match.group(0).split("`")[0]  # an inline command ends at `
-            while text.rstrip().endswith("\\"):
-                i += 1
-                text = text.rstrip()[:-1] + " " + lines[i].strip()
-            text = re.split(r"\s#\s", text)[0]
-            tokens = [t.strip("[]") for t in shlex.split(text)]
-            tokens = [t for t in tokens if t and "KEY=VALUE" not in t and t != "..."]
-            found.append((f"{source}:{start}", tokens[1:]))
-            i += 1
+    for where, match, text in documented_commands(SOURCES, r"python (train|finetune)\.py(?= )"):
+        tokens = [t.strip("[]") for t in shlex.split(match.group(1) + ".py" + text)]
+        tokens = [t for t in tokens if t and "KEY=VALUE" not in t and t != "..."]
+        found.append((where, tokens))
     return found
 
 
-COMMANDS = documented_commands()
+COMMANDS = documented_train_commands()
 
 
 def test_the_documents_hold_the_commands_we_expect():

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import pathlib
 import re
 import shlex
 
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+from tests.documented import REPO, documented_commands
+
 SOURCES = (
     "README.md",
     "configs/pretrain.py",
@@ -31,22 +31,10 @@ ELIDED_TRAIN_FLAGS = ("--config", "configs/pretrain.py:base,oxe_magic_soup", "--
 def documented_script_commands() -> list[tuple[str, str, str]]:
     """(where, script, argument text) with continuation lines joined and comments dropped."""
     found = []
-    for source in SOURCES:
-        lines = (REPO / source).read_text().splitlines()
-        i = 0
-        while i < len(lines):
-            match = re.search(r"python scripts/(\w+)\.py(.*)", lines[i])
-            if not match:
-                i += 1
-                continue
-            start, script, text = i + 1, match.group(1), match.group(2).split("`")[0]
-            while text.rstrip().endswith("\\"):
-                i += 1
-                text = text.rstrip()[:-1] + " " + lines[i].strip()
-            for shell, value in SUBSTITUTIONS.items():
-                text = text.replace(shell, value)
-            found.append((f"{source}:{start}", script, re.split(r"\s#\s", text)[0]))
-            i += 1
+    for where, match, text in documented_commands(SOURCES, r"python scripts/(\w+)\.py"):
+        for shell, value in SUBSTITUTIONS.items():
+            text = text.replace(shell, value)
+        found.append((where, match.group(1), text))
     return found
 
 

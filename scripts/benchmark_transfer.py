@@ -194,15 +194,15 @@ def result_path(args, arm) -> str:
     return os.path.join(args.workdir, "results", arm.key + ".json")
 
 
-def train_arm(args, arm, pretrained: str, data_root: str) -> float:
-    """Fine-tunes (or trains from scratch) one arm; returns its training seconds."""
+def train_arm(args, arm, pretrained: str, cameras: tuple[str, ...], data_root: str) -> float:
+    """Fine-tunes (or trains from scratch) one arm; returns its training seconds. `cameras`:
+    those the pretrained model has (a target's others get new tokenizers)."""
     import finetune
-    from octo_like.training.finetune_config import read_pretrained
 
     argv = finetune_argv(args, arm, pretrained, data_root)
     log.info("arm %s: %s", arm.key, " ".join(argv))
     config, workdir, overwrite, stop = finetune.parse_command_line(argv)
-    add_new_cameras(config, arm.target.variant, read_pretrained(pretrained).config.cameras)
+    add_new_cameras(config, arm.target.variant, cameras)
     start = time.perf_counter()
     finetune.main(config, workdir, overwrite=overwrite, stop_at_step=stop, echo=log.info)
     return time.perf_counter() - start
@@ -230,7 +230,7 @@ def evaluate_arm(args, arm) -> tuple[dict[str, tuple[int, int]], float]:
     return per_task, report.seconds
 
 
-def run_arm(args, arm, pretrained: str, data_root: str):
+def run_arm(args, arm, pretrained: str, cameras: tuple[str, ...], data_root: str):
     """The arm's saved result, else trains, evaluates and saves it."""
     from octo_like.envs.transfer import ArmResult
 
@@ -240,7 +240,7 @@ def run_arm(args, arm, pretrained: str, data_root: str):
             result = ArmResult.from_json(json.load(f))
         log.info("arm %s: reusing %s", arm.key, path)
         return result
-    train_seconds = train_arm(args, arm, pretrained, data_root)
+    train_seconds = train_arm(args, arm, pretrained, cameras, data_root)
     per_task, eval_seconds = evaluate_arm(args, arm)
     result = ArmResult(arm, per_task, train_seconds, eval_seconds)
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -256,6 +256,7 @@ def main(argv=None) -> list[dict]:
     args = parse_args(argv)
     from octo_like.envs import transfer
     from octo_like.envs.tasks import parse_tasks
+    from octo_like.training.finetune_config import read_pretrained
 
     pretrain_tasks = parse_tasks(args.pretrain_tasks)
     targets = [transfer.Target.parse(t) for t in (args.target or default_targets(pretrain_tasks))]
@@ -265,11 +266,12 @@ def main(argv=None) -> list[dict]:
     os.makedirs(args.workdir, exist_ok=True)
 
     pretrained = ensure_pretrained(args)
+    cameras = tuple(read_pretrained(pretrained).config.cameras)
     data_roots = {t.name: collect_target_data(args, t) for t in targets}
     results = []
     for i, arm in enumerate(arms):
         log.info("arm %d/%d: %s", i + 1, len(arms), arm.key)
-        results.append(run_arm(args, arm, pretrained, data_roots[arm.target.name]))
+        results.append(run_arm(args, arm, pretrained, cameras, data_roots[arm.target.name]))
 
     rows = transfer.summarize(results)
     text = transfer.table(rows)

@@ -53,7 +53,7 @@ def closed_loop_eval(typed):
         return None
     from octo_like.envs.training_eval import ClosedLoopEval
 
-    return ClosedLoopEval.from_simulation(typed.simulation)
+    return ClosedLoopEval.from_simulation(typed.simulation, typed.mix)
 
 
 def simulated_datasets(mix: str, simulation):

@@ -28,8 +28,17 @@ class ClosedLoopEval:
     seed: int = 0
 
     @classmethod
-    def from_simulation(cls, simulation: Any) -> ClosedLoopEval:
-        """From a run's `SimulationDataConfig` (eval_every, eval_episodes, ...)."""
+    def from_simulation(cls, simulation: Any, mix: str) -> ClosedLoopEval:
+        """From a run's `SimulationDataConfig` (eval_every, eval_episodes, ...) and its simulated
+        mix, whose first dataset names the embodiment the policy is evaluated in (its cameras
+        and action space: the stereo mix is evaluated with both of its cameras)."""
+        from octo_like.data.oxe.mixes import resolve_mix
+        from octo_like.envs.variants import variant_of_dataset
+
+        first = resolve_mix(mix)[0][0].name
+        variant = variant_of_dataset(first)
+        if variant is None:
+            raise ValueError(f"mix {mix!r}: {first!r} is not a simulated metaworld_<variant>")
         return cls(
             tasks=tuple(simulation.task_names),
             every=int(simulation.eval_every),
@@ -37,6 +46,7 @@ class ClosedLoopEval:
             max_episode_steps=int(simulation.eval_max_steps),
             workers=int(simulation.workers),
             seed=int(simulation.seed),
+            variant=variant.name,
         )
 
     def __call__(self, step: int, model: Any) -> dict[str, float]:

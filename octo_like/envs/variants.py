@@ -152,6 +152,14 @@ VARIANTS: dict[str, EmbodimentVariant] = {
             description="another fixed viewpoint plus a wrist camera; 4-dim action",
         ),
         EmbodimentVariant(
+            name="stereo",
+            cameras={"primary": "corner2", "secondary": "corner"},
+            image_size=64,
+            action_space="metaworld4",
+            description="the default corner camera plus the opposite corner: depth from two views",
+            field_of_view={"primary": 35.0, "secondary": 35.0},
+        ),
+        EmbodimentVariant(
             name="metric7",
             cameras={"primary": "corner2"},
             image_size=96,

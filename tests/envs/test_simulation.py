@@ -245,3 +245,19 @@ def test_transfer_benchmark_plumbing_on_a_tiny_budget(tiny_checkpoint, tmp_path,
     config, run_dir, _, _ = train.parse_command_line(benchmark_transfer.pretrain_argv(args))
     assert config.num_steps == 7 and config.simulation.episodes_per_task == 50
     assert run_dir == str(workdir / "pretrain")
+
+
+def test_in_training_evaluation_runs_in_the_mixs_embodiment():
+    """A stereo-pretrained policy is evaluated with both of its cameras, not the default one."""
+    from octo_like.envs.training_eval import ClosedLoopEval
+    from octo_like.training.config import SimulationDataConfig
+
+    simulation = SimulationDataConfig(eval_every=100)
+    variants = {
+        mix: ClosedLoopEval.from_simulation(simulation, mix).variant
+        for mix in ("metaworld", "metaworld_cross", "metaworld_stereo")
+    }
+    assert variants == {"metaworld": "default", "metaworld_cross": "default",
+                        "metaworld_stereo": "stereo"}  # fmt: skip
+    with pytest.raises(ValueError, match="bridge_dataset.*not a simulated"):
+        ClosedLoopEval.from_simulation(simulation, "bridge")

@@ -72,6 +72,7 @@ MIXES: Mapping[str, Mix] = types.MappingProxyType(
         # Simulated (scripts/collect_demos.py): one embodiment, or two camera set-ups of it.
         "metaworld": (("metaworld_default", 1.0),),
         "metaworld_cross": (("metaworld_default", 1.0), ("metaworld_wrist", 1.0)),
+        "metaworld_stereo": (("metaworld_stereo", 1.0),),
     }
 )
 

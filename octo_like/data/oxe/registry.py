@@ -200,6 +200,9 @@ SIMULATED_DATASETS: Mapping[str, DatasetSpec] = types.MappingProxyType(
                 "metaworld_wrist", ("primary", "wrist"), ActionEncoding.CUSTOM, 4
             ),
             simulated_dataset_spec("metaworld_metric7", ("primary",), ActionEncoding.EEF_POS, 7),
+            simulated_dataset_spec(
+                "metaworld_stereo", ("primary", "secondary"), ActionEncoding.CUSTOM, 4
+            ),
         )
     }
 )

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from octo_like.model.attention import ATTENTION_IMPLEMENTATIONS
+from octo_like.model.tokenizers.image import PATCH_SIZES
 from octo_like.model.transformer import REMAT_POLICIES, remat_policy_name
 
 IMAGE_ENCODERS = ("small_stem16", "patch16")
@@ -33,16 +34,23 @@ def _check_choice(what: str, value: str, choices) -> None:
 @dataclasses.dataclass(frozen=True)
 class ImageTokenizerConfig:
     """One camera's tokenizer. `goal_fusion` stacks the goal image on the channels (early
-    fusion); `film` conditions the stem on the language embedding."""
+    fusion); `film` conditions the stem on the language embedding; one token per
+    `patch_size`-pixel square (16, Octo's; 8 gives a 64 px image an 8x8 grid)."""
 
     camera: str
     encoder: str = "small_stem16"
     num_features: int = 512
     goal_fusion: bool = False
     film: bool = False
+    patch_size: int = 16
 
     def __post_init__(self):
         _check_choice("image encoder", self.encoder, IMAGE_ENCODERS)
+        if self.patch_size not in PATCH_SIZES:
+            raise ValueError(
+                f"image tokenizer {self.camera!r}: patch_size must be one of {PATCH_SIZES}, "
+                f"got {self.patch_size}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 import jax
 
 from octo_like.model.config import ModelConfig
-from octo_like.model.tokenizers.image import PATCH, STEM_FEATURES
+from octo_like.model.tokenizers.image import PATCH, stem_features
 from octo_like.model.transformer import TRANSFORMER_PRESETS
 
 
@@ -63,17 +63,20 @@ class FlopCount:
         }
 
 
-def _stem_forward(height: int, width: int, channels: int, encoder: str, features: int):
+def _stem_forward(
+    height: int, width: int, channels: int, encoder: str, features: int, patch: int = PATCH
+):
     """(first conv, other convs) forward FLOPs of one frame through an image encoder."""
     if encoder == "patch16":
-        return 2.0 * (height // PATCH) * (width // PATCH) * PATCH * PATCH * channels * features, 0.0
+        return 2.0 * (height // patch) * (width // patch) * patch * patch * channels * features, 0.0
     convs, c_in, h, w = [], channels, height, width
-    for c_out in STEM_FEATURES:
+    widths = stem_features(patch)
+    for c_out in widths:
         h, w = h // 2, w // 2
         convs.append(2.0 * h * w * 9 * c_in * c_out)
         c_in = c_out
-    patch = PATCH // 2 ** len(STEM_FEATURES)
-    convs.append(2.0 * (height // PATCH) * (width // PATCH) * patch * patch * c_in * features)
+    k = patch // 2 ** len(widths)
+    convs.append(2.0 * (height // patch) * (width // patch) * k * k * c_in * features)
     return convs[0], sum(convs[1:])
 
 
@@ -129,11 +132,10 @@ def train_step_flops(
     for tok in config.image_tokenizers:
         _, h, w, c = observation[f"image_{tok.camera}"]["shape"]
         channels = c * (2 if tok.goal_fusion else 1)
-        first, rest = _stem_forward(h, w, channels, tok.encoder, tok.num_features)
+        p = tok.patch_size
+        first, rest = _stem_forward(h, w, channels, tok.encoder, tok.num_features, p)
         stems += config.window * (2.0 * first + 3.0 * rest)
-        projections += (
-            3.0 * config.window * 2.0 * (h // PATCH) * (w // PATCH) * tok.num_features * d
-        )
+        projections += 3.0 * config.window * 2.0 * (h // p) * (w // p) * tok.num_features * d
     for camera in config.goal_image_cameras:
         h, w, c = input_spec["task"][f"image_{camera}"]["shape"]
         first, rest = _stem_forward(h, w, c, "small_stem16", 512)

@@ -25,7 +25,7 @@ from octo_like.model.transformer import TRANSFORMER_PRESETS
 
 READOUT = "readout_action"
 LANGUAGE_GROUP = "task_language"
-PATCH = 16  # both image encoders reduce by 16 per side
+PATCH = 16  # the goal-image tokenizer's patch side (Octo's)
 
 
 _COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -95,13 +95,14 @@ class OctoModule(nnx.Module):
                     f"observation {key!r} (has: {sorted(observation_spec)})"
                 )
             _, height, width_px, _ = observation_spec[key]["shape"]
-            num_tokens = (height // PATCH) * (width_px // PATCH)
+            num_tokens = (height // tok.patch_size) * (width_px // tok.patch_size)
             self.image_tokenizers[tok.camera] = ImageTokenizer(
                 tok.camera,
                 encoder=tok.encoder,
                 num_features=tok.num_features,
                 goal_fusion=tok.goal_fusion,
                 film_dim=lang_width if tok.film else None,
+                patch_size=tok.patch_size,
                 rngs=rngs,
                 dtype=dt,
             )
@@ -169,7 +170,8 @@ class OctoModule(nnx.Module):
             prefix.append((f"task_goal_{camera}", self.goal_positions[camera].value.shape[0]))
         for tok in self.config.image_tokenizers:
             _, height, width_px, _ = observation_spec[f"image_{tok.camera}"]["shape"]
-            timestep.append((f"obs_{tok.camera}", (height // PATCH) * (width_px // PATCH)))
+            patches = (height // tok.patch_size) * (width_px // tok.patch_size)
+            timestep.append((f"obs_{tok.camera}", patches))
         if self.proprio_tokenizer is not None:
             timestep.append(("obs_proprio", self.proprio_position.value.shape[1]))
         timestep.append((READOUT, readout_tokens))

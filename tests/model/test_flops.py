@@ -109,3 +109,22 @@ def test_proprio_projection_counts_every_token():
 
     assert count("linear") == 3 * (2 * 5 * 16 + 2 * 16 * 192)
     assert count("per_dim") == 3 * 5 * (2 * 16 * 192)
+
+
+@pytest.mark.parametrize("patch", [8, 16])
+def test_stem_count_agrees_with_xla_for_each_patch_size(patch):
+    """The analytic stem term follows the stem a patch size builds (8: three convs, 16: four)."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from octo_like.model.flops import _stem_forward
+    from octo_like.model.tokenizers.image import SmallStem16
+
+    stem = SmallStem16(6, num_features=64, patch_size=patch, rngs=nnx.Rngs(0))
+    graph, state = nnx.split(stem)
+    step = jax.jit(lambda state, x: nnx.merge(graph, state)(x))
+    cost = step.lower(state, jnp.zeros((1, 64, 64, 6))).compile().cost_analysis()
+    xla = (cost[0] if isinstance(cost, list) else cost)["flops"]
+    analytic = sum(_stem_forward(64, 64, 6, "small_stem16", 64, patch))
+    assert 0.9 <= xla / analytic <= 1.1, (xla, analytic)

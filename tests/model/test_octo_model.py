@@ -280,3 +280,33 @@ def test_octo_model_is_exported_at_package_level():
     import octo_like
 
     assert octo_like.OctoModel is OctoModel
+
+
+def test_patch_size_sets_each_cameras_token_count():
+    """primary at 64 px with 8 px patches: 64 tokens a step; wrist keeps 16 px patches: 4."""
+    config = ModelConfig(
+        transformer="dummy",
+        image_tokenizers=(
+            ImageTokenizerConfig("primary", num_features=32, goal_fusion=True, patch_size=8),
+            ImageTokenizerConfig("wrist", num_features=32),
+        ),
+        language=LanguageConfig(encoder="none"),
+        window=2,
+        action_horizon=H,
+        action_dim=A,
+        head=HeadConfig("mse"),
+    )
+    spec = {
+        "observation": {
+            "image_primary": {"shape": [2, 64, 64, 3], "dtype": "uint8"},
+            "image_wrist": {"shape": [2, 32, 32, 3], "dtype": "uint8"},
+        },
+        "task": {"image_primary": {"shape": [64, 64, 3], "dtype": "uint8"}},
+    }
+    module = nnx.eval_shape(lambda: OctoModule(config, spec, 1000, rngs=nnx.Rngs(0)))
+    tokens = {s.name: s.num_tokens for s in module.group_specs}
+    assert tokens["obs_primary"] == 64 and tokens["obs_wrist"] == 4
+    assert module.image_positions["primary"].value.shape[1] == 64
+    assert len(module.image_tokenizers["primary"].encoder.convs) == 3
+    with pytest.raises(ValueError, match="'primary': patch_size must be one of"):
+        ImageTokenizerConfig("primary", patch_size=10)

@@ -59,6 +59,35 @@ def test_small_stem_parameter_count():
     assert count_params(patch) == 16 * 16 * 3 * 64 + 64
 
 
+@pytest.mark.parametrize("patch,convs,kernel", [(4, 2, 1), (8, 3, 1), (16, 4, 1), (32, 4, 2)])
+def test_patch_size_sets_the_token_grid_and_the_stem_depth(patch, convs, kernel):
+    """A patch of P keeps log2(P) stride-2 convs (at most four, then a wider patch conv): a
+    64 px image gets (64 / P)^2 tokens."""
+    tok = ImageTokenizer("primary", num_features=32, patch_size=patch, rngs=nnx.Rngs(0))
+    assert len(tok.encoder.convs) == convs
+    assert tok.encoder.patch.kernel.shape[:2] == (kernel, kernel)
+    widths = (32, 96, 192, 384)[:convs]
+    assert count_params(tok) == stem_params(3, widths, num_features=32, patch_kernel=kernel)
+    obs, tasks = batch(b=1, w=2, size=64)
+    group = tok(obs, tasks)
+    grid = 64 // patch
+    assert group.tokens.shape == (1, 2, grid * grid, 32) and tok.num_tokens(64, 64) == grid**2
+    single = tok.encoder(normalize_image(obs["image_primary"][0, 1])[None])
+    assert single.shape == (1, grid, grid, 32)  # patches row-major, as with 16
+    np.testing.assert_allclose(group.tokens[0, 1], single.reshape(grid * grid, 32), atol=1e-5)
+
+
+def test_patch_size_errors_name_the_size():
+    with pytest.raises(ValueError, match="patch_size must be one of"):
+        ImageTokenizer("primary", patch_size=12, rngs=nnx.Rngs(0))
+    tok = ImageTokenizer("primary", num_features=8, patch_size=8, rngs=nnx.Rngs(0))
+    obs, tasks = batch(b=1, w=1, size=40)  # 40 = 5 patches of 8: fine
+    assert tok(obs, tasks).tokens.shape == (1, 1, 25, 8)
+    obs, tasks = batch(b=1, w=1, size=36)
+    with pytest.raises(ValueError, match="multiples of 8, got 36x36"):
+        tok(obs, tasks)
+
+
 def test_observation_tokens_shape_mask_and_per_image_encoding():
     tok = ImageTokenizer("primary", num_features=64, rngs=nnx.Rngs(0))
     obs, tasks = batch()

@@ -1,11 +1,13 @@
-"""Image tokenizers: uint8 camera frames -> one token per 16x16 patch.
+"""Image tokenizers: uint8 camera frames -> one token per P x P patch (P = 16 by default).
 
-Encoders map ``float[B, H, W, C]`` in [-1, 1] to ``float[B, H/16, W/16, F]``:
+Encoders map ``float[B, H, W, C]`` in [-1, 1] to ``float[B, H/P, W/P, F]``:
 
 - `SmallStem16`: four 3x3 stride-2 convs (32, 96, 192, 384 features), each followed by
   GroupNorm(32) + ReLU (+ optional FiLM), then a patch conv to F features. A few cheap convs
-  before patchifying work better than a bare patchify on small robot datasets.
-- `PatchEncoder`: a plain 16x16 patchify conv (ViT style).
+  before patchifying work better than a bare patchify on small robot datasets. Patches smaller
+  than 16 keep the first log2(P) convs (P = 8: 32, 96, 192), so a small image still gets a fine
+  token grid (64 px: 8x8 tokens instead of 4x4) for less stem compute.
+- `PatchEncoder`: a plain P x P patchify conv (ViT style).
 
 `ImageTokenizer` reads one camera from the batch (layout in `octo_like/schema.py`), either
 observation frames (optionally with the goal image stacked on the channel axis: early goal
@@ -28,8 +30,16 @@ from flax import nnx
 from octo_like.model.tokens import TokenGroup
 from octo_like.schema import PAD_MASK_DICT, image_key
 
-PATCH = 16
+PATCH = 16  # default patch side (Octo's)
 STEM_FEATURES = (32, 96, 192, 384)  # SmallStem16's stride-2 conv widths
+PATCH_SIZES = (4, 8, 16, 32)
+
+
+def stem_features(patch_size: int) -> tuple[int, ...]:
+    """SmallStem16's conv widths for a patch side: one stride-2 conv per halving, at most four."""
+    if patch_size not in PATCH_SIZES:
+        raise ValueError(f"patch_size must be one of {PATCH_SIZES}, got {patch_size}")
+    return STEM_FEATURES[: min(len(STEM_FEATURES), patch_size.bit_length() - 1)]
 
 
 class FiLM(nnx.Module):
@@ -93,19 +103,21 @@ class StdConv(nnx.Module):
 
 
 class SmallStem16(nnx.Module):
-    """Conv stem + patch conv: float[B, H, W, C] -> float[B, H/16, W/16, num_features]."""
+    """Conv stem + patch conv: float[B, H, W, C] -> float[B, H/P, W/P, num_features].
+    `features`: the stride-2 conv widths (default: `stem_features(patch_size)`)."""
 
     def __init__(
         self,
         in_channels: int,
         *,
         num_features: int = 512,
-        features: Sequence[int] = STEM_FEATURES,
+        features: Sequence[int] | None = None,
         patch_size: int = PATCH,
         film_dim: int | None = None,
         rngs: nnx.Rngs,
         dtype: Any = None,
     ):
+        features = stem_features(patch_size) if features is None else tuple(features)
         stride = 2 ** len(features)
         if patch_size % stride:
             raise ValueError(f"SmallStem16: patch_size {patch_size} must be a multiple of {stride}")
@@ -146,7 +158,7 @@ class SmallStem16(nnx.Module):
 
 
 class PatchEncoder(nnx.Module):
-    """Plain patchify conv: float[B, H, W, C] -> float[B, H/16, W/16, num_features]."""
+    """Plain patchify conv: float[B, H, W, C] -> float[B, H/P, W/P, num_features]."""
 
     def __init__(
         self,
@@ -203,8 +215,9 @@ def _get(tree: Mapping, path: tuple[str, ...], where: str, expected: str):
     return node
 
 
-def _check_image(image, name: str, shape: tuple, channels: int) -> None:
-    """shape: expected leading dims (None = any), image must be uint8[*shape, h, w, channels]."""
+def _check_image(image, name: str, shape: tuple, channels: int, patch: int) -> None:
+    """shape: expected leading dims (None = any), image must be uint8[*shape, h, w, channels]
+    with h and w multiples of the patch side."""
     want = f"uint8[{', '.join(['b', 'w'][: len(shape)])}, h, w, {channels}]"
     ok = (
         image.ndim == len(shape) + 3
@@ -215,8 +228,8 @@ def _check_image(image, name: str, shape: tuple, channels: int) -> None:
     if not ok:
         raise ValueError(f"{name} must be {want}, got {image.dtype}{list(image.shape)}")
     h, w = image.shape[-3:-1]
-    if h % PATCH or w % PATCH:
-        raise ValueError(f"{name}: height and width must be multiples of {PATCH}, got {h}x{w}")
+    if h % patch or w % patch:
+        raise ValueError(f"{name}: height and width must be multiples of {patch}, got {h}x{w}")
 
 
 def _check_mask(mask, name: str, shape: tuple[int, ...]) -> None:
@@ -246,6 +259,7 @@ class ImageTokenizer(nnx.Module):
         film_dim: int | None = None,
         in_channels: int = 3,
         source: str = "observation",
+        patch_size: int = PATCH,
         rngs: nnx.Rngs,
         dtype: Any = None,
     ):
@@ -264,15 +278,21 @@ class ImageTokenizer(nnx.Module):
         self.in_channels = in_channels
         self.num_features = num_features
         self.dtype = dtype
+        stem_features(patch_size)  # validates
+        self.patch_size = patch_size
         encoder_channels = in_channels * (2 if goal_fusion else 1)
         self.encoder = IMAGE_ENCODERS[encoder](
-            encoder_channels, num_features=num_features, film_dim=film_dim, rngs=rngs, dtype=dtype
+            encoder_channels,
+            num_features=num_features,
+            patch_size=patch_size,
+            film_dim=film_dim,
+            rngs=rngs,
+            dtype=dtype,
         )
 
-    @staticmethod
-    def num_tokens(height: int, width: int) -> int:
-        """Tokens per image of this size (one per 16x16 patch)."""
-        return (height // PATCH) * (width // PATCH)
+    def num_tokens(self, height: int, width: int) -> int:
+        """Tokens per image of this size (one per patch)."""
+        return (height // self.patch_size) * (width // self.patch_size)
 
     def __call__(
         self,
@@ -289,7 +309,7 @@ class ImageTokenizer(nnx.Module):
         c = self.in_channels
         where = f"ImageTokenizer({self.camera!r}): observations"
         image = _get(observations, (self.key,), where, f"uint8[b, w, h, w, {c}]")
-        _check_image(image, f"observations[{self.key!r}]", (None, None), c)
+        _check_image(image, f"observations[{self.key!r}]", (None, None), c, self.patch_size)
         b, w = image.shape[:2]
         mask = _get(observations, (PAD_MASK_DICT, self.key), where, f"bool[{b}, {w}]")
         _check_mask(mask, f"observations[{PAD_MASK_DICT!r}][{self.key!r}]", (b, w))
@@ -310,7 +330,7 @@ class ImageTokenizer(nnx.Module):
         where = f"ImageTokenizer({self.camera!r}, goal_fusion): tasks"
         goal = _get(tasks, (self.key,), where, f"uint8[{batch}, {hw[0]}, {hw[1]}, {c}]")
         name = f"tasks[{self.key!r}]"
-        _check_image(goal, name, (batch,), c)
+        _check_image(goal, name, (batch,), c, self.patch_size)
         if tuple(goal.shape[1:3]) != tuple(hw):
             raise ValueError(
                 f"{name} must match the observation size {tuple(hw)}, got {goal.shape}"
@@ -326,7 +346,7 @@ class ImageTokenizer(nnx.Module):
         c = self.in_channels
         where = f"ImageTokenizer({self.camera!r}, source='task'): tasks"
         goal = _get(tasks, (self.key,), where, f"uint8[b, h, w, {c}]")
-        _check_image(goal, f"tasks[{self.key!r}]", (None,), c)
+        _check_image(goal, f"tasks[{self.key!r}]", (None,), c, self.patch_size)
         b = goal.shape[0]
         mask = _get(tasks, (PAD_MASK_DICT, self.key), where, f"bool[{b}]")
         _check_mask(mask, f"tasks[{PAD_MASK_DICT!r}][{self.key!r}]", (b,))

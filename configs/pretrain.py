@@ -12,7 +12,8 @@
 `debug` trains on a synthetic Bridge-format dataset generated into the workdir (seconds; used by
 tests). `laptop` (what `make train` runs) trains on MetaWorld scripted-expert demonstrations of
 five tasks, collected into ~/.cache/octo_like/metaworld on first use (no download);
-`laptop,metaworld_cross` adds the wrist-camera embodiment; `laptop_long` is the same data and
+`laptop,metaworld_cross` adds the wrist-camera embodiment, `laptop,metaworld_stereo` sees each scene
+from two fixed cameras; `laptop_long` is the same data and
 model grown into a ~30-minute run (proprio, 50 demonstrations per task, 4,000 steps). The sizes
 `tiny`, `small` and `base` read a named mix from data_dir, condition on a frozen T5-base (a local
 Hugging Face-format directory: config.json, model.safetensors, spiece.model) and balance the mix
@@ -33,11 +34,13 @@ def get_config(arg: str = "laptop") -> ml_collections.ConfigDict:
     preset = "laptop" if long_run else preset
     generated = preset in ("debug", "laptop")
     simulated = preset == "laptop"
-    if simulated and mix not in ("", "metaworld", "metaworld_cross"):
+    if simulated and mix not in ("", "metaworld", "metaworld_cross", "metaworld_stereo"):
         raise ValueError(
-            f"laptop trains on a simulated mix (metaworld, metaworld_cross), not {mix!r}"
+            "laptop trains on a simulated mix (metaworld, metaworld_cross, metaworld_stereo), "
+            f"not {mix!r}"
         )
     wrist = not simulated or mix == "metaworld_cross"
+    secondary = mix == "metaworld_stereo"
     size = {"debug": "dummy", "laptop": "tiny"}.get(preset, preset)
     if size not in SIZES:
         raise ValueError(
@@ -84,6 +87,11 @@ def get_config(arg: str = "laptop") -> ml_collections.ConfigDict:
         frame=dict(
             cameras=dict(
                 primary=dict(size=(image_size, image_size), augment=dict()),
+                **(
+                    dict(secondary=dict(size=(image_size,) * 2, augment=dict()))
+                    if secondary
+                    else {}
+                ),
                 **(dict(wrist=dict(size=(wrist_size, wrist_size), augment=None)) if wrist else {}),
             ),
             image_dropout_prob=0.0,
@@ -100,7 +108,11 @@ def get_config(arg: str = "laptop") -> ml_collections.ConfigDict:
         transformer=size,
         image_tokenizers=tuple(
             dict(camera=camera, goal_fusion=True, num_features=64 if generated else 512)
-            for camera in (("primary", "wrist") if wrist else ("primary",))
+            for camera in (
+                "primary",
+                *(("secondary",) if secondary else ()),
+                *(("wrist",) if wrist else ()),
+            )
         ),
         proprio=None,
         # Scale presets: frozen T5-base from --config.model.language.checkpoint_dir (its output
@@ -185,7 +197,9 @@ def lengthen_for_half_an_hour(c: ml_collections.ConfigDict) -> None:
     c.log_every, c.eval_every = 100, 1000
     c.checkpoint.save_every = 1000
     c.data.batch_size = 32
-    c.data.frame.cameras.primary.augment = dict(random_resized_crop_scale=None)
+    for camera in c.data.frame.cameras.values():
+        if camera.augment is not None:  # fixed cameras: no crop, colour jitter kept
+            camera.augment = dict(random_resized_crop_scale=None)
     c.model.proprio = dict(mode="linear", num_features=64)
     c.model.head.kwargs = dict(hidden_dim=256)
     c.optimizer.learning_rate = 1e-3

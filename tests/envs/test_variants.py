@@ -63,6 +63,33 @@ def test_simulated_datasets_are_in_the_registry_and_mixes():
     assert names == ["metaworld_default", "metaworld_wrist"]
 
 
+def test_the_laptop_presets_read_each_simulated_mix_with_its_cameras():
+    """`laptop,metaworld_stereo` tokenizes both fixed cameras; laptop_long drops the random crop
+    on every fixed camera (not only primary); an unknown mix names the known ones."""
+    from configs import pretrain
+
+    def cameras(arg):
+        c = pretrain.get_config(arg)
+        tokenizers = [t["camera"] for t in c.model.image_tokenizers]
+        crops = {  # the crop's scale range: "on", None (off) or "-" (no augmentation)
+            k: "-" if v.augment is None else dict(v.augment).get("random_resized_crop_scale", "on")
+            for k, v in c.data.frame.cameras.items()
+        }
+        return c.mix, tokenizers, crops
+
+    assert cameras("laptop") == ("metaworld", ["primary"], {"primary": "on"})
+    assert cameras("laptop,metaworld_stereo") == (
+        "metaworld_stereo",
+        ["primary", "secondary"],
+        {"primary": "on", "secondary": "on"},
+    )
+    assert cameras("laptop_long,metaworld_stereo")[2] == {"primary": None, "secondary": None}
+    assert cameras("laptop_long,metaworld_cross")[2] == {"primary": None, "wrist": "-"}
+    assert resolve_mix("metaworld_stereo")[0][0].image_keys["secondary"] == "image_secondary"
+    with pytest.raises(ValueError, match="metaworld_stereo"):
+        pretrain.get_config("laptop,bridge")
+
+
 def test_camera_subset_and_unknown_names_fail_clearly():
     wrist_only = variants.get_variant("wrist").with_cameras(("wrist",))
     assert dict(wrist_only.dataset_spec("mine").image_keys) == {"wrist": "image_wrist"}

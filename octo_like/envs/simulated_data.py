@@ -22,7 +22,7 @@ from octo_like.envs.demos import (
     cache_root,
     ensure_demonstrations,
 )
-from octo_like.envs.variants import variant_of_dataset
+from octo_like.envs.variants import variant_of_mix_member
 from octo_like.model.language.vocabulary import (
     EMBEDDED_TOKENIZER_VERSION,
     write_embedded_tokenizer,
@@ -50,12 +50,7 @@ class SimulatedDatasets:
         )
 
     def _variant(self, dataset_name: str) -> str:
-        variant = variant_of_dataset(dataset_name)
-        if variant is None:
-            raise ValueError(
-                f"mix {self.mix!r}: dataset {dataset_name!r} is not a simulated metaworld_<variant>"
-            )
-        return variant.name
+        return variant_of_mix_member(self.mix, dataset_name).name
 
     def sources(self) -> list[DatasetSource]:
         return [

@@ -33,12 +33,9 @@ class ClosedLoopEval:
         mix, whose first dataset names the embodiment the policy is evaluated in (its cameras
         and action space: the stereo mix is evaluated with both of its cameras)."""
         from octo_like.data.oxe.mixes import resolve_mix
-        from octo_like.envs.variants import variant_of_dataset
+        from octo_like.envs.variants import variant_of_mix_member
 
-        first = resolve_mix(mix)[0][0].name
-        variant = variant_of_dataset(first)
-        if variant is None:
-            raise ValueError(f"mix {mix!r}: {first!r} is not a simulated metaworld_<variant>")
+        variant = variant_of_mix_member(mix, resolve_mix(mix)[0][0].name)
         return cls(
             tasks=tuple(simulation.task_names),
             every=int(simulation.eval_every),

@@ -193,6 +193,16 @@ def variant_of_dataset(dataset_name: str) -> EmbodimentVariant | None:
     return None
 
 
+def variant_of_mix_member(mix: str, dataset_name: str) -> EmbodimentVariant:
+    """The variant of a simulated mix's dataset; ValueError naming both if it is not one."""
+    variant = variant_of_dataset(dataset_name)
+    if variant is None:
+        raise ValueError(
+            f"mix {mix!r}: dataset {dataset_name!r} is not a simulated metaworld_<variant>"
+        )
+    return variant
+
+
 def dataset_specs() -> dict[str, DatasetSpec]:
     """Registry entries of the default-named datasets of every variant."""
     return {dataset_name_of(name): v.dataset_spec() for name, v in VARIANTS.items()}

@@ -25,7 +25,6 @@ from octo_like.model.transformer import TRANSFORMER_PRESETS
 
 READOUT = "readout_action"
 LANGUAGE_GROUP = "task_language"
-PATCH = 16  # the goal-image tokenizer's patch side (Octo's)
 
 
 _COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -95,8 +94,7 @@ class OctoModule(nnx.Module):
                     f"observation {key!r} (has: {sorted(observation_spec)})"
                 )
             _, height, width_px, _ = observation_spec[key]["shape"]
-            num_tokens = (height // tok.patch_size) * (width_px // tok.patch_size)
-            self.image_tokenizers[tok.camera] = ImageTokenizer(
+            tokenizer = ImageTokenizer(
                 tok.camera,
                 encoder=tok.encoder,
                 num_features=tok.num_features,
@@ -106,6 +104,8 @@ class OctoModule(nnx.Module):
                 rngs=rngs,
                 dtype=dt,
             )
+            self.image_tokenizers[tok.camera] = tokenizer
+            num_tokens = tokenizer.num_tokens(height, width_px)
             self.image_projections[tok.camera] = nnx.Linear(
                 tok.num_features, width, dtype=dt, rngs=rngs
             )
@@ -127,7 +127,7 @@ class OctoModule(nnx.Module):
                 camera, encoder="small_stem16", source="task", rngs=rngs, dtype=dt
             )
             self.goal_projections[camera] = nnx.Linear(512, width, dtype=dt, rngs=rngs)
-            num_tokens = (height // PATCH) * (width_px // PATCH)
+            num_tokens = self.goal_tokenizers[camera].num_tokens(height, width_px)
             self.goal_positions[camera] = _positional(rngs, (num_tokens, width))
 
         if config.proprio is not None:
@@ -160,18 +160,16 @@ class OctoModule(nnx.Module):
             rngs=rngs,
             **{"dtype": dt, **dict(config.head.kwargs)},
         )
-        self.group_specs = tuple(self._group_specs(readout_tokens, observation_spec))
+        self.group_specs = tuple(self._group_specs(readout_tokens))
 
-    def _group_specs(self, readout_tokens: int, observation_spec) -> list[GroupSpec]:
+    def _group_specs(self, readout_tokens: int) -> list[GroupSpec]:
         prefix, timestep = [], []
         if self.language_encoder is not None:
             prefix.append((LANGUAGE_GROUP, self.config.language.max_length))
         for camera in self.config.goal_image_cameras:
             prefix.append((f"task_goal_{camera}", self.goal_positions[camera].value.shape[0]))
         for tok in self.config.image_tokenizers:
-            _, height, width_px, _ = observation_spec[f"image_{tok.camera}"]["shape"]
-            patches = (height // tok.patch_size) * (width_px // tok.patch_size)
-            timestep.append((f"obs_{tok.camera}", patches))
+            timestep.append((f"obs_{tok.camera}", self.image_positions[tok.camera].value.shape[1]))
         if self.proprio_tokenizer is not None:
             timestep.append(("obs_proprio", self.proprio_position.value.shape[1]))
         timestep.append((READOUT, readout_tokens))

@@ -3,6 +3,11 @@
     python scripts/evaluate.py --checkpoint runs/laptop/checkpoints --tasks reach,push --episodes 20
     python scripts/evaluate.py --checkpoint expert --tasks reach,push --episodes 20   # ceiling
     python scripts/evaluate.py --checkpoint random --tasks reach,push --episodes 20   # floor
+    python scripts/evaluate.py --checkpoint runs/laptop/checkpoints --conditioning goal
+
+The policy is told each task by its instruction (--conditioning language, the default), by a goal
+image (goal: the scripted expert first plays out the same scene and its last frame is the goal,
+as a goal-conditioned Octo is given a photo of the finished task) or by both (language+goal).
 
 Environments run in --workers spawned processes; each step batches the observations of every
 environment that needs a new action chunk into one model call. Chunks are executed with receding
@@ -39,6 +44,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--image_size", type=int, default=None, help="render size (default: variant's)"
     )
     parser.add_argument("--max_steps", type=int, default=150)
+    parser.add_argument(
+        "--conditioning", default="language", choices=("language", "goal", "language+goal"),
+        help="how the policy is told the task (goal images: the expert's last frame)",
+    )  # fmt: skip
     parser.add_argument("--video_dir", default=None)
     parser.add_argument("--video_episodes", type=int, default=2, help="videos per task")
     parser.add_argument("--video_format", default="mp4", choices=("mp4", "gif"))
@@ -97,6 +106,7 @@ def main(argv=None):
         video_dir=args.video_dir,
         video_episodes=args.video_episodes,
         video_format=args.video_format,
+        conditioning=args.conditioning,
     )
     report = evaluate(agent, config, gl_backend=args.gl, progress=not args.no_progress)
     print(report.table())

@@ -23,8 +23,11 @@ class Agent(Protocol):
     def prepare(self, num_slots: int) -> None:
         """Called once before the first episode with the number of parallel environments."""
 
-    def reset(self, slot: int, task: str, instruction: str) -> None:
-        """A new episode starts in environment slot `slot`."""
+    def reset(
+        self, slot: int, task: str, instruction: str | None, goal: dict | None = None
+    ) -> None:
+        """A new episode starts in environment slot `slot`, told by `instruction` and/or `goal`
+        images ``{camera: uint8[s, s, 3]}`` what to do (None: not given)."""
 
     def act(
         self, slots: Sequence[int], observations: Sequence[dict], infos: Sequence[dict]
@@ -44,7 +47,7 @@ class ExpertAgent:
     def prepare(self, num_slots: int) -> None:
         pass
 
-    def reset(self, slot: int, task: str, instruction: str) -> None:
+    def reset(self, slot: int, task: str, instruction: str | None, goal=None) -> None:
         pass
 
     def act(self, slots, observations, infos) -> list[np.ndarray]:
@@ -67,7 +70,7 @@ class RandomAgent:
     def prepare(self, num_slots: int) -> None:
         pass
 
-    def reset(self, slot: int, task: str, instruction: str) -> None:
+    def reset(self, slot: int, task: str, instruction: str | None, goal=None) -> None:
         pass
 
     def act(self, slots, observations, infos) -> list[np.ndarray]:
@@ -101,10 +104,14 @@ class PolicyAgent:
         self._batch = max(self._batch, num_slots)
         self._policy.warmup(self._batch)
 
-    def reset(self, slot: int, task: str, instruction: str) -> None:
+    def reset(self, slot: int, task: str, instruction: str | None, goal=None) -> None:
         # A fresh session: the policy's own history + executor for this robot; the task is
-        # batched across slots below, so only the instruction is kept.
-        self._slots[slot] = {"session": self._policy.new_session(), "instruction": instruction}
+        # batched across slots below, so only the instruction and goal images are kept.
+        if goal is not None:  # the simulator may render cameras the model does not read
+            goal = {c: np.asarray(goal[c]) for c in self._policy.config.cameras if c in goal}
+        self._slots[slot] = {
+            "session": self._policy.new_session(), "instruction": instruction or "", "goal": goal,
+        }  # fmt: skip
 
     def act(self, slots, observations, infos) -> list[np.ndarray]:
         from octo_like.inference import stack_windows
@@ -122,7 +129,12 @@ class PolicyAgent:
             rows = needing + [needing[-1]] * (self._batch - len(needing))
             batch = stack_windows([windows[i] for i in rows])
             texts = [self._slots[slots[i]]["instruction"] for i in rows]
-            chunks = self._policy.predict_chunks(batch, texts)[: len(needing)]
+            goals = [self._slots[slots[i]]["goal"] for i in rows]
+            tasks = texts
+            if goals[0] is not None:  # "" instructions are masked out (goal-only)
+                stacked = {c: np.stack([g[c] for g in goals]) for c in goals[0]}
+                tasks = self._policy.create_tasks(texts, stacked)
+            chunks = self._policy.predict_chunks(batch, tasks)[: len(needing)]
             for i, chunk in zip(needing, chunks, strict=True):
                 executors[i].set_chunk(chunk)
         return [executor.next_action() for executor in executors]

@@ -40,6 +40,7 @@ class EvalReport:
     seconds: float
     env_steps: int
     latency_ms: dict[str, Any] | None = None
+    conditioning: str = "language"  # how the agent was told the task (evaluation.CONDITIONINGS)
 
     def per_task(self) -> dict[str, dict[str, Any]]:
         rows = {}
@@ -70,6 +71,7 @@ class EvalReport:
                 f"{row['success_rate']:>6.2f} {f'[{low:.2f}, {high:.2f}]':>15} "
                 f"{row['mean_length']:>9.1f}"
             )
+        lines.append(f"conditioned on {self.conditioning}")
         lines.append(
             f"{self.env_steps} env steps in {self.seconds:.1f} s "
             f"({self.env_steps / max(self.seconds, 1e-9):.0f} steps/s)"
@@ -88,6 +90,7 @@ class EvalReport:
         return {
             "agent": self.agent,
             "variant": self.variant,
+            "conditioning": self.conditioning,
             "per_task": self.per_task(),
             "env_steps": self.env_steps,
             "seconds": round(self.seconds, 3),
@@ -117,7 +120,7 @@ class EvalReport:
         axis.bar(names, rates, yerr=errors, capsize=4, color="tab:blue")
         axis.set_ylim(0, 1.05)
         axis.set_ylabel("success rate (95% CI)")
-        axis.set_title(f"{self.agent} on MetaWorld ({self.variant})")
+        axis.set_title(f"{self.agent} on MetaWorld ({self.variant}, {self.conditioning})")
         axis.tick_params(axis="x", rotation=30)
         figure.tight_layout()
         figure.savefig(path, dpi=100)

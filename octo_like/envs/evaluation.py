@@ -1,5 +1,10 @@
 """Closed-loop evaluation: roll an agent out in parallel MetaWorld workers, report success.
 
+The policy is told the task by the task's first instruction (``conditioning="language"``), by goal
+images (``"goal"``: the last frame of the scripted expert playing out the same scene first, as a
+goal-conditioned Octo is evaluated with a photo of the finished task), or by both
+(``"language+goal"``).
+
 Episode ``i`` of task ``t`` always starts from the scene drawn from ``(seed, t, i)``, so two
 policies (or a policy and the expert) are compared on the same scenes; those seeds never overlap
 the ones demonstrations are collected with. Each worker runs one episode at a time; every loop
@@ -23,11 +28,14 @@ from octo_like.envs.tasks import get_task, parse_tasks
 from octo_like.envs.variants import get_variant
 from octo_like.envs.worker import EnvPool
 
+CONDITIONINGS = ("language", "goal", "language+goal")
+
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
-    """`video_episodes`: how many episodes per task to record (primary camera) into
-    `video_dir` as ``<task>_<episode>_<success|failure>.<video_format>``."""
+    """`conditioning`: one of `CONDITIONINGS` (module docstring). `video_episodes`: how many
+    episodes per task to record (primary camera) into `video_dir` as
+    ``<task>_<episode>_<success|failure>.<video_format>``."""
 
     tasks: tuple[str, ...]
     episodes_per_task: int = 10
@@ -39,6 +47,7 @@ class EvalConfig:
     video_dir: str | None = None
     video_episodes: int = 2
     video_format: str = "mp4"
+    conditioning: str = "language"
 
     def __post_init__(self):
         object.__setattr__(self, "tasks", parse_tasks(self.tasks))
@@ -47,6 +56,10 @@ class EvalConfig:
             raise ValueError("episodes_per_task, max_episode_steps and workers must be >= 1")
         if self.video_format not in ("mp4", "gif"):
             raise ValueError(f"video_format must be mp4 or gif, got {self.video_format!r}")
+        if self.conditioning not in CONDITIONINGS:
+            raise ValueError(
+                f"conditioning must be one of {CONDITIONINGS}, got {self.conditioning!r}"
+            )
 
 
 def episode_seed(seed: int, task: str, episode: int) -> int:
@@ -95,11 +108,17 @@ def evaluate(
                 max_episode_steps=config.max_episode_steps,
             )  # fmt: skip
             pool.call("make", [make], workers=[worker])
+            goal = None
+            if "goal" in config.conditioning:
+                (played,) = pool.call("expert_goal", [dict(seed=seed)], workers=[worker])
+                goal = played["goal"]
             (reset,) = pool.call(
                 "reset", [dict(seed=seed, with_expert=agent.needs_expert)], workers=[worker]
             )
             instruction = get_task(task).instructions[0]
-            agent.reset(worker, task, instruction)
+            if "language" not in config.conditioning:
+                instruction = None
+            agent.reset(worker, task, instruction, goal)
             record = index < config.video_episodes and config.video_dir
             slots[worker] = {
                 "task": task, "index": index, "seed": seed, "obs": reset["obs"],
@@ -134,6 +153,7 @@ def evaluate(
     return EvalReport(
         agent=agent.name,
         variant=config.variant,
+        conditioning=config.conditioning,
         tasks=config.tasks,
         episodes=results,
         seconds=seconds,

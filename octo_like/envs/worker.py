@@ -95,6 +95,18 @@ class _WorkerState:
         self.make(task, variant, image_size, max_episode_steps, expert_noise)
         return run_expert_episode(self.env, seed)
 
+    def expert_goal(self, seed: int) -> dict:
+        """Goal images of the scene of `seed`: the scripted expert plays it out, and the last
+        observation before it ends, the same frame a demonstration's goal relabeling can pick, is
+        returned as ``{"goal": {camera: uint8[s, s, 3]}, "expert_success": bool}``. The next
+        ``reset(seed)`` restores the untouched scene."""
+        from octo_like.envs.demos_worker import run_expert_episode
+
+        episode = run_expert_episode(self.env, seed)
+        keys = self.env.variant.observation_keys
+        goal = {camera: episode["observation"][key][-1] for camera, key in keys.items()}
+        return {"goal": goal, "expert_success": episode["success"]}
+
     def modules(self) -> list[str]:
         return sorted(sys.modules)
 

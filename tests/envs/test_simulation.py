@@ -109,6 +109,52 @@ def test_expert_and_random_through_the_evaluation_loop(tmp_path):
     assert [e.seed for e in floor.episodes] == [e.seed for e in expert.episodes]  # same scenes
 
 
+def test_expert_goal_is_the_expert_s_last_frame_and_leaves_the_scene_untouched():
+    with EnvPool(1) as pool:
+        pool.call("make", [dict(task="reach", variant="wrist", image_size=32,
+                                max_episode_steps=120)])  # fmt: skip
+        (first,) = pool.call("reset", [dict(seed=5)])
+        (played,) = pool.call("expert_goal", [dict(seed=5)])
+        (again,) = pool.call("reset", [dict(seed=5)])
+    goal = played["goal"]
+    assert played["expert_success"] is True
+    assert sorted(goal) == ["primary", "wrist"]  # keyed by camera, as create_tasks takes them
+    assert all(image.shape == (32, 32, 3) and image.dtype == np.uint8 for image in goal.values())
+    assert not np.array_equal(goal["primary"], first["obs"]["image_primary"])  # the arm moved
+    for key, value in first["obs"].items():  # the next reset is the same scene, untouched
+        np.testing.assert_array_equal(again["obs"][key], value)
+
+
+class _RecordingAgent(ExpertAgent):
+    def __init__(self):
+        self.resets = []
+
+    def reset(self, slot, task, instruction, goal=None):
+        self.resets.append((task, instruction, goal))
+
+
+@pytest.mark.parametrize("conditioning", ["goal", "language+goal", "language"])
+def test_evaluation_tells_the_agent_the_task_as_configured(conditioning):
+    config = EvalConfig(
+        tasks=("reach",), episodes_per_task=1, max_episode_steps=120, workers=1,
+        conditioning=conditioning,
+    )  # fmt: skip
+    agent = _RecordingAgent()
+    report = evaluate(agent, config, progress=False)
+    ((task, instruction, goal),) = agent.resets
+    assert report.conditioning == conditioning and report.to_json()["conditioning"] == conditioning
+    assert (instruction is not None) == ("language" in conditioning)
+    assert (goal is not None) == ("goal" in conditioning)
+    if goal is not None:
+        assert list(goal) == ["primary"] and goal["primary"].shape == (64, 64, 3)
+    assert report.per_task()["reach"]["successes"] == 1  # the expert still solves the scene
+
+
+def test_unknown_conditioning_is_named():
+    with pytest.raises(ValueError, match="conditioning must be one of .* got 'goals'"):
+        EvalConfig(tasks=("reach",), conditioning="goals")
+
+
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
     """The laptop preset (what `make train` runs) shrunk to seconds: one task, 2 steps."""
@@ -170,6 +216,31 @@ def test_evaluate_script_with_temporal_ensembling(tiny_checkpoint, tmp_path, cap
     out = capsys.readouterr().out.strip().splitlines()
     assert out[-1].startswith("{") and '"per_task"' in out[-1]
     assert (tmp_path / "chart.png").exists()
+
+
+def test_goal_conditioned_evaluation_feeds_the_policy_goal_images(tiny_checkpoint, monkeypatch):
+    """--conditioning goal: the model gets the expert's last frame as its primary goal image and
+    no instruction (language masked out), batched over the environments."""
+    from octo_like.inference import Policy
+
+    seen = []
+    original = Policy.predict_chunks
+
+    def spy(self, observations, tasks):
+        seen.append(tasks)
+        return original(self, observations, tasks)
+
+    monkeypatch.setattr(Policy, "predict_chunks", spy)
+    report = evaluate_script.main([
+        "--checkpoint", tiny_checkpoint, "--tasks", "reach,push", "--episodes", "1",
+        "--max_steps", "4", "--conditioning", "goal", "--no_progress",
+    ])  # fmt: skip
+    assert report.conditioning == "goal" and len(report.episodes) == 2
+    assert seen and all(isinstance(tasks, dict) for tasks in seen)
+    masks = seen[0]["pad_mask_dict"]
+    assert masks["image_primary"].all() and not masks["language_instruction"].any()
+    goals = seen[0]["image_primary"]
+    assert goals.shape[0] == 2 and goals.dtype == np.uint8 and goals.any()
 
 
 def test_scenes_are_keyed_by_task_name_not_position():

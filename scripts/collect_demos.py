@@ -40,6 +40,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--noise", type=float, default=0.1, help="expert xyz noise std")
     parser.add_argument("--max_steps", type=int, default=200)
+    parser.add_argument(
+        "--steps_after_success", type=int, default=0,
+        help="expert steps kept after success (shows a policy how to stay at the goal)",
+    )  # fmt: skip
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--image_encoding", default="jpeg", choices=("jpeg", "png"))
@@ -63,6 +67,7 @@ def main(argv=None):
         variant=args.variant,
         image_size=args.image_size,
         expert_noise=args.noise,
+        steps_after_success=args.steps_after_success,
         max_episode_steps=args.max_steps,
         seed=args.seed,
         image_encoding=args.image_encoding,

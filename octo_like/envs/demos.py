@@ -31,6 +31,7 @@ from octo_like.envs.variants import (
 )
 from octo_like.envs.worker import EnvPool
 
+MAX_STEPS_AFTER_SUCCESS = 100  # MetaWorldEnv leaves this much room past max_episode_steps
 MAX_ATTEMPTS_PER_EPISODE = 3  # a noisy expert may fail; give up on a task after this many tries
 
 
@@ -38,7 +39,9 @@ MAX_ATTEMPTS_PER_EPISODE = 3  # a noisy expert may fail; give up on a task after
 class CollectionConfig:
     """What to collect. `episodes_per_task` successful train episodes (and `val_episodes_per_task`
     val episodes) per task; `expert_noise` is the std of Gaussian noise on the expert's xyz
-    command (MetaWorld units, actions in [-1, 1]) so demonstrations are not all identical."""
+    command (MetaWorld units, actions in [-1, 1]) so demonstrations are not all identical;
+    `steps_after_success` more expert steps are kept after the task is solved, so a policy sees
+    the expert stay at the goal instead of every episode ending the moment it gets there."""
 
     tasks: tuple[str, ...]
     episodes_per_task: int
@@ -50,6 +53,7 @@ class CollectionConfig:
     seed: int = 0
     image_encoding: str = "jpeg"
     cameras: tuple[str, ...] | None = None  # a subset of the variant's cameras (None: all)
+    steps_after_success: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "tasks", parse_tasks(self.tasks))
@@ -60,6 +64,11 @@ class CollectionConfig:
             raise ValueError("episodes_per_task must be >= 1 and val_episodes_per_task >= 0")
         if self.image_encoding not in ("jpeg", "png"):
             raise ValueError(f"image_encoding must be jpeg or png, got {self.image_encoding!r}")
+        if not 0 <= self.steps_after_success <= MAX_STEPS_AFTER_SUCCESS:
+            raise ValueError(
+                f"steps_after_success must lie in [0, {MAX_STEPS_AFTER_SUCCESS}], "
+                f"got {self.steps_after_success}"
+            )
 
     def embodiment(self) -> EmbodimentVariant:
         return get_variant(self.variant).with_cameras(self.cameras)
@@ -72,6 +81,8 @@ class CollectionConfig:
         """Short hash of everything that changes the data (a cache key)."""
         # The variant's rendering too: a changed camera or field of view must re-collect.
         fields = {**dataclasses.asdict(self), "rendering": self.embodiment().rendering()}
+        if not self.steps_after_success:  # keeps the keys of collections made before it existed
+            del fields["steps_after_success"]
         blob = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -179,6 +190,7 @@ def collect_demonstrations(
                             max_episode_steps=config.max_episode_steps,
                             expert_noise=config.expert_noise,
                             seed=seed,
+                            steps_after_success=config.steps_after_success,
                         )
                     )
             for job_index, result in pool.imap_unordered("expert_episode", jobs):

@@ -8,8 +8,10 @@ import numpy as np
 from octo_like.envs.metaworld_env import MetaWorldEnv
 
 
-def run_expert_episode(env: MetaWorldEnv, seed: int) -> dict:
-    """Rolls out ``env``'s expert from the scene of `seed` until success or truncation.
+def run_expert_episode(env: MetaWorldEnv, seed: int, steps_after_success: int = 0) -> dict:
+    """Rolls out ``env``'s expert from the scene of `seed` until success or truncation, then, on
+    success, `steps_after_success` more steps of the expert holding the solved task (an episode
+    that ends the moment the goal is reached never shows a policy how to stop there).
 
     Returns ``{"observation": {key: [T, ...]}, "action": float32[T, A], "reward": float32[T],
     "success": bool, "length": T, "seed": seed, "instruction": str}``; step t pairs the
@@ -19,17 +21,19 @@ def run_expert_episode(env: MetaWorldEnv, seed: int) -> dict:
     obs, _ = env.reset(seed=seed)
     observations = {key: [] for key in obs}
     actions, rewards = [], []
-    success = False
-    while True:
+    success, remaining = False, None  # remaining: steps left after success (None: not yet)
+    while remaining != 0:
         action = env.expert_action()
         for key, value in obs.items():
             observations[key].append(value)
         actions.append(action)
         obs, reward, terminated, truncated, info = env.step(action)
         rewards.append(reward)
-        if terminated or truncated:
+        if remaining is not None:
+            remaining -= 1
+        elif terminated or truncated:
             success = bool(info["success"])
-            break
+            remaining = steps_after_success if success else 0
     phrasings = env.task.instructions
     instruction = phrasings[np.random.default_rng([seed, 7]).integers(len(phrasings))]
     return {

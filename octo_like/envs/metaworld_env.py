@@ -56,7 +56,9 @@ class MetaWorldEnv(gym.Env):
         # Draw a fresh, seeded scene at every reset (the goal-observable class freezes one).
         self._env._freeze_rand_vec = False
         self._env.seeded_rand_vec = True
-        self._env.max_path_length = max(self._env.max_path_length, self.max_episode_steps + 1)
+        # MetaWorld raises past max_path_length; leave room for a demonstration's steps after
+        # success (demos.MAX_STEPS_AFTER_SUCCESS).
+        self._env.max_path_length = max(self._env.max_path_length, self.max_episode_steps + 101)
         self._expert = getattr(metaworld.policies, self.task.expert)()
         fast_render_settings(self._env.model)
         for camera, degrees in self.variant.field_of_view.items():

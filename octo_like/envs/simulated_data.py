@@ -47,6 +47,7 @@ class SimulatedDatasets:
             image_size=s.image_size,
             expert_noise=s.expert_noise,
             seed=s.seed,
+            steps_after_success=s.steps_after_success,
         )
 
     def _variant(self, dataset_name: str) -> str:

@@ -34,6 +34,7 @@ class SimulationDataConfig:
     val_episodes_per_task: int = 2
     image_size: int = 64
     expert_noise: float = 0.1
+    steps_after_success: int = 0  # expert steps kept after a demonstration succeeds
     workers: int = 2
     seed: int = 0
     cache_dir: str = "~/.cache/octo_like/metaworld"

@@ -125,6 +125,33 @@ def test_expert_goal_is_the_expert_s_last_frame_and_leaves_the_scene_untouched()
         np.testing.assert_array_equal(again["obs"][key], value)
 
 
+def test_demonstrations_can_keep_the_expert_holding_the_solved_task():
+    """steps_after_success: the same episode, then exactly k more expert steps after success;
+    the cache key of a collection without them is the one it had before the option existed."""
+    job = dict(task="reach", variant="default", image_size=32, max_episode_steps=120,
+               expert_noise=0.0, seed=3)  # fmt: skip
+    with EnvPool(1) as pool:
+        (plain,) = pool.call("expert_episode", [job])
+        (held,) = pool.call("expert_episode", [dict(job, steps_after_success=12)])
+    assert plain["success"] and held["success"]
+    assert held["length"] == plain["length"] + 12
+    np.testing.assert_array_equal(held["action"][: plain["length"]], plain["action"])
+    np.testing.assert_array_equal(
+        held["observation"]["image_primary"][: plain["length"]],
+        plain["observation"]["image_primary"],
+    )
+    base = CollectionConfig(tasks=("reach",), episodes_per_task=2)
+    assert base.fingerprint() == "98635085a079"
+    assert (
+        CollectionConfig(
+            tasks=("reach",), episodes_per_task=2, steps_after_success=12
+        ).fingerprint()
+        != base.fingerprint()
+    )
+    with pytest.raises(ValueError, match="steps_after_success must lie in \\[0, 100\\]"):
+        CollectionConfig(tasks=("reach",), episodes_per_task=2, steps_after_success=101)
+
+
 class _RecordingAgent(ExpertAgent):
     def __init__(self):
         self.resets = []

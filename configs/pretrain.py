@@ -13,8 +13,8 @@
 tests). `laptop` (what `make train` runs) trains on MetaWorld scripted-expert demonstrations of
 five tasks, collected into ~/.cache/octo_like/metaworld on first use (no download);
 `laptop,metaworld_cross` adds the wrist-camera embodiment, `laptop,metaworld_stereo` sees each scene
-from two fixed cameras; `laptop_long` is the same data and
-model grown into a ~30-minute run (proprio, 200 demonstrations per task, 4,000 steps). The sizes
+from two fixed cameras; `laptop_long` is the same data grown
+into a ~30-minute run (proprio, 200 demonstrations per task, an L1 head, 4,000 steps). The sizes
 `tiny`, `small` and `base` read a named mix from data_dir, condition on a frozen T5-base (a local
 Hugging Face-format directory: config.json, model.safetensors, spiece.model) and balance the mix
 by dataset size, as Octo does.

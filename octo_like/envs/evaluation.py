@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import os
 import time
 from typing import Any
@@ -112,6 +113,11 @@ def evaluate(
             if "goal" in config.conditioning:
                 (played,) = pool.call("expert_goal", [dict(seed=seed)], workers=[worker])
                 goal = played["goal"]
+                if not played["expert_success"]:
+                    logging.getLogger(__name__).warning(
+                        "%s episode %d (seed %d): the scripted expert did not finish the scene, "
+                        "so its goal image shows an unsolved task", task, index, seed,
+                    )  # fmt: skip
             (reset,) = pool.call(
                 "reset", [dict(seed=seed, with_expert=agent.needs_expert)], workers=[worker]
             )

@@ -177,6 +177,15 @@ def test_evaluation_tells_the_agent_the_task_as_configured(conditioning):
     assert report.per_task()["reach"]["successes"] == 1  # the expert still solves the scene
 
 
+def test_a_goal_the_expert_did_not_reach_is_reported(caplog):
+    config = EvalConfig(
+        tasks=("reach",), episodes_per_task=1, max_episode_steps=3, workers=1, conditioning="goal"
+    )
+    with caplog.at_level("WARNING", logger="octo_like.envs.evaluation"):
+        evaluate(RandomAgent(get_variant("default")), config, progress=False)
+    assert "reach episode 0" in caplog.text and "did not finish the scene" in caplog.text
+
+
 def test_unknown_conditioning_is_named():
     with pytest.raises(ValueError, match="conditioning must be one of .* got 'goals'"):
         EvalConfig(tasks=("reach",), conditioning="goals")

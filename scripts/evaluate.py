@@ -26,6 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    from octo_like.envs.evaluation import CONDITIONINGS
     from octo_like.envs.tasks import DEFAULT_TASKS
     from octo_like.inference.cli import add_policy_arguments
 
@@ -45,7 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--max_steps", type=int, default=150)
     parser.add_argument(
-        "--conditioning", default="language", choices=("language", "goal", "language+goal"),
+        "--conditioning", default="language", choices=CONDITIONINGS,
         help="how the policy is told the task (goal images: the expert's last frame)",
     )  # fmt: skip
     parser.add_argument("--video_dir", default=None)

@@ -149,6 +149,7 @@ def get_config(arg: str = "laptop") -> ml_collections.ConfigDict:
         clip_gradient_norm=1.0,
         gradient_accumulation_steps=1,
         frozen=(),
+        ema_decay=placeholder(float),  # e.g. 0.999: evaluate and save a moving average
     )
     # Per slice: data x fsdp devices (-1: the rest); across TPU slices: dcn_data x dcn_fsdp
     # (dcn_data=-1: every remaining slice on the data axis).

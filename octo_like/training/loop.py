@@ -51,7 +51,7 @@ from octo_like.training.profiling import (
     parse_profile_steps,
 )
 from octo_like.training.runtime import describe_runtime, require_platform
-from octo_like.training.step import TrainState, make_steps
+from octo_like.training.step import TrainState, inference_params, make_steps
 from octo_like.training.workdir import write_run_config
 
 log = logging.getLogger(__name__)
@@ -245,13 +245,20 @@ def run(
     opt_config = optimizer_config(config)
     opt_config = dataclasses.replace(opt_config, frozen=(*opt_config.frozen, *initial.frozen))
     optimizer, counts = make_optimizer(opt_config, params, config.num_steps)
-    state = TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
+    averaged = opt_config.ema_decay is not None
+    state = TrainState(
+        jnp.zeros((), jnp.int32),
+        params,
+        optimizer.init(params),
+        ema_params=jax.tree.map(jnp.copy, params) if averaged else None,
+    )
 
     param_shardings = sharding.parameter_shardings(params, mesh, config.mesh)
     state_shardings = TrainState(
         sharding.replicated(mesh),
         param_shardings,
         sharding.opt_state_shardings(state.opt_state, param_shardings, mesh),
+        ema_params=param_shardings if averaged else None,
     )
     state = jax.device_put(state, state_shardings)
     if main and write_run_config(workdir, to_plain(raw_config)):  # data and model are valid
@@ -271,6 +278,7 @@ def run(
         loop_learning_rate(config.optimizer, config.num_steps),
         step_rng,
         frozen=masks.regex_mask(params, opt_config.frozen, name="frozen"),
+        ema_decay=opt_config.ema_decay,
     )
     batch_sharding = sharding.batch_sharding(mesh)
     replicated = sharding.replicated(mesh)
@@ -298,7 +306,7 @@ def run(
     progress = metrics.Progress(end_step, initial_step=start_step, disable=not main)
     val_config = dataclasses.replace(config.data, train=False)
     save_kwargs = lambda: dict(
-        params=state.params,
+        params=inference_params(state),
         model_config=config.model,
         dataset_statistics=model.dataset_statistics,
         input_spec=model.input_spec,
@@ -363,7 +371,7 @@ def run(
                 if val:
                     writer.write(step, val, prefix="val")
             if simulate and (step % closed_loop.every == 0 or step == end_step):
-                nnx.update(model.module, distributed.host_copy(state.params))
+                nnx.update(model.module, distributed.host_copy(inference_params(state)))
                 writer.write(step, closed_loop(step, model), prefix="sim")
             checkpointer.save(step, state, **save_kwargs(), force=step == end_step)
             if step < end_step and watch.reached(step):
@@ -386,7 +394,7 @@ def run(
         checkpointer.close()
         writer.close()
         progress.close()
-    nnx.update(model.module, distributed.host_copy(state.params))
+    nnx.update(model.module, distributed.host_copy(inference_params(state)))
     return RunResult(start_step, step, state, model, last, preempted)
 
 

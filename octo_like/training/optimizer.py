@@ -52,6 +52,9 @@ class OptimizerConfig:
     lr_multipliers: regex -> multiplier, first match wins (in insertion order), default 1.0. May
       also be given as a tuple of (regex, multiplier) pairs; ml_collections sorts dict keys, so
       configs with several rules should use pairs.
+    ema_decay: keep an exponential moving average of the weights with this decay (e.g. 0.999:
+      about the last 1,000 steps) and evaluate and save the average (`step.TrainState`);
+      None: no average.
     """
 
     learning_rate: float = 3e-4
@@ -70,6 +73,7 @@ class OptimizerConfig:
     lr_multipliers: Mapping[str, float] | tuple[tuple[str, float], ...] = dataclasses.field(
         default_factory=dict
     )
+    ema_decay: float | None = None
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
@@ -94,6 +98,9 @@ class OptimizerConfig:
         if self.clip_gradient_norm is not None:
             _check(self.clip_gradient_norm > 0, "clip_gradient_norm must be > 0 or None", 0)
         _check_int(self.gradient_accumulation_steps, "gradient_accumulation_steps", minimum=1)
+        if self.ema_decay is not None:
+            decay = self.ema_decay
+            _check(0.0 < decay < 1.0, "ema_decay must be in (0, 1) or None", decay)
         if isinstance(self.frozen, str):
             raise TypeError(f"frozen must be a tuple of regexes, not the string {self.frozen!r}")
         object.__setattr__(self, "frozen", tuple(self.frozen))

@@ -2,6 +2,11 @@
 
 The per-step RNG is ``fold_in(base_rng, state.step)``: no RNG lives in the state, so a resumed
 run draws exactly the randomness the uninterrupted run would have drawn.
+
+With an exponential moving average of the weights (`ema_decay`), the state carries
+``ema_params`` beside the trained ``params``; evaluation, in-training rollouts and the saved
+model read the average (`inference_params`), which smooths out the last steps' noise at no
+compute cost beyond one multiply-add per weight.
 """
 
 from __future__ import annotations
@@ -10,17 +15,35 @@ from collections.abc import Callable
 
 import flax
 import jax
+import jax.numpy as jnp
 import optax
 from flax import nnx
+
+# The average starts short and lengthens: decay_t = min(ema_decay, (1 + t) / (10 + t)), so the
+# first steps' random initialization is forgotten at once instead of over 1 / (1 - decay) steps.
+EMA_WARMUP_OFFSET = 10.0
 
 
 @flax.struct.dataclass
 class TrainState:
-    """step int32[]; params: nnx.State of the model's Params; opt_state: the optax state."""
+    """step int32[]; params: nnx.State of the model's Params; opt_state: the optax state;
+    ema_params: the weights' moving average (same tree as params), or None without EMA."""
 
     step: jax.Array
     params: nnx.State
     opt_state: optax.OptState
+    ema_params: nnx.State | None = None
+
+
+def inference_params(state: TrainState) -> nnx.State:
+    """The weights a run evaluates and saves: the moving average when there is one."""
+    return state.params if state.ema_params is None else state.ema_params
+
+
+def ema_decay_at(step: jax.Array, ema_decay: float) -> jax.Array:
+    """float32[]: the averaging weight of the old average at update `step` (0-based)."""
+    step = jnp.asarray(step, jnp.float32)
+    return jnp.minimum(ema_decay, (1.0 + step) / (EMA_WARMUP_OFFSET + step))
 
 
 def make_steps(
@@ -30,12 +53,15 @@ def make_steps(
     learning_rate: Callable[[jax.Array], jax.Array],
     base_rng: jax.Array,
     frozen: nnx.State | None = None,
+    ema_decay: float | None = None,
 ):
     """(train_step, eval_step) as pure functions of (state, batch).
 
     `frozen`: optional bool tree of the params' structure (True = frozen). Frozen params are
     wrapped in `stop_gradient`, so XLA skips their weight gradients (a head-only fine-tuning
     then does no backward pass through a frozen transformer); their gradients read as 0.
+    `ema_decay`: when set, the state must carry `ema_params`; each step moves them towards the
+    new params by ``1 - ema_decay_at(step)``. The eval step reads `inference_params`.
     """
 
     def loss_fn(params, batch, rng, train):
@@ -51,6 +77,14 @@ def make_steps(
         )
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        ema_params = state.ema_params
+        if ema_decay is not None:
+            if ema_params is None:
+                raise ValueError("ema_decay is set but the train state has no ema_params")
+            decay = ema_decay_at(state.step, ema_decay)
+            ema_params = jax.tree.map(
+                lambda e, p: (e + (1.0 - decay) * (p - e)).astype(e.dtype), ema_params, params
+            )
         metrics = {
             **metrics,
             "loss": loss,
@@ -58,13 +92,13 @@ def make_steps(
             "param_norm": optax.global_norm(params),
             "learning_rate": learning_rate(state.step),
         }
-        return TrainState(state.step + 1, params, opt_state), metrics
+        return TrainState(state.step + 1, params, opt_state, ema_params), metrics
 
     eval_rng = jax.random.fold_in(base_rng, 0x7FFFFFFF)  # a stream apart from training steps
 
     def eval_step(state: TrainState, batch: dict) -> dict:
         rng = jax.random.fold_in(eval_rng, state.step)
-        loss, metrics = loss_fn(state.params, batch, rng, False)
+        loss, metrics = loss_fn(inference_params(state), batch, rng, False)
         return {**metrics, "loss": loss}
 
     return train_step, eval_step

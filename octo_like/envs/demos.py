@@ -21,6 +21,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from octo_like.data import rlds_writer as rw
+from octo_like.envs.metaworld_env import MAX_STEPS_AFTER_SUCCESS
 from octo_like.envs.tasks import get_task, parse_tasks
 from octo_like.envs.variants import (
     PROPRIO_DIM,
@@ -31,7 +32,6 @@ from octo_like.envs.variants import (
 )
 from octo_like.envs.worker import EnvPool
 
-MAX_STEPS_AFTER_SUCCESS = 100  # MetaWorldEnv leaves this much room past max_episode_steps
 MAX_ATTEMPTS_PER_EPISODE = 3  # a noisy expert may fail; give up on a task after this many tries
 
 

@@ -25,6 +25,9 @@ from octo_like.envs.tasks import get_task
 from octo_like.envs.variants import PROPRIO_DIM, EmbodimentVariant, get_variant
 
 DEFAULT_MAX_EPISODE_STEPS = 200  # experts need 30-110 steps on the default tasks
+# Room past max_episode_steps for a demonstration's expert steps after success
+# (`demos.CollectionConfig.steps_after_success` is bounded by it).
+MAX_STEPS_AFTER_SUCCESS = 100
 
 
 class MetaWorldEnv(gym.Env):
@@ -57,8 +60,10 @@ class MetaWorldEnv(gym.Env):
         self._env._freeze_rand_vec = False
         self._env.seeded_rand_vec = True
         # MetaWorld raises past max_path_length; leave room for a demonstration's steps after
-        # success (demos.MAX_STEPS_AFTER_SUCCESS).
-        self._env.max_path_length = max(self._env.max_path_length, self.max_episode_steps + 101)
+        # success (and the reset's own step).
+        self._env.max_path_length = max(
+            self._env.max_path_length, self.max_episode_steps + MAX_STEPS_AFTER_SUCCESS + 1
+        )
         self._expert = getattr(metaworld.policies, self.task.expert)()
         fast_render_settings(self._env.model)
         for camera, degrees in self.variant.field_of_view.items():

@@ -21,8 +21,26 @@ def pytest_configure(config):
     import tensorflow as tf
     import tensorflow_datasets as tfds
 
+    from octo_like.training.profiling import enable_compilation_cache
+    from tests import xla_cache
+
     tf.config.set_visible_devices([], "GPU")
     tfds.disable_progress_bar()
+    directory, config._octo_like_created_xla_cache = xla_cache.create()
+    enable_compilation_cache(directory)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Slow tests first (a stable sort): with `make test`'s workers (pytest-xdist, one test file
+    per worker at a time) the longest files start at once instead of ending the run alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def pytest_unconfigure(config):
+    from tests import xla_cache
+
+    if getattr(config, "_octo_like_created_xla_cache", False):
+        xla_cache.remove_root()
 
 
 @pytest.fixture(scope="session")

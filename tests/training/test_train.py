@@ -20,6 +20,7 @@ import train
 from configs import pretrain
 from octo_like.model.octo_model import OctoModel
 from octo_like.training.metrics import read_jsonl
+from tests import xla_cache
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -39,6 +40,7 @@ def debug_config(data_dir: str, stats_dir: str, **overrides):
     config.data_dir = data_dir
     config.data.statistics_cache_dir = stats_dir
     config.tensorboard = False
+    config.compilation_cache = xla_cache.directory()  # the session's: compiled once
     for key, value in overrides.items():
         node = config
         *parents, leaf = key.split(".")

@@ -19,6 +19,9 @@ from octo_like.envs.variants import EmbodimentVariant
 class Agent(Protocol):
     name: str
     needs_expert: bool  # workers attach info["expert_action"] each step
+    # Side of the square images the agent was trained on (None: any); an evaluation without its
+    # own image_size renders at it, so a policy sees the resolution it learned from.
+    render_size: int | None
 
     def prepare(self, num_slots: int) -> None:
         """Called once before the first episode with the number of parallel environments."""
@@ -43,6 +46,7 @@ class ExpertAgent:
 
     name = "expert"
     needs_expert = True
+    render_size = None
 
     def prepare(self, num_slots: int) -> None:
         pass
@@ -62,6 +66,7 @@ class RandomAgent:
 
     name = "random"
     needs_expert = False
+    render_size = None
 
     def __init__(self, variant: EmbodimentVariant, seed: int = 0):
         self._variant = variant
@@ -98,6 +103,7 @@ class PolicyAgent:
         self._batch = 1
         # The simulator may render cameras the model does not read (e.g. a wrist camera).
         self._keys = {f"image_{camera}" for camera in policy.config.cameras} | {"proprio"}
+        self.render_size = render_size_of(policy.model.input_spec)
 
     def prepare(self, num_slots: int) -> None:
         """Compiles the model for the evaluation's batch size before the clock starts."""
@@ -141,3 +147,15 @@ class PolicyAgent:
 
     def latency_ms(self) -> dict[str, float]:
         return self._policy.latency_ms()
+
+
+def render_size_of(input_spec: dict) -> int | None:
+    """The largest image side among the observation images a model reads (its input spec), or
+    None without images: simulated datasets render every camera at one size, and smaller camera
+    sizes come from resizing in the data pipeline, as the policy resizes at inference."""
+    sides = [
+        max(entry["shape"][-3:-1])
+        for key, entry in input_spec.get("observation", {}).items()
+        if key.startswith("image_") and len(entry["shape"]) >= 3
+    ]
+    return max(sides) if sides else None

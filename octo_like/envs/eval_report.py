@@ -41,6 +41,7 @@ class EvalReport:
     env_steps: int
     latency_ms: dict[str, Any] | None = None
     conditioning: str = "language"  # how the agent was told the task (evaluation.CONDITIONINGS)
+    image_size: int | None = None  # side of the rendered images (None: the variant's own)
 
     def per_task(self) -> dict[str, dict[str, Any]]:
         rows = {}
@@ -71,7 +72,8 @@ class EvalReport:
                 f"{row['success_rate']:>6.2f} {f'[{low:.2f}, {high:.2f}]':>15} "
                 f"{row['mean_length']:>9.1f}"
             )
-        lines.append(f"conditioned on {self.conditioning}")
+        rendered = f"{self.image_size} px" if self.image_size else "the variant's size"
+        lines.append(f"conditioned on {self.conditioning}; images rendered at {rendered}")
         lines.append(
             f"{self.env_steps} env steps in {self.seconds:.1f} s "
             f"({self.env_steps / max(self.seconds, 1e-9):.0f} steps/s)"
@@ -91,6 +93,7 @@ class EvalReport:
             "agent": self.agent,
             "variant": self.variant,
             "conditioning": self.conditioning,
+            "image_size": self.image_size,
             "per_task": self.per_task(),
             "env_steps": self.env_steps,
             "seconds": round(self.seconds, 3),

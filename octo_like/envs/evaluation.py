@@ -87,6 +87,8 @@ def evaluate(
     """Runs ``episodes_per_task`` episodes of every task with `agent`; returns the report."""
     from tqdm import tqdm
 
+    if config.image_size is None and agent.render_size is not None:
+        config = dataclasses.replace(config, image_size=agent.render_size)
     jobs = episode_jobs(config)
     pending = iter(jobs)
     results: list[EpisodeResult] = []
@@ -160,6 +162,7 @@ def evaluate(
         agent=agent.name,
         variant=config.variant,
         conditioning=config.conditioning,
+        image_size=config.image_size,
         tasks=config.tasks,
         episodes=results,
         seconds=seconds,

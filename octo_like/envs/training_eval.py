@@ -26,6 +26,7 @@ class ClosedLoopEval:
     variant: str = "default"
     workers: int = 2
     seed: int = 0
+    image_size: int | None = None  # the demonstrations' render size (None: the model's)
 
     @classmethod
     def from_simulation(cls, simulation: Any, mix: str) -> ClosedLoopEval:
@@ -44,6 +45,7 @@ class ClosedLoopEval:
             workers=int(simulation.workers),
             seed=int(simulation.seed),
             variant=variant.name,
+            image_size=int(simulation.image_size),
         )
 
     def __call__(self, step: int, model: Any) -> dict[str, float]:
@@ -61,6 +63,7 @@ class ClosedLoopEval:
             max_episode_steps=self.max_episode_steps,
             seed=self.seed,
             workers=self.workers,
+            image_size=self.image_size,
         )
         report = evaluate(PolicyAgent(policy, name=f"policy@{step}"), config, progress=False)
         rows = report.per_task()

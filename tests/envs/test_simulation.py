@@ -177,6 +177,41 @@ def test_evaluation_tells_the_agent_the_task_as_configured(conditioning):
     assert report.per_task()["reach"]["successes"] == 1  # the expert still solves the scene
 
 
+class _SizedAgent(RandomAgent):
+    """Random actions from an agent trained on `render_size` px images; records what it sees."""
+
+    def __init__(self, render_size):
+        super().__init__(get_variant("default"))
+        self.render_size, self.seen = render_size, set()
+
+    def act(self, slots, observations, infos):
+        self.seen |= {obs["image_primary"].shape for obs in observations}
+        return super().act(slots, observations, infos)
+
+
+@pytest.mark.parametrize("configured, expected", [(None, 48), (32, 32)])
+def test_a_policy_sees_images_rendered_at_the_size_it_was_trained_on(configured, expected):
+    """Without its own image_size an evaluation renders at the agent's training size (a 96 px
+    policy scored on upsampled 64 px renders would be scored on images it never saw)."""
+    config = EvalConfig(tasks=("reach",), episodes_per_task=1, max_episode_steps=3, workers=1,
+                        image_size=configured)  # fmt: skip
+    agent = _SizedAgent(48)
+    report = evaluate(agent, config, progress=False)
+    assert agent.seen == {(expected, expected, 3)}
+    assert report.to_json()["image_size"] == expected
+    assert f"images rendered at {expected} px" in report.table()
+
+
+def test_the_render_size_is_the_largest_image_side_a_model_reads():
+    from octo_like.envs.agents import render_size_of
+
+    spec = {"observation": {"image_primary": {"shape": [2, 96, 96, 3]},
+                            "image_wrist": {"shape": [2, 32, 32, 3]},
+                            "proprio": {"shape": [2, 4]}}}  # fmt: skip
+    assert render_size_of(spec) == 96
+    assert render_size_of({"observation": {"proprio": {"shape": [2, 4]}}}) is None
+
+
 def test_a_goal_the_expert_did_not_reach_is_reported(caplog):
     config = EvalConfig(
         tasks=("reach",), episodes_per_task=1, max_episode_steps=3, workers=1, conditioning="goal"
@@ -368,3 +403,6 @@ def test_in_training_evaluation_runs_in_the_mixs_embodiment():
                         "metaworld_stereo": "stereo"}  # fmt: skip
     with pytest.raises(ValueError, match="bridge_dataset.*not a simulated"):
         ClosedLoopEval.from_simulation(simulation, "bridge")
+    # Rollouts render at the demonstrations' size, not the variant's default.
+    larger = SimulationDataConfig(eval_every=100, image_size=96)
+    assert ClosedLoopEval.from_simulation(larger, "metaworld").image_size == 96

@@ -20,7 +20,13 @@ from octo_like import schema
 from octo_like.data import frame_transforms, raw_checks, rlds, traj_transforms
 from octo_like.data.config import DataConfig, DatasetSource
 from octo_like.data.content_key import split_content_key
-from octo_like.data.dataset import FrameDataset, Parallelism, TrajectoryDataset, apply_options
+from octo_like.data.dataset import (
+    FrameDataset,
+    Parallelism,
+    TrajectoryDataset,
+    apply_options,
+    as_written,
+)
 from octo_like.data.normalize import normalize_trajectory
 from octo_like.data.oxe.registry import get_dataset_spec
 from octo_like.data.oxe.spec import DatasetSpec
@@ -132,9 +138,11 @@ def _drop_undecodable(episodes, spec: DatasetSpec, keys, episode_of, skipped):
         with tf.control_dependencies([done, decoded_pixels]):
             return tf.nest.map_structure(tf.identity, traj)
 
-    episodes = episodes.map(entered)  # sequential: records the input order
-    episodes = episodes.map(test_decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return episodes.ignore_errors().map(passed)
+    episodes = episodes.map(as_written(entered))  # sequential: records the input order
+    episodes = episodes.map(
+        as_written(test_decode), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
+    return episodes.ignore_errors().map(as_written(passed))
 
 
 def prepare_datasets(sources, config: DataConfig, *, max_workers: int = 8) -> list[PreparedDataset]:

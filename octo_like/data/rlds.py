@@ -12,6 +12,8 @@ import difflib
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from octo_like.data.dataset import as_written
+
 
 @dataclasses.dataclass(frozen=True)
 class ProcessShard:
@@ -137,7 +139,7 @@ def read_episodes(
         shuffle_files=shuffle_files,
         read_config=read_config,
     )
-    return episodes.map(_flatten_episode, num_parallel_calls=num_parallel_reads)
+    return episodes.map(as_written(_flatten_episode), num_parallel_calls=num_parallel_reads)
 
 
 def _flatten_episode(episode: dict) -> dict:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 import tensorflow as tf
 
 from octo_like import schema
+from octo_like.data.dataset import as_written
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +137,8 @@ def apply_check(
         return tf.cond(good, lambda: tf.constant(True), log_skip)
 
     if skip_bad_episodes:
-        return trajectories.filter(keep_if_good)
-    return trajectories.map(raise_if_bad)
+        return trajectories.filter(as_written(keep_if_good))
+    return trajectories.map(as_written(raise_if_bad))
 
 
 _ASSERTION = re.compile(r"assertion failed: (.*)", re.S)

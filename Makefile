@@ -18,10 +18,10 @@ train: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check octo_like tests scripts train.py
-	$(PY) -m pytest -q -n auto --dist loadfile --durations=25 tests
+	$(PY) -m pytest -q -n auto --dist loadfile --no-loadscope-reorder --durations=25 tests
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -n auto --dist loadfile -m "not slow" tests
+	$(PY) -m pytest -q -n auto --dist loadfile --no-loadscope-reorder -m "not slow" tests
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

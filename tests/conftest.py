@@ -40,7 +40,7 @@ def pytest_unconfigure(config):
     from tests import xla_cache
 
     if getattr(config, "_octo_like_created_xla_cache", False):
-        xla_cache.remove_root()
+        xla_cache.remove()
 
 
 @pytest.fixture(scope="session")

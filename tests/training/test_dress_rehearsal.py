@@ -116,6 +116,7 @@ def _complete_steps(checkpoints: pathlib.Path) -> list[int]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # ~9 min alone; sharing the 2 cores with another test worker, ~15
 def test_dress_rehearsal(tmp_path, bridge_dir):
     mix = MIXES["oxe_magic_soup"]
     for index, (name, _) in enumerate(mix):

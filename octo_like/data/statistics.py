@@ -210,7 +210,7 @@ def compute_statistics(
             out = {k: _lookup(traj, path, "the dataset") for k, path in keys.items()}
             return out | {k: tf.reshape(traj[k], [-1])[:1] for k in wanted}
 
-        from octo_like.data.dataset import as_written
+        from octo_like.data.dataset import as_written  # here: this module imports no TF
 
         stream: Iterable[Mapping] = trajectories.map(as_written(select)).as_numpy_iterator()
         keys = {k: (k,) for k in keys}

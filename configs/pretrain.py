@@ -34,12 +34,17 @@ def get_config(arg: str = "laptop") -> ml_collections.ConfigDict:
     preset = "laptop" if long_run else preset
     generated = preset in ("debug", "laptop")
     simulated = preset == "laptop"
-    if simulated and mix not in ("", "metaworld", "metaworld_cross", "metaworld_stereo"):
+    simulated_mixes = (
+        "metaworld",
+        "metaworld_cross",
+        "metaworld_stereo",
+        "metaworld_default_wrist",
+    )
+    if simulated and mix not in ("", *simulated_mixes):
         raise ValueError(
-            "laptop trains on a simulated mix (metaworld, metaworld_cross, metaworld_stereo), "
-            f"not {mix!r}"
+            f"laptop trains on a simulated mix ({', '.join(simulated_mixes)}), not {mix!r}"
         )
-    wrist = not simulated or mix == "metaworld_cross"
+    wrist = not simulated or mix in ("metaworld_cross", "metaworld_default_wrist")
     secondary = mix == "metaworld_stereo"
     size = {"debug": "dummy", "laptop": "tiny"}.get(preset, preset)
     if size not in SIZES:

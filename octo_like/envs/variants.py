@@ -160,6 +160,15 @@ VARIANTS: dict[str, EmbodimentVariant] = {
             field_of_view={"primary": 35.0, "secondary": 35.0},
         ),
         EmbodimentVariant(
+            name="default_wrist",
+            cameras={"primary": "corner2", "wrist": "gripperPOV"},
+            image_size=64,
+            action_space="metaworld4",
+            description="the default corner camera plus a wrist camera: the goal or object grows "
+            "in the wrist view as the hand nears it, depth the corner view sees only along a ray",
+            field_of_view={"primary": 35.0},
+        ),
+        EmbodimentVariant(
             name="metric7",
             cameras={"primary": "corner2"},
             image_size=96,

@@ -397,10 +397,11 @@ def test_in_training_evaluation_runs_in_the_mixs_embodiment():
     simulation = SimulationDataConfig(eval_every=100)
     variants = {
         mix: ClosedLoopEval.from_simulation(simulation, mix).variant
-        for mix in ("metaworld", "metaworld_cross", "metaworld_stereo")
+        for mix in ("metaworld", "metaworld_cross", "metaworld_stereo", "metaworld_default_wrist")
     }
     assert variants == {"metaworld": "default", "metaworld_cross": "default",
-                        "metaworld_stereo": "stereo"}  # fmt: skip
+                        "metaworld_stereo": "stereo",
+                        "metaworld_default_wrist": "default_wrist"}  # fmt: skip
     with pytest.raises(ValueError, match="bridge_dataset.*not a simulated"):
         ClosedLoopEval.from_simulation(simulation, "bridge")
     # Rollouts render at the demonstrations' size, not the variant's default.

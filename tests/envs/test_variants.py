@@ -85,9 +85,27 @@ def test_the_laptop_presets_read_each_simulated_mix_with_its_cameras():
     )
     assert cameras("laptop_long,metaworld_stereo")[2] == {"primary": None, "secondary": None}
     assert cameras("laptop_long,metaworld_cross")[2] == {"primary": None, "wrist": "-"}
+    assert cameras("laptop_long,metaworld_default_wrist") == (
+        "metaworld_default_wrist",
+        ["primary", "wrist"],
+        {"primary": None, "wrist": "-"},
+    )
     assert resolve_mix("metaworld_stereo")[0][0].image_keys["secondary"] == "image_secondary"
     with pytest.raises(ValueError, match="metaworld_stereo"):
         pretrain.get_config("laptop,bridge")
+
+
+def test_default_wrist_adds_a_wrist_camera_to_the_default_view():
+    """`default_wrist` keeps the default corner camera as it is (same camera, same zoom) and adds
+    the wrist camera, so a policy's fixed view is the default one's."""
+    default, both = variants.get_variant("default"), variants.get_variant("default_wrist")
+    assert both.cameras == {"primary": default.cameras["primary"], "wrist": "gripperPOV"}
+    assert both.field_of_view == default.field_of_view
+    assert both.with_cameras(("primary",)).rendering() == default.rendering()
+    assert (both.action_space, both.image_size) == (default.action_space, default.image_size)
+    spec = get_dataset_spec("metaworld_default_wrist")
+    assert dict(spec.image_keys) == {"primary": "image_primary", "wrist": "image_wrist"}
+    assert [s.name for s, _ in resolve_mix("metaworld_default_wrist")] == [spec.name]
 
 
 def test_camera_subset_and_unknown_names_fail_clearly():

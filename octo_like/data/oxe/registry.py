@@ -203,6 +203,9 @@ SIMULATED_DATASETS: Mapping[str, DatasetSpec] = types.MappingProxyType(
             simulated_dataset_spec(
                 "metaworld_stereo", ("primary", "secondary"), ActionEncoding.CUSTOM, 4
             ),
+            simulated_dataset_spec(
+                "metaworld_default_wrist", ("primary", "wrist"), ActionEncoding.CUSTOM, 4
+            ),
         )
     }
 )

@@ -172,6 +172,7 @@ def get_config(arg: str = "laptop") -> ml_collections.ConfigDict:
         image_size=image_size if simulated else 64,
         expert_noise=0.1,
         steps_after_success=0,  # expert steps kept after success (the policy learns to stop)
+        image_encoding="jpeg",  # how frames are stored: jpeg | png (lossless)
         workers=2,
         seed=0,
         cache_dir="~/.cache/octo_like/metaworld",

@@ -48,6 +48,7 @@ class SimulatedDatasets:
             expert_noise=s.expert_noise,
             seed=s.seed,
             steps_after_success=s.steps_after_success,
+            image_encoding=s.image_encoding,
         )
 
     def _variant(self, dataset_name: str) -> str:

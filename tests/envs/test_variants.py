@@ -108,6 +108,21 @@ def test_default_wrist_adds_a_wrist_camera_to_the_default_view():
     assert [s.name for s, _ in resolve_mix("metaworld_default_wrist")] == [spec.name]
 
 
+def test_the_simulation_config_picks_how_collected_frames_are_stored():
+    """simulation.image_encoding reaches the collection and its cache key; a typo is named."""
+    from octo_like.envs.simulated_data import SimulatedDatasets
+    from octo_like.training.config import SimulationDataConfig
+
+    def collection(**kwargs):
+        return SimulatedDatasets("metaworld", SimulationDataConfig(**kwargs)).collection("default")
+
+    assert collection().image_encoding == "jpeg"
+    assert collection(image_encoding="png").image_encoding == "png"
+    assert collection(image_encoding="png").fingerprint() != collection().fingerprint()
+    with pytest.raises(ValueError, match="image_encoding must be jpeg or png, got 'pgn'"):
+        SimulationDataConfig(image_encoding="pgn")
+
+
 def test_camera_subset_and_unknown_names_fail_clearly():
     wrist_only = variants.get_variant("wrist").with_cameras(("wrist",))
     assert dict(wrist_only.dataset_spec("mine").image_keys) == {"wrist": "image_wrist"}

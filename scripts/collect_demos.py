@@ -47,6 +47,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--image_encoding", default="jpeg", choices=("jpeg", "png"))
+    parser.add_argument(
+        "--action_labels", default="executed", choices=("executed", "expert"),
+        help="record the executed (noisy) action or the expert's noise-free one (DART)",
+    )  # fmt: skip
     parser.add_argument("--gl", default=None, choices=("egl", "osmesa"), help="MuJoCo GL backend")
     return parser.parse_args(argv)
 
@@ -71,6 +75,7 @@ def main(argv=None):
         max_episode_steps=args.max_steps,
         seed=args.seed,
         image_encoding=args.image_encoding,
+        action_labels=args.action_labels,
         cameras=tuple(args.cameras.split(",")) if args.cameras else None,
     )
     report = collect_demonstrations(

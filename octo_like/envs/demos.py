@@ -21,6 +21,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from octo_like.data import rlds_writer as rw
+from octo_like.envs.demos_worker import ACTION_LABELS
 from octo_like.envs.metaworld_env import MAX_STEPS_AFTER_SUCCESS
 from octo_like.envs.tasks import get_task, parse_tasks
 from octo_like.envs.variants import (
@@ -54,6 +55,7 @@ class CollectionConfig:
     image_encoding: str = "jpeg"
     cameras: tuple[str, ...] | None = None  # a subset of the variant's cameras (None: all)
     steps_after_success: int = 0
+    action_labels: str = "executed"  # or "expert": noise-free labels on the noisy rollout (DART)
 
     def __post_init__(self):
         object.__setattr__(self, "tasks", parse_tasks(self.tasks))
@@ -64,6 +66,10 @@ class CollectionConfig:
             raise ValueError("episodes_per_task must be >= 1 and val_episodes_per_task >= 0")
         if self.image_encoding not in ("jpeg", "png"):
             raise ValueError(f"image_encoding must be jpeg or png, got {self.image_encoding!r}")
+        if self.action_labels not in ACTION_LABELS:
+            raise ValueError(
+                f"action_labels must be one of {ACTION_LABELS}, got {self.action_labels!r}"
+            )
         if not 0 <= self.steps_after_success <= MAX_STEPS_AFTER_SUCCESS:
             raise ValueError(
                 f"steps_after_success must lie in [0, {MAX_STEPS_AFTER_SUCCESS}], "
@@ -81,8 +87,11 @@ class CollectionConfig:
         """Short hash of everything that changes the data (a cache key)."""
         # The variant's rendering too: a changed camera or field of view must re-collect.
         fields = {**dataclasses.asdict(self), "rendering": self.embodiment().rendering()}
-        if not self.steps_after_success:  # keeps the keys of collections made before it existed
+        # Options at their defaults keep the keys of collections made before they existed.
+        if not self.steps_after_success:
             del fields["steps_after_success"]
+        if self.action_labels == "executed":
+            del fields["action_labels"]
         blob = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -191,6 +200,7 @@ def collect_demonstrations(
                             expert_noise=config.expert_noise,
                             seed=seed,
                             steps_after_success=config.steps_after_success,
+                            action_labels=config.action_labels,
                         )
                     )
             for job_index, result in pool.imap_unordered("expert_episode", jobs):

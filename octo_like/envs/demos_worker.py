@@ -7,11 +7,19 @@ import numpy as np
 
 from octo_like.envs.metaworld_env import MetaWorldEnv
 
+ACTION_LABELS = ("executed", "expert")
 
-def run_expert_episode(env: MetaWorldEnv, seed: int, steps_after_success: int = 0) -> dict:
+
+def run_expert_episode(
+    env: MetaWorldEnv, seed: int, steps_after_success: int = 0, action_labels: str = "executed"
+) -> dict:
     """Rolls out ``env``'s expert from the scene of `seed` until success or truncation, then, on
     success, `steps_after_success` more steps of the expert holding the solved task (an episode
     that ends the moment the goal is reached never shows a policy how to stop there).
+
+    The noisy expert action is executed either way; `action_labels` says what is recorded:
+    "executed" (that noisy action) or "expert" (the noise-free expert action in the same state:
+    noise widens the states a policy sees, the label stays the expert's, as in DART).
 
     Returns ``{"observation": {key: [T, ...]}, "action": float32[T, A], "reward": float32[T],
     "success": bool, "length": T, "seed": seed, "instruction": str}``; step t pairs the
@@ -22,11 +30,13 @@ def run_expert_episode(env: MetaWorldEnv, seed: int, steps_after_success: int = 
     observations = {key: [] for key in obs}
     actions, rewards = [], []
     success, remaining = False, None  # remaining: steps left after success (None: not yet)
+    if action_labels not in ACTION_LABELS:
+        raise ValueError(f"action_labels must be one of {ACTION_LABELS}, got {action_labels!r}")
     while remaining != 0:
-        action = env.expert_action()
+        clean, action = env.expert_actions()
         for key, value in obs.items():
             observations[key].append(value)
-        actions.append(action)
+        actions.append(clean if action_labels == "expert" else action)
         obs, reward, terminated, truncated, info = env.step(action)
         rewards.append(reward)
         if remaining is not None:

@@ -123,12 +123,18 @@ class MetaWorldEnv(gym.Env):
     def expert_action(self) -> np.ndarray:
         """The scripted expert's action for the current state, in the variant's units, with
         Gaussian noise of std `expert_noise` (MetaWorld units) on the xyz part."""
+        return self.expert_actions()[1]
+
+    def expert_actions(self) -> tuple[np.ndarray, np.ndarray]:
+        """(noise-free, noisy) expert actions for the current state, in the variant's units; one
+        noise draw, so a rollout that executes the noisy one is the same as `expert_action`'s."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            action = np.asarray(self._expert.get_action(self._raw_obs), np.float64)
+            clean = np.asarray(self._expert.get_action(self._raw_obs), np.float64)
+        noisy = clean.copy()
         if self.expert_noise > 0:
-            action[:3] += self._rng.normal(0.0, self.expert_noise, 3)
-        return self.variant.from_env_action(np.clip(action, -1.0, 1.0))
+            noisy[:3] += self._rng.normal(0.0, self.expert_noise, 3)
+        return tuple(self.variant.from_env_action(np.clip(a, -1.0, 1.0)) for a in (clean, noisy))
 
     # ------------------------------------------------------------------ internals
     def _render(self, camera: str) -> np.ndarray:

@@ -49,6 +49,7 @@ class SimulatedDatasets:
             seed=s.seed,
             steps_after_success=s.steps_after_success,
             image_encoding=s.image_encoding,
+            action_labels=s.action_labels,
         )
 
     def _variant(self, dataset_name: str) -> str:

@@ -38,6 +38,9 @@ class SimulationDataConfig:
     # How frames are stored: "png" keeps every pixel as rendered (what the policy sees in the
     # simulator); "jpeg" at 64 px blurs a 2-3 px goal marker into its background.
     image_encoding: str = "jpeg"
+    # What a demonstration step's action is: "executed" (the noisy command that moved the arm)
+    # or "expert" (the expert's noise-free command in that state; DART).
+    action_labels: str = "executed"
     workers: int = 2
     seed: int = 0
     cache_dir: str = "~/.cache/octo_like/metaworld"
@@ -51,6 +54,11 @@ class SimulationDataConfig:
         if self.image_encoding not in ("jpeg", "png"):
             raise ValueError(
                 f"config.simulation.image_encoding must be jpeg or png, got {self.image_encoding!r}"
+            )
+        if self.action_labels not in ("executed", "expert"):
+            raise ValueError(
+                "config.simulation.action_labels must be executed or expert, "
+                f"got {self.action_labels!r}"
             )
         if self.eval_every < 0 or self.eval_episodes < 1 or self.eval_max_steps < 1:
             raise ValueError(

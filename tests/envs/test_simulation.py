@@ -168,6 +168,30 @@ def test_demonstrations_can_keep_the_expert_holding_the_solved_task():
         CollectionConfig(tasks=("reach",), episodes_per_task=2, steps_after_success=101)
 
 
+def test_expert_labels_keep_the_noisy_rollout_and_record_the_noise_free_action():
+    """action_labels="expert" (DART): the arm moves exactly as with executed labels (one noise
+    draw per step either way); only the recorded actions lose the noise."""
+    job = dict(task="reach", variant="default", image_size=32, max_episode_steps=120,
+               expert_noise=0.1, seed=3)  # fmt: skip
+    with EnvPool(1) as pool:
+        (executed,) = pool.call("expert_episode", [job])
+        (labelled,) = pool.call("expert_episode", [dict(job, action_labels="expert")])
+        with pytest.raises(WorkerError, match="action_labels must be one of"):
+            pool.call("expert_episode", [dict(job, action_labels="clean")])
+    assert labelled["length"] == executed["length"]
+    for key, frames in executed["observation"].items():
+        np.testing.assert_array_equal(labelled["observation"][key], frames)
+    noise = executed["action"][:, :3] - labelled["action"][:, :3]
+    unclipped = np.all(np.abs(executed["action"][:, :3]) < 1.0, axis=1)
+    assert 0.07 < noise[unclipped].std() < 0.13  # the collection's noise std, 0.1
+    np.testing.assert_array_equal(executed["action"][:, 3], labelled["action"][:, 3])
+    base = CollectionConfig(tasks=("reach",), episodes_per_task=2)
+    dart = CollectionConfig(tasks=("reach",), episodes_per_task=2, action_labels="expert")
+    assert base.fingerprint() == "98635085a079" != dart.fingerprint()
+    with pytest.raises(ValueError, match="action_labels must be one of"):
+        CollectionConfig(tasks=("reach",), episodes_per_task=2, action_labels="clean")
+
+
 class _RecordingAgent(ExpertAgent):
     def __init__(self):
         self.resets = []

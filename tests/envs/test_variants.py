@@ -121,6 +121,9 @@ def test_the_simulation_config_picks_how_collected_frames_are_stored():
     assert collection(image_encoding="png").fingerprint() != collection().fingerprint()
     with pytest.raises(ValueError, match="image_encoding must be jpeg or png, got 'pgn'"):
         SimulationDataConfig(image_encoding="pgn")
+    assert collection(action_labels="expert").action_labels == "expert"
+    with pytest.raises(ValueError, match="action_labels must be executed or expert"):
+        SimulationDataConfig(action_labels="clean")
 
 
 def test_camera_subset_and_unknown_names_fail_clearly():

@@ -174,6 +174,7 @@ def get_config(arg: str = "laptop") -> ml_collections.ConfigDict:
         steps_after_success=0,  # expert steps kept after success (the policy learns to stop)
         image_encoding="jpeg",  # how frames are stored: jpeg | png (lossless)
         action_labels="executed",  # executed (noisy) | expert (noise-free, DART)
+        expert_gain=1.0,  # x the expert's xyz command before clipping: larger final corrections
         workers=2,
         seed=0,
         cache_dir="~/.cache/octo_like/metaworld",

@@ -48,6 +48,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--image_encoding", default="jpeg", choices=("jpeg", "png"))
     parser.add_argument(
+        "--expert_gain", type=float, default=1.0,
+        help="scale of the expert's xyz command before clipping (larger final corrections)",
+    )  # fmt: skip
+    parser.add_argument(
         "--action_labels", default="executed", choices=("executed", "expert"),
         help="record the executed (noisy) action or the expert's noise-free one (DART)",
     )  # fmt: skip
@@ -76,6 +80,7 @@ def main(argv=None):
         seed=args.seed,
         image_encoding=args.image_encoding,
         action_labels=args.action_labels,
+        expert_gain=args.expert_gain,
         cameras=tuple(args.cameras.split(",")) if args.cameras else None,
     )
     report = collect_demonstrations(

@@ -56,6 +56,7 @@ class CollectionConfig:
     cameras: tuple[str, ...] | None = None  # a subset of the variant's cameras (None: all)
     steps_after_success: int = 0
     action_labels: str = "executed"  # or "expert": noise-free labels on the noisy rollout (DART)
+    expert_gain: float = 1.0  # scales the expert's xyz command before clipping (its corrections)
 
     def __post_init__(self):
         object.__setattr__(self, "tasks", parse_tasks(self.tasks))
@@ -70,6 +71,8 @@ class CollectionConfig:
             raise ValueError(
                 f"action_labels must be one of {ACTION_LABELS}, got {self.action_labels!r}"
             )
+        if not self.expert_gain > 0:
+            raise ValueError(f"expert_gain must be > 0, got {self.expert_gain}")
         if not 0 <= self.steps_after_success <= MAX_STEPS_AFTER_SUCCESS:
             raise ValueError(
                 f"steps_after_success must lie in [0, {MAX_STEPS_AFTER_SUCCESS}], "
@@ -92,6 +95,8 @@ class CollectionConfig:
             del fields["steps_after_success"]
         if self.action_labels == "executed":
             del fields["action_labels"]
+        if self.expert_gain == 1.0:
+            del fields["expert_gain"]
         blob = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -201,6 +206,7 @@ def collect_demonstrations(
                             seed=seed,
                             steps_after_success=config.steps_after_success,
                             action_labels=config.action_labels,
+                            expert_gain=config.expert_gain,
                         )
                     )
             for job_index, result in pool.imap_unordered("expert_episode", jobs):

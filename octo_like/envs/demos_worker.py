@@ -11,7 +11,11 @@ ACTION_LABELS = ("executed", "expert")
 
 
 def run_expert_episode(
-    env: MetaWorldEnv, seed: int, steps_after_success: int = 0, action_labels: str = "executed"
+    env: MetaWorldEnv,
+    seed: int,
+    steps_after_success: int = 0,
+    action_labels: str = "executed",
+    expert_gain: float = 1.0,
 ) -> dict:
     """Rolls out ``env``'s expert from the scene of `seed` until success or truncation, then, on
     success, `steps_after_success` more steps of the expert holding the solved task (an episode
@@ -20,6 +24,7 @@ def run_expert_episode(
     The noisy expert action is executed either way; `action_labels` says what is recorded:
     "executed" (that noisy action) or "expert" (the noise-free expert action in the same state:
     noise widens the states a policy sees, the label stays the expert's, as in DART).
+    `expert_gain` scales the expert's xyz command (`MetaWorldEnv.expert_actions`).
 
     Returns ``{"observation": {key: [T, ...]}, "action": float32[T, A], "reward": float32[T],
     "success": bool, "length": T, "seed": seed, "instruction": str}``; step t pairs the
@@ -33,7 +38,7 @@ def run_expert_episode(
     if action_labels not in ACTION_LABELS:
         raise ValueError(f"action_labels must be one of {ACTION_LABELS}, got {action_labels!r}")
     while remaining != 0:
-        clean, action = env.expert_actions()
+        clean, action = env.expert_actions(expert_gain)
         for key, value in obs.items():
             observations[key].append(value)
         actions.append(clean if action_labels == "expert" else action)

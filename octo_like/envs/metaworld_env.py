@@ -125,12 +125,16 @@ class MetaWorldEnv(gym.Env):
         Gaussian noise of std `expert_noise` (MetaWorld units) on the xyz part."""
         return self.expert_actions()[1]
 
-    def expert_actions(self) -> tuple[np.ndarray, np.ndarray]:
+    def expert_actions(self, gain: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
         """(noise-free, noisy) expert actions for the current state, in the variant's units; one
-        noise draw, so a rollout that executes the noisy one is the same as `expert_action`'s."""
+        noise draw, so a rollout that executes the noisy one is the same as `expert_action`'s.
+
+        `gain` scales the expert's xyz command before clipping to [-1, 1]: moves that saturate
+        stay as they are, the small proportional corrections near a target grow by `gain`."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             clean = np.asarray(self._expert.get_action(self._raw_obs), np.float64)
+        clean[:3] *= gain
         noisy = clean.copy()
         if self.expert_noise > 0:
             noisy[:3] += self._rng.normal(0.0, self.expert_noise, 3)

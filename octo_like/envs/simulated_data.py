@@ -50,6 +50,7 @@ class SimulatedDatasets:
             steps_after_success=s.steps_after_success,
             image_encoding=s.image_encoding,
             action_labels=s.action_labels,
+            expert_gain=s.expert_gain,
         )
 
     def _variant(self, dataset_name: str) -> str:

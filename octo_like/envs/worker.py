@@ -90,12 +90,13 @@ class _WorkerState:
         seed: int,
         steps_after_success: int = 0,
         action_labels: str = "executed",
+        expert_gain: float = 1.0,
     ) -> dict:
         """Runs the (noisy) scripted expert for one episode; returns its columns."""
         from octo_like.envs.demos_worker import run_expert_episode
 
         self.make(task, variant, image_size, max_episode_steps, expert_noise)
-        return run_expert_episode(self.env, seed, steps_after_success, action_labels)
+        return run_expert_episode(self.env, seed, steps_after_success, action_labels, expert_gain)
 
     def expert_goal(self, seed: int) -> dict:
         """Goal images of the scene of `seed`: the scripted expert plays it out, and the last

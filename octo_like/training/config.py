@@ -41,6 +41,7 @@ class SimulationDataConfig:
     # What a demonstration step's action is: "executed" (the noisy command that moved the arm)
     # or "expert" (the expert's noise-free command in that state; DART).
     action_labels: str = "executed"
+    expert_gain: float = 1.0  # scales the expert's xyz command before clipping (its corrections)
     workers: int = 2
     seed: int = 0
     cache_dir: str = "~/.cache/octo_like/metaworld"
@@ -60,6 +61,8 @@ class SimulationDataConfig:
                 "config.simulation.action_labels must be executed or expert, "
                 f"got {self.action_labels!r}"
             )
+        if not self.expert_gain > 0:
+            raise ValueError(f"config.simulation.expert_gain must be > 0, got {self.expert_gain}")
         if self.eval_every < 0 or self.eval_episodes < 1 or self.eval_max_steps < 1:
             raise ValueError(
                 "config.simulation: eval_every must be >= 0, eval_episodes and eval_max_steps "

@@ -192,6 +192,26 @@ def test_expert_labels_keep_the_noisy_rollout_and_record_the_noise_free_action()
         CollectionConfig(tasks=("reach",), episodes_per_task=2, action_labels="clean")
 
 
+def test_expert_gain_scales_the_experts_corrections_before_clipping():
+    """expert_gain k: from the same state the xyz command is clip(k x the expert's); grip is
+    untouched; the default keeps old cache keys and a gain <= 0 is named."""
+    job = dict(task="reach", variant="default", image_size=32, max_episode_steps=120,
+               expert_noise=0.0, seed=3)  # fmt: skip
+    with EnvPool(1) as pool:
+        (plain,) = pool.call("expert_episode", [job])
+        (strong,) = pool.call("expert_episode", [dict(job, expert_gain=3.0)])
+    first, scaled = plain["action"][0], strong["action"][0]  # the same first state
+    np.testing.assert_allclose(scaled[:3], np.clip(3.0 * first[:3], -1.0, 1.0), atol=1e-6)
+    assert scaled[3] == first[3]
+    assert strong["success"] and strong["length"] < plain["length"]  # it closes in faster
+    base = CollectionConfig(tasks=("reach",), episodes_per_task=2)
+    assert base.fingerprint() == "98635085a079"
+    assert CollectionConfig(tasks=("reach",), episodes_per_task=2, expert_gain=3.0).fingerprint() \
+        != base.fingerprint()  # fmt: skip
+    with pytest.raises(ValueError, match="expert_gain must be > 0"):
+        CollectionConfig(tasks=("reach",), episodes_per_task=2, expert_gain=0.0)
+
+
 class _RecordingAgent(ExpertAgent):
     def __init__(self):
         self.resets = []

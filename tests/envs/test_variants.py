@@ -124,6 +124,9 @@ def test_the_simulation_config_picks_how_collected_frames_are_stored():
     assert collection(action_labels="expert").action_labels == "expert"
     with pytest.raises(ValueError, match="action_labels must be executed or expert"):
         SimulationDataConfig(action_labels="clean")
+    assert collection(expert_gain=3.0).expert_gain == 3.0
+    with pytest.raises(ValueError, match="expert_gain must be > 0"):
+        SimulationDataConfig(expert_gain=-1.0)
 
 
 def test_camera_subset_and_unknown_names_fail_clearly():

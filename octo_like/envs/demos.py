@@ -36,6 +36,10 @@ from octo_like.envs.worker import EnvPool
 MAX_ATTEMPTS_PER_EPISODE = 3  # a noisy expert may fail; give up on a task after this many tries
 
 
+# CollectionConfig fields added after collections were cached, with their defaults.
+_LATER_OPTIONS = {"steps_after_success": 0, "action_labels": "executed", "expert_gain": 1.0}
+
+
 @dataclasses.dataclass(frozen=True)
 class CollectionConfig:
     """What to collect. `episodes_per_task` successful train episodes (and `val_episodes_per_task`
@@ -91,12 +95,9 @@ class CollectionConfig:
         # The variant's rendering too: a changed camera or field of view must re-collect.
         fields = {**dataclasses.asdict(self), "rendering": self.embodiment().rendering()}
         # Options at their defaults keep the keys of collections made before they existed.
-        if not self.steps_after_success:
-            del fields["steps_after_success"]
-        if self.action_labels == "executed":
-            del fields["action_labels"]
-        if self.expert_gain == 1.0:
-            del fields["expert_gain"]
+        for name, default in _LATER_OPTIONS.items():
+            if fields[name] == default:
+                del fields[name]
         blob = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 

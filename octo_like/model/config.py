@@ -35,7 +35,8 @@ def _check_choice(what: str, value: str, choices) -> None:
 class ImageTokenizerConfig:
     """One camera's tokenizer. `goal_fusion` stacks the goal image on the channels (early
     fusion); `film` conditions the stem on the language embedding; one token per
-    `patch_size`-pixel square (16, Octo's; 8 gives a 64 px image an 8x8 grid)."""
+    `patch_size`-pixel square (16, Octo's; 8 gives a 64 px image an 8x8 grid), then `keypoints`
+    spatial-softmax keypoint tokens (small_stem16 only; 0: none)."""
 
     camera: str
     encoder: str = "small_stem16"
@@ -43,9 +44,20 @@ class ImageTokenizerConfig:
     goal_fusion: bool = False
     film: bool = False
     patch_size: int = 16
+    keypoints: int = 0
 
     def __post_init__(self):
         _check_choice("image encoder", self.encoder, IMAGE_ENCODERS)
+        if not isinstance(self.keypoints, int) or self.keypoints < 0:
+            raise ValueError(
+                f"image tokenizer {self.camera!r}: keypoints must be an int >= 0, "
+                f"got {self.keypoints!r}"
+            )
+        if self.keypoints and self.encoder != "small_stem16":
+            raise ValueError(
+                f"image tokenizer {self.camera!r}: keypoints need the small_stem16 encoder, "
+                f"not {self.encoder!r}"
+            )
         if self.patch_size not in PATCH_SIZES:
             raise ValueError(
                 f"image tokenizer {self.camera!r}: patch_size must be one of {PATCH_SIZES}, "

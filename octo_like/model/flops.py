@@ -8,6 +8,8 @@ Per example, with N transformer tokens, width d, MLP width m and L layers:
 
     transformer forward = L * (2 N (4 d^2 + 2 d m)  +  4 N^2 d)        # qkv/out, MLP, QK^T and AV
     image stem forward  = sum over convs of 2 * H_out * W_out * k^2 * C_in * C_out, per frame
+    keypoints forward   = 2 * (H/4) (W/4) C_2 K  +  2 * (H/4) (W/4) K 2  +  2 * K 2 F  # detect,
+                                                    # expectation, embedding (K keypoints)
     projections forward = 2 * tokens * d_in * d                       # image/proprio/text -> d
     frozen T5 forward   = L_t * (2 l (4 d_t i + g d_t f) + 4 l^2 i)    # l tokens, inner i, ff f,
                                                                      # g = 2 (relu) or 3 (gated)
@@ -27,7 +29,7 @@ from collections.abc import Mapping
 import jax
 
 from octo_like.model.config import ModelConfig
-from octo_like.model.tokenizers.image import PATCH, stem_features
+from octo_like.model.tokenizers.image import KEYPOINT_STRIDE, PATCH, stem_features
 from octo_like.model.transformer import TRANSFORMER_PRESETS
 
 
@@ -78,6 +80,15 @@ def _stem_forward(
     k = patch // 2 ** len(widths)
     convs.append(2.0 * (height // patch) * (width // patch) * k * k * c_in * features)
     return convs[0], sum(convs[1:])
+
+
+def _keypoints_forward(height: int, width: int, patch: int, keypoints: int, features: int):
+    """Forward FLOPs of one frame's spatial-softmax keypoints (0 when there are none)."""
+    if not keypoints:
+        return 0.0
+    positions = (height // KEYPOINT_STRIDE) * (width // KEYPOINT_STRIDE)
+    channels = stem_features(patch)[KEYPOINT_STRIDE.bit_length() - 2]
+    return 2.0 * positions * keypoints * (channels + 2) + 2.0 * keypoints * 2 * features
 
 
 def _transformer_forward(num_layers: int, width: int, mlp: int, tokens: int) -> float:
@@ -134,8 +145,10 @@ def train_step_flops(
         channels = c * (2 if tok.goal_fusion else 1)
         p = tok.patch_size
         first, rest = _stem_forward(h, w, channels, tok.encoder, tok.num_features, p)
+        rest += _keypoints_forward(h, w, p, tok.keypoints, tok.num_features)
         stems += config.window * (2.0 * first + 3.0 * rest)
-        projections += 3.0 * config.window * 2.0 * (h // p) * (w // p) * tok.num_features * d
+        tokens = (h // p) * (w // p) + tok.keypoints
+        projections += 3.0 * config.window * 2.0 * tokens * tok.num_features * d
     for camera in config.goal_image_cameras:
         h, w, c = input_spec["task"][f"image_{camera}"]["shape"]
         first, rest = _stem_forward(h, w, c, "small_stem16", 512)

@@ -101,6 +101,7 @@ class OctoModule(nnx.Module):
                 goal_fusion=tok.goal_fusion,
                 film_dim=lang_width if tok.film else None,
                 patch_size=tok.patch_size,
+                keypoints=tok.keypoints,
                 rngs=rngs,
                 dtype=dt,
             )

@@ -128,3 +128,31 @@ def test_stem_count_agrees_with_xla_for_each_patch_size(patch):
     xla = (cost[0] if isinstance(cost, list) else cost)["flops"]
     analytic = sum(_stem_forward(64, 64, 6, "small_stem16", 64, patch))
     assert 0.9 <= xla / analytic <= 1.1, (xla, analytic)
+
+
+def test_keypoint_count_agrees_with_xla():
+    """The keypoint term (detector, expectation, embedding) is what XLA counts on top of the
+    same tokenizer without keypoints."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from octo_like.model.flops import _keypoints_forward
+    from octo_like.model.tokenizers.image import ImageTokenizer
+
+    def xla_flops(keypoints):
+        tok = ImageTokenizer("primary", num_features=64, keypoints=keypoints, rngs=nnx.Rngs(0))
+        graph, state = nnx.split(tok)
+        key = "image_primary"
+        obs = {
+            key: jnp.zeros((1, 1, 64, 64, 3), jnp.uint8),
+            "pad_mask_dict": {key: jnp.ones((1, 1), bool)},
+        }
+        step = jax.jit(lambda state, obs: nnx.merge(graph, state)(obs, {}).tokens)
+        cost = step.lower(state, obs).compile().cost_analysis()
+        return (cost[0] if isinstance(cost, list) else cost)["flops"]
+
+    extra = xla_flops(32) - xla_flops(0)
+    analytic = _keypoints_forward(64, 64, 16, 32, 64)
+    assert 0.9 <= extra / analytic <= 1.1, (extra, analytic)
+    assert _keypoints_forward(64, 64, 16, 0, 64) == 0.0

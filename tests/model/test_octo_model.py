@@ -310,3 +310,28 @@ def test_patch_size_sets_each_cameras_token_count():
     assert len(module.image_tokenizers["primary"].encoder.convs) == 3
     with pytest.raises(ValueError, match="'primary': patch_size must be one of"):
         ImageTokenizerConfig("primary", patch_size=10)
+
+
+def test_keypoints_add_tokens_per_camera_and_survive_the_config_round_trip():
+    """primary at 64 px with 8 keypoints: 16 patches + 8 keypoints a step; a config saved
+    before the option existed (no `keypoints` key) loads with none."""
+    config = ModelConfig(
+        transformer="dummy",
+        image_tokenizers=(ImageTokenizerConfig("primary", num_features=32, keypoints=8),),
+        language=LanguageConfig(encoder="none"),
+        window=2,
+        action_horizon=H,
+        action_dim=A,
+        head=HeadConfig("mse"),
+    )
+    spec = {"observation": {"image_primary": {"shape": [2, 64, 64, 3], "dtype": "uint8"}}}
+    spec["task"] = {}
+    module = nnx.eval_shape(lambda: OctoModule(config, spec, 1000, rngs=nnx.Rngs(0)))
+    tokens = {s.name: s.num_tokens for s in module.group_specs}
+    assert tokens["obs_primary"] == 16 + 8
+    assert module.image_positions["primary"].value.shape[1] == 24
+    assert module.image_tokenizers["primary"].keypoints.embed.value.shape == (8, 2, 32)
+    saved = json.loads(json.dumps(config.to_dict()))
+    assert ModelConfig.from_dict(saved) == config
+    del saved["image_tokenizers"][0]["keypoints"]
+    assert ModelConfig.from_dict(saved).image_tokenizers[0].keypoints == 0

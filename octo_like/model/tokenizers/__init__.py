@@ -11,6 +11,7 @@ from octo_like.model.tokenizers.image import (
     SmallStem16,
     normalize_image,
 )
+from octo_like.model.tokenizers.keypoints import SpatialSoftmaxKeypoints
 from octo_like.model.tokenizers.lowdim import PROPRIO_MODES, ProprioTokenizer
 
 __all__ = [
@@ -21,5 +22,6 @@ __all__ = [
     "PatchEncoder",
     "ProprioTokenizer",
     "SmallStem16",
+    "SpatialSoftmaxKeypoints",
     "normalize_image",
 ]

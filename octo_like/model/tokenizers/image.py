@@ -8,6 +8,11 @@ Encoders map ``float[B, H, W, C]`` in [-1, 1] to ``float[B, H/P, W/P, F]``:
   than 16 keep the first log2(P) convs (P = 8: 32, 96, 192), so a small image still gets a fine
   token grid (64 px: 8x8 tokens instead of 4x4) for less stem compute.
 - `PatchEncoder`: a plain P x P patchify conv (ViT style).
+- `SpatialSoftmaxKeypoints` (optional, `keypoints=K` on a `SmallStem16`): K learned keypoints
+  read from the stem's stride-4 map, each the softmax-weighted mean (x, y) of one detector
+  channel, appended as K tokens. A 4x4 grid of 16 px patches places a 2-3 px goal marker only to
+  its patch; a keypoint's expectation places it to a fraction of a pixel (the spatial-softmax
+  readout robot-learning codebases use for precise visuomotor control).
 
 `ImageTokenizer` reads one camera from the batch (layout in `octo_like/schema.py`), either
 observation frames (optionally with the goal image stacked on the channel axis: early goal
@@ -27,12 +32,14 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from octo_like.model.tokenizers.keypoints import SpatialSoftmaxKeypoints
 from octo_like.model.tokens import TokenGroup
 from octo_like.schema import PAD_MASK_DICT, image_key
 
 PATCH = 16  # default patch side (Octo's)
 STEM_FEATURES = (32, 96, 192, 384)  # SmallStem16's stride-2 conv widths
 PATCH_SIZES = (4, 8, 16, 32)
+KEYPOINT_STRIDE = 4  # keypoints are read from the stem's second conv (a 64 px image: 16x16)
 
 
 def stem_features(patch_size: int) -> tuple[int, ...]:
@@ -149,12 +156,20 @@ class SmallStem16(nnx.Module):
         )
 
     def __call__(self, x: jax.Array, film_condition: jax.Array | None = None) -> jax.Array:
+        return self.patch(self.feature_maps(x, film_condition)[-1])
+
+    def feature_maps(
+        self, x: jax.Array, film_condition: jax.Array | None = None
+    ) -> list[jax.Array]:
+        """Each stride-2 conv's output: float[B, H/2^i, W/2^i, features[i-1]], i = 1, 2, ..."""
         _check_film(self.films, film_condition, x.shape[0], "SmallStem16")
+        maps = []
         for i, (conv, norm) in enumerate(zip(self.convs, self.norms, strict=True)):
             x = jax.nn.relu(norm(conv(x)))
             if self.films:
                 x = self.films[i](x, film_condition)
-        return self.patch(x)
+            maps.append(x)
+        return maps
 
 
 class PatchEncoder(nnx.Module):
@@ -247,6 +262,8 @@ class ImageTokenizer(nnx.Module):
     replaced by zeros after normalization (mid-grey), whatever its pixels hold, and does not
     mask the observation tokens.
     source="task": reads the goal image alone; mask from ``tasks["pad_mask_dict"]``, bool[b].
+    keypoints=K (small_stem16 only): K spatial-softmax keypoint tokens follow the patch tokens
+    of every image (n = patches + K), masked like them.
     """
 
     def __init__(
@@ -260,6 +277,7 @@ class ImageTokenizer(nnx.Module):
         in_channels: int = 3,
         source: str = "observation",
         patch_size: int = PATCH,
+        keypoints: int = 0,
         rngs: nnx.Rngs,
         dtype: Any = None,
     ):
@@ -289,10 +307,40 @@ class ImageTokenizer(nnx.Module):
             rngs=rngs,
             dtype=dtype,
         )
+        if keypoints < 0:
+            raise ValueError(f"ImageTokenizer({camera!r}): keypoints must be >= 0, got {keypoints}")
+        if keypoints and encoder != "small_stem16":
+            raise ValueError(
+                f"ImageTokenizer({camera!r}): keypoints read the small_stem16 stem's feature "
+                f"maps; encoder {encoder!r} has none"
+            )
+        self.num_keypoints = keypoints
+        self.keypoints = (
+            SpatialSoftmaxKeypoints(
+                self.encoder.convs[1].kernel.shape[-1],
+                keypoints,
+                num_features,
+                rngs=rngs,
+                dtype=dtype,
+            )
+            if keypoints
+            else None
+        )
 
     def num_tokens(self, height: int, width: int) -> int:
-        """Tokens per image of this size (one per patch)."""
-        return (height // self.patch_size) * (width // self.patch_size)
+        """Tokens per image of this size: one per patch, then the keypoints."""
+        return (height // self.patch_size) * (width // self.patch_size) + self.num_keypoints
+
+    def _encode(self, x: jax.Array, film_condition: jax.Array | None) -> jax.Array:
+        """float[B, H, W, C'] -> float[B, n, F]: patch tokens row-major, then keypoint tokens."""
+        if self.keypoints is None:
+            tokens = self.encoder(x, film_condition)
+            return tokens.reshape(x.shape[0], -1, tokens.shape[-1])
+        maps = self.encoder.feature_maps(x, film_condition)
+        patches = self.encoder.patch(maps[-1])
+        patches = patches.reshape(x.shape[0], -1, patches.shape[-1])
+        keypoints = self.keypoints(maps[KEYPOINT_STRIDE.bit_length() - 2]).astype(patches.dtype)
+        return jnp.concatenate([patches, keypoints], axis=1)
 
     def __call__(
         self,
@@ -319,7 +367,7 @@ class ImageTokenizer(nnx.Module):
             goal = self._goal(tasks, b, image.shape[2:4])
             x = jnp.concatenate([x, jnp.broadcast_to(goal[:, None], x.shape)], axis=-1)
         cond = None if film_condition is None else jnp.repeat(film_condition, w, axis=0)
-        tokens = self.encoder(x.reshape(b * w, *x.shape[2:]), cond)
+        tokens = self._encode(x.reshape(b * w, *x.shape[2:]), cond)
         tokens = tokens.reshape(b, w, -1, tokens.shape[-1])
         mask = jnp.broadcast_to(mask.astype(bool)[:, :, None], tokens.shape[:-1])
         return TokenGroup(tokens, mask)
@@ -350,6 +398,5 @@ class ImageTokenizer(nnx.Module):
         b = goal.shape[0]
         mask = _get(tasks, (PAD_MASK_DICT, self.key), where, f"bool[{b}]")
         _check_mask(mask, f"tasks[{PAD_MASK_DICT!r}][{self.key!r}]", (b,))
-        tokens = self.encoder(normalize_image(goal, self.dtype), film_condition)
-        tokens = tokens.reshape(b, -1, tokens.shape[-1])
+        tokens = self._encode(normalize_image(goal, self.dtype), film_condition)
         return TokenGroup(tokens, jnp.broadcast_to(mask.astype(bool)[:, None], tokens.shape[:-1]))

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 import jax
 
 from octo_like.model.config import ModelConfig
-from octo_like.model.tokenizers.image import KEYPOINT_STRIDE, PATCH, stem_features
+from octo_like.model.tokenizers.image import KEYPOINT_MAP, KEYPOINT_STRIDE, PATCH, stem_features
 from octo_like.model.transformer import TRANSFORMER_PRESETS
 
 
@@ -87,7 +87,7 @@ def _keypoints_forward(height: int, width: int, patch: int, keypoints: int, feat
     if not keypoints:
         return 0.0
     positions = (height // KEYPOINT_STRIDE) * (width // KEYPOINT_STRIDE)
-    channels = stem_features(patch)[KEYPOINT_STRIDE.bit_length() - 2]
+    channels = stem_features(patch)[KEYPOINT_MAP]
     return 2.0 * positions * keypoints * (channels + 2) + 2.0 * keypoints * 2 * features
 
 

@@ -40,6 +40,7 @@ PATCH = 16  # default patch side (Octo's)
 STEM_FEATURES = (32, 96, 192, 384)  # SmallStem16's stride-2 conv widths
 PATCH_SIZES = (4, 8, 16, 32)
 KEYPOINT_STRIDE = 4  # keypoints are read from the stem's second conv (a 64 px image: 16x16)
+KEYPOINT_MAP = KEYPOINT_STRIDE.bit_length() - 2  # that conv's index in `SmallStem16.feature_maps`
 
 
 def stem_features(patch_size: int) -> tuple[int, ...]:
@@ -317,7 +318,7 @@ class ImageTokenizer(nnx.Module):
         self.num_keypoints = keypoints
         self.keypoints = (
             SpatialSoftmaxKeypoints(
-                self.encoder.convs[1].kernel.shape[-1],
+                self.encoder.convs[KEYPOINT_MAP].kernel.shape[-1],
                 keypoints,
                 num_features,
                 rngs=rngs,
@@ -339,7 +340,7 @@ class ImageTokenizer(nnx.Module):
         maps = self.encoder.feature_maps(x, film_condition)
         patches = self.encoder.patch(maps[-1])
         patches = patches.reshape(x.shape[0], -1, patches.shape[-1])
-        keypoints = self.keypoints(maps[KEYPOINT_STRIDE.bit_length() - 2]).astype(patches.dtype)
+        keypoints = self.keypoints(maps[KEYPOINT_MAP]).astype(patches.dtype)
         return jnp.concatenate([patches, keypoints], axis=1)
 
     def __call__(

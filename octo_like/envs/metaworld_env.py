@@ -22,7 +22,12 @@ import numpy as np
 
 from octo_like.envs.rendering import configure_gl, disable_shadows, fast_render_settings
 from octo_like.envs.tasks import get_task
-from octo_like.envs.variants import PROPRIO_DIM, EmbodimentVariant, get_variant
+from octo_like.envs.variants import (
+    PROPRIO_DIM,
+    EmbodimentVariant,
+    get_variant,
+    look_at_rotation,
+)
 
 DEFAULT_MAX_EPISODE_STEPS = 200  # experts need 30-110 steps on the default tasks
 # Room past max_episode_steps for a demonstration's expert steps after success
@@ -66,11 +71,7 @@ class MetaWorldEnv(gym.Env):
         )
         self._expert = getattr(metaworld.policies, self.task.expert)()
         fast_render_settings(self._env.model)
-        for camera, degrees in self.variant.field_of_view.items():
-            camera_id = mujoco.mj_name2id(
-                self._env.model, mujoco.mjtObj.mjOBJ_CAMERA, self.variant.cameras[camera]
-            )
-            self._env.model.cam_fovy[camera_id] = degrees
+        stage_scene(self._env.model, self.variant)
         self._renderer = mujoco.Renderer(self._env.model, self.image_size, self.image_size)
         disable_shadows(self._renderer)
         self._rng = np.random.default_rng(0)
@@ -154,3 +155,37 @@ class MetaWorldEnv(gym.Env):
         raw = self._raw_obs
         obs["proprio"] = np.array([*raw[:3], raw[3]], np.float32)
         return obs
+
+
+def stage_scene(model, variant: EmbodimentVariant) -> None:
+    """Applies what `variant` changes in how MetaWorld's scene is seen (before any rendering):
+    fields of view, camera poses and the goal marker's colour."""
+    import mujoco
+
+    for camera, degrees in variant.field_of_view.items():
+        camera_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, variant.cameras[camera])
+        if camera_id < 0:
+            raise ValueError(f"the MuJoCo model has no camera {variant.cameras[camera]!r}")
+        model.cam_fovy[camera_id] = degrees
+    for camera, (position, look_at) in variant.camera_poses.items():
+        place_camera(model, variant.cameras[camera], position, look_at)
+    if variant.goal_rgba is not None:
+        goal = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "goal")
+        if goal >= 0:  # every MT50 task has one; a scene without keeps its look
+            model.site_rgba[goal] = variant.goal_rgba
+
+
+def place_camera(model, camera: str, position, look_at) -> None:
+    """Moves MuJoCo camera `camera` (a fixed camera of the world body) to `position`, looking at
+    `look_at` with world +z up in the rendered image."""
+    import mujoco
+
+    camera_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
+    if camera_id < 0:
+        raise ValueError(f"the MuJoCo model has no camera {camera!r}")
+    if model.cam_bodyid[camera_id] != 0 or model.cam_mode[camera_id] != 0:
+        raise ValueError(f"camera {camera!r} is not a fixed world camera; it cannot be placed")
+    quaternion = np.zeros(4)
+    mujoco.mju_mat2Quat(quaternion, look_at_rotation(position, look_at).reshape(-1))
+    model.cam_pos[camera_id] = position
+    model.cam_quat[camera_id] = quaternion

@@ -5,7 +5,7 @@ Different variants give cross-embodiment pretraining and fine-tuning to a new em
 something real to do: `default` sees the scene from one corner camera and acts in MetaWorld's own
 4-dim action space; `wrist` adds a wrist camera and moves the fixed camera; `metric7` acts in a
 7-dim end-effector action space in metres with a [0, 1] gripper (the OXE EEF_POS layout) and
-renders larger images.
+renders larger images; `front` moves one camera in front of the table (`camera_poses`).
 
 Actions are always expressed in the variant's units; `to_env_action` / `from_env_action` convert
 to and from MetaWorld's ``[dx, dy, dz, grip] in [-1, 1]`` (xyz scaled by 1/100 m per unit).
@@ -32,6 +32,24 @@ from octo_like.data.oxe.spec import (
 METAWORLD_METRES_PER_UNIT = 0.01
 PROPRIO_DIM = 4  # end-effector xyz (m) + gripper opening in [0, 1]
 STATE_KEY = SIMULATED_STATE_KEY
+# A goal-marker colour no robot part and no default-task object has (reach's is red).
+GOAL_YELLOW = (0.9, 0.9, 0.0, 1.0)
+Point = tuple[float, float, float]
+CameraPose = tuple[Point, Point]  # (position, look-at point), world metres
+
+
+def look_at_rotation(position: Point, look_at: Point) -> np.ndarray:
+    """float64[3, 3] whose columns are a MuJoCo camera's x, y, z axes in the world: it looks along
+    -z at `look_at`, with image up (after `MetaWorldEnv`'s bottom-up flip) towards world +z."""
+    forward = np.subtract(look_at, position).astype(np.float64)
+    forward /= np.linalg.norm(forward)
+    z_axis = -forward
+    # The off-screen buffer is flipped row-wise when read, so the camera's own y points down.
+    y_axis = np.array([0.0, 0.0, -1.0]) - z_axis * -z_axis[2]
+    if np.linalg.norm(y_axis) < 1e-6:
+        raise ValueError(f"a camera at {position} looking straight down or up has no image up")
+    y_axis /= np.linalg.norm(y_axis)
+    return np.stack([np.cross(y_axis, z_axis), y_axis, z_axis], axis=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +65,10 @@ class EmbodimentVariant:
       field_of_view: vertical field of view in degrees per canonical camera, replacing the
         MuJoCo camera's own (MetaWorld's corner cameras see 60 degrees, mostly floor and robot
         base: at 64 px a pixel is ~2.5 cm of table, coarser than a handle or a goal marker).
+      camera_poses: per canonical camera, ``(position, look_at)`` in world metres, moving the
+        MuJoCo camera there (image up = world +z); cameras not listed keep MetaWorld's pose.
+      goal_rgba: colour of the task's goal marker (MetaWorld's site ``goal``); None keeps
+        MetaWorld's, which draws reach's goal red like the robot and its fingertip sites.
     """
 
     name: str
@@ -55,6 +77,8 @@ class EmbodimentVariant:
     action_space: str
     description: str
     field_of_view: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    camera_poses: Mapping[str, CameraPose] = dataclasses.field(default_factory=dict)
+    goal_rgba: tuple[float, float, float, float] | None = None
 
     def __post_init__(self):
         if self.action_space not in _ACTION_DIMS:
@@ -64,6 +88,16 @@ class EmbodimentVariant:
         unknown = set(self.field_of_view) - set(self.cameras)
         if unknown:
             raise ValueError(f"variant {self.name!r}: field_of_view for unknown {sorted(unknown)}")
+        unknown = set(self.camera_poses) - set(self.cameras)
+        if unknown:
+            raise ValueError(f"variant {self.name!r}: camera_poses for unknown {sorted(unknown)}")
+        if self.goal_rgba is not None and (
+            len(self.goal_rgba) != 4 or not all(0.0 <= v <= 1.0 for v in self.goal_rgba)
+        ):
+            raise ValueError(f"variant {self.name!r}: goal_rgba must be 4 values in [0, 1]")
+        for camera, (position, look_at) in self.camera_poses.items():
+            if np.linalg.norm(np.subtract(look_at, position)) == 0:
+                raise ValueError(f"variant {self.name!r}: camera {camera!r} looks at itself")
 
     def with_cameras(self, cameras: tuple[str, ...] | None) -> EmbodimentVariant:
         """This variant restricted to a subset of its cameras (None: all)."""
@@ -77,13 +111,20 @@ class EmbodimentVariant:
             )
         kept = {c: self.cameras[c] for c in cameras}
         fov = {c: v for c, v in self.field_of_view.items() if c in kept}
-        return dataclasses.replace(self, cameras=kept, field_of_view=fov)
+        poses = {c: v for c, v in self.camera_poses.items() if c in kept}
+        return dataclasses.replace(self, cameras=kept, field_of_view=fov, camera_poses=poses)
 
     def rendering(self) -> dict:
         """What decides the rendered images (a collection's cache key includes it)."""
         return {
             "cameras": dict(self.cameras),
             "field_of_view": dict(self.field_of_view),
+            **(
+                {"camera_poses": {c: [list(p), list(t)] for c, (p, t) in self.camera_poses.items()}}
+                if self.camera_poses
+                else {}  # keeps the cache keys of variants collected before poses existed
+            ),
+            **({"goal_rgba": list(self.goal_rgba)} if self.goal_rgba is not None else {}),
             "image_size": self.image_size,
         }
 
@@ -167,6 +208,18 @@ VARIANTS: dict[str, EmbodimentVariant] = {
             description="the default corner camera plus a wrist camera: the goal or object grows "
             "in the wrist view as the hand nears it, depth the corner view sees only along a ray",
             field_of_view={"primary": 35.0},
+        ),
+        EmbodimentVariant(
+            name="front",
+            cameras={"primary": "corner4"},
+            image_size=64,
+            action_space="metaworld4",
+            description="one camera in front of the table looking back at the robot, 30 degrees "
+            "down: a goal in the air is ambiguous only along its short y side (10 cm) instead of "
+            "the corner view's diagonal ray (up to 22 cm), at ~2x the corner view's px per cm",
+            field_of_view={"primary": 35.0},
+            camera_poses={"primary": ((0.0, 1.7, 0.7), (0.0, 0.72, 0.12))},
+            goal_rgba=GOAL_YELLOW,
         ),
         EmbodimentVariant(
             name="metric7",

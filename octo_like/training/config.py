@@ -21,7 +21,13 @@ from octo_like.training.sharding import MeshConfig
 SYNTHETIC = "synthetic"
 # Mixes of simulated datasets that are collected into `simulation.cache_dir` on first use when
 # no data_dir is given (the embedded default data of `make train`).
-SIMULATED_MIXES = ("metaworld", "metaworld_cross", "metaworld_stereo", "metaworld_default_wrist")
+SIMULATED_MIXES = (
+    "metaworld",
+    "metaworld_cross",
+    "metaworld_stereo",
+    "metaworld_default_wrist",
+    "metaworld_front",
+)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -83,6 +83,10 @@ def test_the_laptop_presets_read_each_simulated_mix_with_its_cameras():
         ["primary", "secondary"],
         {"primary": "on", "secondary": "on"},
     )
+    # The 30-minute recipe sees the scene from the front camera, stored losslessly (run Z).
+    assert cameras("laptop_long") == ("metaworld_front", ["primary"], {"primary": None})
+    assert pretrain.get_config("laptop_long").simulation.image_encoding == "png"
+    assert pretrain.get_config("laptop").mix == "metaworld"
     assert cameras("laptop_long,metaworld_stereo")[2] == {"primary": None, "secondary": None}
     assert cameras("laptop_long,metaworld_cross")[2] == {"primary": None, "wrist": "-"}
     assert cameras("laptop_long,metaworld_default_wrist") == (
@@ -216,3 +220,96 @@ def test_a_changed_field_of_view_is_a_new_collection(monkeypatch):
         variants.get_variant("wrist"), field_of_view={"primary": 30.0, "wrist": 70.0}
     )
     assert zoomed_wrist.with_cameras(("wrist",)).field_of_view == {"wrist": 70.0}
+
+
+def test_a_placed_camera_sits_where_asked_and_looks_at_its_target():
+    """`place_camera` writes a pose MuJoCo reads back: the camera's world position is the one
+    asked for, its -z axis points at the look-at point, and its y axis points down (the bottom-up
+    buffer is flipped when read, so world +z is up in the image). No rendering: pure kinematics."""
+    import mujoco
+
+    from octo_like.envs.metaworld_env import place_camera
+
+    model = mujoco.MjModel.from_xml_string(
+        '<mujoco><worldbody><camera name="fixed" pos="1 2 3"/>'
+        '<body name="arm"><camera name="carried"/><geom size="0.1"/></body></worldbody></mujoco>'
+    )
+    data = mujoco.MjData(model)
+    position, look_at = (0.0, 1.7, 0.7), (0.0, 0.72, 0.12)
+    place_camera(model, "fixed", position, look_at)
+    mujoco.mj_forward(model, data)
+    np.testing.assert_allclose(data.cam_xpos[0], position, atol=1e-9)
+    axes = data.cam_xmat[0].reshape(3, 3)
+    towards = np.subtract(look_at, position) / np.linalg.norm(np.subtract(look_at, position))
+    np.testing.assert_allclose(-axes[:, 2], towards, atol=1e-9)
+    assert axes[2, 1] < 0 and abs(axes[2, 0]) < 1e-9  # image up is world up; no roll
+    np.testing.assert_allclose(axes, variants.look_at_rotation(position, look_at), atol=1e-9)
+    with pytest.raises(ValueError, match="no camera 'missing'"):
+        place_camera(model, "missing", position, look_at)
+    with pytest.raises(ValueError, match="'carried' is not a fixed world camera"):
+        place_camera(model, "carried", position, look_at)
+    with pytest.raises(ValueError, match="straight down"):
+        variants.look_at_rotation((0, 0, 1), (0, 0, 0))
+
+
+def test_the_front_view_sees_a_goal_in_the_air_along_its_short_side():
+    """`front` moves one camera in front of the table: its line of sight to the goal box runs
+    along y, whose range (10 cm) bounds what one view cannot measure, where the default corner
+    camera's diagonal ray crosses up to ~22 cm of the box. Its pose is part of the cache key."""
+    front, default = variants.get_variant("front"), variants.get_variant("default")
+    ((position, look_at),) = front.camera_poses.values()
+    goal_low, goal_high = np.array([-0.1, 0.8, 0.05]), np.array([0.1, 0.9, 0.3])  # reach's box
+
+    def ambiguity(ray):  # the longest stretch of `ray` through the goal box
+        return min(
+            (hi - lo) / abs(r)
+            for lo, hi, r in zip(goal_low, goal_high, ray, strict=True)
+            if abs(r) > 1e-9
+        )
+
+    front_ray = -variants.look_at_rotation(position, look_at)[:, 2]
+    corner2_ray = np.array([-0.746, 0.458, -0.484])  # MetaWorld's corner2 line of sight
+    assert ambiguity(front_ray) < 0.12 < 0.2 < ambiguity(corner2_ray)
+    assert front.rendering()["camera_poses"] == {"primary": [list(position), list(look_at)]}
+    assert "camera_poses" not in default.rendering()  # older caches keep their keys
+    assert front.with_cameras(("primary",)).camera_poses == front.camera_poses
+    assert [s.name for s, _ in resolve_mix("metaworld_front")] == ["metaworld_front"]
+    with pytest.raises(ValueError, match="camera_poses for unknown"):
+        variants.EmbodimentVariant(
+            "bad",
+            {"primary": "corner"},
+            64,
+            "metaworld4",
+            "",
+            camera_poses={"wrist": (position, look_at)},
+        )
+
+
+def test_staging_a_scene_zooms_places_and_recolours_the_goal():
+    """`stage_scene` applies a variant's field of view, camera pose and goal colour to a MuJoCo
+    model (MetaWorld's reach draws its goal red, the robot's colour; `front` draws it yellow);
+    the colour is part of the collection's cache key. No rendering: the model's arrays."""
+    import mujoco
+
+    from octo_like.envs.metaworld_env import stage_scene
+
+    xml = (
+        '<mujoco><worldbody><camera name="corner4" pos="1 2 3"/>'
+        '<site name="goal" rgba="0.8 0 0 1" size="0.02"/></worldbody></mujoco>'
+    )
+    model = mujoco.MjModel.from_xml_string(xml)
+    front = variants.get_variant("front")
+    stage_scene(model, front)
+    ((position, _),) = front.camera_poses.values()
+    assert model.cam_fovy[0] == front.field_of_view["primary"]
+    np.testing.assert_allclose(model.cam_pos[0], position)
+    np.testing.assert_allclose(model.site_rgba[0], variants.GOAL_YELLOW)
+    assert front.rendering()["goal_rgba"] == list(variants.GOAL_YELLOW)
+    untouched = mujoco.MjModel.from_xml_string(xml.replace("corner4", "corner2"))
+    stage_scene(untouched, variants.get_variant("default"))
+    np.testing.assert_allclose(untouched.site_rgba[0], [0.8, 0, 0, 1])
+    with pytest.raises(ValueError, match="no camera 'corner2'"):
+        stage_scene(mujoco.MjModel.from_xml_string(xml), variants.get_variant("default"))
+    with pytest.raises(ValueError, match="goal_rgba must be 4 values"):
+        variants.EmbodimentVariant("bad", {"primary": "corner"}, 64, "metaworld4", "",
+                                   goal_rgba=(1.0, 0.0, 2.0, 1.0))  # fmt: skip

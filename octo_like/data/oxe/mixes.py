@@ -74,6 +74,7 @@ MIXES: Mapping[str, Mix] = types.MappingProxyType(
         "metaworld_cross": (("metaworld_default", 1.0), ("metaworld_wrist", 1.0)),
         "metaworld_stereo": (("metaworld_stereo", 1.0),),
         "metaworld_default_wrist": (("metaworld_default_wrist", 1.0),),
+        "metaworld_front": (("metaworld_front", 1.0),),
     }
 )
 

@@ -206,6 +206,7 @@ SIMULATED_DATASETS: Mapping[str, DatasetSpec] = types.MappingProxyType(
             simulated_dataset_spec(
                 "metaworld_default_wrist", ("primary", "wrist"), ActionEncoding.CUSTOM, 4
             ),
+            simulated_dataset_spec("metaworld_front", ("primary",), ActionEncoding.CUSTOM, 4),
         )
     }
 )

@@ -10,8 +10,9 @@
    --pretrain_arg=--config.KEY=VALUE) unless --pretrained names a checkpoint to reuse; a finished
    pretraining in the workdir is reused too.
 2. Collects --demos scripted-expert demonstrations per task of each --target
-   (``NAME=TASK,TASK[@VARIANT]``; the variant is the embodiment, default `default`) with a
-   collection seed the pretraining data did not use.
+   (``NAME=TASK,TASK[@VARIANT]``; the variant is the embodiment, default the pretrained
+   checkpoint's own, e.g. `front` for a `laptop_long` checkpoint) with a collection seed the
+   pretraining data did not use.
 3. Trains every arm with `finetune.py`: each --modes mode and `scratch` (the same model, data,
    data settings, optimizer and steps with no pretrained weight reused), once per --seeds seed.
    Cameras the pretrained model lacks (the `wrist` variant's wrist camera) get new tokenizers.
@@ -106,6 +107,20 @@ def pretrain_argv(args) -> list[str]:
         f"--config.checkpoint.save_every={args.pretrain_steps}",
         *args.pretrain_arg,
     ]
+
+
+def pretrained_variant(checkpoint_dir: str) -> str:
+    """The embodiment variant a checkpoint was trained on (its first simulated dataset's);
+    `default` when it names none (pretraining here uses `laptop`, whose variant that is)."""
+    from octo_like.envs.variants import variant_of_dataset
+    from octo_like.training.finetune_config import read_pretrained
+
+    info = read_pretrained(os.path.abspath(os.path.expanduser(checkpoint_dir)))
+    for name in info.dataset_names:
+        variant = variant_of_dataset(name)
+        if variant is not None:
+            return variant.name
+    return "default"
 
 
 def ensure_pretrained(args) -> str:
@@ -259,7 +274,12 @@ def main(argv=None) -> list[dict]:
     from octo_like.training.finetune_config import read_pretrained
 
     pretrain_tasks = parse_tasks(args.pretrain_tasks)
-    targets = [transfer.Target.parse(t) for t in (args.target or default_targets(pretrain_tasks))]
+    # Held-out tasks without @VARIANT run on the pretraining robot: --pretrained's own variant.
+    own = pretrained_variant(args.pretrained) if args.pretrained else "default"
+    targets = [
+        transfer.Target.parse(t, default_variant=own)
+        for t in (args.target or default_targets(pretrain_tasks))
+    ]
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     arms = transfer.plan(targets, modes, seeds)  # validates before any work

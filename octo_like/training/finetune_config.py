@@ -76,6 +76,7 @@ class PretrainedInfo:
     step: int
     config: ModelConfig
     input_spec: dict
+    dataset_names: tuple[str, ...] = ()  # whose statistics it holds: the datasets it trained on
 
 
 def read_pretrained(path: str, step: int | None = None) -> PretrainedInfo:
@@ -100,7 +101,9 @@ def read_pretrained(path: str, step: int | None = None) -> PretrainedInfo:
         items = manager.restore(
             step,
             args=ocp.args.Composite(
-                config=ocp.args.JsonRestore(), input_spec=ocp.args.JsonRestore()
+                config=ocp.args.JsonRestore(),
+                input_spec=ocp.args.JsonRestore(),
+                dataset_statistics=ocp.args.JsonRestore(),
             ),
         )
     config = ModelConfig.from_dict(items["config"])
@@ -109,7 +112,8 @@ def read_pretrained(path: str, step: int | None = None) -> PretrainedInfo:
             config.language, checkpoint_dir=storage.join(path, LANGUAGE_ASSETS)
         )
         config = dataclasses.replace(config, language=language)
-    return PretrainedInfo(path, step, config, items["input_spec"])
+    names = tuple(items["dataset_statistics"] or ())
+    return PretrainedInfo(path, step, config, items["input_spec"], names)
 
 
 def _steps(path: str) -> list[int]:

@@ -442,6 +442,18 @@ def test_transfer_benchmark_plumbing_on_a_tiny_budget(tiny_checkpoint, tmp_path,
     monkeypatch.setattr(benchmark_transfer, "train_arm", lambda *a: pytest.fail("retrained"))
     assert benchmark_transfer.main(argv) == rows
 
+    # A target without @VARIANT runs on the pretraining robot: the checkpoint's own variant.
+    import dataclasses
+
+    from octo_like.training import finetune_config
+
+    info = finetune_config.read_pretrained(tiny_checkpoint)
+    assert info.dataset_names == ("metaworld_default",)
+    assert benchmark_transfer.pretrained_variant(tiny_checkpoint) == "default"
+    front = dataclasses.replace(info, dataset_names=("metaworld_front",))
+    monkeypatch.setattr(finetune_config, "read_pretrained", lambda path: front)
+    assert benchmark_transfer.pretrained_variant(tiny_checkpoint) == "front"
+
     # The pretraining command it would run parses as a train.py command line.
     args = benchmark_transfer.parse_args(["--workdir", str(workdir), "--pretrain_steps", "7"])
     config, run_dir, _, _ = train.parse_command_line(benchmark_transfer.pretrain_argv(args))
@@ -457,11 +469,18 @@ def test_in_training_evaluation_runs_in_the_mixs_embodiment():
     simulation = SimulationDataConfig(eval_every=100)
     variants = {
         mix: ClosedLoopEval.from_simulation(simulation, mix).variant
-        for mix in ("metaworld", "metaworld_cross", "metaworld_stereo", "metaworld_default_wrist")
+        for mix in (
+            "metaworld",
+            "metaworld_cross",
+            "metaworld_stereo",
+            "metaworld_default_wrist",
+            "metaworld_front",
+        )  # fmt: skip
     }
     assert variants == {"metaworld": "default", "metaworld_cross": "default",
                         "metaworld_stereo": "stereo",
-                        "metaworld_default_wrist": "default_wrist"}  # fmt: skip
+                        "metaworld_default_wrist": "default_wrist",
+                        "metaworld_front": "front"}  # fmt: skip
     with pytest.raises(ValueError, match="bridge_dataset.*not a simulated"):
         ClosedLoopEval.from_simulation(simulation, "bridge")
     # Rollouts render at the demonstrations' size, not the variant's default.

@@ -159,7 +159,7 @@ class MetaWorldEnv(gym.Env):
 
 def stage_scene(model, variant: EmbodimentVariant) -> None:
     """Applies what `variant` changes in how MetaWorld's scene is seen (before any rendering):
-    fields of view, camera poses and the goal marker's colour."""
+    fields of view, camera poses and the colour of a robot-red goal marker."""
     import mujoco
 
     for camera, degrees in variant.field_of_view.items():
@@ -169,10 +169,16 @@ def stage_scene(model, variant: EmbodimentVariant) -> None:
         model.cam_fovy[camera_id] = degrees
     for camera, (position, look_at) in variant.camera_poses.items():
         place_camera(model, variant.cameras[camera], position, look_at)
-    if variant.goal_rgba is not None:
-        goal = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "goal")
-        if goal >= 0:  # every MT50 task has one; a scene without keeps its look
-            model.site_rgba[goal] = variant.goal_rgba
+    goal = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "goal")
+    if variant.goal_rgba is not None and goal >= 0 and is_robot_red(model.site_rgba[goal]):
+        model.site_rgba[goal] = variant.goal_rgba
+
+
+def is_robot_red(rgba) -> bool:
+    """A red goal marker (reach's, 0.8 0 0): the colour of the Sawyer and its fingertip sites,
+    so it merges into the gripper as the hand nears it. Other colours (push's green,
+    pick-place's blue) stay: with the instruction, they tell look-alike scenes apart."""
+    return rgba[0] > 0.5 and max(rgba[1], rgba[2]) < 0.2
 
 
 def place_camera(model, camera: str, position, look_at) -> None:

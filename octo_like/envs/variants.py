@@ -32,7 +32,7 @@ from octo_like.data.oxe.spec import (
 METAWORLD_METRES_PER_UNIT = 0.01
 PROPRIO_DIM = 4  # end-effector xyz (m) + gripper opening in [0, 1]
 STATE_KEY = SIMULATED_STATE_KEY
-# A goal-marker colour no robot part and no default-task object has (reach's is red).
+# A goal-marker colour no robot part and no default-task object or marker has.
 GOAL_YELLOW = (0.9, 0.9, 0.0, 1.0)
 Point = tuple[float, float, float]
 CameraPose = tuple[Point, Point]  # (position, look-at point), world metres
@@ -67,8 +67,9 @@ class EmbodimentVariant:
         base: at 64 px a pixel is ~2.5 cm of table, coarser than a handle or a goal marker).
       camera_poses: per canonical camera, ``(position, look_at)`` in world metres, moving the
         MuJoCo camera there (image up = world +z); cameras not listed keep MetaWorld's pose.
-      goal_rgba: colour of the task's goal marker (MetaWorld's site ``goal``); None keeps
-        MetaWorld's, which draws reach's goal red like the robot and its fingertip sites.
+      goal_rgba: colour a red goal marker (MetaWorld's site ``goal``) is drawn in instead:
+        MetaWorld draws reach's goal red like the robot and its fingertip sites. Markers of
+        other colours keep theirs (they tell tasks with look-alike scenes apart). None: as is.
     """
 
     name: str
@@ -124,7 +125,7 @@ class EmbodimentVariant:
                 if self.camera_poses
                 else {}  # keeps the cache keys of variants collected before poses existed
             ),
-            **({"goal_rgba": list(self.goal_rgba)} if self.goal_rgba is not None else {}),
+            **({"red_goal_rgba": list(self.goal_rgba)} if self.goal_rgba is not None else {}),
             "image_size": self.image_size,
         }
 
@@ -216,7 +217,8 @@ VARIANTS: dict[str, EmbodimentVariant] = {
             action_space="metaworld4",
             description="one camera in front of the table looking back at the robot, 30 degrees "
             "down: a goal in the air is ambiguous only along its short y side (10 cm) instead of "
-            "the corner view's diagonal ray (up to 22 cm), at ~2x the corner view's px per cm",
+            "the corner view's diagonal ray (up to 22 cm), at ~2x the corner view's px per cm; "
+            "reach's red goal drawn yellow",
             field_of_view={"primary": 35.0},
             camera_poses={"primary": ((0.0, 1.7, 0.7), (0.0, 0.72, 0.12))},
             goal_rgba=GOAL_YELLOW,

@@ -287,8 +287,8 @@ def test_the_front_view_sees_a_goal_in_the_air_along_its_short_side():
 
 def test_staging_a_scene_zooms_places_and_recolours_the_goal():
     """`stage_scene` applies a variant's field of view, camera pose and goal colour to a MuJoCo
-    model (MetaWorld's reach draws its goal red, the robot's colour; `front` draws it yellow);
-    the colour is part of the collection's cache key. No rendering: the model's arrays."""
+    model (MetaWorld's reach draws its goal red, the robot's colour; `front` draws it yellow,
+    and only a red one); the colour is part of the collection's cache key. No rendering."""
     import mujoco
 
     from octo_like.envs.metaworld_env import stage_scene
@@ -304,7 +304,10 @@ def test_staging_a_scene_zooms_places_and_recolours_the_goal():
     assert model.cam_fovy[0] == front.field_of_view["primary"]
     np.testing.assert_allclose(model.cam_pos[0], position)
     np.testing.assert_allclose(model.site_rgba[0], variants.GOAL_YELLOW)
-    assert front.rendering()["goal_rgba"] == list(variants.GOAL_YELLOW)
+    assert front.rendering()["red_goal_rgba"] == list(variants.GOAL_YELLOW)
+    blue = mujoco.MjModel.from_xml_string(xml.replace("0.8 0 0 1", "0 0 0.8 1"))
+    stage_scene(blue, front)  # pick-place's blue goal keeps its colour: it tells tasks apart
+    np.testing.assert_allclose(blue.site_rgba[0], [0, 0, 0.8, 1])
     untouched = mujoco.MjModel.from_xml_string(xml.replace("corner4", "corner2"))
     stage_scene(untouched, variants.get_variant("default"))
     np.testing.assert_allclose(untouched.site_rgba[0], [0.8, 0, 0, 1])

@@ -13,11 +13,11 @@
 tests). `laptop` (what `make train` runs) trains on MetaWorld scripted-expert demonstrations of
 five tasks, collected into ~/.cache/octo_like/metaworld on first use (no download);
 `laptop,metaworld_cross` adds the wrist-camera embodiment, `laptop,metaworld_stereo` sees each scene
-from two fixed cameras; `laptop_long` is the same data grown
-into a ~30-minute run (proprio, 200 demonstrations per task, an L1 head, 4,000 steps). The sizes
-`tiny`, `small` and `base` read a named mix from data_dir, condition on a frozen T5-base (a local
-Hugging Face-format directory: config.json, model.safetensors, spiece.model) and balance the mix
-by dataset size, as Octo does.
+from two fixed cameras; `laptop_long` is the same tasks grown into a ~30-minute run (seen from
+the `front` camera, png frames, proprio, 200 demonstrations per task, an L1 head, 4,000 steps).
+The sizes `tiny`, `small` and `base` read a named mix from data_dir, condition on a frozen
+T5-base (a local Hugging Face-format directory: config.json, model.safetensors, spiece.model)
+and balance the mix by dataset size, as Octo does.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def get_config(arg: str = "laptop") -> ml_collections.ConfigDict:
     c.eval_batches = 2 if generated else 16
     # debug: synthetic data generated into <workdir>/data; laptop: MetaWorld demonstrations
     # collected into simulation.cache_dir; otherwise a named mix under data_dir.
-    if simulated:  # laptop_long: the front camera (run Z vs R: 81/100 vs 74/100)
+    if simulated:  # laptop_long: the front camera (AC/AD, seeds 0/1: 78 and 72 of 100; R: 74)
         c.mix = mix or ("metaworld_front" if long_run else "metaworld")
     else:
         c.mix = "synthetic" if generated else (mix or "oxe_magic_soup")
@@ -200,7 +200,8 @@ def get_config(arg: str = "laptop") -> ml_collections.ConfigDict:
 
 def lengthen_for_half_an_hour(c: ml_collections.ConfigDict) -> None:
     """`laptop_long`: the laptop preset as a ~30-minute run on 2 cores (README, "The 30-minute
-    recipe", has what each choice was worth): proprio, 200 demonstrations per task, no random
+    recipe", has what each choice was worth): the `front` camera (mix set in get_config), png
+    frames, proprio, 200 demonstrations per task, no random
     crop (the camera is fixed: a crop moves a goal marker by up to 7 px), an L1 regression head
     (the scripted experts are unimodal, so a diffusion head's extra cost buys nothing here),
     language-only tasks (what the evaluation gives), batch 32 at peak learning rate 1e-3 for

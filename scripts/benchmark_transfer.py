@@ -109,13 +109,12 @@ def pretrain_argv(args) -> list[str]:
     ]
 
 
-def pretrained_variant(checkpoint_dir: str) -> str:
-    """The embodiment variant a checkpoint was trained on (its first simulated dataset's);
-    `default` when it names none (pretraining here uses `laptop`, whose variant that is)."""
+def pretrained_variant(info) -> str:
+    """The embodiment variant a checkpoint (`read_pretrained`'s PretrainedInfo) was trained on:
+    its first simulated dataset's; `default` when it names none (pretraining here uses
+    `laptop`, whose variant that is)."""
     from octo_like.envs.variants import variant_of_dataset
-    from octo_like.training.finetune_config import read_pretrained
 
-    info = read_pretrained(os.path.abspath(os.path.expanduser(checkpoint_dir)))
     for name in info.dataset_names:
         variant = variant_of_dataset(name)
         if variant is not None:
@@ -275,7 +274,8 @@ def main(argv=None) -> list[dict]:
 
     pretrain_tasks = parse_tasks(args.pretrain_tasks)
     # Held-out tasks without @VARIANT run on the pretraining robot: --pretrained's own variant.
-    own = pretrained_variant(args.pretrained) if args.pretrained else "default"
+    reused = read_pretrained(ensure_pretrained(args)) if args.pretrained else None
+    own = pretrained_variant(reused) if reused is not None else "default"
     targets = [
         transfer.Target.parse(t, default_variant=own)
         for t in (args.target or default_targets(pretrain_tasks))
@@ -286,7 +286,7 @@ def main(argv=None) -> list[dict]:
     os.makedirs(args.workdir, exist_ok=True)
 
     pretrained = ensure_pretrained(args)
-    cameras = tuple(read_pretrained(pretrained).config.cameras)
+    cameras = tuple((reused or read_pretrained(pretrained)).config.cameras)
     data_roots = {t.name: collect_target_data(args, t) for t in targets}
     results = []
     for i, arm in enumerate(arms):

@@ -163,15 +163,22 @@ def stage_scene(model, variant: EmbodimentVariant) -> None:
     import mujoco
 
     for camera, degrees in variant.field_of_view.items():
-        camera_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, variant.cameras[camera])
-        if camera_id < 0:
-            raise ValueError(f"the MuJoCo model has no camera {variant.cameras[camera]!r}")
-        model.cam_fovy[camera_id] = degrees
+        model.cam_fovy[camera_index(model, variant.cameras[camera])] = degrees
     for camera, (position, look_at) in variant.camera_poses.items():
         place_camera(model, variant.cameras[camera], position, look_at)
     goal = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "goal")
     if variant.goal_rgba is not None and goal >= 0 and is_robot_red(model.site_rgba[goal]):
         model.site_rgba[goal] = variant.goal_rgba
+
+
+def camera_index(model, camera: str) -> int:
+    """MuJoCo's index of camera `camera`; ValueError naming it when the model has none."""
+    import mujoco
+
+    camera_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
+    if camera_id < 0:
+        raise ValueError(f"the MuJoCo model has no camera {camera!r}")
+    return camera_id
 
 
 def is_robot_red(rgba) -> bool:
@@ -186,9 +193,7 @@ def place_camera(model, camera: str, position, look_at) -> None:
     `look_at` with world +z up in the rendered image."""
     import mujoco
 
-    camera_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
-    if camera_id < 0:
-        raise ValueError(f"the MuJoCo model has no camera {camera!r}")
+    camera_id = camera_index(model, camera)
     if model.cam_bodyid[camera_id] != 0 or model.cam_mode[camera_id] != 0:
         raise ValueError(f"camera {camera!r} is not a fixed world camera; it cannot be placed")
     quaternion = np.zeros(4)

@@ -44,8 +44,10 @@ def look_at_rotation(position: Point, look_at: Point) -> np.ndarray:
     forward = np.subtract(look_at, position).astype(np.float64)
     forward /= np.linalg.norm(forward)
     z_axis = -forward
-    # The off-screen buffer is flipped row-wise when read, so the camera's own y points down.
-    y_axis = np.array([0.0, 0.0, -1.0]) - z_axis * -z_axis[2]
+    # The off-screen buffer is flipped row-wise when read, so the camera's own y points down:
+    # world down with its part along the view axis removed (Gram-Schmidt).
+    down = np.array([0.0, 0.0, -1.0])
+    y_axis = down - z_axis * (down @ z_axis)
     if np.linalg.norm(y_axis) < 1e-6:
         raise ValueError(f"a camera at {position} looking straight down or up has no image up")
     y_axis /= np.linalg.norm(y_axis)

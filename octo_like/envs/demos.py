@@ -36,6 +36,10 @@ from octo_like.envs.worker import EnvPool
 MAX_ATTEMPTS_PER_EPISODE = 3  # a noisy expert may fail; give up on a task after this many tries
 
 
+# Bumped when the same config renders different frames: 2 draws the goal marker where the goal
+# is from an episode's first frame on (`MetaWorldEnv.reset`); caches of 1 re-collect.
+SCENE_REVISION = 2
+
 # CollectionConfig fields added after collections were cached, with their defaults.
 _LATER_OPTIONS = {"steps_after_success": 0, "action_labels": "executed", "expert_gain": 1.0}
 
@@ -93,7 +97,11 @@ class CollectionConfig:
     def fingerprint(self) -> str:
         """Short hash of everything that changes the data (a cache key)."""
         # The variant's rendering too: a changed camera or field of view must re-collect.
-        fields = {**dataclasses.asdict(self), "rendering": self.embodiment().rendering()}
+        fields = {
+            **dataclasses.asdict(self),
+            "rendering": self.embodiment().rendering(),
+            "scene_revision": SCENE_REVISION,
+        }
         # Options at their defaults keep the keys of collections made before they existed.
         for name, default in _LATER_OPTIONS.items():
             if fields[name] == default:

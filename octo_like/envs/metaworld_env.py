@@ -73,6 +73,7 @@ class MetaWorldEnv(gym.Env):
         fast_render_settings(self._env.model)
         stage_scene(self._env.model, self.variant)
         self._renderer = mujoco.Renderer(self._env.model, self.image_size, self.image_size)
+        self._forward = mujoco.mj_forward
         disable_shadows(self._renderer)
         self._rng = np.random.default_rng(0)
         self._raw_obs: np.ndarray | None = None
@@ -95,6 +96,9 @@ class MetaWorldEnv(gym.Env):
         self._env.seed(seed)
         self._rng = np.random.default_rng(seed)
         self._raw_obs, _ = self._env.reset()
+        # MetaWorld moves the goal site after its last forward pass, so without this the first
+        # frame draws the goal marker where an earlier draw put it (the next step moves it).
+        self._forward(self._env.model, self._env.data)
         self._steps = 0
         return self._observation(), {"success": False, "instruction": self.task.instructions[0]}
 

@@ -54,6 +54,37 @@ def test_workers_never_import_tensorflow_and_report_errors():
         assert made == {"action_dim": 7}
 
 
+def test_the_first_frame_draws_the_goal_marker_where_the_goal_is():
+    """MetaWorld moves the goal site after its reset's last forward pass; `reset` must render
+    the marker where the goal is, not where an earlier draw left it. In `front` the goal marker
+    is the only yellow (reach) or blue (pick-place) thing: a step that does not move the goal
+    must not move those pixels."""
+    markers = {  # task -> its goal marker's pixels
+        "reach": lambda im: (im[..., 0] > 150) & (im[..., 1] > 150) & (im[..., 2] < 80),
+        "pick-place": lambda im: (im[..., 2] > 100) & (im[..., 0] < 60) & (im[..., 1] < 60),
+    }
+
+    def marker_centre(task, image):
+        rows, cols = np.nonzero(markers[task](image.astype(int)))
+        assert rows.size > 0, f"no {task} goal marker in view"
+        return np.array([rows.mean(), cols.mean()])
+
+    with EnvPool(1) as pool:
+        for task in markers:
+            pool.call("make", [dict(task=task, variant="front", image_size=64,
+                                    max_episode_steps=10)])  # fmt: skip
+            for seed in (0, 1):
+                (first,) = pool.call("reset", [dict(seed=seed)])
+                (after,) = pool.call("step", [dict(action=np.zeros(4, np.float32))])
+                np.testing.assert_allclose(
+                    marker_centre(task, first["obs"]["image_primary"]),
+                    marker_centre(task, after["obs"]["image_primary"]),
+                    atol=0.5,
+                    err_msg=f"{task}, seed {seed}",
+                )
+    assert CollectionConfig(tasks=("reach",), episodes_per_task=2).fingerprint() == "9b151f6625ca"
+
+
 def test_collection_writes_readable_rlds(collected):
     root, report = collected
     assert report.episodes == {"train": 4, "val": 2} and report.frames > 0
@@ -157,7 +188,7 @@ def test_demonstrations_can_keep_the_expert_holding_the_solved_task():
         plain["observation"]["image_primary"],
     )
     base = CollectionConfig(tasks=("reach",), episodes_per_task=2)
-    assert base.fingerprint() == "98635085a079"
+    assert base.fingerprint() == "9b151f6625ca"
     assert (
         CollectionConfig(
             tasks=("reach",), episodes_per_task=2, steps_after_success=12
@@ -187,7 +218,7 @@ def test_expert_labels_keep_the_noisy_rollout_and_record_the_noise_free_action()
     np.testing.assert_array_equal(executed["action"][:, 3], labelled["action"][:, 3])
     base = CollectionConfig(tasks=("reach",), episodes_per_task=2)
     dart = CollectionConfig(tasks=("reach",), episodes_per_task=2, action_labels="expert")
-    assert base.fingerprint() == "98635085a079" != dart.fingerprint()
+    assert base.fingerprint() == "9b151f6625ca" != dart.fingerprint()
     with pytest.raises(ValueError, match="action_labels must be one of"):
         CollectionConfig(tasks=("reach",), episodes_per_task=2, action_labels="clean")
 
@@ -205,7 +236,7 @@ def test_expert_gain_scales_the_experts_corrections_before_clipping():
     assert scaled[3] == first[3]
     assert strong["success"] and strong["length"] < plain["length"]  # it closes in faster
     base = CollectionConfig(tasks=("reach",), episodes_per_task=2)
-    assert base.fingerprint() == "98635085a079"
+    assert base.fingerprint() == "9b151f6625ca"
     assert CollectionConfig(tasks=("reach",), episodes_per_task=2, expert_gain=3.0).fingerprint() \
         != base.fingerprint()  # fmt: skip
     with pytest.raises(ValueError, match="expert_gain must be > 0"):

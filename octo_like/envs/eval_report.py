@@ -18,6 +18,7 @@ class EpisodeResult:
     success: bool
     length: int
     video: str | None = None
+    final_distance: float | None = None  # metres from the object to its goal at the end
 
 
 def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
@@ -29,6 +30,15 @@ def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float
     centre = (p + z**2 / (2 * trials)) / denominator
     half = z * math.sqrt(p * (1 - p) / trials + z**2 / (4 * trials**2)) / denominator
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    """Median of the known values (None when there are none)."""
+    known = sorted(v for v in values if v is not None)
+    if not known:
+        return None
+    middle = len(known) // 2
+    return known[middle] if len(known) % 2 else (known[middle - 1] + known[middle]) / 2
 
 
 @dataclasses.dataclass
@@ -55,6 +65,9 @@ class EvalReport:
                 "success_rate": successes / max(len(chosen), 1),
                 "ci95": [round(low, 4), round(high, 4)],
                 "mean_length": sum(e.length for e in chosen) / max(len(chosen), 1),
+                "failure_final_distance": _median(
+                    [e.final_distance for e in chosen if not e.success]
+                ),
             }
         return rows
 
@@ -62,16 +75,19 @@ class EvalReport:
         rows = self.per_task()
         width = max(24, *(len(task) for task in rows))  # MT50 names run to 25 characters
         lines = [
-            f"{'task':<{width}} {'success':>9} {'rate':>6} {'95% CI':>15} {'mean len':>9}",
-            "-" * (width + 43),
+            f"{'task':<{width}} {'success':>9} {'rate':>6} {'95% CI':>15} {'mean len':>9}"
+            f" {'miss cm':>8}",
+            "-" * (width + 52),
         ]
         for task, row in rows.items():
             low, high = row["ci95"]
+            miss = row["failure_final_distance"]
             lines.append(
                 f"{task:<{width}} {row['successes']:>4}/{row['episodes']:<4} "
                 f"{row['success_rate']:>6.2f} {f'[{low:.2f}, {high:.2f}]':>15} "
-                f"{row['mean_length']:>9.1f}"
+                f"{row['mean_length']:>9.1f} {'-' if miss is None else f'{100 * miss:.1f}':>8}"
             )
+        lines.append("miss cm: median distance from object to goal at the end of failed episodes")
         rendered = f"{self.image_size} px" if self.image_size else "the variant's size"
         lines.append(f"conditioned on {self.conditioning}; images rendered at {rendered}")
         lines.append(

@@ -187,7 +187,10 @@ def _finish(slot: dict, success: bool, config: EvalConfig) -> EpisodeResult:
                 f".{config.video_format}",
             ),
         )
-    return EpisodeResult(slot["task"], slot["index"], slot["seed"], success, slot["length"], video)
+    return EpisodeResult(
+        slot["task"], slot["index"], slot["seed"], success, slot["length"], video,
+        final_distance=slot["info"].get("target_distance"),
+    )  # fmt: skip
 
 
 def write_video(frames: list[np.ndarray], path: str, fps: int = 20) -> str:

@@ -112,7 +112,10 @@ class MetaWorldEnv(gym.Env):
         self._steps += 1
         success = bool(info.get("success", False))
         truncated = not success and self._steps >= self.max_episode_steps
-        return self._observation(), float(reward), success, truncated, {"success": success}
+        step_info = {"success": success}
+        if "obj_to_target" in info:  # metres from the task's object (reach: the hand) to its goal
+            step_info["target_distance"] = float(info["obj_to_target"])
+        return self._observation(), float(reward), success, truncated, step_info
 
     def render(self) -> np.ndarray:
         """uint8[s, s, 3] of the primary camera."""

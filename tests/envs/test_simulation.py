@@ -153,6 +153,11 @@ def test_expert_and_random_through_the_evaluation_loop(tmp_path):
     short = EvalConfig(tasks=("reach",), episodes_per_task=2, max_episode_steps=15, workers=2)
     floor = evaluate(RandomAgent(get_variant("default"), seed=0), short, progress=False)
     assert all(e.length <= 15 for e in floor.episodes)
+    # Each episode keeps how far from the goal it ended: within reach's 5 cm on a success,
+    # beyond it on a random agent's failure.
+    assert all(e.final_distance <= 0.05 for e in expert.episodes)
+    assert all(e.final_distance > 0.05 for e in floor.episodes if not e.success)
+    assert floor.per_task()["reach"]["failure_final_distance"] > 0.05
     assert [e.seed for e in floor.episodes] == [e.seed for e in expert.episodes]  # same scenes
 
 

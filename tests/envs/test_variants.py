@@ -186,13 +186,18 @@ def test_wilson_interval_matches_closed_form():
 def test_report_table_json_and_chart(tmp_path):
     episodes = [
         EpisodeResult("reach", 0, 1, True, 40),
-        EpisodeResult("reach", 1, 2, False, 150),
-        EpisodeResult("push", 0, 3, True, 60),
+        EpisodeResult("reach", 1, 2, False, 150, final_distance=0.08),
+        EpisodeResult("reach", 2, 4, False, 150, final_distance=0.12),
+        EpisodeResult("push", 0, 3, True, 60, final_distance=0.01),
     ]
     report = EvalReport("expert", "default", ("reach", "push"), episodes, 2.0, 250)
     rows = report.per_task()
-    assert rows["reach"]["success_rate"] == 0.5 and rows["reach"]["mean_length"] == 95.0
-    assert rows["all"]["successes"] == 2 and rows["all"]["episodes"] == 3
+    assert rows["reach"]["success_rate"] == 1 / 3 and rows["reach"]["mean_length"] == 340 / 3
+    # How far failures end from the goal: the median over failed episodes only.
+    assert rows["reach"]["failure_final_distance"] == pytest.approx(0.10)
+    assert rows["push"]["failure_final_distance"] is None
+    assert "10.0" in report.table().splitlines()[2]  # reach's row, in cm
+    assert rows["all"]["successes"] == 2 and rows["all"]["episodes"] == 4
     assert "reach" in report.table() and "125 steps/s" in report.table()
     assert '"agent": "expert"' in report.json_line()
     assert (tmp_path / "c.png").exists() is False

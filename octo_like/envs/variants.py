@@ -226,6 +226,17 @@ VARIANTS: dict[str, EmbodimentVariant] = {
             goal_rgba=GOAL_YELLOW,
         ),
         EmbodimentVariant(
+            name="front_wrist",
+            cameras={"primary": "corner4", "wrist": "gripperPOV"},
+            image_size=64,
+            action_space="metaworld4",
+            description="the front camera plus a wrist camera: the puck and goal seen close up "
+            "as the hand nears them, where the front view resolves ~2 cm of depth per pixel",
+            field_of_view={"primary": 35.0},
+            camera_poses={"primary": ((0.0, 1.7, 0.7), (0.0, 0.72, 0.12))},
+            goal_rgba=GOAL_YELLOW,
+        ),
+        EmbodimentVariant(
             name="metric7",
             cameras={"primary": "corner2"},
             image_size=96,

@@ -27,6 +27,7 @@ SIMULATED_MIXES = (
     "metaworld_stereo",
     "metaworld_default_wrist",
     "metaworld_front",
+    "metaworld_front_wrist",
 )
 
 

@@ -510,12 +510,14 @@ def test_in_training_evaluation_runs_in_the_mixs_embodiment():
             "metaworld_stereo",
             "metaworld_default_wrist",
             "metaworld_front",
+            "metaworld_front_wrist",
         )  # fmt: skip
     }
     assert variants == {"metaworld": "default", "metaworld_cross": "default",
                         "metaworld_stereo": "stereo",
                         "metaworld_default_wrist": "default_wrist",
-                        "metaworld_front": "front"}  # fmt: skip
+                        "metaworld_front": "front",
+                        "metaworld_front_wrist": "front_wrist"}  # fmt: skip
     with pytest.raises(ValueError, match="bridge_dataset.*not a simulated"):
         ClosedLoopEval.from_simulation(simulation, "bridge")
     # Rollouts render at the demonstrations' size, not the variant's default.

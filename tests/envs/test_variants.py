@@ -94,22 +94,28 @@ def test_the_laptop_presets_read_each_simulated_mix_with_its_cameras():
         ["primary", "wrist"],
         {"primary": None, "wrist": "-"},
     )
+    assert cameras("laptop_long,metaworld_front_wrist") == (
+        "metaworld_front_wrist",
+        ["primary", "wrist"],
+        {"primary": None, "wrist": "-"},
+    )
     assert resolve_mix("metaworld_stereo")[0][0].image_keys["secondary"] == "image_secondary"
     with pytest.raises(ValueError, match="metaworld_stereo"):
         pretrain.get_config("laptop,bridge")
 
 
-def test_default_wrist_adds_a_wrist_camera_to_the_default_view():
-    """`default_wrist` keeps the default corner camera as it is (same camera, same zoom) and adds
-    the wrist camera, so a policy's fixed view is the default one's."""
-    default, both = variants.get_variant("default"), variants.get_variant("default_wrist")
-    assert both.cameras == {"primary": default.cameras["primary"], "wrist": "gripperPOV"}
-    assert both.field_of_view == default.field_of_view
-    assert both.with_cameras(("primary",)).rendering() == default.rendering()
-    assert (both.action_space, both.image_size) == (default.action_space, default.image_size)
-    spec = get_dataset_spec("metaworld_default_wrist")
+@pytest.mark.parametrize("fixed", ["default", "front"])
+def test_a_wrist_variant_adds_a_wrist_camera_to_a_fixed_view(fixed):
+    """`default_wrist` and `front_wrist` keep their fixed camera as it is (same camera, zoom,
+    pose and goal colour) and add the wrist camera, so a policy's fixed view is the same."""
+    alone, both = variants.get_variant(fixed), variants.get_variant(f"{fixed}_wrist")
+    assert both.cameras == {"primary": alone.cameras["primary"], "wrist": "gripperPOV"}
+    assert both.field_of_view == alone.field_of_view
+    assert both.with_cameras(("primary",)).rendering() == alone.rendering()
+    assert (both.action_space, both.image_size) == (alone.action_space, alone.image_size)
+    spec = get_dataset_spec(f"metaworld_{fixed}_wrist")
     assert dict(spec.image_keys) == {"primary": "image_primary", "wrist": "image_wrist"}
-    assert [s.name for s, _ in resolve_mix("metaworld_default_wrist")] == [spec.name]
+    assert [s.name for s, _ in resolve_mix(f"metaworld_{fixed}_wrist")] == [spec.name]
 
 
 def test_the_simulation_config_picks_how_collected_frames_are_stored():

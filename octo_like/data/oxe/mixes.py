@@ -75,6 +75,7 @@ MIXES: Mapping[str, Mix] = types.MappingProxyType(
         "metaworld_stereo": (("metaworld_stereo", 1.0),),
         "metaworld_default_wrist": (("metaworld_default_wrist", 1.0),),
         "metaworld_front": (("metaworld_front", 1.0),),
+        "metaworld_front_wrist": (("metaworld_front_wrist", 1.0),),
     }
 )
 

@@ -207,6 +207,9 @@ SIMULATED_DATASETS: Mapping[str, DatasetSpec] = types.MappingProxyType(
                 "metaworld_default_wrist", ("primary", "wrist"), ActionEncoding.CUSTOM, 4
             ),
             simulated_dataset_spec("metaworld_front", ("primary",), ActionEncoding.CUSTOM, 4),
+            simulated_dataset_spec(
+                "metaworld_front_wrist", ("primary", "wrist"), ActionEncoding.CUSTOM, 4
+            ),
         )
     }
 )

@@ -211,8 +211,8 @@ def lengthen_for_half_an_hour(c: ml_collections.ConfigDict) -> None:
     crop (the camera is fixed: a crop moves a goal marker by up to 7 px), an L1 regression head
     (the scripted experts are unimodal, so a diffusion head's extra cost buys nothing here),
     language-only tasks (what the evaluation gives), batch 32 at peak learning rate 1e-3 for
-    6,000 steps (BA/BB after the first-frame fix, seeds 0/1: 78 and 84 of 100), and closed-loop
-    success logged every 1,500 steps."""
+    6,000 steps (BA-BC after the first-frame fix, seeds 0-2: 78, 84 and 88 of 100), and
+    closed-loop success logged every 1,500 steps."""
     c.num_steps = 6000
     c.log_every, c.eval_every = 100, 1500
     c.checkpoint.save_every = 1500

@@ -177,6 +177,20 @@ class EmbodimentVariant:
 
 _ACTION_DIMS = {"metaworld4": 4, "metric7": 7}
 
+FRONT = EmbodimentVariant(
+    name="front",
+    cameras={"primary": "corner4"},
+    image_size=64,
+    action_space="metaworld4",
+    description="one camera in front of the table looking back at the robot, 30 degrees "
+    "down: a goal in the air is ambiguous only along its short y side (10 cm) instead of "
+    "the corner view's diagonal ray (up to 22 cm), at ~2x the corner view's px per cm; "
+    "reach's red goal drawn yellow",
+    field_of_view={"primary": 35.0},
+    camera_poses={"primary": ((0.0, 1.7, 0.7), (0.0, 0.72, 0.12))},
+    goal_rgba=GOAL_YELLOW,
+)
+
 VARIANTS: dict[str, EmbodimentVariant] = {
     v.name: v
     for v in (
@@ -212,29 +226,13 @@ VARIANTS: dict[str, EmbodimentVariant] = {
             "in the wrist view as the hand nears it, depth the corner view sees only along a ray",
             field_of_view={"primary": 35.0},
         ),
-        EmbodimentVariant(
-            name="front",
-            cameras={"primary": "corner4"},
-            image_size=64,
-            action_space="metaworld4",
-            description="one camera in front of the table looking back at the robot, 30 degrees "
-            "down: a goal in the air is ambiguous only along its short y side (10 cm) instead of "
-            "the corner view's diagonal ray (up to 22 cm), at ~2x the corner view's px per cm; "
-            "reach's red goal drawn yellow",
-            field_of_view={"primary": 35.0},
-            camera_poses={"primary": ((0.0, 1.7, 0.7), (0.0, 0.72, 0.12))},
-            goal_rgba=GOAL_YELLOW,
-        ),
-        EmbodimentVariant(
+        FRONT,
+        dataclasses.replace(
+            FRONT,
             name="front_wrist",
-            cameras={"primary": "corner4", "wrist": "gripperPOV"},
-            image_size=64,
-            action_space="metaworld4",
+            cameras={**FRONT.cameras, "wrist": "gripperPOV"},
             description="the front camera plus a wrist camera: the puck and goal seen close up "
             "as the hand nears them, where the front view resolves ~2 cm of depth per pixel",
-            field_of_view={"primary": 35.0},
-            camera_poses={"primary": ((0.0, 1.7, 0.7), (0.0, 0.72, 0.12))},
-            goal_rgba=GOAL_YELLOW,
         ),
         EmbodimentVariant(
             name="metric7",

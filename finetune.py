@@ -39,7 +39,8 @@ def main(
     from octo_like.training.config import distributed_config
     from octo_like.training.finetune import PretrainedInitializer
     from octo_like.training.finetune_config import parse_finetune_config
-    from octo_like.training.loop import optimizer_config, run
+    from octo_like.training.loop import run
+    from octo_like.training.train_program import optimizer_config
 
     # Multi-host first: reading the pretrained checkpoint's config already starts JAX.
     distributed.initialize(distributed_config(config))

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from octo_like.model.attention import accelerator_platform
 from octo_like.model.block_transformer import BlockTransformer
 from octo_like.model.config import ModelConfig
 from octo_like.model.heads import ACTION_HEADS
@@ -46,10 +47,19 @@ class OctoModule(nnx.Module):
     """Built from a `ModelConfig` and the input spec of an example batch (see input_spec.py)."""
 
     def __init__(
-        self, config: ModelConfig, input_spec: Mapping, vocab_size: int, *, rngs: nnx.Rngs
+        self,
+        config: ModelConfig,
+        input_spec: Mapping,
+        vocab_size: int,
+        *,
+        rngs: nnx.Rngs,
+        platform: str = "",
     ):
+        """`platform`: the one the program is compiled for ('cpu', 'tpu', 'cuda', 'rocm'), which
+        resolves dtype and attention 'auto'; '' = JAX's default backend (this host's)."""
         self.config = config
-        dtype_name = config.compute_dtype(jax.default_backend())
+        platform = platform or accelerator_platform()
+        dtype_name = config.compute_dtype(platform)
         dt = self.dtype = _COMPUTE_DTYPES[dtype_name]
         transformer_config = dataclasses.replace(
             TRANSFORMER_PRESETS[config.transformer],
@@ -57,6 +67,7 @@ class OctoModule(nnx.Module):
             remat=config.remat,
             scan_layers=config.scan_layers,
             attention=config.attention,
+            platform=platform,
         )
         width = transformer_config.width
         horizon = config.max_horizon  # timestep embeddings are sliced to the batch's window

@@ -69,6 +69,10 @@ class TransformerConfig:
     remat: str = "none"
     scan_layers: bool = False
     attention: str = "auto"
+    # The platform the program is compiled for ('cpu', 'tpu', 'cuda', 'rocm'); '' = JAX's
+    # default backend. A compile check for a TPU pod on a CPU host sets 'tpu' so that
+    # attention 'auto' resolves for the target, not for the host.
+    platform: str = ""
 
     def __post_init__(self):
         object.__setattr__(self, "remat", remat_policy_name(self.remat))
@@ -129,6 +133,7 @@ class SelfAttention(nnx.Module):
         self.num_heads = config.num_heads
         self.attention_dropout_rate = config.attention_dropout_rate
         self.implementation = config.attention
+        self.platform = config.platform
 
         def dense() -> nnx.Linear:
             return nnx.Linear(d, d, dtype=dt, kernel_init=_KERNEL_INIT, rngs=rngs)
@@ -143,7 +148,7 @@ class SelfAttention(nnx.Module):
         if key is None or self.attention_dropout_rate == 0:
             implementation = resolve_implementation(
                 self.implementation,
-                platform=accelerator_platform(),
+                platform=self.platform or accelerator_platform(),
                 dtype=q.dtype,
                 head_dim=d // h,
                 seq_len=n,

@@ -25,7 +25,6 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
@@ -38,10 +37,9 @@ from octo_like.data.pipeline import make_pipeline, prepare_dataset, prepare_data
 from octo_like.model.base_checkpoint import BaseReference
 from octo_like.model.octo_model import OctoModel, action_statistics_entry, tokenize_tasks
 from octo_like.normalization import DatasetStatistics
-from octo_like.training import distributed, masks, metrics, sharding
+from octo_like.training import distributed, metrics, sharding
 from octo_like.training.checkpoint import CHECKPOINT_SUBDIR, Checkpointer, check_workdir
 from octo_like.training.config import SYNTHETIC, TrainConfig
-from octo_like.training.optimizer import loop_learning_rate, make_optimizer
 from octo_like.training.preemption import PreemptionWatch
 from octo_like.training.prefetch import DevicePrefetcher
 from octo_like.training.profiling import (
@@ -51,12 +49,12 @@ from octo_like.training.profiling import (
     parse_profile_steps,
 )
 from octo_like.training.runtime import describe_runtime, require_platform
-from octo_like.training.step import TrainState, inference_params, make_steps
+from octo_like.training.step import TrainState, inference_params
+from octo_like.training.train_program import build_program
 from octo_like.training.workdir import write_run_config
 
 log = logging.getLogger(__name__)
 
-FROZEN_LANGUAGE_ENCODER = "^language_encoder/"
 # How a run executes, not what it trains: changing them never blocks a resume.
 RUNTIME_KEYS = ("profile_steps", "compilation_cache", "prefetch_batches", "platform")
 
@@ -177,15 +175,6 @@ class ClosedLoopEval(Protocol):
     def __call__(self, step: int, model: OctoModel) -> dict[str, float]: ...
 
 
-def optimizer_config(config: TrainConfig):
-    """The optimizer config, with a frozen language encoder's weights frozen too."""
-    language = config.model.language
-    if language.encoder == "none" or not language.frozen:
-        return config.optimizer
-    frozen = (*config.optimizer.frozen, FROZEN_LANGUAGE_ENCODER)
-    return dataclasses.replace(config.optimizer, frozen=frozen)
-
-
 def run(
     config: TrainConfig,
     workdir: str,
@@ -241,56 +230,19 @@ def run(
     else:
         initial = init_model(first, init_rng, statistics, mesh)
     model = initial.model
-    graphdef, params, rest = nnx.split(model.module, nnx.Param, ...)
-    opt_config = optimizer_config(config)
-    opt_config = dataclasses.replace(opt_config, frozen=(*opt_config.frozen, *initial.frozen))
-    optimizer, counts = make_optimizer(opt_config, params, config.num_steps)
-    averaged = opt_config.ema_decay is not None
-    state = TrainState(
-        jnp.zeros((), jnp.int32),
-        params,
-        optimizer.init(params),
-        ema_params=jax.tree.map(jnp.copy, params) if averaged else None,
-    )
-
-    param_shardings = sharding.parameter_shardings(params, mesh, config.mesh)
-    state_shardings = TrainState(
-        sharding.replicated(mesh),
-        param_shardings,
-        sharding.opt_state_shardings(state.opt_state, param_shardings, mesh),
-        ema_params=param_shardings if averaged else None,
-    )
-    state = jax.device_put(state, state_shardings)
+    program = build_program(config, model.module, mesh, step_rng, extra_frozen=initial.frozen)
+    state = program.state
     if main and write_run_config(workdir, to_plain(raw_config)):  # data and model are valid
         log.info("wrote %s", storage.join(workdir, "config.json"))
     if start_step:
         log.info("resuming from checkpoint step %d", start_step)
         state = checkpointer.restore(start_step, state)
     if main:
-        log.info("parameters: %s", counts)
+        log.info("parameters: %s", program.parameter_counts)
         log.info("shardings:\n%s", sharding.describe_shardings(state.params))
         log.info("input threads per stage: %s", config.data.parallelism)
-
-    train_step, eval_step = make_steps(
-        graphdef,
-        rest,
-        optimizer,
-        loop_learning_rate(config.optimizer, config.num_steps),
-        step_rng,
-        frozen=masks.regex_mask(params, opt_config.frozen, name="frozen"),
-        ema_decay=opt_config.ema_decay,
-    )
-    batch_sharding = sharding.batch_sharding(mesh)
-    replicated = sharding.replicated(mesh)
-    train_step = jax.jit(
-        train_step,
-        in_shardings=(state_shardings, batch_sharding),
-        out_shardings=(state_shardings, replicated),
-        donate_argnums=0,
-    )
-    eval_step = jax.jit(
-        eval_step, in_shardings=(state_shardings, batch_sharding), out_shardings=replicated
-    )
+    train_step, eval_step = program.train_step, program.eval_step
+    batch_sharding = program.batch_sharding
     to_device = lambda batch: distributed.global_batch(
         _host_batch(batch, model), batch_sharding, config.data.batch_size, drop_strings=True
     )

@@ -9,7 +9,7 @@ from configs import pretrain
 from octo_like.config.typed import ConfigError
 from octo_like.data.oxe.mixes import resolve_mix
 from octo_like.training.config import parse_train_config
-from octo_like.training.loop import FROZEN_LANGUAGE_ENCODER, optimizer_config
+from octo_like.training.train_program import FROZEN_LANGUAGE_ENCODER, optimizer_config
 
 
 @pytest.mark.parametrize("preset", ["small,oxe_magic_soup", "base,bridge"])

@@ -183,7 +183,7 @@ def test_sigkill_after_a_checkpoint_then_resume_restores_it_bit_for_bit(shared_d
 
 def test_a_frozen_language_encoder_is_frozen_in_the_optimizer(tmp_path):
     from octo_like.training.config import parse_train_config
-    from octo_like.training.loop import FROZEN_LANGUAGE_ENCODER, optimizer_config
+    from octo_like.training.train_program import FROZEN_LANGUAGE_ENCODER, optimizer_config
 
     config = pretrain.get_config("debug")
     config.model.language.encoder = "t5"

@@ -43,7 +43,14 @@ INSTALL_REQUIRES = [
 # `pip install -e ".[cuda12]"` (or cuda13) on an NVIDIA GPU node. jax's own extras pin the
 # matching libtpu / CUDA plugin and the pip-packaged CUDA libraries.
 EXTRAS_REQUIRE = {
-    "dev": ["pytest==9.2.0", "pytest-timeout==2.4.0", "pytest-xdist==3.8.0", "ruff==0.17.5"],
+    # The tests compile for real TPU topologies on compile-only devices: libtpu, no TPU needed.
+    "dev": [
+        "pytest==9.2.0",
+        "pytest-timeout==2.4.0",
+        "pytest-xdist==3.8.0",
+        "ruff==0.17.5",
+        JAX.replace("jax", "jax[tpu]", 1),
+    ],
     "tpu": [JAX.replace("jax", "jax[tpu]", 1)],
     "cuda12": [JAX.replace("jax", "jax[cuda12]", 1)],
     "cuda13": [JAX.replace("jax", "jax[cuda13]", 1)],

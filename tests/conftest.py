@@ -1,4 +1,5 @@
-"""Test setup: CPU only, 8 fake devices, quiet TensorFlow. Runs before jax is imported."""
+"""Test setup: CPU only, 8 fake devices, quiet TensorFlow, libtpu shareable (compile-only TPU
+devices). Runs before jax is imported."""
 
 import os
 
@@ -8,6 +9,8 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+# TPU compile checks load libtpu (compile-only devices) in several test processes at once.
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
 import pathlib  # noqa: E402
 

@@ -26,17 +26,22 @@ def _leaves(tree: Mapping, prefix: str = ""):
 
 
 def spec_from_batch(batch: Mapping[str, Any]) -> InputSpec:
-    """{observation, task} leaf shapes without the batch axis, from an example batch."""
+    """{observation, task} leaf shapes without the batch axis, from an example batch (arrays or
+    `jax.ShapeDtypeStruct`s)."""
     spec: InputSpec = {}
     for part in ("observation", "task"):
         entries = {}
         for path, value in _leaves(batch.get(part, {})):
             if path.split("/")[-1] in _IGNORED:
                 continue
-            array = np.asarray(value)
-            if array.dtype == object:
+            if hasattr(value, "shape") and hasattr(value, "dtype"):  # arrays, ShapeDtypeStructs
+                shape, dtype = tuple(value.shape), np.dtype(value.dtype)
+            else:
+                array = np.asarray(value)
+                shape, dtype = array.shape, array.dtype
+            if dtype == object:
                 continue
-            entries[path] = {"shape": list(array.shape[1:]), "dtype": str(array.dtype)}
+            entries[path] = {"shape": list(shape[1:]), "dtype": str(dtype)}
         spec[part] = entries
     return spec
 

@@ -1,52 +1,26 @@
-"""Meshes for pods, built over fake TPU device objects carrying real topologies (coordinates,
-cores, slices): the code path `make_mesh` takes on a pod, without the pod."""
+"""Meshes for pods, built over the compile-only devices of real TPU topologies (libtpu's
+`jax.experimental.topologies`: real chip coordinates, hosts of 2x2x1 chips, slices): the code
+path `make_mesh` takes on a pod, without the pod."""
 
 from __future__ import annotations
-
-import dataclasses
-import itertools
 
 import numpy as np
 import pytest
 
 from configs import pretrain
-from octo_like.training.sharding import MeshConfig, describe_mesh, device_array, make_mesh
-
-
-@dataclasses.dataclass(frozen=True)
-class FakeTpu:
-    """The attributes `jax.experimental.mesh_utils` reads from a TPU device."""
-
-    id: int
-    coords: tuple[int, int, int]
-    device_kind: str
-    slice_index: int = 0
-    process_index: int = 0
-    core_on_chip: int = 0
-    platform: str = "tpu"
-
-
-def tpu_slice(kind: str, shape: tuple[int, int, int], *, slice_index=0, first_id=0, chips=4):
-    """One slice's chips in id order (x fastest), `chips` per host."""
-    devices = []
-    for i, (z, y, x) in enumerate(itertools.product(*(range(n) for n in reversed(shape)))):
-        devices.append(
-            FakeTpu(
-                id=first_id + i,
-                coords=(x, y, z),
-                device_kind=kind,
-                slice_index=slice_index,
-                process_index=(first_id + i) // chips,
-            )
-        )
-    return devices
-
-
-V4_128 = tpu_slice("TPU v4", (4, 4, 4))  # 64 chips (megacore: one device per chip)
-V5E_256 = tpu_slice("TPU v5 lite", (16, 16, 1))
-TWO_V4_64 = tpu_slice("TPU v4", (4, 4, 2)) + tpu_slice(
-    "TPU v4", (4, 4, 2), slice_index=1, first_id=32
+from octo_like.training.compile_check import topology_devices
+from octo_like.training.distributed import batch_shards
+from octo_like.training.sharding import (
+    MeshConfig,
+    batch_sharding,
+    describe_mesh,
+    device_array,
+    make_mesh,
 )
+
+V4_128 = topology_devices("v4:4x4x4")  # 64 chips (megacore: one device per chip), 16 hosts
+V5E_256 = topology_devices("v5e:16x16")  # 256 chips, 64 hosts
+TWO_V4_64 = topology_devices("v4:4x4x2", num_slices=2)  # 2 x 32 chips over DCN
 
 
 def _mesh_config(preset: str, **overrides) -> MeshConfig:
@@ -111,3 +85,46 @@ def test_cpu_fake_devices_still_build_the_real_mesh():
     assert dict(mesh.shape) == {"data": 2, "fsdp": 4}
     assert describe_mesh(mesh) == "mesh (data=2, fsdp=4) over 8 x cpu in 1 slice(s)"
     assert len(jax.devices()) == 8
+
+
+@pytest.mark.parametrize(
+    "topology", [V4_128, V5E_256, TWO_V4_64], ids=["v4-128", "v5e-256", "2xv4-64"]
+)
+def test_a_pod_host_holds_a_2x2_block_of_chips(topology):
+    """What the fakes used to get wrong: a host's 4 chips are a 2x2x1 block, not a row."""
+    hosts = {}
+    for device in topology:
+        key = (getattr(device, "slice_index", 0), device.process_index)
+        hosts.setdefault(key, []).append(tuple(device.coords))
+    assert len(hosts) == len(topology) // 4
+    for coords in hosts.values():
+        spans = np.ptp(np.array(coords), axis=0) + 1
+        assert sorted(spans.tolist()) == [1, 2, 2], coords
+
+
+@pytest.mark.parametrize(
+    "topology, overrides",
+    [
+        (V4_128, {}),
+        (V4_128, {"fsdp": 8}),
+        (V5E_256, {"fsdp": 16}),
+        (TWO_V4_64, {}),
+        (TWO_V4_64, {"dcn_data": 2, "fsdp": 8}),
+    ],
+    ids=["v4-128", "v4-128-fsdp8", "v5e-256-fsdp16", "2xv4-64", "2xv4-64-fsdp8"],
+)
+def test_each_host_owns_its_own_equal_share_of_the_batch(topology, overrides):
+    """Per-process loading (`distributed.global_batch`) needs every host's devices to hold
+    global_batch / hosts distinct rows, no row held by two hosts."""
+    mesh = make_mesh(MeshConfig(**overrides), topology)
+    sharding = batch_sharding(mesh)
+    global_batch = 2048
+    assert global_batch % batch_shards(sharding) == 0
+    rows_of = {}
+    for device, index in sharding.devices_indices_map((global_batch,)).items():
+        key = (getattr(device, "slice_index", 0), device.process_index)
+        rows_of.setdefault(key, set()).update(range(*index[0].indices(global_batch)))
+    hosts = len(topology) // 4
+    assert len(rows_of) == hosts
+    assert all(len(rows) == global_batch // hosts for rows in rows_of.values())
+    assert set.union(*rows_of.values()) == set(range(global_batch))

@@ -1,0 +1,145 @@
+"""The compile check (scripts/compile_check.py): a config's exact train step compiled by XLA's TPU
+compiler for a real topology's compile-only devices (libtpu, installed by `make test`)."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import train
+from octo_like.model.config import ImageTokenizerConfig, LanguageConfig, ModelConfig
+from octo_like.model.octo_module import OctoModule
+from octo_like.training import compile_check, distributed, loop
+from octo_like.training.abstract_inputs import abstract_batch
+from octo_like.training.config import parse_train_config
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "scripts"))
+
+import compile_check as compile_check_script  # noqa: E402
+
+
+def _typed(preset: str, workdir: str, *overrides: str):
+    argv = ["train.py", "--config", f"configs/pretrain.py:{preset}", "--workdir", workdir]
+    config, workdir, _, _ = train.parse_command_line([*argv, *overrides])
+    return parse_train_config(config, workdir, generated=train.simulated_datasets)
+
+
+def _leaves(tree, prefix=""):
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _leaves(value, f"{prefix}{key}/")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def test_the_abstract_batch_is_the_batch_the_loop_feeds(tmp_path):
+    """Same keys, shapes and dtypes as a real pipeline batch after host-side tokenization."""
+    typed = _typed("debug", str(tmp_path / "run"))
+    loop._prepare_synthetic_data(typed)
+    from octo_like.data.pipeline import make_pipeline
+    from octo_like.model.octo_model import _text_tokenizer
+
+    pipeline = make_pipeline(
+        typed.data, distributed.process_shard(), prepared=loop._prepare_datasets(typed)
+    )
+    model = types.SimpleNamespace(text_tokenizer=_text_tokenizer(typed.model.language))
+    real = loop._host_batch(next(iter(pipeline)), model)
+    real = {k: v for k, v in _leaves(real) if np.asarray(v).dtype != object}
+    abstract = dict(
+        _leaves(abstract_batch(typed, proprio_dim=real["observation/proprio"].shape[-1]))
+    )
+    assert sorted(abstract) == sorted(real)
+    for path, leaf in abstract.items():
+        assert (leaf.shape, leaf.dtype) == (real[path].shape, real[path].dtype), path
+
+
+def test_auto_settings_resolve_for_the_target_not_the_host():
+    """On this CPU host, a module built for 'tpu' computes in bfloat16 with TPU attention."""
+    config = ModelConfig(
+        transformer="dummy",
+        image_tokenizers=(ImageTokenizerConfig("primary", num_features=16),),
+        language=LanguageConfig(encoder="none"),
+        dtype="auto",
+    )
+    spec = {"observation": {"image_primary": {"shape": [2, 32, 32, 3], "dtype": "uint8"}},
+            "task": {}}  # fmt: skip
+    build = lambda platform: nnx.eval_shape(
+        lambda: OctoModule(config, spec, 0, rngs=nnx.Rngs(0), platform=platform)
+    )
+    assert build("tpu").dtype == jnp.bfloat16
+    assert build("").dtype == jnp.float32  # this host's backend: cpu
+    resolved = compile_check.resolve_for_target(config, "tpu", tokens=16)
+    assert resolved == {"dtype": "auto -> bfloat16", "attention": "auto -> einsum"}
+    assert compile_check.resolve_for_target(config, "cpu", 16)["attention"] == "auto -> lean"
+
+
+def _run_script(capsys, *argv: str) -> dict:
+    result = compile_check_script.main(list(argv))
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert json.loads(last) == json.loads(json.dumps(result))  # the JSON line is the result
+    return json.loads(last)
+
+
+def test_a_small_preset_compiles_for_a_v5e_slice(capsys):
+    report = _run_script(
+        capsys, "--topology", "v5e:2x2", "--",
+        "--config", "configs/pretrain.py:laptop", "--config.data.batch_size=64",
+    )  # fmt: skip
+    assert report["device_kind"] == "TPU v5 lite" and report["chips"] == 4
+    assert report["mesh"] == {"data": 4, "fsdp": 1} and report["fits"] is True
+    memory = report["memory"]
+    assert min(memory[k] for k in ("arguments", "outputs", "temporaries", "code")) > 0
+    assert memory["aliased"] > 0.9 * memory["outputs"]  # the donated state is updated in place
+    expected = sum(memory[k] for k in ("arguments", "outputs", "temporaries", "code"))
+    assert memory["total"] == expected - memory["aliased"] < report["hbm_bytes"]
+    # Matmuls and convolutions dominate: XLA's count and the analytic one agree.
+    assert report["xla_flops"] == pytest.approx(report["analytic_flops"], rel=0.05)
+    assert report["collectives"]["all-reduce"]["count"] > 0  # data-parallel gradients
+    assert report["ideal_step_s"] > 0 and report["compile_s"] > 0
+
+
+def test_a_preset_that_does_not_fit_says_what_would(capsys):
+    report = _run_script(
+        capsys, "--topology", "v5e:2x2", "--",
+        "--config", "configs/pretrain.py:laptop", "--config.data.batch_size=131072",
+    )  # fmt: skip
+    assert report["fits"] is False
+    assert report["memory"]["total"] > report["hbm_bytes"]
+    advice = " ".join(report["suggestions"])
+    assert "--config.data.batch_size=" in advice and "--config.model.remat=" in advice
+    suggested = int(advice.split("--config.data.batch_size=")[1].split()[0])
+    assert suggested < 131072 and suggested % 4 == 0
+
+
+def test_bad_topologies_and_configs_are_named(capsys):
+    with pytest.raises(SystemExit) as raised:
+        compile_check_script.main(
+            ["--topology", "v4:3x3x3x3", "--", "--config", "configs/pretrain.py:debug"]
+        )
+    assert raised.value.code == 2
+    assert "libtpu does not know topology 'v4:3x3x3x3'" in capsys.readouterr().err
+
+
+def test_per_chip_bytes_count_shards_not_arrays():
+    devices = compile_check.topology_devices("v5e:2x2")
+    mesh = jax.sharding.Mesh(np.array(devices).reshape(4), ("data",))
+    split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    whole = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    tree = {
+        "split": jax.ShapeDtypeStruct((8, 4), jnp.float32, sharding=split),
+        "whole": jax.ShapeDtypeStruct((8, 4), jnp.bfloat16, sharding=whole),
+    }
+    assert compile_check.per_chip_bytes(tree) == 2 * 4 * 4 + 8 * 4 * 2
+    message = "RESOURCE_EXHAUSTED: the total memory required for HLO temporaries (61.19G) "
+    message += "exceeds available HBM (15.75G)."
+    need, have = compile_check.out_of_memory(message)
+    assert need == int(61.19 * 2**30) and have == int(15.75 * 2**30)
+    assert compile_check.out_of_memory("INTERNAL: something else") is None

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from octo_like.inference.finite import check_finite, check_normalized_range
 from octo_like.model.config import ModelConfig
 from octo_like.normalization import ArrayStatistics, normalize_np
 from octo_like.schema import (
@@ -106,6 +107,12 @@ def prepare_observations(
         )
     else:
         timestep_pad_mask = np.ones((batch, window), bool)
+    empty = np.flatnonzero(~timestep_pad_mask.any(axis=1))
+    if empty.size:
+        raise ValueError(
+            f"window(s) {empty.tolist()} of the batch have no valid timestep "
+            f"({TIMESTEP_PAD_MASK} all False): there is nothing to act on"
+        )
 
     out: dict[str, Any] = {TIMESTEP_PAD_MASK: timestep_pad_mask, PAD_MASK_DICT: {}}
     present_any = False
@@ -187,13 +194,18 @@ def _proprio(out, observations, spec, given_masks, statistics, normalization) ->
             f"{proprio.dtype}{list(proprio.shape)}"
         )
     dim = proprio.shape[-1]
+    check_finite(f"observation {PROPRIO!r}", proprio)
     if statistics is not None:
         if dim != statistics.dim:
             raise ValueError(
                 f"observation {PROPRIO!r} has {dim} dims; the dataset's proprio statistics "
                 f"have {statistics.dim}"
             )
-        proprio = normalize_np(proprio.astype(np.float32), statistics, normalization)
+        raw = proprio
+        with np.errstate(over="ignore"):  # float32 overflow becomes inf, caught just below
+            proprio = normalize_np(proprio.astype(np.float32), statistics, normalization)
+        check_finite(f"observation {PROPRIO!r} (normalized)", proprio)
+        check_normalized_range(f"observation {PROPRIO!r}", proprio, raw)
     if dim > model_dim:
         raise ValueError(f"observation {PROPRIO!r} has {dim} dims; the model reads {model_dim}")
     padded = np.zeros((batch, window, model_dim), np.float32)

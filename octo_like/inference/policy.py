@@ -34,6 +34,7 @@ import numpy as np
 
 from octo_like import storage
 from octo_like.inference.execution import make_executor
+from octo_like.inference.finite import check_actions, check_finite
 from octo_like.inference.history import ObservationHistory, add_batch_axis
 from octo_like.inference.observations import prepare_observations, resize_images
 from octo_like.model.octo_model import OctoModel
@@ -68,6 +69,8 @@ class PolicySession:
         """One control step: `frame` is this timestep's ``{key: array}``; returns float32[A]."""
         if self.tasks is None:
             raise RuntimeError("call reset(instruction=..., goal=...) before step()")
+        if PROPRIO in frame:  # before the history keeps it, even when no chunk is predicted
+            check_finite(f"frame {PROPRIO!r}", frame[PROPRIO])
         window = self.history.push(frame)
         if self.executor.needs_chunk():
             chunk = self.policy.predict_chunks(add_batch_axis(window), self.tasks)[0]
@@ -178,7 +181,9 @@ class Policy:
             actions = self.model.sample_actions(
                 network_obs, tasks, rng, unnormalization_statistics=self._statistics or {}
             )
-        return actions.astype(np.float32)
+        actions = np.asarray(actions, np.float32)
+        check_actions(actions)  # never a NaN to a robot
+        return actions
 
     def _batched_tasks(self, tasks, batch: int) -> dict[str, Any]:
         if isinstance(tasks, str):

@@ -30,6 +30,7 @@ answered during a long inference.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hmac
 import http
@@ -92,6 +93,8 @@ class PolicyServer:
         self._worker: ThreadPoolExecutor | None = None
         self._pending = 0  # model requests queued or running (touched on the event loop only)
         self.dropped = 0  # requests dropped because their client went away
+        # Refused requests by error type (ValueError, NonFiniteActions, ...), in `stats()`.
+        self.refused: collections.Counter[str] = collections.Counter()
 
     # ------------------------------------------------------------------ running
     async def serve(self, ready: Callable[[int], None] | None = None) -> None:
@@ -180,8 +183,10 @@ class PolicyServer:
                 except ClientGone:
                     break
                 except ServerBusy as e:
+                    self.refused["busy"] += 1
                     reply = {"error": f"busy: {e}", "busy": True}
                 except Exception as e:  # answer and keep serving, whatever went wrong
+                    self.refused[type(e).__name__] += 1
                     log.info("request from %s refused: %s: %s", peer, type(e).__name__, e)
                     reply = {"error": f"{type(e).__name__}: {e}"}
                 await connection.send(packb(reply))
@@ -222,6 +227,10 @@ class PolicyServer:
             raise ClientGone()
         return future.result()
 
+    def stats(self) -> dict[str, Any]:
+        """Requests refused (by error type) and dropped (client gone) since the start."""
+        return {"refused": dict(self.refused), "dropped": self.dropped}
+
     def _release(self) -> None:
         self._pending -= 1
 
@@ -256,7 +265,11 @@ class PolicyServer:
             await self._run_model(connection, lambda: session.reset(instruction, goal))
             return {"reset": True}
         if "metadata" in request:
-            return {"metadata": self._metadata, "latency_ms": self.policy.latency_ms()}
+            return {
+                "metadata": self._metadata,
+                "latency_ms": self.policy.latency_ms(),
+                "stats": self.stats(),
+            }
         raise ValueError(
             f"unknown request with keys {sorted(request)}; expected 'observation', 'frame', "
             "'reset' or 'metadata'"

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from octo_like.inference.finite import check_finite
 from octo_like.schema import (
     PAD_MASK_DICT,
     PROPRIO,
@@ -88,6 +89,7 @@ def check_inference_request(
     `single`: no batch axis. `metadata`: `Policy.metadata()`.
     """
     cameras = _check_keys(observation, metadata, "observation")
+    _check_numbers(observation, "observation")
     batch = 1
     for key in sorted(set(observation) & cameras):
         _check_images(observation[key], f"observation {key!r}", 4 if single else 5, limits)
@@ -117,6 +119,7 @@ def check_inference_request(
 def check_frame(frame: Mapping[str, Any], metadata: Mapping[str, Any], limits) -> None:
     """One robot frame ``{image_<camera>: uint8[h, w, 3], proprio: [P]}`` of a session."""
     cameras = _check_keys(frame, metadata, "frame")
+    _check_numbers(frame, "frame")
     for key in sorted(set(frame) & cameras):
         _check_images(frame[key], f"frame {key!r}", 3, limits)
 
@@ -133,6 +136,17 @@ def _check_keys(observation: Mapping[str, Any], metadata: Mapping[str, Any], wha
     if unknown:
         raise ValueError(f"unknown {what} keys {unknown}; this model reads {sorted(allowed)}")
     return cameras
+
+
+def _check_numbers(observation: Mapping[str, Any], what: str) -> None:
+    """Proprio must be a finite float array (NaN/Inf would reach every action)."""
+    if PROPRIO not in observation:
+        return
+    proprio = observation[PROPRIO]
+    if not isinstance(proprio, np.ndarray) or proprio.dtype.kind not in "fiu":
+        kind = type(proprio).__name__ if not isinstance(proprio, np.ndarray) else proprio.dtype
+        raise TypeError(f"{what} {PROPRIO!r} must be a numeric numpy array, got {kind}")
+    check_finite(f"{what} {PROPRIO!r}", proprio)
 
 
 def _check_images(images, where: str, ndim: int, limits: ServerLimits) -> None:

@@ -39,7 +39,7 @@ def spec_from_batch(batch: Mapping[str, Any]) -> InputSpec:
             else:
                 array = np.asarray(value)
                 shape, dtype = array.shape, array.dtype
-            if dtype == object:
+            if dtype.kind == "O":
                 continue
             entries[path] = {"shape": list(shape[1:]), "dtype": str(dtype)}
         spec[part] = entries

@@ -7,8 +7,9 @@
 DIR is a checkpoint directory (``<step>/`` subdirectories) or one step directory. Each step's
 files are hashed and compared with ``<step>/checksums.json`` (written when the step was saved);
 a step saved before checksums existed is reported as unverified (``--write_missing`` writes its
-checksums, vouching for the bytes as they are now). Prints one line per step, then one JSON line;
-exits 1 if any step is corrupt or incomplete.
+checksums, vouching for the bytes as they are now). The manifest also covers the tokenizer and
+T5 config in ``language_assets/`` beside the steps. Prints one line per step, then one JSON line;
+exits 1 if any step is corrupt, incomplete or unverified (nothing vouches for its bytes).
 """
 
 from __future__ import annotations
@@ -58,12 +59,16 @@ def check_step(path: str, write_missing: bool) -> dict:
         return {"status": "incomplete", "error": f"{path}: no {FINALIZED_MARKER} (unfinished save)"}
     start = time.perf_counter()
     try:
-        verified = integrity.verify_checksums(path)
+        verified = integrity.verify_checksums(path, warn_unverified=False)
     except integrity.CheckpointCorruptError as error:
         return {"status": "corrupt", "error": str(error)}
     if not verified:
         if not write_missing:
-            return {"status": "unverified", "error": f"{path}: no checksums.json"}
+            return {
+                "status": "unverified",
+                "error": f"{path}: no checksums.json, nothing vouches for its bytes "
+                "(--write_missing adopts it as it is now)",
+            }
         integrity.write_checksums(path)
         return {"status": "adopted"}
     files = integrity.read_manifest(path) or {}
@@ -87,7 +92,9 @@ def main(argv=None) -> int:
             else "checksums written"
         )
         print(f"step {step}: {result['status']}: {detail}")
-    bad = sorted(s for s, r in results.items() if r["status"] in ("corrupt", "incomplete"))
+    bad = sorted(
+        s for s, r in results.items() if r["status"] in ("corrupt", "incomplete", "unverified")
+    )
     print(json.dumps({"directory": args.directory, "steps": results, "bad_steps": bad}))
     return 1 if bad else 0
 

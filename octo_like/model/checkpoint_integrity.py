@@ -5,14 +5,19 @@ the ones written: a flipped bit in a parameter file loads as a wrong (or NaN) we
 truncated file fails deep inside TensorStore. So the process that saves writes
 ``<step>/checksums.json`` once orbax has finalized the step::
 
-    {"format": 1, "files": {"params/encoder.kernel/0.0": {"size": 4096, "sha256": "..."}, ...}}
+    {"format": 1, "files": {"params/encoder.kernel/0.0": {"size": 4096, "sha256": "..."}, ...},
+     "assets": {"language_assets/spiece.model": {...}, ...}}
+
+``assets`` covers what the step reads from beside it (the tokenizer and T5 config copied to
+``<checkpoints>/language_assets``): a flipped bit in ``spiece.model`` changes every instruction.
 
 and every load (`OctoModel.load_pretrained`, `Policy`, fine-tuning, training resume,
 `scripts/verify_checkpoint.py`) checks the files of the items it reads first. Any mismatch,
 missing file or unreadable manifest is one `CheckpointCorruptError` naming the checkpoint, the
 item and the array. The ``params`` item is written one directory per array (no OCDBT), so a
 file names its array; the train state keeps OCDBT's shared data files, which name the item and
-file. Steps written before checksums existed load with a warning.
+file. A step without a manifest is not trusted for resuming training and fails
+`scripts/verify_checkpoint.py`; loaders read it with a warning that names the risk.
 
 A loaded model whose parameters are not all finite is refused too (`check_finite`): that is
 what a corrupted float looks like once read.
@@ -39,6 +44,14 @@ class CheckpointCorruptError(ValueError):
     """A checkpoint's files differ from what was saved, or its parameters are not finite."""
 
 
+class UntrustedCheckpointError(ValueError):
+    """A checkpoint step has no checksum manifest: nothing vouches for its bytes."""
+
+
+# Directories beside the step directories whose files a step reads (the tokenizer, T5 config).
+SHARED_ASSETS = ("language_assets",)
+
+
 def file_digest(path: str) -> tuple[int, str]:
     """(size in bytes, SHA-256 hex digest) of one file."""
     digest = hashlib.sha256()
@@ -59,9 +72,25 @@ def write_checksums(step_dir: str) -> int:
             continue
         size, sha = file_digest(storage.join(step_dir, *relative.split("/")))
         files[relative] = {"size": size, "sha256": sha}
-    manifest = {"format": FORMAT, "files": files}
+    manifest = {"format": FORMAT, "files": files, "assets": _asset_digests(step_dir)}
     storage.write_text(storage.join(step_dir, CHECKSUMS_FILE), json.dumps(manifest, indent=0))
-    return len(files)
+    return len(files) + len(manifest["assets"])
+
+
+def _root_of(step_dir: str) -> str:
+    return storage.dirname(storage.absolute(step_dir))
+
+
+def _asset_digests(step_dir: str) -> dict[str, dict[str, Any]]:
+    root, digests = _root_of(step_dir), {}
+    for name in SHARED_ASSETS:
+        directory = storage.join(root, name)
+        if not storage.exists(directory):
+            continue
+        for relative in storage.walk_files(directory):
+            size, sha = file_digest(storage.join(directory, *relative.split("/")))
+            digests[f"{name}/{relative}"] = {"size": size, "sha256": sha}
+    return digests
 
 
 def has_checksums(step_dir: str) -> bool:
@@ -70,6 +99,11 @@ def has_checksums(step_dir: str) -> bool:
 
 def read_manifest(step_dir: str) -> dict[str, dict[str, Any]] | None:
     """The manifest's ``files`` table; None for a step saved without checksums."""
+    full = _read(step_dir)
+    return None if full is None else full["files"]
+
+
+def _read(step_dir: str) -> dict[str, Any] | None:
     path = storage.join(step_dir, CHECKSUMS_FILE)
     if not storage.exists(path):
         return None
@@ -78,14 +112,15 @@ def read_manifest(step_dir: str) -> dict[str, dict[str, Any]] | None:
         files = manifest["files"]
         if manifest.get("format") != FORMAT or not isinstance(files, dict):
             raise ValueError(f"format {manifest.get('format')!r}, expected {FORMAT}")
-        for entry in files.values():
+        assets = manifest.get("assets", {})
+        for entry in (*files.values(), *assets.values()):
             int(entry["size"]), str(entry["sha256"])
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as error:
         raise CheckpointCorruptError(
             f"checkpoint {step_dir}: its checksum manifest {CHECKSUMS_FILE} is unreadable "
             f"({type(error).__name__}: {error})"
         ) from error
-    return files
+    return {"files": files, "assets": assets}
 
 
 def describe_file(relative: str) -> str:
@@ -104,28 +139,43 @@ def describe_file(relative: str) -> str:
     return f"item {item!r}, file {inner}"
 
 
-def verify_checksums(step_dir: str, items: Iterable[str] | None = None) -> bool:
-    """Checks the files of `items` (default: the whole step) against the manifest.
+def verify_checksums(
+    step_dir: str, items: Iterable[str] | None = None, *, warn_unverified: bool = True
+) -> bool:
+    """Checks the files of `items` (default: the whole step) and the shared assets (tokenizer)
+    against the manifest.
 
-    Returns False (and logs a warning) for a step saved without checksums; raises
+    Returns False for a step saved without checksums (logging a warning that names the risk,
+    unless `warn_unverified` is False: the caller then decides); raises
     `CheckpointCorruptError` listing every missing, resized or changed file.
     """
-    files = read_manifest(step_dir)
-    if files is None:
-        log.warning(
-            "checkpoint %s has no %s (saved before checksums or interrupted before they were "
-            "written): loading it unverified",
-            step_dir,
-            CHECKSUMS_FILE,
-        )
+    manifest = _read(step_dir)
+    if manifest is None:
+        if warn_unverified:
+            log.warning(
+                "checkpoint %s has no %s (saved by an older version, or the save was "
+                "interrupted): loading it UNVERIFIED, so corrupted bytes would load as wrong "
+                "weights or a wrong tokenizer without an error. `python "
+                "scripts/verify_checkpoint.py %s --write_missing` vouches for it as it is now",
+                step_dir,
+                CHECKSUMS_FILE,
+                step_dir,
+            )
         return False
+    files = manifest["files"]
     wanted = None if items is None else set(items)
     problems = []
-    for relative, entry in sorted(files.items()):
-        if wanted is not None and relative.split("/")[0] not in wanted:
-            continue
-        path = storage.join(step_dir, *relative.split("/"))
-        where = describe_file(relative)
+    checks = [
+        (describe_file(relative), storage.join(step_dir, *relative.split("/")), entry)
+        for relative, entry in sorted(files.items())
+        if wanted is None or relative.split("/")[0] in wanted
+    ]
+    root = _root_of(step_dir)
+    checks += [
+        (f"shared asset {relative}", storage.join(root, *relative.split("/")), entry)
+        for relative, entry in sorted(manifest["assets"].items())
+    ]
+    for where, path, entry in checks:
         if not storage.exists(path):
             problems.append(f"{where}: missing")
             continue

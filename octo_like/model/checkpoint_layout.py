@@ -143,14 +143,19 @@ def with_local_language_assets(config: ModelConfig, checkpoint_dir: str) -> Mode
     )
 
 
-def download_step(checkpoint_dir: str, step: int | None) -> tuple[str, int]:
-    """Copies one step (and the language assets) of a checkpoint at a URL orbax cannot read
-    into a temporary directory; returns that directory and the step."""
-    steps = sorted(
+def finished_steps(checkpoint_dir: str) -> list[int]:
+    """Steps whose save finished (orbax's finalization marker present), ascending."""
+    return sorted(
         int(name)
         for name in storage.listdir(checkpoint_dir)
         if name.isdigit() and storage.exists(storage.join(checkpoint_dir, name, FINALIZED_MARKER))
     )
+
+
+def download_step(checkpoint_dir: str, step: int | None) -> tuple[str, int]:
+    """Copies one step (and the language assets) of a checkpoint at a URL orbax cannot read
+    into a temporary directory; returns that directory and the step."""
+    steps = finished_steps(checkpoint_dir)
     if step is None and not steps:
         raise FileNotFoundError(f"no complete checkpoint under {checkpoint_dir!r}")
     step = steps[-1] if step is None else step

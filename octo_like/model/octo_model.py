@@ -22,9 +22,11 @@ from octo_like.model import input_spec as spec_lib
 from octo_like.model.base_checkpoint import BASE_PARAMS, BaseReference
 from octo_like.model.checkpoint_integrity import check_finite, verify_checksums, write_checksums
 from octo_like.model.checkpoint_layout import (
+    FINALIZED_MARKER,
     MODEL_ITEMS,
     copy_language_assets,
     download_step,
+    finished_steps,
     handler_registry,
     model_items,
     quiet_orbax,
@@ -257,9 +259,16 @@ class OctoModel:
         if not storage.orbax_native(checkpoint_dir):
             checkpoint_dir, step = download_step(checkpoint_dir, step)
         with read_only_manager(checkpoint_dir) as manager:
-            step = manager.latest_step() if step is None else step
+            finished = finished_steps(checkpoint_dir)
+            step = (finished[-1] if finished else None) if step is None else step
             if step is None:
                 raise FileNotFoundError(f"no complete checkpoint under {checkpoint_dir!r}")
+            if step not in finished:
+                raise FileNotFoundError(
+                    f"checkpoint {checkpoint_dir}/{step} is not a finished save (no "
+                    f"{FINALIZED_MARKER}: interrupted, or still being written); finished "
+                    f"steps: {finished}"
+                )
             step_dir = storage.join(checkpoint_dir, str(step))
             verify_checksums(step_dir, (*MODEL_ITEMS, BASE_PARAMS))
             meta = manager.restore(

@@ -9,10 +9,13 @@ Layout (one orbax `CheckpointManager` rooted at ``workdir/checkpoints``)::
 
 Orbax writes each step into ``<step>.orbax-checkpoint-tmp-*`` and renames it when complete;
 `Checkpointer.latest_step` additionally requires the finalization metadata and every item,
-so an interrupted or half-copied step is never resumed from. Once a step is final, the primary
-process writes ``<step>/checksums.json`` (`model.checkpoint_integrity`); `resume_step` checks
-the train state's files against it and falls back to the previous complete step when the latest
-is corrupt (moving it aside to ``<step>.corrupt-<time>``, never deleting it).
+so an interrupted or half-copied step is never resumed from. The primary process writes
+``<step>/checksums.json`` (`model.checkpoint_integrity`) as part of finishing the save: inside
+orbax's finalization, before the step directory is committed (async saves), or right after
+the save returns (synchronous ones). Only such steps are trusted: `resume_step` checks the train
+state's files against the manifest, and a step without one (a process killed between commit
+and manifest) or whose files or restore fail is moved aside (``<step>.corrupt-<time>`` or
+``<step>.unverified-<time>``, never deleted) and the previous trusted step is used.
 """
 
 from __future__ import annotations
@@ -32,9 +35,10 @@ from jax.experimental import multihost_utils
 from octo_like import storage
 from octo_like.model.base_checkpoint import BASE_PARAMS, BaseReference
 from octo_like.model.checkpoint_integrity import (
+    CHECKSUMS_FILE,
     CheckpointCorruptError,
+    UntrustedCheckpointError,
     check_finite,
-    has_checksums,
     verify_checksums,
     write_checksums,
 )
@@ -101,6 +105,7 @@ class Checkpointer:
     def __init__(self, checkpoint_dir: str, config: CheckpointConfig):
         self.directory = storage.absolute(checkpoint_dir)
         self.config = config
+        self._saving: int | None = None  # the step of the save in flight
         self._staged: StagedDirectory | None = None
         orbax_directory = self.directory
         if not storage.orbax_native(self.directory):
@@ -122,6 +127,11 @@ class Checkpointer:
             enable_async_checkpointing=config.async_save,
             cleanup_tmp_directories=True,  # leftovers of interrupted saves
             create=True,
+            # The manifest is written before orbax commits the step, so a finalized step
+            # always has one (sync saves write it in `save`, orbax allows no callback there).
+            async_options=ocp.AsyncOptions(post_finalization_callback=self._manifest_in_flight)
+            if config.async_save
+            else None,
         )
         # BASE_PARAMS: optional (see base_checkpoint.py)
         registry = handler_registry((*ITEMS, BASE_PARAMS))
@@ -149,43 +159,73 @@ class Checkpointer:
         return steps[-1] if steps else None
 
     def resume_step(self) -> int | None:
-        """The newest complete step whose train state matches its checksums, or None.
+        """The newest complete step saved with a checksum manifest that its train state
+        matches, or None.
 
-        A corrupt step (changed, truncated or missing files) is logged with what is wrong,
-        moved aside to ``<step>.corrupt-<unix time>`` and the previous step is tried.
+        A corrupt step (changed, truncated or missing files) or one without a manifest is
+        logged with what is wrong, moved aside and the previous step is tried.
         """
         for step in reversed(self.all_steps()):
             try:
                 self._verify(step)
             except CheckpointCorruptError as error:
-                log.error("%s\nfalling back to the previous complete checkpoint", error)
-                self._set_aside(step)
+                log.error("%s\nfalling back to the previous trusted checkpoint", error)
+                self._set_aside(step, "corrupt")
+                continue
+            except UntrustedCheckpointError as error:
+                log.error("%s\nfalling back to the previous trusted checkpoint", error)
+                self._set_aside(step, "unverified")
                 continue
             return step
         return None
+
+    def restore_trusted(self, step: int, abstract_train_state: Any) -> tuple[int, Any]:
+        """(step, train state) of `step`, or of the newest older trusted step when restoring
+        `step` fails for any reason (it is moved aside); (0, None) when none restores."""
+        while step:
+            try:
+                return step, self.restore(step, abstract_train_state)
+            except Exception as error:  # whatever broke, an older trusted step may not be
+                log.error(
+                    "restoring checkpoint %s/%d failed (%s: %s)\nfalling back to the previous "
+                    "trusted checkpoint",
+                    self.directory, step, type(error).__name__, error,
+                )  # fmt: skip
+                self._set_aside(step, "corrupt")
+                step = self.resume_step() or 0
+        return 0, None
 
     def _verify(self, step: int) -> None:
         if step in self._verified:
             return
         if self._staged is not None:
             self._staged.fetch(step)
-        verify_checksums(storage.join(self._orbax_directory, str(step)), (TRAIN_STATE,))
+        step_dir = storage.join(self._orbax_directory, str(step))
+        if not verify_checksums(step_dir, (TRAIN_STATE,), warn_unverified=False):
+            raise UntrustedCheckpointError(
+                f"checkpoint {self.directory}/{step} has no checksum manifest "
+                f"({CHECKSUMS_FILE}): it was not verified when it was saved (the process died "
+                "between finishing the save and writing it, or an older version saved it). If "
+                "you trust its bytes: python scripts/verify_checkpoint.py "
+                f"{self.directory} --step {step} --write_missing"
+            )
         self._verified.add(step)
 
-    def _set_aside(self, step: int) -> None:
-        """Renames a corrupt step out of orbax's way (every process waits for the primary)."""
+    def _set_aside(self, step: int, why: str) -> None:
+        """Renames an untrusted step out of orbax's way (every process waits for the primary)."""
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices(f"verified checkpoint {step}")
         if jax.process_index() == 0:
-            name = f"{step}.corrupt-{int(time.time())}"
+            name = f"{step}.{why}-{int(time.time())}"
             root = self.directory if self._staged is not None else self._orbax_directory
             storage.rename(storage.join(root, str(step)), storage.join(root, name))
             if self._staged is not None:
                 storage.remove(storage.join(self._orbax_directory, str(step)))
-            log.warning("moved the corrupt checkpoint %s/%d to %s", root, step, name)
+            log.warning("moved the %s checkpoint %s/%d to %s", why, root, step, name)
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices(f"set aside checkpoint {step}")
         self._manager.reload()
+        self._verified.discard(step)
 
     def should_save(self, step: int) -> bool:
         """True at multiples of `save_every` for a step not yet saved."""
@@ -234,11 +274,12 @@ class Checkpointer:
             base_params,
         )
         args = ocp.args.Composite(**{TRAIN_STATE: ocp.args.StandardSave(train_state), **items})
+        self._manager.wait_until_finished()  # the previous save's manifest names its step
+        self._saving = step
         saved = self._manager.save(step, args=args, force=True)
-        # Orbax finished the previous save before starting this one: checksum it, copy it up
-        # (not this one: in flight, and on object stores its directory is already visible).
-        self._write_checksums(in_flight=step)
-        if self._staged is not None:
+        if saved and not self.config.async_save:
+            self._write_manifest(storage.join(self._orbax_directory, str(step)), step)
+        if self._staged is not None:  # the previous (finished) save is copied up
             self._staged.publish()
         if saved:
             log.info(
@@ -290,23 +331,25 @@ class Checkpointer:
         """Blocks until pending async saves are on disk (raises their errors); staged
         checkpoints are then copied to their remote directory."""
         self._manager.wait_until_finished()
-        self._write_checksums()
         if self._staged is not None:
             self._staged.publish()
 
-    def _write_checksums(self, in_flight: int | None = None) -> None:
-        """Writes the checksums of finalized steps that have none yet (primary process)."""
+    def _manifest_in_flight(self) -> None:
+        """Orbax's post-finalization callback (async thread, every process): the manifest of
+        the step being saved, written into its directory before orbax commits it."""
+        step = self._saving
+        if step is None or jax.process_index() != 0:
+            return
+        prefix = f"{step}.orbax-checkpoint-tmp"
+        pending = [n for n in storage.listdir(self._orbax_directory) if n.startswith(prefix)]
+        name = sorted(pending)[-1] if pending else str(step)  # object stores: no tmp rename
+        self._write_manifest(storage.join(self._orbax_directory, name), step)
+
+    def _write_manifest(self, step_dir: str, step: int) -> None:
         if jax.process_index() != 0:
             return
-        for step in self._manager.all_steps():
-            if step == in_flight:
-                continue
-            step_dir = storage.join(self._orbax_directory, str(step))
-            if storage.exists(storage.join(step_dir, FINALIZED_MARKER)) and not has_checksums(
-                step_dir
-            ):
-                count = write_checksums(step_dir)
-                log.info("wrote checksums of %d files for checkpoint step %d", count, step)
+        count = write_checksums(step_dir)
+        log.info("wrote checksums of %d files for checkpoint step %d", count, step)
 
     def close(self) -> None:
         self.wait()

@@ -60,7 +60,12 @@ class StagedDirectory:
         return [s for s in steps if self._is_complete(self.remote, s)]
 
     def fetch(self, step: int) -> None:
-        """Copies a remote step down unless the staging directory already has it complete."""
+        """Copies a remote step (and the language assets its manifest covers) down unless the
+        staging directory already has them."""
+        assets = storage.join(self.local, LANGUAGE_ASSETS)
+        remote_assets = storage.join(self.remote, LANGUAGE_ASSETS)
+        if not storage.isdir(assets) and storage.isdir(remote_assets):
+            storage.copy_tree(remote_assets, assets)
         if self._is_complete(self.local, step):
             return
         target = storage.join(self.local, str(step))

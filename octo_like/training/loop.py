@@ -236,7 +236,12 @@ def run(
         log.info("wrote %s", storage.join(workdir, "config.json"))
     if start_step:
         log.info("resuming from checkpoint step %d", start_step)
-        state = checkpointer.restore(start_step, state)
+        restored_step, restored = checkpointer.restore_trusted(start_step, state)
+        if restored_step != start_step:  # the data stream keeps start_step's seed offset
+            log.warning("resuming from step %d instead (step %d failed to restore)",
+                        restored_step, start_step)  # fmt: skip
+            start_step = restored_step
+        state = state if restored is None else restored
     if main:
         log.info("parameters: %s", program.parameter_counts)
         log.info("shardings:\n%s", sharding.describe_shardings(state.params))

@@ -125,11 +125,47 @@ def test_non_finite_parameters_are_refused_even_with_matching_checksums(tmp_path
         OctoModel.load_pretrained(str(tmp_path))
 
 
-def test_steps_saved_before_checksums_load_with_a_warning(copy, caplog):
+def test_steps_saved_before_checksums_load_with_a_warning_that_names_the_risk(copy, caplog):
     (copy / "3" / CHECKSUMS_FILE).unlink()
     with caplog.at_level(logging.WARNING):
         OctoModel.load_pretrained(str(copy))
-    assert any("loading it unverified" in r.getMessage() for r in caplog.records)
+    message = "\n".join(r.getMessage() for r in caplog.records)
+    assert "loading it UNVERIFIED" in message and "corrupted bytes would load" in message
+    assert "--write_missing" in message
+
+
+def test_the_tokenizer_beside_the_steps_is_checksummed(tmp_path, capsys):
+    """One flipped bit in spiece.model turns "pick" into another word: refused by name."""
+    from octo_like.model.language.testing import write_tiny_t5_checkpoint
+    from tests.inference import conftest as inference
+
+    language = write_tiny_t5_checkpoint(str(tmp_path / "t5"))
+    copy = tmp_path / "checkpoints"
+    inference.host_initialized_model(inference.tiny_config(language)).save_pretrained(3, str(copy))
+    spiece = copy / "language_assets" / "spiece.model"
+    assert spiece.exists()
+    manifest = json.loads((copy / "3" / CHECKSUMS_FILE).read_text())
+    assert "language_assets/spiece.model" in manifest["assets"]
+    data = bytearray(spiece.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    spiece.write_bytes(bytes(data))
+    with pytest.raises(CheckpointCorruptError, match="shared asset language_assets/spiece.model"):
+        OctoModel.load_pretrained(str(copy))
+    assert verify_checkpoint.main([str(copy)]) == 1
+    assert "spiece.model: contents changed" in capsys.readouterr().out
+
+
+def test_an_unfinished_step_is_never_loaded(copy):
+    from octo_like.inference import Policy
+
+    (copy / "3" / "_CHECKPOINT_METADATA").unlink()  # a save that never finished
+    for load in (
+        lambda: OctoModel.load_pretrained(str(copy), 3),
+        lambda: OctoModel.load_pretrained(str(copy)),
+        lambda: Policy.from_checkpoint(str(copy), step=3, warmup=False),
+    ):
+        with pytest.raises(FileNotFoundError, match="not a finished save|no complete checkpoint"):
+            load()
 
 
 def test_verify_checkpoint_script(copy, capsys):
@@ -140,9 +176,11 @@ def test_verify_checkpoint_script(copy, capsys):
     out = capsys.readouterr().out
     assert "corrupt" in out and f"array '{ARRAY}'" in out
     assert json.loads(out.strip().splitlines()[-1])["bad_steps"] == ["3"]
-    (copy / "3" / CHECKSUMS_FILE).unlink()  # an old step: unverified, then adopted
-    assert verify_checkpoint.main([str(copy)]) == 0
-    assert "step 3: unverified" in capsys.readouterr().out
+    (copy / "3" / CHECKSUMS_FILE).unlink()  # nothing vouches for it: an error, then adopted
+    assert verify_checkpoint.main([str(copy)]) == 1
+    out = capsys.readouterr().out
+    assert "step 3: unverified" in out
+    assert json.loads(out.strip().splitlines()[-1])["bad_steps"] == ["3"]
     assert verify_checkpoint.main([str(copy), "--write_missing"]) == 0
     assert verify_checkpoint.main([str(copy), "--step", "3"]) == 0
     assert "step 3: ok" in capsys.readouterr().out
@@ -173,6 +211,44 @@ def test_resume_falls_back_to_the_previous_step_when_the_latest_is_corrupt(tmp_p
     assert os.listdir(tmp_path / aside)  # moved aside, not deleted
     with Checkpointer(str(tmp_path), config) as ckpt:
         assert ckpt.resume_step() == 2
+
+
+def test_resume_never_trusts_a_step_saved_without_a_manifest(tmp_path, caplog):
+    """A process killed between orbax's commit and the manifest leaves a final step nothing
+    vouches for: resume moves it aside and takes the previous step."""
+    state = {"x": jnp.arange(4.0)}
+    config = CheckpointConfig(save_every=1, keep_last=5)
+    with Checkpointer(str(tmp_path), config) as ckpt:
+        for step in (1, 2):
+            ckpt.save(step, jax_tree_scale(state, step), params=state, **meta())
+    (tmp_path / "2" / CHECKSUMS_FILE).unlink()
+    with Checkpointer(str(tmp_path), config) as ckpt, caplog.at_level(logging.ERROR):
+        assert ckpt.resume_step() == 1
+    assert "no checksum manifest" in "\n".join(r.getMessage() for r in caplog.records)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("2.unverified-")]
+
+
+def test_a_step_that_fails_to_restore_falls_back_to_the_previous_one(tmp_path, caplog):
+    """Even with a manifest that vouches for truncated bytes (what resuming used to write for
+    a killed run's newest step), restoring falls back instead of crashing every rerun."""
+    from octo_like.model.checkpoint_integrity import write_checksums
+
+    state = {"x": jnp.arange(64.0), "y": jnp.ones((16, 16))}
+    config = CheckpointConfig(save_every=1, keep_last=5)
+    with Checkpointer(str(tmp_path), config) as ckpt:
+        for step in (1, 2):
+            ckpt.save(step, jax_tree_scale(state, step), params=state, **meta())
+    data = [p for p in (tmp_path / "2" / "train_state").rglob("*") if p.is_file()]
+    biggest = max(data, key=lambda p: p.stat().st_size)
+    biggest.write_bytes(biggest.read_bytes()[:20])  # truncated...
+    write_checksums(str(tmp_path / "2"))  # ...and vouched for
+    with Checkpointer(str(tmp_path), config) as ckpt, caplog.at_level(logging.ERROR):
+        assert ckpt.resume_step() == 2
+        step, restored = ckpt.restore_trusted(2, state)
+    assert step == 1
+    np.testing.assert_array_equal(restored["x"], np.arange(64.0))
+    assert "restoring checkpoint" in "\n".join(r.getMessage() for r in caplog.records)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("2.corrupt-")]
 
 
 def jax_tree_scale(state, factor):

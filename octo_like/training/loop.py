@@ -17,6 +17,7 @@ stays bounded. Logged per window: ``perf/step_s`` (wall time per step) and ``per
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -52,6 +53,7 @@ from octo_like.training.runtime import describe_runtime, require_platform
 from octo_like.training.step import TrainState, inference_params
 from octo_like.training.train_program import build_program
 from octo_like.training.workdir import write_run_config
+from octo_like.training.workdir_lock import WorkdirLock
 
 log = logging.getLogger(__name__)
 
@@ -191,19 +193,43 @@ def run(
     passes one that loads pretrained weights); also called on resume, before the restore.
     `closed_loop`: evaluated every ``closed_loop.every`` steps and at the end on the main
     process of a single-process run; its metrics are logged under ``sim/``.
+    The main process holds the workdir (`WorkdirLock`) for the whole run: a second run on it
+    is refused at start.
     """
     require_platform(config.platform)
     workdir = storage.absolute(workdir)  # a local path or a URL (gs://...)
     main = distributed.is_main_process()
-    if main:
-        status = check_workdir(
-            workdir,
-            to_plain(raw_config),
-            overwrite=overwrite,
-            ignore=RUNTIME_KEYS,
-            write_config=False,  # written below, once the run is known to start
-        )
-        log.info("workdir %s: %s", workdir, status)
+    with contextlib.ExitStack() as held:
+        if main:
+            lock = held.enter_context(WorkdirLock(workdir))
+            status = check_workdir(
+                workdir,
+                to_plain(raw_config),
+                overwrite=overwrite,
+                ignore=RUNTIME_KEYS,
+                write_config=False,  # written below, once the run is known to start
+            )
+            log.info("workdir %s: %s", workdir, status)
+            if status == "overwritten":  # the lock moved aside with the old workdir
+                lock.release()
+                held.enter_context(WorkdirLock(workdir))
+        return _run_held(
+            config, workdir, main, raw_config=raw_config, stop_at_step=stop_at_step,
+            init_model=init_model, closed_loop=closed_loop,
+        )  # fmt: skip
+
+
+def _run_held(
+    config: TrainConfig,
+    workdir: str,
+    main: bool,
+    *,
+    raw_config: Any,
+    stop_at_step: int | None,
+    init_model: ModelInitializer | None,
+    closed_loop: ClosedLoopEval | None,
+) -> RunResult:
+    """`run` once the workdir is held and checked."""
     if jax.process_count() > 1:  # others must not open checkpoints while the main one moves
         multihost_utils.sync_global_devices("workdir checked")
     mesh = sharding.make_mesh(config.mesh)

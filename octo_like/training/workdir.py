@@ -62,15 +62,15 @@ def check_workdir(
             shown = "; ".join(differences[:5]) + (" ..." if len(differences) > 5 else "")
             raise ValueError(
                 f"{workdir} holds a run with a different config ({len(differences)} keys "
-                f"differ: {shown}). Use a new workdir, or overwrite=True to move the old run "
-                "aside and start over."
+                f"differ: {shown}). Use a new workdir, or --overwrite (overwrite=True from "
+                "Python) to move the old run aside and start over."
             )
         return _move_aside(workdir, config, f"{len(differences)} config keys differ", write_config)
     if storage.listdir(storage.join(workdir, CHECKPOINT_SUBDIR)):
         if not overwrite:
             raise ValueError(
                 f"{workdir} has checkpoints but no {CONFIG_FILE}: not a run this code started. "
-                "Use a new workdir, or overwrite=True to move it aside."
+                "Use a new workdir, or --overwrite (overwrite=True from Python) to move it aside."
             )
         return _move_aside(workdir, config, f"no {CONFIG_FILE}", write_config)
     storage.makedirs(workdir)

@@ -266,7 +266,9 @@ def main(argv=None) -> dict:
         "device_ms_by_category": device_time,
         "matmul_ceiling": ceiling,
         "fraction_of_matmul_ceiling": (
-            round(analytic / step_s / 1e12 / ceiling["tflops"], 4) if ceiling else None
+            round(analytic / step_s / 1e12 / ceiling["tflops"], 4)
+            if ceiling and ceiling["tflops"] > 0
+            else None
         ),
         "loss": loss,
         "device": str(device.device_kind),
@@ -274,7 +276,7 @@ def main(argv=None) -> dict:
         "jax": jax.__version__,
     }
     mfu_text = f"{100 * mfu:.1f}% of {peak_name}" if mfu is not None else "n/a (unknown peak)"
-    if ceiling:
+    if result["fraction_of_matmul_ceiling"] is not None:
         print(
             f"matmul ceiling (the transformer's GEMMs alone): {ceiling}; the step reaches "
             f"{100 * result['fraction_of_matmul_ceiling']:.1f}% of it"
@@ -319,11 +321,16 @@ def matmul_ceiling(rows: int, width: int, mlp: int, dtype, repeats: int = 20) ->
             times.append((time.perf_counter() - start) / repeats)
         seconds = float(np.median(times))
         flops = 2.0 * rows * k * n
-        result[name] = round(flops / seconds / 1e12, 1)
+        result[name] = _significant(flops / seconds / 1e12)
         total_flops += count[name] * flops
         total_s += count[name] * seconds
-    result["tflops"] = round(total_flops / total_s / 1e12, 1)
+    result["tflops"] = _significant(total_flops / total_s / 1e12)
     return result
+
+
+def _significant(value: float, digits: int = 4) -> float:
+    """`value` to `digits` significant digits: a slow CPU's 0.04 TFLOP/s must not round to 0."""
+    return float(f"{value:.{digits}g}")
 
 
 def traced_steps(compiled, state, batch, trace_dir: str, steps: int):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import shutil
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -68,6 +69,10 @@ log = logging.getLogger(__name__)
 TRAIN_STATE = "train_state"
 # The model's items (what `OctoModel.load_pretrained` reads), plus the train state.
 ITEMS = (TRAIN_STATE, *MODEL_ITEMS)
+
+
+class CheckpointSaveError(RuntimeError):
+    """A checkpoint could not be written (e.g. a full disk); earlier steps are untouched."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -274,9 +279,12 @@ class Checkpointer:
             base_params,
         )
         args = ocp.args.Composite(**{TRAIN_STATE: ocp.args.StandardSave(train_state), **items})
-        self._manager.wait_until_finished()  # the previous save's manifest names its step
+        self._finish_pending()  # the previous save's manifest names its step
         self._saving = step
-        saved = self._manager.save(step, args=args, force=True)
+        try:
+            saved = self._manager.save(step, args=args, force=True)
+        except Exception as error:
+            raise self._save_failure(step, error) from error
         if saved and not self.config.async_save:
             self._write_manifest(storage.join(self._orbax_directory, str(step)), step)
         if self._staged is not None:  # the previous (finished) save is copied up
@@ -330,9 +338,39 @@ class Checkpointer:
     def wait(self) -> None:
         """Blocks until pending async saves are on disk (raises their errors); staged
         checkpoints are then copied to their remote directory."""
-        self._manager.wait_until_finished()
+        self._finish_pending()
         if self._staged is not None:
             self._staged.publish()
+
+    def _finish_pending(self) -> None:
+        try:
+            self._manager.wait_until_finished()
+        except Exception as error:  # the async save's own error, named
+            raise self._save_failure(self._saving, error) from error
+
+    def _save_failure(self, step: int | None, error: Exception) -> CheckpointSaveError:
+        """`error` of saving `step`, with the disk's state and what is still safe."""
+        text = f"{type(error).__name__}: {error}"
+        where = f"{self.directory}/{step}"
+        try:
+            done = [s for s in self._manager.all_steps() if self._is_complete(s)]
+        except Exception:  # a listing failure must not hide the save's own error
+            done = "unknown"
+        if "No space left on device" in text or "os_error_code='28'" in text:
+            free = ""
+            if not storage.has_scheme(self._orbax_directory):
+                usage = shutil.disk_usage(self._orbax_directory)
+                free = f" ({usage.free / 2**20:.0f} MiB free of {usage.total / 2**30:.1f} GiB)"
+            return CheckpointSaveError(
+                f"saving checkpoint {where} failed: the disk is full{free}. The steps saved "
+                f"before are intact ({done}); free space (or move the workdir to a larger "
+                "disk), then rerun the same command to resume from the newest of them"
+            )
+        first_line = text.splitlines()[0][:500]
+        return CheckpointSaveError(
+            f"saving checkpoint {where} failed ({first_line}); the steps saved before are "
+            f"intact ({done})"
+        )
 
     def _manifest_in_flight(self) -> None:
         """Orbax's post-finalization callback (async thread, every process): the manifest of
@@ -352,8 +390,10 @@ class Checkpointer:
         log.info("wrote checksums of %d files for checkpoint step %d", count, step)
 
     def close(self) -> None:
-        self.wait()
-        self._manager.close()
+        try:
+            self.wait()
+        finally:  # orbax's threads stop even when the last save failed
+            self._manager.close()
         if self._staged is not None:
             self._staged.close()
         self._quiet.close()

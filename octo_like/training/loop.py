@@ -369,14 +369,11 @@ def _run_held(
                 break
             if window_start == step:  # a window just closed: its clock skips eval and saving
                 window_clock = step_clock = time.perf_counter()
-    finally:
-        watch.__exit__()
-        profile.stop()
-        prefetcher.close()
-        checkpointer.wait()
-        checkpointer.close()
-        writer.close()
-        progress.close()
+    finally:  # every resource is released even when one of them fails (a full disk)
+        with contextlib.ExitStack() as cleanup:
+            for close in (progress.close, writer.close, checkpointer.close, prefetcher.close,
+                          profile.stop, watch.__exit__):  # fmt: skip
+                cleanup.callback(close)  # run in reverse: watch first, progress last
     nnx.update(model.module, distributed.host_copy(inference_params(state)))
     return RunResult(start_step, step, state, model, last, preempted)
 

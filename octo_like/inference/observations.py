@@ -21,15 +21,13 @@ Unknown keys are errors (a misspelled camera must not be silently zero-filled).
 from __future__ import annotations
 
 import difflib
-import functools
 from collections.abc import Mapping
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from octo_like.inference.finite import check_finite, check_normalized_range
+from octo_like.inference.host_resize import resize_uint8
 from octo_like.model.config import ModelConfig
 from octo_like.normalization import ArrayStatistics, normalize_np
 from octo_like.schema import (
@@ -42,30 +40,19 @@ from octo_like.schema import (
 )
 
 
-@functools.partial(jax.jit, static_argnames=("size",))
-def _resize(images: jax.Array, size: tuple[int, int]) -> jax.Array:
-    shape = (*images.shape[:-3], *size, images.shape[-1])
-    resized = jax.image.resize(images.astype(jnp.float32), shape, "linear", antialias=True)
-    return jnp.clip(jnp.floor(resized + 0.5), 0, 255).astype(jnp.uint8)
-
-
 def resize_images(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """uint8[..., h, w, 3] -> uint8[..., size[0], size[1], 3]; a no-op when sizes match.
 
     Matches `octo_like.data.image_ops.resize` (tf.image.resize bilinear, antialiased when
-    shrinking) to within one grey level, without TensorFlow. Compiled once per input shape.
+    shrinking) to within one grey level, without TensorFlow, on the host: no program is
+    compiled per input size (`host_resize.py`), so a new size never stalls the model thread.
     """
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim < 3 or images.shape[-1] != 3:
         raise ValueError(f"expected uint8 images [..., h, w, 3], got {images.dtype}{images.shape}")
     if tuple(images.shape[-3:-1]) == tuple(size):
         return images
-    if _resize._cache_size() >= _MAX_RESIZE_SHAPES:  # clients may send any size: stay bounded
-        _resize.clear_cache()
-    return np.asarray(_resize(images, tuple(int(s) for s in size)))
-
-
-_MAX_RESIZE_SHAPES = 64  # compiled resize programs kept before the cache is emptied
+    return resize_uint8(images, (int(size[0]), int(size[1])))
 
 
 def _close(key: str, known) -> str:

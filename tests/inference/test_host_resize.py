@@ -1,0 +1,38 @@
+"""The host resize (numpy, no compiled program per size) equals `jax.image.resize`'s
+antialiased bilinear resize to within one grey level, shrinking, enlarging and mixed."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from octo_like.inference.host_resize import axis_weights, resize_uint8
+
+
+def jax_reference(images: np.ndarray, size) -> np.ndarray:
+    shape = (*images.shape[:-3], *size, images.shape[-1])
+    out = jax.image.resize(jnp.asarray(images, jnp.float32), shape, "linear", antialias=True)
+    return np.asarray(jnp.clip(jnp.floor(out + 0.5), 0, 255).astype(jnp.uint8))
+
+
+@pytest.mark.parametrize(
+    "source, size",
+    [((40, 40), (32, 32)), ((480, 640), (256, 256)), ((20, 24), (32, 32)), ((17, 93), (32, 9)),
+     ((3, 100), (50, 7))],
+)  # fmt: skip
+def test_host_resize_matches_jax(source, size):
+    images = np.random.default_rng(0).integers(0, 256, (2, *source, 3), dtype=np.uint8)
+    ours = resize_uint8(images, size)
+    assert ours.shape == (2, *size, 3) and ours.dtype == np.uint8
+    difference = np.abs(ours.astype(int) - jax_reference(images, size).astype(int))
+    assert difference.max() <= 1 and (difference > 0).mean() < 0.01
+
+
+def test_weights_are_normalized_rows_that_widen_when_shrinking():
+    shrink, grow = axis_weights(64, 16), axis_weights(16, 64)
+    np.testing.assert_allclose(shrink.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(grow.sum(axis=1), 1.0, rtol=1e-6)
+    assert (shrink > 0).sum(axis=1)[1:-1].min() == 8  # a 4x shrink averages 8 inputs (edges 6)
+    assert (grow > 0).sum(axis=1).max() <= 2  # enlarging interpolates two neighbours

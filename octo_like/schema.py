@@ -109,3 +109,19 @@ def describe_tree(tree, prefix: str = "") -> list[str]:
             dtype = getattr(value, "dtype", type(value).__name__)
             lines.append(f"{path:<45} {str(shape):<24} {dtype}")
     return lines
+
+
+SHOWN_KEYS = 10  # error texts list at most this many keys, however many a message holds
+
+
+def describe_keys(keys) -> str:
+    """``['a', 'b']`` sorted, or the first `SHOWN_KEYS` of them and how many more there are:
+    an error about a message of a million keys stays a line long."""
+    keys = list(keys)
+    if len(keys) <= 10_000:
+        names = sorted(str(k)[:64] for k in keys)
+    else:  # sorting a huge message's keys would itself stall the caller
+        names = [str(k)[:64] for k in keys[:SHOWN_KEYS]]
+    if len(keys) <= SHOWN_KEYS:
+        return str(names)
+    return f"{names[:SHOWN_KEYS]} and {len(keys) - SHOWN_KEYS} more"

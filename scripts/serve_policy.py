@@ -4,7 +4,8 @@
     OCTO_POLICY_TOKEN=$(cat token.txt) python scripts/serve_policy.py --checkpoint ckpts \
         --host 0.0.0.0 --port 8000 --dataset_name bridge_dataset --max_batch 8
 
-The model is loaded and compiled before the server accepts connections. Health check:
+The model is loaded and compiled, for every batch bucket, before the server accepts
+connections. Health check:
 ``curl http://HOST:PORT/healthz``. Client: `octo_like.inference.client.PolicyClient`; the
 protocol and its limits are described in `octo_like/inference/server.py`. A shared-secret token
 comes from --token_file or the OCTO_POLICY_TOKEN variable (never from the command line, which
@@ -43,6 +44,18 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=defaults.max_queued,
         help="requests waiting or running before clients are told 'busy'",
     )
+    parser.add_argument(
+        "--max_connections", type=int, default=defaults.max_connections,
+        help="open connections at once; more are answered 503",
+    )  # fmt: skip
+    parser.add_argument(
+        "--message_timeout_s", type=float, default=defaults.message_timeout_s,
+        help="a message not completed within this closes its connection",
+    )  # fmt: skip
+    parser.add_argument(
+        "--no_prewarm", action="store_true",
+        help="do not compile every batch bucket before accepting clients",
+    )  # fmt: skip
     parser.add_argument("--token_file", default=None, help="file holding the shared secret")
     add_policy_arguments(parser)
     return parser.parse_args(argv)  # fmt: skip
@@ -69,6 +82,8 @@ def build_server(args: argparse.Namespace, environ=os.environ):
         max_image_side=args.max_image_side,
         max_request_bytes=int(args.max_request_mb * 2**20),
         max_queued=args.max_queued,
+        max_connections=args.max_connections,
+        message_timeout_s=args.message_timeout_s,
     )
     token = read_token(args, environ)
     if token is None and args.host not in ("127.0.0.1", "localhost", "::1"):
@@ -79,7 +94,9 @@ def build_server(args: argparse.Namespace, environ=os.environ):
         )
     policy = policy_from_args(args)
     logging.info("loaded and compiled in %.0f ms: %s", policy.warmup_ms, policy.metadata())
-    return PolicyServer(policy, args.host, args.port, limits=limits, token=token)
+    return PolicyServer(
+        policy, args.host, args.port, limits=limits, token=token, prewarm=not args.no_prewarm
+    )
 
 
 def main(argv=None) -> None:

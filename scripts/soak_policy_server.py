@@ -9,9 +9,15 @@ proprio, each client's cameras at one of three sizes) and 40% malformed ones (no
 frames, a non-string instruction, 0x0 and 1x1 images, 3000 tiny images, unknown keys, batches
 over the limit, huge instructions); some clients hang up with a request in flight. Busy answers
 are retried after 50 ms (latency counts the retries). Samples the server's RSS every 0.2 s.
+Beside them run the abusive clients: one sends requests of 300,000 unknown keys, one trickles
+a message at 64 B/s (the server must close it after its --message_timeout_s), one sends
+valid windows at a new image size every time, and one opens connections past the server's
+--max_connections (the extra ones must be refused); and one well-behaved client sends one
+valid window at a time throughout, whose latency is reported on its own.
 Stops by itself; prints a table, then one JSON line; exits 1 if the server died, stopped
-answering /healthz, a malformed request got anything but an error, a valid one got an error, or
-its RSS grew by more than --max_rss_growth_mb.
+answering /healthz, a malformed request got anything but an error (or an error text longer
+than 2,000 characters), a valid one got an error, the trickled connection stayed open, no
+connection was refused past the limit, or its RSS grew by more than --max_rss_growth_mb.
 """
 
 from __future__ import annotations
@@ -28,6 +34,9 @@ import time
 import numpy as np
 
 SCRIPTS = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(SCRIPTS))
+from octo_like.inference import abusive_clients as abuse  # noqa: E402
+
 MALFORMED = (
     "not_msgpack", "text_frame", "instruction_int", "zero_image", "many_tiny_images",
     "unknown_key", "batch_over_limit", "huge_instruction", "float_images",
@@ -46,7 +55,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max_rss_growth_mb", type=float, default=500.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--startup_timeout", type=float, default=180.0)
+    parser.add_argument("--message_timeout_s", type=float, default=3.0, help="the server's")
     return parser.parse_args(argv)
+
+
+def max_connections(args) -> int:
+    """Room for every client of the soak (and the abusive ones), not for the flood."""
+    return args.clients + 10
 
 
 def start_server(args) -> tuple[subprocess.Popen, int, list[str]]:
@@ -54,6 +69,8 @@ def start_server(args) -> tuple[subprocess.Popen, int, list[str]]:
     command = [
         sys.executable, os.path.join(SCRIPTS, "serve_policy.py"), "--checkpoint",
         args.checkpoint, "--port", "0", "--max_queued", str(args.max_queued),
+        "--message_timeout_s", str(args.message_timeout_s),
+        "--max_connections", str(max_connections(args)),
     ]  # fmt: skip
     env = {**os.environ, "OCTO_POLICY_TOKEN": ""}
     server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
@@ -201,9 +218,19 @@ def main(argv=None) -> int:
         threading.Thread(target=run_client, args=(i, port, args, results, lock))
         for i in range(args.clients)
     ]
+    done = threading.Event()
+    abusive = abuse.start_abusive_clients(
+        port, timeout_s=args.message_timeout_s, results=results, lock=lock, done=done
+    )
     for thread in threads:
         thread.start()
     for thread in threads:
+        thread.join()
+    flooded: dict = {}  # past the connection limit, once the regular clients left
+    abuse.flood(port, flooded, done, max_connections(args))
+    results.update(flooded)
+    done.set()
+    for thread in abusive:
         thread.join()
     seconds = time.perf_counter() - started
     time.sleep(1.0)  # the hung-up clients' requests finish or are dropped
@@ -236,6 +263,7 @@ def main(argv=None) -> int:
         "healthz": healthy,
         "tracebacks_in_server_log": log_text.count("Traceback"),
         "dropped_logged": log_text.count("its queued request is dropped"),
+        **abuse.summarize(results),
     }
     growth = summary["rss_mb_peak"] - summary["rss_mb_start"]
     ok = (
@@ -244,6 +272,7 @@ def main(argv=None) -> int:
         and not summary["wrong"]
         and summary["tracebacks_in_server_log"] == 0
         and growth <= args.max_rss_growth_mb
+        and abuse.passed(summary)
     )
     s = summary
     print(f"{s['requests']} requests from {args.clients} clients in {seconds:.1f} s")
@@ -255,6 +284,7 @@ def main(argv=None) -> int:
         f"round-trip latency of valid requests: p50 {s['latency_ms_p50']} ms, "
         f"p99 {s['latency_ms_p99']} ms"
     )
+    print(abuse.describe(s))
     print(
         f"server RSS: {s['rss_mb_start']} MB at start, peak {s['rss_mb_peak']} MB "
         f"(+{growth:.0f} MB, bound {args.max_rss_growth_mb:.0f}), end {s['rss_mb_end']} MB"

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from octo_like.schema import IMAGE_PREFIX, PAD_MASK_DICT, PROPRIO, TIMESTEP_PAD_MASK
+from octo_like.schema import IMAGE_PREFIX, PAD_MASK_DICT, PROPRIO, TIMESTEP_PAD_MASK, describe_keys
 
 Frame = Mapping[str, Any]
 
@@ -94,8 +94,8 @@ class ObservationHistory:
         first = self._first[0]
         if set(arrays) != set(first):
             raise ValueError(
-                f"frame keys changed within an episode: first {sorted(first)}, now "
-                f"{sorted(arrays)} (call reset() between episodes)"
+                f"frame keys changed within an episode: first {describe_keys(first)}, now "
+                f"{describe_keys(arrays)} (call reset() between episodes)"
             )
         for key, value in arrays.items():
             if value.shape != first[key].shape:
@@ -129,7 +129,9 @@ def stack_windows(windows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     keys = set(windows[0])
     for i, window in enumerate(windows[1:], start=1):
         if set(window) != keys:
-            raise ValueError(f"window {i} has keys {sorted(window)}, window 0 has {sorted(keys)}")
+            raise ValueError(
+                f"window {i} has keys {describe_keys(window)}, window 0 has {describe_keys(keys)}"
+            )
     out: dict[str, Any] = {}
     for key in windows[0]:
         values = [w[key] for w in windows]
@@ -158,7 +160,7 @@ def is_batched(observation: Mapping[str, Any]) -> bool:
         return np.ndim(observation[PROPRIO]) == 3
     raise ValueError(
         f"observation has no image_<camera>, {PROPRIO!r} or {TIMESTEP_PAD_MASK!r}; "
-        f"given keys: {sorted(observation)}"
+        f"given keys: {describe_keys(observation)}"
     )
 
 

@@ -36,6 +36,7 @@ from octo_like.schema import (
     PROPRIO_PAD_MASK,
     TIMESTEP,
     TIMESTEP_PAD_MASK,
+    describe_keys,
     image_key,
 )
 
@@ -128,7 +129,7 @@ def prepare_observations(
         if PROPRIO not in observations:
             raise ValueError(
                 f"the model reads {PROPRIO!r} float32[b, W, P]; the observation has none "
-                f"(given keys: {sorted(observations)})"
+                f"(given keys: {describe_keys(observations)})"
             )
         _proprio(out, observations, spec, given_masks, proprio_statistics, normalization)
         present_any = True

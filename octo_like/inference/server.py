@@ -7,7 +7,8 @@ Protocol (wire format in `wire.py`, the client in `client.py`):
                                -> {"actions": float32[(b,) H, A], "latency_ms": float}
     {"reset": {"instruction"?: str, "goal"?: {camera: uint8[h, w, 3]}}}  -> {"reset": True}
     {"frame": {key: array}}    -> {"action": float32[A], "latency_ms": float}   (after reset)
-    {"metadata": True}         -> {"metadata": ..., "latency_ms": Policy.latency_ms()}
+    {"metadata": True}         -> {"metadata": ..., "latency_ms": Policy.latency_ms(),
+                                   "stats": {"refused": {error type: count}, "dropped": n}}
     anything malformed         -> {"error": "ValueError: observation 'image_primary' ..."}
     queue full                 -> {"error": "busy: ...", "busy": True}
 
@@ -25,6 +26,12 @@ whose client disconnects while it waits is dropped; each disconnect is one log l
 `token`, the websocket handshake needs ``Authorization: Bearer <token>`` (TLS: put a reverse
 proxy in front, see the README). ``GET /healthz`` (plain HTTP, "ok") is always open and is
 answered during a long inference.
+
+Abuse stays contained: messages are decoded and checked on two parser threads, never on the
+event loop, and errors list at most ten keys; images of any size are resized on the host (no
+compile); every batch bucket is compiled before the first client (`prewarm`); connections past
+`max_connections` get HTTP 503; a message unfinished after `message_timeout_s` closes its
+connection (`server_connection.py`); NaN/Inf inputs and actions are refused (`finite.py`).
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ import http
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -51,14 +58,17 @@ from octo_like.inference.client import (  # noqa: F401  (the client API, re-expo
     PolicyServerError,
     check_health,
 )
-from octo_like.inference.history import add_batch_axis, is_batched
-from octo_like.inference.server_limits import (
-    ServerLimits,
-    check_frame,
-    check_inference_request,
-    pad_batch,
+from octo_like.inference.server_connection import GuardedConnection, watch_unfinished
+from octo_like.inference.server_limits import ServerLimits, pad_batch
+from octo_like.inference.server_requests import (
+    Frame,
+    Inference,
+    Metadata,
+    Request,
+    Reset,
+    parse_request,
 )
-from octo_like.inference.wire import HEALTH_PATH, TOKEN_HEADER, packb, unpackb
+from octo_like.inference.wire import HEALTH_PATH, TOKEN_HEADER, packb
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +92,13 @@ class PolicyServer:
         *,
         limits: ServerLimits | None = None,
         token: str | None = None,
+        prewarm: bool = True,
     ):
+        """`prewarm`: compile every batch bucket before accepting clients, so no client's
+        first request of a new batch size blocks the others for a compile."""
         self.policy = policy
+        self.prewarm = prewarm
+        self._connections = 0  # open websocket connections (event loop only)
         self.host = host
         self.port = port
         self.limits = limits or ServerLimits()
@@ -103,7 +118,18 @@ class PolicyServer:
         ``port=0`` binds a free port.
         """
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="policy-model")
+        # Decoding and checking messages: off the event loop, beside the model thread.
+        self._parser = ThreadPoolExecutor(2, thread_name_prefix="policy-requests")
         try:
+            if self.prewarm:
+                loop = asyncio.get_running_loop()
+                started = time.perf_counter()
+                for bucket in self.limits.batch_buckets:
+                    await loop.run_in_executor(self._worker, self.policy.warmup, bucket)
+                log.info(
+                    "compiled batch buckets %s in %.1f s", list(self.limits.batch_buckets),
+                    time.perf_counter() - started,
+                )  # fmt: skip
             async with serve(
                 self._handle,
                 self.host,
@@ -111,6 +137,7 @@ class PolicyServer:
                 process_request=self._process_request,
                 max_size=self.limits.max_request_bytes,
                 compression=None,  # images do not deflate well; it only costs latency
+                create_connection=GuardedConnection,
             ) as server:
                 port = _bound_port(server)
                 log.info(
@@ -122,6 +149,7 @@ class PolicyServer:
                 await server.serve_forever()
         finally:
             self._worker.shutdown(wait=False, cancel_futures=True)
+            self._parser.shutdown(wait=False, cancel_futures=True)
 
     def serve_forever(self) -> None:
         """Blocks serving (Ctrl-C stops)."""
@@ -164,6 +192,13 @@ class PolicyServer:
     def _process_request(self, connection: ServerConnection, request):
         if request.path == HEALTH_PATH:
             return connection.respond(http.HTTPStatus.OK, "ok\n")
+        if self._connections >= self.limits.max_connections:
+            self.refused["connections"] += 1
+            return connection.respond(
+                http.HTTPStatus.SERVICE_UNAVAILABLE,
+                f"{self._connections} connections open (limit "
+                f"{self.limits.max_connections}); retry later\n",
+            )
         if self._token is not None:
             given = request.headers.get(TOKEN_HEADER, "")
             if not hmac.compare_digest(given.encode(), f"Bearer {self._token}".encode()):
@@ -171,10 +206,12 @@ class PolicyServer:
                 return connection.respond(http.HTTPStatus.UNAUTHORIZED, "missing or wrong token\n")
         return None  # continue with the websocket handshake
 
-    async def _handle(self, connection: ServerConnection) -> None:
+    async def _handle(self, connection: GuardedConnection) -> None:
         session = self.policy.new_session()
         peer = connection.remote_address
         log.info("client %s connected", peer)
+        self._connections += 1
+        watchdog = asyncio.create_task(watch_unfinished(connection, self.limits.message_timeout_s))
         try:
             await connection.send(packb({"metadata": self._metadata}))
             async for message in connection:
@@ -192,6 +229,9 @@ class PolicyServer:
                 await connection.send(packb(reply))
         except ConnectionClosed:
             pass
+        finally:
+            watchdog.cancel()
+            self._connections -= 1
         code = connection.close_code
         reason = connection.close_reason
         log.info("client %s disconnected (code %s%s)", peer, code, f": {reason}" if reason else "")
@@ -236,79 +276,39 @@ class PolicyServer:
 
     # ------------------------------------------------------------------ protocol
     async def _reply(self, message, session, connection) -> dict[str, Any]:
-        if isinstance(message, str):
-            raise TypeError("send binary msgpack messages, not text")
-        try:
-            request = unpackb(message)
-        except Exception as e:
-            raise ValueError(f"the message is not valid msgpack ({type(e).__name__}: {e})") from e
-        if not isinstance(request, Mapping):
-            raise TypeError(f"a request must be a map, got {type(request).__name__}")
-        if "observation" in request:
-            return await self._infer(request, connection)
-        if "frame" in request:
-            frame = _as_dict(request["frame"], "frame")
-            check_frame(frame, self._metadata, self.limits)
-            start = time.perf_counter()
-            action = await self._run_model(connection, lambda: session.step(frame))
-            return {"action": action, "latency_ms": (time.perf_counter() - start) * 1e3}
-        if "reset" in request:
-            options = _as_dict(request["reset"] or {}, "reset")
-            unknown = sorted(set(options) - {"instruction", "goal"})
-            if unknown:
-                raise ValueError(f"reset takes 'instruction' and 'goal', got {unknown}")
-            instruction, goal = options.get("instruction"), options.get("goal")
-            check_inference_request(
-                {}, "" if instruction is None else instruction, goal, single=True,
-                metadata=self._metadata, limits=self.limits,
-            )  # fmt: skip
-            await self._run_model(connection, lambda: session.reset(instruction, goal))
-            return {"reset": True}
-        if "metadata" in request:
-            return {
-                "metadata": self._metadata,
-                "latency_ms": self.policy.latency_ms(),
-                "stats": self.stats(),
-            }
-        raise ValueError(
-            f"unknown request with keys {sorted(request)}; expected 'observation', 'frame', "
-            "'reset' or 'metadata'"
+        loop = asyncio.get_running_loop()
+        request: Request = await loop.run_in_executor(
+            self._parser, parse_request, message, self._metadata, self.limits
         )
-
-    async def _infer(self, request: Mapping[str, Any], connection) -> dict[str, Any]:
-        observation = _as_dict(request["observation"], "observation")
-        if "instruction" not in request:
-            raise ValueError("an observation request needs 'instruction' (\"\" for none)")
-        instruction = request["instruction"]
-        goal = request.get("goal")
-        single = not is_batched(observation)
-        batch = check_inference_request(
-            observation, instruction, goal, single=single, metadata=self._metadata,
-            limits=self.limits,
-        )  # fmt: skip
-        if single:
-            observation = add_batch_axis(observation)
-            goal = None if goal is None else {k: np.asarray(v)[None] for k, v in goal.items()}
-        texts = [instruction] * batch if isinstance(instruction, str) else list(instruction)
-        bucket = self.limits.bucket(batch)  # a few compiled shapes, whatever clients send
-
-        def predict() -> np.ndarray:
-            padded_goal = None if goal is None else pad_batch(goal, bucket)
-            tasks = pad_batch(texts, bucket)
-            if padded_goal is not None:
-                tasks = self.policy.create_tasks(tasks, padded_goal)
-            return self.policy.predict_chunks(pad_batch(observation, bucket), tasks)[:batch]
-
         start = time.perf_counter()
-        actions = await self._run_model(connection, predict)
-        latency = (time.perf_counter() - start) * 1e3
-        return {"actions": actions[0] if single else actions, "latency_ms": latency}
+        if isinstance(request, Inference):
+            actions = await self._run_model(connection, lambda: self._predict(request))
+            latency = (time.perf_counter() - start) * 1e3
+            return {"actions": actions[0] if request.single else actions, "latency_ms": latency}
+        if isinstance(request, Frame):
+            action = await self._run_model(connection, lambda: session.step(request.frame))
+            return {"action": action, "latency_ms": (time.perf_counter() - start) * 1e3}
+        if isinstance(request, Reset):
+            await self._run_model(
+                connection, lambda: session.reset(request.instruction, request.goal)
+            )
+            return {"reset": True}
+        assert isinstance(request, Metadata)
+        return {
+            "metadata": self._metadata,
+            "latency_ms": self.policy.latency_ms(),
+            "stats": self.stats(),
+        }
 
-
-def _as_dict(value, what: str) -> dict[str, Any]:
-    if not isinstance(value, Mapping):
-        raise TypeError(f"{what!r} must be a map of arrays, got {type(value).__name__}")
-    return dict(value)
+    def _predict(self, request: Inference) -> np.ndarray:
+        """On the model thread: the batch padded to its bucket (a few compiled shapes)."""
+        bucket = self.limits.bucket(request.batch)
+        goal = None if request.goal is None else pad_batch(request.goal, bucket)
+        tasks = pad_batch(request.texts, bucket)
+        if goal is not None:
+            tasks = self.policy.create_tasks(tasks, goal)
+        observation = pad_batch(request.observation, bucket)
+        return self.policy.predict_chunks(observation, tasks)[: request.batch]
 
 
 def _bound_port(server: Server) -> int:

@@ -22,6 +22,7 @@ from octo_like.schema import (
     PROPRIO_PAD_MASK,
     TIMESTEP,
     TIMESTEP_PAD_MASK,
+    describe_keys,
 )
 
 IMAGE_PREFIX = "image_"
@@ -38,6 +39,11 @@ class ServerLimits:
     max_request_bytes: int = 32 * 2**20  # larger messages close the connection (code 1009)
     max_instruction_chars: int = 512
     max_queued: int = 8  # model requests waiting or running, all clients together
+    # Open connections at once; with max_request_bytes, this bounds the bytes held in buffers.
+    max_connections: int = 64
+    # A message started but not finished within this many seconds closes its connection
+    # (a client trickling bytes would otherwise hold a connection and its buffer forever).
+    message_timeout_s: float = 30.0
 
     def __post_init__(self):
         buckets = tuple(int(b) for b in self.batch_buckets)
@@ -52,7 +58,9 @@ class ServerLimits:
             raise ValueError(
                 f"image side limits [{self.min_image_side}, {self.max_image_side}] are not a range"
             )
-        for name in ("max_request_bytes", "max_instruction_chars", "max_queued"):
+        if not self.message_timeout_s > 0:
+            raise ValueError(f"message_timeout_s must be > 0, got {self.message_timeout_s}")
+        for name in ("max_request_bytes", "max_instruction_chars", "max_queued", "max_connections"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
@@ -132,9 +140,11 @@ def _check_keys(observation: Mapping[str, Any], metadata: Mapping[str, Any], wha
         allowed |= {PROPRIO, PROPRIO_PAD_MASK}
     elif PROPRIO in observation:
         raise ValueError("this model reads no proprio; do not send 'proprio'")
-    unknown = sorted(set(observation) - allowed)
+    unknown = set(observation) - allowed
     if unknown:
-        raise ValueError(f"unknown {what} keys {unknown}; this model reads {sorted(allowed)}")
+        raise ValueError(
+            f"unknown {what} keys {describe_keys(unknown)}; this model reads {sorted(allowed)}"
+        )
     return cameras
 
 

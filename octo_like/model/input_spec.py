@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from octo_like.schema import describe_keys
+
 # Keys that only bookkeeping uses; they never reach the network.
 _IGNORED = {"language_instruction", "dataset_name", "timestep"}
 
@@ -65,7 +67,7 @@ def check_inputs(
             raise ValueError(
                 f"{part} is missing {path!r} (expected shape [batch, "
                 f"{', '.join(map(str, expected['shape']))}], dtype {expected['dtype']}); "
-                f"given keys: {sorted(given)}"
+                f"given keys: {describe_keys(given)}"
             )
         shape = tuple(np.shape(given[path]))[batch_dims:]
         if list(shape) != list(expected["shape"]):

@@ -1,0 +1,60 @@
+"""The server stays responsive under abuse: a trickled message closes its connection after the
+message timeout, connections past the cap get HTTP 503, a message of many keys gets a short
+error, a new image size is answered without a compile, and every batch bucket is compiled
+before the first client (no client's request waits behind another's first compile)."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from octo_like.inference import abusive_clients
+from octo_like.inference.client import PolicyClient
+from octo_like.inference.server import PolicyServer
+from octo_like.inference.server_limits import ServerLimits
+from octo_like.inference.wire import packb
+
+LIMITS = ServerLimits.up_to(4, max_connections=3, message_timeout_s=0.5)
+
+
+def test_trickle_flood_and_many_keys_are_contained(policy):
+    done = threading.Event()
+    with PolicyServer(policy, "127.0.0.1", 0, limits=LIMITS).running() as port:
+        trickled: dict = {}
+        abusive_clients.trickle(port, trickled, done, LIMITS.message_timeout_s)
+        assert trickled["trickle_closed_after_s"] is not None
+        assert LIMITS.message_timeout_s * 0.9 <= trickled["trickle_closed_after_s"] < 5
+
+        flooded: dict = {}
+        abusive_clients.flood(port, flooded, done, LIMITS.max_connections)
+        assert flooded["flood_held"] == LIMITS.max_connections and flooded["flood_refused"] >= 1
+
+        with PolicyClient("127.0.0.1", port) as client:
+            keys = {f"k{i}": 0 for i in range(50_000)}
+            reply = client.send_raw(packb({"observation": keys, "instruction": ""}))
+            assert "and 49990 more" in reply["error"] and len(reply["error"]) < 2_000
+            rng = np.random.default_rng(0)
+            for side in (41, 77, 130):  # sizes the model never saw: resized on the host
+                window = abusive_clients._window(client.metadata, rng, side)
+                assert client.send_raw(packb(window))["actions"].shape[-1] > 0
+            stats = client.request({"metadata": True})["stats"]
+    assert stats["refused"]["connections"] >= 1 and stats["refused"]["ValueError"] == 1
+
+
+def test_every_batch_bucket_is_compiled_before_clients_connect(policy):
+    calls = []
+
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(policy, name)
+
+        def warmup(self, batch=1):
+            calls.append(batch)
+            return policy.warmup(batch)
+
+    with PolicyServer(Counting(), "127.0.0.1", 0, limits=LIMITS).running():
+        assert calls == list(LIMITS.batch_buckets)
+    calls.clear()
+    with PolicyServer(Counting(), "127.0.0.1", 0, limits=LIMITS, prewarm=False).running():
+        assert calls == []

@@ -1,6 +1,6 @@
 """Low-rank adapters (LoRA) on the transformer's dense layers, for parameter-efficient fine-tuning.
 
-A targeted ``nnx.Linear`` (attention ``query``/``key``/``value``/``out``, MLP ``fc1``/``fc2``) is
+A targeted Linear layer (attention ``query``/``key``/``value``/``out``, MLP ``fc1``/``fc2``) is
 replaced by a `LoraLinear` that keeps the SAME ``kernel`` and ``bias`` variables (so their paths,
 e.g. ``transformer/transformer/blocks/0/attention/query/kernel``, still match a pretrained
 checkpoint) and adds two small matrices beside them::
@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from octo_like.model import precision
 from octo_like.model.config import LoraConfig
 
 # Regex (re.search on slash-joined parameter paths) of every adapter parameter.
@@ -29,54 +30,44 @@ ADAPTER_PATTERN = r"(^|/)lora_[ab]$"
 _A_INIT = nnx.initializers.variance_scaling(1.0, "fan_in", "uniform")
 
 
-class LoraLinear(nnx.Linear):
-    """``nnx.Linear`` plus a zero-initialized low-rank update; see the module docstring.
+class LoraLinear(precision.Linear):
+    """`precision.Linear` plus a zero-initialized low-rank update; see the module docstring.
 
     Build it with `LoraLinear.wrap(linear, ...)`: the base layer's kernel and bias variables are
     taken over (not copied), so the parameter tree keeps the base layer's paths.
     """
 
     @classmethod
-    def wrap(cls, base: nnx.Linear, rank: int, alpha: float, *, rngs: nnx.Rngs) -> LoraLinear:
-        if type(base) is not nnx.Linear:
-            raise TypeError(f"LoraLinear.wrap expects an nnx.Linear, got {type(base).__name__}")
-        d_in, d_out = base.in_features, base.out_features
+    def wrap(cls, base: precision.Linear, rank: int, alpha: float, *, rngs: nnx.Rngs) -> LoraLinear:
+        if type(base) is not precision.Linear:
+            raise TypeError(f"LoraLinear.wrap expects a Linear layer, got {type(base).__name__}")
+        d_in, d_out = base.kernel.shape
         # Zeros-initialized throwaway kernel (replaced below); a fixed key leaves `rngs` alone.
         layer = cls(
-            d_in,
-            d_out,
-            use_bias=base.use_bias,
-            dtype=base.dtype,
-            param_dtype=base.param_dtype,
-            precision=base.precision,
-            kernel_init=nnx.initializers.zeros,
-            rngs=nnx.Rngs(0),
-        )
+            d_in, d_out, use_bias=base.bias is not None, dtype=base.dtype,
+            kernel_init=nnx.initializers.zeros, rngs=nnx.Rngs(0),
+        )  # fmt: skip
         layer.kernel = base.kernel
         layer.bias = base.bias
         layer.scale = float(alpha) / rank
-        layer.lora_a = nnx.Param(_A_INIT(rngs.params(), (d_in, rank), base.param_dtype))
-        layer.lora_b = nnx.Param(jnp.zeros((rank, d_out), base.param_dtype))
+        layer.lora_a = nnx.Param(_A_INIT(rngs.params(), (d_in, rank), jnp.float32))
+        layer.lora_b = nnx.Param(jnp.zeros((rank, d_out), jnp.float32))
         return layer
 
-    def __call__(self, inputs: jax.Array, out_sharding=None) -> jax.Array:
-        """inputs float[..., d_in] -> float[..., d_out]."""
-        y = super().__call__(inputs, out_sharding)
-        x, a, b = self.promote_dtype((inputs, self.lora_a[...], self.lora_b[...]), dtype=self.dtype)
-        return y + ((x @ a) @ b * self.scale).astype(y.dtype)
+    def __call__(self, inputs: jax.Array) -> jax.Array:
+        """inputs float[..., d_in] -> float[..., d_out] (adapter gradients in float32)."""
+        y = super().__call__(inputs)
+        x = inputs.astype(self.dtype)
+        low = precision.matmul(precision.matmul(x, self.lora_a[...]), self.lora_b[...])
+        return y + (low * self.scale).astype(y.dtype)
 
-    def merged(self) -> nnx.Linear:
-        """A plain ``nnx.Linear`` computing the same function: kernel ``W + scale * A B``."""
-        layer = nnx.Linear(
-            self.in_features,
-            self.out_features,
-            use_bias=self.use_bias,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            precision=self.precision,
-            kernel_init=nnx.initializers.zeros,
-            rngs=nnx.Rngs(0),
-        )
+    def merged(self) -> precision.Linear:
+        """A plain `precision.Linear` computing the same function: kernel ``W + scale * A B``."""
+        d_in, d_out = self.kernel.shape
+        layer = precision.Linear(
+            d_in, d_out, use_bias=self.bias is not None, dtype=self.dtype,
+            kernel_init=nnx.initializers.zeros, rngs=nnx.Rngs(0),
+        )  # fmt: skip
         delta = (self.lora_a[...] @ self.lora_b[...]) * self.scale
         layer.kernel = nnx.Param(self.kernel[...] + delta.astype(self.kernel[...].dtype))
         layer.bias = self.bias
@@ -84,11 +75,11 @@ class LoraLinear(nnx.Linear):
 
 
 def _targets(transformer: nnx.Module, names: tuple[str, ...]) -> Iterator[tuple[nnx.Module, str]]:
-    """(parent module, attribute name) of every ``nnx.Linear`` attribute named in `names`."""
+    """(parent module, attribute name) of every `precision.Linear` attribute named in `names`."""
     for _, module in nnx.iter_modules(transformer):
         for name in names:
             child = getattr(module, name, None)
-            if isinstance(child, nnx.Linear):
+            if isinstance(child, precision.Linear):
                 yield module, name
 
 
@@ -111,7 +102,7 @@ def apply_lora(transformer: nnx.Module, config: LoraConfig, *, rngs: nnx.Rngs) -
 
 
 def merge_adapters(module: nnx.Module, targets: tuple[str, ...]) -> nnx.Module:
-    """A copy of `module` where each `LoraLinear` named in `targets` is an ``nnx.Linear`` with
+    """A copy of `module` where each `LoraLinear` named in `targets` is a `precision.Linear` with
     kernel ``W + (alpha / rank) A B`` (the same function); `module` is left untouched.
 
     `octo_like.model.octo_model.merge_lora` applies it to a whole `OctoModel`.

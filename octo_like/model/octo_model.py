@@ -376,7 +376,7 @@ def _text_tokenizer(language: LanguageConfig) -> TextTokenizer | None:
 def merge_lora(model: OctoModel) -> OctoModel:
     """An `OctoModel` without adapters computing the same function (for export / serving).
 
-    Each adapted layer becomes a plain ``nnx.Linear`` (`lora.merge_adapters`); the config's
+    Each adapted layer becomes a plain `precision.Linear` (`lora.merge_adapters`); the config's
     ``lora`` is cleared, so the merged model saves and loads as a plain checkpoint. Returns
     `model` itself when it has no adapters.
     """

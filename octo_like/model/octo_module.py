@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from octo_like.model import precision
 from octo_like.model.attention import accelerator_platform
 from octo_like.model.block_transformer import BlockTransformer
 from octo_like.model.config import ModelConfig
@@ -28,6 +29,7 @@ READOUT = "readout_action"
 LANGUAGE_GROUP = "task_language"
 
 
+LANGUAGE_STREAM = 1  # fold_in index of the language encoder's dropout keys
 _COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -90,7 +92,7 @@ class OctoModule(nnx.Module):
         else:
             self.language_encoder = None
         if self.language_encoder is not None:
-            self.language_projection = nnx.Linear(lang_width, width, dtype=dt, rngs=rngs)
+            self.language_projection = precision.Linear(lang_width, width, dtype=dt, rngs=rngs)
             self.language_position = _positional(rngs, (config.language.max_length, width))
 
         self.image_tokenizers = nnx.Dict()
@@ -118,7 +120,7 @@ class OctoModule(nnx.Module):
             )
             self.image_tokenizers[tok.camera] = tokenizer
             num_tokens = tokenizer.num_tokens(height, width_px)
-            self.image_projections[tok.camera] = nnx.Linear(
+            self.image_projections[tok.camera] = precision.Linear(
                 tok.num_features, width, dtype=dt, rngs=rngs
             )
             self.image_positions[tok.camera] = _positional(rngs, (horizon, num_tokens, width))
@@ -138,7 +140,7 @@ class OctoModule(nnx.Module):
             self.goal_tokenizers[camera] = ImageTokenizer(
                 camera, encoder="small_stem16", source="task", rngs=rngs, dtype=dt
             )
-            self.goal_projections[camera] = nnx.Linear(512, width, dtype=dt, rngs=rngs)
+            self.goal_projections[camera] = precision.Linear(512, width, dtype=dt, rngs=rngs)
             num_tokens = self.goal_tokenizers[camera].num_tokens(height, width_px)
             self.goal_positions[camera] = _positional(rngs, (num_tokens, width))
 
@@ -151,7 +153,7 @@ class OctoModule(nnx.Module):
                 rngs=rngs,
                 dtype=dt,
             )
-            self.proprio_projection = nnx.Linear(
+            self.proprio_projection = precision.Linear(
                 config.proprio.num_features, width, dtype=dt, rngs=rngs
             )
             proprio_tokens = 1 if config.proprio.mode == "linear" else proprio_dim
@@ -188,8 +190,9 @@ class OctoModule(nnx.Module):
         return default_rules(prefix, timestep)
 
     def _position(self, embedding: nnx.Param) -> jax.Array:
-        """A positional embedding in the compute dtype (adding float32 would promote tokens)."""
-        return embedding.value.astype(self.dtype)
+        """A positional embedding, float32: added with `precision.add_param`, which keeps the
+        tokens' dtype and reduces the embedding's gradient in float32."""
+        return embedding.value
 
     def _timestep_position(self, embedding: nnx.Param, window: int) -> jax.Array:
         """The first `window` rows of a [max_horizon, n, d] timestep embedding."""
@@ -200,13 +203,15 @@ class OctoModule(nnx.Module):
             )
         return self._position(embedding)[:window]
 
-    def encode_language(self, tasks: Mapping, *, train: bool):
-        """(embeddings float[b, L, d_lang], mask bool[b, L]) of host-tokenized instructions."""
+    def encode_language(self, tasks: Mapping, *, train: bool, rng: jax.Array | None = None):
+        """(embeddings float[b, L, d_lang], mask bool[b, L]) of host-tokenized instructions.
+        A trainable encoder's dropout draws from `rng` (needed when training it)."""
         encoder = self.language_encoder
         frozen = self.config.language.frozen
         embedded = encoder(
-            tasks["language_tokens"], tasks["language_mask"], train=train and not frozen
-        )
+            tasks["language_tokens"], tasks["language_mask"], train=train and not frozen,
+            rng=rng,
+        )  # fmt: skip
         if frozen:
             embedded = jax.lax.stop_gradient(embedded)
         present = tasks["pad_mask_dict"]["language_instruction"][:, None]
@@ -217,9 +222,13 @@ class OctoModule(nnx.Module):
         prefix: dict[str, TokenGroup] = {}
         film_condition = None
         if self.language_encoder is not None:
-            embedded, mask = self.encode_language(tasks, train=train)
+            # A stream of its own, so the transformer's dropout keys stay as they were.
+            language_rng = None if rng is None else jax.random.fold_in(rng, LANGUAGE_STREAM)
+            embedded, mask = self.encode_language(tasks, train=train, rng=language_rng)
             prefix[LANGUAGE_GROUP] = TokenGroup(
-                tokens=self.language_projection(embedded) + self._position(self.language_position),
+                tokens=precision.add_param(
+                    self.language_projection(embedded), self._position(self.language_position)
+                ),
                 mask=mask,
             )
             weights = mask[..., None].astype(embedded.dtype)
@@ -227,8 +236,10 @@ class OctoModule(nnx.Module):
         for camera, tokenizer in self.goal_tokenizers.items():
             group = tokenizer(observations, tasks, train=train)
             prefix[f"task_goal_{camera}"] = TokenGroup(
-                tokens=self.goal_projections[camera](group.tokens)
-                + self._position(self.goal_positions[camera]),
+                tokens=precision.add_param(
+                    self.goal_projections[camera](group.tokens),
+                    self._position(self.goal_positions[camera]),
+                ),
                 mask=group.mask,
             )
         window = observations["timestep_pad_mask"].shape[1]
@@ -238,21 +249,25 @@ class OctoModule(nnx.Module):
             condition = film_condition if uses_film[camera] else None
             group = tokenizer(observations, tasks, film_condition=condition, train=train)
             timestep[f"obs_{camera}"] = TokenGroup(
-                tokens=self.image_projections[camera](group.tokens)
-                + self._timestep_position(self.image_positions[camera], window),
+                tokens=precision.add_param(
+                    self.image_projections[camera](group.tokens),
+                    self._timestep_position(self.image_positions[camera], window),
+                ),
                 mask=group.mask,
             )
         if self.proprio_tokenizer is not None:
             group = self.proprio_tokenizer(observations)
             timestep["obs_proprio"] = TokenGroup(
-                tokens=self.proprio_projection(group.tokens)
-                + self._timestep_position(self.proprio_position, window),
+                tokens=precision.add_param(
+                    self.proprio_projection(group.tokens),
+                    self._timestep_position(self.proprio_position, window),
+                ),
                 mask=group.mask,
             )
         pad = observations["timestep_pad_mask"]
         batch = pad.shape[0]
         position = self._timestep_position(self.readout_position, window)
-        readout = jnp.broadcast_to(position, (batch, *position.shape))
+        readout = precision.add_param(jnp.zeros((batch, *position.shape), self.dtype), position)
         timestep[READOUT] = TokenGroup(
             tokens=readout, mask=jnp.ones(readout.shape[:-1], dtype=bool)
         )

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from octo_like.model import precision
 from octo_like.model.attention import (
     ATTENTION_IMPLEMENTATIONS,
     accelerator_platform,
@@ -135,8 +136,8 @@ class SelfAttention(nnx.Module):
         self.implementation = config.attention
         self.platform = config.platform
 
-        def dense() -> nnx.Linear:
-            return nnx.Linear(d, d, dtype=dt, kernel_init=_KERNEL_INIT, rngs=rngs)
+        def dense() -> precision.Linear:
+            return precision.Linear(d, d, dtype=dt, kernel_init=_KERNEL_INIT, rngs=rngs)
 
         self.query, self.key, self.value, self.out = dense(), dense(), dense(), dense()
 
@@ -169,10 +170,10 @@ class MlpBlock(nnx.Module):
     def __init__(self, config: TransformerConfig, *, rngs: nnx.Rngs):
         dt = config.compute_dtype
         self.rate = config.dropout_rate
-        self.fc1 = nnx.Linear(
+        self.fc1 = precision.Linear(
             config.width, config.mlp_dim, dtype=dt, kernel_init=_KERNEL_INIT, rngs=rngs
         )
-        self.fc2 = nnx.Linear(
+        self.fc2 = precision.Linear(
             config.mlp_dim, config.width, dtype=dt, kernel_init=_KERNEL_INIT, rngs=rngs
         )
 
@@ -188,9 +189,9 @@ class EncoderBlock(nnx.Module):
     def __init__(self, config: TransformerConfig, *, rngs: nnx.Rngs):
         dt = config.compute_dtype
         self.rate = config.dropout_rate
-        self.ln_attention = nnx.LayerNorm(config.width, dtype=dt, rngs=rngs)
+        self.ln_attention = precision.LayerNorm(config.width, dtype=dt, rngs=rngs)
         self.attention = SelfAttention(config, rngs=rngs)
-        self.ln_mlp = nnx.LayerNorm(config.width, dtype=dt, rngs=rngs)
+        self.ln_mlp = precision.LayerNorm(config.width, dtype=dt, rngs=rngs)
         self.mlp = MlpBlock(config, rngs=rngs)
 
     def __call__(self, x: jax.Array, mask: jax.Array, key: jax.Array | None) -> jax.Array:
@@ -217,7 +218,7 @@ class Transformer(nnx.Module):
     def __init__(self, config: TransformerConfig, *, rngs: nnx.Rngs):
         self.config = config
         self.blocks = nnx.List([EncoderBlock(config, rngs=rngs) for _ in range(config.num_layers)])
-        self.ln_final = nnx.LayerNorm(config.width, dtype=jnp.float32, rngs=rngs)
+        self.ln_final = precision.LayerNorm(config.width, dtype=jnp.float32, rngs=rngs)
 
     def __call__(
         self, x: jax.Array, mask: jax.Array, *, train: bool, rng: jax.Array | None = None

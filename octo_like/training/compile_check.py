@@ -12,6 +12,7 @@ the step time the FLOPs would take at the chip's peak.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import math
@@ -146,6 +147,7 @@ class CompileReport:
     xla_flops: float
     analytic_flops: float
     collectives: dict[str, dict[str, float]]
+    gradient_reductions: dict[str, int]  # dtype -> parameter gradients summed across devices
     ideal_step_s: float | None
     compile_s: float
     suggestions: list[str]
@@ -223,6 +225,7 @@ def compile_train_step(
         xla_flops=float(cost.get("flops", 0.0)),
         analytic_flops=analytic_per_chip,
         collectives=hlo_collectives.summarize(found),
+        gradient_reductions=parameter_gradient_reductions(found, program.state.params),
         ideal_step_s=None if peak is None else analytic_per_chip / peak[1],
         compile_s=compile_s,
         suggestions=[],
@@ -253,6 +256,21 @@ def per_chip_bytes(tree: Any) -> int:
         shape = leaf.sharding.shard_shape(leaf.shape)
         total += math.prod(shape) * jax.numpy.dtype(leaf.dtype).itemsize
     return total
+
+
+def parameter_gradient_reductions(found, params) -> dict[str, int]:
+    """dtype -> count of backward-pass reductions whose array has a parameter's shape (whole or
+    one shard): the gradients summed across replicas and FSDP shards. (Backward reductions of
+    activations, e.g. a product contracting a sharded feature axis, are not gradients.)"""
+    shapes = set()
+    for leaf in jax.tree.leaves(params):
+        shapes.add(tuple(leaf.shape))
+        if getattr(leaf, "sharding", None) is not None:
+            shapes.add(tuple(leaf.sharding.shard_shape(leaf.shape)))
+    counts = collections.Counter(
+        c.dtype for c in found if c.is_gradient_reduction and c.shape in shapes
+    )
+    return dict(counts)
 
 
 def _memory(stats) -> dict[str, int]:
@@ -336,6 +354,9 @@ def format_report(report: CompileReport) -> str:
         lines.append(
             f"collective {kind}: {entry['count']} ({dtypes}), {entry['bytes'] / 2**20:.1f} MiB"
         )
+    if report.gradient_reductions:
+        dtypes = ", ".join(f"{d} x{n}" for d, n in sorted(report.gradient_reductions.items()))
+        lines.append(f"gradient reductions across devices: {dtypes}")
     if report.ideal_step_s is not None:
         lines.append(f"ideal step time at the chip's peak: {report.ideal_step_s * 1e3:.3g} ms")
     lines.append(f"compiler ran {report.compile_s:.1f} s")

@@ -24,6 +24,7 @@ _ARRAY = re.compile(
     r"\b(?P<dtype>pred|bf16|f8\w*|f16|f32|f64|[su](?:4|8|16|32|64)|c64|c128)"
     r"\[(?P<dims>[\d,]*)\]"
 )
+_OP_NAME = re.compile(r'op_name="([^"]*)"')
 _BYTES = {"pred": 1, "bf16": 2, "f16": 2, "f32": 4, "f64": 8, "c64": 8, "c128": 16,
           "s4": 1, "u4": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "s32": 4, "u32": 4,
           "s64": 8, "u64": 8}  # fmt: skip
@@ -36,6 +37,12 @@ class Collective:
     kind: str  # one of KINDS
     dtype: str  # HLO element type: bf16, f32, ...
     shape: tuple[int, ...]
+    source: str = ""  # the JAX operation it came from (HLO op_name metadata), "" if unknown
+
+    @property
+    def is_gradient_reduction(self) -> bool:
+        """A sum across devices in the backward pass (the transpose of a forward op)."""
+        return self.kind in ("all-reduce", "reduce-scatter") and "transpose(" in self.source
 
     @property
     def bytes(self) -> int:
@@ -63,7 +70,11 @@ def collectives(hlo_text: str) -> list[Collective]:
         if match["start"] and match["kind"] in ("all-gather", "collective-permute"):
             arrays = [a for a in arrays if a[1]]  # drop u32[] context scalars
             arrays = arrays[len(arrays) // 2 :]  # (operands..., results...)
-        found += [Collective(match["kind"], dtype, shape) for dtype, shape in arrays]
+        source = _OP_NAME.search(line)
+        found += [
+            Collective(match["kind"], dtype, shape, source[1] if source else "")
+            for dtype, shape in arrays
+        ]
     return found
 
 

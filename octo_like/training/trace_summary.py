@@ -56,7 +56,12 @@ def classify(kernel_name: str) -> str:
         return "collective"
     if _CONVOLUTION.search(name):
         return "convolution"
-    if any(k in name for k in ("gemm", "nvjet", "xmma", "cutlass", "cublas", "dot", "matmul")):
+    # XLA:CPU hands dots and convolutions (with their fused neighbours) to YNNPACK as
+    # "ynn_fusion.N" kernels; the trace does not say which, so they count as matrix products.
+    if any(
+        k in name
+        for k in ("gemm", "nvjet", "xmma", "cutlass", "cublas", "dot", "matmul", "ynn_fusion")
+    ):
         return "matmul"
     if any(k in name for k in ("copy", "transpose", "memset", "memcpy")):
         return "copy"

@@ -83,7 +83,9 @@ def test_benchmark_counts_agree_with_xla_on_octo_shapes(capsys, tmp_path):
     for key in ("compile_s", "step_s", "samples_per_s", "tokens_per_s", "achieved_tflops"):
         assert result[key] > 0
     device_ms = result["device_ms_by_category"]
-    assert device_ms["total"] > 0 and device_ms["matmul"] > 0 and device_ms["convolution"] > 0
+    # On CPU the stems' convolutions may run inside YNNPACK fusions, counted as matmul.
+    assert device_ms["total"] > 0 and device_ms["matmul"] > 0
+    assert device_ms["matmul"] + device_ms["convolution"] > 0.2 * device_ms["total"]
     assert set(result["matmul_ceiling"]) == {"d_x_d", "d_x_mlp", "mlp_x_d", "tflops"}
     assert result["fraction_of_matmul_ceiling"] > 0
 

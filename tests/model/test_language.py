@@ -324,8 +324,15 @@ def test_t5_padding_invariance_dropout_and_bad_inputs(tiny_dir, batch):
     np.testing.assert_allclose(np.asarray(scrambled)[mask], np.asarray(clean)[mask], atol=1e-6)
     assert not np.allclose(np.asarray(scrambled)[~mask], np.asarray(clean)[~mask])
     assert encoder.config.dropout_rate > 0
-    trained = encoder(batch["tokens"], mask, train=True)
+    trained = encoder(batch["tokens"], mask, train=True, rng=jax.random.key(1))
     assert not np.allclose(trained, clean)
+    # Dropout draws from the key it is given, never from state kept in the module.
+    again = encoder(batch["tokens"], mask, train=True, rng=jax.random.key(1))
+    np.testing.assert_array_equal(np.asarray(again), np.asarray(trained))
+    other = encoder(batch["tokens"], mask, train=True, rng=jax.random.key(2))
+    assert not np.allclose(other, trained)
+    with pytest.raises(ValueError, match="needs an `rng` key"):
+        encoder(batch["tokens"], mask, train=True)
     with pytest.raises(ValueError, match=r"tokens must be int\[b, L\]"):
         encoder(batch["tokens"][0], mask[0])
     with pytest.raises(ValueError, match=r"mask must be bool\[4, 16\]"):

@@ -29,6 +29,7 @@ from octo_like.training import trace_summary
         ("Memset 3", "copy"),
         ("ncclDevKernel_AllReduce_Sum_bf16_RING_LL", "collective"),
         ("all-reduce-start.1", "collective"),
+        ("ynn_fusion.282", "matmul"),  # XLA:CPU's YNNPACK dot/convolution kernels
     ],
 )
 def test_kernel_categories(kernel, category):

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from octo_like.model import precision
 from octo_like.model.heads.base import (
     BaseActionHead,
     masked_mean,
@@ -46,7 +47,7 @@ class ContinuousActionHead(BaseActionHead):
             raise ValueError(f"max_action must be > 0, got {max_action}")
         self.loss_type = loss_type
         self.max_action = float(max_action)
-        self.proj = nnx.Linear(embedding_dim, self.chunk_size, dtype=dtype, rngs=rngs)
+        self.proj = precision.Linear(embedding_dim, self.chunk_size, dtype=dtype, rngs=rngs)
 
     def _predict(self, readouts: jax.Array) -> jax.Array:
         """``float[..., n_readout, d] -> float32[..., H, A]``."""

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from octo_like.model import precision
 from octo_like.model.heads.base import (
     BaseActionHead,
     masked_mean,
@@ -57,7 +58,9 @@ class DiscreteActionHead(BaseActionHead):
         self.low = float(low)
         self.high = float(high)
         self.sample_temperature = float(sample_temperature)
-        self.proj = nnx.Linear(embedding_dim, self.chunk_size * num_bins, dtype=dtype, rngs=rngs)
+        self.proj = precision.Linear(
+            embedding_dim, self.chunk_size * num_bins, dtype=dtype, rngs=rngs
+        )
 
     @property
     def bin_width(self) -> float:

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from octo_like.model import precision
 from octo_like.model.heads.base import BaseActionHead
 
 # Learned Fourier frequencies start as N(0, FOURIER_INIT_STD^2) over time in [0, 1]: a few
@@ -39,8 +40,8 @@ class TimeEmbedding(nnx.Module):
 
     def __init__(self, dim: int, *, rngs: nnx.Rngs, dtype: Any = None):
         self.fourier = FourierTimeFeatures(dim, rngs=rngs)
-        self.hidden = nnx.Linear(dim, 2 * dim, dtype=dtype, rngs=rngs)
-        self.out = nnx.Linear(2 * dim, dim, dtype=dtype, rngs=rngs)
+        self.hidden = precision.Linear(dim, 2 * dim, dtype=dtype, rngs=rngs)
+        self.out = precision.Linear(2 * dim, dim, dtype=dtype, rngs=rngs)
 
     def __call__(self, t: jax.Array) -> jax.Array:
         """``t``: ``float[...]`` in ``[0, 1]`` -> ``float[..., dim]``."""
@@ -52,9 +53,9 @@ class ResidualMLPBlock(nnx.Module):
 
     def __init__(self, dim: int, dropout_rate: float, *, rngs: nnx.Rngs, dtype: Any = None):
         self.dropout = nnx.Dropout(dropout_rate)
-        self.norm = nnx.LayerNorm(dim, dtype=dtype, rngs=rngs)
-        self.up = nnx.Linear(dim, 4 * dim, dtype=dtype, rngs=rngs)
-        self.down = nnx.Linear(4 * dim, dim, dtype=dtype, rngs=rngs)
+        self.norm = precision.LayerNorm(dim, dtype=dtype, rngs=rngs)
+        self.up = precision.Linear(dim, 4 * dim, dtype=dtype, rngs=rngs)
+        self.down = precision.Linear(4 * dim, dim, dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array, *, train: bool, rng: jax.Array | None) -> jax.Array:
         h = self.dropout(x, deterministic=not train, rngs=rng)
@@ -83,14 +84,16 @@ class ResidualMLPDenoiser(nnx.Module):
     ):
         self.dropout_rate = dropout_rate
         self.time_embedding = TimeEmbedding(time_dim, rngs=rngs, dtype=dtype)
-        self.proj_in = nnx.Linear(time_dim + cond_dim + in_dim, hidden_dim, dtype=dtype, rngs=rngs)
+        self.proj_in = precision.Linear(
+            time_dim + cond_dim + in_dim, hidden_dim, dtype=dtype, rngs=rngs
+        )
         self.blocks = nnx.List(
             [
                 ResidualMLPBlock(hidden_dim, dropout_rate, rngs=rngs, dtype=dtype)
                 for _ in range(num_blocks)
             ]
         )
-        self.proj_out = nnx.Linear(hidden_dim, in_dim, dtype=dtype, rngs=rngs)
+        self.proj_out = precision.Linear(hidden_dim, in_dim, dtype=dtype, rngs=rngs)
 
     def __call__(
         self,

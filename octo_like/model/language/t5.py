@@ -22,6 +22,7 @@ import numpy as np
 from flax import nnx
 
 from octo_like import storage
+from octo_like.model import precision
 
 FEED_FORWARD_PROJECTIONS = ("relu", "gated-gelu")
 SUPPORTED_MODEL_TYPES = ("t5", "mt5")
@@ -160,7 +161,7 @@ class T5RMSNorm(nnx.Module):
 
 
 def _dense(in_features: int, out_features: int, std: float, *, dtype: Any, rngs: nnx.Rngs):
-    return nnx.Linear(
+    return precision.Linear(
         in_features,
         out_features,
         use_bias=False,
@@ -186,7 +187,13 @@ class T5SelfAttention(nnx.Module):
         self.dtype = dtype
 
     def __call__(
-        self, x: jax.Array, position_bias: jax.Array, key_mask: jax.Array, *, train: bool
+        self,
+        x: jax.Array,
+        position_bias: jax.Array,
+        key_mask: jax.Array,
+        *,
+        train: bool,
+        rngs: nnx.Rngs | None = None,
     ) -> jax.Array:
         """x: [b, L, d]; position_bias: float32[h, L, L]; key_mask: bool[b, L] -> [b, L, d]."""
         b, length, _ = x.shape
@@ -199,7 +206,7 @@ class T5SelfAttention(nnx.Module):
         # Padded keys get the lowest logit; a row with no valid key becomes uniform, not NaN.
         logits = jnp.where(key_mask[:, None, None, :], logits, jnp.finfo(jnp.float32).min)
         weights = jax.nn.softmax(logits, axis=-1)
-        weights = self.attention_dropout(weights, deterministic=not train)
+        weights = self.attention_dropout(weights, deterministic=not train, rngs=rngs)
         mixed = jnp.einsum("bhqk,bkhc->bqhc", weights.astype(self.dtype), v)
         return self.out(mixed.reshape(b, length, self.num_heads * self.head_dim))
 
@@ -218,12 +225,12 @@ class T5FeedForward(nnx.Module):
         self.wo = _dense(ff, d, ff**-0.5, dtype=dtype, rngs=rngs)
         self.dropout = nnx.Dropout(config.dropout_rate, rngs=rngs)
 
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, *, train: bool, rngs: nnx.Rngs | None = None) -> jax.Array:
         if self.gated:
             hidden = jax.nn.gelu(self.wi_0(x), approximate=True) * self.wi_1(x)
         else:
             hidden = jax.nn.relu(self.wi(x))
-        return self.wo(self.dropout(hidden, deterministic=not train))
+        return self.wo(self.dropout(hidden, deterministic=not train, rngs=rngs))
 
 
 class T5Block(nnx.Module):
@@ -238,13 +245,20 @@ class T5Block(nnx.Module):
         self.dropout = nnx.Dropout(config.dropout_rate, rngs=rngs)
 
     def __call__(
-        self, x: jax.Array, position_bias: jax.Array, key_mask: jax.Array, *, train: bool
+        self,
+        x: jax.Array,
+        position_bias: jax.Array,
+        key_mask: jax.Array,
+        *,
+        train: bool,
+        rngs: nnx.Rngs | None = None,
     ) -> jax.Array:
         """x: float32[b, L, d] residual stream -> float32[b, L, d]."""
-        update = self.attention(self.attention_norm(x), position_bias, key_mask, train=train)
-        x = x + self.dropout(update, deterministic=not train).astype(jnp.float32)
-        update = self.feed_forward(self.feed_forward_norm(x), train=train)
-        return x + self.dropout(update, deterministic=not train).astype(jnp.float32)
+        normed = self.attention_norm(x)
+        update = self.attention(normed, position_bias, key_mask, train=train, rngs=rngs)
+        x = x + self.dropout(update, deterministic=not train, rngs=rngs).astype(jnp.float32)
+        update = self.feed_forward(self.feed_forward_norm(x), train=train, rngs=rngs)
+        return x + self.dropout(update, deterministic=not train, rngs=rngs).astype(jnp.float32)
 
 
 class T5Encoder(nnx.Module):
@@ -282,18 +296,37 @@ class T5Encoder(nnx.Module):
         )
         return jnp.transpose(self.relative_attention_bias.embedding[...][buckets], (2, 0, 1))
 
-    def __call__(self, tokens: jax.Array, mask: jax.Array, *, train: bool = False) -> jax.Array:
+    def __call__(
+        self,
+        tokens: jax.Array,
+        mask: jax.Array,
+        *,
+        train: bool = False,
+        rng: jax.Array | None = None,
+    ) -> jax.Array:
         """tokens: int32[b, L], mask: bool[b, L] (False = padding) -> dtype[b, L, d_model].
 
         Outputs at padded positions are computed but meaningless; downstream masks them.
+        Dropout (training a trainable encoder) draws from `rng`, never from state kept in the
+        module, so a jitted step stays pure and a resumed run draws the same masks.
         """
         mask = check_tokens_and_mask(tokens, mask)
+        rngs = dropout_rngs(train, self.config.dropout_rate, rng, "T5Encoder")
         x = self.token_embedding(tokens).astype(jnp.float32)
-        x = self.dropout(x, deterministic=not train)
+        x = self.dropout(x, deterministic=not train, rngs=rngs)
         bias = self.position_bias(tokens.shape[1])
         for layer in self.layers:
-            x = layer(x, bias, mask, train=train)
-        return self.dropout(self.final_norm(x), deterministic=not train)
+            x = layer(x, bias, mask, train=train, rngs=rngs)
+        return self.dropout(self.final_norm(x), deterministic=not train, rngs=rngs)
+
+
+def dropout_rngs(train: bool, rate: float, rng: jax.Array | None, who: str) -> nnx.Rngs | None:
+    """The call's dropout stream: a fresh `nnx.Rngs` on `rng` while training with dropout."""
+    if not train or rate == 0.0:
+        return None
+    if rng is None:
+        raise ValueError(f"{who}: train=True with dropout rate {rate} needs an `rng` key")
+    return nnx.Rngs(dropout=rng)
 
 
 def check_tokens_and_mask(tokens: jax.Array, mask: jax.Array) -> jax.Array:

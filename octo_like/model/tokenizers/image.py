@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from octo_like.model import precision
 from octo_like.model.tokenizers.keypoints import SpatialSoftmaxKeypoints
 from octo_like.model.tokens import TokenGroup
 from octo_like.schema import PAD_MASK_DICT, image_key
@@ -59,10 +60,10 @@ class FiLM(nnx.Module):
 
     def __init__(self, condition_dim: int, num_channels: int, *, rngs: nnx.Rngs, dtype: Any = None):
         zeros = nnx.initializers.zeros_init()
-        self.scale = nnx.Linear(
+        self.scale = precision.Linear(
             condition_dim, num_channels, dtype=dtype, kernel_init=zeros, rngs=rngs
         )
-        self.shift = nnx.Linear(
+        self.shift = precision.Linear(
             condition_dim, num_channels, dtype=dtype, kernel_init=zeros, rngs=rngs
         )
 
@@ -100,14 +101,14 @@ class StdConv(nnx.Module):
         w = (w - mean) * jax.lax.rsqrt(var + 1e-5)
         dtype = self.dtype or jnp.result_type(x, w)
         pad = ((self.padding, self.padding),) * 2
-        y = jax.lax.conv_general_dilated(
+        y = precision.conv(  # the float32 kernel's gradient is reduced in float32
             x.astype(dtype),
-            w.astype(dtype),
-            (self.stride,) * 2,
-            pad,
+            w,
+            window_strides=(self.stride,) * 2,
+            padding=pad,
             dimension_numbers=("NHWC", "HWIO", "NHWC"),
         )
-        return y + self.bias[...].astype(dtype)
+        return precision.add_param(y, self.bias[...])
 
 
 class SmallStem16(nnx.Module):
@@ -138,7 +139,7 @@ class SmallStem16(nnx.Module):
             ]
         )
         self.norms = nnx.List(
-            [nnx.GroupNorm(c, num_groups=32, dtype=dtype, rngs=rngs) for c in features]
+            [precision.GroupNorm(c, num_groups=32, dtype=dtype, rngs=rngs) for c in features]
         )
         self.films = nnx.List(
             [FiLM(film_dim, c, rngs=rngs, dtype=dtype) for c in features]
@@ -146,7 +147,7 @@ class SmallStem16(nnx.Module):
             else []
         )
         k = patch_size // stride
-        self.patch = nnx.Conv(
+        self.patch = precision.Conv(
             features[-1],
             num_features,
             (k, k),
@@ -188,7 +189,7 @@ class PatchEncoder(nnx.Module):
     ):
         self.patch_size = patch_size
         p = (patch_size, patch_size)
-        self.patch = nnx.Conv(
+        self.patch = precision.Conv(
             in_channels, num_features, p, strides=p, padding="VALID", dtype=dtype, rngs=rngs
         )
         self.films = nnx.List(

@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from octo_like.model import precision
+
 
 class SpatialSoftmaxKeypoints(nnx.Module):
     """float[B, h, w, C] -> float[B, K, F]: K keypoints, each token embedding (x, y) in [-1, 1].
@@ -38,7 +40,7 @@ class SpatialSoftmaxKeypoints(nnx.Module):
                 f"SpatialSoftmaxKeypoints: num_keypoints must be >= 1, got {num_keypoints}"
             )
         self.dtype = dtype
-        self.detect = nnx.Conv(in_features, num_keypoints, (1, 1), dtype=dtype, rngs=rngs)
+        self.detect = precision.Conv(in_features, num_keypoints, (1, 1), dtype=dtype, rngs=rngs)
         self.log_temperature = nnx.Param(jnp.zeros(()))
         init = nnx.initializers.normal(1.0)
         self.embed = nnx.Param(init(rngs.params(), (num_keypoints, 2, num_features)))

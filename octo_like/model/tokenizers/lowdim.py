@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from octo_like.model import precision
 from octo_like.model.tokens import TokenGroup
 from octo_like.schema import PAD_MASK_DICT, PROPRIO, PROPRIO_PAD_MASK
 
@@ -46,7 +47,7 @@ class ProprioTokenizer(nnx.Module):
         self.mode = mode
         self.num_features = num_features
         if mode == "linear":
-            self.dense = nnx.Linear(proprio_dim, num_features, dtype=dtype, rngs=rngs)
+            self.dense = precision.Linear(proprio_dim, num_features, dtype=dtype, rngs=rngs)
         else:
             init = nnx.initializers.normal(0.02)
             self.weight = nnx.Param(init(rngs.params(), (proprio_dim, num_features)))

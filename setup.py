@@ -37,6 +37,8 @@ INSTALL_REQUIRES = [
     "websockets==17.4",
     "msgpack==1.2.4",
     "msgpack-numpy==0.4.8",
+    # Cluster launchers write Kubernetes manifests (scripts/launch.py gke).
+    "pyyaml==6.0.3",
 ]
 
 # Accelerator builds of the same jax version: `pip install -e ".[tpu]"` on every TPU VM worker,

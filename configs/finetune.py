@@ -127,7 +127,8 @@ def get_config(arg: str = "full,language") -> ml_collections.ConfigDict:
     # (dcn_data=-1: every remaining slice on the data axis).
     c.mesh = dict(data=-1, fsdp=1, dcn_data=-1, dcn_fsdp=1, fsdp_min_size_mb=4.0)
     # enabled: None reads OCTO_* variables; True lets JAX detect the cluster (TPU pod, SLURM...).
-    c.distributed = dict(enabled=placeholder(bool))
+    # shared_workdir: a local --workdir that every host mounts (else multi-host needs gs://).
+    c.distributed = dict(enabled=placeholder(bool), shared_workdir=False)
     c.checkpoint = dict(save_every=1000, keep_last=2, keep_every=None)
     c.tensorboard = True
     c.wandb_project = ""

@@ -167,7 +167,8 @@ def get_config(arg: str = "laptop") -> ml_collections.ConfigDict:
     # (dcn_data=-1: every remaining slice on the data axis).
     c.mesh = dict(data=-1, fsdp=1, dcn_data=-1, dcn_fsdp=1, fsdp_min_size_mb=4.0)
     # enabled: None reads OCTO_* variables; True lets JAX detect the cluster (TPU pod, SLURM...).
-    c.distributed = dict(enabled=placeholder(bool))
+    # shared_workdir: a local --workdir that every host mounts (else multi-host needs gs://).
+    c.distributed = dict(enabled=placeholder(bool), shared_workdir=False)
     c.checkpoint = dict(
         save_every={"debug": 2, "laptop": 100}.get(preset, 5000), keep_last=3, keep_every=None
     )

@@ -29,10 +29,10 @@ class Parallelism:
     trajectory: int | None = None
     frame: int | None = None
     ram_budget_gb: float | None = 1.0
-    cpu_count: int | None = None  # None: os.cpu_count() of this host
+    cpu_count: int | None = None  # None: the CPUs this process may use (`usable_cpu_count`)
 
     def __post_init__(self):
-        auto = host_threads(self.cpu_count or os.cpu_count() or 2)
+        auto = host_threads(self.cpu_count or usable_cpu_count())
         for name in ("read", "trajectory", "frame"):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, auto[name])
@@ -45,6 +45,40 @@ class Parallelism:
         return dataclasses.replace(
             self, read=share(self.read), trajectory=share(self.trajectory), frame=self.frame
         )
+
+
+def usable_cpu_count(cgroup_root: str = "/sys/fs/cgroup") -> int:
+    """The CPUs this process may use: its CPU affinity (what SLURM's ``--cpus-per-task`` and
+    ``taskset`` set) capped by the cgroup's CPU quota (what a Kubernetes ``cpu`` limit sets),
+    rounded up. ``os.cpu_count()`` counts the whole machine and would start a thread per core
+    of a 200-core host in a 16-CPU container."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        count = os.cpu_count() or 2
+    quota = _cgroup_cpu_quota(cgroup_root)
+    return max(1, min(count, quota) if quota is not None else count)
+
+
+def _cgroup_cpu_quota(root: str) -> int | None:
+    """ceil(quota / period) of cgroup v2 ``cpu.max`` or v1 ``cpu.cfs_quota_us``; None if
+    unlimited or unreadable."""
+    try:
+        with open(os.path.join(root, "cpu.max")) as file:
+            quota, period = file.read().split()[:2]
+        if quota == "max":
+            return None
+        return -(-int(quota) // int(period))
+    except (OSError, ValueError):
+        pass
+    try:
+        with open(os.path.join(root, "cpu", "cpu.cfs_quota_us")) as file:
+            quota = int(file.read())
+        with open(os.path.join(root, "cpu", "cpu.cfs_period_us")) as file:
+            period = int(file.read())
+        return None if quota <= 0 else -(-quota // period)
+    except (OSError, ValueError):
+        return None
 
 
 def host_threads(cores: int) -> dict[str, int]:

@@ -36,6 +36,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 
+from octo_like import storage
 from octo_like.data.rlds import ProcessShard
 
 ENV_ENABLED = "OCTO_DISTRIBUTED"
@@ -62,6 +63,9 @@ class DistributedConfig:
     num_processes: int | None = None
     process_id: int | None = None
     local_device_ids: int | tuple[int, ...] | None = None
+    # A local workdir path that every host mounts (NFS, Filestore, Lustre): without it, a run
+    # of several processes needs a URL workdir (gs://...), which every host can reach.
+    shared_workdir: bool = False
 
     def __post_init__(self):
         if self.num_processes is not None and self.num_processes < 1:
@@ -213,6 +217,20 @@ def initialize(config: DistributedConfig, environ: Mapping[str, str] = os.enviro
             )
         return
     jax.distributed.initialize(**arguments)
+
+
+def check_shared_workdir(workdir: str, process_count: int, declared_shared: bool) -> None:
+    """Refuses a local workdir for a run of several processes unless declared shared: each
+    host would write its own checkpoints and metrics where the others cannot see them, and a
+    restarted host would resume from a step the others never saved."""
+    if process_count <= 1 or declared_shared or storage.has_scheme(workdir):
+        return
+    raise ValueError(
+        f"workdir {workdir} is a local path, but this run has {process_count} processes on "
+        "several hosts: use a URL every host can reach (--workdir gs://BUCKET/runs/NAME), or, "
+        "if this path is on a filesystem every host mounts (NFS, Filestore, Lustre), say so "
+        "with --config.distributed.shared_workdir=True"
+    )
 
 
 def process_shard() -> ProcessShard:

@@ -58,7 +58,9 @@ from octo_like.training.workdir_lock import WorkdirLock
 log = logging.getLogger(__name__)
 
 # How a run executes, not what it trains: changing them never blocks a resume.
-RUNTIME_KEYS = ("profile_steps", "compilation_cache", "prefetch_batches", "platform")
+RUNTIME_KEYS = (
+    "profile_steps", "compilation_cache", "prefetch_batches", "platform", "distributed",
+)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,6 +200,9 @@ def run(
     """
     require_platform(config.platform)
     workdir = storage.absolute(workdir)  # a local path or a URL (gs://...)
+    distributed.check_shared_workdir(
+        workdir, jax.process_count(), config.distributed.shared_workdir
+    )
     main = distributed.is_main_process()
     with contextlib.ExitStack() as held:
         if main:

@@ -137,6 +137,7 @@ def test_dress_rehearsal(tmp_path, bridge_dir):
         f"--config.log_every={LOG_EVERY}", f"--config.checkpoint.save_every={SAVE_EVERY}",
         "--config.num_steps=40", "--config.val_split=", "--config.tensorboard=False",
         "--config.mesh.data=1", "--config.mesh.fsdp=2", "--config.mesh.fsdp_min_size_mb=0.01",
+        "--config.distributed.shared_workdir=True",  # both processes see this local disk
     ]  # fmt: skip
 
     metrics_file = workdir / "metrics.jsonl"
@@ -238,7 +239,7 @@ def test_dress_rehearsal(tmp_path, bridge_dir):
         f"--config.data.statistics_cache_dir={tmp_path / 'stats'}",
         "--config.tensorboard=False", "--config.data.batch_size=4", "--config.val_split=",
         "--config.mesh.data=1", "--config.mesh.fsdp=2", "--config.mesh.fsdp_min_size_mb=0.01",
-        "--stop_at_step=2",
+        "--config.distributed.shared_workdir=True", "--stop_at_step=2",
     ], "finetune")  # fmt: skip
     assert fourth.finish(600) == [0, 0], fourth.output(0)[-3000:]
     assert "parameter reuse from" in fourth.output(0)

@@ -15,7 +15,10 @@ from __future__ import annotations
 import logging
 import os
 
+from octo_like.host import prefer_cpu_without_accelerators
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+prefer_cpu_without_accelerators()  # before JAX starts: no TPU runtime probe on a laptop
 
 
 def main(

@@ -16,8 +16,10 @@ import logging
 import os
 
 from octo_like import storage
+from octo_like.host import prefer_cpu_without_accelerators
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+prefer_cpu_without_accelerators()  # before JAX starts: no TPU runtime probe on a laptop
 
 DEFAULT_CONFIG = os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "configs", "pretrain.py:laptop"

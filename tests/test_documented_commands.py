@@ -23,7 +23,10 @@ from octo_like.training.config import parse_train_config
 from octo_like.training.finetune_config import parse_finetune_config
 from tests.documented import REPO, documented_commands
 
-SOURCES = ("README.md", "configs/pretrain.py", "configs/finetune.py", "train.py", "finetune.py")
+SOURCES = (
+    "README.md", "docs/pods.md", "configs/pretrain.py", "configs/finetune.py", "train.py",
+    "finetune.py",
+)  # fmt: skip
 # Octo's published sizes without the frozen T5 (Octo paper): Small 27M, Base 93M.
 PUBLISHED_PARAMETERS = {"small": 27e6, "base": 93e6}
 

@@ -16,6 +16,7 @@ from tests.documented import REPO, documented_commands
 
 SOURCES = (
     "README.md",
+    "docs/pods.md",
     "configs/pretrain.py",
     "configs/finetune.py",
     *sorted(str(p.relative_to(REPO)) for p in (REPO / "scripts").glob("*.py")),

@@ -7,3 +7,18 @@ def test_eight_fake_cpu_devices():
     devices = jax.devices()
     assert len(devices) == 8
     assert {d.platform for d in devices} == {"cpu"}
+
+
+def test_a_host_without_accelerators_starts_jax_on_the_cpu(tmp_path):
+    """With libtpu installed (compile checks), train.py must not probe a TPU runtime on a
+    laptop; an explicit JAX_PLATFORMS or an accelerator device file leaves JAX to decide."""
+    from octo_like.host import prefer_cpu_without_accelerators
+
+    none = [str(tmp_path / "accel*")]
+    environ: dict[str, str] = {}
+    assert prefer_cpu_without_accelerators(environ, none) and environ == {"JAX_PLATFORMS": "cpu"}
+    chosen = {"JAX_PLATFORMS": "tpu"}
+    assert not prefer_cpu_without_accelerators(chosen, none) and chosen["JAX_PLATFORMS"] == "tpu"
+    (tmp_path / "accel0").touch()
+    environ = {}
+    assert not prefer_cpu_without_accelerators(environ, none) and environ == {}

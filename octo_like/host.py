@@ -1,0 +1,31 @@
+"""What accelerators this host has, read from device files before JAX starts (imports nothing).
+
+The test install carries libtpu (for compile checks against TPU topologies); on a host without
+a TPU, JAX would then try to start the TPU runtime and print its failures before falling back
+to the CPU. Entry points call `prefer_cpu_without_accelerators` first so a laptop run starts
+quietly; an explicit ``JAX_PLATFORMS`` always wins.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import MutableMapping
+
+# TPU VMs expose /dev/accel* (v2-v5p) or /dev/vfio/<n> (v5e, v6e); NVIDIA GPUs /dev/nvidia<n>.
+ACCELERATOR_DEVICE_FILES = ("/dev/accel*", "/dev/vfio/[0-9]*", "/dev/nvidia[0-9]*")
+
+
+def has_accelerator(patterns=ACCELERATOR_DEVICE_FILES) -> bool:
+    return any(glob.glob(pattern) for pattern in patterns)
+
+
+def prefer_cpu_without_accelerators(
+    environ: MutableMapping[str, str] = os.environ, patterns=ACCELERATOR_DEVICE_FILES
+) -> bool:
+    """Sets ``JAX_PLATFORMS=cpu`` when unset and the host has no accelerator device file;
+    returns whether it did."""
+    if "JAX_PLATFORMS" in environ or has_accelerator(patterns):
+        return False
+    environ["JAX_PLATFORMS"] = "cpu"
+    return True

@@ -9,7 +9,7 @@
     python scripts/launch.py slurm --nodes 4 --gpus_per_node 8 [--cpus_per_task 32] \
         [--signal_seconds 300] [--partition gpu] [--dry_run] -- ...
     python scripts/launch.py gke --name octo-base --image IMAGE --tpu_accelerator \
-        tpu-v5-lite-podslice --tpu_topology 16x16 [--dry_run] -- ...
+        tpu-v5-lite-podslice --tpu_topology 16x16 [--workers 64] [--dry_run] -- ...
 
 Nothing here schedules or supervises processes itself:
 - `tpu-vm` starts train.py on every worker of a TPU VM slice through `gcloud compute tpus tpu-vm
@@ -18,12 +18,14 @@ Nothing here schedules or supervises processes itself:
   disk, ``~/octo_like_logs/<run>/``); `tpu-vm-status` shows whether each worker's process runs
   and its log's last lines, `tpu-vm-stop` sends SIGTERM (every process saves the same step and
   exits) and, with --kill_after, SIGKILL to what is left.
-- `slurm` writes an sbatch script: one task per node (`srun`), `--cpus-per-task`, SIGTERM
-  `--signal_seconds` before the time limit so the run saves, `--requeue` so a preempted job
-  comes back and resumes from its workdir.
+- `slurm` writes an sbatch script: one task per node (`srun`, given `--cpus-per-task` again),
+  SIGTERM `--signal_seconds` before the time limit so the run saves, `--requeue` so a preempted
+  job comes back and resumes from its workdir.
 - `gke` writes a JobSet manifest (built as data, written with PyYAML) for `kubectl apply`:
-  one pod per TPU VM host of the slice, with the node selectors and `google.com/tpu` resources a
-  GKE TPU node pool needs; the image comes from the repository's Dockerfile.
+  one pod per TPU VM host of the slice (the hosts follow from accelerator and topology;
+  `--workers` only checks them, or picks two 4-chip hosts for an 8-chip v5e/v6e slice), with
+  the node selectors and `google.com/tpu` resources a GKE TPU node pool needs; the image comes
+  from the repository's Dockerfile.
 Each process runs `train.py` with the flags after ``--``, plus
 ``--config.distributed.enabled=True`` (JAX detects the TPU pod, SLURM or GKE cluster itself) and
 ``--config.platform=tpu|gpu`` (refuse to train on CPU by mistake), unless given. A multi-host run
@@ -36,11 +38,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import subprocess
 import sys
 
-PLATFORM = {"tpu-vm": "tpu", "slurm": "gpu", "gke": "tpu"}
 # Chips per TPU VM host by GKE accelerator: v4/v5p hosts hold 4 chips, as do v5e/v6e pod
 # slices of more than 8 chips (smaller v5e/v6e slices are one host holding them all).
 GKE_ACCELERATORS = {
@@ -49,7 +51,11 @@ GKE_ACCELERATORS = {
     "tpu-v5-lite-podslice": 4,
     "tpu-v6e-slice": 4,
 }
-TRAIN_PROCESS = "train.py"  # what status/stop look for on the workers
+# Accelerators whose slices of up to 8 chips are one VM holding them all.
+SINGLE_HOST_UP_TO_8 = ("tpu-v5-lite-podslice", "tpu-v6e-slice")
+
+# What every process runs, and what tpu-vm-status / tpu-vm-stop look for on the workers.
+TRAIN_SCRIPT = "train.py"
 LOG_ROOT = "~/octo_like_logs"
 
 
@@ -106,7 +112,15 @@ def train_command(train_args: list[str], platform: str, python: str = "python") 
         extra.append("--config.distributed.enabled=True")
     if "--config.platform" not in given:
         extra.append(f"--config.platform={platform}")
-    return [python, "train.py", *train_args, *extra]
+    return [python, TRAIN_SCRIPT, *train_args, *extra]
+
+
+def train_process_pattern() -> str:
+    """The `pgrep -f` / `pkill -f` extended regex of a running train.py: the script of a python
+    process. Anchored at the command line's start, so it does not match the ``bash -c '...'``
+    that ssh runs the remote command in, whose text names the script too: a bare
+    ``pkill -f train.py`` kills that shell, and ``pgrep -f train.py`` always finds it."""
+    return rf"^[^ ]*python[^ ]* {re.escape(TRAIN_SCRIPT)}( |$)"
 
 
 def workdir_of(train_args: list[str]) -> str:
@@ -158,25 +172,29 @@ def tpu_vm(args, train_args):
     logs = _quote_path(log_directory(workdir_of(train_args)))
     log = f'{logs}/worker-"$(hostname)".log'
     train = shlex.join(train_command(train_args, "tpu", python=".venv/bin/python"))
+    # Only the simple command goes to the background (the braces): a backgrounded `a && b && c`
+    # would be a subshell that keeps ssh's stdout open until train.py ends, so `gcloud ... ssh`
+    # would not return. setsid + nohup + the redirections detach train.py from the session.
     remote = (
         f"cd {shlex.quote(args.repo_dir)} && mkdir -p {logs} && "
-        f"setsid nohup {train} >> {log} 2>&1 < /dev/null & "
-        f'echo "$(hostname): started pid $!, log {log_directory(workdir_of(train_args))}"'
+        f"{{ setsid nohup {train} >> {log} 2>&1 < /dev/null & }} && "
+        f'echo "$(hostname): started pid $!, log "{log}'
     )
     return _ssh(args, remote), None, None
 
 
 def tpu_vm_status(args, _):
     logs = _quote_path(log_directory(args.workdir))
+    pattern = shlex.quote(train_process_pattern())
     remote = (
-        f'echo "== $(hostname)"; pgrep -af {shlex.quote(TRAIN_PROCESS)} || echo "not running"; '
+        f'echo "== $(hostname)"; pgrep -af {pattern} || echo "not running"; '
         f'tail -n {int(args.lines)} {logs}/worker-"$(hostname)".log 2>/dev/null || echo "no log"'
     )
     return _ssh(args, remote), None, None
 
 
 def tpu_vm_stop(args, _):
-    pattern = shlex.quote(TRAIN_PROCESS)
+    pattern = shlex.quote(train_process_pattern())
     remote = f'pkill -TERM -f {pattern} && echo "$(hostname): SIGTERM sent" || echo "not running"'
     if args.kill_after is not None:
         remote += f"; sleep {int(args.kill_after)}; pkill -KILL -f {pattern} || true"
@@ -207,31 +225,41 @@ def slurm(args, train_args):
         "set -euo pipefail",
         f"cd {shlex.quote(args.repo_dir)}",
         "# One process per node sees all its GPUs; JAX reads the SLURM_* variables to join.",
-        "srun --kill-on-bad-exit=1 " + shlex.join(command),
+        "# srun repeats --cpus-per-task: since Slurm 22.05 a step does not inherit it from",
+        "# sbatch, and its task would be pinned to one CPU (one input thread per stage).",
+        f"srun --kill-on-bad-exit=1 --cpus-per-task={args.cpus_per_task} " + shlex.join(command),
     ]
     return ["sbatch", args.out], args.out, "\n".join(lines) + "\n"
 
 
 def gke_hosts(accelerator: str, topology: str, workers: int | None) -> tuple[int, int]:
-    """(hosts, chips per host) of a GKE TPU slice; `workers`, when given, must agree."""
+    """(hosts, chips per host) of a GKE TPU slice; `workers`, when given, must agree.
+
+    v4/v5p hosts hold 4 chips. A v5e/v6e slice of 8 chips or fewer is one host holding all of
+    them, except that 8 chips (2x4) may also be a node pool of two 4-chip hosts: `--workers 2`
+    picks that one."""
     try:
-        chips = 1
-        for n in topology.lower().split("x"):
-            chips *= int(n)
+        sides = [int(n) for n in topology.lower().split("x")]
     except ValueError:
-        raise SystemExit(f"--tpu_topology {topology!r} is not like 16x16 or 4x4x4") from None
-    per_host = min(GKE_ACCELERATORS[accelerator], chips)
-    if accelerator in ("tpu-v5-lite-podslice", "tpu-v6e-slice") and chips <= 8:
-        per_host = chips  # a single-host slice holds all of them
-    if chips % per_host:
+        sides = []
+    if not sides or min(sides) < 1:
+        raise SystemExit(f"--tpu_topology {topology!r} is not like 16x16 or 4x4x4")
+    chips = 1
+    for side in sides:
+        chips *= side
+    per_host = GKE_ACCELERATORS[accelerator]
+    choices = [chips // per_host] if chips % per_host == 0 else []
+    if accelerator in SINGLE_HOST_UP_TO_8 and chips <= 8:
+        choices = [1] + [2] * (chips == 8)  # a single-host slice holds all of them
+    if not choices:
         raise SystemExit(f"{chips} chips of {topology} do not split into hosts of {per_host}")
-    hosts = chips // per_host
-    if workers is not None and workers != hosts:
+    hosts = choices[0] if workers is None else workers
+    if hosts not in choices:
         raise SystemExit(
-            f"--workers {workers} disagrees with {accelerator} {topology}: {chips} chips, "
-            f"{per_host} per host = {hosts} hosts"
+            f"--workers {workers} disagrees with {accelerator} {topology}: {chips} chips make "
+            + " or ".join(f"{n} host(s) of {chips // n}" for n in choices)
         )
-    return hosts, per_host
+    return hosts, chips // hosts
 
 
 def jobset(args, train_args) -> dict:

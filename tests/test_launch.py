@@ -5,10 +5,14 @@ parses into a valid training config; the Dockerfile installs what the manifest r
 
 from __future__ import annotations
 
+import os
 import pathlib
+import re
 import shlex
 import subprocess
 import sys
+import time
+import uuid
 
 import pytest
 import yaml
@@ -58,7 +62,7 @@ def test_tpu_vm_starts_detached_workers_that_log(tmp_path, capsys):
     _bash_syntax_ok(remote, tmp_path)
     words = shlex.split(remote)
     assert words[:2] == ["cd", "octo_like"] and "setsid" in words and "nohup" in words
-    assert "/dev/null" in words and "&" in remote  # detached: survives the ssh session
+    assert "/dev/null" in words and "&" in words  # detached: survives the ssh session
     start = words.index(".venv/bin/python")
     argv = words[start + 1 : words.index(">>")]
     _check_parses(argv, tmp_path, "tpu")
@@ -72,11 +76,76 @@ def test_tpu_vm_status_and_stop_are_valid_remote_commands(tmp_path):
     status = launch.main(["tpu-vm-status", *common, "--workdir", "/nfs/runs/octo_base"])
     remote = _remote(status["command"])
     _bash_syntax_ok(remote, tmp_path)
-    assert "pgrep -af train.py" in remote and "/nfs/runs/octo_base/logs/worker-" in remote
+    pattern = shlex.quote(launch.train_process_pattern())
+    assert f"pgrep -af {pattern}" in remote and "/nfs/runs/octo_base/logs/worker-" in remote
     stop = launch.main(["tpu-vm-stop", *common, "--kill_after", "120"])
     remote = _remote(stop["command"])
     _bash_syntax_ok(remote, tmp_path)
-    assert remote.startswith("pkill -TERM -f train.py") and "sleep 120; pkill -KILL" in remote
+    assert remote.startswith(f"pkill -TERM -f {pattern}") and "sleep 120; pkill -KILL" in remote
+
+
+def test_the_process_pattern_finds_train_py_and_not_the_shell_that_looks_for_it():
+    pattern = re.compile(launch.train_process_pattern())
+    assert pattern.search(".venv/bin/python train.py --config configs/pretrain.py:base")
+    assert pattern.search("/usr/bin/python3.11 train.py")
+    assert not pattern.search(f"bash -c pkill -TERM -f {launch.train_process_pattern()}")
+    assert not pattern.search("bash -c pkill -f train.py && echo sent")
+    assert not pattern.search("vim train.py") and not pattern.search("python train.pyc")
+
+
+def test_tpu_vm_recipe_detaches_reports_and_stops_with_a_save(tmp_path, monkeypatch):
+    """The three remote commands run as sshd runs them (`bash -c`) on a fake checkout whose
+    train script saves on SIGTERM: the launch returns while training goes on, status finds the
+    process and its log, stop's SIGTERM reaches it (not the shell running stop), and then status
+    finds nothing. The script has a name of its own, so no one else's train.py is signalled."""
+    script = f"fake_train_{os.getpid()}_{uuid.uuid4().hex[:8]}.py"
+    monkeypatch.setattr(launch, "TRAIN_SCRIPT", script)
+    repo, workdir = tmp_path / "repo", tmp_path / "nfs" / "run"
+    (repo / ".venv" / "bin").mkdir(parents=True)
+    (repo / ".venv" / "bin" / "python").symlink_to(sys.executable)
+    (repo / script).write_text(FAKE_TRAIN)
+    common = ["--tpu", "t", "--zone", "z", "--repo_dir", str(repo), "--dry_run"]
+
+    def on_worker(*argv: str) -> subprocess.CompletedProcess:
+        remote = _remote(launch.main([*argv[:1], *common, *argv[1:]])["command"])
+        return subprocess.run(["bash", "-c", remote], capture_output=True, text=True, timeout=30)
+
+    def status() -> str:
+        return on_worker("tpu-vm-status", "--workdir", str(workdir)).stdout
+
+    try:
+        started = on_worker("tpu-vm", "--", "--workdir", str(workdir), *SHARED[2:])
+        assert started.returncode == 0, started.stderr  # returned: ssh would not hang
+        pid = int(re.search(r"started pid (\d+)", started.stdout).group(1))
+        assert _wait(lambda: "training step 0" in status())
+        running = [line for line in status().splitlines() if script in line]
+        assert len(running) == 1 and running[0].startswith(f"{pid} ")  # not the shell itself
+        stopped = on_worker("tpu-vm-stop", "--kill_after", "1")
+        assert stopped.returncode == 0 and "SIGTERM sent" in stopped.stdout, stopped
+        assert _wait(lambda: "not running" in status())
+        assert "SIGTERM: saved step 0, exiting" in status()
+    finally:  # whatever happened, leave nothing running
+        subprocess.run(["pkill", "-KILL", "-f", launch.train_process_pattern()], check=False)
+
+
+FAKE_TRAIN = """
+import signal, sys, time
+def save(*_):
+    print("SIGTERM: saved step 0, exiting", flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, save)
+print("training step 0", flush=True)
+time.sleep(120)
+"""
+
+
+def _wait(condition, seconds: float = 20.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
 
 
 def test_slurm_writes_an_sbatch_script_that_saves_on_preemption(tmp_path):
@@ -97,6 +166,7 @@ def test_slurm_writes_an_sbatch_script_that_saves_on_preemption(tmp_path):
     assert directives["--signal"] == "TERM@300" and directives["--requeue"] is True
     srun = next(line for line in content.splitlines() if line.startswith("srun "))
     words = shlex.split(srun)
+    assert "--cpus-per-task=48" in words  # a step does not inherit it (Slurm >= 22.05)
     _check_parses(words[words.index(".venv/bin/python") + 1 :], tmp_path, "gpu")
 
 
@@ -119,16 +189,35 @@ def test_gke_jobset_is_yaml_with_what_a_tpu_node_pool_needs(tmp_path):
     assert container["resources"]["requests"]["google.com/tpu"] == 4
     assert container["command"][:2] == ["python", "train.py"]
     _check_parses(container["command"][1:], tmp_path, "tpu")
-    # The image the manifest runs: the Dockerfile installs `.[tpu]` with the lock at workingDir.
-    instructions = [
-        line.split(None, 1)
-        for line in (REPO / "Dockerfile").read_text().splitlines()
-        if line.strip() and not line.startswith("#")
+    # The image the manifest runs: the Dockerfile installs `.[tpu]` with the lock at workingDir,
+    # its dependencies in a layer of their own, before the code is copied.
+    instructions = _dockerfile_instructions(REPO / "Dockerfile")
+    assert instructions[0] == ("FROM", "python:3.11-slim")
+    assert [a for op, a in instructions if op == "WORKDIR"] == [container["workingDir"]]
+    copies = [i for i, (op, _) in enumerate(instructions) if op == "COPY"]
+    assert [instructions[i][1] for i in copies] == ["setup.py requirements.lock ./", ". ."]
+    installs = [
+        (i, words)
+        for i, (op, command) in enumerate(instructions)
+        if op == "RUN"
+        for words in (shlex.split(part) for part in command.split("&&"))
+        if words[:2] == ["pip", "install"]
     ]
-    workdirs = [rest for op, rest in instructions if op == "WORKDIR"]
-    assert workdirs == [container["workingDir"]]
-    runs = " ".join(rest for op, rest in instructions if op == "RUN")
-    assert '-c requirements.lock -e ".[tpu]"' in runs
+    with_dependencies = [i for i, words in installs if "--no-deps" not in words]
+    assert with_dependencies and with_dependencies[0] < copies[1]  # cached across code edits
+    for _, words in installs:
+        assert words[words.index("-c") + 1] == "requirements.lock"
+        assert words[words.index("-e") + 1] == ".[tpu]"
+
+
+def _dockerfile_instructions(path: pathlib.Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of a Dockerfile: comments dropped, continued lines joined."""
+    logical = re.sub(r"\\\n", " ", path.read_text())
+    lines = [line.strip() for line in logical.splitlines()]
+    return [
+        (op.upper(), " ".join(rest.split()))
+        for op, _, rest in (line.partition(" ") for line in lines if line and line[0] != "#")
+    ]
 
 
 def test_gke_workers_must_agree_with_the_topology():
@@ -136,6 +225,33 @@ def test_gke_workers_must_agree_with_the_topology():
         launch.main(["gke", "--name", "x", "--image", "i", "--tpu_accelerator",
                      "tpu-v4-podslice", "--tpu_topology", "4x4x4", "--workers", "8",
                      "--dry_run", "--", *TRAIN_ARGS])  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "accelerator, topology, workers, expected",
+    [
+        ("tpu-v4-podslice", "4x4x4", None, (16, 4)),
+        ("tpu-v4-podslice", "2x2x1", None, (1, 4)),
+        ("tpu-v5p-slice", "2x2x2", 2, (2, 4)),
+        ("tpu-v5-lite-podslice", "16x16", 64, (64, 4)),
+        ("tpu-v5-lite-podslice", "2x2", None, (1, 4)),
+        ("tpu-v5-lite-podslice", "1x1", None, (1, 1)),
+        ("tpu-v6e-slice", "2x4", None, (1, 8)),  # one 8-chip VM...
+        ("tpu-v6e-slice", "2x4", 2, (2, 4)),  # ...or two 4-chip VMs
+    ],
+)
+def test_gke_hosts_follow_from_the_topology(accelerator, topology, workers, expected):
+    assert launch.gke_hosts(accelerator, topology, workers) == expected
+
+
+@pytest.mark.parametrize(
+    "topology, workers, message",
+    [("16xx", None, "is not like"), ("0x4", None, "is not like"), ("2x4", 4, "1 host"),
+     ("3x3", None, "do not split")],
+)  # fmt: skip
+def test_gke_hosts_refuses_what_no_node_pool_is(topology, workers, message):
+    with pytest.raises(SystemExit, match=message):
+        launch.gke_hosts("tpu-v5-lite-podslice", topology, workers)
 
 
 def test_a_local_workdir_for_a_cluster_is_refused_before_launching():

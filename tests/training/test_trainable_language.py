@@ -1,23 +1,30 @@
 """A trainable T5 (`model.language.frozen=False`) trains inside the jitted train step, dropout
 on: its dropout draws from the step's key (fold_in(base, step)), so nothing in the module is
 mutated under the trace (which failed with "Cannot mutate RngCount from a different trace
-level") and a resumed run draws the same masks."""
+level") and a resumed run draws the same masks. The small encoder (the debug and laptop
+presets' trainable one) draws its dropout the same way, and `train.main` trains a trainable T5
+end to end."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
+import train
 from octo_like.model.config import LanguageConfig
+from octo_like.model.language import SmallTextEncoder, load_t5_encoder
 from octo_like.model.language.testing import write_tiny_t5_checkpoint
 from octo_like.model.octo_model import tokenize_tasks
 from octo_like.training.optimizer import OptimizerConfig, loop_learning_rate, make_optimizer
 from octo_like.training.step import TrainState, make_steps
 from tests.inference import conftest as tiny
+from tests.training.test_train import debug_config
 
 
 def _setup(tmp_path):
@@ -83,3 +90,65 @@ def test_dropout_is_active_in_the_trainable_encoder(tmp_path):
     clean = encoder(tokens["tokens"], tokens["mask"])
     dropped = encoder(tokens["tokens"], tokens["mask"], train=True, rng=jax.random.key(0))
     assert not np.allclose(np.asarray(clean), np.asarray(dropped))
+
+
+def test_no_module_holds_rng_state(tmp_path):
+    """Every dropout key comes from the call (the step's key): nothing in the model is an RNG
+    stream that a jitted step could advance, so the closed-over rest of the module is
+    constant and a resumed run cannot draw differently."""
+    model = _setup(tmp_path)[0]
+    assert model.module.language_encoder.config.dropout_rate > 0
+    assert not jax.tree.leaves(nnx.state(model.module, nnx.RngState))
+    small = SmallTextEncoder(64, width=16, depth=1, num_heads=2, dropout_rate=0.5,
+                             rngs=nnx.Rngs(0))  # fmt: skip
+    assert not jax.tree.leaves(nnx.state(small, nnx.RngState))
+
+
+def test_the_small_encoders_dropout_draws_from_the_given_key():
+    """Inside jit and grad, as in the train step: the same key gives the same loss and
+    gradients, another key other ones, evaluation none; training without a key is refused."""
+    encoder = SmallTextEncoder(64, width=16, depth=2, num_heads=2, max_length=8,
+                               dropout_rate=0.3, rngs=nnx.Rngs(0))  # fmt: skip
+    graphdef, params = nnx.split(encoder, nnx.Param)
+    tokens = np.arange(2 * 8, dtype=np.int32).reshape(2, 8) % 60 + 2
+    mask = np.ones((2, 8), bool)
+
+    @functools.partial(jax.jit, static_argnums=2)
+    def step(params, rng, train):
+        def loss(params):
+            out = nnx.merge(graphdef, params)(tokens, mask, train=train, rng=rng)
+            return jnp.mean(jnp.square(out.astype(jnp.float32)))
+
+        return jax.value_and_grad(loss)(params)
+
+    train_step = lambda rng: step(params, rng, True)  # noqa: E731
+    key, other = jax.random.key(1), jax.random.key(2)
+    (loss, grads), (again, grads_again) = train_step(key), train_step(key)
+    assert float(loss) == float(again) and np.isfinite(float(loss))
+    for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(grads_again), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert float(train_step(other)[0]) != float(loss)
+    clean = float(step(params, key, False)[0])
+    assert clean == float(step(params, other, False)[0]) != float(loss)
+    with pytest.raises(ValueError, match="needs an `rng` key"):
+        encoder(tokens, mask, train=True)
+
+
+@pytest.mark.slow
+def test_train_main_trains_a_trainable_t5(tmp_path):
+    """The debug preset with ``--config.model.language.encoder=t5
+    --config.model.language.frozen=False`` (a tiny T5, dropout 0.1) trains and evaluates."""
+    t5 = write_tiny_t5_checkpoint(str(tmp_path / "t5"))
+    overrides = {
+        "model.language.encoder": "t5",
+        "model.language.checkpoint_dir": t5,
+        "model.language.frozen": False,
+    }
+    config = debug_config(str(tmp_path / "data"), str(tmp_path / "stats"), **overrides)
+    result = train.main(config, str(tmp_path / "run"), stop_at_step=2)
+    assert result.final_step == 2 and np.isfinite(result.last_metrics["loss"])
+    loaded, _ = load_t5_encoder(t5)
+    before = jax.tree.leaves(nnx.state(loaded, nnx.Param).to_pure_dict())
+    after = jax.tree.leaves(jax.device_get(result.state.params["language_encoder"].to_pure_dict()))
+    moved = [not np.array_equal(a, b) for a, b in zip(before, after, strict=True)]
+    assert all(moved), f"{sum(moved)} of {len(moved)} T5 arrays moved"

@@ -181,7 +181,7 @@ class T5SelfAttention(nnx.Module):
         self.key = _dense(d, inner, d**-0.5, dtype=dtype, rngs=rngs)
         self.value = _dense(d, inner, d**-0.5, dtype=dtype, rngs=rngs)
         self.out = _dense(inner, d, inner**-0.5, dtype=dtype, rngs=rngs)
-        self.attention_dropout = nnx.Dropout(config.dropout_rate, rngs=rngs)
+        self.attention_dropout = nnx.Dropout(config.dropout_rate)
         self.num_heads = config.num_heads
         self.head_dim = config.d_kv
         self.dtype = dtype
@@ -223,7 +223,7 @@ class T5FeedForward(nnx.Module):
         else:
             self.wi = _dense(d, ff, d**-0.5, dtype=dtype, rngs=rngs)
         self.wo = _dense(ff, d, ff**-0.5, dtype=dtype, rngs=rngs)
-        self.dropout = nnx.Dropout(config.dropout_rate, rngs=rngs)
+        self.dropout = nnx.Dropout(config.dropout_rate)
 
     def __call__(self, x: jax.Array, *, train: bool, rngs: nnx.Rngs | None = None) -> jax.Array:
         if self.gated:
@@ -242,7 +242,7 @@ class T5Block(nnx.Module):
         self.attention = T5SelfAttention(config, rngs=rngs, dtype=dtype)
         self.feed_forward_norm = T5RMSNorm(config.d_model, epsilon=eps, dtype=dtype)
         self.feed_forward = T5FeedForward(config, rngs=rngs, dtype=dtype)
-        self.dropout = nnx.Dropout(config.dropout_rate, rngs=rngs)
+        self.dropout = nnx.Dropout(config.dropout_rate)
 
     def __call__(
         self,
@@ -284,7 +284,9 @@ class T5Encoder(nnx.Module):
             [T5Block(config, rngs=rngs, dtype=dtype) for _ in range(config.num_layers)]
         )
         self.final_norm = T5RMSNorm(config.d_model, epsilon=config.layer_norm_epsilon, dtype=dtype)
-        self.dropout = nnx.Dropout(config.dropout_rate, rngs=rngs)
+        # No dropout holds an RNG stream of its own (each call gets one from `dropout_rngs`): the
+        # module carries no RNG state a jitted step could mutate, or a resumed run redraw.
+        self.dropout = nnx.Dropout(config.dropout_rate)
 
     def position_bias(self, length: int) -> jax.Array:
         """float32[num_heads, L, L]: bias for query i attending to key j."""

@@ -179,8 +179,8 @@ def compile_train_step(
         module = nnx.eval_shape(
             lambda: OctoModule(model_config, spec, vocab, rngs=nnx.Rngs(0), platform="tpu")
         )
-        analytic = flop_count.model_train_flops(module, spec).total(config.data.batch_size)
-        tokens = flop_count.model_train_flops(module, spec).tokens
+        counted = flop_count.model_train_flops(module, spec)
+        analytic, tokens = counted.total(config.data.batch_size), counted.tokens
         program = build_program(config, module, mesh, jax.random.key(config.seed), abstract=True)
         start = time.perf_counter()
         inputs = (program.state, with_sharding(batch, program.batch_sharding))

@@ -8,6 +8,7 @@ program a user checks before booking a pod slice is exactly the one that will tr
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import jax
@@ -126,7 +127,7 @@ def _materialize(tree: Any) -> Any:
         if not isinstance(leaf, jax.ShapeDtypeStruct):
             return leaf
         if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
-            keys = jax.random.split(jax.random.key(0), max(1, int(jnp.prod(jnp.array(leaf.shape)))))
+            keys = jax.random.split(jax.random.key(0), max(1, math.prod(leaf.shape)))
             return keys.reshape(leaf.shape)
         return jnp.zeros(leaf.shape, leaf.dtype)
 

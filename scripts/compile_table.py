@@ -56,10 +56,17 @@ def run_check(preset: str, topology: str, slices: int, extra: list[str]) -> dict
     return json.loads(lines[-1])
 
 
+def collectives_cell(collectives: dict) -> str:
+    """'all-reduce 268 (f32 268, s32 1) 99 MiB; ...' for every kind the step runs."""
+    cells = []
+    for kind, entry in sorted(collectives.items()):
+        dtypes = ", ".join(f"{d} {n}" for d, n in sorted(entry["by_dtype"].items()))
+        cells.append(f"{kind} {entry['count']} ({dtypes}) {entry['bytes'] / MIB:.0f} MiB")
+    return "; ".join(cells) or "none"
+
+
 def row(preset: str, topology: str, slices: int, report: dict) -> str:
     memory = report["memory"]
-    reduce = report["collectives"].get("all-reduce", {"bytes": 0, "by_dtype": {}})
-    dtypes = ", ".join(f"{d} {n}" for d, n in sorted(reduce["by_dtype"].items()))
     grads = ", ".join(f"{d} {n}" for d, n in sorted(report["gradient_reductions"].items()))
     hbm = "?" if report["hbm_bytes"] is None else f"{report['hbm_bytes'] / GIB:.0f} GiB"
     fits = {True: "yes", False: "**no**", None: "?"}[report["fits"]]
@@ -70,7 +77,7 @@ def row(preset: str, topology: str, slices: int, report: dict) -> str:
         f"| {mesh.get('data', 1)}, {mesh.get('fsdp', 1)} "
         f"| {memory['total'] / GIB:.1f} GiB ({memory['arguments'] / GIB:.2f} + "
         f"{memory['temporaries'] / GIB:.1f} + {memory['code'] / GIB:.2f}) | {hbm} | {fits} "
-        f"| {reduce['bytes'] / MIB:.0f} MiB ({dtypes}) | {grads or '-'} "
+        f"| {collectives_cell(report['collectives'])} | {grads or 'decomposed'} "
         f"| {'?' if ideal is None else f'{ideal * 1e3:.1f} ms'} "
         f"| {report['xla_flops'] / report['analytic_flops'] - 1:+.1%} "
         f"| {report['compile_s']:.0f} s |"
@@ -79,13 +86,15 @@ def row(preset: str, topology: str, slices: int, report: dict) -> str:
 
 HEADER = (
     "| preset | slice (`--topology`) | chips / hosts | mesh (data, fsdp) "
-    "| memory per chip (args + temps + code) | HBM | fits | all-reduce per step (arrays by dtype) "
-    "| gradient sums by dtype | ideal step | XLA vs analytic FLOPs | compile |\n"
+    "| memory per chip (args + temps + code) | HBM | fits "
+    "| collectives per step (arrays by dtype, bytes) | parameter-shaped gradient sums "
+    "| ideal step | XLA vs analytic FLOPs | compile |\n"
     "|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None):
+    """(own arguments, flags passed to every check after ``--``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     own = argv[: argv.index("--")] if "--" in argv else argv
@@ -96,7 +105,11 @@ def main(argv: list[str] | None = None) -> None:
         nargs="+",
         default=["v4:4x4x2", "v4:4x4x4", "v5e:16x16", "v5p:4x4x4", "v4:4x4x2x2"],
     )
-    args = parser.parse_args(own)
+    return parser.parse_args(own), extra
+
+
+def main(argv: list[str] | None = None) -> None:
+    args, extra = parse_args(argv)
     targets = [split_topology(t) for t in args.topologies]
     print(HEADER, flush=True)
     for preset in args.presets:

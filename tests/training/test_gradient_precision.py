@@ -47,6 +47,20 @@ def test_no_gradient_is_summed_across_devices_in_bfloat16(tmp_path, mesh):
         assert "all-gather" in report.collectives  # sharded weights are gathered
 
 
+def test_gradients_summed_across_slices_stay_float32(tmp_path):
+    """Two slices joined over DCN: XLA splits each gradient sum into a reduce-scatter inside
+    the slice, an all-reduce of the shard across slices and an all-gather, on padded shards
+    without the ops' metadata, so gradients are no longer told apart by shape. With pure data
+    parallelism every sum is a gradient's (or the int32 loss count): none may be bfloat16."""
+    config = _typed("laptop", str(tmp_path / "run"), *BF16)
+    report = compile_train_step(config, "v5e:2x2", num_slices=2)
+    assert report.chips == 8 and report.resolved["dtype"] == "bfloat16"
+    scattered = report.collectives.get("reduce-scatter", {}).get("by_dtype", {})
+    assert scattered.get("f32", 0) > 20, report.collectives  # the decomposed sums were found
+    for kind in ("all-reduce", "reduce-scatter"):
+        assert "bf16" not in report.collectives.get(kind, {}).get("by_dtype", {}), kind
+
+
 def test_master_weights_and_optimizer_state_are_float32(tmp_path):
     from flax import nnx
 

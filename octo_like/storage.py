@@ -14,15 +14,61 @@ import hashlib
 import os
 import posixpath
 import tempfile
+import time
 import uuid
-from collections.abc import Iterator
-from typing import IO
+from collections.abc import Callable, Iterator, Sequence
+from typing import IO, TypeVar
 
 from etils import epath
 
 # Schemes orbax/TensorStore write natively (besides local paths); any other URL scheme is
 # staged locally by the checkpointer (see training/checkpoint_staging.py).
 ORBAX_SCHEMES = ("gs://",)
+
+# Errors an object store raises for a moment (a dropped connection, a 503, a timeout) rather
+# than for good; TensorFlow's are matched by name so that this module needs no TensorFlow.
+TRANSIENT_ERRORS = (ConnectionError, TimeoutError)
+TRANSIENT_ERROR_NAMES = frozenset(
+    {"UnavailableError", "DeadlineExceededError", "AbortedError", "ServiceUnavailable",
+     "TooManyRequests", "TransportError", "RetryError"}
+)  # fmt: skip
+RETRY_DELAYS_S = (0.5, 2.0, 8.0)  # at most three retries, ~10 s in all
+
+_T = TypeVar("_T")
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether `error` is worth a retry (see TRANSIENT_ERRORS); a missing file is not."""
+    if isinstance(error, (FileNotFoundError, PermissionError, IsADirectoryError)):
+        return False
+    return isinstance(error, TRANSIENT_ERRORS) or type(error).__name__ in TRANSIENT_ERROR_NAMES
+
+
+def retry_transient(
+    read: Callable[[], _T],
+    path: str | os.PathLike,
+    *,
+    delays_s: Sequence[float] | None = None,
+    sleep: Callable[[float], None] | None = None,
+) -> _T:
+    """``read()``, retried after each of `delays_s` when it fails with a transient error
+    (`is_transient`) and `path` is a URL; a local path or another error fails at once, and
+    the last transient error is raised with the number of attempts added to its notes.
+    `delays_s` defaults to `RETRY_DELAYS_S`, `sleep` to `time.sleep`."""
+    if not has_scheme(path):
+        return read()
+    delays_s = RETRY_DELAYS_S if delays_s is None else delays_s
+    sleep = sleep or time.sleep
+    for attempt, delay in enumerate([*delays_s, None], start=1):
+        try:
+            return read()
+        except Exception as error:  # noqa: BLE001  (filtered by is_transient)
+            if delay is None or not is_transient(error):
+                if attempt > 1:
+                    error.add_note(f"reading {os.fspath(path)} failed {attempt} times")
+                raise
+            sleep(delay)
+    raise AssertionError("unreachable")
 
 
 def has_scheme(path: str | os.PathLike) -> bool:

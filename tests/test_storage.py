@@ -78,3 +78,44 @@ def test_local_file_gives_local_libraries_a_copy(ram_root):
     storage.write_bytes(url, data[:400])  # changed remotely: fetched again
     with open(storage.local_file(url), "rb") as f:
         assert f.read() == data[:400]
+
+
+class UnavailableError(Exception):
+    """Named like TensorFlow's error for a transient failure (matched by name)."""
+
+
+def flaky(failures: int, error: type[Exception] = UnavailableError):
+    """A read that fails `failures` times, then returns "data"; `calls` counts attempts."""
+    calls = []
+
+    def read():
+        calls.append(1)
+        if len(calls) <= failures:
+            raise error("503 Service Unavailable")
+        return "data"
+
+    return read, calls
+
+
+def test_transient_url_read_errors_are_retried_with_backoff():
+    read, calls = flaky(2)
+    sleeps = []
+    assert storage.retry_transient(read, "gs://b/x.json", sleep=sleeps.append) == "data"
+    assert len(calls) == 3 and sleeps == list(storage.RETRY_DELAYS_S[:2])
+    read, calls = flaky(2, ConnectionResetError)
+    assert storage.retry_transient(read, "gs://b/x", delays_s=(0, 0)) == "data"
+
+
+def test_retries_are_bounded_and_only_for_transient_errors_on_urls():
+    read, calls = flaky(10)
+    with pytest.raises(UnavailableError) as error:
+        storage.retry_transient(read, "gs://b/x", delays_s=(0, 0, 0))
+    assert len(calls) == 4 and "failed 4 times" in str(error.value.__notes__)
+    read, calls = flaky(1, FileNotFoundError)  # a missing file is not transient
+    with pytest.raises(FileNotFoundError):
+        storage.retry_transient(read, "gs://b/x", delays_s=(0, 0))
+    assert len(calls) == 1
+    read, calls = flaky(1)  # a local path is not retried
+    with pytest.raises(UnavailableError):
+        storage.retry_transient(read, "/tmp/x", delays_s=(0, 0))
+    assert len(calls) == 1

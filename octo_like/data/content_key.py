@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from octo_like.storage import retry_transient
+
 FULL_HASH_BYTES = 64 << 20  # splits up to this size are hashed whole
 SAMPLES = 4  # blocks per shard: first, last and two between
 BLOCK_BYTES = 4096
@@ -46,12 +48,22 @@ def files_content_key(files: Sequence[str], dataset_info: str) -> dict[str, Any]
     import tensorflow as tf
 
     with ThreadPoolExecutor(THREADS) as pool:  # latency-bound reads (disk seeks, GCS requests)
-        stats = dict(zip(files, pool.map(tf.io.gfile.stat, files), strict=True))
+        stats = dict(zip(files, pool.map(_stat, files), strict=True))
         whole = sum(int(s.length) for s in stats.values()) <= FULL_HASH_BYTES
-        digests = pool.map(lambda path: _digest(path, int(stats[path].length), whole), files)
+        digests = pool.map(
+            lambda path: retry_transient(
+                lambda: _digest(path, int(stats[path].length), whole), path
+            ),
+            files,
+        )
         key: dict[str, Any] = {"sampling": "whole" if whole else f"{SAMPLES}x{BLOCK_BYTES}"}
-        with tf.io.gfile.GFile(dataset_info, "rb") as f:
-            key["dataset_info_sha256"] = hashlib.sha256(f.read()).hexdigest()
+
+        def read_info() -> bytes:
+            with tf.io.gfile.GFile(dataset_info, "rb") as f:
+                return f.read()
+
+        info_bytes = retry_transient(read_info, dataset_info)
+        key["dataset_info_sha256"] = hashlib.sha256(info_bytes).hexdigest()
         for path, digest in zip(files, digests, strict=True):
             key[os.path.basename(path)] = {
                 "size": int(stats[path].length),
@@ -59,6 +71,18 @@ def files_content_key(files: Sequence[str], dataset_info: str) -> dict[str, Any]
                 "sha256": digest,
             }
     return key
+
+
+def _stat(path: str):
+    """`tf.io.gfile.stat`, retried on transient URL errors; a missing shard is named."""
+    import tensorflow as tf
+
+    try:
+        return retry_transient(lambda: tf.io.gfile.stat(path), path)
+    except tf.errors.NotFoundError as error:
+        raise FileNotFoundError(
+            f"shard {path} (listed in dataset_info.json) is missing: copy it with the dataset"
+        ) from error
 
 
 def _digest(path: str, size: int, whole: bool) -> str:

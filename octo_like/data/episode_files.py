@@ -24,6 +24,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+import zipfile
+import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -158,7 +160,9 @@ def read_episode(path: str | os.PathLike) -> RawEpisode:
         raise EpisodeError(path, f"unknown file type {suffix!r}; expected {EPISODE_SUFFIXES}")
     try:
         entries, ignored = _read_npz(path) if suffix == ".npz" else _read_hdf5(path)
-    except (OSError, ValueError, KeyError) as error:  # corrupt zip / HDF5, pickled objects
+    # A truncated or corrupt .npz raises BadZipFile, EOFError or zlib.error (none an OSError);
+    # HDF5 raises OSError; pickled objects ValueError.
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as error:
         raise EpisodeError(
             path, f"cannot read the file ({type(error).__name__}: {error})"
         ) from error

@@ -79,6 +79,8 @@ def standardized_trajectories(
         shuffle_files=shuffle,
         seed=seed,
         num_parallel_reads=parallelism.read,
+        skip_damaged_shards=skip_bad_episodes,
+        skipped=skipped,
     )
     trajectories = TrajectoryDataset(episodes, spec.name, parallelism)
     if cache:

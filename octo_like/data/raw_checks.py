@@ -5,8 +5,9 @@ step of all-NaN raw actions passed and a NaN state was reported as "NaN/Inf in a
 on the episode as stored (schema stage 1):
 
 - NaN/Inf in the raw ``action`` leaves or the raw proprio key, with the key and the step;
-- an image whose stored size (JPEG/PNG header) differs from features.json, which would
-  otherwise be stretched silently;
+- an image whose stored size differs from features.json, which would otherwise be stretched
+  silently: read from the header for JPEG, PNG, BMP and GIF, by decoding for the other formats
+  `tf.io.decode_image` reads (WebP, JPEG XL; `_header_size`);
 - with ``skip_bad_episodes``, images that do not decode (a valid header and a corrupt body):
   every image is test-decoded at 1/8 scale and an episode whose decode fails is dropped and
   named in the log (`DecodeTracker`). Without it, the batch that meets the image fails, and
@@ -29,6 +30,8 @@ from octo_like.data.validation import tf_error_text
 
 _JPEG = b"\xff\xd8\xff"
 _PNG = b"\x89PNG"
+_BMP = b"BM"
+_GIF = b"GIF"
 
 
 def expected_image_shapes(builder, spec: DatasetSpec, cameras: Sequence[str]) -> dict:
@@ -100,24 +103,58 @@ def _non_finite(values: tf.Tensor, path: str) -> tf.Tensor:
 
 
 def _header_size(encoded: tf.Tensor) -> tf.Tensor:
-    """int32[2] (h, w) from a JPEG or PNG header; (-1, -1) for other or empty bytes."""
+    """int32[2] (h, w) of an encoded image of any format `tf.io.decode_image` reads: from the
+    header for JPEG, PNG, BMP and GIF (no decode), by decoding for WebP and JPEG XL; (-1, -1)
+    for empty bytes (a missing image), a header too short to hold the size, or bytes of no
+    known format (the decode after shuffling names those)."""
 
-    def png():
-        raw = tf.io.decode_raw(tf.strings.substr(encoded, 16, 8), tf.uint8)
+    def big_endian(offset):
+        raw = tf.cast(tf.io.decode_raw(tf.strings.substr(encoded, offset, 4), tf.uint8), tf.int32)
+        return raw[0] * 2**24 + raw[1] * 2**16 + raw[2] * 2**8 + raw[3]
+
+    def little_endian(offset, size):
+        raw = tf.io.decode_raw(tf.strings.substr(encoded, offset, size), tf.uint8)
         raw = tf.cast(raw, tf.int32)
-        width = raw[0] * 2**24 + raw[1] * 2**16 + raw[2] * 2**8 + raw[3]
-        height = raw[4] * 2**24 + raw[5] * 2**16 + raw[6] * 2**8 + raw[7]
-        return tf.stack([height, width])
+        value = tf.reduce_sum(raw * tf.bitwise.left_shift(1, 8 * tf.range(size)))
+        return value
 
+    def png():  # IHDR: width, height (big-endian) at bytes 16..24
+        return tf.stack([big_endian(20), big_endian(16)])
+
+    def bmp():  # BITMAPINFOHEADER: width, height (little-endian int32; height < 0: top-down)
+        return tf.stack([tf.abs(little_endian(22, 4)), little_endian(18, 4)])
+
+    def gif():  # logical screen: width, height (little-endian uint16) at bytes 6..10
+        return tf.stack([little_endian(8, 2), little_endian(6, 2)])
+
+    def decoded():
+        image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+        return tf.shape(image, out_type=tf.int32)[:2]
+
+    def other():  # unknown bytes are left to the decode after shuffling, which names them
+        webp = tf.equal(head, b"RIFF") & tf.equal(tf.strings.substr(encoded, 8, 4), b"WEBP")
+        jpeg_xl = tf.equal(tf.strings.substr(head, 0, 2), b"\xff\x0a") | tf.equal(
+            tf.strings.substr(encoded, 4, 8), b"JXL \r\n\x87\n"
+        )
+        return tf.cond(webp | jpeg_xl, decoded, lambda: tf.constant([-1, -1], tf.int32))
+
+    length = tf.strings.length(encoded)
     head = tf.strings.substr(encoded, 0, 4)
     return tf.case(
         [
+            (tf.equal(length, 0), lambda: tf.constant([-1, -1], tf.int32)),
             (tf.equal(tf.strings.substr(head, 0, 3), _JPEG),
              lambda: tf.cast(tf.image.extract_jpeg_shape(encoded)[:2], tf.int32)),
-            (tf.equal(head, _PNG) & (tf.strings.length(encoded) >= 24), png),
+            (tf.equal(head, _PNG), lambda: _if_long(length, 24, png)),
+            (tf.equal(tf.strings.substr(head, 0, 2), _BMP), lambda: _if_long(length, 26, bmp)),
+            (tf.equal(tf.strings.substr(head, 0, 3), _GIF), lambda: _if_long(length, 10, gif)),
         ],
-        default=lambda: tf.constant([-1, -1], tf.int32),
+        default=other,
     )  # fmt: skip
+
+
+def _if_long(length: tf.Tensor, needed: int, size) -> tf.Tensor:
+    return tf.cond(length >= needed, size, lambda: tf.constant([-1, -1], tf.int32))
 
 
 def _wrong_size(images: tf.Tensor, key: str, height: int, width: int) -> tf.Tensor:
@@ -201,7 +238,9 @@ def locate_undecodable_image(sources, cameras: Sequence[str], time_limit_s: floa
     deadline = time.monotonic() + time_limit_s
     for builder, spec, split in sources:
         keys = [spec.image_keys[c] for c in cameras if spec.image_keys.get(c)]
-        episodes = rlds.read_episodes(builder, split, shuffle_files=False, num_parallel_reads=1)
+        episodes = rlds.read_episodes(  # a damaged shard is reported by the reading itself
+            builder, split, shuffle_files=False, num_parallel_reads=1, skip_damaged_shards=True
+        )
         for traj in episodes:
             for key in keys:
                 try:

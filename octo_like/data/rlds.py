@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import json
+import posixpath
+import threading
 
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from octo_like.data.dataset import as_written
+from octo_like.data.validation import DataError, SkippedEpisodes
+from octo_like.storage import retry_transient
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,14 +33,81 @@ class ProcessShard:
             raise ValueError(f"process index {self.index} is not in [0, {self.count})")
 
 
+class DatasetMetadataError(DataError):
+    """A prepared dataset's metadata (dataset_info.json, features.json) is missing or broken."""
+
+
+# Metadata reads and listings are retried on transient errors of URL filesystems (gs://...).
+def _exists(path: str) -> bool:
+    return retry_transient(lambda: tf.io.gfile.exists(path), path)
+
+
+def _isdir(path: str) -> bool:
+    return retry_transient(lambda: tf.io.gfile.isdir(path), path)
+
+
+def _listdir(path: str) -> list[str]:
+    return retry_transient(lambda: tf.io.gfile.listdir(path), path)
+
+
+def _read_text(path: str) -> str:
+    def read():
+        with tf.io.gfile.GFile(path, "r") as file:
+            return file.read()
+
+    return retry_transient(read, path)
+
+
+def _from_directory(directory: str) -> tfds.core.DatasetBuilder:
+    """`tfds.builder_from_directory`, after checking the metadata files it reads, so that a
+    truncated dataset_info.json or a missing features.json is named with its dataset (the
+    directory ``<name>/<version>``) instead of surfacing as a JSONDecodeError or a misleading
+    TFDS error."""
+    directory = directory.rstrip("/")
+    name = posixpath.basename(posixpath.dirname(directory)) or directory
+    info_path = tf.io.gfile.join(directory, "dataset_info.json")
+    info = _load_json(info_path, name)
+    features_path = tf.io.gfile.join(directory, "features.json")
+    if _exists(features_path):
+        _load_json(features_path, name)
+    elif "features" not in info:  # old datasets keep their features in dataset_info.json
+        raise DatasetMetadataError(
+            f"dataset {name!r}: {features_path} is missing (it describes the features every "
+            "record holds); copy it with the dataset's shards"
+        )
+    try:
+        return retry_transient(lambda: tfds.builder_from_directory(directory), directory)
+    except Exception as error:  # noqa: BLE001  (TFDS raises many kinds; named here)
+        raise DatasetMetadataError(
+            f"dataset {name!r}: cannot open the prepared dataset in {directory} "
+            f"({type(error).__name__}: {error})"
+        ) from error
+
+
+def _load_json(path: str, name: str) -> dict:
+    if not _exists(path):
+        raise DatasetMetadataError(f"dataset {name!r}: {path} is missing")
+    text = _read_text(path)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise DatasetMetadataError(
+            f"dataset {name!r}: {path} is not valid JSON ({error}; {len(text)} bytes): it is "
+            "truncated or corrupt, copy it again or prepare the dataset again"
+        ) from error
+    if not isinstance(value, dict):
+        raise DatasetMetadataError(f"dataset {name!r}: {path} holds no JSON object")
+    return value
+
+
 def open_builder(source: str, data_dir: str | None = None) -> tfds.core.DatasetBuilder:
     """A TFDS builder from a prepared directory or from ``name[:version]`` under `data_dir`.
 
     `source` is a directory holding ``dataset_info.json`` (local or ``gs://``, read through
     tf.io.gfile), or a dataset name with `data_dir` the TFDS data root.
     """
-    if tf.io.gfile.exists(tf.io.gfile.join(source, "dataset_info.json")):
-        return tfds.builder_from_directory(source)
+    if _exists(tf.io.gfile.join(source, "dataset_info.json")):
+        return _from_directory(source)
     if data_dir is None:
         raise FileNotFoundError(
             f"{source!r} is not a prepared TFDS directory (no dataset_info.json) and no "
@@ -42,32 +115,28 @@ def open_builder(source: str, data_dir: str | None = None) -> tfds.core.DatasetB
         )
     name, _, version = source.partition(":")
     root = tf.io.gfile.join(data_dir, name)
-    if not tf.io.gfile.isdir(root):
-        present = tf.io.gfile.listdir(data_dir) if tf.io.gfile.isdir(data_dir) else []
+    if not _isdir(root):
+        present = _listdir(data_dir) if _isdir(data_dir) else []
         present = [p.rstrip("/") for p in present]
         close = difflib.get_close_matches(name, present, n=3)
         hint = f"; close names: {', '.join(close)}" if close else ""
         raise FileNotFoundError(f"dataset {name!r} not found under {data_dir!r}{hint}")
     if not version:
         versions = sorted(
-            (v.rstrip("/") for v in tf.io.gfile.listdir(root)),
+            (v.rstrip("/") for v in _listdir(root)),
             key=lambda v: tuple(int(p) if p.isdigit() else -1 for p in v.split(".")),
         )
-        complete = [
-            v
-            for v in versions
-            if tf.io.gfile.exists(tf.io.gfile.join(root, v, "dataset_info.json"))
-        ]
+        complete = [v for v in versions if _exists(tf.io.gfile.join(root, v, "dataset_info.json"))]
         if not complete:
             raise FileNotFoundError(f"no prepared version of {name!r} under {root!r}")
         version = complete[-1]
-    return tfds.builder_from_directory(tf.io.gfile.join(root, version))
+    return _from_directory(tf.io.gfile.join(root, version))
 
 
 def open_source(location: str, name: str) -> tfds.core.DatasetBuilder:
     """`location` is either the prepared directory of `name` or a data root holding it."""
-    if tf.io.gfile.exists(tf.io.gfile.join(location, "dataset_info.json")):
-        return tfds.builder_from_directory(location)
+    if _exists(tf.io.gfile.join(location, "dataset_info.json")):
+        return _from_directory(location)
     return open_builder(name, data_dir=location)
 
 
@@ -113,6 +182,8 @@ def read_episodes(
     shuffle_files: bool = True,
     seed: int = 0,
     num_parallel_reads: int = 2,
+    skip_damaged_shards: bool = False,
+    skipped: SkippedEpisodes | None = None,
 ) -> tf.data.Dataset:
     """RLDS episodes of this process's part of `split` as trajectories, images left encoded.
 
@@ -121,12 +192,62 @@ def read_episodes(
     ``episode_metadata`` (unbatched, when the dataset has it) and ``tfds_id`` (string: the
     record's file and position, for error messages). A zero-length episode gives T = 0
     (validation reports it; it is not dropped silently).
+
+    Shards are read here, one `tf.data.TFRecordDataset` per file (what TFDS does, see
+    `_read_shard`), so that a truncated or corrupt shard ends at its damage instead of raising
+    a raw DataLossError (or, under ``ignore_errors``, re-reading the bad shard forever): the
+    records before the damage are kept; then the run fails with a `DataError` naming the
+    dataset, the shard file and the record index, or, with `skip_damaged_shards`, the rest of
+    the shard is skipped and counted once in `skipped` (logged like a skipped episode).
     """
     if split.split("[")[0] not in builder.info.splits:
         raise ValueError(
             f"dataset {builder.info.name!r} has no split {split!r}; "
             f"available: {sorted(builder.info.splits)}"
         )
+    file_format = builder.info.file_format or tfds.core.FileFormat.TFRECORD
+    if tfds.core.FileFormat(file_format) != tfds.core.FileFormat.TFRECORD:
+        return _read_with_tfds(builder, split, shard, shuffle_files, seed, num_parallel_reads)
+    instructions = builder.info.splits[split_for_process(split, shard)].file_instructions
+    instructions = [i for i in instructions if _wanted(i) > 0]
+    name = builder.info.name
+    damaged = _DamagedShards(name, skipped if skipped is not None else SkippedEpisodes())
+    table = tf.data.Dataset.from_tensor_slices(
+        (
+            tf.constant([i.filename for i in instructions], tf.string),
+            tf.constant([i.skip for i in instructions], tf.int64),
+            tf.constant([_wanted(i) for i in instructions], tf.int64),
+        )
+    )  # empty for a process whose part holds no record
+    if shuffle_files and len(instructions) > 1:
+        table = table.shuffle(len(instructions), seed=seed, reshuffle_each_iteration=True)
+    cycle = max(1, min(num_parallel_reads, len(instructions)))
+    records = table.interleave(
+        as_written(
+            lambda path, skip, wanted: _read_shard(
+                path, skip, wanted, name, damaged, skip_damaged_shards
+            )
+        ),
+        cycle_length=cycle,
+        block_length=16,  # as TFDS reads
+        num_parallel_calls=cycle,
+    )
+    parser = tfds.core.example_parser.ExampleParser(builder.info.features.get_serialized_info())
+    decode = functools.partial(
+        builder.info.features.decode_example, decoders={"steps": _StepsAsColumns()}
+    )
+
+    def episode(tfds_id, serialized):
+        decoded = decode(parser.parse_example(serialized))
+        decoded["tfds_id"] = tfds_id
+        return _flatten_episode(decoded)
+
+    return records.map(as_written(episode), num_parallel_calls=num_parallel_reads)
+
+
+def _read_with_tfds(builder, split, shard, shuffle_files, seed, num_parallel_reads):
+    """Other file formats than TFRecord (array_record...): read by TFDS, without the damage
+    handling of `_read_shard`."""
     read_config = tfds.ReadConfig(
         shuffle_seed=seed,
         interleave_cycle_length=num_parallel_reads,
@@ -140,6 +261,101 @@ def read_episodes(
         read_config=read_config,
     )
     return episodes.map(as_written(_flatten_episode), num_parallel_calls=num_parallel_reads)
+
+
+def _wanted(instruction) -> int:
+    """How many records of its shard `instruction` reads past its `skip`."""
+    take = instruction.take
+    if take is None or take < 0:
+        take = instruction.examples_in_shard - instruction.skip
+    return int(take)
+
+
+class _DamagedShards:
+    """Records each damaged shard once (a repeated dataset re-reads it every epoch)."""
+
+    def __init__(self, dataset: str, skipped: SkippedEpisodes):
+        self._dataset = dataset
+        self._skipped = skipped
+        self._lock = threading.Lock()
+        self._seen: set[bytes] = set()
+
+    def record(self, shard: bytes, problem: bytes) -> bool:
+        with self._lock:
+            first = bytes(shard) not in self._seen
+            self._seen.add(bytes(shard))
+        if first:
+            self._skipped.record(self._dataset.encode(), bytes(shard), bytes(problem))
+        return True
+
+
+def _read_shard(
+    path: tf.Tensor,
+    skip: tf.Tensor,
+    wanted: tf.Tensor,
+    dataset: str,
+    damaged: _DamagedShards,
+    skip_damaged: bool,
+) -> tf.data.Dataset:
+    """(tfds_id, serialized episode) of records ``[skip, skip + wanted)`` of one shard.
+
+    A read error (truncation, a CRC mismatch: DataLossError) ends the shard's
+    TFRecordDataset, which moves on to its next (here: no) file, so ``ignore_errors`` on this
+    single-file dataset stops instead of retrying. A count of the records read, checked at the
+    shard's end, tells a damaged shard from a complete one.
+    """
+    end = tf.cast(skip + wanted, tf.int64)
+    skip = tf.cast(skip, tf.int64)
+    records = tf.data.TFRecordDataset(path).ignore_errors(log_warning=False).take(end)
+    records = records.map(lambda record: (record, False)).concatenate(
+        tf.data.Dataset.from_tensors((tf.constant(""), True))
+    )
+    # (index, byte offset, record, is_end); the end marker's index is the number of records
+    # read and its offset where the first unread record starts (a TFRecord frames each record
+    # with 16 bytes: length, its CRC, and the data's CRC).
+    records = records.scan(
+        (tf.constant(0, tf.int64), tf.constant(0, tf.int64)),
+        lambda state, item: (
+            (
+                state[0] + tf.cast(~item[1], tf.int64),
+                state[1] + tf.cast(tf.strings.length(item[0]) + 16, tf.int64),
+            ),
+            (state[0], state[1], item[0], item[1]),
+        ),
+    )
+    basename = tf.strings.regex_replace(path, r"^.*/", "")
+
+    def problem(count, offset):
+        return tf.strings.join([
+            "shard ", path, " is truncated or corrupt at record ", tf.strings.as_string(count),
+            " (byte offset ", tf.strings.as_string(offset), "): ",
+            tf.strings.as_string(end - count), " record(s) from there on were not read",
+        ])  # fmt: skip
+
+    def complete(index, offset, record, is_end):
+        short = is_end & (index < end)
+        if skip_damaged:
+            recorded = tf.cond(
+                short,
+                lambda: tf.numpy_function(
+                    damaged.record, [basename, problem(index, offset)], tf.bool, stateful=True
+                ),
+                lambda: tf.constant(True),
+            )
+            with tf.control_dependencies([recorded]):
+                return ~is_end & (index >= skip)
+        assertion = tf.debugging.Assert(
+            ~short, [f"dataset {dataset!r},", problem(index, offset)], summarize=1
+        )
+        with tf.control_dependencies([assertion]):
+            return ~is_end & (index >= skip)
+
+    records = records.filter(as_written(complete))
+
+    def with_id(index, offset, record, is_end):
+        return tf.strings.join([basename, tf.strings.as_string(index)], "__"), record
+
+    return records.map(as_written(with_id))
 
 
 def _flatten_episode(episode: dict) -> dict:

@@ -12,6 +12,17 @@ applied between two such estimates, so every percentile is within one bin width 
 `np.percentile` on the concatenated data; the final bin width is below
 ``max(2 * (max - min) / (HISTOGRAM_BINS - 2), max(|min|, |max|) * 2**-49)`` per dimension.
 
+Outliers: one finite but absurd value (a 3e38 written by a broken logger) moves the mean and
+std so far that every normal value normalizes to the same number. A dimension is warned about
+(dataset, key, dimension, how many values, the most extreme) when a value lies outside
+``centre ± OUTLIER_FACTOR * spread``, with ``centre = (p01 + p99) / 2`` and
+``spread = max(p99 - p01, 1)``: 20 central ranges, and at least 20 units (robot actions and
+states are O(1) in their stored units, metres / radians / gripper 0..1, so a rare 0/1 flag in a
+dimension that is 0 over its central 98% is not an outlier). No value of a sane dimension comes
+near the bound, while the histogram percentiles stay precise enough for the rule whatever the
+outlier (see `_Accumulator.outliers`).
+The statistics are still computed and returned: fix or skip the data, they are not trimmed.
+
 Caching by content lives in `statistics_cache.py`.
 
 The statistics containers (`ArrayStatistics`, `DatasetStatistics`) live in
@@ -40,6 +51,10 @@ HISTOGRAM_BINS = 4096
 """Bins per dimension of the percentile histogram (the error bound above scales as 1/bins)."""
 STATISTICS_FORMAT = 1
 """Part of every fingerprint: bump it when the way statistics are computed changes."""
+OUTLIER_FACTOR = 20.0
+"""Values farther than this many central ranges (p99 - p01) from its centre are warned about."""
+OUTLIER_MIN_SPREAD = 1.0
+"""The central range used for the bound is at least this (in the data's own units)."""
 _CHUNK_ROWS = 16_384  # transitions merged per numpy update; bounds memory, amortizes overhead
 _PROGRESS_SECONDS = 10.0
 
@@ -125,6 +140,30 @@ class _Accumulator:
             out[d] = a + frac * (b - a)
         return out
 
+    def outliers(self, stats: ArrayStatistics) -> list[tuple[int, int, float, float, float]]:
+        """(dim, count, most extreme value, low, high) of every dim with values outside
+        [low, high] = ``centre ± OUTLIER_FACTOR * spread`` (module docstring).
+
+        The percentiles are within one bin width w of the exact ones, and an outlier at distance
+        D from the bulk makes w <= D / (HISTOGRAM_BINS - 2), so the bound stays below D for
+        any factor below ~HISTOGRAM_BINS / 2. The count is of the histogram bins wholly
+        outside [low, high]: exact for far outliers, a lower bound near the bound."""
+        found = []
+        for d in range(self.dim):
+            p01, p99 = float(stats.p01[d]), float(stats.p99[d])
+            centre = (p01 + p99) / 2
+            spread = max(p99 - p01, OUTLIER_MIN_SPREAD)
+            low, high = centre - OUTLIER_FACTOR * spread, centre + OUTLIER_FACTOR * spread
+            if self.min[d] >= low and self.max[d] <= high:
+                continue
+            width = math.ldexp(1.0, int(self.exponent[d]))
+            edges = (int(self._start()[d]) + np.arange(HISTOGRAM_BINS + 1)) * width
+            beyond = (edges[1:] <= low) | (edges[:-1] > high)
+            count = max(int(self.counts[d][beyond].sum()), 1)
+            extreme = self.max[d] if self.max[d] - high >= low - self.min[d] else self.min[d]
+            found.append((d, count, float(extreme), low, high))
+        return found
+
     def finish(self) -> ArrayStatistics:
         return ArrayStatistics(
             mean=self.mean,
@@ -186,13 +225,15 @@ def compute_statistics(
     action_key: str | Sequence[str] = "action",
     proprio_key: str | Sequence[str] | None = ("observation", "proprio"),
     progress: bool = False,
+    name: str = "",
 ) -> DatasetStatistics:
     """Statistics of actions and proprio over all transitions, in one streaming pass.
 
     `trajectories` is iterated exactly once, so a one-shot Python iterator works; a
     `tf.data.Dataset` is first reduced to the keys needed (images never reach Python).
     `proprio_key=None` skips proprio. Raises ValueError on zero transitions, non-finite values
-    or dimensions that change between trajectories (naming the key and trajectory).
+    or dimensions that change between trajectories (naming the key and trajectory). Logs a
+    warning naming dataset `name`, key and dimension for outliers (module docstring).
     """
     keys = {"action": _path(action_key)}
     if proprio_key is not None:
@@ -267,10 +308,22 @@ def compute_statistics(
         raise ValueError("compute_statistics: the input has no trajectories")
     if num_transitions == 0:
         raise ValueError(f"compute_statistics: all {num_trajectories} trajectories are empty")
-    proprio = accumulators.get("proprio")
+    finished = {
+        key: accumulator.finish()
+        for key, accumulator in accumulators.items()
+        if key == "action" or accumulator.dim > 0
+    }
+    for key, stats in finished.items():
+        for dim, count, extreme, low, high in accumulators[key].outliers(stats):
+            logger.warning(
+                "statistics of %s: %r dim %d has %d value(s) outside [%.6g, %.6g] (centre of "
+                "p01..p99 +- %g x max(their range, 1)), most extreme %.6g: they distort its "
+                "mean/std and normalization; fix or skip the episodes holding them",
+                name or "dataset", names[key], dim, count, low, high, OUTLIER_FACTOR, extreme,
+            )  # fmt: skip
     return DatasetStatistics(
-        action=accumulators["action"].finish(),
-        proprio=proprio.finish() if proprio is not None and proprio.dim > 0 else None,
+        action=finished["action"],
+        proprio=finished.get("proprio"),
         num_transitions=num_transitions,
         num_trajectories=num_trajectories,
     )

@@ -151,7 +151,7 @@ def load_or_compute_statistics(
     logger.info("statistics of %s: computing (%s), will write %s", label, reason, path)
     started = time.monotonic()
     with data_errors(locate):  # a bad episode met here is named, as in the pipeline
-        stats = compute_statistics(make_trajectories(), **compute_kwargs)
+        stats = compute_statistics(make_trajectories(), name=name, **compute_kwargs)
     stats.save_json(path)
     logger.info(
         "statistics of %s: %d trajectories, %d transitions in %.1f s, wrote %s",

@@ -4,9 +4,12 @@ Static problems (a configured key the dataset lacks, too few action dims) are fo
 pipeline is built. Per-episode problems (NaN/Inf in action or proprio, raw or standardized;
 wrongly sized or undecodable images: `raw_checks.py`) are found while reading: by default they
 raise `DataError` (`data_errors` turns tf.data's InvalidArgumentError back into it); with
-``skip_bad_episodes`` the episode is dropped and counted in a log line. An episode left empty
-by standardization (a valid 1-step Bridge episode loses its only step to relabelling) is always
-dropped and counted: it holds nothing to learn from, and nothing is wrong with the data.
+``skip_bad_episodes`` the episode is dropped and counted in a log line. A truncated or corrupt
+shard is named the same way (dataset, file, record index, byte offset) or, with
+``skip_bad_episodes``, the rest of it is skipped and counted (`rlds.read_episodes`). An episode
+left empty by standardization (a valid 1-step Bridge episode loses its only step to
+relabelling) is always dropped and counted: it holds nothing to learn from, and nothing is
+wrong with the data.
 """
 
 from __future__ import annotations

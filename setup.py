@@ -56,6 +56,8 @@ EXTRAS_REQUIRE = {
     "tpu": [JAX.replace("jax", "jax[tpu]", 1)],
     "cuda12": [JAX.replace("jax", "jax[cuda12]", 1)],
     "cuda13": [JAX.replace("jax", "jax[cuda13]", 1)],
+    # Jupyter for scripts/inference_notebook.ipynb: `pip install -e ".[notebook]"`.
+    "notebook": ["notebook==7.6.5", "ipykernel==7.4.0"],
 }
 
 setup(

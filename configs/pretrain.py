@@ -9,9 +9,10 @@
         --config.data_dir=/data/oxe --config.model.language.checkpoint_dir=/models/t5-base \
         --config.mesh.fsdp=8
 
-`debug` trains on a synthetic Bridge-format dataset generated into the workdir (seconds; used by
-tests). `laptop` (what `make train` runs) trains on MetaWorld scripted-expert demonstrations of
-five tasks, collected into ~/.cache/octo_like/metaworld on first use (no download);
+`debug` trains on a synthetic Bridge-format dataset generated into the workdir (half a minute
+to a minute on 2 cores, mostly compilation; used by tests). `laptop` (what `make train` runs)
+trains on MetaWorld scripted-expert demonstrations of five tasks, collected into
+~/.cache/octo_like/metaworld on first use (no download);
 `laptop,metaworld_cross` adds the wrist-camera embodiment, `laptop,metaworld_stereo` sees each scene
 from two fixed cameras; `laptop_long` is the same tasks grown into a ~30-minute run (seen from
 the `front` camera, png frames, proprio, 200 demonstrations per task, an L1 head, 6,000 steps;
@@ -67,7 +68,7 @@ def get_config(arg: str = "laptop") -> ml_collections.ConfigDict:
     c.eval_batches = 2 if generated else 16
     # debug: synthetic data generated into <workdir>/data; laptop: MetaWorld demonstrations
     # collected into simulation.cache_dir; otherwise a named mix under data_dir.
-    if simulated:  # laptop_long: the front camera (README, "The 30-minute recipe", runs Y-BC)
+    if simulated:  # laptop_long: the front camera (docs/results.md, runs Y-BC)
         c.mix = mix or ("metaworld_front" if long_run else "metaworld")
     else:
         c.mix = "synthetic" if generated else (mix or "oxe_magic_soup")
@@ -206,9 +207,9 @@ def get_config(arg: str = "laptop") -> ml_collections.ConfigDict:
 
 
 def lengthen_for_half_an_hour(c: ml_collections.ConfigDict) -> None:
-    """`laptop_long`: the laptop preset as a ~30-minute run on 2 cores (README, "The 30-minute
-    recipe", has what each choice was worth): the `front` camera (mix set in get_config), png
-    frames, proprio, 200 demonstrations per task, no random
+    """`laptop_long`: the laptop preset as a ~30-minute run on 2 cores (docs/results.md,
+    "The 30-minute recipe", has what each choice was worth): the `front` camera (mix set in
+    get_config), png frames, proprio, 200 demonstrations per task, no random
     crop (the camera is fixed: a crop moves a goal marker by up to 7 px), an L1 regression head
     (the scripted experts are unimodal, so a diffusion head's extra cost buys nothing here),
     language-only tasks (what the evaluation gives), batch 32 at peak learning rate 1e-3 for

@@ -2,7 +2,7 @@
 
     python data/convert_raw_episodes.py --source /tmp/my_robot_episodes \
         --out ~/tensorflow_datasets --name my_robot [--val_fraction 0.1] \
-        [--image_encoding jpeg|png] [--skip_bad] [--overwrite] [--spec_out my_robot_spec.json]
+        [--image_encoding jpeg|png] [--skip_bad] [--overwrite] [--spec_out ~/my_robot_spec.json]
 
 A thin command line over `octo_like.data.raw_episodes.convert_episodes`; see data/README.md for
 the file layout and for registering the result in a fine-tuning config.

@@ -8,6 +8,9 @@ import re
 from collections.abc import Iterable
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+# The pages a user reads: the README, every page under docs/ and the data conversion guide.
+DOCUMENTS = ("README.md", *sorted(str(p.relative_to(REPO)) for p in (REPO / "docs").glob("*.md")))
+DATA_GUIDE = "data/README.md"
 
 
 def documented_commands(sources: Iterable[str], pattern: str) -> list[tuple[str, re.Match, str]]:
@@ -32,3 +35,11 @@ def documented_commands(sources: Iterable[str], pattern: str) -> list[tuple[str,
             found.append((f"{source}:{start}", match, re.split(r"\s#\s", text)[0]))
             i += 1
     return found
+
+
+def fenced_block(source: str, first_line: str) -> str:
+    """The fenced code block of `source` whose first line is `first_line` (without the fences)."""
+    blocks = re.findall(r"^```\w*\n(.*?)^```", (REPO / source).read_text(), re.M | re.S)
+    matching = [block for block in blocks if block.splitlines()[0].strip() == first_line]
+    assert len(matching) == 1, f"{source}: {len(matching)} blocks start with {first_line!r}"
+    return matching[0]

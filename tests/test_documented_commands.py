@@ -1,11 +1,15 @@
-"""Every `python train.py` / `python finetune.py` command printed in the README or in a config or
-entry-point docstring is parsed exactly as written (paths to data that does not exist here
-swapped for fixtures), validated into the typed config, and its model built abstractly with
-`nnx.eval_shape`; the debug command is the one tests/training/test_train.py trains and resumes.
-A documented command cannot rot."""
+"""Every `python train.py` / `python finetune.py` command printed in the README, a page under
+docs/, the data conversion guide (data/README.md) or a config or entry-point docstring is parsed
+exactly as written (paths to data that does not exist here swapped for fixtures), validated into
+the typed config, and its model built abstractly with `nnx.eval_shape`; the debug command is the
+one tests/training/test_train.py trains and resumes. The guide's example config file
+(`configs/finetune_my_robot.py`) and spec JSON are written out from the guide itself and used by
+the commands that name them. A documented command cannot rot."""
 
 from __future__ import annotations
 
+import json
+import pathlib
 import shlex
 
 import numpy as np
@@ -21,12 +25,15 @@ from octo_like.model.octo_model import OctoModel
 from octo_like.model.octo_module import OctoModule
 from octo_like.training.config import parse_train_config
 from octo_like.training.finetune_config import parse_finetune_config
-from tests.documented import REPO, documented_commands
+from tests.documented import DATA_GUIDE, DOCUMENTS, REPO, documented_commands, fenced_block
 
 SOURCES = (
-    "README.md", "docs/pods.md", "configs/pretrain.py", "configs/finetune.py", "train.py",
+    *DOCUMENTS, DATA_GUIDE, "configs/pretrain.py", "configs/finetune.py", "train.py",
     "finetune.py",
 )  # fmt: skip
+# The example config file of the data conversion guide: written from the guide when a command
+# names it, with the guide's spec JSON at the path it reads (~/my_robot_spec.json).
+GUIDE_CONFIG = "configs/finetune_my_robot.py"
 # Octo's published sizes without the frozen T5 (Octo paper): Small 27M, Base 93M.
 PUBLISHED_PARAMETERS = {"small": 27e6, "base": 93e6}
 
@@ -46,6 +53,8 @@ COMMANDS = documented_train_commands()
 
 
 def test_the_documents_hold_the_commands_we_expect():
+    scanned = {where.split(":")[0] for where, _ in COMMANDS}
+    assert {"README.md", "docs/training.md", "docs/finetuning.md", DATA_GUIDE} <= scanned
     programs = [argv[0] for _, argv in COMMANDS]
     assert programs.count("train.py") >= 6 and programs.count("finetune.py") >= 3
     presets = {a.split(":", 1)[1] for _, argv in COMMANDS for a in argv if "pretrain.py:" in a}
@@ -145,9 +154,23 @@ def substitute(argv: list[str], fixtures: dict[str, str], workdir: str) -> list[
     return [str(REPO / out[0]), *out[1:]]
 
 
+def write_guide_config(home) -> str:
+    """The guide's `configs/finetune_my_robot.py` and `~/my_robot_spec.json`, under `home`."""
+    source = fenced_block(DATA_GUIDE, f"# {GUIDE_CONFIG}")
+    spec = json.loads(fenced_block(DATA_GUIDE, "{"))
+    (home / "my_robot_spec.json").write_text(json.dumps(spec))
+    path = home / pathlib.Path(GUIDE_CONFIG).name
+    path.write_text(source)
+    return str(path)
+
+
 @pytest.mark.parametrize(("where", "argv"), COMMANDS, ids=[w for w, _ in COMMANDS])
-def test_documented_command_parses_and_builds(where, argv, fixtures, tmp_path):
+def test_documented_command_parses_and_builds(where, argv, fixtures, tmp_path, monkeypatch):
     argv = substitute(argv, fixtures, str(tmp_path / "run"))
+    if any(a.startswith(f"{GUIDE_CONFIG}:") for a in argv):
+        monkeypatch.setenv("HOME", str(tmp_path))
+        guide_config = write_guide_config(tmp_path)
+        argv = [a.replace(GUIDE_CONFIG, guide_config, 1) for a in argv]
     argv = [a.replace("configs/", f"{REPO}/configs/", 1) if a.startswith("configs/") else a
             for a in argv]  # fmt: skip
     if argv[0].endswith("train.py"):

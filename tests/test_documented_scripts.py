@@ -1,6 +1,7 @@
-"""Every ``python scripts/NAME.py ...`` command printed in the README, a script's docstring or a
-config is parsed by that script's own `parse_args`, and every optional flag it shows in
-``[--flag ...]`` is one the script knows: a renamed flag cannot leave the documents behind.
+"""Every ``python scripts/NAME.py ...`` command printed in the README, a page under docs/, the
+data conversion guide (data/README.md), a script's docstring or a config is parsed by that
+script's own `parse_args`, and every optional flag it shows in ``[--flag ...]`` is one the
+script knows: a renamed flag cannot leave the documents behind.
 (tests/test_documented_commands.py does the same, and more, for train.py and finetune.py.)"""
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ import shlex
 
 import pytest
 
-from tests.documented import REPO, documented_commands
+from tests.documented import DATA_GUIDE, DOCUMENTS, REPO, documented_commands
 
 SOURCES = (
-    "README.md",
-    "docs/pods.md",
+    *DOCUMENTS,
+    DATA_GUIDE,
     "configs/pretrain.py",
     "configs/finetune.py",
     *sorted(str(p.relative_to(REPO)) for p in (REPO / "scripts").glob("*.py")),

@@ -70,6 +70,21 @@ def test_notebook_is_valid_nbformat_4_without_outputs():
     for variable in ("OCTO_CHECKPOINT", "OCTO_DATA_DIR", "OCTO_DATASET", "OCTO_PLOT"):
         assert variable in settings
     assert "runs/laptop" in settings and "config.json" in settings  # make train's run
+    assert "setup.py" in settings and "JPY_SESSION_NAME" in settings  # finds the repository
+    intro = "".join(notebook["cells"][0]["source"])
+    assert "MetaWorld" in intro and "synthetic" not in intro  # the data `make train` trains on
+    assert '".[notebook]"' in intro
+
+
+def test_notebook_extra_installs_jupyter_with_locked_pins():
+    """`pip install -e ".[notebook]"` pulls Jupyter; its pins are in requirements.lock."""
+    match = re.search(r'"notebook": \[([^\]]*)\]', (REPO / "setup.py").read_text())
+    assert match, "setup.py has no `notebook` extra"
+    pins = re.findall(r'"([\w.-]+)==([\w.]+)"', match.group(1))
+    assert {name for name, _ in pins} >= {"notebook", "ipykernel"}
+    lock = set((REPO / "requirements.lock").read_text().split())
+    for name, version in pins:
+        assert f"{name}=={version}" in lock, name
 
 
 def _example_episodes_module():

@@ -7,7 +7,7 @@ stale silently. `split_content_key` adds, per shard file: its name, size, modifi
 a SHA-256 of sampled bytes; the whole split is hashed when it is small (<= `FULL_HASH_BYTES`,
 e.g. the Bridge test shard), otherwise `SAMPLES` blocks of `BLOCK_BYTES` spread over each shard
 (first and last included), read by `THREADS` threads. Cost: one stat and `SAMPLES` small reads
-per shard (measured in the README, "The input pipeline"). A copy that does not keep modification
+per shard (measured in docs/data.md). A copy that does not keep modification
 times (``cp`` without ``-p``) changes the key and costs one recomputation.
 """
 

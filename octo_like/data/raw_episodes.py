@@ -219,7 +219,9 @@ def convert_episodes(
         raise ValueError(f"dataset name {name!r}: use lower-case letters, digits and '_'")
     target = os.path.join(out_dir, name, version)
     if os.path.exists(os.path.join(target, "dataset_info.json")) and not overwrite:
-        raise FileExistsError(f"{target} already exists; pass overwrite=True to replace it")
+        raise FileExistsError(
+            f"{target} already exists; pass --overwrite (overwrite=True) to replace it"
+        )
     files = list_episode_files(source_dir)
     scan = _scan(files, image_encoding)
     if scan.bad:

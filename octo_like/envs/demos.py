@@ -199,7 +199,7 @@ def collect_demonstrations(
                     raise RuntimeError(
                         f"the {task!r} expert failed too often ({attempts[task]} attempts for "
                         f"{wanted[split]} {split} episodes); lower expert_noise or raise "
-                        "max_episode_steps"
+                        "max_episode_steps (--max_steps)"
                     )
                 for _ in range(needed[task]):
                     seed = _job_seed(config, task_index, split, attempts[task])

@@ -2,7 +2,7 @@
 several instructions.
 
 Several phrasings per task, so a language-conditioned policy learns the task rather than one
-string. `EXPERT_SUCCESS` is the scripted expert's measured success (README, "MetaWorld tasks"):
+string. `EXPERT_SUCCESS` is the scripted expert's measured success (docs/simulation.md):
 tasks whose expert falls below 90% make noisy demonstrations and are flagged there. Pure Python:
 safe to import in simulator worker processes.
 """

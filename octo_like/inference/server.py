@@ -24,7 +24,7 @@ without being buffered further. Model work runs on one worker thread, in order; 
 `max_queued` requests wait or run at once and the rest are answered "busy" at once. A request
 whose client disconnects while it waits is dropped; each disconnect is one log line. With a
 `token`, the websocket handshake needs ``Authorization: Bearer <token>`` (TLS: put a reverse
-proxy in front, see the README). ``GET /healthz`` (plain HTTP, "ok") is always open and is
+proxy in front, see docs/inference.md). ``GET /healthz`` (plain HTTP, "ok") is always open and is
 answered during a long inference.
 
 Abuse stays contained: messages are decoded and checked on two parser threads, never on the

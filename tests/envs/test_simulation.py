@@ -110,7 +110,7 @@ def test_collection_writes_readable_rlds(collected):
 
 def test_png_collections_store_exactly_the_frames_the_simulator_renders(collected):
     """A policy in the simulator sees rendered pixels; a png collection trains it on the same
-    pixels (jpeg at 64 px blurs a 2-3 px goal marker into the table, see the README)."""
+    pixels (jpeg at 64 px blurs a 2-3 px goal marker into the table, see docs/simulation.md)."""
     _, report = collected
     builder = tfds.builder_from_directory(report.path)
     episode = next(iter(tfds.as_numpy(builder.as_dataset(split="train").take(1))))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 
-from octo_like.host import prefer_cpu_without_accelerators
+from octo_like.host import exit_at_once_on, prefer_cpu_without_accelerators
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 prefer_cpu_without_accelerators()  # before JAX starts: no TPU runtime probe on a laptop
@@ -103,13 +103,16 @@ def _cli():
     def _main(argv):
         del argv
         logging.getLogger().setLevel(logging.INFO)
-        result, _ = main(
-            flags.FLAGS.config,
-            flags.FLAGS.workdir,
-            overwrite=flags.FLAGS.overwrite,
-            stop_at_step=flags.FLAGS.stop_at_step,
-            echo=print,
-        )
+        from octo_like.training.checkpoint import CheckpointSaveError
+
+        with exit_at_once_on(CheckpointSaveError):
+            result, _ = main(
+                flags.FLAGS.config,
+                flags.FLAGS.workdir,
+                overwrite=flags.FLAGS.overwrite,
+                stop_at_step=flags.FLAGS.stop_at_step,
+                echo=print,
+            )
         if result.preempted:
             print(
                 f"preempted: stopped at step {result.final_step} with a checkpoint saved; "

@@ -16,7 +16,7 @@ import logging
 import os
 
 from octo_like import storage
-from octo_like.host import prefer_cpu_without_accelerators
+from octo_like.host import exit_at_once_on, prefer_cpu_without_accelerators
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 prefer_cpu_without_accelerators()  # before JAX starts: no TPU runtime probe on a laptop
@@ -107,10 +107,13 @@ def _cli():
         del argv
         logging.getLogger().setLevel(logging.INFO)
         values = flags.FLAGS
-        result = main(
-            values.config, values.workdir, overwrite=values.overwrite,
-            stop_at_step=values.stop_at_step,
-        )  # fmt: skip
+        from octo_like.training.checkpoint import CheckpointSaveError
+
+        with exit_at_once_on(CheckpointSaveError):
+            result = main(
+                values.config, values.workdir, overwrite=values.overwrite,
+                stop_at_step=values.stop_at_step,
+            )  # fmt: skip
         if result.preempted:
             print(
                 f"preempted: stopped at step {result.final_step} with a checkpoint saved; "

@@ -8,8 +8,11 @@ quietly; an explicit ``JAX_PLATFORMS`` always wins.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
+import sys
+import traceback
 from collections.abc import MutableMapping
 
 # TPU VMs expose /dev/accel* (v2-v5p) or /dev/vfio/<n> (v5e, v6e); NVIDIA GPUs /dev/nvidia<n>.
@@ -29,3 +32,18 @@ def prefer_cpu_without_accelerators(
         return False
     environ["JAX_PLATFORMS"] = "cpu"
     return True
+
+
+@contextlib.contextmanager
+def exit_at_once_on(*errors: type[BaseException]):
+    """For entry points: one of `errors` is printed last and the process exits with status 1
+    at once. After a checkpoint save fails (a full disk) orbax's threads of that save are still
+    failing, and its abandoned write coroutines, finalized at interpreter teardown, print raw
+    errors ("ImportError: sys.meta_path is None") after ours; nothing is left to save then."""
+    try:
+        yield
+    except errors as error:
+        sys.stdout.flush()
+        traceback.print_exception(error)
+        sys.stderr.flush()
+        os._exit(1)

@@ -17,8 +17,11 @@ from tests.training.checkpoint_kill_child import state_at
 
 SAVE_UNTIL_FULL = """
 import sys
+from octo_like.host import exit_at_once_on
+from octo_like.training.checkpoint import CheckpointSaveError
 from tests.training.checkpoint_kill_child import main
-main(sys.argv[1])
+with exit_at_once_on(CheckpointSaveError):  # as train.py and finetune.py run
+    main(sys.argv[1])
 """
 
 

@@ -9,6 +9,7 @@ statistics, input spec and text tokenizer — saved to and loaded from one check
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -157,6 +158,8 @@ class OctoModel:
         only if `unnormalization_statistics` is explicitly ``{}``.
         """
         required = required_inputs(self.config)
+        observations = self._with_pad_masks("observation", observations, required)
+        tasks = self._with_pad_masks("task", tasks, required)
         spec_lib.check_inputs(self.input_spec, "observation", observations, required["observation"])
         spec_lib.check_inputs(self.input_spec, "task", _network_tasks(tasks), required["task"])
         if self._predict is None:
@@ -194,7 +197,36 @@ class OctoModel:
             entry["action_normalization_mask"],
         ).astype(np.float32)
 
+    def _with_pad_masks(self, part: str, tree: Mapping[str, Any], required) -> Mapping[str, Any]:
+        """Octo's convention: a tree without ``pad_mask_dict`` has every modality valid.
+
+        Fills ``pad_mask_dict`` with all-True masks (observation bool[b, window], task
+        bool[b]) and warns, since a missing mask usually means the caller forgot it.
+        """
+        if "pad_mask_dict" in tree:
+            return tree
+        prefix = "pad_mask_dict/"
+        arrays = [v for v in tree.values() if np.ndim(v) > 0]
+        if not arrays:
+            return tree
+        batch = np.shape(arrays[0])[0]
+        shape = (batch, self.config.window) if part == "observation" else (batch,)
+        needed = {
+            path[len(prefix) :]: shape[1:] for path in required[part] if path.startswith(prefix)
+        }
+        if not needed:
+            return tree
+        warnings.warn(
+            f"{part} has no 'pad_mask_dict': assuming every modality is valid "
+            f"({', '.join(sorted(needed))})",
+            stacklevel=3,
+        )
+        masks = {key: np.ones((batch, *shape), bool) for key, shape in needed.items()}
+        return {**tree, "pad_mask_dict": masks}
+
     def _statistics_entry(self, given):
+        if given is not None and given and "statistics" not in given:
+            return self._entry_for_action_statistics(given)
         if given is not None:
             return given or None
         if len(self.dataset_statistics) == 1:
@@ -205,6 +237,27 @@ class OctoModel:
             "the model was trained on several datasets "
             f"({', '.join(sorted(self.dataset_statistics))}): pass "
             "unnormalization_statistics=model.dataset_statistics[NAME]"
+        )
+
+    def _entry_for_action_statistics(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """Octo's form, ``dataset_statistics[NAME]["action"]``: the bare action statistics.
+
+        Matched against this model's entries to find the normalization type and mask that go
+        with them; statistics of no entry of this model are refused, naming the argument to use.
+        """
+        for entry in self.dataset_statistics.values():
+            action = entry.get("statistics", {}).get("action")
+            # Also the statistics of all arrays (``entry["statistics"]``), which hold "action".
+            if action is not None and (
+                _same_tree(action, given) or _same_tree(action, given.get("action"))
+            ):
+                return entry
+        raise ValueError(
+            "unnormalization_statistics must be a whole entry of model.dataset_statistics "
+            "(keys 'statistics', 'normalization', 'action_normalization_mask'), e.g. "
+            "unnormalization_statistics=model.dataset_statistics[NAME] with NAME one of "
+            f"{sorted(self.dataset_statistics)}; got a mapping with keys {sorted(given)} "
+            "that matches no dataset of this model"
         )
 
     # ---------------------------------------------------------------- checkpoints
@@ -360,6 +413,20 @@ def tokenize_tasks(tasks: Mapping[str, Any], tokenizer: TextTokenizer) -> dict[s
     """Adds ``language_tokens int32[b, L]`` and ``language_mask bool[b, L]`` (host side)."""
     tokens = tokenizer(list(np.asarray(tasks["language_instruction"]).reshape(-1)))
     return {**tasks, "language_tokens": tokens["tokens"], "language_mask": tokens["mask"]}
+
+
+def _same_tree(a: Any, b: Any) -> bool:
+    """Equality of nested statistics dicts whose leaves may be lists or arrays."""
+    if isinstance(a, Mapping) or isinstance(b, Mapping):
+        if not (isinstance(a, Mapping) and isinstance(b, Mapping)) or set(a) != set(b):
+            return False
+        return all(_same_tree(a[k], b[k]) for k in a)
+    if a is None or b is None:
+        return a is b
+    try:
+        return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+    except (TypeError, ValueError):
+        return a == b
 
 
 def _network_tasks(tasks: Mapping[str, Any]) -> dict[str, Any]:

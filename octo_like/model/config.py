@@ -13,7 +13,7 @@ from typing import Any
 
 from octo_like.model.attention import ATTENTION_IMPLEMENTATIONS
 from octo_like.model.tokenizers.image import PATCH_SIZES
-from octo_like.model.transformer import REMAT_POLICIES, remat_policy_name
+from octo_like.model.transformer import REMAT_POLICIES, TRANSFORMER_PRESETS, remat_policy_name
 
 IMAGE_ENCODERS = ("small_stem16", "patch16")
 # Compute dtypes; "auto" is bfloat16 on accelerators and float32 on CPU, decided where the
@@ -106,6 +106,11 @@ class HeadConfig:
     kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     readout_tokens: int = 1
 
+    def __post_init__(self):
+        from octo_like.model.heads import ACTION_HEADS  # the heads import no config
+
+        _check_choice("action head kind", self.kind, ACTION_HEADS)
+
 
 LORA_TARGETS = ("query", "key", "value", "out", "fc1", "fc2")
 
@@ -171,6 +176,7 @@ class ModelConfig:
             raise ValueError(f"a camera has two image tokenizers: {cameras}")
         if not cameras and self.proprio is None:
             raise ValueError("the model has no observation tokenizer (no camera, no proprio)")
+        _check_choice("transformer size", self.transformer, TRANSFORMER_PRESETS)
         _check_choice("dtype", self.dtype, DTYPES)
         if isinstance(self.remat, bool):  # configs saved before remat policies existed
             object.__setattr__(self, "remat", remat_policy_name(self.remat))

@@ -225,11 +225,12 @@ def parse_train_config(
     else:
         from octo_like.data.oxe.mixes import resolve_mix
 
+        weighted = resolve_mix(mix)  # an unknown mix is named before a missing data_dir
         if not data_dir:
             raise ConfigError(f"mix {mix!r} needs --config.data_dir (the TFDS data root)")
         datasets = [
             DatasetSource(name=spec.name, location=data_dir, weight=weight)
-            for spec, weight in resolve_mix(mix)
+            for spec, weight in weighted
         ]
     raw["data"] = {**raw.get("data", {}), "datasets": [dataclasses.asdict(d) for d in datasets]}
     return build(TrainConfig, raw, "config")

@@ -17,7 +17,7 @@ train: $(STAMP)
 	$(PY) train.py
 
 test: $(STAMP)
-	$(PY) -m ruff check octo_like tests scripts train.py
+	$(PY) -m ruff check octo_like tests scripts packages train.py finetune.py
 	$(PY) -m pytest -q -n auto --dist loadfile --no-loadscope-reorder --durations=25 tests
 
 test-fast: $(STAMP)

@@ -66,7 +66,10 @@ setup(
     description="Octo-style vision-language-action policies in JAX",
     # Every pin of requirements.lock has wheels for 3.11-3.13 (tests/test_install.py checks).
     python_requires=">=3.11,<3.14",
-    packages=find_packages(include=["octo_like", "octo_like.*"]),
+    # The policy client is its own small distribution (packages/octo_like_client, no JAX); the
+    # full install carries the same source so octo_like.inference re-exports it.
+    packages=[*find_packages(include=["octo_like", "octo_like.*"]), "octo_like_client"],
+    package_dir={"octo_like_client": "packages/octo_like_client/src/octo_like_client"},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
 )

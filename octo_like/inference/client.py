@@ -1,128 +1,21 @@
-"""`PolicyClient`: the robot computer's side of the policy server (no JAX, no TensorFlow).
+"""Re-exports `octo_like_client.client` (packages/octo_like_client), the one copy of the client."""
 
-    with PolicyClient("127.0.0.1", 8000, token=os.environ.get("OCTO_POLICY_TOKEN")) as client:
-        chunk = client.infer(window, "open the drawer")   # float32[H, A]
-        client.reset("open the drawer"); action = client.step(frame)  # float32[A]
+from octo_like_client.client import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    PolicyClient,
+    PolicyServerBusy,
+    PolicyServerError,
+    PolicyServerUnavailable,
+    check_health,
+    wait_for_health,
+)
 
-`tls=True` speaks ``wss://`` (a TLS-terminating reverse proxy in front of the server, see the
-README); `token` is sent as ``Authorization: Bearer <token>`` when the server requires one.
-"""
-
-from __future__ import annotations
-
-import http
-import http.client
-from collections.abc import Mapping
-from typing import Any
-
-import numpy as np
-from websockets.sync.client import connect
-
-from octo_like.inference.wire import HEALTH_PATH, TOKEN_HEADER, packb, unpackb
-
-DEFAULT_MAX_MESSAGE_BYTES = 64 * 2**20
-
-
-class PolicyServerError(RuntimeError):
-    """The server answered a request with an error."""
-
-
-class PolicyServerBusy(PolicyServerError):
-    """The server's queue is full; retry later."""
-
-
-class PolicyClient:
-    """A synchronous client; `metadata` (with the server's `limits`) arrives on connect."""
-
-    def __init__(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 8000,
-        *,
-        token: str | None = None,
-        tls: bool = False,
-        timeout: float | None = 60.0,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-    ):
-        self.uri = f"{'wss' if tls else 'ws'}://{host}:{port}"
-        headers = {TOKEN_HEADER: f"Bearer {token}"} if token else None
-        self._connection = connect(
-            self.uri,
-            open_timeout=timeout,
-            max_size=max_message_bytes,
-            compression=None,
-            additional_headers=headers,
-        )
-        self.timeout = timeout
-        self.metadata: dict[str, Any] = self._receive()["metadata"]
-        self.last_latency_ms: float | None = None
-
-    def infer(
-        self,
-        observation: Mapping[str, Any],
-        instruction: str | list[str] = "",
-        goal: Mapping[str, Any] | None = None,
-    ) -> np.ndarray:
-        """Action chunk(s) float32[(b,) H, A] for a window (batched or not)."""
-        request: dict[str, Any] = {"observation": dict(observation), "instruction": instruction}
-        if goal is not None:
-            request["goal"] = dict(goal)
-        reply = self.request(request)
-        self.last_latency_ms = reply["latency_ms"]
-        return reply["actions"]
-
-    def reset(self, instruction: str | None = None, goal: Mapping[str, Any] | None = None):
-        """Starts an episode of this connection's server-side session."""
-        options: dict[str, Any] = {}
-        if instruction is not None:
-            options["instruction"] = instruction
-        if goal is not None:
-            options["goal"] = dict(goal)
-        self.request({"reset": options})
-
-    def step(self, frame: Mapping[str, Any]) -> np.ndarray:
-        """One control step of the server-side session: float32[A]."""
-        reply = self.request({"frame": dict(frame)})
-        self.last_latency_ms = reply["latency_ms"]
-        return reply["action"]
-
-    def server_latency_ms(self) -> dict[str, float]:
-        """The server's `Policy.latency_ms()` summary."""
-        return self.request({"metadata": True})["latency_ms"]
-
-    def request(self, message: Mapping[str, Any]) -> dict[str, Any]:
-        """Sends one request; raises `PolicyServerError` (`PolicyServerBusy` when the server's
-        queue is full) if the server answers an error."""
-        reply = self.send_raw(packb(dict(message)))
-        if "error" in reply:
-            raise (PolicyServerBusy if reply.get("busy") else PolicyServerError)(reply["error"])
-        return reply
-
-    def send_raw(self, data: bytes | str) -> dict[str, Any]:
-        """Sends `data` as is and returns the decoded reply (errors included, not raised)."""
-        self._connection.send(data)
-        return self._receive()
-
-    def _receive(self) -> dict[str, Any]:
-        return unpackb(self._connection.recv(timeout=self.timeout))
-
-    def close(self) -> None:
-        self._connection.close()
-
-    def __enter__(self) -> PolicyClient:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def check_health(host: str = "127.0.0.1", port: int = 8000, timeout: float = 5.0) -> bool:
-    """True when ``GET /healthz`` answers 200 (the server is up and its loop responsive)."""
-    connection = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        connection.request("GET", HEALTH_PATH)
-        return connection.getresponse().status == http.HTTPStatus.OK
-    except OSError:
-        return False
-    finally:
-        connection.close()
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "PolicyClient",
+    "PolicyServerBusy",
+    "PolicyServerError",
+    "PolicyServerUnavailable",
+    "check_health",
+    "wait_for_health",
+]

@@ -50,6 +50,7 @@ class Metadata:
 
 
 Request = Inference | Frame | Reset | Metadata
+MAX_MAP_KEYS = 256  # any map of a request; more are refused before they are decoded
 
 
 def parse_request(message, metadata: Mapping[str, Any], limits: ServerLimits) -> Request:
@@ -57,7 +58,16 @@ def parse_request(message, metadata: Mapping[str, Any], limits: ServerLimits) ->
     if isinstance(message, str):
         raise TypeError("send binary msgpack messages, not text")
     try:
-        request = unpackb(message)
+        request = unpackb(message, max_map_len=MAX_MAP_KEYS)
+    except ValueError as e:
+        if "map" in str(e) and "exceeds max_map_len" in str(e):
+            raise ValueError(
+                f"a map of the message has more than {MAX_MAP_KEYS} keys (requests hold "
+                "observation, task and a few arrays)"
+            ) from e
+        raise ValueError(
+            f"the message is not valid msgpack ({type(e).__name__}: {str(e)[:200]})"
+        ) from e
     except Exception as e:
         detail = str(e)[:200]
         raise ValueError(f"the message is not valid msgpack ({type(e).__name__}: {detail})") from e

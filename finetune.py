@@ -15,9 +15,11 @@ from __future__ import annotations
 import logging
 import os
 
-from octo_like.host import exit_at_once_on, prefer_cpu_without_accelerators
-
+# TensorFlow C++ INFO/WARNING lines (oneDNN notes): set before anything imports TensorFlow.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from octo_like.host import console_logging, exit_at_once_on, prefer_cpu_without_accelerators
+
 prefer_cpu_without_accelerators()  # before JAX starts: no TPU runtime probe on a laptop
 
 
@@ -102,7 +104,7 @@ def _cli():
 
     def _main(argv):
         del argv
-        logging.getLogger().setLevel(logging.INFO)
+        console_logging(logging.INFO)
         from octo_like.training.checkpoint import CheckpointSaveError
 
         with exit_at_once_on(CheckpointSaveError):

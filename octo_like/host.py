@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import logging
 import os
 import sys
 import traceback
@@ -47,3 +48,14 @@ def exit_at_once_on(*errors: type[BaseException]):
         traceback.print_exception(error)
         sys.stderr.flush()
         os._exit(1)
+
+
+# Libraries whose INFO lines (orbax's step bookkeeping, some 1-3 KB long) drown a run's own.
+CHATTY_LOGGERS = ("absl", "jax", "orbax", "tensorflow", "tensorstore")
+
+
+def console_logging(level: int = logging.INFO) -> None:
+    """For entry points: the run's own loggers at `level`, third-party ones at WARNING."""
+    logging.getLogger().setLevel(level)
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))

@@ -353,11 +353,13 @@ def _run_held(
                     "perf/data_wait_s": window_wait / steps_done,
                 }
                 writer.write(step, {**last, **perf, **shares.take()}, prefix="train")
+                progress.log(step, {"loss": last["loss"]} if "loss" in last else {})
                 pending, window_start, window_wait = [], step, 0.0
             if config.val_split and (step % config.eval_every == 0 or step == end_step):
                 val = _evaluate(eval_step, state, val_config, shard, prepared, config, to_device)
                 if val:
                     writer.write(step, val, prefix="val")
+                    progress.log(step, {"val_loss": val.get("loss", float("nan"))}, rates=False)
             if simulate and (step % closed_loop.every == 0 or step == end_step):
                 nnx.update(model.module, distributed.host_copy(inference_params(state)))
                 writer.write(step, closed_loop(step, model), prefix="sim")

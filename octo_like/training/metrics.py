@@ -352,16 +352,23 @@ class Progress:
         disable: bool = False,
         file: TextIO | None = None,
         mininterval: float = 1.0,
+        plain: bool | None = None,
     ):
         from tqdm import tqdm
 
+        stream = file if file is not None else sys.stderr
+        # A log file (a cluster's job output) gets plain lines from `log`, not a bar drawn
+        # with carriage returns; None: plain when the stream is not a terminal.
+        if plain is None:
+            plain = not (hasattr(stream, "isatty") and stream.isatty())
+        self._plain, self._quiet, self._stream = plain, disable, stream
         self._bar = tqdm(
             total=max(int(total_steps), 0),
             initial=max(int(initial_step), 0),
             unit="step",
             dynamic_ncols=True,
-            disable=disable,
-            file=file if file is not None else sys.stderr,
+            disable=disable or plain,
+            file=stream,
             mininterval=mininterval,
             smoothing=self.SMOOTHING,
         )
@@ -402,8 +409,32 @@ class Progress:
         target = min(int(step), self._bar.total) if self._bar.total else int(step)
         self._bar.update(max(target - self._bar.n, 0))  # never backwards, never past the end
 
+    def log(self, step: int, values: dict[str, float], *, rates: bool = True) -> None:
+        """One plain line (when not drawing a bar): ``step N/T`` then `values` (e.g. loss,
+        val_loss), then with `rates` samples/s, data-wait share and ETA from the smoothed
+        step time."""
+        if not self._plain or self._quiet:
+            return
+        total = self._bar.total
+        parts = [f"step {int(step)}/{total}"]
+        parts += [f"{name} {_format(float(value), '.4g')}" for name, value in values.items()]
+        avg = self._averages
+        if rates and avg is not None and avg["wall"] > 0:
+            parts.append(f"samples/s {_format(avg['samples'] / avg['wall'], '.1f')}")
+            if avg["busy"] > 0:
+                parts.append(f"data_wait {_format(100 * avg['wait'] / avg['busy'], '.0f')}%")
+            remaining = max(total - int(step), 0) * avg["wall"]
+            parts.append(f"eta {_duration(remaining)}")
+        print(" ".join(parts), file=self._stream, flush=True)
+
     def close(self) -> None:
         self._bar.close()
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
 
 
 def _non_negative(value: float) -> float:

@@ -57,9 +57,14 @@ from octo_like.training.workdir_lock import WorkdirLock
 
 log = logging.getLogger(__name__)
 
-# How a run executes, not what it trains: changing them never blocks a resume.
+# How a run executes, how long and how it reports, not what it trains: changing them never
+# blocks a resume. A new num_steps rebuilds the learning-rate schedule for the new length
+# and the step count goes on: from the resumed step the rate follows the new schedule (the
+# cosine of the longer run), which may jump at that step (tests/training/test_resume_extend.py).
 RUNTIME_KEYS = (
     "profile_steps", "compilation_cache", "prefetch_batches", "platform", "distributed",
+    "num_steps", "log_every", "eval_every", "eval_batches", "checkpoint.save_every",
+    "checkpoint.keep_last", "checkpoint.keep_every", "tensorboard", "wandb_project",
 )  # fmt: skip
 
 

@@ -37,7 +37,9 @@ def check_workdir(
     ``<workdir>.overwritten-<UTC time>`` and a fresh one started. The same config always
     resumes, even with `overwrite` (restarts of a preempted job must not wipe it).
 
-    Top-level keys in `ignore` (how the run executes, e.g. a profiler window) may differ.
+    Keys in `ignore` (dotted paths, a key and everything under it: how the run executes or
+    how long, e.g. a profiler window, ``num_steps``, ``checkpoint.save_every``) may differ;
+    the new values are then written to ``config.json``.
     `write_config=False` leaves writing ``config.json`` of a new run to `write_run_config`,
     called once the run is known to start (a config that fails later validation must not
     claim the workdir).
@@ -52,11 +54,15 @@ def check_workdir(
             old = json.loads(storage.read_text(path))
         except json.JSONDecodeError as e:
             old = {"<unreadable config.json>": str(e)}
-        differences = [
-            d for d in _differences(old, config) if d.split(":")[0].split(".")[0] not in ignore
-        ]
+        found = _differences(old, config)
+        differences = [d for d in found if not _ignored(d.split(":")[0], ignore)]
         if not differences:
-            log.info("resuming the run in %s (same config)", workdir)
+            retuned = [d for d in found if d not in differences]
+            if retuned:  # config.json records what the run does from now on
+                log.info("resuming the run in %s with: %s", workdir, "; ".join(retuned))
+                write_json(path, config)
+            else:
+                log.info("resuming the run in %s (same config)", workdir)
             return "resume"
         if not overwrite:
             shown = "; ".join(differences[:5]) + (" ..." if len(differences) > 5 else "")
@@ -118,6 +124,10 @@ def jsonable(value: Any, where: str) -> Any:
     if value is None or isinstance(value, str | bool | int | float):
         return value
     raise TypeError(f"{where}: {type(value).__name__} is not JSON serializable")
+
+
+def _ignored(key: str, ignore: tuple[str, ...]) -> bool:
+    return any(key == path or key.startswith(path + ".") for path in ignore)
 
 
 def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:

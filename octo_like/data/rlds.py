@@ -211,6 +211,12 @@ def read_episodes(
     instructions = builder.info.splits[split_for_process(split, shard)].file_instructions
     instructions = [i for i in instructions if _wanted(i) > 0]
     name = builder.info.name
+    missing = [i.filename for i in instructions if not _exists(i.filename)]
+    if missing:  # read lazily, a missing shard would leave a repeated dataset empty: a spin
+        raise DatasetMetadataError(
+            f"dataset {name!r}: {len(missing)} shard file(s) that dataset_info.json lists are "
+            f"missing, e.g. {missing[0]}; copy the dataset again (every shard with its metadata)"
+        )
     damaged = _DamagedShards(name, skipped if skipped is not None else SkippedEpisodes())
     table = tf.data.Dataset.from_tensor_slices(
         (

@@ -224,6 +224,9 @@ def test_a_missing_shard_is_named(bridge_dir, tmp_path):
     (directory / SHARD).unlink()
     with pytest.raises(FileNotFoundError, match=f"shard {directory / SHARD} .* is missing"):
         split_content_key(rlds.open_builder(str(directory)), "train")
+    # the reader itself: read lazily and repeated, the empty shard list spun at 100% CPU
+    with pytest.raises(rlds.DatasetMetadataError, match=r"1 shard file\(s\) .* missing"):
+        rlds.read_episodes(rlds.open_builder(str(directory)), "train")
 
 
 # ------------------------------------------------------------------------------- (d) converter

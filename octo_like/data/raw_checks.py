@@ -58,7 +58,7 @@ def expected_image_shapes(builder, spec: DatasetSpec, cameras: Sequence[str]) ->
 
 def raw_problem(traj: Mapping[str, Any], spec: DatasetSpec, image_shapes: dict) -> tf.Tensor:
     """string scalar: b"" for a raw episode with no defect, else the first defect found."""
-    checks = []
+    checks = [_unequal_steps(traj)]
     action = traj.get("action")
     if action is not None:
         for path, leaf in _float_leaves(action, "action"):
@@ -78,6 +78,37 @@ def raw_problem(traj: Mapping[str, Any], spec: DatasetSpec, image_shapes: dict) 
     for check in reversed(checks):  # the first defect wins
         problem = tf.where(tf.equal(check, ""), problem, check)
     return problem
+
+
+def _unequal_steps(traj: Mapping[str, Any]) -> tf.Tensor:
+    """A step field with another number of steps than the action (a key missing from some
+    records decodes as 0 steps and failed later as a raw ConcatOp error)."""
+    leaves = [(p, v) for p, v in _leaves(traj.get("action"), "action")]
+    leaves += [(p, v) for p, v in _leaves(traj.get("observation"), "observation")]
+    if len(leaves) < 2:
+        return tf.constant("")
+    steps = tf.shape(leaves[0][1])[0]
+    problem = tf.constant("")
+    for path, leaf in reversed(leaves[1:]):
+        count = tf.shape(leaf)[0]
+        problem = tf.where(
+            tf.equal(count, steps),
+            problem,
+            tf.strings.join([
+                f"step field '{path}' has ", tf.strings.as_string(count), " steps, ",
+                f"'{leaves[0][0]}' ", tf.strings.as_string(steps),
+                " (a key missing from the episode's records?)",
+            ]),
+        )  # fmt: skip
+    return problem
+
+
+def _leaves(tree, prefix: str):
+    if isinstance(tree, Mapping):
+        for key, value in sorted(tree.items()):  # the same field named in every run
+            yield from _leaves(value, f"{prefix}/{key}")
+    elif isinstance(tree, tf.Tensor) and tree.shape.rank:
+        yield prefix, tree
 
 
 def _float_leaves(tree, prefix: str):

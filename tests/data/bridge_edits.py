@@ -94,6 +94,11 @@ def nan_state(feature) -> None:
     values[BAD_STEP * width] = float("nan")
 
 
+def missing_action(feature) -> None:
+    """The episode's records lack `steps/action` (it decodes as 0 steps)."""
+    del feature["steps/action"]
+
+
 def six_dim_actions_everywhere(feature) -> None:
     values = feature["steps/action"].float_list.value
     kept = [v for i, v in enumerate(values) if i % 7 != 6]

@@ -42,6 +42,12 @@ CASES = {
         f"{EPISODE}: NaN/Inf in raw 'observation/state' at step 2",
         "NaN/Inf in raw 'observation/state' at step 2",
     ),
+    "missing_action_key": (  # was a raw ConcatOp error naming nothing
+        edits.missing_action, None,
+        f"{EPISODE}: step field 'observation/image_0' has 10 steps, 'action' 0",
+        "step field 'observation/image_0' has 10 steps, 'action' 0 (a key missing from the "
+        "episode's records?)",
+    ),
 }  # fmt: skip
 CORRUPT_MESSAGE = f"{EPISODE}, step 2: image 'image_0' does not decode (jpeg::Uncompress failed"
 CORRUPT_REASON = "an image does not decode (corrupt image bytes)"

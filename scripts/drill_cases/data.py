@@ -90,6 +90,19 @@ def _set_action(value, step: int = 2):
     return edit
 
 
+def _set_state(value, step: int = 2):
+    """One finite huge value in `observation/state` (Bridge relabels its actions from the
+    reached states, so a raw action never reaches the statistics; the state does, as proprio)."""
+
+    def edit(feature):
+        values = list(feature["steps/observation/state"].float_list.value)
+        values[step * (len(values) // len(feature["steps/is_first"].int64_list.value))] = value
+        del feature["steps/observation/state"].float_list.value[:]
+        feature["steps/observation/state"].float_list.value.extend(values)
+
+    return edit
+
+
 def _truncate(name: str, keep: float):
     def edit(directory):
         path = directory / name
@@ -186,7 +199,8 @@ def missing_shard(ctx):
 def _outlier_case(case_id: str, value: float) -> None:
     @case(case_id, "data")
     def run(ctx):
-        """One finite huge action: the statistics must warn (or refuse), not poison silently."""
+        """One finite huge state value (Bridge's proprio): the statistics must warn (or
+        refuse), not poison silently."""
         import logging
 
         from octo_like.data.config import DataConfig, DatasetSource
@@ -199,7 +213,7 @@ def _outlier_case(case_id: str, value: float) -> None:
                 records.append(record.getMessage())
 
         logging.getLogger().addHandler(Keep(level=logging.WARNING))
-        directory = _edited(ctx, edit=_set_action(value))
+        directory = _edited(ctx, edit=_set_state(value))
         config = DataConfig(
             datasets=(DatasetSource("bridge_dataset", str(directory)),), batch_size=8,
             shuffle_buffer=100, statistics_cache_dir=str(ctx.tmp / "stats"),
@@ -211,10 +225,10 @@ def _outlier_case(case_id: str, value: float) -> None:
         warned = [r for r in records if "outlier" in r.lower() or f"{value:g}" in r]
         if warned:
             return "named", one_line(f"warning: {warned[0]}")
-        return "silent", f"statistics computed with a {value:g} action, no warning"
+        return "silent", f"statistics computed with a {value:g} state value, no warning"
 
 
-_outlier_case("data-statistics-1e30-action", 1e30)
+_outlier_case("data-statistics-1e30-state", 1e30)
 _outlier_case("data-statistics-3e38-outlier", 3e38)
 
 

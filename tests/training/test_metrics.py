@@ -150,7 +150,7 @@ def test_non_main_processes_write_nothing(tmp_path):
 
 def test_progress_survives_zero_and_odd_values():
     out = io.StringIO()
-    progress = Progress(10, initial_step=2, file=out, mininterval=0)
+    progress = Progress(10, initial_step=2, file=out, mininterval=0, plain=False)  # the bar
     progress.update(2)  # nothing happened yet
     progress.update(3, samples=0, data_wait_s=0.0, step_s=0.0, loss=None)
     progress.update(5, samples=64, data_wait_s=0.25, step_s=0.75, loss=jnp.float32(0.5))
@@ -162,7 +162,7 @@ def test_progress_survives_zero_and_odd_values():
     assert "data_wait=25%" in text and "loss=0.5" in text and "samples/s=" in text
     assert "step/s" in text and "10/10" in text
     out = io.StringIO()
-    waiting = Progress(5, file=out, mininterval=0)
+    waiting = Progress(5, file=out, mininterval=0, plain=False)
     waiting.update(1, samples=8, data_wait_s=1.0, step_s=0.0, loss=2.0)
     waiting.close()
     assert "data_wait=100%" in out.getvalue()

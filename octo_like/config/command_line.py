@@ -14,7 +14,15 @@ def parse_command_line(define_flags: Callable[..., None], argv: list[str]) -> tu
     """
     from absl import flags
 
+    from octo_like.config.typed import ConfigError
+
     values = flags.FlagValues()
     define_flags(values, sys_argv=list(argv))
-    values(argv)
+    try:
+        values(argv)
+    except KeyError as error:  # ml_collections: an override of a key the config lacks
+        key = error.args[0] if error.args else error
+        raise ConfigError(f"unknown config key: {key}") from error
+    except flags.IllegalFlagValueError as error:  # e.g. --config.num_steps=many
+        raise ConfigError(str(error)) from error
     return values.config, values.workdir, values.overwrite, values.stop_at_step

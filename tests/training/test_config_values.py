@@ -46,3 +46,13 @@ def test_an_unknown_mix_is_named_before_a_missing_data_dir(tmp_path):
 def test_an_unknown_preset_names_the_presets():
     with pytest.raises(Exception, match="laptop_long"):
         train.parse_command_line(["train.py", "--config", "configs/pretrain.py:tinyy"])
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [("--config.model.haed.kind=l1", '(?s)unknown config key.*Did you mean "head"'),
+     ("--config.num_steps=many", "num_steps=many")],
+)  # fmt: skip
+def test_a_typo_key_or_unparsable_value_is_a_config_error(override, named):
+    with pytest.raises(ConfigError, match=named):
+        train.parse_command_line(["train.py", "--config", "configs/pretrain.py:debug", override])

@@ -100,6 +100,17 @@ def _load_json(path: str, name: str) -> dict:
     return value
 
 
+def _missing_files(paths: list[str]) -> list[str]:
+    """`paths` absent from their directories: one listing per directory, not a stat per
+    file (an OXE dataset on gs:// has hundreds of shards)."""
+    present = {}
+    for directory in {posixpath.dirname(p) for p in paths}:
+        present[directory] = (
+            {n.rstrip("/") for n in _listdir(directory)} if _isdir(directory) else set()
+        )
+    return [p for p in paths if posixpath.basename(p) not in present[posixpath.dirname(p)]]
+
+
 def open_builder(source: str, data_dir: str | None = None) -> tfds.core.DatasetBuilder:
     """A TFDS builder from a prepared directory or from ``name[:version]`` under `data_dir`.
 
@@ -211,7 +222,7 @@ def read_episodes(
     instructions = builder.info.splits[split_for_process(split, shard)].file_instructions
     instructions = [i for i in instructions if _wanted(i) > 0]
     name = builder.info.name
-    missing = [i.filename for i in instructions if not _exists(i.filename)]
+    missing = _missing_files([i.filename for i in instructions])
     if missing:  # read lazily, a missing shard would leave a repeated dataset empty: a spin
         raise DatasetMetadataError(
             f"dataset {name!r}: {len(missing)} shard file(s) that dataset_info.json lists are "

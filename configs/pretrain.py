@@ -16,7 +16,11 @@ trains on MetaWorld scripted-expert demonstrations of five tasks, collected into
 `laptop,metaworld_cross` adds the wrist-camera embodiment, `laptop,metaworld_stereo` sees each scene
 from two fixed cameras; `laptop_long` is the same tasks grown into a ~30-minute run (seen from
 the `front` camera, png frames, proprio, 200 demonstrations per task, an L1 head, 6,000 steps;
-`laptop_long,metaworld_front_wrist` adds a wrist camera).
+`laptop_long,metaworld_front_wrist` adds a wrist camera). `laptop_broad` is `laptop_long`
+grown wide: all 50 MT50 tasks seen by two embodiments (the `front` and the corner `default`
+camera, mix `metaworld_broad`), minus any tasks or task families held out with
+`--config.simulation.held_out=family:door,window-open` (their demonstrations are never
+collected for pretraining); see docs/results.md, "Does pretraining pay?".
 The sizes `tiny`, `small` and `base` read a named mix from data_dir, condition on a frozen
 T5-base (a local Hugging Face-format directory: config.json, model.safetensors, spiece.model)
 and balance the mix by dataset size, as Octo does.
@@ -32,7 +36,8 @@ SIZES = ("dummy", "tiny", "small", "base")
 
 def get_config(arg: str = "laptop") -> ml_collections.ConfigDict:
     preset, _, mix = arg.partition(",")
-    long_run = preset == "laptop_long"
+    broad = preset == "laptop_broad"
+    long_run = preset == "laptop_long" or broad
     preset = "laptop" if long_run else preset
     generated = preset in ("debug", "laptop")
     simulated = preset == "laptop"
@@ -43,6 +48,7 @@ def get_config(arg: str = "laptop") -> ml_collections.ConfigDict:
         "metaworld_default_wrist",
         "metaworld_front",
         "metaworld_front_wrist",
+        "metaworld_broad",
     )
     if simulated and mix not in ("", *simulated_mixes):
         raise ValueError(
@@ -57,7 +63,8 @@ def get_config(arg: str = "laptop") -> ml_collections.ConfigDict:
     size = {"debug": "dummy", "laptop": "tiny"}.get(preset, preset)
     if size not in SIZES:
         raise ValueError(
-            f"unknown preset {preset!r}; use debug, laptop, laptop_long or one of {SIZES}"
+            f"unknown preset {preset!r}; use debug, laptop, laptop_long, laptop_broad or one of "
+            f"{SIZES}"
         )
     small_images = generated
     c = ml_collections.ConfigDict()
@@ -69,7 +76,8 @@ def get_config(arg: str = "laptop") -> ml_collections.ConfigDict:
     # debug: synthetic data generated into <workdir>/data; laptop: MetaWorld demonstrations
     # collected into simulation.cache_dir; otherwise a named mix under data_dir.
     if simulated:  # laptop_long: the front camera (docs/results.md, runs Y-BC)
-        c.mix = mix or ("metaworld_front" if long_run else "metaworld")
+        default_mix = "metaworld_broad" if broad else "metaworld_front"
+        c.mix = mix or (default_mix if long_run else "metaworld")
     else:
         c.mix = "synthetic" if generated else (mix or "oxe_magic_soup")
     c.data_dir = ""
@@ -175,7 +183,9 @@ def get_config(arg: str = "laptop") -> ml_collections.ConfigDict:
     )
     # How the simulated mix is collected on first use (ignored for other mixes or with data_dir).
     c.simulation = dict(
+        # Task names, family:NAME (octo_like/envs/tasks.py FAMILIES) or all (MT50)...
         tasks="reach,push,pick-place,button-press-topdown,drawer-open",
+        held_out="",  # ...minus these (same syntax): never collected for pretraining
         episodes_per_task=12,
         val_episodes_per_task=2,
         image_size=image_size if simulated else 64,
@@ -202,6 +212,8 @@ def get_config(arg: str = "laptop") -> ml_collections.ConfigDict:
     c.platform = ""  # "tpu" / "gpu": refuse to start on anything else ("" = any)
     if long_run:
         lengthen_for_half_an_hour(c)
+    if broad:
+        widen_to_mt50(c)
     c.lock()
     return c
 
@@ -234,3 +246,17 @@ def lengthen_for_half_an_hour(c: ml_collections.ConfigDict) -> None:
     c.simulation.image_encoding = "png"  # the frames the policy sees in the simulator, exactly
     c.simulation.eval_every = 1500
     c.simulation.eval_episodes = 4
+
+
+def widen_to_mt50(c: ml_collections.ConfigDict) -> None:
+    """`laptop_broad`: `laptop_long`'s model and optimizer on every MT50 task not held out, seen
+    from two viewpoints (mix `metaworld_broad`: `front` and the corner `default`), 30
+    demonstrations per task and viewpoint (2 x 30 x 50 = 3,000 episodes when nothing is held
+    out), 6,000 steps, no in-training evaluation (the transfer benchmark evaluates). Breadth is
+    what Octo's pretraining buys transfer with: many tasks, scenes and robots."""
+    c.simulation.tasks = "all"
+    c.simulation.episodes_per_task = 30
+    c.simulation.val_episodes_per_task = 1
+    c.simulation.eval_every = 0
+    c.eval_every = 3000
+    c.checkpoint.save_every = 3000

@@ -1,14 +1,16 @@
 """Does pretraining pay? Fine-tuning vs training from scratch on held-out tasks and new robots.
 
     python scripts/benchmark_transfer.py --workdir runs/transfer \
-        --pretrained runs/laptop/checkpoints \
-        --target heldout=drawer-close,button-press,reach-wall \
-        --target metric7=reach,drawer-open@metric7 --target wrist=reach,drawer-open@wrist \
-        --modes full,head_only --demos 50 --steps 1500 --seeds 0,1,2 --eval_episodes 20
+        --pretrain_config laptop_broad --held_out family:door,family:coffee,family:plate \
+        --target test=door-open,door-close,coffee-button,coffee-push,plate-slide \
+        --target metric7=drawer-open,button-press-topdown@metric7 \
+        --modes full --demos 50 --steps 1000 --seeds 0,1,2 --eval_episodes 20 --exec_horizon 2
 
-1. Pretrains with `train.py` (configs/pretrain.py:laptop on --pretrain_tasks, with any
-   --pretrain_arg=--config.KEY=VALUE) unless --pretrained names a checkpoint to reuse; a finished
-   pretraining in the workdir is reused too.
+1. Pretrains with `train.py` (configs/pretrain.py:--pretrain_config, minus the --held_out tasks
+   and task families, with any --pretrain_arg=--config.KEY=VALUE) unless --pretrained names a
+   checkpoint to reuse; a finished pretraining in the workdir is reused too. A target that
+   would fine-tune, on an embodiment pretraining saw, to a task pretraining had demonstrations
+   of is refused (that measures recall, not transfer).
 2. Collects --demos scripted-expert demonstrations per task of each --target
    (``NAME=TASK,TASK[@VARIANT]``; the variant is the embodiment, default the pretrained
    checkpoint's own, e.g. `front` for a `laptop_long` checkpoint) with a collection seed the
@@ -16,7 +18,10 @@
 3. Trains every arm with `finetune.py`: each --modes mode and `scratch` (the same model, data,
    data settings, optimizer and steps with no pretrained weight reused), once per --seeds seed.
    Cameras the pretrained model lacks (the `wrist` variant's wrist camera) get new tokenizers.
-4. Evaluates each arm closed-loop with `evaluate.py` on the same scenes (--eval_seed).
+4. Evaluates each arm closed-loop with `evaluate.py` on the same scenes (--eval_seed), with the
+   same execution for every arm (--execution, --exec_horizon, --ensemble_decay, --max_steps);
+   and the pretrained checkpoint itself (rows `zero_shot`): on each target it can act in, and
+   on --own_tasks, a sample of its own pretraining tasks (target `own`).
 5. Writes ``<workdir>/transfer.txt`` (success +- 95% interval per arm and task, per-seed rates,
    each mode's gap to scratch with its 95% interval), ``transfer.png`` (bar chart) and
    ``transfer.jsonl``; the last line printed is the same JSON line.
@@ -44,16 +49,32 @@ for _path in (REPO, os.path.join(REPO, "scripts")):  # train.py, finetune.py, ev
 
 log = logging.getLogger("benchmark_transfer")
 
+from transfer_pretraining import (  # noqa: E402  (scripts/ is on the path above)
+    check_targets,
+    checkpoint_scope,
+    ensure_pretrained,
+    own_task_sample,
+    planned_scope,
+    pretrained_variant,
+    zero_shot_dataset,
+)
+
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from octo_like.envs.tasks import DEFAULT_TASKS
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--pretrained", default="", help="checkpoint dir to reuse (else pretrain)")
-    parser.add_argument("--pretrain_tasks", default=",".join(DEFAULT_TASKS))
-    parser.add_argument("--pretrain_demos", type=int, default=50, help="per task")
-    parser.add_argument("--pretrain_steps", type=int, default=3000)
+    parser.add_argument(
+        "--pretrain_config", default="laptop", help="configs/pretrain.py preset, e.g. laptop_broad"
+    )
+    parser.add_argument(
+        "--pretrain_tasks", default=None, help="tasks, family:NAME or all (default: the preset's)"
+    )
+    parser.add_argument(
+        "--held_out", default="", help="tasks / family:NAME kept out of pretraining entirely"
+    )
+    parser.add_argument("--pretrain_demos", type=int, default=None, help="per task (preset's)")
+    parser.add_argument("--pretrain_steps", type=int, default=None, help="(default: preset's)")
     parser.add_argument(
         "--pretrain_arg", action="append", default=[], help="extra train.py flag (repeatable)"
     )
@@ -74,7 +95,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--eval_episodes", type=int, default=20, help="per task, arm and seed")
-    parser.add_argument("--max_steps", type=int, default=150)
+    # How every arm (and the zero-shot rows) executes its chunks: the same for all.
+    parser.add_argument("--max_steps", type=int, default=150, help="per evaluation episode")
+    parser.add_argument("--execution", choices=("receding", "ensemble"), default="receding")
+    parser.add_argument(
+        "--exec_horizon", type=int, default=None, help="receding: actions per chunk (default H)"
+    )
+    parser.add_argument("--ensemble_decay", type=float, default=0.0)
+    parser.add_argument(
+        "--own_tasks",
+        default=None,
+        help="pretraining tasks to evaluate the pretrained checkpoint on (default: 5 of them)",
+    )
+    parser.add_argument("--no_zero_shot", action="store_true", help="skip the zero-shot rows")
+    parser.add_argument(
+        "--no_crop", action="store_true", help="no random crop on the primary camera (fixed views)"
+    )
     parser.add_argument("--eval_seed", type=int, default=0, help="scene seed (same for all arms)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--gl", choices=("egl", "osmesa"), default=None)
@@ -84,56 +120,17 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def default_targets(pretrain_tasks: tuple[str, ...]) -> list[str]:
-    """Held-out MT50 tasks near the default ones, and two new embodiments on two pretraining
-    tasks (a new robot doing known tasks)."""
+    """Three MT50 tasks pretraining never saw (if any), and two new embodiments on two
+    pretraining tasks (a new robot doing known tasks)."""
+    from octo_like.envs.tasks import TASKS
+
+    unseen = [t for t in TASKS if t not in pretrain_tasks][:3]
     known = ",".join(pretrain_tasks[:2])
     return [
-        "heldout=drawer-close,button-press,reach-wall",
+        *([f"heldout={','.join(unseen)}"] if unseen else []),
         f"metric7={known}@metric7",
         f"wrist={known}@wrist",
     ]
-
-
-# ---------------------------------------------------------------------------------- pretraining
-def pretrain_argv(args) -> list[str]:
-    """The train.py command line of the pretraining run."""
-    return [
-        "train.py",
-        f"--config={REPO}/configs/pretrain.py:laptop",
-        f"--workdir={os.path.join(args.workdir, 'pretrain')}",
-        f"--config.num_steps={args.pretrain_steps}",
-        f"--config.simulation.tasks={args.pretrain_tasks}",
-        f"--config.simulation.episodes_per_task={args.pretrain_demos}",
-        f"--config.checkpoint.save_every={args.pretrain_steps}",
-        *args.pretrain_arg,
-    ]
-
-
-def pretrained_variant(info) -> str:
-    """The embodiment variant a checkpoint (`read_pretrained`'s PretrainedInfo) was trained on:
-    its first simulated dataset's; `default` when it names none (pretraining here uses
-    `laptop`, whose variant that is)."""
-    from octo_like.envs.variants import variant_of_dataset
-
-    for name in info.dataset_names:
-        variant = variant_of_dataset(name)
-        if variant is not None:
-            return variant.name
-    return "default"
-
-
-def ensure_pretrained(args) -> str:
-    """The checkpoint directory the arms start from: --pretrained, else pretrain (resuming a
-    pretraining run of this workdir, which returns at once when it is finished)."""
-    if args.pretrained:
-        return os.path.abspath(os.path.expanduser(args.pretrained))
-    import train
-
-    argv = pretrain_argv(args)
-    log.info("pretraining: %s", " ".join(argv))
-    config, workdir, overwrite, stop = train.parse_command_line(argv)
-    train.main(config, workdir, overwrite=overwrite, stop_at_step=stop)
-    return os.path.join(workdir, "checkpoints")
 
 
 # ---------------------------------------------------------------------------------- arms
@@ -181,22 +178,29 @@ def finetune_argv(args, arm, pretrained: str, data_root: str) -> list[str]:
     ]
 
 
-def add_new_cameras(config, variant_name: str, pretrained_cameras: tuple[str, ...]) -> None:
+def set_cameras(
+    config, variant_name: str, pretrained_cameras: tuple[str, ...], crop: bool = True
+) -> None:
     """Gives `config` (a finetune ConfigDict) a tokenizer and an image size for every camera of
-    the variant, when the variant has cameras the pretrained model lacks."""
+    the variant the pretrained model lacks, and (crop False) no random crop on the primary
+    camera, the same for every arm: a fixed camera gains nothing from it."""
     from octo_like.envs.variants import get_variant
 
     variant = get_variant(variant_name)
-    if set(variant.cameras) <= set(pretrained_cameras):
-        return
+    new = not set(variant.cameras) <= set(pretrained_cameras)
+    if not new and crop:
+        return  # the defaults: the pretrained cameras, primary augmented
+    cameras = variant.cameras if new else pretrained_cameras
     size = (variant.image_size, variant.image_size)
-    config.model.image_tokenizers = tuple(dict(camera=c) for c in variant.cameras)
+    primary_augment = dict() if crop else dict(random_resized_crop_scale=None)
+    if new:
+        config.model.image_tokenizers = tuple(dict(camera=c) for c in cameras)
     config.data.frame.cameras = {
         c: dict(
             size=None if c in pretrained_cameras else size,
-            augment=dict() if c == "primary" else None,
+            augment=primary_augment if c == "primary" else None,
         )
-        for c in variant.cameras
+        for c in cameras
     }
 
 
@@ -204,44 +208,117 @@ def run_dir(args, arm) -> str:
     return os.path.join(args.workdir, "runs", arm.key)
 
 
+def evaluation_tag(args) -> str:
+    """Names how rows were evaluated, e.g. ``receding-h2-150steps-20eps-seed0``: results of
+    other execution settings live beside each other, never reused for one another."""
+    execution = args.execution + (f"-h{args.exec_horizon}" if args.exec_horizon else "")
+    if args.execution == "ensemble":
+        execution += f"-d{args.ensemble_decay:g}"
+    return f"{execution}-{args.max_steps}steps-{args.eval_episodes}eps-seed{args.eval_seed}"
+
+
 def result_path(args, arm) -> str:
-    return os.path.join(args.workdir, "results", arm.key + ".json")
+    return os.path.join(args.workdir, "results", evaluation_tag(args), arm.key + ".json")
 
 
 def train_arm(args, arm, pretrained: str, cameras: tuple[str, ...], data_root: str) -> float:
     """Fine-tunes (or trains from scratch) one arm; returns its training seconds. `cameras`:
-    those the pretrained model has (a target's others get new tokenizers)."""
+    those the pretrained model has (a target's others get new tokenizers). An arm trained
+    before with the same command is reused (for another evaluation setting); one trained with
+    another command is an error, not silently reused."""
     import finetune
 
     argv = finetune_argv(args, arm, pretrained, data_root)
+    record = {"argv": argv, "crop": not args.no_crop}
+    done = os.path.join(run_dir(args, arm), "trained.json")
+    if os.path.exists(done):
+        with open(done) as f:
+            previous = json.load(f)
+        if {k: previous.get(k) for k in record} != record:
+            raise ValueError(
+                f"arm {arm.key} in {run_dir(args, arm)} was trained with another command "
+                f"({previous.get('argv')}, crop={previous.get('crop')}); use another --workdir "
+                "or delete that run"
+            )
+        log.info("arm %s: trained before (%s)", arm.key, done)
+        return float(previous["seconds"])
     log.info("arm %s: %s", arm.key, " ".join(argv))
     config, workdir, overwrite, stop = finetune.parse_command_line(argv)
-    add_new_cameras(config, arm.target.variant, cameras)
+    set_cameras(config, arm.target.variant, cameras, crop=not args.no_crop)
     start = time.perf_counter()
     finetune.main(config, workdir, overwrite=overwrite, stop_at_step=stop, echo=log.info)
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    with open(done, "w") as f:
+        json.dump({**record, "seconds": round(seconds, 1)}, f, indent=1)
+    return seconds
 
 
-def evaluate_arm(args, arm) -> tuple[dict[str, tuple[int, int]], float]:
-    """Closed-loop ``{task: (successes, episodes)}`` of one arm, and the seconds it took."""
+def evaluate_checkpoint(args, checkpoint: str, tasks, variant: str, dataset_name=None):
+    """Closed-loop ``{task: (successes, episodes)}`` of a checkpoint and the seconds it took,
+    executed as every other row is (--execution, --exec_horizon, --ensemble_decay)."""
     import evaluate
 
     argv = [
-        f"--checkpoint={os.path.join(run_dir(args, arm), 'checkpoints')}",
-        f"--tasks={','.join(arm.target.tasks)}",
-        f"--variant={arm.target.variant}",
+        f"--checkpoint={checkpoint}",
+        f"--tasks={','.join(tasks)}",
+        f"--variant={variant}",
         f"--episodes={args.eval_episodes}",
         f"--max_steps={args.max_steps}",
         f"--seed={args.eval_seed}",
         f"--workers={args.workers}",
+        f"--execution={args.execution}",
+        f"--ensemble_decay={args.ensemble_decay}",
+        *([f"--exec_horizon={args.exec_horizon}"] if args.exec_horizon else []),
+        *([f"--dataset_name={dataset_name}"] if dataset_name else []),
         "--no_progress",
         *([f"--gl={args.gl}"] if args.gl else []),
     ]
-    log.info("evaluating %s: scripts/evaluate.py %s", arm.key, " ".join(argv))
+    log.info("evaluating: scripts/evaluate.py %s", " ".join(argv))
     report = evaluate.main(argv)
     rows = report.per_task()
-    per_task = {t: (int(rows[t]["successes"]), int(rows[t]["episodes"])) for t in arm.target.tasks}
+    per_task = {t: (int(rows[t]["successes"]), int(rows[t]["episodes"])) for t in tasks}
     return per_task, report.seconds
+
+
+def evaluate_arm(args, arm) -> tuple[dict[str, tuple[int, int]], float]:
+    """Closed-loop ``{task: (successes, episodes)}`` of one arm, and the seconds it took."""
+    checkpoint = os.path.join(run_dir(args, arm), "checkpoints")
+    return evaluate_checkpoint(args, checkpoint, arm.target.tasks, arm.target.variant)
+
+
+def load_result(path: str):
+    from octo_like.envs.transfer import ArmResult
+
+    with open(path) as f:
+        return ArmResult.from_json(json.load(f))
+
+
+def save_result(path: str, result) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(result.to_json(), f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def run_zero_shot(args, target, pretrained: str, info):
+    """The pretrained checkpoint on `target` before any fine-tuning (saved like an arm), or None
+    when it cannot act in the target's embodiment (logged with the reason)."""
+    from octo_like.envs.transfer import ZERO_SHOT, Arm, ArmResult
+
+    arm = Arm(target, ZERO_SHOT, 0)
+    path = result_path(args, arm)
+    if os.path.exists(path):
+        return load_result(path)
+    dataset_name, why = zero_shot_dataset(info, target.variant)
+    if dataset_name is None:
+        log.info("zero-shot on %s skipped: %s", target.name, why)
+        return None
+    per_task, seconds = evaluate_checkpoint(
+        args, pretrained, target.tasks, target.variant, dataset_name
+    )
+    result = ArmResult(arm, per_task, 0.0, seconds)
+    save_result(path, result)
+    return result
 
 
 def run_arm(args, arm, pretrained: str, cameras: tuple[str, ...], data_root: str):
@@ -250,17 +327,12 @@ def run_arm(args, arm, pretrained: str, cameras: tuple[str, ...], data_root: str
 
     path = result_path(args, arm)
     if os.path.exists(path):
-        with open(path) as f:
-            result = ArmResult.from_json(json.load(f))
         log.info("arm %s: reusing %s", arm.key, path)
-        return result
+        return load_result(path)
     train_seconds = train_arm(args, arm, pretrained, cameras, data_root)
     per_task, eval_seconds = evaluate_arm(args, arm)
     result = ArmResult(arm, per_task, train_seconds, eval_seconds)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(result.to_json(), f, indent=1)
-    os.replace(path + ".tmp", path)
+    save_result(path, result)
     return result
 
 
@@ -269,35 +341,60 @@ def main(argv=None) -> list[dict]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args = parse_args(argv)
     from octo_like.envs import transfer
-    from octo_like.envs.tasks import parse_tasks
     from octo_like.training.finetune_config import read_pretrained
 
-    pretrain_tasks = parse_tasks(args.pretrain_tasks)
-    # Held-out tasks without @VARIANT run on the pretraining robot: --pretrained's own variant.
+    # Held-out tasks without @VARIANT run on the pretraining robot: the checkpoint's own variant.
     reused = read_pretrained(ensure_pretrained(args)) if args.pretrained else None
-    own = pretrained_variant(reused) if reused is not None else "default"
+    if reused is not None:
+        scope = checkpoint_scope(reused.checkpoint_dir, reused.dataset_names)
+        own = pretrained_variant(reused)
+    else:
+        scope = planned_scope(args)
+        own = scope.variants[0] if scope.variants else "default"
     targets = [
         transfer.Target.parse(t, default_variant=own)
-        for t in (args.target or default_targets(pretrain_tasks))
+        for t in (args.target or default_targets(scope.tasks or ()))
     ]
+    check_targets(targets, scope, args.pretrained or "the pretraining run")
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     arms = transfer.plan(targets, modes, seeds)  # validates before any work
+    own_tasks = own_task_sample(scope, args.own_tasks)
     os.makedirs(args.workdir, exist_ok=True)
 
     pretrained = ensure_pretrained(args)
-    cameras = tuple((reused or read_pretrained(pretrained)).config.cameras)
-    data_roots = {t.name: collect_target_data(args, t) for t in targets}
+    info = reused or read_pretrained(pretrained)
+    if reused is None:  # pretrained here: what it actually saw is now on disk
+        check_targets(targets, checkpoint_scope(pretrained, info.dataset_names), pretrained)
     results = []
+    if not args.no_zero_shot:
+        zero_shot_targets = [*targets]
+        if own_tasks:
+            zero_shot_targets.append(transfer.Target(transfer.OWN_TASKS, own, own_tasks))
+        for target in zero_shot_targets:
+            result = run_zero_shot(args, target, pretrained, info)
+            results += [result] if result is not None else []
+    data_roots = {t.name: collect_target_data(args, t) for t in targets}
     for i, arm in enumerate(arms):
         log.info("arm %d/%d: %s", i + 1, len(arms), arm.key)
-        results.append(run_arm(args, arm, pretrained, cameras, data_roots[arm.target.name]))
+        results.append(
+            run_arm(args, arm, pretrained, tuple(info.config.cameras), data_roots[arm.target.name])
+        )
+    return report(args, transfer, results, pretrained, seeds)
 
+
+def report(args, transfer, results, pretrained: str, seeds: list[int]) -> list[dict]:
+    """Writes transfer.txt / .png / .jsonl and prints the table; returns the summary rows."""
     rows = transfer.summarize(results)
     text = transfer.table(rows)
+    execution = (
+        f"{args.execution}"
+        + (f", {args.exec_horizon} actions/chunk" if args.exec_horizon else "")
+        + (f", decay {args.ensemble_decay}" if args.execution == "ensemble" else "")
+    )
     budget = (
         f"{args.demos} demos/task, {args.steps} steps at batch {args.batch_size}, seeds {seeds}, "
-        f"{args.eval_episodes} episodes/task/seed (max {args.max_steps} steps), "
+        f"{args.eval_episodes} episodes/task/seed (max {args.max_steps} steps, {execution}), "
         f"pretrained: {pretrained}"
     )
     chart = transfer.bar_chart(
@@ -312,6 +409,9 @@ def main(argv=None) -> list[dict]:
         seeds=seeds,
         eval_episodes=args.eval_episodes,
         max_steps=args.max_steps,
+        execution=args.execution,
+        exec_horizon=args.exec_horizon,
+        ensemble_decay=args.ensemble_decay,
         train_seconds=round(sum(r.train_seconds for r in results), 1),
         eval_seconds=round(sum(r.eval_seconds for r in results), 1),
     )

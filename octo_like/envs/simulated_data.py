@@ -22,6 +22,7 @@ from octo_like.envs.demos import (
     cache_root,
     ensure_demonstrations,
 )
+from octo_like.envs.tasks import pretraining_tasks
 from octo_like.envs.variants import variant_of_mix_member
 from octo_like.model.language.vocabulary import (
     EMBEDDED_TOKENIZER_VERSION,
@@ -40,7 +41,7 @@ class SimulatedDatasets:
     def collection(self, variant: str) -> CollectionConfig:
         s = self.simulation
         return CollectionConfig(
-            tasks=s.task_names,
+            tasks=pretraining_tasks(s.tasks, s.held_out),
             episodes_per_task=s.episodes_per_task,
             val_episodes_per_task=s.val_episodes_per_task,
             variant=variant,
@@ -69,7 +70,8 @@ class SimulatedDatasets:
         ]
 
     def instructions(self) -> list[str]:
-        return all_instructions(self.simulation.task_names)
+        s = self.simulation
+        return all_instructions(pretraining_tasks(s.tasks, s.held_out))
 
     def tokenizer_dir(self) -> str:
         texts = "\n".join([f"embedded-v{EMBEDDED_TOKENIZER_VERSION}", *self.instructions()])

@@ -168,6 +168,85 @@ def get_task(name: str) -> TaskInfo:
     return TASKS[name]
 
 
+# MT50 grouped by the object a task acts on: holding out a family keeps every task on that object
+# out of pretraining, so a held-out test task is new in kind, not a sibling of a pretraining one.
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "assembly": ("assembly", "disassemble"),
+    "basketball": ("basketball",),
+    "bin": ("bin-picking",),
+    "box": ("box-close",),
+    "button": (
+        "button-press",
+        "button-press-topdown",
+        "button-press-topdown-wall",
+        "button-press-wall",
+    ),
+    "coffee": ("coffee-button", "coffee-pull", "coffee-push"),
+    "dial": ("dial-turn",),
+    "door": ("door-close", "door-lock", "door-open", "door-unlock"),
+    "drawer": ("drawer-close", "drawer-open"),
+    "faucet": ("faucet-close", "faucet-open"),
+    "hammer": ("hammer",),
+    "hand-insert": ("hand-insert",),
+    "handle": ("handle-press", "handle-press-side", "handle-pull", "handle-pull-side"),
+    "lever": ("lever-pull",),
+    "peg": ("peg-insert-side", "peg-unplug-side"),
+    "pick": ("pick-out-of-hole", "pick-place", "pick-place-wall"),
+    "plate": ("plate-slide", "plate-slide-back", "plate-slide-back-side", "plate-slide-side"),
+    "push": ("push", "push-back", "push-wall"),
+    "reach": ("reach", "reach-wall"),
+    "shelf": ("shelf-place",),
+    "soccer": ("soccer",),
+    "stick": ("stick-pull", "stick-push"),
+    "sweep": ("sweep", "sweep-into"),
+    "window": ("window-close", "window-open"),
+}
+FAMILY_PREFIX = "family:"
+
+
+def family_of(task: str) -> str:
+    """The family (a key of `FAMILIES`) `task` belongs to."""
+    get_task(task)
+    return next(name for name, members in FAMILIES.items() if task in members)
+
+
+def expand_tasks(text: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """Task names, ``family:NAME`` for a family's tasks, or ``all`` for MT50 -> task names in
+    order, no duplicates (a task named twice, or in two named families, is listed once)."""
+    names = [t.strip() for t in text.split(",")] if isinstance(text, str) else list(text)
+    tasks: list[str] = []
+    for name in (n for n in names if n):
+        if name == "all":
+            members = tuple(TASKS)
+        elif name.startswith(FAMILY_PREFIX):
+            family = name[len(FAMILY_PREFIX) :]
+            if family not in FAMILIES:
+                close = difflib.get_close_matches(family, FAMILIES, n=3)
+                hint = f"; did you mean {', '.join(close)}?" if close else ""
+                raise ValueError(
+                    f"unknown task family {family!r}{hint} (known: {', '.join(FAMILIES)})"
+                )
+            members = FAMILIES[family]
+        else:
+            members = (get_task(name).name,)
+        tasks.extend(t for t in members if t not in tasks)
+    if not tasks:
+        raise ValueError("no tasks given")
+    return tuple(tasks)
+
+
+def pretraining_tasks(tasks: str, held_out: str = "") -> tuple[str, ...]:
+    """`tasks` (as `expand_tasks` reads them) minus everything in `held_out` (same syntax):
+    what pretraining may collect demonstrations of. Every held-out name must be known, and
+    something must be left."""
+    chosen = expand_tasks(tasks)
+    excluded = set(expand_tasks(held_out)) if held_out.strip() else set()
+    kept = tuple(t for t in chosen if t not in excluded)
+    if not kept:
+        raise ValueError(f"holding out {held_out!r} leaves no pretraining task of {tasks!r}")
+    return kept
+
+
 def parse_tasks(text: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
     """``"reach,push"`` (or a sequence) -> validated task names, in order, no duplicates."""
     names = [t.strip() for t in text.split(",")] if isinstance(text, str) else list(text)

@@ -34,11 +34,12 @@ class ClosedLoopEval:
         mix, whose first dataset names the embodiment the policy is evaluated in (its cameras
         and action space: the stereo mix is evaluated with both of its cameras)."""
         from octo_like.data.oxe.mixes import resolve_mix
+        from octo_like.envs.tasks import pretraining_tasks
         from octo_like.envs.variants import variant_of_mix_member
 
         variant = variant_of_mix_member(mix, resolve_mix(mix)[0][0].name)
         return cls(
-            tasks=tuple(simulation.task_names),
+            tasks=pretraining_tasks(simulation.tasks, simulation.held_out),
             every=int(simulation.eval_every),
             episodes_per_task=int(simulation.eval_episodes),
             max_episode_steps=int(simulation.eval_max_steps),

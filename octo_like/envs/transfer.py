@@ -26,6 +26,8 @@ from octo_like.envs.tasks import parse_tasks
 from octo_like.envs.variants import get_variant
 
 SCRATCH = "scratch"
+ZERO_SHOT = "zero_shot"  # the pretrained checkpoint itself, evaluated before any fine-tuning
+OWN_TASKS = "own"  # the target of the zero-shot rows on a sample of pretraining tasks
 FINETUNE_MODES = ("full", "head_only", "head_mlp_only", "lora")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 
@@ -69,6 +71,25 @@ class Arm:
         return f"{self.target.name}/{self.mode}/seed{self.seed}"
 
 
+def check_held_out(
+    targets: Sequence[Target], pretrained_tasks: Sequence[str], pretrained_variants: Sequence[str]
+) -> None:
+    """ValueError naming the target and task when a target asks to fine-tune, on an embodiment
+    pretraining saw, to a task whose demonstrations were in pretraining: it would measure
+    recall, not transfer. A new embodiment may redo pretraining tasks (a new robot, known
+    tasks); the `own` target is the zero-shot sample of pretraining tasks."""
+    seen = set(pretrained_tasks)
+    for target in targets:
+        if target.name == OWN_TASKS or target.variant not in pretrained_variants:
+            continue
+        leaked = [t for t in target.tasks if t in seen]
+        if leaked:
+            raise ValueError(
+                f"target {target.name!r}: {', '.join(leaked)} on {target.variant!r} were in "
+                "pretraining; hold them out of pretraining (--held_out) or pick other tasks"
+            )
+
+
 def plan(targets: Sequence[Target], modes: Sequence[str], seeds: Sequence[int]) -> list[Arm]:
     """Every (target, mode, seed), scratch included once per target and seed, seeds innermost
     last so a partial benchmark already has every arm of the first seed."""
@@ -78,6 +99,8 @@ def plan(targets: Sequence[Target], modes: Sequence[str], seeds: Sequence[int]) 
     names = [t.name for t in targets]
     if len(set(names)) != len(names) or not names:
         raise ValueError(f"targets need distinct names, got {names}")
+    if OWN_TASKS in names:
+        raise ValueError(f"target name {OWN_TASKS!r} is reserved for the pretraining-task rows")
     if len(set(seeds)) != len(seeds) or not seeds:
         raise ValueError(f"seeds must be distinct and at least one, got {list(seeds)}")
     arms = []

@@ -28,6 +28,7 @@ SIMULATED_MIXES = (
     "metaworld_default_wrist",
     "metaworld_front",
     "metaworld_front_wrist",
+    "metaworld_broad",
 )
 
 
@@ -36,7 +37,10 @@ class SimulationDataConfig:
     """How a simulated mix is collected when it is not read from data_dir: plain settings, read
     by the entry point's `GeneratedDatasets` (`octo_like/envs/simulated_data.py`)."""
 
+    # Task names, ``family:NAME`` (octo_like/envs/tasks.py FAMILIES) or ``all`` (MT50), minus
+    # `held_out` (same syntax): held-out tasks' demonstrations never enter pretraining.
     tasks: str = "reach,push,pick-place,button-press-topdown,drawer-open"
+    held_out: str = ""
     episodes_per_task: int = 12
     val_episodes_per_task: int = 2
     image_size: int = 64
@@ -75,10 +79,6 @@ class SimulationDataConfig:
                 "config.simulation: eval_every must be >= 0, eval_episodes and eval_max_steps "
                 f">= 1 (got {self.eval_every}, {self.eval_episodes}, {self.eval_max_steps})"
             )
-
-    @property
-    def task_names(self) -> tuple[str, ...]:
-        return tuple(self.tasks.split(","))
 
 
 # The discrete head's bins follow the action normalization: mean/std-normalized actions get

@@ -448,7 +448,7 @@ def test_transfer_benchmark_plumbing_on_a_tiny_budget(tiny_checkpoint, tmp_path,
         "--workdir", str(workdir), "--pretrained", tiny_checkpoint,
         "--target", "wrist=reach@wrist", "--modes", "head_only", "--demos", "2",
         "--val_demos", "1", "--steps", "2", "--batch_size", "8", "--seeds", "3",
-        "--eval_episodes", "1", "--max_steps", "4",
+        "--eval_episodes", "1", "--max_steps", "4", "--no_zero_shot",
         f"--finetune_arg=--config.data.statistics_cache_dir={tmp_path / 'stats'}",
         "--finetune_arg=--config.data.shuffle_buffer=64",
     ]  # fmt: skip
@@ -490,9 +490,11 @@ def test_transfer_benchmark_plumbing_on_a_tiny_budget(tiny_checkpoint, tmp_path,
     assert benchmark_transfer.pretrained_variant(front) == "front"
 
     # The pretraining command it would run parses as a train.py command line.
+    import transfer_pretraining
+
     args = benchmark_transfer.parse_args(["--workdir", str(workdir), "--pretrain_steps", "7"])
-    config, run_dir, _, _ = train.parse_command_line(benchmark_transfer.pretrain_argv(args))
-    assert config.num_steps == 7 and config.simulation.episodes_per_task == 50
+    config, run_dir, _, _ = train.parse_command_line(transfer_pretraining.pretrain_argv(args))
+    assert config.num_steps == 7 and config.simulation.episodes_per_task == 12  # the preset's
     assert run_dir == str(workdir / "pretrain")
 
 

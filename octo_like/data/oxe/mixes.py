@@ -76,6 +76,8 @@ MIXES: Mapping[str, Mix] = types.MappingProxyType(
         "metaworld_default_wrist": (("metaworld_default_wrist", 1.0),),
         "metaworld_front": (("metaworld_front", 1.0),),
         "metaworld_front_wrist": (("metaworld_front_wrist", 1.0),),
+        # Two viewpoints of the Sawyer (front and corner), equally weighted: `laptop_broad`.
+        "metaworld_broad": (("metaworld_front", 1.0), ("metaworld_default", 1.0)),
     }
 )
 

@@ -1,0 +1,163 @@
+"""The pretraining side of scripts/benchmark_transfer.py: the train.py command it runs, what a
+pretrained checkpoint saw (tasks and embodiments, so no target leaks into it), and where the
+pretrained checkpoint itself can be evaluated zero-shot.
+
+A run's scope is read from the ``config.json`` its workdir holds (train.py writes it), so a
+checkpoint passed with --pretrained is checked as strictly as one pretrained here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+log = logging.getLogger("benchmark_transfer")
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainingScope:
+    """What pretraining had demonstrations of: `tasks` on each of `variants` (embodiments).
+    Unknown (None) for a checkpoint whose run configuration is not beside it."""
+
+    tasks: tuple[str, ...] | None
+    variants: tuple[str, ...]
+
+
+def pretrain_argv(args) -> list[str]:
+    """The train.py command line of the pretraining run: the --pretrain_config preset, with
+    only the settings given on the benchmark's command line changed."""
+    steps = args.pretrain_steps
+    return [
+        "train.py",
+        f"--config={REPO}/configs/pretrain.py:{args.pretrain_config}",
+        f"--workdir={os.path.join(args.workdir, 'pretrain')}",
+        *(
+            [f"--config.num_steps={steps}", f"--config.checkpoint.save_every={steps}"]
+            if steps
+            else []
+        ),
+        *([f"--config.simulation.tasks={args.pretrain_tasks}"] if args.pretrain_tasks else []),
+        *(
+            [f"--config.simulation.episodes_per_task={args.pretrain_demos}"]
+            if args.pretrain_demos
+            else []
+        ),
+        *([f"--config.simulation.held_out={args.held_out}"] if args.held_out else []),
+        *args.pretrain_arg,
+    ]
+
+
+def scope_of_config(config: dict) -> PretrainingScope:
+    """The scope of a train.py configuration (a dict, as config.json holds it)."""
+    from octo_like.data.oxe.mixes import resolve_mix
+    from octo_like.envs.tasks import pretraining_tasks
+    from octo_like.envs.variants import variant_of_dataset
+
+    mix = config.get("mix", "")
+    try:
+        members = [spec.name for spec, _ in resolve_mix(mix)]
+    except (KeyError, ValueError):
+        members = []
+    variants = tuple(v.name for v in map(variant_of_dataset, members) if v is not None)
+    simulation = config.get("simulation") or {}
+    if not variants or config.get("data_dir") or "tasks" not in simulation:
+        return PretrainingScope(None, variants)
+    return PretrainingScope(
+        pretraining_tasks(simulation["tasks"], simulation.get("held_out", "")), variants
+    )
+
+
+def planned_scope(args) -> PretrainingScope:
+    """The scope of the pretraining this benchmark would run (parsed, not run)."""
+    import train
+
+    config, *_ = train.parse_command_line(pretrain_argv(args))
+    return scope_of_config(config.to_dict())
+
+
+def checkpoint_scope(checkpoint_dir: str, dataset_names: tuple[str, ...]) -> PretrainingScope:
+    """The scope of an existing checkpoint: its run's config.json (beside ``checkpoints/``),
+    else only the embodiments its dataset statistics name (tasks unknown)."""
+    from octo_like.envs.variants import variant_of_dataset
+
+    for candidate in (
+        os.path.join(os.path.dirname(os.path.normpath(checkpoint_dir)), "config.json"),
+        os.path.join(checkpoint_dir, "config.json"),
+    ):
+        if os.path.exists(candidate):
+            with open(candidate) as f:
+                scope = scope_of_config(json.load(f))
+            if scope.variants:
+                return scope
+    variants = tuple(v.name for v in map(variant_of_dataset, dataset_names) if v is not None)
+    return PretrainingScope(None, variants)
+
+
+def check_targets(targets, scope: PretrainingScope, source: str) -> None:
+    """Refuses targets that leak (`transfer.check_held_out`); warns when the checkpoint's tasks
+    are unknown, so nothing can be checked."""
+    from octo_like.envs.transfer import check_held_out
+
+    if scope.tasks is None:
+        log.warning("%s: its pretraining tasks are unknown (no config.json beside it); "
+                    "held-out targets cannot be checked against them", source)  # fmt: skip
+        return
+    check_held_out(targets, scope.tasks, scope.variants)
+
+
+def own_task_sample(scope: PretrainingScope, requested: str | None, count: int = 5):
+    """--own_tasks, else `count` pretraining tasks spread evenly over its list."""
+    from octo_like.envs.tasks import expand_tasks
+
+    if requested:
+        return expand_tasks(requested)
+    if not scope.tasks:
+        return ()
+    step = max(1, len(scope.tasks) // count)
+    return scope.tasks[::step][:count]
+
+
+def zero_shot_dataset(info, variant_name: str) -> tuple[str | None, str]:
+    """(dataset whose statistics the pretrained model acts with in `variant_name`, or None;
+    why not). It needs that embodiment's statistics, action dim and cameras."""
+    from octo_like.envs.variants import dataset_name_of, get_variant
+
+    variant = get_variant(variant_name)
+    name = dataset_name_of(variant_name)
+    if name not in info.dataset_names:
+        return None, f"pretraining never saw {variant_name!r} (no statistics for {name})"
+    if variant.action_dim != info.config.action_dim:
+        return None, f"{variant.action_dim}-dim actions vs the model's {info.config.action_dim}"
+    missing = set(variant.cameras) - set(info.config.cameras)
+    if missing:
+        return None, f"cameras {sorted(missing)} the model lacks"
+    return name, ""
+
+
+def ensure_pretrained(args) -> str:
+    """The checkpoint directory the arms start from: --pretrained, else pretrain (resuming a
+    pretraining run of this workdir, which returns at once when it is finished)."""
+    if args.pretrained:
+        return os.path.abspath(os.path.expanduser(args.pretrained))
+    import train
+
+    argv = pretrain_argv(args)
+    log.info("pretraining: %s", " ".join(argv))
+    config, workdir, overwrite, stop = train.parse_command_line(argv)
+    train.main(config, workdir, overwrite=overwrite, stop_at_step=stop)
+    return os.path.join(workdir, "checkpoints")
+
+
+def pretrained_variant(info) -> str:
+    """The embodiment variant a checkpoint (`read_pretrained`'s PretrainedInfo) was trained on:
+    its first simulated dataset's; `default` when it names none."""
+    from octo_like.envs.variants import variant_of_dataset
+
+    for name in info.dataset_names:
+        variant = variant_of_dataset(name)
+        if variant is not None:
+            return variant.name
+    return "default"

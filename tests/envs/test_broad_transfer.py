@@ -1,0 +1,130 @@
+"""The broad pretraining recipe (`configs/pretrain.py:laptop_broad`) and the transfer benchmark's
+flags end to end at toy scale: numerics and plumbing, not success rates. Pretrains on two
+embodiments with a task family held out, then fine-tunes and evaluates through
+scripts/benchmark_transfer.py with the execution flags every row shares."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+
+import pytest
+
+import train
+from configs import pretrain
+from octo_like.training.finetune_config import read_pretrained
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "scripts"))
+import benchmark_transfer  # noqa: E402
+import evaluate as evaluate_script  # noqa: E402
+import transfer_pretraining  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def broad_checkpoint(tmp_path_factory):
+    """laptop_broad shrunk to seconds: reach and drawer-open minus the drawer family, 2 steps."""
+    tmp = tmp_path_factory.mktemp("broad_run")
+    config = pretrain.get_config("laptop_broad")
+    config.num_steps, config.log_every, config.eval_every = 2, 1, 2
+    config.checkpoint.save_every = 2
+    config.optimizer.warmup_steps = 1
+    config.tensorboard = False
+    config.model.transformer = "dummy"
+    config.data.batch_size = 8
+    config.data.shuffle_buffer = 64
+    config.data.statistics_cache_dir = str(tmp / "stats")
+    config.simulation.tasks = "reach,drawer-open"
+    config.simulation.held_out = "family:drawer"
+    config.simulation.episodes_per_task = 2
+    config.simulation.cache_dir = str(tmp / "cache")
+    result = train.main(config, str(tmp / "run"))
+    assert all(abs(v) < float("inf") for v in result.last_metrics.values())
+    return str(tmp / "run" / "checkpoints")
+
+
+def test_the_broad_recipe_pretrains_on_two_embodiments_without_the_held_out_family(
+    broad_checkpoint,
+):
+    info = read_pretrained(broad_checkpoint)
+    assert set(info.dataset_names) == {"metaworld_front", "metaworld_default"}
+    scope = transfer_pretraining.checkpoint_scope(broad_checkpoint, info.dataset_names)
+    assert scope.tasks == ("reach",) and set(scope.variants) == {"front", "default"}
+
+
+def test_the_benchmark_runs_every_row_with_the_same_execution(
+    broad_checkpoint, tmp_path, monkeypatch
+):
+    calls = []
+    real_main = evaluate_script.main
+    monkeypatch.setattr(evaluate_script, "main", lambda argv: calls.append(argv) or real_main(argv))
+    workdir = tmp_path / "transfer"
+
+    def command(target="test=drawer-close", exec_horizon=2, workdir=workdir):
+        return [
+            "--workdir", str(workdir), "--pretrained", broad_checkpoint, "--target", target,
+            "--modes", "full", "--demos", "2", "--val_demos", "1", "--steps", "2",
+            "--batch_size", "8", "--seeds", "0", "--eval_episodes", "1", "--max_steps", "4",
+            "--exec_horizon", str(exec_horizon), "--no_crop",
+            f"--finetune_arg=--config.data.statistics_cache_dir={tmp_path / 'stats'}",
+            "--finetune_arg=--config.data.shuffle_buffer=64",
+        ]  # fmt: skip
+
+    rows = benchmark_transfer.main(command())
+    assert [(r["target"], r["variant"], r["mode"]) for r in rows] == [
+        ("test", "front", "zero_shot"),  # the pretrained checkpoint on the held-out task
+        ("own", "front", "zero_shot"),  # ... and on its own pretraining tasks
+        ("test", "front", "full"),
+        ("test", "front", "scratch"),
+    ]
+    assert all(r["episodes"] == 1 for r in rows)
+    assert "gap_to_scratch" in rows[0] and "gap_to_scratch" in rows[2]
+    assert "gap_to_scratch" not in rows[1] and "gap_to_scratch" not in rows[3]
+    assert len(calls) == 4 and all("--exec_horizon=2" in c and "--max_steps=4" in c for c in calls)
+    assert all("--execution=receding" in c for c in calls)
+    zero_shot = [c for c in calls if any(a.startswith("--dataset_name=") for a in c)]
+    assert len(zero_shot) == 2 and all("--dataset_name=metaworld_front" in c for c in zero_shot)
+    line = json.loads((workdir / "transfer.jsonl").read_text())
+    assert line["exec_horizon"] == 2 and line["execution"] == "receding"
+    assert "receding, 2 actions/chunk" in (workdir / "transfer.txt").read_text()
+
+    # Fine-tuning and scratch: the same data, steps, optimizer and (no-crop) cameras.
+    configs = {
+        mode: json.loads((workdir / "runs" / "test" / mode / "seed0" / "config.json").read_text())
+        for mode in ("full", "scratch")
+    }
+    for key in ("data", "optimizer", "num_steps", "dataset", "seed"):
+        assert configs["full"][key] == configs["scratch"][key], key
+    primary = configs["full"]["data"]["frame"]["cameras"]["primary"]
+    assert primary["augment"]["random_resized_crop_scale"] is None
+
+    # Another execution setting re-evaluates the trained arms, beside the first results.
+    import finetune
+
+    monkeypatch.setattr(finetune, "main", lambda *a, **k: pytest.fail("trained again"))
+    calls.clear()
+    again = benchmark_transfer.main(command(exec_horizon=1))
+    assert len(again) == 4 and len(calls) == 4 and all("--exec_horizon=1" in c for c in calls)
+    tags = sorted(p.name for p in (workdir / "results").iterdir())
+    assert tags == ["receding-h1-4steps-1eps-seed0", "receding-h2-4steps-1eps-seed0"]
+
+    # A target whose demonstrations were in pretraining is refused before any work.
+    monkeypatch.setattr(benchmark_transfer, "train_arm", lambda *a: pytest.fail("trained"))
+    with pytest.raises(ValueError, match="target 'leak': reach on 'front' were in pretraining"):
+        benchmark_transfer.main(command("leak=reach", workdir=tmp_path / "leak"))
+    assert not (tmp_path / "leak" / "runs").exists()
+
+
+def test_pretraining_arguments_pass_through_to_train_py(tmp_path):
+    args = benchmark_transfer.parse_args(
+        ["--workdir", str(tmp_path), "--pretrain_config", "laptop_broad", "--pretrain_steps",
+         "7", "--held_out", "family:door,family:coffee",
+         "--pretrain_arg=--config.simulation.episodes_per_task=3"]
+    )  # fmt: skip
+    config, run_dir, _, _ = train.parse_command_line(transfer_pretraining.pretrain_argv(args))
+    assert config.num_steps == 7 and config.simulation.episodes_per_task == 3
+    assert config.simulation.held_out == "family:door,family:coffee"
+    assert config.mix == "metaworld_broad" and run_dir == str(tmp_path / "pretrain")
+    scope = transfer_pretraining.planned_scope(args)
+    assert len(scope.tasks) == 50 - 7 and "door-open" not in scope.tasks
+    assert scope.variants == ("front", "default")

@@ -138,3 +138,12 @@ def test_changing_how_a_run_executes_does_not_block_its_resume(shared_data, tmp_
 @pytest.fixture(scope="module")
 def shared_data(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp("synthetic"))
+
+
+def test_the_runtime_line_names_the_host_cpus_a_speed_depends_on(monkeypatch):
+    from octo_like.training import runtime
+
+    monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: {0, 1, 5})
+    host = runtime.describe_host_cpus()
+    assert host.startswith("3 CPUs")
+    assert runtime.describe_runtime().endswith(f"; host {host}")

@@ -109,11 +109,16 @@ def check_targets(targets, scope: PretrainingScope, source: str) -> None:
 
 
 def own_task_sample(scope: PretrainingScope, requested: str | None, count: int = 5):
-    """--own_tasks, else `count` pretraining tasks spread evenly over its list."""
+    """--own_tasks (which must be pretraining tasks), else `count` pretraining tasks spread
+    evenly over its list."""
     from octo_like.envs.tasks import expand_tasks
 
     if requested:
-        return expand_tasks(requested)
+        tasks = expand_tasks(requested)
+        unseen = [t for t in tasks if scope.tasks is not None and t not in scope.tasks]
+        if unseen:
+            raise ValueError(f"--own_tasks {', '.join(unseen)}: not among the pretraining tasks")
+        return tasks
     if not scope.tasks:
         return ()
     step = max(1, len(scope.tasks) // count)

@@ -128,3 +128,17 @@ def test_pretraining_arguments_pass_through_to_train_py(tmp_path):
     scope = transfer_pretraining.planned_scope(args)
     assert len(scope.tasks) == 50 - 7 and "door-open" not in scope.tasks
     assert scope.variants == ("front", "default")
+
+
+def test_own_task_rows_are_a_spread_sample_of_pretraining_tasks():
+    from octo_like.envs.tasks import pretraining_tasks
+
+    tasks = pretraining_tasks("all", "family:door,family:coffee,family:plate")
+    scope = transfer_pretraining.PretrainingScope(tasks, ("front", "default"))
+    sample = transfer_pretraining.own_task_sample(scope, None)
+    assert len(sample) == 5 and sample[0] == tasks[0] and set(sample) <= set(tasks)
+    assert transfer_pretraining.own_task_sample(scope, "reach,push") == ("reach", "push")
+    with pytest.raises(ValueError, match="--own_tasks door-open: not among the pretraining"):
+        transfer_pretraining.own_task_sample(scope, "reach,door-open")
+    unknown = transfer_pretraining.PretrainingScope(None, ("front",))
+    assert transfer_pretraining.own_task_sample(unknown, None) == ()

@@ -1,24 +1,31 @@
-"""The pretraining side of scripts/benchmark_transfer.py: the train.py command it runs, what a
-pretrained checkpoint saw (tasks and embodiments, so no target leaks into it), and where the
-pretrained checkpoint itself can be evaluated zero-shot.
+"""What the transfer benchmark's pretraining sees, before it runs: a dry run.
 
-A run's scope is read from the ``config.json`` its workdir holds (train.py writes it), so a
-checkpoint passed with --pretrained is checked as strictly as one pretrained here.
+    python scripts/transfer_pretraining.py --workdir runs/transfer --pretrain_config laptop_broad \
+        --held_out family:door,family:coffee,family:plate,family:window,family:faucet
+
+Takes scripts/benchmark_transfer.py's flags and prints the train.py command it would run, the
+tasks pretraining collects demonstrations of on which embodiments, what is held out, and (with
+--target) whether each target would be refused for leaking into pretraining; with --pretrained,
+the same for an existing checkpoint (read from the ``config.json`` its run holds). Nothing is
+collected or trained. scripts/benchmark_transfer.py imports the functions below.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
+import sys
+from typing import NamedTuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+for _path in (REPO, os.path.join(REPO, "scripts")):  # train.py, benchmark_transfer.py
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 log = logging.getLogger("benchmark_transfer")
 
 
-@dataclasses.dataclass(frozen=True)
-class PretrainingScope:
+class PretrainingScope(NamedTuple):
     """What pretraining had demonstrations of: `tasks` on each of `variants` (embodiments).
     Unknown (None) for a checkpoint whose run configuration is not beside it."""
 
@@ -166,3 +173,46 @@ def pretrained_variant(info) -> str:
         if variant is not None:
             return variant.name
     return "default"
+
+
+def parse_args(argv=None):
+    """scripts/benchmark_transfer.py's command line (the same flags)."""
+    import benchmark_transfer
+
+    return benchmark_transfer.parse_args(argv)
+
+
+def main(argv=None) -> PretrainingScope:
+    args = parse_args(argv)
+    from octo_like.envs.tasks import TASKS
+    from octo_like.envs.transfer import Target
+    from octo_like.training.finetune_config import read_pretrained
+
+    if args.pretrained:
+        info = read_pretrained(os.path.expanduser(args.pretrained))
+        scope = checkpoint_scope(info.checkpoint_dir, info.dataset_names)
+        own = pretrained_variant(info)
+        print(f"checkpoint {info.checkpoint_dir} (step {info.step})")
+    else:
+        scope = planned_scope(args)
+        own = scope.variants[0] if scope.variants else "default"
+        print("pretraining command:\n  " + " ".join(pretrain_argv(args)))
+    print(f"embodiments: {', '.join(scope.variants) or 'none simulated'}")
+    if scope.tasks is None:
+        print("tasks: unknown (no config.json beside the checkpoint)")
+    else:
+        held = [t for t in TASKS if t not in scope.tasks]
+        print(f"tasks ({len(scope.tasks)}): {', '.join(scope.tasks)}")
+        print(f"never in pretraining ({len(held)}): {', '.join(held)}")
+    for text in args.target:
+        target = Target.parse(text, default_variant=own)
+        try:
+            check_targets([target], scope, args.pretrained or "the pretraining run")
+            print(f"target {target.name} ({', '.join(target.tasks)} @ {target.variant}): ok")
+        except ValueError as e:
+            print(f"target {target.name}: refused: {e}")
+    return scope
+
+
+if __name__ == "__main__":
+    main()

@@ -130,6 +130,19 @@ def test_pretraining_arguments_pass_through_to_train_py(tmp_path):
     assert scope.variants == ("front", "default")
 
 
+def test_the_dry_run_shows_what_pretraining_sees_and_which_targets_leak(tmp_path, capsys):
+    scope = transfer_pretraining.main(
+        ["--workdir", str(tmp_path), "--pretrain_config", "laptop_broad",
+         "--held_out", "family:door", "--target", "ok=door-lock", "--target", "bad=reach,door-open"]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert len(scope.tasks) == 46 and not (tmp_path / "pretrain").exists()  # nothing ran
+    assert "--config.simulation.held_out=family:door" in out
+    assert "never in pretraining (4): door-close, door-lock, door-open, door-unlock" in out
+    assert "target ok (door-lock @ front): ok" in out
+    assert "target bad: refused: target 'bad': reach on 'front' were in pretraining" in out
+
+
 def test_own_task_rows_are_a_spread_sample_of_pretraining_tasks():
     from octo_like.envs.tasks import pretraining_tasks
 

@@ -33,8 +33,14 @@ def test_a_scale_preset_without_t5_names_the_flag(tmp_path):
         parse_train_config(config, str(tmp_path / "run"))
 
 
-@pytest.mark.parametrize("preset", ["debug", "laptop"])
+@pytest.mark.parametrize("preset", ["debug", "laptop", "laptop_long", "laptop_broad"])
 def test_cpu_presets_keep_their_small_encoder_and_plain_mixing(preset):
     config = pretrain.get_config(preset)
     assert config.model.language.encoder == "small" and not config.model.language.frozen
     assert not config.data.balance_by_size
+    if preset == "laptop_broad":  # its simulation settings are the typed ones, held_out included
+        from octo_like.training.config import SimulationDataConfig
+
+        config.simulation.held_out = "family:door,window-open"
+        typed = SimulationDataConfig(**config.simulation.to_dict())
+        assert typed.held_out == "family:door,window-open" and typed.tasks == "all"

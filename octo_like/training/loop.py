@@ -5,6 +5,8 @@ tensorboard/. Rerunning the same command resumes from the latest complete checkp
 
 After a resume the data stream does not replay the batches of the interrupted run: the pipeline
 is re-seeded with ``seed + resume_step``, so the resumed run sees fresh, reproducible batches.
+The run's ``seed`` decides the data stream too (`data_stream_seed`), not only the initializers:
+two fine-tuning seeds from one checkpoint would otherwise be the same run.
 (Saving the tf.data iterator would mean saving a shuffle buffer of up to 10^5 frames.)
 
 The host never waits needlessly: a background thread tokenizes the next batches and puts them
@@ -229,6 +231,13 @@ def run(
         )  # fmt: skip
 
 
+def data_stream_seed(config: TrainConfig, start_step: int) -> int:
+    """The input pipeline's seed: the run's `seed` (its shuffles, goal relabelling, crops and
+    dropout differ per seed, as its initializers do), ``data.seed`` and the step it starts at
+    (a resumed run draws fresh batches). Seed 0 from step 0 keeps ``data.seed`` as it was."""
+    return config.seed * 1_000_003 + config.data.seed + start_step
+
+
 def _run_held(
     config: TrainConfig,
     workdir: str,
@@ -253,7 +262,7 @@ def _run_held(
     start_step = checkpointer.resume_step() or 0  # falls back past a corrupt latest step
 
     prepared = _prepare_datasets(config)
-    train_data = dataclasses.replace(config.data, seed=config.data.seed + start_step)
+    train_data = dataclasses.replace(config.data, seed=data_stream_seed(config, start_step))
     pipeline = make_pipeline(train_data, shard, prepared=prepared)
     batches = iter(pipeline)
     first = next(batches)

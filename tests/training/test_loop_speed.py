@@ -147,3 +147,33 @@ def test_the_runtime_line_names_the_host_cpus_a_speed_depends_on(monkeypatch):
     host = runtime.describe_host_cpus()
     assert host.startswith("3 CPUs")
     assert runtime.describe_runtime().endswith(f"; host {host}")
+
+
+def test_the_run_seed_decides_the_data_stream_not_only_the_initializers(
+    shared_data, tmp_path, monkeypatch
+):
+    """Two fine-tuning seeds from one checkpoint (nothing new to initialize) were bit-identical
+    runs: the pipeline was seeded by data.seed alone (found by the issue-33 benchmark)."""
+    from octo_like.training import loop
+
+    seeds = []
+    real = loop.make_pipeline
+    monkeypatch.setattr(
+        loop,
+        "make_pipeline",
+        lambda data, *a, **k: (data.train and seeds.append(data.seed)) or real(data, *a, **k),
+    )
+    stats = str(tmp_path / "stats")
+    for seed in (0, 3):
+        train.main(debug_config(shared_data, stats, seed=seed), str(tmp_path / f"s{seed}"),
+                   stop_at_step=1)  # fmt: skip
+    assert seeds == [0, 3 * 1_000_003]
+    resumed = [loop.data_stream_seed(debug_config_typed(seed), step) for seed, step in
+               ((0, 0), (0, 5), (1, 0), (1, 5))]  # fmt: skip
+    assert len(set(resumed)) == 4 and resumed[1] == 5
+
+
+def debug_config_typed(seed: int):
+    import types
+
+    return types.SimpleNamespace(seed=seed, data=types.SimpleNamespace(seed=0))

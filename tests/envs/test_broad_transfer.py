@@ -14,6 +14,7 @@ import pytest
 import train
 from configs import pretrain
 from octo_like.training.finetune_config import read_pretrained
+from tests.envs.tiny_runs import shrink_to_seconds
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "scripts"))
 import benchmark_transfer  # noqa: E402
@@ -26,18 +27,9 @@ def broad_checkpoint(tmp_path_factory):
     """laptop_broad shrunk to seconds: reach and drawer-open minus the drawer family, 2 steps."""
     tmp = tmp_path_factory.mktemp("broad_run")
     config = pretrain.get_config("laptop_broad")
-    config.num_steps, config.log_every, config.eval_every = 2, 1, 2
-    config.checkpoint.save_every = 2
-    config.optimizer.warmup_steps = 1
-    config.tensorboard = False
-    config.model.transformer = "dummy"
-    config.data.batch_size = 8
+    shrink_to_seconds(config, tmp, tasks="reach,drawer-open")
     config.data.shuffle_buffer = 64
-    config.data.statistics_cache_dir = str(tmp / "stats")
-    config.simulation.tasks = "reach,drawer-open"
     config.simulation.held_out = "family:drawer"
-    config.simulation.episodes_per_task = 2
-    config.simulation.cache_dir = str(tmp / "cache")
     result = train.main(config, str(tmp / "run"))
     assert all(abs(v) < float("inf") for v in result.last_metrics.values())
     return str(tmp / "run" / "checkpoints")

@@ -21,6 +21,7 @@ from octo_like.envs.evaluation import EvalConfig, evaluate
 from octo_like.envs.tasks import get_task
 from octo_like.envs.variants import get_variant
 from octo_like.envs.worker import EnvPool, WorkerError
+from tests.envs.tiny_runs import shrink_to_seconds
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "scripts"))
 import evaluate as evaluate_script  # noqa: E402
@@ -327,17 +328,8 @@ def tiny_checkpoint(tmp_path_factory):
     """The laptop preset (what `make train` runs) shrunk to seconds: one task, 2 steps."""
     tmp = tmp_path_factory.mktemp("tiny_sim_run")
     config = pretrain.get_config("laptop")
-    config.num_steps, config.log_every, config.eval_every = 2, 1, 2
-    config.checkpoint.save_every = 2
-    config.optimizer.warmup_steps = 1
-    config.tensorboard = False
-    config.model.transformer = "dummy"
-    config.data.batch_size = 8
-    config.data.statistics_cache_dir = str(tmp / "stats")
-    config.simulation.tasks = "reach"
-    config.simulation.episodes_per_task = 2
+    shrink_to_seconds(config, tmp, tasks="reach")
     config.simulation.val_episodes_per_task = 1
-    config.simulation.cache_dir = str(tmp / "cache")
     config.simulation.eval_every = 1  # closed-loop success at steps 1 and 2 (issue 12)
     config.simulation.eval_episodes = 1
     config.simulation.eval_max_steps = 8

@@ -10,10 +10,13 @@ before the product). The operations below take the float32 parameter itself and 
 backward pass so that the parameter's gradient is computed, and reduced, in float32 from the
 start, while activations and their gradients stay in the compute dtype:
 
-- `matmul(x, kernel)`: ``x[..., k] @ kernel[k, n]``; bf16 x bf16 products accumulating in f32;
+- `matmul(x, kernel)`: ``x[..., k] @ kernel[k, n]``; bf16 x bf16 products accumulating in f32
+  (the activations and their gradients written in bf16, the kernel's gradient in f32);
 - `add_param(y, p)` / `mul_param(y, p)`: ``y + p`` / ``y * p`` broadcast from the right
   (biases, positional embeddings, scales); the gradient of `p` sums float32 cotangents;
-- `conv(x, kernel, **conv_args)`: `lax.conv_general_dilated` whose kernel gradient is f32;
+- `conv(x, kernel, ...)`: `lax.conv_general_dilated` whose kernel gradient is f32, computed
+  (like the matmul's) from bf16 operands: float32 operands would run the stems' backward as
+  TF32 convolutions, twice the time on an H100;
 - `einsum_param(spec, x, p)` for the rest.
 
 `Linear` and `Conv` are `nnx` layers with flax's parameter names (``kernel``, ``bias``) built on
@@ -46,10 +49,7 @@ def _reduce_to(values: jax.Array, shape: Sequence[int]) -> jax.Array:
 @jax.custom_vjp
 def matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """x: float[..., k] (compute dtype); kernel: float32[k, n] -> x.dtype[..., n]."""
-    out = lax.dot_general(
-        x, kernel.astype(x.dtype), (((x.ndim - 1,), (0,)), ((), ())), preferred_element_type=F32
-    )
-    return out.astype(x.dtype)
+    return lax.dot_general(x, kernel.astype(x.dtype), (((x.ndim - 1,), (0,)), ((), ())))
 
 
 def _matmul_fwd(x, kernel):
@@ -57,11 +57,12 @@ def _matmul_fwd(x, kernel):
 
 
 def _matmul_bwd(saved, g):
+    """Activations' gradient in the compute dtype (as the forward: the accelerator accumulates
+    in float32 and writes x.dtype, so no float32 copy of an activation-sized result is made);
+    the kernel's gradient from the same compute-dtype operands, written in float32."""
     x, kernel = saved
     g = g.astype(x.dtype)
-    dx = lax.dot_general(
-        g, kernel.astype(x.dtype), (((g.ndim - 1,), (1,)), ((), ())), preferred_element_type=F32
-    ).astype(x.dtype)
+    dx = lax.dot_general(g, kernel.astype(x.dtype), (((g.ndim - 1,), (1,)), ((), ())))
     lead = tuple(range(x.ndim - 1))
     dkernel = lax.dot_general(x, g, ((lead, lead), ((), ())), preferred_element_type=F32)
     return dx, dkernel.astype(kernel.dtype)
@@ -127,28 +128,53 @@ def einsum_param(spec: str, x: jax.Array, p: jax.Array) -> jax.Array:
     return product(x, p)
 
 
-def conv(x: jax.Array, kernel: jax.Array, **conv_args) -> jax.Array:
-    """`lax.conv_general_dilated(x, kernel, **conv_args)` in x's dtype, kernel float32; the
-    kernel's gradient is computed from float32 operands (stems are small next to the trunk)."""
+def _conv_kernel_gradient(x: jax.Array, g: jax.Array, kernel_shape, *, window_strides,
+                          padding, dimension_numbers) -> jax.Array:
+    """float32 gradient of an ``NHWC`` x ``HWIO`` convolution's kernel from compute-dtype `x`
+    and cotangent `g`: itself a convolution, of `x` (channels as batch) by `g` (batch as input
+    features) dilated by the stride, so the accelerator reads bf16 and accumulates in float32.
+    (`jax.vjp` cannot do this: its kernel cotangent has the dtype the kernel had in the product.)
+    """
+    spatial_in, window = x.shape[1:3], tuple(kernel_shape[:2])
+    if isinstance(padding, str):
+        padding = lax.padtype_to_pads(spatial_in, window, window_strides, padding)
+    pads = []
+    for n_in, k, s, n_out, (lo, _) in zip(spatial_in, window, window_strides, g.shape[1:3],
+                                          padding):  # fmt: skip
+        # the far side is padded so that every strided output position sees its full window
+        pads.append((lo, (n_out - 1) * s + 1 - n_in + k - lo - 1))
+    return lax.conv_general_dilated(
+        x, g, window_strides=(1, 1), padding=pads, rhs_dilation=tuple(window_strides),
+        dimension_numbers=("CHWN", "IHWO", "HWNC"), preferred_element_type=F32,
+    )  # fmt: skip
+
+
+def conv(x: jax.Array, kernel: jax.Array, *, window_strides, padding,
+         dimension_numbers=("NHWC", "HWIO", "NHWC")) -> jax.Array:  # fmt: skip
+    """`lax.conv_general_dilated` in x's dtype with a float32 ``HWIO`` kernel: the input's
+    gradient in x's dtype, the kernel's from x-dtype operands written in float32."""
+    if tuple(dimension_numbers) != ("NHWC", "HWIO", "NHWC"):
+        raise ValueError(f"precision.conv supports NHWC/HWIO only, got {dimension_numbers}")
+    window_strides = tuple(window_strides)
+    conv_args = dict(window_strides=window_strides, padding=padding,
+                     dimension_numbers=tuple(dimension_numbers))  # fmt: skip
 
     @jax.custom_vjp
     def convolve(x, kernel):
-        out = lax.conv_general_dilated(
-            x, kernel.astype(x.dtype), preferred_element_type=F32, **conv_args
-        )
-        return out.astype(x.dtype)
+        return lax.conv_general_dilated(x, kernel.astype(x.dtype), **conv_args)
 
     def fwd(x, kernel):
         return convolve(x, kernel), (x, kernel)
 
     def bwd(saved, g):
         x, kernel = saved
-        exact = lambda x_, k_: lax.conv_general_dilated(
-            x_, k_, preferred_element_type=F32, **conv_args
+        g = g.astype(x.dtype)
+        _, input_pullback = jax.vjp(
+            lambda x_: lax.conv_general_dilated(x_, kernel.astype(x.dtype), **conv_args), x
         )
-        _, pullback = jax.vjp(exact, x.astype(F32), kernel)
-        dx, dkernel = pullback(g.astype(F32))
-        return dx.astype(x.dtype), dkernel
+        (dx,) = input_pullback(g)
+        dkernel = _conv_kernel_gradient(x, g, kernel.shape, **conv_args)
+        return dx, dkernel.astype(kernel.dtype)
 
     convolve.defvjp(fwd, bwd)
     return convolve(x, kernel)

@@ -128,8 +128,9 @@ def einsum_param(spec: str, x: jax.Array, p: jax.Array) -> jax.Array:
     return product(x, p)
 
 
-def _conv_kernel_gradient(x: jax.Array, g: jax.Array, kernel_shape, *, window_strides,
-                          padding, dimension_numbers) -> jax.Array:
+def _conv_kernel_gradient(
+    x: jax.Array, g: jax.Array, kernel_shape, *, window_strides, padding, dimension_numbers
+) -> jax.Array:
     """float32 gradient of an ``NHWC`` x ``HWIO`` convolution's kernel from compute-dtype `x`
     and cotangent `g`: itself a convolution, of `x` (channels as batch) by `g` (batch as input
     features) dilated by the stride, so the accelerator reads bf16 and accumulates in float32.
@@ -138,9 +139,11 @@ def _conv_kernel_gradient(x: jax.Array, g: jax.Array, kernel_shape, *, window_st
     spatial_in, window = x.shape[1:3], tuple(kernel_shape[:2])
     if isinstance(padding, str):
         padding = lax.padtype_to_pads(spatial_in, window, window_strides, padding)
+    spatial_out = g.shape[1:3]
     pads = []
-    for n_in, k, s, n_out, (lo, _) in zip(spatial_in, window, window_strides, g.shape[1:3],
-                                          padding):  # fmt: skip
+    for n_in, k, s, n_out, (lo, _) in zip(
+        spatial_in, window, window_strides, spatial_out, padding, strict=True
+    ):
         # the far side is padded so that every strided output position sees its full window
         pads.append((lo, (n_out - 1) * s + 1 - n_in + k - lo - 1))
     return lax.conv_general_dilated(

@@ -15,24 +15,10 @@ import pytest
 from jax import lax
 
 from octo_like.model import precision
+from tests.jaxprs import equations
 
 F32, BF16 = jnp.float32, jnp.bfloat16
 NHWC = ("NHWC", "HWIO", "NHWC")
-
-
-def _equations(jaxpr, name):
-    """Every equation called `name` in a closed jaxpr, nested calls (custom_vjp, pjit) included."""
-    found = []
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == name:
-            found.append(eqn)
-        for param in eqn.params.values():
-            for sub in param if isinstance(param, (list, tuple)) else [param]:
-                if isinstance(sub, jax.extend.core.ClosedJaxpr):
-                    found += _equations(sub.jaxpr, name)
-                elif isinstance(sub, jax.extend.core.Jaxpr):
-                    found += _equations(sub, name)
-    return found
 
 
 def _vjp_jaxpr(f, *args):
@@ -87,7 +73,7 @@ def test_bf16_conv_backward_reads_only_bf16_operands():
     f = lambda x, k: precision.conv(
         x, k, window_strides=(2, 2), padding=((1, 1), (1, 1)), dimension_numbers=NHWC
     )
-    convs = _equations(_vjp_jaxpr(f, x, kernel).jaxpr, "conv_general_dilated")
+    convs = equations(_vjp_jaxpr(f, x, kernel).jaxpr, "conv_general_dilated")
     assert len(convs) >= 3  # forward, input gradient, kernel gradient (+ the traced primal)
     for eqn in convs:
         assert [v.aval.dtype for v in eqn.invars] == [BF16, BF16], eqn
@@ -111,7 +97,7 @@ def test_matmul_gradients_and_dtypes():
     np.testing.assert_allclose(np.asarray(dx, np.float32), dx_ref, rtol=2e-2, atol=2e-2)
     np.testing.assert_allclose(np.asarray(y, np.float32), y_ref, rtol=2e-2, atol=2e-2)
 
-    dots = _equations(_vjp_jaxpr(precision.matmul, x, kernel).jaxpr, "dot_general")
+    dots = equations(_vjp_jaxpr(precision.matmul, x, kernel).jaxpr, "dot_general")
     assert len(dots) >= 3
     for eqn in dots:
         assert [v.aval.dtype for v in eqn.invars] == [BF16, BF16], eqn

@@ -21,6 +21,7 @@ from octo_like.model.octo_model import tokenize_tasks
 from octo_like.model.testing import host_initialized_model
 from octo_like.training.optimizer import OptimizerConfig, loop_learning_rate, make_optimizer
 from octo_like.training.step import TrainState, make_steps
+from tests.jaxprs import equations
 
 B, W, H, A, P = 4, 2, 4, 3, 5
 STEPS = 16
@@ -58,15 +59,7 @@ def _batches(rng: np.random.Generator, count: int) -> list[dict]:
 
 def _operand_dtypes(jaxpr, primitive: str) -> list[tuple[str, ...]]:
     """Operand dtypes of every `primitive` equation, sub-jaxprs (custom_vjp bodies) included."""
-    found = []
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == primitive:
-            found.append(tuple(str(v.aval.dtype) for v in eqn.invars))
-        for value in eqn.params.values():
-            inner = getattr(value, "jaxpr", value)
-            if hasattr(inner, "eqns"):
-                found += _operand_dtypes(inner, primitive)
-    return found
+    return [tuple(str(v.aval.dtype) for v in eqn.invars) for eqn in equations(jaxpr, primitive)]
 
 
 def _train(config: ModelConfig, batches: list[dict]):

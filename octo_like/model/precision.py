@@ -162,9 +162,10 @@ def conv(x: jax.Array, kernel: jax.Array, *, window_strides, padding,
     conv_args = dict(window_strides=window_strides, padding=padding,
                      dimension_numbers=tuple(dimension_numbers))  # fmt: skip
 
-    @jax.custom_vjp
-    def convolve(x, kernel):
+    def forward(x, kernel):
         return lax.conv_general_dilated(x, kernel.astype(x.dtype), **conv_args)
+
+    convolve = jax.custom_vjp(forward)
 
     def fwd(x, kernel):
         return convolve(x, kernel), (x, kernel)
@@ -172,10 +173,9 @@ def conv(x: jax.Array, kernel: jax.Array, *, window_strides, padding,
     def bwd(saved, g):
         x, kernel = saved
         g = g.astype(x.dtype)
-        _, input_pullback = jax.vjp(
-            lambda x_: lax.conv_general_dilated(x_, kernel.astype(x.dtype), **conv_args), x
-        )
-        (dx,) = input_pullback(g)
+        # x -> conv(x, kernel) is linear: its transpose is the input's gradient, without the
+        # forward convolution a `jax.vjp` would trace again.
+        (dx,) = jax.linear_transpose(lambda x_: forward(x_, kernel), x)(g)
         dkernel = _conv_kernel_gradient(x, g, kernel.shape, **conv_args)
         return dx, dkernel.astype(kernel.dtype)
 

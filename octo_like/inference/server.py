@@ -112,8 +112,13 @@ class PolicyServer:
         self.refused: collections.Counter[str] = collections.Counter()
 
     # ------------------------------------------------------------------ running
-    async def serve(self, ready: Callable[[int], None] | None = None) -> None:
-        """Serves until cancelled; `ready` (if given) is called with the bound port.
+    async def serve(
+        self,
+        ready: Callable[[int], None] | None = None,
+        compiled: Callable[[], None] | None = None,
+    ) -> None:
+        """Serves until cancelled; `ready` (if given) is called with the bound port, and
+        `compiled` (if given) once the batch buckets are compiled, before binding.
 
         ``port=0`` binds a free port.
         """
@@ -130,6 +135,8 @@ class PolicyServer:
                     "compiled batch buckets %s in %.1f s", list(self.limits.batch_buckets),
                     time.perf_counter() - started,
                 )  # fmt: skip
+            if compiled is not None:
+                compiled()
             async with serve(
                 self._handle,
                 self.host,
@@ -157,13 +164,19 @@ class PolicyServer:
             asyncio.run(self.serve())
 
     @contextlib.contextmanager
-    def running(self, timeout: float = 30.0) -> Iterator[int]:
-        """Serves in a background thread for the duration of the block; yields the port."""
+    def running(self, timeout: float = 30.0, compile_timeout: float = 900.0) -> Iterator[int]:
+        """Serves in a background thread for the duration of the block; yields the port.
+
+        `compile_timeout` bounds the prewarm (one compile per batch bucket: minutes on a busy
+        CPU host), `timeout` the bind after it; either running out raises, naming which.
+        """
         loop = asyncio.new_event_loop()
-        started = threading.Event()
+        compiled, started = threading.Event(), threading.Event()
         ports: list[int] = []
         failures: list[BaseException] = []
-        task = loop.create_task(self.serve(lambda port: (ports.append(port), started.set())))
+        task = loop.create_task(
+            self.serve(lambda port: (ports.append(port), started.set()), compiled.set)
+        )
 
         def run() -> None:
             try:
@@ -172,12 +185,19 @@ class PolicyServer:
                 pass
             except BaseException as e:  # e.g. the port is taken: reported to the caller
                 failures.append(e)
+                compiled.set()
                 started.set()
             finally:
                 loop.close()
 
         thread = threading.Thread(target=run, name="policy-server", daemon=True)
         thread.start()
+        if not compiled.wait(compile_timeout):
+            loop.call_soon_threadsafe(task.cancel)
+            raise RuntimeError(
+                f"the policy server did not compile its batch buckets "
+                f"{list(self.limits.batch_buckets)} within {compile_timeout} s"
+            )
         if not started.wait(timeout):
             raise RuntimeError(f"the policy server did not start within {timeout} s")
         if failures:

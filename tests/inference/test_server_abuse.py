@@ -6,8 +6,10 @@ before the first client (no client's request waits behind another's first compil
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
+import pytest
 
 from octo_like.inference import abusive_clients
 from octo_like.inference.client import PolicyClient
@@ -62,3 +64,25 @@ def test_every_batch_bucket_is_compiled_before_clients_connect(policy):
     calls.clear()
     with PolicyServer(Counting(), "127.0.0.1", 0, limits=LIMITS, prewarm=False).running():
         assert calls == []
+
+
+def test_a_slow_prewarm_is_bounded_by_the_compile_timeout_not_the_bind_timeout(policy):
+    """On a busy CPU host the buckets' compiles take longer than binding ever should (CI saw
+    five compiles outlast a 30 s start deadline): the two waits are bounded apart."""
+
+    class SlowCompile:
+        def __getattr__(self, name):
+            return getattr(policy, name)
+
+        def warmup(self, batch=1):
+            time.sleep(0.4)
+
+    server = PolicyServer(SlowCompile(), "127.0.0.1", 0, limits=LIMITS)
+    with server.running(timeout=0.5) as port, PolicyClient("127.0.0.1", port) as client:
+        assert client.metadata["limits"]["batch_buckets"] == list(LIMITS.batch_buckets)
+    slow = PolicyServer(SlowCompile(), "127.0.0.1", 0, limits=LIMITS)
+    with (
+        pytest.raises(RuntimeError, match=r"did not compile its batch buckets \[1, 2"),
+        slow.running(compile_timeout=0.5),
+    ):
+        pass

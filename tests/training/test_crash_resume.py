@@ -29,7 +29,7 @@ def kill_during_saves(directory, after_saved: int, delay: float) -> None:
         [sys.executable, str(CHILD), str(directory)], stdout=subprocess.PIPE, text=True, env=env
     )
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300
         for line in child.stdout:
             if line.strip() == f"saved {after_saved}":
                 break

@@ -258,7 +258,7 @@ def test_two_processes_match_single_process(tmp_path):
                 )
             )
             log.close()
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300
         for child in children:
             child.wait(timeout=max(1.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:

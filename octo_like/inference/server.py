@@ -118,7 +118,8 @@ class PolicyServer:
         compiled: Callable[[], None] | None = None,
     ) -> None:
         """Serves until cancelled; `ready` (if given) is called with the bound port, and
-        `compiled` (if given) once the batch buckets are compiled, before binding.
+        `compiled` (if given) once the batch buckets are compiled (at once without prewarm),
+        before binding.
 
         ``port=0`` binds a free port.
         """
@@ -192,14 +193,14 @@ class PolicyServer:
 
         thread = threading.Thread(target=run, name="policy-server", daemon=True)
         thread.start()
-        if not compiled.wait(compile_timeout):
-            loop.call_soon_threadsafe(task.cancel)
-            raise RuntimeError(
-                f"the policy server did not compile its batch buckets "
-                f"{list(self.limits.batch_buckets)} within {compile_timeout} s"
-            )
-        if not started.wait(timeout):
-            raise RuntimeError(f"the policy server did not start within {timeout} s")
+        buckets = list(self.limits.batch_buckets)
+        for event, seconds, what in (
+            (compiled, compile_timeout, f"compile its batch buckets {buckets}"),
+            (started, timeout, "start"),
+        ):
+            if not event.wait(seconds):
+                loop.call_soon_threadsafe(task.cancel)
+                raise RuntimeError(f"the policy server did not {what} within {seconds} s")
         if failures:
             raise failures[0]
         try:

@@ -149,7 +149,22 @@ def get_config(arg: str = "laptop") -> ml_collections.ConfigDict:
         max_horizon=10,  # timestep embeddings: fine-tuning with another window keeps them
         action_horizon=4,
         action_dim=4 if simulated else 7,  # MetaWorld: delta xyz + grip
-        head=dict(kind="diffusion", kwargs=dict(hidden_dim=64 if generated else 256)),
+        head=dict(
+            kind="diffusion",
+            kwargs=dict(
+                hidden_dim=64 if generated else 256,
+                # Octo: the raw step index as time input and Octo's reverse update.
+                time_input="unit" if generated else "step",
+                sampler="posterior" if generated else "octo",
+            ),
+        ),
+        # The scale presets compute what Octo-1.5 computes (docs/octo.md; tested against
+        # Octo's own outputs); debug/laptop keep octo_like's choices (ModelConfig says why).
+        repeat_task_tokens=not generated,
+        mask_padded_readouts=generated,
+        goal_padding="grey" if generated else "pixels",
+        language_token_mask=generated,
+        stem_standardization="rsqrt_variance" if generated else "std_plus_eps",
         # auto: bfloat16 compute on GPU/TPU (float32 master weights), float32 on CPU.
         dtype="float32" if generated else "auto",
         remat="none",  # none | full | dots_saveable | dots_no_batch (memory for compute)

@@ -116,9 +116,17 @@ def _per_head(fn, *arrays):
 def masked_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
     """q, k, v: float[b, N, h, c]; mask: bool[b|1, 1, N, N] (query, key) -> float[b, N, h, c].
 
-    Every query row must see at least one key (the block transformer guarantees it).
+    A query row that sees no key attends uniformly to all keys, as softmax over
+    dtype-minimum logits does in every other implementation (and in Octo).
     """
     return _forward(q, k, v, mask)[0]
+
+
+def _weights(scores: jax.Array, row_max: jax.Array, log_sum: jax.Array) -> jax.Array:
+    """Softmax weights from the row's max and log-sum: (scores - max) first, so an all-masked
+    row (every score the dtype minimum, where max + log N rounds back to the minimum) still
+    sums to one."""
+    return jnp.exp((scores - row_max[..., None]) - log_sum[..., None])
 
 
 def _forward(q, k, v, mask):
@@ -126,22 +134,24 @@ def _forward(q, k, v, mask):
 
     def head(q, k, v):
         scores = _scores(q, k, head_mask)
-        lse = jax.nn.logsumexp(scores, axis=-1)
-        out = jnp.einsum("bqk,bkc->bqc", jnp.exp(scores - lse[..., None]).astype(v.dtype), v)
-        return out, lse
+        row_max = jax.lax.stop_gradient(jnp.max(scores, axis=-1))
+        log_sum = jnp.log(jnp.sum(jnp.exp(scores - row_max[..., None]), axis=-1))
+        weights = _weights(scores, row_max, log_sum)
+        out = jnp.einsum("bqk,bkc->bqc", weights.astype(v.dtype), v)
+        return out, row_max, log_sum
 
-    out, lse = _per_head(head, q, k, v)  # lse: float32[b, N, h]
-    return out, (q, k, v, mask, out, lse)
+    out, row_max, log_sum = _per_head(head, q, k, v)  # float32[b, N, h] each
+    return out, (q, k, v, mask, out, row_max, log_sum)
 
 
 def _backward(residuals, d_out):
-    q, k, v, mask, out, lse = residuals
+    q, k, v, mask, out, row_max, log_sum = residuals
     head_mask = mask[:, 0]
     scale = 1.0 / math.sqrt(q.shape[-1])
 
-    def head(q, k, v, out, lse, d_out):
+    def head(q, k, v, out, row_max, log_sum, d_out):
         f32 = lambda x: x.astype(jnp.float32)
-        weights = jnp.exp(_scores(q, k, head_mask) - lse[..., None])  # rebuilt, [b, N, N]
+        weights = _weights(_scores(q, k, head_mask), row_max, log_sum)  # rebuilt, [b, N, N]
         d_v = jnp.einsum("bqk,bqc->bkc", weights, f32(d_out))
         d_weights = jnp.einsum("bqc,bkc->bqk", f32(d_out), f32(v))
         row = jnp.einsum("bqc,bqc->bq", f32(d_out), f32(out))[..., None]
@@ -150,7 +160,7 @@ def _backward(residuals, d_out):
         d_k = jnp.einsum("bqk,bqc->bkc", d_scores, f32(q))
         return d_q.astype(q.dtype), d_k.astype(k.dtype), d_v.astype(v.dtype)
 
-    d_q, d_k, d_v = _per_head(head, q, k, v, out, lse, d_out)
+    d_q, d_k, d_v = _per_head(head, q, k, v, out, row_max, log_sum, d_out)
     return d_q, d_k, d_v, None
 
 

@@ -65,11 +65,13 @@ class BlockTransformer(nnx.Module):
         timestep_pad_mask: jax.Array,
         train: bool,
         rng: jax.Array | None = None,
+        unpadded: Sequence[str] = (),
     ) -> tuple[dict[str, TokenGroup], dict[str, TokenGroup]]:
         """Output embeddings per group, float32 of the input shapes.
 
         timestep_pad_mask: bool[b, w]; False steps are padding: AND'ed into the masks of every
-        timestep group (returned masks include it), so no real token attends to them.
+        timestep group but those named in `unpadded` (returned masks include it), so no real
+        token attends to them.
         """
         prefix_specs, step_specs = split_specs(specs)
         if not prefix_specs and not step_specs:
@@ -89,7 +91,13 @@ class BlockTransformer(nnx.Module):
             _check_group(s, timestep_groups[s.name], (b, w), d)
 
         step_valid = timestep_pad_mask.astype(bool)[:, :, None]
-        step_masks = [timestep_groups[s.name].mask.astype(bool) & step_valid for s in step_specs]
+        unknown = sorted(set(unpadded) - {s.name for s in step_specs})
+        if unknown:
+            raise ValueError(f"BlockTransformer: unpadded names no timestep group: {unknown}")
+        step_masks = [
+            timestep_groups[s.name].mask.astype(bool) & (True if s.name in unpadded else step_valid)
+            for s in step_specs
+        ]
         tokens = [prefix_groups[s.name].tokens for s in prefix_specs]
         masks = [prefix_groups[s.name].mask.astype(bool) for s in prefix_specs]
         if step_specs:

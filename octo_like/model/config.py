@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from octo_like.model.attention import ATTENTION_IMPLEMENTATIONS
@@ -21,6 +22,8 @@ IMAGE_ENCODERS = ("small_stem16", "patch16")
 DTYPES = ("float32", "bfloat16", "auto")
 
 LANGUAGE_ENCODERS = ("t5", "small", "none")
+GOAL_PADDING = ("grey", "pixels")
+STEM_STANDARDIZATIONS = ("rsqrt_variance", "std_plus_eps")
 PROPRIO_MODES = ("linear", "per_dim")
 
 
@@ -45,9 +48,18 @@ class ImageTokenizerConfig:
     film: bool = False
     patch_size: int = 16
     keypoints: int = 0
+    # small_stem16's stride-2 conv widths; None: (32, 96, 192, 384) cut to the patch side.
+    stem_widths: tuple[int, ...] | None = None
 
     def __post_init__(self):
         _check_choice("image encoder", self.encoder, IMAGE_ENCODERS)
+        if self.stem_widths is not None:
+            object.__setattr__(self, "stem_widths", tuple(int(w) for w in self.stem_widths))
+            if self.encoder != "small_stem16" or not self.stem_widths:
+                raise ValueError(
+                    f"image tokenizer {self.camera!r}: stem_widths set a small_stem16's conv "
+                    f"widths, got {self.stem_widths} for encoder {self.encoder!r}"
+                )
         if not isinstance(self.keypoints, int) or self.keypoints < 0:
             raise ValueError(
                 f"image tokenizer {self.camera!r}: keypoints must be an int >= 0, "
@@ -169,6 +181,27 @@ class ModelConfig:
     attention: str = "auto"
     # Low-rank adapters on the transformer (fine-tuning); None: plain dense layers.
     lora: LoraConfig | None = None
+    # Octo-1.5's behaviours (docs/octo.md): the scale presets (tiny/small/base) and imported
+    # Octo checkpoints set the Octo value; the defaults are octo_like's own choices, kept for
+    # the CPU presets and the checkpoints trained with them.
+    # Octo-1.5: task tokens repeated in every timestep as group obs_task_<name> (never masked
+    # by timestep padding), so observations attend to them as to another camera.
+    repeat_task_tokens: bool = False
+    # octo_like: readouts of padded timesteps are padding (a padded first step of an episode
+    # cannot feed the next readout); Octo: readouts are always real.
+    mask_padded_readouts: bool = True
+    # A goal whose pad_mask_dict entry is False: "grey" = 0.0 after normalizing, whatever its
+    # pixels (octo_like: independent of what a client sends); "pixels" = its pixels as given
+    # (Octo: create_tasks fills uint8 zeros, i.e. -1.0).
+    goal_padding: str = "grey"
+    # octo_like: the instruction's padding positions are masked keys; Octo: only the
+    # instruction's pad_mask_dict entry masks the language group (T5 outputs at padding
+    # positions are attended).
+    language_token_mask: bool = True
+    # The stem convolutions' weight standardization: "rsqrt_variance" (w - mean) *
+    # rsqrt(var + 1e-5) (octo_like, smooth as the variance goes to 0) or "std_plus_eps"
+    # (w - mean) / (std + 1e-5) (Octo).
+    stem_standardization: str = "rsqrt_variance"
 
     def __post_init__(self):
         cameras = [t.camera for t in self.image_tokenizers]
@@ -182,6 +215,14 @@ class ModelConfig:
             object.__setattr__(self, "remat", remat_policy_name(self.remat))
         _check_choice("remat policy", self.remat, REMAT_POLICIES)
         _check_choice("attention implementation", self.attention, ATTENTION_IMPLEMENTATIONS)
+        _check_choice("goal padding", self.goal_padding, GOAL_PADDING)
+        _check_choice("stem standardization", self.stem_standardization, STEM_STANDARDIZATIONS)
+        if (
+            self.repeat_task_tokens
+            and self.language.encoder == "none"
+            and not (self.goal_image_cameras)
+        ):
+            raise ValueError("repeat_task_tokens needs task tokens (a language encoder or goals)")
         film = [t.camera for t in self.image_tokenizers if t.film]
         if film and self.language.encoder == "none":
             raise ValueError(f"FiLM on cameras {film} needs a language encoder (language=none)")
@@ -211,6 +252,22 @@ class ModelConfig:
         if "max_horizon" not in data:  # saved before max_horizon: embeddings sized by window
             data = {**data, "max_horizon": data.get("window", cls.window)}
         return _build(cls, data, "model")
+
+
+# The ModelConfig values that compute what Octo-1.5 computes (the scale presets and imported
+# Octo checkpoints), and the diffusion head's: time input as the raw step index, Octo's sampler.
+OCTO_MODEL_BEHAVIOURS: Mapping[str, Any] = MappingProxyType(
+    {
+        "repeat_task_tokens": True,
+        "mask_padded_readouts": False,
+        "goal_padding": "pixels",
+        "language_token_mask": False,
+        "stem_standardization": "std_plus_eps",
+    }
+)
+OCTO_DIFFUSION_BEHAVIOURS: Mapping[str, Any] = MappingProxyType(
+    {"time_input": "step", "sampler": "octo"}
+)
 
 
 def resolve_dtype(dtype: str, platform: str) -> str:

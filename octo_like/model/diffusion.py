@@ -130,27 +130,66 @@ def ddpm_reverse_step(
     return mean + jnp.sqrt(variance) * noise
 
 
+def octo_reverse_step(
+    schedule: DiffusionSchedule,
+    x_t: jax.Array,
+    t: jax.Array,
+    eps: jax.Array,
+    noise: jax.Array,
+    *,
+    max_action: float,
+) -> jax.Array:
+    """Octo's reverse step: ``x <- (x - (1 - a) / sqrt(1 - abar) * eps) / sqrt(a)``, plus
+    ``sqrt(beta) * noise`` except at ``t = 0``, clipped to ``[-max_action, max_action]``.
+
+    The mean equals the posterior mean of `ddpm_reverse_step` without its x0 clip; the variance
+    is ``beta`` rather than the posterior's. ``t``: a scalar step.
+    """
+    alpha, alpha_bar = schedule.alphas[t], schedule.alpha_bars[t]
+    x = (x_t - (1.0 - alpha) / jnp.sqrt(1.0 - alpha_bar) * eps) / jnp.sqrt(alpha)
+    x = x + (t > 0).astype(x.dtype) * jnp.sqrt(schedule.betas[t]) * noise
+    return jnp.clip(x, -max_action, max_action)
+
+
 def ddpm_sample(
     eps_fn: EpsilonFn,
     schedule: DiffusionSchedule,
     x_init: jax.Array,
-    rng: jax.Array,
+    rng: jax.Array | None,
     *,
     clip_x0: float | None = None,
+    step_noise: jax.Array | None = None,
+    octo_max_action: float | None = None,
 ) -> jax.Array:
     """Run the K reverse steps from ``x_init`` (pure noise) inside one `jax.lax.scan`.
 
     Step ``t`` draws its noise from ``fold_in(rng, t)``, so the chain is a function of ``rng``
-    alone. Returns ``x_{-1}``, i.e. the estimate of ``x0``, shaped like ``x_init``.
+    alone; or ``step_noise`` float[K, *x_init.shape] gives it, row ``i`` for the i-th step
+    run (``t = K - 1 - i``). ``octo_max_action`` set: Octo's update (`octo_reverse_step`),
+    else the clipped-x0 posterior (`ddpm_reverse_step`). Returns the estimate of ``x0``,
+    shaped like ``x_init``.
     """
+    steps = jnp.arange(schedule.num_steps - 1, -1, -1, dtype=jnp.int32)
+    if step_noise is None:
+        if rng is None:
+            raise ValueError("ddpm_sample needs rng or step_noise")
+        step_noise = jax.vmap(
+            lambda t: jax.random.normal(jax.random.fold_in(rng, t), x_init.shape, x_init.dtype)
+        )(steps)
+    elif step_noise.shape != (schedule.num_steps, *x_init.shape):
+        raise ValueError(
+            f"step_noise must be float[{schedule.num_steps}, {', '.join(map(str, x_init.shape))}]"
+            f", got {step_noise.shape}"
+        )
 
-    def step(x_t: jax.Array, t: jax.Array) -> tuple[jax.Array, None]:
-        noise = jax.random.normal(jax.random.fold_in(rng, t), x_t.shape, x_t.dtype)
+    def step(x_t: jax.Array, t_and_noise) -> tuple[jax.Array, None]:
+        t, noise = t_and_noise
         eps = eps_fn(x_t, t)
+        if octo_max_action is not None:
+            return octo_reverse_step(schedule, x_t, t, eps, noise, max_action=octo_max_action), None
         return ddpm_reverse_step(schedule, x_t, t, eps, noise, clip_x0=clip_x0), None
 
-    steps = jnp.arange(schedule.num_steps - 1, -1, -1, dtype=jnp.int32)
-    x0, _ = jax.lax.scan(step, x_init, steps)
+    x0, _ = jax.lax.scan(step, x_init, (steps, step_noise))
     return x0
 
 

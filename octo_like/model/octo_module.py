@@ -22,7 +22,7 @@ from octo_like.model.language import SmallTextEncoder, T5Encoder, T5EncoderConfi
 from octo_like.model.lora import apply_lora
 from octo_like.model.tokenizers.image import ImageTokenizer
 from octo_like.model.tokenizers.lowdim import ProprioTokenizer
-from octo_like.model.tokens import GroupSpec, TokenGroup, default_rules
+from octo_like.model.tokens import OBS_PREFIX, GroupSpec, TokenGroup, default_rules
 from octo_like.model.transformer import TRANSFORMER_PRESETS
 
 READOUT = "readout_action"
@@ -115,6 +115,9 @@ class OctoModule(nnx.Module):
                 film_dim=lang_width if tok.film else None,
                 patch_size=tok.patch_size,
                 keypoints=tok.keypoints,
+                stem_widths=tok.stem_widths,
+                stem_standardization=config.stem_standardization,
+                goal_padding=config.goal_padding,
                 rngs=rngs,
                 dtype=dt,
             )
@@ -138,7 +141,12 @@ class OctoModule(nnx.Module):
                 )
             height, width_px, _ = task_spec[key]["shape"]
             self.goal_tokenizers[camera] = ImageTokenizer(
-                camera, encoder="small_stem16", source="task", rngs=rngs, dtype=dt
+                camera,
+                encoder="small_stem16",
+                source="task",
+                stem_standardization=config.stem_standardization,
+                rngs=rngs,
+                dtype=dt,
             )
             self.goal_projections[camera] = precision.Linear(512, width, dtype=dt, rngs=rngs)
             num_tokens = self.goal_tokenizers[camera].num_tokens(height, width_px)
@@ -186,8 +194,18 @@ class OctoModule(nnx.Module):
             timestep.append((f"obs_{tok.camera}", self.image_positions[tok.camera].value.shape[1]))
         if self.proprio_tokenizer is not None:
             timestep.append(("obs_proprio", self.proprio_position.value.shape[1]))
+        if self.config.repeat_task_tokens:
+            timestep += [(OBS_PREFIX + name, size) for name, size in prefix]
         timestep.append((READOUT, readout_tokens))
         return default_rules(prefix, timestep)
+
+    def unpadded_groups(self) -> tuple[str, ...]:
+        """Timestep groups whose masks ignore timestep padding: Octo's readouts and repeated
+        task tokens (see ModelConfig); every observation group takes the padding."""
+        names = [s.name for s in self.group_specs if s.name.startswith(OBS_PREFIX + "task_")]
+        if not self.config.mask_padded_readouts:
+            names.append(READOUT)
+        return tuple(names)
 
     def _position(self, embedding: nnx.Param) -> jax.Array:
         """A positional embedding, float32: added with `precision.add_param`, which keeps the
@@ -214,11 +232,21 @@ class OctoModule(nnx.Module):
         )  # fmt: skip
         if frozen:
             embedded = jax.lax.stop_gradient(embedded)
-        present = tasks["pad_mask_dict"]["language_instruction"][:, None]
+        present = tasks["pad_mask_dict"]["language_instruction"].astype(bool)[:, None]
+        if not self.config.language_token_mask:  # Octo: padding positions are attended too
+            return embedded, jnp.broadcast_to(present, tasks["language_mask"].shape)
         return embedded, jnp.logical_and(tasks["language_mask"], present)
 
     def readouts(self, observations: Mapping, tasks: Mapping, *, train: bool, rng=None):
         """Transformer outputs of the readout tokens, float[b, w, n_readout, width]."""
+        return self.transformer_outputs(observations, tasks, train=train, rng=rng)[READOUT].tokens
+
+    def transformer_outputs(
+        self, observations: Mapping, tasks: Mapping, *, train: bool, rng=None
+    ) -> dict[str, TokenGroup]:
+        """Every group's transformer outputs by name (Octo's names: task_language,
+        obs_<camera>, obs_task_language, readout_action, ...): tokens float[b, (w,) n, width],
+        masks bool[b, (w,) n] as the transformer applied them (timestep padding included)."""
         prefix: dict[str, TokenGroup] = {}
         film_condition = None
         if self.language_encoder is not None:
@@ -264,6 +292,17 @@ class OctoModule(nnx.Module):
                 ),
                 mask=group.mask,
             )
+        if self.config.repeat_task_tokens:  # Octo-1.5: the task again in every timestep
+            for name, group in prefix.items():
+                timestep[OBS_PREFIX + name] = TokenGroup(
+                    tokens=jnp.broadcast_to(
+                        group.tokens[:, None],
+                        (group.tokens.shape[0], window, *group.tokens.shape[1:]),
+                    ),
+                    mask=jnp.broadcast_to(
+                        group.mask[:, None], (group.mask.shape[0], window, group.mask.shape[1])
+                    ),
+                )
         pad = observations["timestep_pad_mask"]
         batch = pad.shape[0]
         position = self._timestep_position(self.readout_position, window)
@@ -271,10 +310,16 @@ class OctoModule(nnx.Module):
         timestep[READOUT] = TokenGroup(
             tokens=readout, mask=jnp.ones(readout.shape[:-1], dtype=bool)
         )
-        _, outputs = self.transformer(
-            prefix, timestep, self.group_specs, timestep_pad_mask=pad, train=train, rng=rng
+        prefix_out, step_out = self.transformer(
+            prefix,
+            timestep,
+            self.group_specs,
+            timestep_pad_mask=pad,
+            train=train,
+            rng=rng,
+            unpadded=self.unpadded_groups(),
         )
-        return outputs[READOUT].tokens
+        return {**prefix_out, **step_out}
 
     def loss(self, batch: Mapping, *, rng: jax.Array, train: bool = True):
         """(scalar loss, metrics) of the action head on a batch (schema stage 5 + tokens)."""

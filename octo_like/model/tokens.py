@@ -237,9 +237,10 @@ def build_attention_mask(
 def combine_with_padding(rule_mask: jax.Array, token_mask: jax.Array) -> jax.Array:
     """bool[b, 1, N, N]: rule mask AND key is real.
 
-    A query row left with no visible key (e.g. a padded camera under a padded task) attends to
-    itself only, so softmax never sees an all-masked row. Such rows are padding or tokens with
-    nothing to look at; real queries never see padded keys either way.
+    A query row left with no visible key (e.g. the language prefix of a goal-only task)
+    stays all False: attention then spreads uniformly over every key, as softmax over
+    dtype-minimum logits does in Octo, and stays finite. Such rows are tokens nobody reads
+    (padding, or a missing task); real queries never see padded keys either way.
     rule_mask: bool[N, N]; token_mask: bool[b, N].
     """
     rule_mask = jnp.asarray(rule_mask, bool)
@@ -250,6 +251,4 @@ def combine_with_padding(rule_mask: jax.Array, token_mask: jax.Array) -> jax.Arr
     if token_mask.ndim != 2 or token_mask.shape[1] != n:
         raise ValueError(f"token_mask must be bool[b, {n}], got shape {token_mask.shape}")
     mask = rule_mask[None] & token_mask[:, None, :]  # [b, N(q), N(k)]
-    empty_row = ~jnp.any(mask, axis=-1, keepdims=True)
-    mask = mask | (jnp.eye(n, dtype=bool)[None] & empty_row)
     return mask[:, None]

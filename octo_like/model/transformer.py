@@ -106,6 +106,8 @@ class TransformerConfig:
 
 TRANSFORMER_PRESETS: Mapping[str, TransformerConfig] = MappingProxyType(
     {
+        # micro: the smallest transformer with more than one layer (the Octo import fixture)
+        "micro": TransformerConfig(num_layers=2, width=32, num_heads=2, mlp_dim=64),
         "dummy": TransformerConfig(num_layers=1, width=64, num_heads=2, mlp_dim=128),
         "tiny": TransformerConfig(num_layers=4, width=192, num_heads=3, mlp_dim=768),
         "small": TransformerConfig(num_layers=12, width=384, num_heads=6, mlp_dim=1536),

@@ -124,3 +124,23 @@ def test_auto_picks_by_backend_dtype_and_head_dim():
         resolve_implementation("flash", platform="gpu", dtype=jnp.bfloat16, head_dim=64)
     with pytest.raises(ValueError, match="not concrete"):
         attend(*(jnp.zeros((1, 2, 1, 8)),) * 3, jnp.ones((1, 1, 2, 2), bool), "auto")
+
+
+@pytest.mark.parametrize("implementation", [i for i in IMPLEMENTATIONS if i != "cudnn"])
+def test_a_query_that_sees_no_key_attends_uniformly_and_stays_finite(implementation):
+    """Octo's convention (masked logits = the dtype's minimum): a row with no visible key is
+    the mean of every value, never NaN; its gradients are finite. The lean path failed this
+    before its weights subtracted the row maximum first (max + log N rounds to the minimum)."""
+    rng = np.random.default_rng(4)
+    b, n, h, c = 2, 6, 2, 4
+    q, k, v = (jnp.asarray(rng.normal(size=(b, n, h, c)), jnp.float32) for _ in range(3))
+    mask = np.tril(np.ones((n, n), bool))[None, None].repeat(b, 0)
+    mask[0, 0, :2] = False  # the first two queries of example 0 see nothing
+    mask = jnp.asarray(mask)
+    out = attend(q, k, v, mask, implementation)
+    np.testing.assert_allclose(out[0, :2], jnp.broadcast_to(v[0].mean(0), (2, h, c)), atol=1e-6)
+    np.testing.assert_allclose(out, reference(q, k, v, mask), atol=1e-5)
+    grads = jax.grad(lambda q, k, v: attend(q, k, v, mask, implementation).sum(), (0, 1, 2))(
+        q, k, v
+    )
+    assert all(bool(jnp.isfinite(g).all()) for g in grads)

@@ -8,6 +8,7 @@ import pytest
 from configs import pretrain
 from octo_like.config.typed import ConfigError
 from octo_like.data.oxe.mixes import resolve_mix
+from octo_like.model.config import OCTO_DIFFUSION_BEHAVIOURS, OCTO_MODEL_BEHAVIOURS, ModelConfig
 from octo_like.training.config import parse_train_config
 from octo_like.training.train_program import FROZEN_LANGUAGE_ENCODER, optimizer_config
 
@@ -24,6 +25,12 @@ def test_scale_presets_parse_with_frozen_t5_and_size_balancing(preset, tmp_path)
     assert typed.data.balance_by_size
     assert typed.model.dtype == "auto"
     assert len(typed.data.datasets) == len(resolve_mix(preset.split(",")[1]))
+    # Octo-1.5's behaviours, every one (the equality test in tests/model/test_octo_import.py
+    # shows these are the values that compute Octo's outputs)
+    for name, value in OCTO_MODEL_BEHAVIOURS.items():
+        assert getattr(typed.model, name) == value, name
+    for name, value in OCTO_DIFFUSION_BEHAVIOURS.items():
+        assert typed.model.head.kwargs[name] == value, name
 
 
 def test_a_scale_preset_without_t5_names_the_flag(tmp_path):
@@ -38,6 +45,9 @@ def test_cpu_presets_keep_their_small_encoder_and_plain_mixing(preset):
     config = pretrain.get_config(preset)
     assert config.model.language.encoder == "small" and not config.model.language.frozen
     assert not config.data.balance_by_size
+    defaults = ModelConfig()
+    for name in OCTO_MODEL_BEHAVIOURS:  # octo_like's own choices
+        assert config.model[name] == getattr(defaults, name), name
     if preset == "laptop_broad":  # its simulation settings are the typed ones, held_out included
         from octo_like.training.config import SimulationDataConfig
 

@@ -1,8 +1,13 @@
 """DDPM head: a residual MLP predicts the noise added to the flattened action chunk.
 
 Training draws one diffusion step and one noise vector per ``(b, w)`` element; sampling runs the
-K reverse steps in one `jax.lax.scan` for the last window step only. The network's time input
-is ``t / (K - 1)`` in ``[0, 1]`` (the same scale the flow head uses).
+K reverse steps in one `jax.lax.scan` for the last window step only.
+
+Two choices, each with Octo's value beside octo_like's (the Octo presets take Octo's):
+- ``time_input``: ``"unit"`` feeds ``t / (K - 1)`` in ``[0, 1]`` (the flow head's scale);
+  ``"step"`` feeds the raw step index ``t`` (Octo).
+- ``sampler``: ``"posterior"`` samples with the clipped-x0 posterior mean and variance;
+  ``"octo"`` with Octo's update (`diffusion.octo_reverse_step`).
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ from octo_like.model.heads.base import (
     zero_invalid,
 )
 from octo_like.model.heads.mlp import IterativeHead
+
+TIME_INPUTS = ("unit", "step")
+SAMPLERS = ("posterior", "octo")
 
 
 class DiffusionActionHead(IterativeHead):
@@ -43,8 +51,16 @@ class DiffusionActionHead(IterativeHead):
         dropout_rate: float = 0.0,  # Octo 1.5 turned it off (it fights the layer norm)
         time_dim: int = 32,
         max_action: float = 5.0,
+        time_input: str = "unit",
+        sampler: str = "posterior",
         dtype: Any = None,
     ):
+        if time_input not in TIME_INPUTS:
+            raise ValueError(f"time_input must be one of {TIME_INPUTS}, got {time_input!r}")
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        self.time_input = time_input
+        self.sampler = sampler
         super().__init__(
             embedding_dim=embedding_dim,
             action_dim=action_dim,
@@ -58,6 +74,8 @@ class DiffusionActionHead(IterativeHead):
             time_dim=time_dim,
             max_action=max_action,
             dtype=dtype,
+            # Octo's init over raw steps in [0, K): N(0, 0.2^2) frequencies
+            fourier_init_std=0.2 if time_input == "step" else None,
         )
         self.diffusion_steps = diffusion_steps
 
@@ -66,7 +84,16 @@ class DiffusionActionHead(IterativeHead):
         return diffusion.make_ddpm_schedule(self.diffusion_steps)
 
     def _time_input(self, t: jax.Array) -> jax.Array:
+        if self.time_input == "step":
+            return t.astype(jnp.float32)
         return t.astype(jnp.float32) / max(self.diffusion_steps - 1, 1)
+
+    def denoise(self, readouts: jax.Array, noisy: jax.Array, t: jax.Array) -> jax.Array:
+        """The network's noise estimate float32[b, w, H*A] for ``noisy`` float[b, w, H*A] at
+        integer steps ``t`` int[b, w] (or a scalar), from readouts float[b, w, n, d]."""
+        self.check_readouts(readouts)
+        t = jnp.broadcast_to(jnp.asarray(t), noisy.shape[:-1])
+        return self.network(noisy, pool_readouts(readouts), self._time_input(t), train=False)
 
     def loss(
         self,
@@ -102,18 +129,37 @@ class DiffusionActionHead(IterativeHead):
         rng: jax.Array,
         sample_shape: tuple[int, ...] = (),
         train: bool = False,
+        noise: tuple[jax.Array, jax.Array] | None = None,
     ) -> jax.Array:
-        """``float32[*sample_shape, b, H, A]``: one reverse chain per sample, last step only."""
+        """``float32[*sample_shape, b, H, A]``: one reverse chain per sample, last step only.
+
+        ``noise``: ``(x_init float[*sample_shape, b, H*A], step_noise float[K, *sample_shape,
+        b, H*A])`` replaces the draws from ``rng`` (step_noise row i for the i-th step run,
+        t = K - 1 - i): a chain can then be replayed from noises another program drew.
+        """
         condition = self.last_condition(readouts, sample_shape)
         init_rng, chain_rng, dropout_rng = jax.random.split(rng, 3)
-        x_init = jax.random.normal(init_rng, condition.shape[:-1] + (self.chunk_size,))
+        chunk_shape = condition.shape[:-1] + (self.chunk_size,)
+        if noise is None:
+            x_init, step_noise = jax.random.normal(init_rng, chunk_shape), None
+        else:
+            x_init, step_noise = noise
+            if tuple(x_init.shape) != chunk_shape:
+                raise ValueError(f"noise[0] must be float{list(chunk_shape)}, got {x_init.shape}")
 
         def eps_fn(x_t: jax.Array, t: jax.Array) -> jax.Array:
             step_rng = jax.random.fold_in(dropout_rng, t)
             return self.network(x_t, condition, self._time_input(t), train=train, rng=step_rng)
 
+        octo = self.sampler == "octo"
         x0 = diffusion.ddpm_sample(
-            eps_fn, self.schedule(), x_init, chain_rng, clip_x0=self.max_action
+            eps_fn,
+            self.schedule(),
+            x_init,
+            chain_rng,
+            clip_x0=None if octo else self.max_action,
+            step_noise=step_noise,
+            octo_max_action=self.max_action if octo else None,
         )
         x0 = jnp.clip(x0, -self.max_action, self.max_action)
         return x0.reshape(x0.shape[:-1] + (self.action_horizon, self.action_dim))

@@ -38,8 +38,14 @@ class FourierTimeFeatures(nnx.Module):
 class TimeEmbedding(nnx.Module):
     """Fourier features followed by a two-layer MLP (``2 * dim`` hidden, swish)."""
 
-    def __init__(self, dim: int, *, rngs: nnx.Rngs, dtype: Any = None):
-        self.fourier = FourierTimeFeatures(dim, rngs=rngs)
+    def __init__(
+        self, dim: int, *, rngs: nnx.Rngs, dtype: Any = None, fourier_init_std: float | None = None
+    ):
+        self.fourier = FourierTimeFeatures(
+            dim,
+            rngs=rngs,
+            init_std=FOURIER_INIT_STD if fourier_init_std is None else fourier_init_std,
+        )
         self.hidden = precision.Linear(dim, 2 * dim, dtype=dtype, rngs=rngs)
         self.out = precision.Linear(2 * dim, dim, dtype=dtype, rngs=rngs)
 
@@ -81,9 +87,12 @@ class ResidualMLPDenoiser(nnx.Module):
         time_dim: int,
         rngs: nnx.Rngs,
         dtype: Any = None,
+        fourier_init_std: float | None = None,
     ):
         self.dropout_rate = dropout_rate
-        self.time_embedding = TimeEmbedding(time_dim, rngs=rngs, dtype=dtype)
+        self.time_embedding = TimeEmbedding(
+            time_dim, rngs=rngs, dtype=dtype, fourier_init_std=fourier_init_std
+        )
         self.proj_in = precision.Linear(
             time_dim + cond_dim + in_dim, hidden_dim, dtype=dtype, rngs=rngs
         )
@@ -145,6 +154,7 @@ class IterativeHead(BaseActionHead):
         time_dim: int,
         max_action: float,
         dtype: Any,
+        fourier_init_std: float | None = None,
     ):
         super().__init__(
             embedding_dim=embedding_dim, action_dim=action_dim, action_horizon=action_horizon
@@ -163,4 +173,5 @@ class IterativeHead(BaseActionHead):
             time_dim=time_dim,
             rngs=rngs,
             dtype=dtype,
+            fourier_init_std=fourier_init_std,
         )

@@ -74,6 +74,21 @@ class FiLM(nnx.Module):
         return (x * (1.0 + scale) + shift).astype(x.dtype)
 
 
+STANDARDIZATIONS = ("rsqrt_variance", "std_plus_eps")
+
+
+def standardize(w: jax.Array, kind: str) -> jax.Array:
+    """A conv kernel float[kh, kw, in, out] standardized per output channel.
+
+    "rsqrt_variance": (w - mean) * rsqrt(var + 1e-5), smooth as the variance goes to zero;
+    "std_plus_eps": (w - mean) / (std + 1e-5), Octo's (equal while the variance is large).
+    """
+    w = w - w.mean(axis=(0, 1, 2), keepdims=True)
+    if kind == "std_plus_eps":
+        return w / (jnp.std(w, axis=(0, 1, 2), keepdims=True) + 1e-5)
+    return w * jax.lax.rsqrt(jnp.mean(jnp.square(w), axis=(0, 1, 2), keepdims=True) + 1e-5)
+
+
 class StdConv(nnx.Module):
     """Conv whose kernel is standardized per output channel (pairs well with GroupNorm)."""
 
@@ -86,19 +101,23 @@ class StdConv(nnx.Module):
         *,
         rngs,
         dtype: Any = None,
+        standardization: str = "rsqrt_variance",
     ):
+        if standardization not in STANDARDIZATIONS:
+            raise ValueError(
+                f"StdConv: standardization must be one of {STANDARDIZATIONS}, "
+                f"got {standardization!r}"
+            )
         init = nnx.initializers.lecun_normal()
         self.dtype = dtype
+        self.standardization = standardization
         self.kernel = nnx.Param(init(rngs.params(), (kernel, kernel, in_features, out_features)))
         self.bias = nnx.Param(jnp.zeros((out_features,)))
         self.stride = stride
         self.padding = (kernel - 1) // 2
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        w = self.kernel[...]
-        mean = w.mean(axis=(0, 1, 2), keepdims=True)
-        var = w.var(axis=(0, 1, 2), keepdims=True)
-        w = (w - mean) * jax.lax.rsqrt(var + 1e-5)
+        w = standardize(self.kernel[...], self.standardization)
         dtype = self.dtype or jnp.result_type(x, w)
         pad = ((self.padding, self.padding),) * 2
         y = precision.conv(  # the float32 kernel's gradient is reduced in float32
@@ -125,6 +144,7 @@ class SmallStem16(nnx.Module):
         film_dim: int | None = None,
         rngs: nnx.Rngs,
         dtype: Any = None,
+        standardization: str = "rsqrt_variance",
     ):
         features = stem_features(patch_size) if features is None else tuple(features)
         stride = 2 ** len(features)
@@ -134,7 +154,7 @@ class SmallStem16(nnx.Module):
         channels = [in_channels, *features]
         self.convs = nnx.List(
             [
-                StdConv(ci, co, 3, 2, rngs=rngs, dtype=dtype)
+                StdConv(ci, co, 3, 2, rngs=rngs, dtype=dtype, standardization=standardization)
                 for ci, co in zip(channels, features, strict=False)
             ]
         )
@@ -280,6 +300,9 @@ class ImageTokenizer(nnx.Module):
         source: str = "observation",
         patch_size: int = PATCH,
         keypoints: int = 0,
+        stem_widths: Sequence[int] | None = None,
+        stem_standardization: str = "rsqrt_variance",
+        goal_padding: str = "grey",
         rngs: nnx.Rngs,
         dtype: Any = None,
     ):
@@ -295,12 +318,23 @@ class ImageTokenizer(nnx.Module):
         self.key = image_key(camera)
         self.source = source
         self.goal_fusion = goal_fusion
+        if goal_padding not in ("grey", "pixels"):
+            raise ValueError(f"goal_padding must be 'grey' or 'pixels', got {goal_padding!r}")
+        self.goal_padding = goal_padding
         self.in_channels = in_channels
         self.num_features = num_features
         self.dtype = dtype
-        stem_features(patch_size)  # validates
+        default_widths = stem_features(patch_size)  # validates the patch side
         self.patch_size = patch_size
         encoder_channels = in_channels * (2 if goal_fusion else 1)
+        stem_options = (
+            dict(
+                features=default_widths if stem_widths is None else tuple(stem_widths),
+                standardization=stem_standardization,
+            )
+            if encoder == "small_stem16"
+            else {}
+        )
         self.encoder = IMAGE_ENCODERS[encoder](
             encoder_channels,
             num_features=num_features,
@@ -308,6 +342,7 @@ class ImageTokenizer(nnx.Module):
             film_dim=film_dim,
             rngs=rngs,
             dtype=dtype,
+            **stem_options,
         )
         if keypoints < 0:
             raise ValueError(f"ImageTokenizer({camera!r}): keypoints must be >= 0, got {keypoints}")
@@ -378,6 +413,8 @@ class ImageTokenizer(nnx.Module):
         """Normalized goal image float32[b, h, w, C], zeros where the goal is padding."""
         c = self.in_channels
         where = f"ImageTokenizer({self.camera!r}, goal_fusion): tasks"
+        if self.goal_padding == "pixels" and self.key not in tasks:  # Octo: black, -1.0
+            return jnp.full((batch, *hw, c), -1.0, self.dtype or jnp.float32)
         goal = _get(tasks, (self.key,), where, f"uint8[{batch}, {hw[0]}, {hw[1]}, {c}]")
         name = f"tasks[{self.key!r}]"
         _check_image(goal, name, (batch,), c, self.patch_size)
@@ -385,6 +422,8 @@ class ImageTokenizer(nnx.Module):
             raise ValueError(
                 f"{name} must match the observation size {tuple(hw)}, got {goal.shape}"
             )
+        if self.goal_padding == "pixels":
+            return normalize_image(goal, self.dtype)
         mask = _get(tasks, (PAD_MASK_DICT, self.key), where, f"bool[{batch}]")
         _check_mask(mask, f"tasks[{PAD_MASK_DICT!r}][{self.key!r}]", (batch,))
         valid = mask.astype(bool)[:, None, None, None]

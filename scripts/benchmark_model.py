@@ -229,12 +229,12 @@ def main(argv=None) -> dict:
         nnx.update(model.module, state.params)
         single = jax.tree.map(lambda x: x[:1], host_batch)
         start = time.perf_counter()
-        model.sample_actions(single["observation"], single["task"], jax.random.key(0), {})
+        model.sample_actions(single["observation"], single["task"], rng=jax.random.key(0))
         first_call_s = time.perf_counter() - start
         latencies = []
         for i in range(args.infer_calls):
             start = time.perf_counter()
-            model.sample_actions(single["observation"], single["task"], jax.random.key(i), {})
+            model.sample_actions(single["observation"], single["task"], rng=jax.random.key(i))
             latencies.append(time.perf_counter() - start)
         infer_ms = round(1000 * float(np.median(latencies)), 2)
 

@@ -179,7 +179,7 @@ class Policy:
             # The model maps chunks to robot units (dropping padded dims); with no statistics
             # ({}) they stay normalized.
             actions = self.model.sample_actions(
-                network_obs, tasks, rng, unnormalization_statistics=self._statistics or {}
+                network_obs, tasks, unnormalization_statistics=self._statistics or {}, rng=rng
             )
         actions = np.asarray(actions, np.float32)
         check_actions(actions)  # never a NaN to a robot

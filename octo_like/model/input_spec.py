@@ -54,12 +54,18 @@ def check_inputs(
     tree: Mapping[str, Any],
     required: set[str] | None = None,
     batch_dims: int = 1,
+    free_window: int | None = None,
 ):
     """Raises ValueError naming the key and expected shape for a missing or mismatched input.
 
     `required`: the paths the network reads (others in the spec are informational).
+    `free_window`: observations may hold any window from 1 to it (the spec's first axis after
+    the batch), one window for all of them (Octo's calls pass a single frame to a model
+    trained on two).
     """
     given = dict(_leaves(tree))
+    if free_window is not None:
+        spec, windows = _with_given_window(spec, part, given, required, batch_dims, free_window)
     for path, expected in spec.get(part, {}).items():
         if required is not None and path not in required:
             continue
@@ -75,6 +81,29 @@ def check_inputs(
                 f"{part} {path!r} has shape {tuple(np.shape(given[path]))}, expected "
                 f"[batch, {', '.join(map(str, expected['shape']))}]"
             )
+
+
+def _with_given_window(spec, part, given, required, batch_dims, limit):
+    """The spec with its window axis set to the inputs' (checked: one window, 1..limit)."""
+    windows = {}
+    for path, expected in spec.get(part, {}).items():
+        if (required is None or path in required) and path in given and expected["shape"]:
+            shape = tuple(np.shape(given[path]))
+            if len(shape) > batch_dims:
+                windows[path] = shape[batch_dims]
+    values = set(windows.values())
+    if len(values) > 1:
+        raise ValueError(f"{part} inputs have different windows: {windows}")
+    if not values:
+        return spec, windows
+    window = values.pop()
+    if not 1 <= window <= limit:
+        raise ValueError(f"{part} window {window} is outside 1..{limit} (the model's max_horizon)")
+    entries = {
+        path: {**e, "shape": [window, *e["shape"][1:]]} if path in windows else e
+        for path, e in spec[part].items()
+    }
+    return {**spec, part: entries}, windows
 
 
 def pretty(spec: InputSpec) -> str:

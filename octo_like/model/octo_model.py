@@ -20,6 +20,7 @@ from flax import nnx
 
 from octo_like import storage
 from octo_like.model import input_spec as spec_lib
+from octo_like.model import octo_inputs
 from octo_like.model.base_checkpoint import BASE_PARAMS, BaseReference
 from octo_like.model.checkpoint_integrity import check_finite, verify_checksums, write_checksums
 from octo_like.model.checkpoint_layout import (
@@ -38,6 +39,7 @@ from octo_like.model.config import LanguageConfig, ModelConfig
 from octo_like.model.language import TextTokenizer, load_t5_encoder
 from octo_like.model.lora import merge_adapters
 from octo_like.model.octo_module import OctoModule
+from octo_like.model.tokens import TokenGroup
 from octo_like.normalization import ArrayStatistics, NormalizationType, unnormalize_np
 
 
@@ -68,9 +70,15 @@ class OctoModel:
         self.module = module
         self.config = config
         self.input_spec = input_spec
-        self.dataset_statistics = dataset_statistics
+        # Octo's keys too: dataset_statistics[NAME]["action"] (with its mask)
+        self.dataset_statistics = {
+            name: octo_inputs.octo_statistics_view(entry)
+            for name, entry in dataset_statistics.items()
+        }
         self.text_tokenizer = text_tokenizer
-        self._predict = None
+        # Compiled programs take the parameters as an argument, so they survive nnx.update.
+        self._predict: dict | None = {}
+        self._transformer = None
 
     # ---------------------------------------------------------------- creation
     @classmethod
@@ -109,6 +117,7 @@ class OctoModel:
         """
         if texts is None and goals is None:
             raise ValueError("create_tasks needs texts, goals or both")
+        goals = octo_inputs.octo_goals(goals)  # Octo keys goals by image key (image_primary)
         batch = len(texts) if texts is not None else len(next(iter(goals.values())))
         tasks: dict[str, Any] = {"pad_mask_dict": {}}
         texts = list(texts) if texts is not None else [""] * batch
@@ -142,48 +151,157 @@ class OctoModel:
             + f"datasets: {', '.join(sorted(self.dataset_statistics)) or '(none)'}"
         )
 
+    @property
+    def example_batch(self) -> dict[str, Any]:
+        """Zeros of the input spec's shapes and dtypes, batch 1 (Octo's `example_batch`)."""
+        batch: dict[str, Any] = {}
+        for part in ("observation", "task"):
+            tree: dict[str, Any] = {}
+            for path, entry in self.input_spec.get(part, {}).items():
+                *parents, leaf = path.split("/")
+                node = tree
+                for name in parents:
+                    node = node.setdefault(name, {})
+                node[leaf] = np.zeros((1, *entry["shape"]), entry["dtype"])
+            batch[part] = tree
+        return batch
+
     # ---------------------------------------------------------------- inference
     def sample_actions(
         self,
         observations: Mapping[str, Any],
         tasks: Mapping[str, Any],
-        rng: jax.Array,
         unnormalization_statistics: Mapping[str, Any] | None = None,
+        normalization_type: str | None = None,
+        timestep_pad_mask: Any = None,
+        train: bool = False,
+        argmax: bool = False,
         sample_shape: tuple[int, ...] = (),
+        rng: jax.Array | None = None,
+        temperature: float = 1.0,
+        *,
+        noise: tuple[Any, Any] | None = None,
     ) -> np.ndarray:
         """Action chunks float32[*sample_shape, b, H, A] for the last observation timestep.
 
-        Unnormalized with `unnormalization_statistics` (an entry of `dataset_statistics`), or
-        with the model's own when it was trained on exactly one dataset; normalized otherwise
-        only if `unnormalization_statistics` is explicitly ``{}``.
+        Octo's signature and semantics: normalized actions unless `unnormalization_statistics`
+        is given, either Octo's bare form ``model.dataset_statistics[NAME]["action"]`` (its
+        ``mask`` False dims, e.g. the gripper, stay as predicted; `normalization_type` "normal"
+        (default) or "bounds") or a whole entry ``model.dataset_statistics[NAME]`` (its own
+        normalization and mask). `timestep_pad_mask` bool[b, w] replaces the observations'.
+        `noise` (octo_like): ``(x_init, step_noise)`` replays a diffusion chain (see
+        `DiffusionActionHead.predict_action`). The diffusion and flow heads sample, so `argmax`
+        and `temperature` apply to the discrete head only.
         """
-        required = required_inputs(self.config)
-        observations = self._with_pad_masks("observation", observations, required)
-        tasks = self._with_pad_masks("task", tasks, required)
-        spec_lib.check_inputs(self.input_spec, "observation", observations, required["observation"])
-        spec_lib.check_inputs(self.input_spec, "task", _network_tasks(tasks), required["task"])
-        if self._predict is None:
-            graphdef, state = nnx.split(self.module)
+        if _is_key(unnormalization_statistics):
+            raise TypeError(
+                "sample_actions' third argument is unnormalization_statistics (Octo's "
+                "signature); pass the key as rng=..."
+            )
+        if rng is None:
+            raise ValueError("sample_actions needs rng=jax.random.key(SEED): the head samples")
+        if train:
+            raise ValueError("sample_actions(train=True): sampling with dropout is not supported")
+        if (argmax or temperature != 1.0) and self.config.head.kind != "discrete":
+            raise ValueError(
+                f"argmax / temperature apply to a discrete head; this model's is "
+                f"{self.config.head.kind!r}, which samples"
+            )
+        observations, tasks = self.network_inputs(observations, tasks, timestep_pad_mask)
+        predict = self._predict_program(sample_shape, noise is not None)
+        actions = np.asarray(predict(self._state(), observations, tasks, rng, noise))
+        return self._unnormalize(actions, unnormalization_statistics, normalization_type)
+
+    def run_transformer(
+        self,
+        observations: Mapping[str, Any],
+        tasks: Mapping[str, Any],
+        timestep_pad_mask: Any = None,
+        train: bool = False,
+    ) -> dict[str, TokenGroup]:
+        """Every token group's transformer outputs by Octo's names (``task_language``,
+        ``obs_primary``, ``obs_task_language``, ``readout_action``, ...; plus ``task`` and
+        ``obs``, the prefix and observation groups concatenated as Octo returns them), each a
+        `TokenGroup` with ``.tokens`` float32[b, (w,) n, d] and ``.mask``."""
+        if train:
+            raise ValueError("run_transformer(train=True): dropout is not supported here")
+        observations, tasks = self.network_inputs(observations, tasks, timestep_pad_mask)
+        if self._transformer is None:
+            graphdef, _ = nnx.split(self.module)
 
             @jax.jit
-            def predict(state, observations, tasks, rng):
+            def run(state, observations, tasks):
+                module = nnx.merge(graphdef, state)
+                return module.transformer_outputs(observations, tasks, train=False)
+
+            self._transformer = run
+        groups = dict(self._transformer(self._state(), observations, tasks))
+        prefix = [g for n, g in groups.items() if n.startswith("task_")]
+        if prefix:
+            groups["task"] = TokenGroup(
+                jax.numpy.concatenate([g.tokens for g in prefix], -2),
+                jax.numpy.concatenate([g.mask for g in prefix], -1),
+            )
+        obs = [g for n, g in groups.items() if n.startswith("obs_")]
+        groups["obs"] = TokenGroup(
+            jax.numpy.concatenate([g.tokens for g in obs], -2),
+            jax.numpy.concatenate([g.mask for g in obs], -1),
+        )
+        return groups
+
+    def network_inputs(
+        self, observations: Mapping[str, Any], tasks: Mapping[str, Any], timestep_pad_mask=None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(observations, tasks) as the network reads them, from octo_like's or Octo's
+        dictionaries (see `octo_inputs`), checked against the input spec (any window up to
+        max_horizon)."""
+        required = required_inputs(self.config)
+        images = {
+            k: tuple(v["shape"][1:])
+            for k, v in self.input_spec["observation"].items()
+            if k in required["observation"] and k.startswith("image_")
+        }
+        observations = octo_inputs.native_observations(observations, images)
+        if timestep_pad_mask is not None:
+            observations["timestep_pad_mask"] = np.asarray(timestep_pad_mask, bool)
+        tasks = octo_inputs.native_tasks(tasks)
+        untokenized = "language_tokens" not in tasks and "language_instruction" in tasks
+        if untokenized and self.text_tokenizer is not None:
+            tasks = tokenize_tasks(tasks, self.text_tokenizer)
+        observations = self._with_pad_masks("observation", observations, required)
+        tasks = self._with_pad_masks("task", tasks, required)
+        spec_lib.check_inputs(
+            self.input_spec, "observation", observations, required["observation"],
+            free_window=self.config.max_horizon,
+        )  # fmt: skip
+        spec_lib.check_inputs(self.input_spec, "task", _network_tasks(tasks), required["task"])
+        return dict(observations), _network_tasks(tasks)
+
+    def _state(self):
+        return nnx.split(self.module)[1]
+
+    def _predict_program(self, sample_shape: tuple[int, ...], with_noise: bool):
+        key = (tuple(sample_shape), with_noise)
+        self._predict = {} if self._predict is None else self._predict
+        if key not in self._predict:
+            graphdef, _ = nnx.split(self.module)
+
+            @jax.jit
+            def predict(state, observations, tasks, rng, noise):
                 module = nnx.merge(graphdef, state)
                 return module.predict_action(
-                    observations, tasks, rng=rng, sample_shape=sample_shape
+                    observations, tasks, rng=rng, sample_shape=sample_shape, noise=noise
                 )
 
-            self._predict = (predict, state, sample_shape)
-        predict, state, compiled_shape = self._predict
-        if compiled_shape != sample_shape:
-            self._predict = None
-            return self.sample_actions(
-                observations, tasks, rng, unnormalization_statistics, sample_shape
-            )
-        actions = np.asarray(predict(state, dict(observations), _network_tasks(tasks), rng))
-        entry = self._statistics_entry(unnormalization_statistics)
-        if entry is None:
+            self._predict[key] = predict
+        return self._predict[key]
+
+    def _unnormalize(self, actions: np.ndarray, given, normalization_type) -> np.ndarray:
+        if not given:  # None (Octo) or {}: normalized
             return actions
-        stats = ArrayStatistics.from_dict(entry["statistics"]["action"])
+        if "statistics" not in given:  # Octo's bare action statistics (with their own mask)
+            return octo_inputs.bare_unnormalize(actions, given, normalization_type or "normal")
+        stats = ArrayStatistics.from_dict(given["statistics"]["action"])
         if actions.shape[-1] < stats.dim:
             raise ValueError(
                 f"the model predicts {actions.shape[-1]} action dims but the statistics have "
@@ -193,8 +311,8 @@ class OctoModel:
         return unnormalize_np(
             actions[..., : stats.dim],
             stats,
-            entry["normalization"],
-            entry["action_normalization_mask"],
+            normalization_type or given["normalization"],
+            given.get("action_normalization_mask"),
         ).astype(np.float32)
 
     def _with_pad_masks(self, part: str, tree: Mapping[str, Any], required) -> Mapping[str, Any]:
@@ -223,42 +341,6 @@ class OctoModel:
         )
         masks = {key: np.ones((batch, *shape), bool) for key, shape in needed.items()}
         return {**tree, "pad_mask_dict": masks}
-
-    def _statistics_entry(self, given):
-        if given is not None and given and "statistics" not in given:
-            return self._entry_for_action_statistics(given)
-        if given is not None:
-            return given or None
-        if len(self.dataset_statistics) == 1:
-            return next(iter(self.dataset_statistics.values()))
-        if not self.dataset_statistics:
-            return None
-        raise ValueError(
-            "the model was trained on several datasets "
-            f"({', '.join(sorted(self.dataset_statistics))}): pass "
-            "unnormalization_statistics=model.dataset_statistics[NAME]"
-        )
-
-    def _entry_for_action_statistics(self, given: Mapping[str, Any]) -> dict[str, Any]:
-        """Octo's form, ``dataset_statistics[NAME]["action"]``: the bare action statistics.
-
-        Matched against this model's entries to find the normalization type and mask that go
-        with them; statistics of no entry of this model are refused, naming the argument to use.
-        """
-        for entry in self.dataset_statistics.values():
-            action = entry.get("statistics", {}).get("action")
-            # Also the statistics of all arrays (``entry["statistics"]``), which hold "action".
-            if action is not None and (
-                _same_tree(action, given) or _same_tree(action, given.get("action"))
-            ):
-                return entry
-        raise ValueError(
-            "unnormalization_statistics must be a whole entry of model.dataset_statistics "
-            "(keys 'statistics', 'normalization', 'action_normalization_mask'), e.g. "
-            "unnormalization_statistics=model.dataset_statistics[NAME] with NAME one of "
-            f"{sorted(self.dataset_statistics)}; got a mapping with keys {sorted(given)} "
-            "that matches no dataset of this model"
-        )
 
     # ---------------------------------------------------------------- checkpoints
     def save_pretrained(self, step: int, checkpoint_dir: str) -> None:
@@ -415,18 +497,15 @@ def tokenize_tasks(tasks: Mapping[str, Any], tokenizer: TextTokenizer) -> dict[s
     return {**tasks, "language_tokens": tokens["tokens"], "language_mask": tokens["mask"]}
 
 
-def _same_tree(a: Any, b: Any) -> bool:
-    """Equality of nested statistics dicts whose leaves may be lists or arrays."""
-    if isinstance(a, Mapping) or isinstance(b, Mapping):
-        if not (isinstance(a, Mapping) and isinstance(b, Mapping)) or set(a) != set(b):
-            return False
-        return all(_same_tree(a[k], b[k]) for k in a)
-    if a is None or b is None:
-        return a is b
-    try:
-        return bool(np.array_equal(np.asarray(a), np.asarray(b)))
-    except (TypeError, ValueError):
-        return a == b
+def _is_key(value: Any) -> bool:
+    """A JAX PRNG key (new-style or a raw uint32[2]) passed where statistics belong."""
+    if isinstance(value, Mapping) or value is None:
+        return False
+    dtype = getattr(value, "dtype", None)
+    return dtype is not None and (
+        jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+        or (np.dtype(dtype) == np.uint32 and np.shape(value) == (2,))
+    )
 
 
 def _network_tasks(tasks: Mapping[str, Any]) -> dict[str, Any]:

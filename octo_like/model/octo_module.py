@@ -337,8 +337,21 @@ class OctoModule(nnx.Module):
         )
 
     def predict_action(
-        self, observations: Mapping, tasks: Mapping, *, rng: jax.Array, sample_shape=()
+        self,
+        observations: Mapping,
+        tasks: Mapping,
+        *,
+        rng: jax.Array,
+        sample_shape=(),
+        noise: tuple[jax.Array, jax.Array] | None = None,
     ) -> jax.Array:
-        """Normalized action chunks float[*sample_shape, b, H, A] for the last timestep."""
+        """Normalized action chunks float[*sample_shape, b, H, A] for the last timestep.
+        `noise`: a diffusion head's explicit draws (see `DiffusionActionHead.predict_action`)."""
         readouts = self.readouts(observations, tasks, train=False)
-        return self.head.predict_action(readouts, rng=rng, sample_shape=sample_shape)
+        if noise is None:
+            return self.head.predict_action(readouts, rng=rng, sample_shape=sample_shape)
+        if self.config.head.kind != "diffusion":
+            raise ValueError(
+                f"explicit noise needs the diffusion head, not {self.config.head.kind!r}"
+            )
+        return self.head.predict_action(readouts, rng=rng, sample_shape=sample_shape, noise=noise)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-
 import jax
 import numpy as np
 import pytest
@@ -30,23 +28,38 @@ def _inputs(model):
     return batch["observation"], tasks
 
 
-def test_bare_action_statistics_unnormalize_like_the_whole_entry(model):
+def test_octo_statistics_form_unnormalizes_like_the_whole_entry(model):
+    """Octo's call: unnormalization_statistics=model.dataset_statistics[NAME]["action"] (its
+    mask leaves the gripper as predicted) equals passing the whole entry; none: normalized."""
     observation, tasks = _inputs(model)
     entry = model.dataset_statistics["toy"]
-    expected = model.sample_actions(observation, tasks, jax.random.key(0), entry)
-    for given in (entry["statistics"]["action"], entry["statistics"]):
-        actions = model.sample_actions(
-            observation, tasks, jax.random.key(0), unnormalization_statistics=given
-        )
-        np.testing.assert_array_equal(actions, expected)
+    expected = model.sample_actions(observation, tasks, entry, rng=jax.random.key(0))
+    octo_form = entry["action"]
+    assert octo_form["mask"] == [True] * 6 + [False]
+    actions = model.sample_actions(
+        observation, tasks, unnormalization_statistics=octo_form, rng=jax.random.key(0)
+    )
+    np.testing.assert_allclose(actions, expected, rtol=1e-6)
+    normalized = model.sample_actions(observation, tasks, rng=jax.random.key(0))
+    np.testing.assert_allclose(actions[..., :6], normalized[..., :6] * 2 + 1, rtol=1e-5)
+    np.testing.assert_array_equal(actions[..., 6], normalized[..., 6])
+    bounds = model.sample_actions(
+        observation, tasks, octo_form, normalization_type="bounds", rng=jax.random.key(0)
+    )
+    p01, p99 = (np.asarray(octo_form[k]) for k in ("p01", "p99"))
+    np.testing.assert_allclose(
+        bounds[..., :6], ((normalized + 1) / 2 * (p99 - p01) + p01)[..., :6], rtol=1e-5
+    )
 
 
-def test_unknown_bare_statistics_name_the_argument(model):
+def test_a_key_in_the_statistics_place_is_named(model):
+    """Octo's signature puts unnormalization_statistics third; the old positional rng is a
+    TypeError naming the keyword, never a silent misuse."""
     observation, tasks = _inputs(model)
-    other = copy.deepcopy(model.dataset_statistics["toy"]["statistics"]["action"])
-    other["mean"] = [9.0] * len(other["mean"])
-    with pytest.raises(ValueError, match=r"model\.dataset_statistics\[NAME\].*toy"):
-        model.sample_actions(observation, tasks, jax.random.key(0), other)
+    with pytest.raises(TypeError, match="rng="):
+        model.sample_actions(observation, tasks, jax.random.key(0))
+    with pytest.raises(ValueError, match="rng=jax.random.key"):
+        model.sample_actions(observation, tasks)
 
 
 def test_missing_pad_mask_dict_is_filled_with_a_warning(model):
@@ -54,9 +67,9 @@ def test_missing_pad_mask_dict_is_filled_with_a_warning(model):
     # Octo's convention: no pad_mask_dict means every modality is valid, the goal image too.
     tasks["pad_mask_dict"] = {k: np.ones_like(v) for k, v in tasks["pad_mask_dict"].items()}
     tasks["pad_mask_dict"]["image_primary"] = np.ones(len(tasks["image_primary"]), bool)
-    expected = model.sample_actions(observation, tasks, jax.random.key(0), {})
+    expected = model.sample_actions(observation, tasks, rng=jax.random.key(0))
     bare_observation = {k: v for k, v in observation.items() if k != "pad_mask_dict"}
     bare_tasks = {k: v for k, v in tasks.items() if k != "pad_mask_dict"}
     with pytest.warns(UserWarning, match="pad_mask_dict"):
-        actions = model.sample_actions(bare_observation, bare_tasks, jax.random.key(0), {})
+        actions = model.sample_actions(bare_observation, bare_tasks, rng=jax.random.key(0))
     np.testing.assert_array_equal(actions, expected)

@@ -76,7 +76,7 @@ def test_chunks_are_in_robot_units(policy):
         normalization="normal",
     )
     raw = policy.model.sample_actions(
-        network_obs, tasks, jax.random.fold_in(jax.random.key(11), 0), {}
+        network_obs, tasks, rng=jax.random.fold_in(jax.random.key(11), 0)
     )
     assert raw.shape[-1] == ROBOT_A + 1  # the model's padded action dim is dropped
     np.testing.assert_allclose(

@@ -102,15 +102,18 @@ def test_sample_actions_shapes_and_unnormalization(model):
     batch = make_batch(np.random.default_rng(1))
     tasks = model.create_tasks(texts=["open the drawer", "close it"])
     tasks["image_primary"] = batch["task"]["image_primary"]
-    raw = model.sample_actions(batch["observation"], tasks, jax.random.key(0), {})
+    raw = model.sample_actions(batch["observation"], tasks, rng=jax.random.key(0))
     assert raw.shape == (B, H, A) and raw.dtype == np.float32
-    actions = model.sample_actions(batch["observation"], tasks, jax.random.key(0))
+    entry = model.dataset_statistics["toy"]
+    actions = model.sample_actions(batch["observation"], tasks, entry, rng=jax.random.key(0))
     # NORMAL with mean 1, std 2 on the first six dims; the gripper dim is left as predicted.
     np.testing.assert_allclose(actions[..., :6], raw[..., :6] * 2 + 1, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(actions[..., 6], raw[..., 6])
-    many = model.sample_actions(batch["observation"], tasks, jax.random.key(0), {}, (3,))
+    many = model.sample_actions(
+        batch["observation"], tasks, sample_shape=(3,), rng=jax.random.key(0)
+    )
     assert many.shape == (3, B, H, A)
-    again = model.sample_actions(batch["observation"], tasks, jax.random.key(0), {})
+    again = model.sample_actions(batch["observation"], tasks, {}, rng=jax.random.key(0))
     np.testing.assert_array_equal(raw, again)
 
 
@@ -118,14 +121,14 @@ def test_padded_action_dims_are_dropped_in_robot_units(model):
     """A model padded to max_action_dim returns only the dataset's dims, unnormalized."""
     batch = make_batch(np.random.default_rng(1))
     tasks = model.create_tasks(texts=["open the drawer", "close it"])
-    raw = model.sample_actions(batch["observation"], tasks, jax.random.key(0), {})
+    raw = model.sample_actions(batch["observation"], tasks, rng=jax.random.key(0))
     five = statistics_entry()
     action = five["statistics"]["action"]
     five["statistics"]["action"] = {
         k: v[:5] if isinstance(v, list) and len(v) == A else v for k, v in action.items()
     }
     five["action_normalization_mask"] = [True] * 4 + [False]
-    actions = model.sample_actions(batch["observation"], tasks, jax.random.key(0), five)
+    actions = model.sample_actions(batch["observation"], tasks, five, rng=jax.random.key(0))
     assert actions.shape == (B, H, 5)
     np.testing.assert_allclose(actions[..., :4], raw[..., :4] * 2 + 1, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(actions[..., 4], raw[..., 4])
@@ -147,10 +150,10 @@ def test_mismatched_observation_names_key_and_shape(model):
     observation = dict(batch["observation"])
     observation["image_primary"] = observation["image_primary"][:, :, :16]
     with pytest.raises(ValueError, match=r"image_primary.*expected \[batch, 2, 32, 32, 3\]"):
-        model.sample_actions(observation, tasks, jax.random.key(0))
+        model.sample_actions(observation, tasks, rng=jax.random.key(0))
     del observation["image_primary"]
     with pytest.raises(ValueError, match="missing 'image_primary'"):
-        model.sample_actions(observation, tasks, jax.random.key(0))
+        model.sample_actions(observation, tasks, rng=jax.random.key(0))
 
 
 def test_loss_is_finite_and_depends_on_actions(model):
@@ -182,9 +185,11 @@ def test_save_and_load_round_trip(model, tmp_path):
     assert loaded.dataset_statistics == json.loads(json.dumps(model.dataset_statistics))
     batch = make_batch(np.random.default_rng(4))
     tasks = model.create_tasks(texts=["open the drawer", "x"])
-    a = model.sample_actions(batch["observation"], tasks, jax.random.key(1))
+    a = model.sample_actions(batch["observation"], tasks, rng=jax.random.key(1))
     b = loaded.sample_actions(
-        batch["observation"], loaded.create_tasks(texts=["open the drawer", "x"]), jax.random.key(1)
+        batch["observation"],
+        loaded.create_tasks(texts=["open the drawer", "x"]),
+        rng=jax.random.key(1),
     )
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
     assert "image_primary" in loaded.get_pretty_spec()

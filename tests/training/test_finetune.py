@@ -109,8 +109,8 @@ def test_lora_starts_equal_to_its_base_and_merges_back():
     np.testing.assert_array_equal(readouts(lora, batch), readouts(base, batch))
     rng = jax.random.key(3)
     np.testing.assert_array_equal(
-        lora.sample_actions(batch["observation"], batch["task"], rng, {}),
-        base.sample_actions(batch["observation"], batch["task"], rng, {}),
+        lora.sample_actions(batch["observation"], batch["task"], rng=rng),
+        base.sample_actions(batch["observation"], batch["task"], rng=rng),
     )
 
     for layer in (lora.module.transformer.transformer.blocks[0].attention.query,
@@ -395,7 +395,7 @@ for directory in sys.argv[1:]:
         tasks = model.create_tasks(goals={"primary": observation["image_primary"][:, -1]})
     else:
         tasks = model.create_tasks(texts=["open the drawer"] * b)
-    actions = model.sample_actions(observation, tasks, jax.random.key(0))
+    actions = model.sample_actions(observation, tasks, rng=jax.random.key(0))
     out[directory] = {"actions": actions.tolist(), "lora": model.config.lora is not None,
                       "statistics": model.dataset_statistics}
 print("RESULT " + json.dumps(out))

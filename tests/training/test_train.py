@@ -76,7 +76,8 @@ def test_train_two_steps_then_resume_to_four(shared_data, tmp_path):
                           "image_wrist": np.ones((1, 2), bool)},
     }  # fmt: skip
     tasks = model.create_tasks(texts=["open the drawer"])
-    actions = model.sample_actions(observation, tasks, jax.random.key(0))
+    statistics = model.dataset_statistics["synthetic_bridge"]["action"]  # Octo's form
+    actions = model.sample_actions(observation, tasks, statistics, rng=jax.random.key(0))
     assert actions.shape == (1, 4, 7) and np.isfinite(actions).all()
 
 

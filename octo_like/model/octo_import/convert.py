@@ -1,0 +1,178 @@
+"""Octo-1.5 checkpoint directories (as Octo's ``save_pretrained`` writes them) -> `OctoModel`.
+
+    model = import_octo("octo-small-1.5", "t5-base")              # in memory
+    convert_octo("octo-small-1.5", "t5-base", "octo_small_native")  # a native checkpoint
+
+An Octo directory holds ``<step>/default`` (orbax PyTree of the parameters), ``config.json``,
+``dataset_statistics.json`` and ``example_batch.msgpack``. The T5 directory (Hugging Face files:
+config.json, spiece.model) gives the text tokenizer and the encoder's shape; the encoder's
+weights come from Octo's own parameters, where Octo keeps them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+
+from octo_like import storage
+from octo_like.model.octo_import.config import OctoLayoutError, octo_layout
+from octo_like.model.octo_import.params import flatten, map_parameters
+from octo_like.model.octo_model import OctoModel, action_statistics_entry
+from octo_like.normalization import ArrayStatistics
+
+OCTO_FILES = ("config.json", "dataset_statistics.json", "example_batch.msgpack")
+
+
+def _octo_steps(octo_dir: str) -> list[int]:
+    return sorted(
+        int(n) for n in os.listdir(octo_dir) if n.isdigit() and os.path.isdir(f"{octo_dir}/{n}")
+    )
+
+
+def read_octo_params(octo_dir: str, step: int | None = None) -> tuple[int, dict[str, Any]]:
+    """(step, nested numpy parameters) of an Octo directory; default: its latest step."""
+    import orbax.checkpoint as ocp
+
+    steps = _octo_steps(octo_dir)
+    if not steps:
+        raise FileNotFoundError(f"{octo_dir}: no <step>/ directory of parameters")
+    step = steps[-1] if step is None else step
+    path = os.path.join(octo_dir, str(step), "default")
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"{path}: missing (steps: {steps})")
+    with ocp.PyTreeCheckpointer() as checkpointer:
+        metadata = checkpointer.metadata(path)
+        tree = metadata.tree if hasattr(metadata, "tree") else metadata
+        restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+        params = checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=restore_args))
+    return step, params
+
+
+def read_octo_directory(octo_dir: str) -> dict[str, Any]:
+    """config.json, dataset_statistics.json and example_batch.msgpack, parsed."""
+    from flax import serialization
+
+    missing = [n for n in OCTO_FILES if not os.path.isfile(os.path.join(octo_dir, n))]
+    if missing:
+        raise FileNotFoundError(
+            f"{octo_dir}: not an Octo save_pretrained directory (missing {', '.join(missing)})"
+        )
+    with open(os.path.join(octo_dir, "config.json")) as f:
+        config = json.load(f)
+    with open(os.path.join(octo_dir, "dataset_statistics.json")) as f:
+        statistics = json.load(f)
+    with open(os.path.join(octo_dir, "example_batch.msgpack"), "rb") as f:
+        example_batch = serialization.msgpack_restore(f.read())
+    return {"config": config, "dataset_statistics": statistics, "example_batch": example_batch}
+
+
+def native_example_batch(octo_batch: Mapping[str, Any], cameras, goal_cameras) -> dict:
+    """An octo_like example batch (what `OctoModel.from_config` reads) from Octo's."""
+    observation = octo_batch["observation"]
+    keys = [f"image_{c}" for c in cameras]
+    missing = [k for k in keys if k not in observation]
+    if missing:
+        raise OctoLayoutError(f"example_batch.msgpack: observation lacks {missing}")
+    batch, window = np.shape(observation[keys[0]])[:2]
+    pad = observation.get("pad_mask_dict", {})
+    task = octo_batch.get("task", {})
+    return {
+        "observation": {
+            **{k: np.asarray(observation[k]) for k in keys},
+            "timestep_pad_mask": np.asarray(
+                observation.get("timestep_pad_mask", np.ones((batch, window), bool)), bool
+            ),
+            "pad_mask_dict": {
+                k: np.asarray(pad.get(k, np.ones((batch, window))), bool) for k in keys
+            },
+        },
+        "task": {
+            **{
+                f"image_{c}": np.asarray(
+                    task.get(f"image_{c}", np.zeros_like(observation[f"image_{c}"][:, 0]))
+                )
+                for c in goal_cameras
+            },
+            "language_instruction": np.array([b""] * batch, dtype=object),
+            "pad_mask_dict": {
+                "language_instruction": np.ones(batch, bool),
+                **{f"image_{c}": np.ones(batch, bool) for c in goal_cameras},
+            },
+        },
+    }
+
+
+def native_statistics(octo_statistics: Mapping[str, Any]) -> dict[str, dict]:
+    """Octo's ``{name: {action: {mean, std, min, max, p01, p99, mask}, proprio: ...}}`` (or one
+    dataset's ``{action: ...}``) as octo_like entries (normalization 'normal', Octo's mask)."""
+    if "action" in octo_statistics:
+        octo_statistics = {"octo": octo_statistics}
+    entries = {}
+    for name, stats in octo_statistics.items():
+        if not isinstance(stats, Mapping) or "action" not in stats:
+            raise OctoLayoutError(f"dataset_statistics.json: {name!r} has no 'action' statistics")
+        arrays = {}
+        for key in ("action", "proprio"):
+            if key in stats:
+                try:
+                    arrays[key] = ArrayStatistics.from_dict(stats[key]).to_dict()
+                except ValueError as error:
+                    raise OctoLayoutError(
+                        f"dataset_statistics.json: {name!r}.{key}: {error}"
+                    ) from error
+        mask = stats["action"].get("mask")
+        entries[name] = action_statistics_entry(
+            arrays, "normal", None if mask is None else [bool(m) for m in mask]
+        )
+    return entries
+
+
+def _fill(tree: dict, mapped: Mapping[str, np.ndarray], prefix: str = "") -> dict:
+    return {
+        key: _fill(value, mapped, f"{prefix}{key}/")
+        if isinstance(value, Mapping)
+        else mapped[f"{prefix}{key}"]
+        for key, value in tree.items()
+    }
+
+
+def import_octo(octo_dir: str, t5_dir: str, step: int | None = None) -> OctoModel:
+    """An `OctoModel` computing what the Octo-1.5 checkpoint in `octo_dir` computes."""
+    octo_dir, t5_dir = storage.absolute(octo_dir), storage.absolute(t5_dir)
+    files = read_octo_directory(octo_dir)
+    observation = files["example_batch"]["observation"]
+    first_image = next(k for k in sorted(observation) if k.startswith("image_"))
+    window = int(np.shape(observation[first_image])[1])
+    layout = octo_layout(files["config"], t5_dir, window)
+    config = layout.model
+    goal_cameras = [t.camera for t in config.image_tokenizers if t.goal_fusion]
+    batch = native_example_batch(files["example_batch"], config.cameras, goal_cameras)
+    statistics = native_statistics(files["dataset_statistics"])
+    model = OctoModel.from_config(
+        config, batch, jax.random.key(0), statistics, load_language_weights=False
+    )
+    _, octo_params = read_octo_params(octo_dir, step)
+    state = nnx.state(model.module, nnx.Param)
+    pure = state.to_pure_dict()
+    shapes = {path: tuple(np.shape(v)) for path, v in flatten(pure).items()}
+    mapped = map_parameters(octo_params, shapes)
+    nnx.replace_by_pure_dict(
+        state, _fill(pure, {k: jax.numpy.asarray(v) for k, v in mapped.items()})
+    )
+    nnx.update(model.module, state)
+    return model
+
+
+def convert_octo(octo_dir: str, t5_dir: str, out_dir: str, step: int | None = None) -> str:
+    """Writes the imported model as a native checkpoint (config, statistics with Octo's mask,
+    tokenizer assets, input spec, checksums) at ``out_dir/<step>``; returns that path."""
+    model = import_octo(octo_dir, t5_dir, step)
+    saved_step = _octo_steps(storage.absolute(octo_dir))[-1] if step is None else step
+    model.save_pretrained(saved_step, out_dir)
+    return storage.join(storage.absolute(out_dir), str(saved_step))

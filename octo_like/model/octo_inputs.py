@@ -1,0 +1,122 @@
+"""Octo's own input and statistics formats, accepted beside octo_like's (see docs/octo.md).
+
+Octo's dictionaries differ from octo_like's in three places: a tokenized instruction is
+``tasks["language_instruction"] = {"input_ids", "attention_mask"}`` (octo_like: ``language_tokens``
+/ ``language_mask`` beside the raw strings), goals are keyed by image key (``image_primary``;
+octo_like's `create_tasks` also takes camera names), and a camera the observation leaves out is
+skipped (octo_like fills it with a masked black frame: masked keys get exactly zero attention
+weight, so every other token's output is the same as Octo's).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from octo_like.normalization import ArrayStatistics
+
+
+def _batch_window(observations: Mapping[str, Any]) -> tuple[int, int]:
+    pad = observations.get("timestep_pad_mask")
+    if pad is not None:
+        return tuple(np.shape(pad)[:2])  # type: ignore[return-value]
+    for key, value in observations.items():
+        if key.startswith("image_") or key == "proprio":
+            return tuple(np.shape(value)[:2])  # type: ignore[return-value]
+    raise ValueError(
+        "observations need timestep_pad_mask bool[b, w] or an image_* / proprio array to tell "
+        f"the batch and window; got keys {sorted(observations)}"
+    )
+
+
+def native_observations(
+    observations: Mapping[str, Any], image_shapes: Mapping[str, tuple[int, ...]]
+) -> dict[str, Any]:
+    """Octo-style observations with every camera of `image_shapes` ({image key: (h, w, c)})
+    present: a missing one becomes uint8 zeros with a False pad mask (Octo skips its tokenizer;
+    the masked tokens change no other output)."""
+    if not isinstance(observations, Mapping):
+        raise TypeError(f"observations must be a dict, got {type(observations).__name__}")
+    missing = [k for k in image_shapes if k not in observations]
+    if not missing:
+        return dict(observations)
+    batch, window = _batch_window(observations)
+    out = dict(observations)
+    pad = dict(out.get("pad_mask_dict", {}))
+    for key in missing:
+        if key in pad and np.asarray(pad[key]).any():
+            raise ValueError(
+                f"observations are missing {key!r} (uint8[b, w, "
+                f"{', '.join(map(str, image_shapes[key]))}]) that pad_mask_dict marks present; "
+                f"given keys: {sorted(observations)}"
+            )
+        out[key] = np.zeros((batch, window, *image_shapes[key]), np.uint8)
+        pad[key] = np.zeros((batch, window), bool)
+    if "pad_mask_dict" in out or len(missing) < len(image_shapes):
+        for key in image_shapes:  # present cameras without a mask are valid (Octo's default)
+            pad.setdefault(key, np.ones((batch, window), bool))
+        out["pad_mask_dict"] = pad
+    return out
+
+
+def native_tasks(tasks: Mapping[str, Any]) -> dict[str, Any]:
+    """Tasks with Octo's tokenized ``language_instruction`` {input_ids, attention_mask} turned
+    into ``language_tokens`` int32[b, L] / ``language_mask`` bool[b, L]."""
+    if not isinstance(tasks, Mapping):
+        raise TypeError(f"tasks must be a dict, got {type(tasks).__name__}")
+    instruction = tasks.get("language_instruction")
+    if not isinstance(instruction, Mapping):
+        return dict(tasks)
+    if "input_ids" not in instruction:
+        raise ValueError(
+            "tasks['language_instruction'] as a dict must hold Octo's tokenized form "
+            f"{{'input_ids', 'attention_mask'}}; got keys {sorted(instruction)}"
+        )
+    ids = np.asarray(instruction["input_ids"], np.int32)
+    mask = np.asarray(instruction.get("attention_mask", ids != 0), bool)
+    out = {k: v for k, v in tasks.items() if k != "language_instruction"}
+    out["language_tokens"], out["language_mask"] = ids, mask
+    return out
+
+
+def octo_goals(goals: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Goals keyed by camera name, from Octo's image keys (``image_primary``) or camera names."""
+    if goals is None:
+        return None
+    return {(k[len("image_") :] if k.startswith("image_") else k): v for k, v in goals.items()}
+
+
+def octo_statistics_view(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A statistics entry with Octo's keys added: ``entry["action"]`` = the action statistics
+    with Octo's ``mask`` (True: normalized), ``entry["proprio"]`` when present."""
+    entry = dict(entry)
+    statistics = entry.get("statistics", {})
+    if statistics.get("action") and "action" not in entry:
+        action = dict(statistics["action"])
+        mask = entry.get("action_normalization_mask")
+        action["mask"] = list(mask) if mask is not None else [True] * len(action["mean"])
+        entry["action"] = action
+    if statistics.get("proprio") and "proprio" not in entry:
+        entry["proprio"] = dict(statistics["proprio"])
+    return entry
+
+
+def bare_unnormalize(
+    actions: np.ndarray, statistics: Mapping[str, Any], normalization_type: str
+) -> np.ndarray:
+    """Octo's unnormalization from bare action statistics: dims past ``len(mask)`` dropped,
+    masked-False dims (e.g. the gripper) left as predicted; "normal": ``x * std + mean``,
+    "bounds": ``(x + 1) / 2 * (p99 - p01) + p01``."""
+    stats = ArrayStatistics.from_dict(statistics)
+    mask = np.asarray(statistics.get("mask", np.ones(stats.dim, bool)), bool)
+    actions = np.asarray(actions)[..., : mask.shape[0]]
+    kind = str(getattr(normalization_type, "value", normalization_type)).lower()
+    if kind == "normal":
+        restored = actions * stats.std + stats.mean
+    elif kind == "bounds":
+        restored = (actions + 1) / 2 * (stats.p99 - stats.p01) + stats.p01
+    else:
+        raise ValueError(f"normalization_type must be 'normal' or 'bounds', got {kind!r}")
+    return np.where(mask, restored, actions).astype(np.float32)

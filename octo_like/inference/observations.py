@@ -41,19 +41,22 @@ from octo_like.schema import (
 )
 
 
-def resize_images(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def resize_images(
+    images: np.ndarray, size: tuple[int, int], method: str = "linear"
+) -> np.ndarray:
     """uint8[..., h, w, 3] -> uint8[..., size[0], size[1], 3]; a no-op when sizes match.
 
     Matches `octo_like.data.image_ops.resize` (tf.image.resize bilinear, antialiased when
     shrinking) to within one grey level, without TensorFlow, on the host: no program is
     compiled per input size (`host_resize.py`), so a new size never stalls the model thread.
+    method "lanczos3": Octo's resize (an imported Octo model's `frame_resize`).
     """
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim < 3 or images.shape[-1] != 3:
         raise ValueError(f"expected uint8 images [..., h, w, 3], got {images.dtype}{images.shape}")
     if tuple(images.shape[-3:-1]) == tuple(size):
         return images
-    return resize_uint8(images, (int(size[0]), int(size[1])))
+    return resize_uint8(images, (int(size[0]), int(size[1])), method)
 
 
 def _close(key: str, known) -> str:
@@ -121,7 +124,7 @@ def prepare_observations(
                 f"observation {key!r} must be uint8[{batch}, {window}, h, w, 3], got "
                 f"{images.dtype}{list(images.shape)}"
             )
-        out[key] = resize_images(images, expected[1:3])
+        out[key] = resize_images(images, expected[1:3], config.frame_resize)
         out[PAD_MASK_DICT][key] = _mask(given_masks, key, timestep_pad_mask)
         present_any = True
 

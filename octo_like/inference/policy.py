@@ -215,7 +215,9 @@ class Policy:
                 raise ValueError(
                     f"goal {camera!r} must be uint8[b, h, w, 3], got {list(images.shape)}"
                 )
-            out[camera] = resize_images(images, spec[IMAGE_PREFIX + camera]["shape"][:2])
+            out[camera] = resize_images(
+                images, spec[IMAGE_PREFIX + camera]["shape"][:2], self.config.frame_resize
+            )
         return out
 
     # ------------------------------------------------------------------ one robot

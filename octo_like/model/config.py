@@ -202,6 +202,9 @@ class ModelConfig:
     # rsqrt(var + 1e-5) (octo_like, smooth as the variance goes to 0) or "std_plus_eps"
     # (w - mean) / (std + 1e-5) (Octo).
     stem_standardization: str = "rsqrt_variance"
+    # How Policy and the server resize frames of another size: "linear" (antialiased, the
+    # training pipeline's) or "lanczos3" (antialiased, Octo's examples and data pipeline).
+    frame_resize: str = "linear"
 
     def __post_init__(self):
         cameras = [t.camera for t in self.image_tokenizers]
@@ -217,6 +220,7 @@ class ModelConfig:
         _check_choice("attention implementation", self.attention, ATTENTION_IMPLEMENTATIONS)
         _check_choice("goal padding", self.goal_padding, GOAL_PADDING)
         _check_choice("stem standardization", self.stem_standardization, STEM_STANDARDIZATIONS)
+        _check_choice("frame resize", self.frame_resize, ("linear", "lanczos3"))
         if (
             self.repeat_task_tokens
             and self.language.encoder == "none"

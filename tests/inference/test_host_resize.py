@@ -11,9 +11,9 @@ import pytest
 from octo_like.inference.host_resize import axis_weights, resize_uint8
 
 
-def jax_reference(images: np.ndarray, size) -> np.ndarray:
+def jax_reference(images: np.ndarray, size, method: str = "linear") -> np.ndarray:
     shape = (*images.shape[:-3], *size, images.shape[-1])
-    out = jax.image.resize(jnp.asarray(images, jnp.float32), shape, "linear", antialias=True)
+    out = jax.image.resize(jnp.asarray(images, jnp.float32), shape, method, antialias=True)
     return np.asarray(jnp.clip(jnp.floor(out + 0.5), 0, 255).astype(jnp.uint8))
 
 
@@ -22,11 +22,13 @@ def jax_reference(images: np.ndarray, size) -> np.ndarray:
     [((40, 40), (32, 32)), ((480, 640), (256, 256)), ((20, 24), (32, 32)), ((17, 93), (32, 9)),
      ((3, 100), (50, 7))],
 )  # fmt: skip
-def test_host_resize_matches_jax(source, size):
+@pytest.mark.parametrize("method", ["linear", "lanczos3"])
+def test_host_resize_matches_jax(source, size, method):
+    """lanczos3 is Octo's (antialiased, as tf.image.resize and jax.image.resize compute it)."""
     images = np.random.default_rng(0).integers(0, 256, (2, *source, 3), dtype=np.uint8)
-    ours = resize_uint8(images, size)
+    ours = resize_uint8(images, size, method)
     assert ours.shape == (2, *size, 3) and ours.dtype == np.uint8
-    difference = np.abs(ours.astype(int) - jax_reference(images, size).astype(int))
+    difference = np.abs(ours.astype(int) - jax_reference(images, size, method).astype(int))
     assert difference.max() <= 1 and (difference > 0).mean() < 0.01
 
 

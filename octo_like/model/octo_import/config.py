@@ -228,6 +228,7 @@ def octo_layout(octo_config: Mapping[str, Any], t5_dir: str, window: int) -> Oct
             },
         ),
         dtype="float32",
+        frame_resize="lanczos3",  # Octo's examples resize with antialiased Lanczos-3
         **OCTO_MODEL_BEHAVIOURS,
     )
     return OctoLayout(model=config, cameras=cameras, text_tokens=16)

@@ -21,12 +21,14 @@ import numpy as np
 from flax import nnx
 
 from octo_like import storage
+from octo_like.model.language import load_t5_encoder
 from octo_like.model.octo_import.config import OctoLayoutError, octo_layout
 from octo_like.model.octo_import.params import flatten, map_parameters
 from octo_like.model.octo_model import OctoModel, action_statistics_entry
 from octo_like.normalization import ArrayStatistics
 
 OCTO_FILES = ("config.json", "dataset_statistics.json", "example_batch.msgpack")
+T5_PREFIX = "task_tokenizers_language/hf_model/"
 
 
 def _octo_steps(octo_dir: str) -> list[int]:
@@ -161,7 +163,14 @@ def import_octo(octo_dir: str, t5_dir: str, step: int | None = None) -> OctoMode
     state = nnx.state(model.module, nnx.Param)
     pure = state.to_pure_dict()
     shapes = {path: tuple(np.shape(v)) for path, v in flatten(pure).items()}
+    t5_in_octo = any(T5_PREFIX in path for path in flatten(octo_params))
+    if not t5_in_octo:  # Octo keeps the frozen encoder in its tree; else the T5 directory's
+        shapes = {p: v for p, v in shapes.items() if not p.startswith("language_encoder/")}
     mapped = map_parameters(octo_params, shapes)
+    if not t5_in_octo:
+        encoder, _ = load_t5_encoder(t5_dir)
+        t5 = flatten(nnx.state(encoder, nnx.Param).to_pure_dict())
+        mapped.update({f"language_encoder/{path}": np.asarray(v) for path, v in t5.items()})
     nnx.replace_by_pure_dict(
         state, _fill(pure, {k: jax.numpy.asarray(v) for k, v in mapped.items()})
     )
@@ -169,10 +178,19 @@ def import_octo(octo_dir: str, t5_dir: str, step: int | None = None) -> OctoMode
     return model
 
 
-def convert_octo(octo_dir: str, t5_dir: str, out_dir: str, step: int | None = None) -> str:
+def convert_octo(octo_dir: str, t5_dir: str, out_dir: str, step: int | None = None) -> dict:
     """Writes the imported model as a native checkpoint (config, statistics with Octo's mask,
-    tokenizer assets, input spec, checksums) at ``out_dir/<step>``; returns that path."""
+    tokenizer assets, input spec, checksums) at ``out_dir/<step>``; returns a summary:
+    ``{"step_dir", "step", "parameters", "datasets", "config"}``."""
     model = import_octo(octo_dir, t5_dir, step)
     saved_step = _octo_steps(storage.absolute(octo_dir))[-1] if step is None else step
     model.save_pretrained(saved_step, out_dir)
-    return storage.join(storage.absolute(out_dir), str(saved_step))
+    params = nnx.state(model.module, nnx.Param)
+    return {
+        "step_dir": storage.join(storage.absolute(out_dir), str(saved_step)),
+        "step": saved_step,
+        "parameters": int(sum(np.size(x) for x in jax.tree.leaves(params))),
+        "datasets": sorted(model.dataset_statistics),
+        "transformer": model.config.transformer,
+        "cameras": list(model.config.cameras),
+    }

@@ -51,9 +51,7 @@ def axis_weights(input_size: int, output_size: int, method: str = "linear") -> n
     return weights
 
 
-def resize_uint8(
-    images: np.ndarray, size: tuple[int, int], method: str = "linear"
-) -> np.ndarray:
+def resize_uint8(images: np.ndarray, size: tuple[int, int], method: str = "linear") -> np.ndarray:
     """uint8[..., h, w, c] -> uint8[..., size[0], size[1], c], rounded half up and clipped.
 
     method: "linear" (the training pipeline's) or "lanczos3" (antialiased, Octo's examples and

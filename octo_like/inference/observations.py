@@ -41,9 +41,7 @@ from octo_like.schema import (
 )
 
 
-def resize_images(
-    images: np.ndarray, size: tuple[int, int], method: str = "linear"
-) -> np.ndarray:
+def resize_images(images: np.ndarray, size: tuple[int, int], method: str = "linear") -> np.ndarray:
     """uint8[..., h, w, 3] -> uint8[..., size[0], size[1], 3]; a no-op when sizes match.
 
     Matches `octo_like.data.image_ops.resize` (tf.image.resize bilinear, antialiased when

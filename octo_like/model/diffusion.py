@@ -160,14 +160,17 @@ def ddpm_sample(
     clip_x0: float | None = None,
     step_noise: jax.Array | None = None,
     octo_max_action: float | None = None,
+    keep: jax.Array | None = None,
 ) -> jax.Array:
     """Run the K reverse steps from ``x_init`` (pure noise) inside one `jax.lax.scan`.
 
     Step ``t`` draws its noise from ``fold_in(rng, t)``, so the chain is a function of ``rng``
     alone; or ``step_noise`` float[K, *x_init.shape] gives it, row ``i`` for the i-th step
     run (``t = K - 1 - i``). ``octo_max_action`` set: Octo's update (`octo_reverse_step`),
-    else the clipped-x0 posterior (`ddpm_reverse_step`). Returns the estimate of ``x0``,
-    shaped like ``x_init``.
+    else the clipped-x0 posterior (`ddpm_reverse_step`). ``keep`` bool[D]: entries False (an
+    embodiment's unused action dims) are reset after every step to ``sqrt(1 - alpha_bar_t)``
+    times that step's noise, what training showed for padding (zeros, noised); None keeps all.
+    Returns the estimate of ``x0``, shaped like ``x_init``.
     """
     steps = jnp.arange(schedule.num_steps - 1, -1, -1, dtype=jnp.int32)
     if step_noise is None:
@@ -186,8 +189,12 @@ def ddpm_sample(
         t, noise = t_and_noise
         eps = eps_fn(x_t, t)
         if octo_max_action is not None:
-            return octo_reverse_step(schedule, x_t, t, eps, noise, max_action=octo_max_action), None
-        return ddpm_reverse_step(schedule, x_t, t, eps, noise, clip_x0=clip_x0), None
+            x = octo_reverse_step(schedule, x_t, t, eps, noise, max_action=octo_max_action)
+        else:
+            x = ddpm_reverse_step(schedule, x_t, t, eps, noise, clip_x0=clip_x0)
+        if keep is not None:
+            x = jnp.where(keep, x, jnp.sqrt(1.0 - schedule.alpha_bars[t]) * noise)
+        return x, None
 
     x0, _ = jax.lax.scan(step, x_init, (steps, step_noise))
     return x0

@@ -208,7 +208,8 @@ class OctoModel:
                 f"{self.config.head.kind!r}, which samples"
             )
         observations, tasks = self.network_inputs(observations, tasks, timestep_pad_mask)
-        predict = self._predict_program(sample_shape, noise is not None)
+        dims = _embodiment_action_dim(unnormalization_statistics)
+        predict = self._predict_program(sample_shape, noise is not None, dims)
         actions = np.asarray(predict(self._state(), observations, tasks, rng, noise))
         return self._unnormalize(actions, unnormalization_statistics, normalization_type)
 
@@ -235,7 +236,8 @@ class OctoModel:
                 return module.transformer_outputs(observations, tasks, train=False)
 
             self._transformer = run
-        groups = dict(self._transformer(self._state(), observations, tasks))
+        outputs = self._transformer(self._state(), observations, tasks)
+        groups = {s.name: outputs[s.name] for s in self.module.group_specs}  # sequence order
         prefix = [g for n, g in groups.items() if n.startswith("task_")]
         if prefix:
             groups["task"] = TokenGroup(
@@ -280,8 +282,8 @@ class OctoModel:
     def _state(self):
         return nnx.split(self.module)[1]
 
-    def _predict_program(self, sample_shape: tuple[int, ...], with_noise: bool):
-        key = (tuple(sample_shape), with_noise)
+    def _predict_program(self, sample_shape: tuple[int, ...], with_noise: bool, dims):
+        key = (tuple(sample_shape), with_noise, dims)
         self._predict = {} if self._predict is None else self._predict
         if key not in self._predict:
             graphdef, _ = nnx.split(self.module)
@@ -290,7 +292,12 @@ class OctoModel:
             def predict(state, observations, tasks, rng, noise):
                 module = nnx.merge(graphdef, state)
                 return module.predict_action(
-                    observations, tasks, rng=rng, sample_shape=sample_shape, noise=noise
+                    observations,
+                    tasks,
+                    rng=rng,
+                    sample_shape=sample_shape,
+                    noise=noise,
+                    embodiment_action_dim=dims,
                 )
 
             self._predict[key] = predict
@@ -328,7 +335,8 @@ class OctoModel:
         if not arrays:
             return tree
         batch = np.shape(arrays[0])[0]
-        shape = (batch, self.config.window) if part == "observation" else (batch,)
+        window = np.shape(tree.get("timestep_pad_mask", arrays[0]))[1:2] or (self.config.window,)
+        shape = (batch, *window) if part == "observation" else (batch,)
         needed = {
             path[len(prefix) :]: shape[1:] for path in required[part] if path.startswith(prefix)
         }
@@ -462,8 +470,9 @@ def required_inputs(config: ModelConfig) -> dict[str, set[str]]:
     for tok in config.image_tokenizers:
         key = f"image_{tok.camera}"
         observation |= {key, f"pad_mask_dict/{key}"}
-        if tok.goal_fusion:
+        if tok.goal_fusion and config.goal_padding == "grey":
             task |= {key, f"pad_mask_dict/{key}"}
+        # goal_padding "pixels" (Octo): a goal left out is black, and no mask is read
     for camera in config.goal_image_cameras:
         task |= {f"image_{camera}", f"pad_mask_dict/image_{camera}"}
     if config.proprio is not None:
@@ -495,6 +504,15 @@ def tokenize_tasks(tasks: Mapping[str, Any], tokenizer: TextTokenizer) -> dict[s
     """Adds ``language_tokens int32[b, L]`` and ``language_mask bool[b, L]`` (host side)."""
     tokens = tokenizer(list(np.asarray(tasks["language_instruction"]).reshape(-1)))
     return {**tasks, "language_tokens": tokens["tokens"], "language_mask": tokens["mask"]}
+
+
+def _embodiment_action_dim(statistics: Mapping[str, Any] | None) -> int | None:
+    """The robot's action dims from the statistics `sample_actions` unnormalizes with (Octo:
+    ``len(statistics["mean"])``); None without statistics."""
+    if not statistics:
+        return None
+    action = statistics["statistics"]["action"] if "statistics" in statistics else statistics
+    return len(action["mean"])
 
 
 def _is_key(value: Any) -> bool:

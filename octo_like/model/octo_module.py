@@ -344,14 +344,21 @@ class OctoModule(nnx.Module):
         rng: jax.Array,
         sample_shape=(),
         noise: tuple[jax.Array, jax.Array] | None = None,
+        embodiment_action_dim: int | None = None,
     ) -> jax.Array:
         """Normalized action chunks float[*sample_shape, b, H, A] for the last timestep.
-        `noise`: a diffusion head's explicit draws (see `DiffusionActionHead.predict_action`)."""
+        `noise` and `embodiment_action_dim`: the diffusion head's (see its predict_action)."""
         readouts = self.readouts(observations, tasks, train=False)
-        if noise is None:
-            return self.head.predict_action(readouts, rng=rng, sample_shape=sample_shape)
         if self.config.head.kind != "diffusion":
-            raise ValueError(
-                f"explicit noise needs the diffusion head, not {self.config.head.kind!r}"
-            )
-        return self.head.predict_action(readouts, rng=rng, sample_shape=sample_shape, noise=noise)
+            if noise is not None:
+                raise ValueError(
+                    f"explicit noise needs the diffusion head, not {self.config.head.kind!r}"
+                )
+            return self.head.predict_action(readouts, rng=rng, sample_shape=sample_shape)
+        return self.head.predict_action(
+            readouts,
+            rng=rng,
+            sample_shape=sample_shape,
+            noise=noise,
+            embodiment_action_dim=embodiment_action_dim,
+        )

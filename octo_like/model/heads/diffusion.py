@@ -88,6 +88,13 @@ class DiffusionActionHead(IterativeHead):
             return t.astype(jnp.float32)
         return t.astype(jnp.float32) / max(self.diffusion_steps - 1, 1)
 
+    def _kept_dims(self, embodiment_action_dim: int | None) -> jax.Array | None:
+        """bool[H * A] (flattened (h a) order): True on the embodiment's action dims."""
+        if embodiment_action_dim is None or embodiment_action_dim >= self.action_dim:
+            return None
+        dims = jnp.arange(self.action_dim) < embodiment_action_dim
+        return jnp.tile(dims, self.action_horizon)
+
     def denoise(self, readouts: jax.Array, noisy: jax.Array, t: jax.Array) -> jax.Array:
         """The network's noise estimate float32[b, w, H*A] for ``noisy`` float[b, w, H*A] at
         integer steps ``t`` int[b, w] (or a scalar), from readouts float[b, w, n, d]."""
@@ -130,8 +137,12 @@ class DiffusionActionHead(IterativeHead):
         sample_shape: tuple[int, ...] = (),
         train: bool = False,
         noise: tuple[jax.Array, jax.Array] | None = None,
+        embodiment_action_dim: int | None = None,
     ) -> jax.Array:
         """``float32[*sample_shape, b, H, A]``: one reverse chain per sample, last step only.
+
+        ``embodiment_action_dim``: the robot's dims; the rest (padding to ``A``) are reset to
+        noise at every step, as in training (Octo's sampler does the same).
 
         ``noise``: ``(x_init float[*sample_shape, b, H*A], step_noise float[K, *sample_shape,
         b, H*A])`` replaces the draws from ``rng`` (step_noise row i for the i-th step run,
@@ -160,6 +171,7 @@ class DiffusionActionHead(IterativeHead):
             clip_x0=None if octo else self.max_action,
             step_noise=step_noise,
             octo_max_action=self.max_action if octo else None,
+            keep=self._kept_dims(embodiment_action_dim),
         )
         x0 = jnp.clip(x0, -self.max_action, self.max_action)
         return x0.reshape(x0.shape[:-1] + (self.action_horizon, self.action_dim))

@@ -21,6 +21,7 @@ import numpy as np
 from flax import nnx
 
 from octo_like import storage
+from octo_like.model.checkpoint_layout import quiet_orbax
 from octo_like.model.language import load_t5_encoder
 from octo_like.model.octo_import.config import OctoLayoutError, octo_layout
 from octo_like.model.octo_import.params import flatten, map_parameters
@@ -48,9 +49,10 @@ def read_octo_params(octo_dir: str, step: int | None = None) -> tuple[int, dict[
     path = os.path.join(octo_dir, str(step), "default")
     if not os.path.isdir(path):
         raise FileNotFoundError(f"{path}: missing (steps: {steps})")
-    with ocp.PyTreeCheckpointer() as checkpointer:
-        metadata = checkpointer.metadata(path)
-        tree = metadata.tree if hasattr(metadata, "tree") else metadata
+    # As numpy, never with the saved sharding: the published steps were written on TPU hosts.
+    # Octo's orbax (0.4) wrote no _CHECKPOINT_METADATA; today's orbax reads the tree without it.
+    with quiet_orbax(), ocp.PyTreeCheckpointer() as checkpointer:
+        tree = checkpointer.metadata(path).item_metadata.tree
         restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
         params = checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=restore_args))
     return step, params

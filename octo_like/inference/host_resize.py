@@ -64,3 +64,51 @@ def resize_uint8(images: np.ndarray, size: tuple[int, int], method: str = "linea
     resized = np.einsum("Hh,...hwc->...Hwc", rows, pixels, optimize=True)
     resized = np.einsum("Ww,...Hwc->...HWc", cols, resized, optimize=True)
     return np.clip(np.floor(resized + 0.5), 0, 255).astype(np.uint8)
+
+
+def resize_float(images: np.ndarray, size: tuple[int, int], method: str) -> np.ndarray:
+    """`resize_uint8` before rounding: float32[..., size[0], size[1], c]."""
+    height, width = np.shape(images)[-3:-1]
+    rows = axis_weights(int(height), int(size[0]), method)
+    cols = axis_weights(int(width), int(size[1]), method)
+    resized = np.einsum("Hh,...hwc->...Hwc", rows, np.asarray(images, np.float32), optimize=True)
+    return np.einsum("Ww,...Hwc->...HWc", cols, resized, optimize=True)
+
+
+def center_crop_resize(images: np.ndarray, area: float, size: tuple[int, int]) -> np.ndarray:
+    """The centred crop holding `area` of the image (square-rooted per side, aspect kept),
+    bilinearly resampled to `size` with `tf.image.crop_and_resize`'s sampling (corner to corner,
+    no antialiasing): float[..., h, w, c] -> float32[..., size[0], size[1], c].
+
+    Octo evaluates the primary camera so (area 0.9: the mean of its training crops)."""
+    images = np.asarray(images, np.float32)
+    side = np.float32(np.clip(np.sqrt(np.float32(area)), 0.0, 1.0))  # float32, as Octo's box
+    start = (np.float32(1.0) - side) / np.float32(2.0)
+    out = images
+    for axis, (length, target) in enumerate(zip(images.shape[-3:-1], size, strict=True)):
+        axis = images.ndim - 3 + axis
+        if target > 1:
+            step = side * np.float32(length - 1) / np.float32(target - 1)
+            positions = start * np.float32(length - 1) + np.arange(target, dtype=np.float32) * step
+        else:
+            positions = np.array([(start + side / 2) * (length - 1)], np.float32)
+        low = np.floor(positions).astype(int)
+        high = np.minimum(low + 1, length - 1)
+        frac = (positions - low).astype(np.float32)
+        shape = [1] * images.ndim
+        shape[axis] = target
+        a, b = np.take(out, low, axis=axis), np.take(out, high, axis=axis)
+        out = a + (b - a) * frac.reshape(shape)
+    return out.astype(np.float32)
+
+
+def octo_eval_frames(
+    images: np.ndarray, size: tuple[int, int], crop_area: float | None
+) -> np.ndarray:
+    """Octo's evaluation preprocessing of a camera: antialiased Lanczos-3 resize to `size`,
+    then (crop_area set, Octo: 0.9 on the primary camera) the centred mean-augmentation crop
+    resized back, rounded half to even as `tf.round`, clipped to uint8."""
+    frames = resize_float(images, size, "lanczos3")
+    if crop_area is not None and crop_area < 1.0:
+        frames = center_crop_resize(frames, crop_area, size)
+    return np.clip(np.round(frames), 0, 255).astype(np.uint8)

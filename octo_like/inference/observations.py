@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from octo_like.inference.finite import check_finite, check_normalized_range
-from octo_like.inference.host_resize import resize_uint8
+from octo_like.inference.host_resize import octo_eval_frames, resize_uint8
 from octo_like.model.config import ModelConfig
 from octo_like.normalization import ArrayStatistics, normalize_np
 from octo_like.schema import (
@@ -41,20 +41,35 @@ from octo_like.schema import (
 )
 
 
-def resize_images(images: np.ndarray, size: tuple[int, int], method: str = "linear") -> np.ndarray:
+def resize_images(
+    images: np.ndarray,
+    size: tuple[int, int],
+    method: str = "linear",
+    crop_area: float | None = None,
+) -> np.ndarray:
     """uint8[..., h, w, 3] -> uint8[..., size[0], size[1], 3]; a no-op when sizes match.
 
     Matches `octo_like.data.image_ops.resize` (tf.image.resize bilinear, antialiased when
     shrinking) to within one grey level, without TensorFlow, on the host: no program is
     compiled per input size (`host_resize.py`), so a new size never stalls the model thread.
-    method "lanczos3": Octo's resize (an imported Octo model's `frame_resize`).
+    method "lanczos3": Octo's evaluation preprocessing (an imported Octo model's
+    `frame_resize`), applied at every size, with its centred crop of `crop_area` (`host_resize.
+    octo_eval_frames`).
     """
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim < 3 or images.shape[-1] != 3:
         raise ValueError(f"expected uint8 images [..., h, w, 3], got {images.dtype}{images.shape}")
-    if tuple(images.shape[-3:-1]) == tuple(size):
+    size = (int(size[0]), int(size[1]))
+    if method == "lanczos3":
+        return octo_eval_frames(images, size, crop_area)
+    if tuple(images.shape[-3:-1]) == size:
         return images
-    return resize_uint8(images, (int(size[0]), int(size[1])), method)
+    return resize_uint8(images, size, method)
+
+
+def _crop_area(config: ModelConfig, key: str) -> float | None:
+    """Octo's evaluation crop: the primary camera only (its training crops were random)."""
+    return config.frame_crop_area if key == image_key("primary") else None
 
 
 def _close(key: str, known) -> str:
@@ -122,7 +137,9 @@ def prepare_observations(
                 f"observation {key!r} must be uint8[{batch}, {window}, h, w, 3], got "
                 f"{images.dtype}{list(images.shape)}"
             )
-        out[key] = resize_images(images, expected[1:3], config.frame_resize)
+        out[key] = resize_images(
+            images, expected[1:3], config.frame_resize, _crop_area(config, key)
+        )
         out[PAD_MASK_DICT][key] = _mask(given_masks, key, timestep_pad_mask)
         present_any = True
 

@@ -205,6 +205,9 @@ class ModelConfig:
     # How Policy and the server resize frames of another size: "linear" (antialiased, the
     # training pipeline's) or "lanczos3" (antialiased, Octo's examples and data pipeline).
     frame_resize: str = "linear"
+    # With frame_resize "lanczos3" (Octo's evaluation), the primary camera is centre-cropped to
+    # this fraction of its area and resized back: the mean of Octo's random training crops (0.9).
+    frame_crop_area: float | None = None
 
     def __post_init__(self):
         cameras = [t.camera for t in self.image_tokenizers]
@@ -221,6 +224,8 @@ class ModelConfig:
         _check_choice("goal padding", self.goal_padding, GOAL_PADDING)
         _check_choice("stem standardization", self.stem_standardization, STEM_STANDARDIZATIONS)
         _check_choice("frame resize", self.frame_resize, ("linear", "lanczos3"))
+        if self.frame_crop_area is not None and not 0 < self.frame_crop_area <= 1:
+            raise ValueError(f"frame_crop_area must be in (0, 1], got {self.frame_crop_area}")
         if (
             self.repeat_task_tokens
             and self.language.encoder == "none"

@@ -38,3 +38,30 @@ def test_weights_are_normalized_rows_that_widen_when_shrinking():
     np.testing.assert_allclose(grow.sum(axis=1), 1.0, rtol=1e-6)
     assert (shrink > 0).sum(axis=1)[1:-1].min() == 8  # a 4x shrink averages 8 inputs (edges 6)
     assert (grow > 0).sum(axis=1).max() <= 2  # enlarging interpolates two neighbours
+
+
+@pytest.mark.parametrize(
+    "source, size", [((48, 64), (32, 32)), ((32, 32), (32, 32)), ((20, 24), (40, 40))]
+)
+@pytest.mark.parametrize("crop_area", [None, 0.9])
+def test_octo_evaluation_frames_match_octos_tensorflow_ops(source, size, crop_area):
+    """An imported Octo model's frames: Octo's evaluation wrapper resizes with
+    tf.image.resize(lanczos3, antialias) and centre-crops the primary camera with
+    tf.image.crop_and_resize to the mean of its training crops, then rounds (here: TensorFlow
+    as the reference, numpy in the product)."""
+    import tensorflow as tf
+
+    from octo_like.inference.host_resize import octo_eval_frames
+
+    images = np.random.default_rng(1).integers(0, 256, (2, *source, 3), dtype=np.uint8)
+    reference = tf.image.resize(images, size, method="lanczos3", antialias=True)
+    if crop_area is not None:
+        side = tf.sqrt(tf.constant(crop_area, tf.float32))
+        start = (1 - side) / 2
+        box = tf.stack([start, start, start + side, start + side])
+        boxes = tf.tile(box[None], [len(images), 1])
+        reference = tf.image.crop_and_resize(reference, boxes, tf.range(len(images)), size)
+    reference = tf.cast(tf.clip_by_value(tf.round(reference), 0, 255), tf.uint8).numpy()
+    ours = octo_eval_frames(images, size, crop_area)
+    difference = np.abs(ours.astype(int) - reference.astype(int))
+    assert difference.max() <= 1 and (difference > 0).mean() < 0.02

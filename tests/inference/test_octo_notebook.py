@@ -114,3 +114,38 @@ def test_a_skipped_camera_is_the_same_as_a_masked_one(checkpoint):
             task,
             rng=jax.random.PRNGKey(1),
         )  # fmt: skip
+
+
+def test_policy_gives_an_imported_model_octos_evaluation_frames(checkpoint):
+    """Policy prepares frames of any size as Octo's evaluation wrapper does: Lanczos-3 resize
+    for every camera, the centred mean-augmentation crop (area 0.9) on the primary only."""
+    from octo_like.inference.host_resize import octo_eval_frames
+    from octo_like.inference.observations import prepare_observations
+
+    model = OctoModel.load_pretrained(checkpoint)
+    assert model.config.frame_resize == "lanczos3" and model.config.frame_crop_area == 0.9
+    rng = np.random.default_rng(3)
+    frames = {k: rng.integers(0, 256, (1, 2, 48, 40, 3), np.uint8) for k in ("primary", "wrist")}
+    prepared = prepare_observations(
+        {f"image_{k}": v for k, v in frames.items()},
+        config=model.config,
+        input_spec=model.input_spec,
+        proprio_statistics=None,
+        normalization="normal",
+    )
+    np.testing.assert_array_equal(
+        prepared["image_primary"], octo_eval_frames(frames["primary"], (SIZE, SIZE), 0.9)
+    )
+    np.testing.assert_array_equal(
+        prepared["image_wrist"], octo_eval_frames(frames["wrist"], (SIZE, SIZE), None)
+    )
+    same_size = rng.integers(0, 256, (1, 2, SIZE, SIZE, 3), np.uint8)  # cropped all the same
+    prepared = prepare_observations(
+        {"image_primary": same_size, "image_wrist": same_size},
+        config=model.config,
+        input_spec=model.input_spec,
+        proprio_statistics=None,
+        normalization="normal",
+    )
+    assert not np.array_equal(prepared["image_primary"], same_size)
+    np.testing.assert_array_equal(prepared["image_wrist"], same_size)

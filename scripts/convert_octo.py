@@ -6,7 +6,8 @@
 OCTO_DIR is what Octo's ``save_pretrained`` writes (``<step>/default``, config.json,
 dataset_statistics.json, example_batch.msgpack); T5_DIR a local Hugging Face T5-base directory
 (config.json, spiece.model). The result loads with ``OctoModel.load_pretrained(OUT)``, `Policy`,
-the server and ``finetune.py --config.pretrained=OUT``, and computes Octo's actions (docs/octo.md).
+the server and ``finetune.py --config.pretrained_path=OUT``, and computes Octo's actions
+(docs/octo.md).
 Prints the saved step directory, parameter count and datasets, then one JSON line.
 """
 

@@ -6,7 +6,8 @@
   backward pass that recomputes the weights. Plain autodiff keeps several float32 [b, h, N, N]
   tensors per layer alive (logits, masked logits, exponentials, weights); with Octo's ~660
   tokens that dominates training memory on CPU, where XLA does not honour `jax.checkpoint`. This
-  path saves only q, k, v, the output and the per-row log-sum-exp. It serializes the heads, so it
+  path saves only q, k, v, the output and two per-row float32 statistics (the maximum score and
+  the log-sum of exponentials below it). It serializes the heads, so it
   is slow on accelerators, and XLA's cost analysis counts the `lax.map` body once.
 - ``einsum``: all heads at once, two batched einsums around a float32 softmax.
 - ``xla`` / ``cudnn``: `jax.nn.dot_product_attention` with that implementation; ``cudnn`` is

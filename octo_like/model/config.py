@@ -224,14 +224,13 @@ class ModelConfig:
         _check_choice("goal padding", self.goal_padding, GOAL_PADDING)
         _check_choice("stem standardization", self.stem_standardization, STEM_STANDARDIZATIONS)
         _check_choice("frame resize", self.frame_resize, ("linear", "lanczos3"))
-        if self.frame_crop_area is not None and not 0 < self.frame_crop_area <= 1:
-            raise ValueError(f"frame_crop_area must be in (0, 1], got {self.frame_crop_area}")
-        if (
-            self.repeat_task_tokens
-            and self.language.encoder == "none"
-            and not (self.goal_image_cameras)
+        if self.frame_crop_area is not None and not (
+            0 < self.frame_crop_area <= 1 and self.frame_resize == "lanczos3"
         ):
-            raise ValueError("repeat_task_tokens needs task tokens (a language encoder or goals)")
+            raise ValueError(
+                f"frame_crop_area ({self.frame_crop_area}) must be in (0, 1] and goes with "
+                f"frame_resize 'lanczos3' (Octo's evaluation frames), got {self.frame_resize!r}"
+            )
         film = [t.camera for t in self.image_tokenizers if t.film]
         if film and self.language.encoder == "none":
             raise ValueError(f"FiLM on cameras {film} needs a language encoder (language=none)")

@@ -10,6 +10,7 @@ weight, so every other token's output is the same as Octo's).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -54,11 +55,46 @@ def native_observations(
             )
         out[key] = np.zeros((batch, window, *image_shapes[key]), np.uint8)
         pad[key] = np.zeros((batch, window), bool)
-    if "pad_mask_dict" in out or len(missing) < len(image_shapes):
-        for key in image_shapes:  # present cameras without a mask are valid (Octo's default)
+    if "pad_mask_dict" in observations:  # else fill_pad_masks adds the present ones (warned)
+        for key in image_shapes:
             pad.setdefault(key, np.ones((batch, window), bool))
-        out["pad_mask_dict"] = pad
+    out["pad_mask_dict"] = pad
     return out
+
+
+def fill_pad_masks(
+    part: str, tree: Mapping[str, Any], required: Mapping[str, set[str]]
+) -> dict[str, Any]:
+    """Octo's convention: a modality without a mask is valid. Adds the all-True masks the
+    network reads but `tree` lacks (``pad_mask_dict`` entries: observation bool[b, w], task
+    bool[b]; ``proprio_pad_mask`` bool[b, w, P]) and warns about the ``pad_mask_dict`` ones,
+    since a missing mask usually means the caller forgot it."""
+    tree = dict(tree)
+    arrays = [v for v in tree.values() if np.ndim(v) > 0]
+    if not arrays:
+        return tree
+    batch = np.shape(arrays[0])[0]
+    if part == "observation":
+        shape = (batch, *np.shape(tree.get("timestep_pad_mask", arrays[0]))[1:2])
+        if "proprio_pad_mask" in required[part] and "proprio" in tree:
+            tree.setdefault("proprio_pad_mask", np.ones(np.shape(tree["proprio"]), bool))
+    else:
+        shape = (batch,)
+    prefix = "pad_mask_dict/"
+    given = dict(tree.get("pad_mask_dict") or {})
+    missing = sorted(
+        p[len(prefix) :]
+        for p in required[part]
+        if p.startswith(prefix) and p[len(prefix) :] not in given
+    )
+    if not missing:
+        return tree
+    warnings.warn(
+        f"{part} pad_mask_dict lacks {', '.join(missing)}: assuming they are valid",
+        stacklevel=4,
+    )
+    tree["pad_mask_dict"] = {**given, **{k: np.ones(shape, bool) for k in missing}}
+    return tree
 
 
 def native_tasks(tasks: Mapping[str, Any]) -> dict[str, Any]:
@@ -90,17 +126,24 @@ def octo_goals(goals: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 def octo_statistics_view(entry: Mapping[str, Any]) -> dict[str, Any]:
     """A statistics entry with Octo's keys added: ``entry["action"]`` = the action statistics
-    with Octo's ``mask`` (True: normalized), ``entry["proprio"]`` when present."""
+    with Octo's ``mask`` (True: normalized) and the entry's ``normalization`` (so Octo's call
+    unnormalizes the way the model was trained), ``entry["proprio"]`` when present."""
     entry = dict(entry)
     statistics = entry.get("statistics", {})
     if statistics.get("action") and "action" not in entry:
         action = dict(statistics["action"])
         mask = entry.get("action_normalization_mask")
         action["mask"] = list(mask) if mask is not None else [True] * len(action["mean"])
+        action["normalization"] = entry.get("normalization", "normal")
         entry["action"] = action
     if statistics.get("proprio") and "proprio" not in entry:
         entry["proprio"] = dict(statistics["proprio"])
     return entry
+
+
+def without_views(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """The entry as checkpoints store it: `octo_statistics_view`'s copies dropped."""
+    return {k: v for k, v in entry.items() if k not in ("action", "proprio")}
 
 
 def bare_unnormalize(
@@ -113,10 +156,12 @@ def bare_unnormalize(
     mask = np.asarray(statistics.get("mask", np.ones(stats.dim, bool)), bool)
     actions = np.asarray(actions)[..., : mask.shape[0]]
     kind = str(getattr(normalization_type, "value", normalization_type)).lower()
+    if kind == "none":
+        return actions.astype(np.float32)
     if kind == "normal":
         restored = actions * stats.std + stats.mean
     elif kind == "bounds":
         restored = (actions + 1) / 2 * (stats.p99 - stats.p01) + stats.p01
     else:
-        raise ValueError(f"normalization_type must be 'normal' or 'bounds', got {kind!r}")
+        raise ValueError(f"normalization_type must be 'normal', 'bounds' or 'none', got {kind!r}")
     return np.where(mask, restored, actions).astype(np.float32)

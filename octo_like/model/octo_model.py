@@ -3,39 +3,23 @@ statistics, input spec and text tokenizer — saved to and loaded from one check
 
     model = OctoModel.load_pretrained("runs/pretrain/checkpoints")
     tasks = model.create_tasks(texts=["put the cup in the sink"])
-    actions = model.sample_actions(observations, tasks, rng=jax.random.key(0))  # robot units
+    statistics = model.dataset_statistics["bridge_dataset"]["action"]  # robot units
+    actions = model.sample_actions(observations, tasks, statistics, rng=jax.random.key(0))
 """
 
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 from flax import nnx
 
-from octo_like import storage
 from octo_like.model import input_spec as spec_lib
-from octo_like.model import octo_inputs
-from octo_like.model.base_checkpoint import BASE_PARAMS, BaseReference
-from octo_like.model.checkpoint_integrity import check_finite, verify_checksums, write_checksums
-from octo_like.model.checkpoint_layout import (
-    FINALIZED_MARKER,
-    MODEL_ITEMS,
-    copy_language_assets,
-    download_step,
-    finished_steps,
-    handler_registry,
-    model_items,
-    quiet_orbax,
-    read_only_manager,
-    with_local_language_assets,
-)
-from octo_like.model.config import LanguageConfig, ModelConfig
+from octo_like.model import model_checkpoint, octo_inputs
+from octo_like.model.config import ModelConfig
 from octo_like.model.language import TextTokenizer, load_t5_encoder
 from octo_like.model.lora import merge_adapters
 from octo_like.model.octo_module import OctoModule
@@ -73,7 +57,7 @@ class OctoModel:
         # Octo's keys too: dataset_statistics[NAME]["action"] (with its mask)
         self.dataset_statistics = {
             name: octo_inputs.octo_statistics_view(entry)
-            for name, entry in dataset_statistics.items()
+            for name, entry in (dataset_statistics or {}).items()
         }
         self.text_tokenizer = text_tokenizer
         # Compiled programs take the parameters as an argument, so they survive nnx.update.
@@ -95,7 +79,7 @@ class OctoModel:
         unless `load_language_weights` is False (fine-tuning copies it from the pretrained
         model's parameters instead: a checkpoint keeps T5's tokenizer and config, not a second
         copy of its weights)."""
-        tokenizer = _text_tokenizer(config.language)
+        tokenizer = model_checkpoint.text_tokenizer(config.language)
         example_batch = dict(example_batch)
         if tokenizer is not None and "language_tokens" not in example_batch.get("task", {}):
             example_batch["task"] = tokenize_tasks(example_batch["task"], tokenizer)
@@ -190,8 +174,8 @@ class OctoModel:
         (default) or "bounds") or a whole entry ``model.dataset_statistics[NAME]`` (its own
         normalization and mask). `timestep_pad_mask` bool[b, w] replaces the observations'.
         `noise` (octo_like): ``(x_init, step_noise)`` replays a diffusion chain (see
-        `DiffusionActionHead.predict_action`). The diffusion and flow heads sample, so `argmax`
-        and `temperature` apply to the discrete head only.
+        `DiffusionActionHead.predict_action`). `argmax` and `temperature` apply to the discrete
+        head (the default 1.0 keeps its configured temperature); the others refuse them.
         """
         if _is_key(unnormalization_statistics):
             raise TypeError(
@@ -209,7 +193,9 @@ class OctoModel:
             )
         observations, tasks = self.network_inputs(observations, tasks, timestep_pad_mask)
         dims = _embodiment_action_dim(unnormalization_statistics)
-        predict = self._predict_program(sample_shape, noise is not None, dims)
+        # Octo's default temperature 1.0 leaves a discrete head's configured temperature.
+        sampling = (bool(argmax), None if temperature == 1.0 else float(temperature))
+        predict = self._predict_program(sample_shape, noise is not None, dims, sampling)
         actions = np.asarray(predict(self._state(), observations, tasks, rng, noise))
         return self._unnormalize(actions, unnormalization_statistics, normalization_type)
 
@@ -270,8 +256,8 @@ class OctoModel:
         untokenized = "language_tokens" not in tasks and "language_instruction" in tasks
         if untokenized and self.text_tokenizer is not None:
             tasks = tokenize_tasks(tasks, self.text_tokenizer)
-        observations = self._with_pad_masks("observation", observations, required)
-        tasks = self._with_pad_masks("task", tasks, required)
+        observations = octo_inputs.fill_pad_masks("observation", observations, required)
+        tasks = octo_inputs.fill_pad_masks("task", tasks, required)
         spec_lib.check_inputs(
             self.input_spec, "observation", observations, required["observation"],
             free_window=self.config.max_horizon,
@@ -282,8 +268,8 @@ class OctoModel:
     def _state(self):
         return nnx.split(self.module)[1]
 
-    def _predict_program(self, sample_shape: tuple[int, ...], with_noise: bool, dims):
-        key = (tuple(sample_shape), with_noise, dims)
+    def _predict_program(self, sample_shape: tuple[int, ...], with_noise: bool, dims, sampling):
+        key = (tuple(sample_shape), with_noise, dims, sampling)
         self._predict = {} if self._predict is None else self._predict
         if key not in self._predict:
             graphdef, _ = nnx.split(self.module)
@@ -298,6 +284,8 @@ class OctoModel:
                     sample_shape=sample_shape,
                     noise=noise,
                     embodiment_action_dim=dims,
+                    argmax=sampling[0],
+                    temperature=sampling[1],
                 )
 
             self._predict[key] = predict
@@ -307,7 +295,8 @@ class OctoModel:
         if not given:  # None (Octo) or {}: normalized
             return actions
         if "statistics" not in given:  # Octo's bare action statistics (with their own mask)
-            return octo_inputs.bare_unnormalize(actions, given, normalization_type or "normal")
+            kind = normalization_type or given.get("normalization", "normal")  # Octo: NORMAL
+            return octo_inputs.bare_unnormalize(actions, given, kind)
         stats = ArrayStatistics.from_dict(given["statistics"]["action"])
         if actions.shape[-1] < stats.dim:
             raise ValueError(
@@ -322,62 +311,11 @@ class OctoModel:
             given.get("action_normalization_mask"),
         ).astype(np.float32)
 
-    def _with_pad_masks(self, part: str, tree: Mapping[str, Any], required) -> Mapping[str, Any]:
-        """Octo's convention: a tree without ``pad_mask_dict`` has every modality valid.
-
-        Fills ``pad_mask_dict`` with all-True masks (observation bool[b, window], task
-        bool[b]) and warns, since a missing mask usually means the caller forgot it.
-        """
-        if "pad_mask_dict" in tree:
-            return tree
-        prefix = "pad_mask_dict/"
-        arrays = [v for v in tree.values() if np.ndim(v) > 0]
-        if not arrays:
-            return tree
-        batch = np.shape(arrays[0])[0]
-        window = np.shape(tree.get("timestep_pad_mask", arrays[0]))[1:2] or (self.config.window,)
-        shape = (batch, *window) if part == "observation" else (batch,)
-        needed = {
-            path[len(prefix) :]: shape[1:] for path in required[part] if path.startswith(prefix)
-        }
-        if not needed:
-            return tree
-        warnings.warn(
-            f"{part} has no 'pad_mask_dict': assuming every modality is valid "
-            f"({', '.join(sorted(needed))})",
-            stacklevel=3,
-        )
-        masks = {key: np.ones((batch, *shape), bool) for key, shape in needed.items()}
-        return {**tree, "pad_mask_dict": masks}
-
     # ---------------------------------------------------------------- checkpoints
     def save_pretrained(self, step: int, checkpoint_dir: str) -> None:
         """Writes ``checkpoint_dir/<step>/{params,config,dataset_statistics,input_spec}``
         (a local path or a ``gs://`` URL, which orbax writes directly)."""
-        checkpoint_dir = storage.absolute(checkpoint_dir)
-        if not storage.orbax_native(checkpoint_dir):
-            raise ValueError(
-                f"save_pretrained({checkpoint_dir!r}): orbax writes local paths and "
-                f"{storage.ORBAX_SCHEMES} URLs; save locally and copy the directory up"
-            )
-        config = self.config
-        if config.language.encoder != "none":
-            config = copy_language_assets(config, checkpoint_dir)
-        registry = handler_registry(MODEL_ITEMS)
-        with (
-            quiet_orbax(),
-            ocp.CheckpointManager(checkpoint_dir, handler_registry=registry) as manager,
-        ):
-            items = model_items(
-                nnx.state(self.module, nnx.Param),
-                config.to_dict(),
-                self.dataset_statistics,
-                self.input_spec,
-            )
-            manager.save(step, args=ocp.args.Composite(**items))
-            manager.wait_until_finished()
-        if jax.process_index() == 0:
-            write_checksums(storage.join(checkpoint_dir, str(step)))
+        model_checkpoint.save_model(self, step, checkpoint_dir)
 
     @classmethod
     def load_pretrained(
@@ -398,69 +336,7 @@ class OctoModel:
         The step's files are checked against its checksums first and the parameters must be
         finite: a corrupted checkpoint raises `CheckpointCorruptError` naming the item and array.
         """
-        checkpoint_dir = storage.absolute(checkpoint_dir)
-        if not storage.orbax_native(checkpoint_dir):
-            checkpoint_dir, step = download_step(checkpoint_dir, step)
-        with read_only_manager(checkpoint_dir) as manager:
-            finished = finished_steps(checkpoint_dir)
-            step = (finished[-1] if finished else None) if step is None else step
-            if step is None:
-                raise FileNotFoundError(f"no complete checkpoint under {checkpoint_dir!r}")
-            if step not in finished:
-                raise FileNotFoundError(
-                    f"checkpoint {checkpoint_dir}/{step} is not a finished save (no "
-                    f"{FINALIZED_MARKER}: interrupted, or still being written); finished "
-                    f"steps: {finished}"
-                )
-            step_dir = storage.join(checkpoint_dir, str(step))
-            verify_checksums(step_dir, (*MODEL_ITEMS, BASE_PARAMS))
-            meta = manager.restore(
-                step,
-                args=ocp.args.Composite(
-                    config=ocp.args.JsonRestore(),
-                    dataset_statistics=ocp.args.JsonRestore(),
-                    input_spec=ocp.args.JsonRestore(),
-                ),
-            )
-            config = ModelConfig.from_dict(meta["config"])
-            config = with_local_language_assets(config, checkpoint_dir)
-            tokenizer = _text_tokenizer(config.language)
-            vocab = tokenizer.vocab_size if tokenizer is not None else 0
-            abstract = nnx.eval_shape(
-                lambda: OctoModule(config, meta["input_spec"], vocab, rngs=nnx.Rngs(0))
-            )
-            graphdef, state = nnx.split(abstract)
-            structure = params = nnx.state(abstract, nnx.Param).to_pure_dict()
-            reference = _base_reference(manager, checkpoint_dir, step)
-            if reference is not None:  # only what differs from the base was saved
-                params = reference.strip(params)
-            target = jax.tree.map(
-                lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                params,
-                _target_shardings(sharding, params),
-            )
-            restored = manager.restore(
-                step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target))
-            )["params"]
-        if reference is not None:
-            base = _load_base(cls, reference, checkpoint_dir, sharding)
-            restored = reference.complete(structure, restored, nnx.state(base.module, nnx.Param))
-        check_finite(restored, f"checkpoint {step_dir}")
-        nnx.replace_by_pure_dict(state, restored)
-        module = nnx.merge(graphdef, state)
-        return cls(module, config, meta["input_spec"], meta["dataset_statistics"], tokenizer)
-
-
-def _target_shardings(sharding, abstract_params):
-    """A tree of shardings matching `abstract_params` (see `OctoModel.load_pretrained`)."""
-    if sharding is None:
-        sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    if isinstance(sharding, jax.sharding.Sharding):
-        return jax.tree.map(lambda _: sharding, abstract_params)
-    shardings = sharding(abstract_params)
-    if jax.tree.structure(shardings) != jax.tree.structure(abstract_params):
-        raise ValueError("load_pretrained: the sharding function must return one per parameter")
-    return shardings
+        return model_checkpoint.load_model(cls, checkpoint_dir, step, sharding)
 
 
 def required_inputs(config: ModelConfig) -> dict[str, set[str]]:
@@ -480,24 +356,6 @@ def required_inputs(config: ModelConfig) -> dict[str, set[str]]:
     if config.language.encoder != "none":
         task |= {"language_tokens", "language_mask", "pad_mask_dict/language_instruction"}
     return {"observation": observation, "task": task}
-
-
-def _base_reference(manager, checkpoint_dir: str, step: int) -> BaseReference | None:
-    if not storage.isdir(storage.join(checkpoint_dir, str(step), BASE_PARAMS)):
-        return None
-    item = manager.restore(step, args=ocp.args.Composite(**{BASE_PARAMS: ocp.args.JsonRestore()}))
-    return BaseReference.from_dict(item[BASE_PARAMS])
-
-
-def _load_base(cls, reference: BaseReference, checkpoint_dir: str, sharding) -> OctoModel:
-    try:
-        return cls.load_pretrained(reference.checkpoint_dir, reference.step, sharding=sharding)
-    except FileNotFoundError as error:
-        raise FileNotFoundError(
-            f"{checkpoint_dir} stores only the parameters that differ from its base checkpoint "
-            f"{reference.checkpoint_dir} (step {reference.step}), which cannot be loaded "
-            f"({error}); put the base back there"
-        ) from error
 
 
 def tokenize_tasks(tasks: Mapping[str, Any], tokenizer: TextTokenizer) -> dict[str, Any]:
@@ -531,10 +389,7 @@ def _network_tasks(tasks: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in tasks.items() if k != "language_instruction"}
 
 
-def _text_tokenizer(language: LanguageConfig) -> TextTokenizer | None:
-    if language.encoder == "none":
-        return None
-    return TextTokenizer.from_directory(language.checkpoint_dir, max_length=language.max_length)
+_text_tokenizer = model_checkpoint.text_tokenizer  # tests and from_config use it
 
 
 def merge_lora(model: OctoModel) -> OctoModel:

@@ -246,7 +246,8 @@ class OctoModule(nnx.Module):
     ) -> dict[str, TokenGroup]:
         """Every group's transformer outputs by name (Octo's names: task_language,
         obs_<camera>, obs_task_language, readout_action, ...): tokens float[b, (w,) n, width],
-        masks bool[b, (w,) n] as the transformer applied them (timestep padding included)."""
+        masks bool[b, (w,) n] as the transformer applied them (timestep padding included, but
+        for `unpadded_groups`)."""
         prefix: dict[str, TokenGroup] = {}
         film_condition = None
         if self.language_encoder is not None:
@@ -345,10 +346,18 @@ class OctoModule(nnx.Module):
         sample_shape=(),
         noise: tuple[jax.Array, jax.Array] | None = None,
         embodiment_action_dim: int | None = None,
+        argmax: bool = False,
+        temperature: float | None = None,
     ) -> jax.Array:
         """Normalized action chunks float[*sample_shape, b, H, A] for the last timestep.
-        `noise` and `embodiment_action_dim`: the diffusion head's (see its predict_action)."""
+        `noise` and `embodiment_action_dim`: the diffusion head's; `argmax` and `temperature`:
+        the discrete head's (see their predict_action)."""
         readouts = self.readouts(observations, tasks, train=False)
+        if self.config.head.kind == "discrete":
+            return self.head.predict_action(
+                readouts, rng=rng, sample_shape=sample_shape, argmax=argmax,
+                temperature=temperature,
+            )  # fmt: skip
         if self.config.head.kind != "diffusion":
             if noise is not None:
                 raise ValueError(

@@ -182,6 +182,9 @@ def resolve_model(overrides: Mapping[str, Any], pretrained: ModelConfig) -> dict
     if unknown:
         raise ConfigError(f"config.model: unknown key(s) {unknown}; valid: {sorted(known)}")
     model = dict(base)
+    # The run's own data pipeline prepares its frames (bilinear resize, its own crops): Policy
+    # serves the result those, not an imported Octo model's evaluation frames.
+    model.update(frame_resize="linear", frame_crop_area=None)
     for key in _INHERITED:
         if overrides.get(key) is not None:
             model[key] = overrides[key]

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from octo_like.model.config import OCTO_DIFFUSION_BEHAVIOURS, OCTO_MODEL_BEHAVIOURS
+from octo_like.model.config import OCTO_DIFFUSION_BEHAVIOURS, OCTO_MODEL_BEHAVIOURS, ModelConfig
 from octo_like.model.octo_import.config import OctoLayoutError, octo_layout
 from octo_like.model.octo_import.convert import convert_octo, import_octo, read_octo_params
 from octo_like.model.octo_import.params import flatten, map_parameters
@@ -292,7 +292,8 @@ def _input_spec(primary: int, wrist: int) -> dict:
 
 @pytest.mark.parametrize("size, preset", [("small", "small"), ("base", "base")])
 def test_published_configs_map_every_parameter_with_octos_counts(size, preset, tmp_path):
-    """From Octo's own eval_shape of octo-{small,base}-1.5: every path maps, counts match."""
+    """From Octo's own eval_shape of octo-{small,base}-1.5: every path maps, counts match, and
+    configs/pretrain.py's preset of that size is the same model."""
     with open(os.path.join(FIXTURE, f"octo_{size}_15_config.json")) as f:
         octo_config = json.load(f)
     with open(os.path.join(FIXTURE, f"octo_{size}_15_params.json")) as f:
@@ -318,3 +319,18 @@ def test_published_configs_map_every_parameter_with_octos_counts(size, preset, t
     assert count == octo_shapes["total_params"]
     t5 = sum(int(np.prod(s)) for p, s in ours.items() if p.startswith("language_encoder/"))
     assert count - t5 == octo_shapes["total_params_without_t5"]
+
+    # ...and the project's own preset builds that same model, with Octo's behaviours
+    from configs import pretrain
+
+    raw = pretrain.get_config(f"{preset},oxe_magic_soup").model.to_dict()
+    raw["language"]["checkpoint_dir"] = config.language.checkpoint_dir
+    preset_config = ModelConfig.from_dict(raw)
+    for name in ("transformer", "window", "max_horizon", "action_horizon", "action_dim",
+                 *OCTO_MODEL_BEHAVIOURS):  # fmt: skip
+        assert getattr(preset_config, name) == getattr(config, name), name
+    for name, value in OCTO_DIFFUSION_BEHAVIOURS.items():
+        assert preset_config.head.kwargs[name] == value == config.head.kwargs[name]
+    built = nnx.eval_shape(lambda: OctoModule(preset_config, spec, 32100, rngs=nnx.Rngs(0)))
+    shapes = flatten(nnx.state(built, nnx.Param).to_pure_dict())
+    assert {p: tuple(v.shape) for p, v in shapes.items()} == ours

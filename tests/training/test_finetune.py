@@ -395,7 +395,8 @@ for directory in sys.argv[1:]:
         tasks = model.create_tasks(goals={"primary": observation["image_primary"][:, -1]})
     else:
         tasks = model.create_tasks(texts=["open the drawer"] * b)
-    actions = model.sample_actions(observation, tasks, rng=jax.random.key(0))
+    statistics = model.dataset_statistics["new_robot"]["action"]  # robot units (Octo's call)
+    actions = model.sample_actions(observation, tasks, statistics, rng=jax.random.key(0))
     out[directory] = {"actions": actions.tolist(), "lora": model.config.lora is not None,
                       "statistics": model.dataset_statistics}
 print("RESULT " + json.dumps(out))

@@ -109,13 +109,13 @@ def test_octos_finetuning_example_runs_from_an_imported_checkpoint(setup):
 
     model = OctoModel.load_pretrained(os.path.join(workdir, "checkpoints"))
     assert model.config.head.kind == "l1" and model.config.action_horizon == H
-    assert model.config.repeat_task_tokens  # Octo's behaviours carry over
+    assert model.config.repeat_task_tokens  # Octo's behaviours carry over...
+    assert model.config.frame_resize == "linear"  # ...its frames are this pipeline's
     b = 2
-    observation = {
+    observation = {  # Octo's form: no pad_mask_dict, no proprio_pad_mask (all valid)
         "image_primary": np.full((b, 2, 32, 32, 3), 90, np.uint8),
         "image_side": np.full((b, 2, 32, 32, 3), 90, np.uint8),
         "proprio": np.zeros((b, 2, A), np.float32),
-        "proprio_pad_mask": np.ones((b, 2, A), bool),
         "timestep_pad_mask": np.ones((b, 2), bool),
     }
     tasks = model.create_tasks(texts=["fold the towel"] * b)

@@ -34,8 +34,9 @@ SAMPLERS = ("posterior", "octo")
 class DiffusionActionHead(IterativeHead):
     """Epsilon-prediction DDPM (cosine schedule) conditioned on the mean readout embedding.
 
-    Targets are clipped to ``[-max_action, max_action]`` before noising; in sampling the
-    per-step ``x0`` estimate and the final chunk are clipped to the same range.
+    Targets are clipped to ``[-max_action, max_action]`` before noising; in sampling the final
+    chunk is clipped to the same range, and so is the per-step ``x0`` estimate ("posterior")
+    or the per-step sample (Octo's sampler).
     """
 
     def __init__(
@@ -141,8 +142,8 @@ class DiffusionActionHead(IterativeHead):
     ) -> jax.Array:
         """``float32[*sample_shape, b, H, A]``: one reverse chain per sample, last step only.
 
-        ``embodiment_action_dim``: the robot's dims; the rest (padding to ``A``) are reset to
-        noise at every step, as in training (Octo's sampler does the same).
+        ``embodiment_action_dim`` (sampler "octo"): the robot's dims; the rest (padding to
+        ``A``) are reset to noise at every step, as Octo's sampler does.
 
         ``noise``: ``(x_init float[*sample_shape, b, H*A], step_noise float[K, *sample_shape,
         b, H*A])`` replaces the draws from ``rng`` (step_noise row i for the i-th step run,
@@ -171,7 +172,7 @@ class DiffusionActionHead(IterativeHead):
             clip_x0=None if octo else self.max_action,
             step_noise=step_noise,
             octo_max_action=self.max_action if octo else None,
-            keep=self._kept_dims(embodiment_action_dim),
+            keep=self._kept_dims(embodiment_action_dim) if octo else None,
         )
         x0 = jnp.clip(x0, -self.max_action, self.max_action)
         return x0.reshape(x0.shape[:-1] + (self.action_horizon, self.action_dim))

@@ -116,15 +116,21 @@ class DiscreteActionHead(BaseActionHead):
         rng: jax.Array,
         sample_shape: tuple[int, ...] = (),
         train: bool = False,
+        argmax: bool = False,
+        temperature: float | None = None,
     ) -> jax.Array:
-        """``float32[*sample_shape, b, H, A]`` bin centres for the last window step."""
+        """``float32[*sample_shape, b, H, A]`` bin centres for the last window step.
+
+        Octo's call: `argmax` takes the most likely bins; `temperature` (None: the head's
+        `sample_temperature`) divides the logits before sampling, 0 meaning argmax."""
         del train
         self.check_readouts(readouts)
         logits = self.logits(readouts[:, -1])
         sample_shape = tuple(sample_shape)
-        if self.sample_temperature > 0:
+        temperature = self.sample_temperature if temperature is None else temperature
+        if temperature > 0 and not argmax:
             bins = jax.random.categorical(
-                rng, logits / self.sample_temperature, shape=sample_shape + logits.shape[:-1]
+                rng, logits / temperature, shape=sample_shape + logits.shape[:-1]
             )
         else:
             bins = jnp.broadcast_to(jnp.argmax(logits, axis=-1), sample_shape + logits.shape[:-1])

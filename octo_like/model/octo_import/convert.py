@@ -183,7 +183,7 @@ def import_octo(octo_dir: str, t5_dir: str, step: int | None = None) -> OctoMode
 def convert_octo(octo_dir: str, t5_dir: str, out_dir: str, step: int | None = None) -> dict:
     """Writes the imported model as a native checkpoint (config, statistics with Octo's mask,
     tokenizer assets, input spec, checksums) at ``out_dir/<step>``; returns a summary:
-    ``{"step_dir", "step", "parameters", "datasets", "config"}``."""
+    ``{"step_dir", "step", "parameters", "datasets", "transformer", "cameras"}``."""
     model = import_octo(octo_dir, t5_dir, step)
     saved_step = _octo_steps(storage.absolute(octo_dir))[-1] if step is None else step
     model.save_pretrained(saved_step, out_dir)

@@ -1,0 +1,151 @@
+"""Saving and loading `OctoModel` checkpoints: orbax items (params, config, dataset
+statistics, input spec), checksums verified before anything is restored, parameters restored
+straight into the caller's shardings, and fine-tuned checkpoints that store only what differs
+from their base.
+"""
+
+from __future__ import annotations
+
+import jax
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from octo_like import storage
+from octo_like.model import octo_inputs
+from octo_like.model.base_checkpoint import BASE_PARAMS, BaseReference
+from octo_like.model.checkpoint_integrity import check_finite, verify_checksums, write_checksums
+from octo_like.model.checkpoint_layout import (
+    FINALIZED_MARKER,
+    MODEL_ITEMS,
+    copy_language_assets,
+    download_step,
+    finished_steps,
+    handler_registry,
+    model_items,
+    quiet_orbax,
+    read_only_manager,
+    with_local_language_assets,
+)
+from octo_like.model.config import LanguageConfig, ModelConfig
+from octo_like.model.language import TextTokenizer
+from octo_like.model.octo_module import OctoModule
+
+
+def save_model(model, step: int, checkpoint_dir: str) -> None:
+    """`OctoModel.save_pretrained`: ``checkpoint_dir/<step>/{params,config,dataset_statistics,
+    input_spec}`` plus checksums (a local path or a ``gs://`` URL, which orbax writes directly)."""
+    checkpoint_dir = storage.absolute(checkpoint_dir)
+    if not storage.orbax_native(checkpoint_dir):
+        raise ValueError(
+            f"save_pretrained({checkpoint_dir!r}): orbax writes local paths and "
+            f"{storage.ORBAX_SCHEMES} URLs; save locally and copy the directory up"
+        )
+    config = model.config
+    if config.language.encoder != "none":
+        config = copy_language_assets(config, checkpoint_dir)
+    registry = handler_registry(MODEL_ITEMS)
+    with (
+        quiet_orbax(),
+        ocp.CheckpointManager(checkpoint_dir, handler_registry=registry) as manager,
+    ):
+        items = model_items(
+            nnx.state(model.module, nnx.Param),
+            config.to_dict(),
+            {n: octo_inputs.without_views(e) for n, e in model.dataset_statistics.items()},
+            model.input_spec,
+        )
+        manager.save(step, args=ocp.args.Composite(**items))
+        manager.wait_until_finished()
+    if jax.process_index() == 0:
+        write_checksums(storage.join(checkpoint_dir, str(step)))
+
+
+def load_model(cls, checkpoint_dir: str, step: int | None, sharding):
+    """`OctoModel.load_pretrained` (see its docstring); `cls` builds the result."""
+    checkpoint_dir = storage.absolute(checkpoint_dir)
+    if not storage.orbax_native(checkpoint_dir):
+        checkpoint_dir, step = download_step(checkpoint_dir, step)
+    with read_only_manager(checkpoint_dir) as manager:
+        finished = finished_steps(checkpoint_dir)
+        step = (finished[-1] if finished else None) if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no complete checkpoint under {checkpoint_dir!r}")
+        if step not in finished:
+            raise FileNotFoundError(
+                f"checkpoint {checkpoint_dir}/{step} is not a finished save (no "
+                f"{FINALIZED_MARKER}: interrupted, or still being written); finished "
+                f"steps: {finished}"
+            )
+        step_dir = storage.join(checkpoint_dir, str(step))
+        verify_checksums(step_dir, (*MODEL_ITEMS, BASE_PARAMS))
+        meta = manager.restore(
+            step,
+            args=ocp.args.Composite(
+                config=ocp.args.JsonRestore(),
+                dataset_statistics=ocp.args.JsonRestore(),
+                input_spec=ocp.args.JsonRestore(),
+            ),
+        )
+        config = ModelConfig.from_dict(meta["config"])
+        config = with_local_language_assets(config, checkpoint_dir)
+        tokenizer = text_tokenizer(config.language)
+        vocab = tokenizer.vocab_size if tokenizer is not None else 0
+        abstract = nnx.eval_shape(
+            lambda: OctoModule(config, meta["input_spec"], vocab, rngs=nnx.Rngs(0))
+        )
+        graphdef, state = nnx.split(abstract)
+        structure = params = nnx.state(abstract, nnx.Param).to_pure_dict()
+        reference = _base_reference(manager, checkpoint_dir, step)
+        if reference is not None:  # only what differs from the base was saved
+            params = reference.strip(params)
+        target = jax.tree.map(
+            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+            params,
+            _target_shardings(sharding, params),
+        )
+        restored = manager.restore(
+            step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target))
+        )["params"]
+    if reference is not None:
+        base = _load_base(cls, reference, checkpoint_dir, sharding)
+        restored = reference.complete(structure, restored, nnx.state(base.module, nnx.Param))
+    check_finite(restored, f"checkpoint {step_dir}")
+    nnx.replace_by_pure_dict(state, restored)
+    module = nnx.merge(graphdef, state)
+    return cls(module, config, meta["input_spec"], meta["dataset_statistics"], tokenizer)
+
+
+def _target_shardings(sharding, abstract_params):
+    """A tree of shardings matching `abstract_params` (see `OctoModel.load_pretrained`)."""
+    if sharding is None:
+        sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    if isinstance(sharding, jax.sharding.Sharding):
+        return jax.tree.map(lambda _: sharding, abstract_params)
+    shardings = sharding(abstract_params)
+    if jax.tree.structure(shardings) != jax.tree.structure(abstract_params):
+        raise ValueError("load_pretrained: the sharding function must return one per parameter")
+    return shardings
+
+
+def _base_reference(manager, checkpoint_dir: str, step: int) -> BaseReference | None:
+    if not storage.isdir(storage.join(checkpoint_dir, str(step), BASE_PARAMS)):
+        return None
+    item = manager.restore(step, args=ocp.args.Composite(**{BASE_PARAMS: ocp.args.JsonRestore()}))
+    return BaseReference.from_dict(item[BASE_PARAMS])
+
+
+def _load_base(cls, reference: BaseReference, checkpoint_dir: str, sharding):
+    try:
+        return cls.load_pretrained(reference.checkpoint_dir, reference.step, sharding=sharding)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(
+            f"{checkpoint_dir} stores only the parameters that differ from its base checkpoint "
+            f"{reference.checkpoint_dir} (step {reference.step}), which cannot be loaded "
+            f"({error}); put the base back there"
+        ) from error
+
+
+def text_tokenizer(language: LanguageConfig) -> TextTokenizer | None:
+    if language.encoder == "none":
+        return None
+    return TextTokenizer.from_directory(language.checkpoint_dir, max_length=language.max_length)

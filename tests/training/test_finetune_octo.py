@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from configs import finetune as finetune_configs
+from configs import finetune_octo
 from octo_like.model.base_checkpoint import flat_params
 from octo_like.model.octo_import.convert import convert_octo
 from octo_like.model.octo_model import OctoModel
@@ -51,28 +51,18 @@ def setup(tmp_path_factory) -> dict:
 
 
 def octo_example_config(setup: dict):
-    """examples/02_finetune_new_observation_action.py as flags of configs/finetune.py."""
-    config = finetune_configs.get_config("full,language")
+    """configs/finetune_octo.py (Octo's examples/02 as a config), at the fixture's sizes."""
+    config = finetune_octo.get_config("full,language")
+    assert (config.model.action_dim, config.data.trajectory.action_horizon) == (A, H)
+    assert config.model.head.kind == "l1" and config.model.proprio["mode"] == "linear"
     config.pretrained_path = setup["pretrained"]
     config.dataset.name = ROBOT
     config.dataset.location = setup["data"]
-    config.data.extra_specs = {
-        ROBOT: dict(
-            image_keys=dict(primary="top", side="side"),
-            proprio_key="joints",
-            action_encoding="custom",
-            action_normalization_mask=(True,) * A,
-            standardize="identity",
-        )
-    }
+    config.data.extra_specs = {ROBOT: config.data.extra_specs["my_robot"]}
     config.data.frame.cameras = dict(
         primary=dict(size=None, augment=None), side=dict(size=(32, 32), augment=None)
     )
-    config.data.trajectory.action_horizon = H
-    config.model.image_tokenizers = (dict(camera="primary"), dict(camera="side"))
     config.model.proprio = dict(mode="linear", num_features=16)
-    config.model.head.kind = "l1"
-    config.model.action_dim = A
     config.data.batch_size = 8  # the tests run with 8 fake devices
     config.data.shuffle_buffer = 16
     config.data.statistics_cache_dir = str(setup["root"] / "stats")

@@ -175,7 +175,6 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     import jax
     import numpy as np
-    from flax import nnx
 
     from octo_like.model.flops import model_train_flops, peak_flops
     from octo_like.model.octo_model import OctoModel, tokenize_tasks
@@ -226,7 +225,7 @@ def main(argv=None) -> dict:
 
     infer_ms = first_call_s = None
     if args.infer_calls:
-        nnx.update(model.module, state.params)
+        model.update_params(state.params)
         single = jax.tree.map(lambda x: x[:1], host_batch)
         start = time.perf_counter()
         model.sample_actions(single["observation"], single["task"], rng=jax.random.key(0))

@@ -60,7 +60,8 @@ class OctoModel:
             for name, entry in (dataset_statistics or {}).items()
         }
         self.text_tokenizer = text_tokenizer
-        # Compiled programs take the parameters as an argument, so they survive nnx.update.
+        # Compiled programs and the module's split state, made on first use (splitting costs
+        # ~10 ms a call even for a tiny model); `update_params` drops them with new weights.
         self._predict: dict | None = {}
         self._transformer = None
 
@@ -265,8 +266,19 @@ class OctoModel:
         spec_lib.check_inputs(self.input_spec, "task", _network_tasks(tasks), required["task"])
         return dict(observations), _network_tasks(tasks)
 
+    def update_params(self, params) -> None:
+        """Replaces the weights (an `nnx.State` or pure dict of the module's parameters) and
+        drops the split state kept for the compiled programs, so the next call uses them."""
+        nnx.update(self.module, params)
+        self._predict = None
+
     def _state(self):
-        return nnx.split(self.module)[1]
+        """The module's state, split once and kept with the compiled programs (`update_params`
+        refreshes it)."""
+        self._predict = {} if self._predict is None else self._predict
+        if "state" not in self._predict:
+            self._predict["state"] = nnx.split(self.module)[1]
+        return self._predict["state"]
 
     def _predict_program(self, sample_shape: tuple[int, ...], with_noise: bool, dims, sampling):
         key = (tuple(sample_shape), with_noise, dims, sampling)

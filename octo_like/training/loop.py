@@ -29,7 +29,6 @@ from typing import Any, Protocol
 
 import jax
 import numpy as np
-from flax import nnx
 from jax.experimental import multihost_utils
 
 from octo_like import storage
@@ -375,7 +374,7 @@ def _run_held(
                     writer.write(step, val, prefix="val")
                     progress.log(step, {"val_loss": val.get("loss", float("nan"))}, rates=False)
             if simulate and (step % closed_loop.every == 0 or step == end_step):
-                nnx.update(model.module, distributed.host_copy(inference_params(state)))
+                model.update_params(distributed.host_copy(inference_params(state)))
                 writer.write(step, closed_loop(step, model), prefix="sim")
             checkpointer.save(step, state, **save_kwargs(), force=step == end_step)
             if step < end_step and watch.reached(step):
@@ -395,7 +394,7 @@ def _run_held(
             for close in (progress.close, writer.close, checkpointer.close, prefetcher.close,
                           profile.stop, watch.__exit__):  # fmt: skip
                 cleanup.callback(close)  # run in reverse: watch first, progress last
-    nnx.update(model.module, distributed.host_copy(inference_params(state)))
+    model.update_params(distributed.host_copy(inference_params(state)))
     return RunResult(start_step, step, state, model, last, preempted)
 
 

@@ -63,8 +63,9 @@ def test_non_finite_actions_never_leave_the_policy(tiny_checkpoint):
     policy = Policy.from_checkpoint(tiny_checkpoint, warmup=False)
     head = nnx.state(policy.model.module.head, nnx.Param)
     poisoned = jax.tree.map(lambda p: p * np.float32(np.nan), head)
-    nnx.update(policy.model.module.head, poisoned)
-    policy.model._predict = None  # the compiled predictor closed over the old weights
+    params = nnx.state(policy.model.module, nnx.Param)
+    params["head"] = poisoned
+    policy.model.update_params(params)
     with pytest.raises(NonFiniteActions, match=r"non-finite action value\(s\) \(windows \[0\]"):
         policy.predict_chunks(window(np.random.default_rng(3), 1), "open the drawer")
 

@@ -340,3 +340,23 @@ def test_keypoints_add_tokens_per_camera_and_survive_the_config_round_trip():
     assert ModelConfig.from_dict(saved) == config
     del saved["image_tokenizers"][0]["keypoints"]
     assert ModelConfig.from_dict(saved).image_tokenizers[0].keypoints == 0
+
+
+def test_new_weights_reach_the_compiled_predictor(language_dir):
+    """The split state is kept between calls (splitting costs more than a small model's call);
+    `update_params` must make the next call use the new weights (the training loop's
+    closed-loop evaluation updates one model again and again)."""
+    batch = make_batch(np.random.default_rng(0))
+    model = OctoModel.from_config(
+        tiny_config(language_dir), batch, jax.random.key(0), {"toy": statistics_entry()}
+    )
+    tasks = model.create_tasks(texts=["open the drawer", "close it"])
+    before = model.sample_actions(batch["observation"], tasks, rng=jax.random.key(0))
+    again = model.sample_actions(batch["observation"], tasks, rng=jax.random.key(0))
+    np.testing.assert_array_equal(before, again)
+    params = nnx.state(model.module, nnx.Param)
+    out = params["head"]["network"]["proj_out"]
+    out["bias"].value = out["bias"].value + 1.0
+    model.update_params(params)
+    after = model.sample_actions(batch["observation"], tasks, rng=jax.random.key(0))
+    assert np.abs(after - before).max() > 1e-3

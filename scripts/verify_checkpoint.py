@@ -6,10 +6,13 @@
 
 DIR is a checkpoint directory (``<step>/`` subdirectories) or one step directory. Each step's
 files are hashed and compared with ``<step>/checksums.json`` (written when the step was saved);
-a step saved before checksums existed is reported as unverified (``--write_missing`` writes its
-checksums, vouching for the bytes as they are now). The manifest also covers the tokenizer and
-T5 config in ``language_assets/`` beside the steps. Prints one line per step, then one JSON line;
-exits 1 if any step is corrupt, incomplete or unverified (nothing vouches for its bytes).
+a file the manifest does not list, a table emptied or cut short, and a tokenizer file the step's
+config reads but the manifest does not list are errors too (the two files orbax writes when it
+commits a step are checked by name). A step saved before checksums existed is reported as
+unverified (``--write_missing`` writes its checksums, vouching for the bytes as they are now).
+The manifest also covers the tokenizer and T5 config in ``language_assets/`` beside the steps.
+Prints one line per step, then one JSON line; exits 1 if any step is corrupt, incomplete or
+unverified (nothing vouches for its bytes).
 """
 
 from __future__ import annotations
@@ -69,7 +72,10 @@ def check_step(path: str, write_missing: bool) -> dict:
                 "error": f"{path}: no checksums.json, nothing vouches for its bytes "
                 "(--write_missing adopts it as it is now)",
             }
-        integrity.write_checksums(path)
+        try:
+            integrity.write_checksums(path)
+        except integrity.CheckpointCorruptError as error:
+            return {"status": "corrupt", "error": str(error)}
         return {"status": "adopted"}
     files = integrity.read_manifest(path) or {}
     return {

@@ -37,6 +37,7 @@ from octo_like.inference.execution import make_executor
 from octo_like.inference.finite import check_actions, check_finite
 from octo_like.inference.history import ObservationHistory, add_batch_axis
 from octo_like.inference.observations import prepare_observations, resize_images
+from octo_like.model.model_checkpoint import latest_finished_step
 from octo_like.model.octo_model import OctoModel
 from octo_like.normalization import ArrayStatistics
 from octo_like.schema import IMAGE_PREFIX, PAD_MASK_DICT, PROPRIO, TIMESTEP_PAD_MASK
@@ -131,11 +132,10 @@ class Policy:
         `dataset_name` picks whose statistics map proprio in and actions out; required when the
         checkpoint was trained on several datasets.
         """
+        if step is None:  # resolved here so that metadata() reports the step loaded
+            step = latest_finished_step(checkpoint_dir)
         model = OctoModel.load_pretrained(checkpoint_dir, step)
         source = {"checkpoint": storage.absolute(checkpoint_dir), "step": step}
-        if step is None:
-            steps = [int(n) for n in storage.listdir(checkpoint_dir) if n.isdigit()]
-            source["step"] = max(steps) if steps else None
         return cls(
             model, dataset_name=dataset_name, execution=execution, exec_horizon=exec_horizon,
             ensemble_decay=ensemble_decay, seed=seed, warmup=warmup, source=source,

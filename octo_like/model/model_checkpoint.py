@@ -67,9 +67,7 @@ def load_model(cls, checkpoint_dir: str, step: int | None, sharding):
         checkpoint_dir, step = download_step(checkpoint_dir, step)
     with read_only_manager(checkpoint_dir) as manager:
         finished = finished_steps(checkpoint_dir)
-        step = (finished[-1] if finished else None) if step is None else step
-        if step is None:
-            raise FileNotFoundError(f"no complete checkpoint under {checkpoint_dir!r}")
+        step = latest_finished_step(checkpoint_dir) if step is None else step
         if step not in finished:
             raise FileNotFoundError(
                 f"checkpoint {checkpoint_dir}/{step} is not a finished save (no "
@@ -113,6 +111,15 @@ def load_model(cls, checkpoint_dir: str, step: int | None, sharding):
     nnx.replace_by_pure_dict(state, restored)
     module = nnx.merge(graphdef, state)
     return cls(module, config, meta["input_spec"], meta["dataset_statistics"], tokenizer)
+
+
+def latest_finished_step(checkpoint_dir: str) -> int:
+    """The step `load_model` reads when none is named: the newest finished save (a higher
+    step directory without orbax's finalization marker is a save still running, or killed)."""
+    finished = finished_steps(checkpoint_dir)
+    if not finished:
+        raise FileNotFoundError(f"no complete checkpoint under {checkpoint_dir!r}")
+    return finished[-1]
 
 
 def _target_shardings(sharding, abstract_params):

@@ -12,10 +12,14 @@ Orbax writes each step into ``<step>.orbax-checkpoint-tmp-*`` and renames it whe
 so an interrupted or half-copied step is never resumed from. The primary process writes
 ``<step>/checksums.json`` (`model.checkpoint_integrity`) as part of finishing the save: inside
 orbax's finalization, before the step directory is committed (async saves), or right after
-the save returns (synchronous ones). Only such steps are trusted: `resume_step` checks the train
-state's files against the manifest, and a step without one (a process killed between commit
-and manifest) or whose files or restore fail is moved aside (``<step>.corrupt-<time>`` or
-``<step>.unverified-<time>``, never deleted) and the previous trusted step is used.
+the save returns (synchronous ones). Orbax commits an async step after the manifest, filling in
+the commit time of ``_CHECKPOINT_METADATA`` and writing ``commit_success.txt``: the manifest
+checks those two by name (`checkpoint_integrity.COMMITTED_BY_ORBAX`), so every save path
+verifies the same way. Only such steps are trusted: `resume_step` checks the train state's files
+against the manifest (and that it lists every file of the step), and a step without one (a
+process killed between commit and manifest) or whose files or restore fail is moved aside
+(``<step>.corrupt-<time>`` or ``<step>.unverified-<time>``, never deleted) and the previous
+trusted step is used.
 """
 
 from __future__ import annotations
@@ -133,7 +137,8 @@ class Checkpointer:
             cleanup_tmp_directories=True,  # leftovers of interrupted saves
             create=True,
             # The manifest is written before orbax commits the step, so a finalized step
-            # always has one (sync saves write it in `save`, orbax allows no callback there).
+            # always has one (sync saves write it in `save`, orbax allows no callback there);
+            # what orbax writes at the commit is checked by name (COMMITTED_BY_ORBAX).
             async_options=ocp.AsyncOptions(post_finalization_callback=self._manifest_in_flight)
             if config.async_save
             else None,

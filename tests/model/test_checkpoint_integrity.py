@@ -16,7 +16,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from octo_like.model.checkpoint_integrity import CHECKSUMS_FILE, CheckpointCorruptError
+from octo_like.model.checkpoint_integrity import (
+    CHECKSUMS_FILE,
+    COMMITTED_BY_ORBAX,
+    CheckpointCorruptError,
+)
 from octo_like.model.octo_model import OctoModel
 from octo_like.training.checkpoint import CheckpointConfig, Checkpointer
 from tests.training.test_finetune import readouts, tiny_batch, tiny_config, tiny_model
@@ -64,7 +68,7 @@ def test_save_writes_a_checksum_per_file_and_one_directory_per_array(saved):
         for p in (directory / "3").rglob("*")
         if p.is_file() and p.name != CHECKSUMS_FILE
     }
-    assert set(files) == on_disk
+    assert set(files) == on_disk - set(COMMITTED_BY_ORBAX)  # checked by name, not by bytes
     assert f"params/{ARRAY}/.zarray" in files  # the params item names its arrays
     loaded = OctoModel.load_pretrained(str(directory))
     np.testing.assert_array_equal(readouts(loaded, tiny_batch()), readouts(model, tiny_batch()))
@@ -95,6 +99,40 @@ def test_damaged_array_files_are_refused_naming_item_and_array(copy, damage, mes
     text = str(error.value)
     assert str(copy / "3") in text and "item 'params'" in text and f"array '{ARRAY}'" in text
     assert message in text
+
+
+def test_a_changed_file_whose_entry_is_deleted_or_an_added_file_is_refused_by_name(copy):
+    """Issue 40: the manifest must list every file of the step, not only vouch for those it
+    lists (a changed array with its entry deleted used to load)."""
+    assert OctoModel.load_pretrained(str(copy)) is not None  # healthy first
+    manifest_path = copy / "3" / CHECKSUMS_FILE
+    manifest = json.loads(manifest_path.read_text())
+    flip_bytes(chunk_file(copy))
+    del manifest["files"][str(chunk_file(copy).relative_to(copy / "3"))]
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointCorruptError, match=f"array '{ARRAY}'.*not listed"):
+        OctoModel.load_pretrained(str(copy))
+    (copy / "3" / "config" / "notes.txt").write_text("added after the save")
+    assert verify_checkpoint.main([str(copy)]) == 1
+    with pytest.raises(CheckpointCorruptError, match="item 'config', file notes.txt: on disk"):
+        OctoModel.load_pretrained(str(copy))
+
+
+def test_orbax_step_metadata_is_checked_by_its_contents_without_the_commit_time(copy, capsys):
+    """Orbax fills in the commit time after an async save's manifest: that field may differ,
+    any other change is refused, and a step whose metadata is not JSON is never adopted."""
+    path = copy / "3" / "_CHECKPOINT_METADATA"
+    metadata = json.loads(path.read_text())
+    path.write_text(json.dumps({**metadata, "commit_timestamp_nsecs": 1}))
+    assert verify_checkpoint.main([str(copy)]) == 0
+    path.write_text(json.dumps({**metadata, "custom_metadata": {"edited": 1}}))
+    assert verify_checkpoint.main([str(copy)]) == 1
+    assert "step file '_CHECKPOINT_METADATA': contents changed" in capsys.readouterr().out
+    path.write_text("{not json")
+    (copy / "3" / CHECKSUMS_FILE).unlink()
+    assert verify_checkpoint.main([str(copy), "--write_missing"]) == 1
+    assert "is not orbax's JSON step metadata" in capsys.readouterr().out
+    assert not (copy / "3" / CHECKSUMS_FILE).exists()
 
 
 def test_unreadable_metadata_and_manifest_are_named(copy):

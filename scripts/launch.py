@@ -28,10 +28,13 @@ Nothing here schedules or supervises processes itself:
   from the repository's Dockerfile.
 Each process runs `train.py` with the flags after ``--``, plus
 ``--config.distributed.enabled=True`` (JAX detects the TPU pod, SLURM or GKE cluster itself) and
-``--config.platform=tpu|gpu`` (refuse to train on CPU by mistake), unless given. A multi-host run
-needs a workdir every host sees: a gs:// URL, or a shared path declared with
-``--config.distributed.shared_workdir=True`` (train.py refuses anything else). `--dry_run`
-prints the command (and the file it would submit) without running anything.
+``--config.platform=tpu|gpu`` (refuse to train on CPU by mistake), unless given; `tpu-vm` and
+`gke` also set ``OCTO_RUN_ID`` (the TPU VM's / JobSet's name; SLURM's job id is read as it is),
+so that a restart of the job after a preemption takes over its workdir's lease at once (see
+octo_like/training/workdir_lock.py). A multi-host run needs a workdir every host sees: a gs://
+URL, or a shared path declared with ``--config.distributed.shared_workdir=True`` (train.py
+refuses anything else). `--dry_run` prints the command (and the file it would submit) without
+running anything.
 """
 
 from __future__ import annotations
@@ -57,6 +60,8 @@ SINGLE_HOST_UP_TO_8 = ("tpu-v5-lite-podslice", "tpu-v6e-slice")
 # What every process runs, and what tpu-vm-status / tpu-vm-stop look for on the workers.
 TRAIN_SCRIPT = "train.py"
 LOG_ROOT = "~/octo_like_logs"
+# The run identity a restarted job shares with its preempted self (workdir_lock.RUN_ID_ENV).
+RUN_ID_ENV = "OCTO_RUN_ID"
 
 
 def parse_args(argv=None):
@@ -172,12 +177,13 @@ def tpu_vm(args, train_args):
     logs = _quote_path(log_directory(workdir_of(train_args)))
     log = f'{logs}/worker-"$(hostname)".log'
     train = shlex.join(train_command(train_args, "tpu", python=".venv/bin/python"))
+    run_id = f"{RUN_ID_ENV}={shlex.quote(f'tpu-vm/{args.zone}/{args.tpu}')}"
     # Only the simple command goes to the background (the braces): a backgrounded `a && b && c`
     # would be a subshell that keeps ssh's stdout open until train.py ends, so `gcloud ... ssh`
     # would not return. setsid + nohup + the redirections detach train.py from the session.
     remote = (
         f"cd {shlex.quote(args.repo_dir)} && mkdir -p {logs} && "
-        f"{{ setsid nohup {train} >> {log} 2>&1 < /dev/null & }} && "
+        f"{{ {run_id} setsid nohup {train} >> {log} 2>&1 < /dev/null & }} && "
         f'echo "$(hostname): started pid $!, log "{log}'
     )
     return _ssh(args, remote), None, None
@@ -270,6 +276,7 @@ def jobset(args, train_args) -> dict:
         "image": args.image,
         "workingDir": "/app",
         "command": train_command(train_args, "tpu"),
+        "env": [{"name": RUN_ID_ENV, "value": f"gke-jobset/{args.name}"}],  # kept by restarts
         "ports": [{"containerPort": 8471}, {"containerPort": 8080}],  # TPU runtime, JAX
         "securityContext": {"privileged": True},
         "resources": {

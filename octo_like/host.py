@@ -13,7 +13,6 @@ import glob
 import logging
 import os
 import sys
-import traceback
 from collections.abc import MutableMapping
 
 # TPU VMs expose /dev/accel* (v2-v5p) or /dev/vfio/<n> (v5e, v6e); NVIDIA GPUs /dev/nvidia<n>.
@@ -35,19 +34,75 @@ def prefer_cpu_without_accelerators(
     return True
 
 
+# What a checkpoint save that fails part-way (a full disk) prints from orbax's threads before
+# the Checkpointer's named error: orbax logs each failed write with its traceback, then closes
+# the save's event loop while its other writes are in flight, and each of those, finishing,
+# reports into the closed loop through `sys.unraisablehook` (80-320 tracebacks of
+# "Event loop is closed" per run, issue 40). Both say nothing the named error does not.
+_CLOSED_LOOP = "Event loop is closed"
+_FAILED_WRITE = ("No space left on device", "os_error_code='28'")
+
+
+class _SaveFailureNoise(logging.Filter):
+    """Counts and drops the noise above: the closed-loop reports and orbax's logged write errors
+    that say the disk is full."""
+
+    def __init__(self):
+        super().__init__()
+        self.dropped = 0
+
+    def unraisable(self, unraisable, previous) -> None:
+        if isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == (
+            _CLOSED_LOOP
+        ):
+            self.dropped += 1
+            return
+        previous(unraisable)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        error = record.exc_info[1] if record.exc_info else None
+        causes = []
+        while error is not None and len(causes) < 8:  # the write error may be a cause
+            causes.append(str(error))
+            error = error.__cause__ or error.__context__
+        text = "\n".join([record.getMessage(), *causes])
+        if any(marker in text for marker in _FAILED_WRITE):
+            self.dropped += 1
+            return False
+        return True
+
+
 @contextlib.contextmanager
 def exit_at_once_on(*errors: type[BaseException]):
-    """For entry points: one of `errors` is printed last and the process exits with status 1
-    at once. After a checkpoint save fails (a full disk) orbax's threads of that save are still
-    failing, and its abandoned write coroutines, finalized at interpreter teardown, print raw
-    errors ("ImportError: sys.meta_path is None") after ours; nothing is left to save then."""
+    """For entry points: one of `errors` is printed as one line, last, and the process exits
+    with status 1 at once. After a checkpoint save fails (a full disk) orbax's threads of that
+    save are still failing, and its abandoned write coroutines, finalized at interpreter
+    teardown, print raw errors ("ImportError: sys.meta_path is None") after ours; nothing is
+    left to save then. While it runs, the noise of such a failing save (`_SaveFailureNoise`)
+    is counted instead of printed; the count is said with the error."""
+    noise = _SaveFailureNoise()
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: noise.unraisable(unraisable, previous_hook)
+    loggers = [logging.getLogger(name) for name in ("absl", "orbax")]
+    for logger in loggers:
+        logger.addFilter(noise)
     try:
         yield
     except errors as error:
         sys.stdout.flush()
-        traceback.print_exception(error)
+        quieted = (
+            f" ({noise.dropped} reports of the failed writes not shown)" if noise.dropped else ""
+        )
+        kind = type(error)
+        print(f"{kind.__module__}.{kind.__qualname__}: {error}{quieted}", file=sys.stderr)
         sys.stderr.flush()
         os._exit(1)
+    finally:
+        sys.unraisablehook = previous_hook
+        for logger in loggers:
+            logger.removeFilter(noise)
 
 
 # Libraries whose INFO lines (orbax's step bookkeeping, some 1-3 KB long) drown a run's own.

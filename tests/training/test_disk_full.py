@@ -52,6 +52,9 @@ def test_a_full_disk_is_named_and_the_process_exits_cleanly(small_disk):
     assert last.startswith("octo_like.training.checkpoint.CheckpointSaveError: saving checkpoint")
     assert "the disk is full (" in last and "MiB free" in last and "rerun the same command" in last
     assert "ImportError" not in child.stderr
+    # the named error alone: no traceback, no orbax write errors, no closed-loop reports
+    assert "Traceback" not in child.stderr and "Event loop is closed" not in child.stderr
+    assert "RESOURCE_EXHAUSTED" not in child.stderr.replace(last, "")
     saved = [int(line.split()[1]) for line in child.stdout.splitlines()]
     assert saved, child.stdout  # at least one step went through before the disk filled
     with Checkpointer(str(directory), CheckpointConfig(save_every=1)) as checkpointer:

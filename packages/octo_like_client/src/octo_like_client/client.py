@@ -6,39 +6,78 @@
 
 `tls=True` speaks ``wss://`` (a TLS-terminating reverse proxy in front of the server, see the
 README); `token` is sent as ``Authorization: Bearer <token>`` when the server requires one.
+
+A server that cannot answer raises a named error (errors.py) naming the URL and what happened,
+never a websockets or socket exception: `PolicyServerRefused` (nothing listening),
+`PolicyServerGone` (closed with no reply), `PolicyServerTimeout` (no reply within `timeout`),
+`PolicyServerHandshakeFailed`. After a failure the connection is dropped and the next call opens
+a new one, so a client outlives a server restart; a reply that comes after its timeout is never
+mistaken for the next request's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http
 import http.client
+import socket
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from websockets.sync.client import connect
+from websockets.protocol import State
+from websockets.sync.client import ClientConnection, connect
 
+from octo_like_client.errors import (
+    RECONNECTS,
+    PolicyClientSettingError,
+    PolicyServerBusy,
+    PolicyServerError,
+    PolicyServerGone,
+    PolicyServerHandshakeFailed,
+    PolicyServerRefused,
+    PolicyServerTimeout,
+    PolicyServerUnavailable,
+    checked_seconds,
+    named_error,
+)
 from octo_like_client.wire import HEALTH_PATH, TOKEN_HEADER, packb, unpackb
 
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "DEFAULT_TIMEOUT_S",
+    "PolicyClient",
+    "PolicyClientSettingError",
+    "PolicyServerBusy",
+    "PolicyServerError",
+    "PolicyServerGone",
+    "PolicyServerHandshakeFailed",
+    "PolicyServerRefused",
+    "PolicyServerTimeout",
+    "PolicyServerUnavailable",
+    "check_health",
+    "wait_for_health",
+]
+
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 2**20
+# A first request to a new image size or batch bucket compiles on the server (tens of seconds on
+# a CPU); a finite default still notices a stopped server within a minute.
+DEFAULT_TIMEOUT_S = 60.0
+_CLOSE_TIMEOUT_S = 5.0  # a polite close() to a stopped server gives up after this
 _RETRY_SECONDS = 0.25
 
 
-class PolicyServerUnavailable(TimeoutError):
-    """No server answered at the URL within the wait."""
-
-
-class PolicyServerError(RuntimeError):
-    """The server answered a request with an error."""
-
-
-class PolicyServerBusy(PolicyServerError):
-    """The server's queue is full; retry later."""
-
-
 class PolicyClient:
-    """A synchronous client; `metadata` (with the server's `limits`) arrives on connect."""
+    """A synchronous client; `metadata` (with the server's `limits`) arrives on connect.
+
+    Every call waits at most `timeout` seconds (finite: None or <= 0 raise
+    `PolicyClientSettingError`) for its whole exchange, sending included. A call that fails
+    drops the connection; the next call connects again once (no wait: a robot loop hears at once
+    that the server is still down) and refreshes `metadata`. A new connection is a new
+    server-side session: `step()` after a reconnect is answered "call reset(...) before step()".
+    `reconnects` counts the connections opened after the first.
+    """
 
     def __init__(
         self,
@@ -47,36 +86,32 @@ class PolicyClient:
         *,
         token: str | None = None,
         tls: bool = False,
-        timeout: float | None = 60.0,
+        timeout: float = DEFAULT_TIMEOUT_S,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         wait_for_server: float = 0.0,
     ):
-        """`wait_for_server` seconds: keep retrying a refused connection (a server still
-        loading its checkpoint) for at most this long, then raise `PolicyServerUnavailable`."""
+        """`wait_for_server` seconds: keep retrying an unreachable server (one still loading its
+        checkpoint) for at most this long, then raise the last `PolicyServerUnavailable`."""
         self.uri = f"{'wss' if tls else 'ws'}://{host}:{port}"
-        headers = {TOKEN_HEADER: f"Bearer {token}"} if token else None
+        self.timeout = checked_seconds("timeout", timeout)
+        wait_for_server = checked_seconds("wait_for_server", wait_for_server, zero_ok=True)
+        self._headers = {TOKEN_HEADER: f"Bearer {token}"} if token else None
+        self._max_message_bytes = max_message_bytes
+        self._connection: ClientConnection | None = None
+        self.metadata: dict[str, Any] = {}
+        self.last_latency_ms: float | None = None
+        self.reconnects = 0
         deadline = time.monotonic() + wait_for_server
         while True:
             try:
-                self._connection = connect(
-                    self.uri,
-                    open_timeout=timeout,
-                    max_size=max_message_bytes,
-                    compression=None,
-                    additional_headers=headers,
-                )
-                break
-            except OSError as error:  # refused / reset while the server starts
+                self._open()
+                return
+            except PolicyServerUnavailable as error:
                 if time.monotonic() >= deadline:
-                    if wait_for_server <= 0:
-                        raise
-                    raise PolicyServerUnavailable(
-                        f"no policy server at {self.uri} after {wait_for_server:g} s: {error}"
-                    ) from error
+                    if wait_for_server > 0:
+                        raise type(error)(f"{error} (retried for {wait_for_server:g} s)") from error
+                    raise
                 time.sleep(_RETRY_SECONDS)
-        self.timeout = timeout
-        self.metadata: dict[str, Any] = self._receive()["metadata"]
-        self.last_latency_ms: float | None = None
 
     def infer(
         self,
@@ -120,15 +155,20 @@ class PolicyClient:
         return reply
 
     def send_raw(self, data: bytes | str) -> dict[str, Any]:
-        """Sends `data` as is and returns the decoded reply (errors included, not raised)."""
-        self._connection.send(data)
-        return self._receive()
-
-    def _receive(self) -> dict[str, Any]:
-        return unpackb(self._connection.recv(timeout=self.timeout))
+        """Sends `data` as is and returns the decoded reply (errors included, not raised);
+        opens a new connection first when the last one failed or the server closed it."""
+        if self._connection is None or self._connection.state is not State.OPEN:
+            self._drop()
+            self._open()
+            self.reconnects += 1
+        assert self._connection is not None
+        return self._exchange(self._connection, data, "waiting for the reply")
 
     def close(self) -> None:
-        self._connection.close()
+        """Closes the connection politely (a later call would open a new one)."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
 
     def __enter__(self) -> PolicyClient:
         return self
@@ -136,11 +176,90 @@ class PolicyClient:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    # ------------------------------------------------------------------ connection
+    def _open(self) -> None:
+        """Connects and reads the server's metadata, or raises a named error."""
+        try:
+            connection = connect(
+                self.uri,
+                open_timeout=self.timeout,
+                close_timeout=min(self.timeout, _CLOSE_TIMEOUT_S),
+                max_size=self._max_message_bytes,
+                compression=None,
+                additional_headers=self._headers,
+            )
+        except Exception as error:
+            named = named_error(self.uri, error, timeout=self.timeout, doing="connecting")
+            if named is None:
+                raise
+            raise named from error
+        hello = self._exchange(connection, None, "waiting for the metadata sent on connect")
+        if not isinstance(hello.get("metadata"), dict):
+            _shut(connection)
+            raise PolicyServerHandshakeFailed(
+                f"{self.uri} did not send a policy server's metadata on connect (got keys "
+                f"{sorted(hello)}): is an octo_like policy server listening at that port?"
+            )
+        self._connection = connection
+        self.metadata = hello["metadata"]
+
+    def _exchange(
+        self, connection: ClientConnection, data: bytes | str | None, doing: str
+    ) -> dict[str, Any]:
+        """Sends `data` (unless None) and returns the decoded reply, all within `timeout`; on
+        any failure the connection is shut so that a late reply is never read as the next."""
+        deadline = time.monotonic() + self.timeout
+        try:
+            if data is not None:
+                # A stopped server stops reading: a large request fills the socket buffers and
+                # would block forever. The socket's timeout bounds the send; reset after it.
+                connection.socket.settimeout(max(deadline - time.monotonic(), 1e-3))
+                try:
+                    connection.send(data)
+                finally:
+                    with contextlib.suppress(OSError):
+                        connection.socket.settimeout(None)
+            message = connection.recv(timeout=max(deadline - time.monotonic(), 0.0))
+        except Exception as error:
+            _shut(connection)
+            if connection is self._connection:
+                self._connection = None
+            named = named_error(self.uri, error, timeout=self.timeout, doing=doing)
+            if named is None:
+                raise
+            raise named from error
+        try:
+            reply = unpackb(message)
+            if not isinstance(reply, dict):
+                raise TypeError(f"a {type(reply).__name__}, not a map")
+        except Exception as error:  # noqa: BLE001 - a reply that is not the wire format
+            _shut(connection)
+            if connection is self._connection:
+                self._connection = None
+            raise PolicyServerError(
+                f"{self.uri} sent a reply that is not the policy server's wire format "
+                f"({type(error).__name__}: {error}); {RECONNECTS}"
+            ) from error
+        return reply
+
+    def _drop(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            _shut(connection)
+
+
+def _shut(connection: ClientConnection) -> None:
+    """Ends a connection at once, without the close handshake a stopped server never answers;
+    websockets' reader thread then closes the socket."""
+    with contextlib.suppress(OSError):
+        connection.socket.shutdown(socket.SHUT_RDWR)
+
 
 def check_health(
     host: str = "127.0.0.1", port: int = 8000, timeout: float = 5.0, tls: bool = False
 ) -> bool:
     """True when ``GET /healthz`` answers 200 (the server is up and its loop responsive)."""
+    timeout = checked_seconds("timeout", timeout)
     connection_class = http.client.HTTPSConnection if tls else http.client.HTTPConnection
     connection = connection_class(host, port, timeout=timeout)
     try:
@@ -157,9 +276,10 @@ def wait_for_health(
 ) -> None:
     """Polls ``GET /healthz`` until it answers 200; raises `PolicyServerUnavailable` naming the
     URL after `timeout` seconds (the server compiles its policy before it listens)."""
+    timeout = checked_seconds("timeout", timeout)
     url = f"{'https' if tls else 'http'}://{host}:{port}{HEALTH_PATH}"
     deadline = time.monotonic() + timeout
-    while not check_health(host, port, timeout=min(5.0, max(timeout, 0.1)), tls=tls):
+    while not check_health(host, port, timeout=min(5.0, timeout), tls=tls):
         if time.monotonic() >= deadline:
             raise PolicyServerUnavailable(f"{url} did not answer 200 within {timeout:g} s")
         time.sleep(_RETRY_SECONDS)

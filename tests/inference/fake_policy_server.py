@@ -1,0 +1,110 @@
+"""A stand-in policy server for the client's tests and drill: the wire format without a model.
+
+    python tests/inference/fake_policy_server.py PORT   # 0: any free port
+
+It runs as its own process so that a test can SIGKILL it mid-request or SIGSTOP it, as happens to
+a real server; it starts in well under a second (no JAX, no checkpoint to compile). It prints
+``listening <port>`` when ready and ``request <n>`` as each request arrives. On connect it sends
+``{"metadata": {"limits": {}, "pid": <its pid>}}``; a request whose `instruction` is a number of
+seconds is answered after that long with ``{"actions": float32[4, 7] full of that number,
+"latency_ms": ...}``, so a test can tell which request a reply belongs to.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+STARTUP_S = 30.0  # generous: two cores shared by parallel test runs
+
+
+def _serve(port: int) -> None:
+    from octo_like_client.wire import packb, unpackb
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.server import serve
+
+    count = 0
+
+    def handler(connection) -> None:
+        nonlocal count
+        connection.send(packb({"metadata": {"limits": {}, "pid": os.getpid()}}))
+        for message in connection:
+            count += 1
+            print(f"request {count}", flush=True)
+            request = unpackb(message)
+            seconds = float(request.get("instruction") or 0.0)
+            time.sleep(seconds)
+            actions = np.full((4, 7), seconds, np.float32)
+            try:
+                connection.send(packb({"actions": actions, "latency_ms": seconds * 1e3}))
+            except ConnectionClosed:  # the client gave up waiting (its timeout) and left
+                return
+
+    with serve(handler, "127.0.0.1", port, compression=None, max_size=None) as server:
+        print(f"listening {server.socket.getsockname()[1]}", flush=True)
+        server.serve_forever()
+
+
+class FakeServer:
+    """The server process: `port`, `pid`, and the signals a test sends it."""
+
+    def __init__(self, port: int = 0):
+        self.process = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), str(port)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        line = self.next_line(STARTUP_S)
+        if not line.startswith("listening "):
+            self.kill()
+            raise RuntimeError(f"fake policy server did not start: {line!r}")
+        self.port = int(line.split()[1])
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def next_line(self, timeout: float) -> str:
+        """The server's next stdout line ('' if none comes within `timeout` seconds)."""
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+        return self.process.stdout.readline().strip() if ready else ""
+
+    def wait_for_request(self, number: int, timeout: float = 10.0) -> None:
+        """Returns once the server has received its `number`-th request (1 is the first)."""
+        deadline = time.monotonic() + timeout
+        while (line := self.next_line(max(deadline - time.monotonic(), 0))) != f"request {number}":
+            assert line.startswith("request"), f"the fake server saw no request {number}: {line!r}"
+
+    def stop(self) -> None:
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.pid, signal.SIGCONT)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()  # SIGKILL: stopped or not
+        self.process.wait(10)
+        self.process.stdout.close()
+
+
+@contextlib.contextmanager
+def fake_server(port: int = 0) -> Iterator[FakeServer]:
+    server = FakeServer(port)
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+if __name__ == "__main__":
+    _serve(int(sys.argv[1]))

@@ -20,6 +20,9 @@ gripper) leaves False dimensions exactly unchanged both ways.
 
 `ArrayStatistics` / `DatasetStatistics` are the per-dimension statistics (computed in one
 streamed pass by `octo_like.data.statistics`); their JSON form is what checkpoints store.
+Statistics read from JSON or a dict (a cache file, a checkpoint, another process) are refused
+when a value is non-finite or beyond ±`VALUE_LIMIT`, naming the key, field and dimension: an
+inf std normalizes every value of its dimension to 0, an inf mean to -inf.
 """
 
 from __future__ import annotations
@@ -38,6 +41,12 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
 _FIELDS = ("mean", "std", "min", "max", "p01", "p99")
+
+VALUE_LIMIT = 2.0**64
+"""Largest magnitude of a statistic, and of a value statistics are computed from: the square of a
+larger number (~1.8e19) overflows float32 (max ~2**128), so a variance, a squared error or a
+BOUNDS range computed from it in float32 is inf. Robot actions and states are O(1) in their
+units; such a value is a logging error (a 3e38 written for "no reading"), not a measurement."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -67,6 +76,26 @@ class ArrayStatistics:
     def dim(self) -> int:
         return int(self.mean.shape[0])
 
+    def problems(self) -> list[str]:
+        """``"std dim 1 is inf"`` for every value that is non-finite or beyond ±VALUE_LIMIT."""
+        found = []
+        for field in _FIELDS:
+            values = getattr(self, field).astype(np.float64)
+            bad = ~np.isfinite(values) | (np.abs(values) > VALUE_LIMIT)
+            found += [f"{field} dim {int(d)} is {values[d]:.6g}" for d in np.flatnonzero(bad)]
+        return found
+
+    def check(self, where: str) -> None:
+        """Raises ValueError naming `where` (dataset and key) and every bad value."""
+        found = self.problems()
+        if found:
+            raise ValueError(
+                f"{where}: {', '.join(found[:8])}{' ...' if len(found) > 8 else ''} (non-finite "
+                f"or beyond +-{VALUE_LIMIT:.3g}, whose square overflows float32): these "
+                "statistics would normalize the dimension to 0, inf or nan; recompute them from "
+                "data without the absurd values (computing them names the episode holding one)"
+            )
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ArrayStatistics):
             return NotImplemented
@@ -77,11 +106,14 @@ class ArrayStatistics:
         return {field: getattr(self, field).tolist() for field in _FIELDS}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> ArrayStatistics:
+    def from_dict(cls, d: Mapping[str, Any], where: str = "array statistics") -> ArrayStatistics:
+        """The statistics of `d`, checked (`check`): `where` names them in errors."""
         missing = [f for f in _FIELDS if f not in d]
         if missing:
-            raise ValueError(f"array statistics lack fields {missing} (have {sorted(d)})")
-        return cls(**{f: d[f] for f in _FIELDS})
+            raise ValueError(f"{where} lack fields {missing} (have {sorted(d)})")
+        stats = cls(**{f: d[f] for f in _FIELDS})
+        stats.check(where)
+        return stats
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -106,16 +138,27 @@ class DatasetStatistics:
             "num_trajectories": int(self.num_trajectories),
         }
 
+    def check(self, dataset: str) -> None:
+        """Raises ValueError naming `dataset`, the key, field and dimension of every value that
+        is non-finite or beyond ±VALUE_LIMIT."""
+        for key, stats in (("action", self.action), ("proprio", self.proprio)):
+            if stats is not None:
+                stats.check(f"statistics of dataset {dataset!r}, {key!r}")
+
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> DatasetStatistics:
+    def from_dict(cls, d: Mapping[str, Any], dataset: str = "") -> DatasetStatistics:
+        """The statistics of `d`, checked (`check`); `dataset` names them in errors."""
         missing = [
             k for k in ("action", "proprio", "num_transitions", "num_trajectories") if k not in d
         ]
         if missing:
             raise ValueError(f"dataset statistics lack keys {missing} (have {sorted(d)})")
-        proprio = None if d["proprio"] is None else ArrayStatistics.from_dict(d["proprio"])
+        label = f"statistics of dataset {dataset!r}" if dataset else "dataset statistics"
+        proprio = d["proprio"]
+        if proprio is not None:
+            proprio = ArrayStatistics.from_dict(proprio, f"{label}, 'proprio'")
         return cls(
-            action=ArrayStatistics.from_dict(d["action"]),
+            action=ArrayStatistics.from_dict(d["action"], f"{label}, 'action'"),
             proprio=proprio,
             num_transitions=int(d["num_transitions"]),
             num_trajectories=int(d["num_trajectories"]),
@@ -126,16 +169,16 @@ class DatasetStatistics:
         _write_atomic(path, json.dumps(self.to_dict(), indent=1))
 
     @classmethod
-    def load_json(cls, path: str) -> DatasetStatistics:
+    def load_json(cls, path: str, dataset: str = "") -> DatasetStatistics:
         """Reads `save_json` output; local paths need no TensorFlow, URLs use tf.io.gfile."""
         try:
             if "://" in path:
                 import tensorflow as tf
 
                 with tf.io.gfile.GFile(path, "r") as f:
-                    return cls.from_dict(json.loads(f.read()))
+                    return cls.from_dict(json.loads(f.read()), dataset)
             with open(path) as f:
-                return cls.from_dict(json.load(f))
+                return cls.from_dict(json.load(f), dataset)
         except Exception as e:  # missing, unreadable, not JSON or wrong fields: one message
             raise ValueError(f"cannot read dataset statistics from {path}: {e}") from e
 

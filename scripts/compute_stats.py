@@ -5,8 +5,8 @@
     python scripts/compute_stats.py --data_dir ../shared/data/bridge_dataset/1.0.0 --check
 
 Statistics are cached as JSON keyed by a hash of the dataset info, of what its shards hold
-(size, modification time, sampled bytes: `octo_like/data/content_key.py`) and of the transforms;
-the pipeline reads the same cache. Prints one JSON object per dataset.
+(size, modification and change times, sampled bytes: `octo_like/data/content_key.py`) and of
+the transforms; the pipeline reads the same cache. Prints one JSON object per dataset.
 
 --check recomputes statistics on --check_episodes episodes spread over the split and reports
 their drift from the cached statistics (those of the current content, else the newest cached
@@ -103,7 +103,8 @@ def check_statistics(args, builder, spec, cameras) -> dict:
     fingerprint = statistics_fingerprint_for(builder, spec, args.split)
     current = statistics_cache_path(cache_dir, fingerprint, spec.name)
     if os.path.exists(current):
-        path, cached, content = current, DatasetStatistics.load_json(current), "current"
+        cached = DatasetStatistics.load_json(current, spec.name)
+        path, content = current, "current"
     else:
         found = latest_cached_statistics(cache_dir, spec.name)
         if found is None:
@@ -111,7 +112,7 @@ def check_statistics(args, builder, spec, cameras) -> dict:
         (path, cached), content = found, "changed since cached"
     stride = max(1, cached.num_trajectories // max(args.check_episodes, 1))
     dataset = standardized_trajectories(builder, spec, args.split, cameras).dataset
-    sample = compute_statistics(dataset.shard(stride, 0).take(args.check_episodes))
+    sample = compute_statistics(dataset.shard(stride, 0).take(args.check_episodes), name=spec.name)
     drift = statistics_drift(cached, sample)
     return {
         "status": "drift" if drift["drift"] else "ok",

@@ -7,8 +7,16 @@ stale silently. `split_content_key` adds, per shard file: its name, size, modifi
 a SHA-256 of sampled bytes; the whole split is hashed when it is small (<= `FULL_HASH_BYTES`,
 e.g. the Bridge test shard), otherwise `SAMPLES` blocks of `BLOCK_BYTES` spread over each shard
 (first and last included), read by `THREADS` threads. Cost: one stat and `SAMPLES` small reads
-per shard (measured in docs/data.md). A copy that does not keep modification
-times (``cp`` without ``-p``) changes the key and costs one recomputation.
+per shard (measured in docs/data.md).
+
+Size, modification time and sampled blocks can all survive a rewrite: a tool that rewrites a
+large shard in place and restores its modification time (``touch -r``, ``os.utime``, a copy
+with ``-p`` over the old file) while changing bytes between the sampled blocks kept the key,
+and a run used stale statistics. So a local shard also contributes its inode change time
+(``st_ctime_ns``: the kernel sets it on every write, rename into place or ``utime``, and no
+call sets it back) and its inode number (a file replaced by another). On gs:// the
+modification time is the object's server-set update time, which every write changes. A copy of
+the dataset (new inodes) or a ``chmod`` changes the key and costs one recomputation.
 """
 
 from __future__ import annotations
@@ -37,19 +45,25 @@ def split_files(builder: Any, split: str) -> list[str]:
     return [os.fspath(path) for path in builder.info.splits[base].filepaths]
 
 
-def split_content_key(builder: Any, split: str) -> dict[str, Any]:
+def split_content_key(
+    builder: Any, split: str, *, full_hash_bytes: int = FULL_HASH_BYTES
+) -> dict[str, Any]:
     """The content key of `split`'s shards and the builder's dataset_info.json."""
     info = os.path.join(os.fspath(builder.data_dir), "dataset_info.json")
-    return files_content_key(split_files(builder, split), info)
+    return files_content_key(split_files(builder, split), info, full_hash_bytes=full_hash_bytes)
 
 
-def files_content_key(files: Sequence[str], dataset_info: str) -> dict[str, Any]:
-    """{shard name: {size, mtime_ns, sha256 of sampled bytes}} plus dataset_info's digest."""
+def files_content_key(
+    files: Sequence[str], dataset_info: str, *, full_hash_bytes: int = FULL_HASH_BYTES
+) -> dict[str, Any]:
+    """{shard name: {size, mtime_ns, [ctime_ns, inode,] sha256 of sampled bytes}} plus
+    dataset_info's digest; the split is hashed whole up to `full_hash_bytes`."""
     import tensorflow as tf
 
     with ThreadPoolExecutor(THREADS) as pool:  # latency-bound reads (disk seeks, GCS requests)
         stats = dict(zip(files, pool.map(_stat, files), strict=True))
-        whole = sum(int(s.length) for s in stats.values()) <= FULL_HASH_BYTES
+        local = dict(zip(files, pool.map(_local_identity, files), strict=True))
+        whole = sum(int(s.length) for s in stats.values()) <= full_hash_bytes
         digests = pool.map(
             lambda path: retry_transient(
                 lambda: _digest(path, int(stats[path].length), whole), path
@@ -68,9 +82,19 @@ def files_content_key(files: Sequence[str], dataset_info: str) -> dict[str, Any]
             key[os.path.basename(path)] = {
                 "size": int(stats[path].length),
                 "mtime_ns": int(stats[path].mtime_nsec),
+                **local[path],
                 "sha256": digest,
             }
     return key
+
+
+def _local_identity(path: str) -> dict[str, int]:
+    """{ctime_ns, inode} of a local file (module docstring: what a rewrite cannot keep); {} for
+    a URL, whose modification time is set by the store."""
+    if "://" in path:
+        return {}
+    status = os.stat(path)
+    return {"ctime_ns": status.st_ctime_ns, "inode": status.st_ino}
 
 
 def _stat(path: str):

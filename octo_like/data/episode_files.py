@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from octo_like.data.validation import DataError
+from octo_like.normalization import VALUE_LIMIT
 
 EPISODE_SUFFIXES = (".npz", ".hdf5", ".h5")
 IMAGES, ACTION, INSTRUCTION, STATE = "images", "action", "instruction", "state"
@@ -89,25 +90,35 @@ def list_episode_files(source_dir: str | os.PathLike) -> list[str]:
 
 
 # ------------------------------------------------------------------------------- reading
-def _string(value: Any) -> str | None:
-    """A 0-d string-like value -> str; None if it is not a string."""
+def _string(value: Any, path: str = "", where: str = INSTRUCTION) -> str | None:
+    """A 0-d string-like value -> str; None if it is not a string. Bytes that are not UTF-8
+    raise an `EpisodeError` naming the file and `where` (the tokenizer would fail on them later,
+    naming neither)."""
     value = np.asarray(value)
     if value.shape != () or value.dtype.kind not in "USO":
         return None
     item = value.item()
     if isinstance(item, bytes):
-        return item.decode("utf-8")
+        try:
+            return item.decode("utf-8")
+        except UnicodeDecodeError as error:
+            shown = item.decode("utf-8", errors="replace")[:80]
+            raise EpisodeError(
+                path,
+                f"'{where}' is not valid UTF-8 ({error.reason} at byte {error.start}): "
+                f"{shown!r} (U+FFFD marks the bad bytes); write instructions as UTF-8 text",
+            ) from error
     return item if isinstance(item, str) else None
 
 
 def _strings(path: str, value: Any) -> tuple[str, ...] | str:
     """The instruction entry: a str (per episode) or a tuple of T strs (per step)."""
-    single = _string(value)
+    single = _string(value, path)
     if single is not None:
         return single
     array = np.asarray(value)
     if array.ndim == 1 and array.dtype.kind in "USO":
-        items = [_string(v) for v in array]
+        items = [_string(v, path, f"{INSTRUCTION}[{step}]") for step, v in enumerate(array)]
         if all(s is not None for s in items):
             return tuple(items)
     raise EpisodeError(
@@ -178,12 +189,19 @@ def _float_array(path: str, key: str, value: Any, rank: int) -> np.ndarray:
         raise EpisodeError(path, f"'{key}' has shape {list(array.shape)}, expected {expected}")
     array = array.astype(np.float32)
     bad = ~np.isfinite(array)
-    if bad.any():
-        steps = np.flatnonzero(bad.reshape(len(array), -1).any(axis=1))
-        where = f"steps {steps[:5].tolist()}{' ...' if len(steps) > 5 else ''}"
-        if rank == 2:
-            where += f" (dims {np.flatnonzero(bad.any(axis=0)).tolist()})"
-        raise EpisodeError(path, f"NaN/Inf in '{key}' at {where}")
+    huge = np.isfinite(array) & (np.abs(array.astype(np.float64)) > VALUE_LIMIT)
+    for mask, problem in (
+        (bad, f"NaN/Inf in '{key}'"),
+        (huge, f"value(s) beyond +-{VALUE_LIMIT:.3g} (whose square overflows float32) in '{key}'"),
+    ):
+        if mask.any():
+            steps = np.flatnonzero(mask.reshape(len(array), -1).any(axis=1))
+            where = f"steps {steps[:5].tolist()}{' ...' if len(steps) > 5 else ''}"
+            if rank == 2:
+                where += f" (dims {np.flatnonzero(mask.any(axis=0)).tolist()})"
+            if mask is huge:
+                where += f", e.g. {array[np.nonzero(mask)][0]:.6g}: a logging error?"
+            raise EpisodeError(path, f"{problem} at {where}")
     return array
 
 

@@ -170,6 +170,7 @@ def prepare_dataset(
     spec = get_dataset_spec(source.name, config.extra_specs)
     builder = rlds.open_source(source.location, source.name)
     if statistics is not None:
+        statistics.check(spec.name)  # received, not computed here: checked all the same
         return PreparedDataset(source, spec, builder, statistics)
     fingerprint = statistics_fingerprint_for(builder, spec, source.split)
     statistics = load_or_compute_statistics(

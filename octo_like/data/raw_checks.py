@@ -4,7 +4,8 @@ A standardizer can hide or move a defect: Bridge rebuilds its arm actions from t
 step of all-NaN raw actions passed and a NaN state was reported as "NaN/Inf in action". Here,
 on the episode as stored (schema stage 1):
 
-- NaN/Inf in the raw ``action`` leaves or the raw proprio key, with the key and the step;
+- NaN/Inf, or a value beyond ±`VALUE_LIMIT` (its square overflows float32), in the raw
+  ``action`` leaves or the raw proprio key, with the key and the step (and the dimension);
 - an image whose stored size differs from features.json, which would otherwise be stretched
   silently: read from the header for JPEG, PNG, BMP and GIF, by decoding for the other formats
   `tf.io.decode_image` reads (WebP, JPEG XL; `_header_size`);
@@ -26,7 +27,7 @@ import tensorflow as tf
 
 from octo_like.data.oxe.spec import DatasetSpec
 from octo_like.data.oxe.standardize import get_path
-from octo_like.data.validation import tf_error_text
+from octo_like.data.validation import first_problem, tf_error_text, value_problem
 
 _JPEG = b"\xff\xd8\xff"
 _PNG = b"\x89PNG"
@@ -62,7 +63,7 @@ def raw_problem(traj: Mapping[str, Any], spec: DatasetSpec, image_shapes: dict) 
     action = traj.get("action")
     if action is not None:
         for path, leaf in _float_leaves(action, "action"):
-            checks.append(_non_finite(leaf, path))
+            checks.append(value_problem(leaf, f"raw {path!r}"))
     if spec.proprio_key is not None:
         observation = traj.get("observation", {})
         try:
@@ -70,14 +71,11 @@ def raw_problem(traj: Mapping[str, Any], spec: DatasetSpec, image_shapes: dict) 
         except Exception:  # noqa: BLE001  (derived by the standardizer: checked after it)
             proprio = None
         if isinstance(proprio, tf.Tensor) and proprio.dtype.is_floating:
-            checks.append(_non_finite(proprio, f"observation/{spec.proprio_key}"))
+            checks.append(value_problem(proprio, f"raw 'observation/{spec.proprio_key}'"))
     for key, (height, width) in image_shapes.items():
         images = get_path(traj["observation"], key, spec.name)
         checks.append(_wrong_size(images, key, height, width))
-    problem = tf.constant("")
-    for check in reversed(checks):  # the first defect wins
-        problem = tf.where(tf.equal(check, ""), problem, check)
-    return problem
+    return first_problem(checks)  # the first defect wins
 
 
 def _unequal_steps(traj: Mapping[str, Any]) -> tf.Tensor:
@@ -117,20 +115,6 @@ def _float_leaves(tree, prefix: str):
             yield from _float_leaves(value, f"{prefix}/{key}")
     elif isinstance(tree, tf.Tensor) and tree.dtype.is_floating:
         yield prefix, tree
-
-
-def _first_step(bad: tf.Tensor) -> tf.Tensor:
-    return tf.strings.as_string(tf.argmax(tf.cast(bad, tf.int32), output_type=tf.int32))
-
-
-def _non_finite(values: tf.Tensor, path: str) -> tf.Tensor:
-    values = tf.reshape(values, [tf.shape(values)[0], -1])
-    bad = ~tf.reduce_all(tf.math.is_finite(values), axis=-1)
-    return tf.cond(
-        tf.reduce_any(bad),
-        lambda: tf.strings.join([f"NaN/Inf in raw {path!r} at step ", _first_step(bad)]),
-        lambda: tf.constant(""),
-    )
 
 
 def _header_size(encoded: tf.Tensor) -> tf.Tensor:

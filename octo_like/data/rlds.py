@@ -10,7 +10,9 @@ import dataclasses
 import difflib
 import functools
 import json
+import os
 import posixpath
+import re
 import threading
 
 import tensorflow as tf
@@ -100,15 +102,48 @@ def _load_json(path: str, name: str) -> dict:
     return value
 
 
-def _missing_files(paths: list[str]) -> list[str]:
-    """`paths` absent from their directories: one listing per directory, not a stat per
-    file (an OXE dataset on gs:// has hundreds of shards)."""
+def _check_shard_files(builder: tfds.core.DatasetBuilder, split: str, paths: list[str]) -> None:
+    """Refuses a split whose dataset_info.json lists no shard, a shard file of the split that it
+    does not list (its episodes would be ignored without a word), or a listed shard (`paths`:
+    those this process reads) that is missing: one listing per directory, not a stat per file
+    (an OXE dataset on gs:// has hundreds of shards)."""
+    name, base = builder.info.name, split.split("[")[0]
+    listed = [os.fspath(p) for p in builder.info.splits[base].filepaths]
+    info_path = tf.io.gfile.join(os.fspath(builder.data_dir), "dataset_info.json")
     present = {}
-    for directory in {posixpath.dirname(p) for p in paths}:
+    directories = {posixpath.dirname(p) for p in paths + listed} | {os.fspath(builder.data_dir)}
+    for directory in directories:
         present[directory] = (
             {n.rstrip("/") for n in _listdir(directory)} if _isdir(directory) else set()
         )
-    return [p for p in paths if posixpath.basename(p) not in present[posixpath.dirname(p)]]
+    # TFDS's default shard names: <name>-<split>.<format>-00000-of-00004
+    shard_name = re.compile(rf"{re.escape(name)}-{re.escape(base)}\.\w+-\d+-of-\d+")
+    known = {posixpath.basename(p) for p in listed}
+    unlisted = sorted(
+        posixpath.join(directory, n)
+        for directory, names in present.items()
+        for n in names
+        if shard_name.fullmatch(n) and n not in known
+    )
+    if unlisted:
+        raise DatasetMetadataError(
+            f"dataset {name!r}: {len(unlisted)} shard file(s) of split {base!r} are not listed "
+            f"in {info_path} ({len(listed)} listed), e.g. {unlisted[0]}: their episodes would be "
+            "ignored. Prepare the dataset again so that dataset_info.json lists every shard, or "
+            "move the file(s) out of the folder if they are left over from an older version"
+        )
+    if not listed or sum(builder.info.splits[base].shard_lengths) == 0:
+        raise DatasetMetadataError(
+            f"dataset {name!r}: {info_path} lists no shard (0 episodes) for split {base!r}: "
+            "nothing to read; prepare the dataset again, or copy its dataset_info.json with "
+            "its shards"
+        )
+    missing = [p for p in paths if posixpath.basename(p) not in present[posixpath.dirname(p)]]
+    if missing:  # read lazily, a missing shard would leave a repeated dataset empty: a spin
+        raise DatasetMetadataError(
+            f"dataset {name!r}: {len(missing)} shard file(s) that dataset_info.json lists are "
+            f"missing, e.g. {missing[0]}; copy the dataset again (every shard with its metadata)"
+        )
 
 
 def open_builder(source: str, data_dir: str | None = None) -> tfds.core.DatasetBuilder:
@@ -218,16 +253,12 @@ def read_episodes(
         )
     file_format = builder.info.file_format or tfds.core.FileFormat.TFRECORD
     if tfds.core.FileFormat(file_format) != tfds.core.FileFormat.TFRECORD:
+        _check_shard_files(builder, split, [])
         return _read_with_tfds(builder, split, shard, shuffle_files, seed, num_parallel_reads)
     instructions = builder.info.splits[split_for_process(split, shard)].file_instructions
     instructions = [i for i in instructions if _wanted(i) > 0]
     name = builder.info.name
-    missing = _missing_files([i.filename for i in instructions])
-    if missing:  # read lazily, a missing shard would leave a repeated dataset empty: a spin
-        raise DatasetMetadataError(
-            f"dataset {name!r}: {len(missing)} shard file(s) that dataset_info.json lists are "
-            f"missing, e.g. {missing[0]}; copy the dataset again (every shard with its metadata)"
-        )
+    _check_shard_files(builder, split, [os.fspath(i.filename) for i in instructions])
     damaged = _DamagedShards(name, skipped if skipped is not None else SkippedEpisodes())
     table = tf.data.Dataset.from_tensor_slices(
         (

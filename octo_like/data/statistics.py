@@ -22,6 +22,10 @@ dimension that is 0 over its central 98% is not an outlier). No value of a sane 
 near the bound, while the histogram percentiles stay precise enough for the rule whatever the
 outlier (see `_Accumulator.outliers`).
 The statistics are still computed and returned: fix or skip the data, they are not trimmed.
+A value beyond ±`VALUE_LIMIT` (~1.8e19: its square overflows float32) is refused like a NaN,
+naming dataset, episode, key, step and dimension: with few transitions it moves p01/p99 with it,
+so the rule above cannot see it, and float32 arithmetic on it (a variance, a BOUNDS range, a
+squared error) is inf. The finished statistics are checked too (`DatasetStatistics.check`).
 
 Caching by content lives in `statistics_cache.py`.
 
@@ -40,7 +44,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from octo_like.normalization import ArrayStatistics, DatasetStatistics
+from octo_like.normalization import VALUE_LIMIT, ArrayStatistics, DatasetStatistics
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -185,32 +189,43 @@ def _lookup(traj: Mapping, path: tuple[str, ...], where: str):
     return value
 
 
-def _describe(traj: Mapping, index: int) -> str:
-    """``trajectory 3 (dataset_name=..., episode_index=...)`` for error messages."""
+def _describe(traj: Mapping, index: int, dataset: str = "") -> str:
+    """``[dataset 'x': ]trajectory 3 (dataset_name=..., episode_index=...)`` for errors."""
     parts = []
     for key in ("dataset_name", "episode_index", "episode_id"):
         if key in traj:
             value = np.asarray(traj[key]).ravel()
             if value.size:
                 item = value[0]
-                parts.append(f"{key}={item.decode() if isinstance(item, bytes) else item}")
-    return f"trajectory {index}" + (f" ({', '.join(parts)})" if parts else "")
+                text = item.decode(errors="replace") if isinstance(item, bytes) else item
+                parts.append(f"{key}={text}")
+    prefix = f"dataset {dataset!r}: " if dataset else ""
+    return f"{prefix}trajectory {index}" + (f" ({', '.join(parts)})" if parts else "")
 
 
-def _as_matrix(value, name: str, traj: Mapping, index: int) -> np.ndarray:
+def _as_matrix(value, name: str, traj: Mapping, index: int, dataset: str = "") -> np.ndarray:
     array = np.asarray(value)
     if array.ndim != 2 or array.dtype.kind not in "biuf":
         raise ValueError(
-            f"{_describe(traj, index)}: {name!r} must be a numeric [T, D] array, "
+            f"{_describe(traj, index, dataset)}: {name!r} must be a numeric [T, D] array, "
             f"got {array.dtype}{list(array.shape)}"
         )
-    array = array.astype(np.float64)
+    array = array.astype(np.float64)  # float64: no moment of float32 data overflows
     bad = ~np.isfinite(array)
     if bad.any():
         step, dim = (int(i) for i in np.argwhere(bad)[0])
         raise ValueError(
-            f"{_describe(traj, index)}: {name!r} has {int(bad.sum())} non-finite values "
+            f"{_describe(traj, index, dataset)}: {name!r} has {int(bad.sum())} non-finite values "
             f"(first at step {step}, dim {dim}: {array[step, dim]})"
+        )
+    huge = np.abs(array) > VALUE_LIMIT
+    if huge.any():
+        step, dim = (int(i) for i in np.argwhere(huge)[0])
+        raise ValueError(
+            f"{_describe(traj, index, dataset)}: {name!r} has {int(huge.sum())} value(s) beyond "
+            f"+-{VALUE_LIMIT:.3g} (first at step {step}, dim {dim}: {array[step, dim]:.6g}): "
+            "its square overflows float32 and it would make the mean, std and normalization of "
+            "the dimension meaningless; fix or skip the episode (a logging error?)"
         )
     return array
 
@@ -231,9 +246,10 @@ def compute_statistics(
 
     `trajectories` is iterated exactly once, so a one-shot Python iterator works; a
     `tf.data.Dataset` is first reduced to the keys needed (images never reach Python).
-    `proprio_key=None` skips proprio. Raises ValueError on zero transitions, non-finite values
-    or dimensions that change between trajectories (naming the key and trajectory). Logs a
-    warning naming dataset `name`, key and dimension for outliers (module docstring).
+    `proprio_key=None` skips proprio. Raises ValueError on zero transitions, non-finite or
+    out-of-range values or dimensions that change between trajectories (naming dataset `name`,
+    the key and trajectory). Logs a warning naming dataset, key and dimension for outliers
+    (module docstring).
     """
     keys = {"action": _path(action_key)}
     if proprio_key is not None:
@@ -272,7 +288,8 @@ def compute_statistics(
     for index, traj in enumerate(stream):
         rows = None
         for key, path in keys.items():
-            array = _as_matrix(_lookup(traj, path, f"trajectory {index}"), names[key], traj, index)
+            value = _lookup(traj, path, f"trajectory {index}")
+            array = _as_matrix(value, names[key], traj, index, name)
             if rows is not None and array.shape[0] != rows:
                 raise ValueError(
                     f"{_describe(traj, index)}: {names[key]!r} has {array.shape[0]} steps "
@@ -304,10 +321,13 @@ def compute_statistics(
                 num_trajectories, num_transitions, num_trajectories / (now - started),
             )  # fmt: skip
     flush()
+    label = f"dataset {name!r}" if name else "the input"
     if num_trajectories == 0:
-        raise ValueError("compute_statistics: the input has no trajectories")
+        raise ValueError(f"compute_statistics: {label} has no trajectories")
     if num_transitions == 0:
-        raise ValueError(f"compute_statistics: all {num_trajectories} trajectories are empty")
+        raise ValueError(
+            f"compute_statistics: all {num_trajectories} trajectories of {label} are empty"
+        )
     finished = {
         key: accumulator.finish()
         for key, accumulator in accumulators.items()
@@ -321,9 +341,11 @@ def compute_statistics(
                 "mean/std and normalization; fix or skip the episodes holding them",
                 name or "dataset", names[key], dim, count, low, high, OUTLIER_FACTOR, extreme,
             )  # fmt: skip
-    return DatasetStatistics(
+    statistics = DatasetStatistics(
         action=finished["action"],
         proprio=finished.get("proprio"),
         num_transitions=num_transitions,
         num_trajectories=num_trajectories,
     )
+    statistics.check(name or "input")  # float32 results of float64 moments: finite, in range
+    return statistics

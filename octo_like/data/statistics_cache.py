@@ -130,7 +130,8 @@ def load_or_compute_statistics(
     `make_trajectories` is only called on a cache miss or with `force=True`. `compute_kwargs`
     (action_key, proprio_key, progress) go to `compute_statistics` and must be reflected in
     `fingerprint`. `locate`: names an image that fails to decode (see `validation.data_errors`).
-    An unreadable cache file is logged and recomputed. Concurrent writers (e.g.
+    An unreadable cache file, or one holding non-finite or out-of-range values (written before
+    they were refused), is logged and recomputed. Concurrent writers (e.g.
     several hosts) are safe: each write is atomic and all write the same content.
     """
     import tensorflow as tf
@@ -139,8 +140,8 @@ def load_or_compute_statistics(
     label = name or "dataset"
     if not force and tf.io.gfile.exists(path):
         try:
-            stats = DatasetStatistics.load_json(path)
-        except ValueError as e:
+            stats = DatasetStatistics.load_json(path, label)
+        except ValueError as e:  # unreadable, or values no computation gives now (non-finite)
             logger.warning(
                 "statistics of %s: ignoring unreadable cache (%s); recomputing", label, e
             )
@@ -172,7 +173,7 @@ def latest_cached_statistics(cache_dir: str, name: str) -> tuple[str, DatasetSta
     if not paths:
         return None
     path = max(paths, key=lambda p: tf.io.gfile.stat(p).mtime_nsec)
-    return path, DatasetStatistics.load_json(path)
+    return path, DatasetStatistics.load_json(path, name)
 
 
 def statistics_drift(

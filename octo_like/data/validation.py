@@ -1,8 +1,9 @@
 """Bad-input handling: every problem names the dataset, the episode and what is wrong.
 
 Static problems (a configured key the dataset lacks, too few action dims) are found when the
-pipeline is built. Per-episode problems (NaN/Inf in action or proprio, raw or standardized;
-wrongly sized or undecodable images: `raw_checks.py`) are found while reading: by default they
+pipeline is built. Per-episode problems (NaN/Inf or values beyond ±`VALUE_LIMIT` in action or
+proprio, raw or standardized; an instruction that is not valid UTF-8; wrongly sized or
+undecodable images: `raw_checks.py`) are found while reading: by default they
 raise `DataError` (`data_errors` turns tf.data's InvalidArgumentError back into it); with
 ``skip_bad_episodes`` the episode is dropped and counted in a log line. A truncated or corrupt
 shard is named the same way (dataset, file, record index, byte offset) or, with
@@ -25,6 +26,7 @@ import tensorflow as tf
 
 from octo_like import schema
 from octo_like.data.dataset import as_written
+from octo_like.normalization import VALUE_LIMIT
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +43,13 @@ class SkippedEpisodes:
         self.counts: collections.Counter[tuple[str, str]] = collections.Counter()
 
     def record(self, dataset: bytes, episode: bytes, problem: bytes) -> None:
-        key = (dataset.decode(), problem.decode())
+        key = (dataset.decode(errors="replace"), problem.decode(errors="replace"))
         with self._lock:
             self.counts[key] += 1
             total = sum(self.counts.values())
         log.warning(
             "skipped episode %s of %s: %s (%d skipped so far in this pipeline)",
-            episode.decode(),
+            episode.decode(errors="replace"),
             key[0],
             key[1],
             total,
@@ -56,21 +58,81 @@ class SkippedEpisodes:
 
 def trajectory_problem(traj: dict) -> tf.Tensor:
     """string scalar: b"" for a good standardized trajectory, else what is wrong with it."""
-    action = traj[schema.ACTION]
-    proprio = traj["observation"][schema.PROPRIO]
+    checks = [
+        value_problem(traj[schema.ACTION], "action"),
+        value_problem(traj["observation"][schema.PROPRIO], "proprio"),
+        text_problem(traj["task"][schema.LANGUAGE], f"task/{schema.LANGUAGE}"),
+    ]
+    return first_problem(checks)
+
+
+def first_problem(checks: list[tf.Tensor]) -> tf.Tensor:
+    """The first non-empty string of `checks` (string scalars), else b""."""
+    problem = tf.constant("")
+    for check in reversed(checks):
+        problem = tf.where(tf.equal(check, ""), problem, check)
+    return problem
+
+
+def value_problem(values: tf.Tensor, path: str, nan_prefix: str = "NaN/Inf in ") -> tf.Tensor:
+    """b"" when `values` (float[T, ...]) are finite and within ±VALUE_LIMIT, else the first bad
+    one's step and flat dimension: ``NaN/Inf in action at step 3`` or ``action at step 3,
+    dim 1, is 3e+38, beyond +-1.84e+19 (...)``."""
+    if not values.dtype.is_floating:
+        return tf.constant("")
+    flat = tf.reshape(values, [tf.shape(values)[0], -1])
+    non_finite = ~tf.math.is_finite(flat)
+    huge = tf.math.is_finite(flat) & (tf.abs(tf.cast(flat, tf.float64)) > VALUE_LIMIT)
+
+    def first(bad):  # (step, dim) of the first True of bad[T, D]
+        index = tf.argmax(tf.cast(tf.reshape(bad, [-1]), tf.int32), output_type=tf.int64)
+        width = tf.cast(tf.shape(bad)[1], tf.int64)
+        return index // width, index % width
+
+    def describe_huge():
+        step, dim = first(huge)
+        value = tf.gather_nd(tf.cast(flat, tf.float64), [[step, dim]])[0]
+        return tf.strings.join([
+            f"{path} at step ", tf.strings.as_string(step), ", dim ", tf.strings.as_string(dim),
+            ", is ", tf.strings.as_string(value, scientific=True, precision=3),
+            f", beyond +-{VALUE_LIMIT:.3g} (its square overflows float32; it would ruin the "
+            "dimension's statistics): a logging error? fix or skip the episode",
+        ])  # fmt: skip
+
+    def describe_non_finite():
+        step, _ = first(non_finite)
+        return tf.strings.join([f"{nan_prefix}{path} at step ", tf.strings.as_string(step)])
+
     return tf.case(
         [
-            (
-                tf.logical_not(tf.reduce_all(tf.math.is_finite(action))),
-                lambda: tf.constant("NaN/Inf in action"),
-            ),
-            (
-                tf.logical_not(tf.reduce_all(tf.math.is_finite(proprio))),
-                lambda: tf.constant("NaN/Inf in proprio"),
-            ),
+            (tf.reduce_any(non_finite), describe_non_finite),
+            (tf.reduce_any(huge), describe_huge),
         ],
         default=lambda: tf.constant(""),
     )
+
+
+def text_problem(texts: tf.Tensor, path: str) -> tf.Tensor:
+    """b"" when every string of `texts` (string[T]) is valid UTF-8, else the first bad step and
+    the text with U+FFFD where its bytes are not UTF-8 (the tokenizer would fail on them, at
+    model init or mid-run, naming no dataset or episode)."""
+    if texts.dtype != tf.string:
+        return tf.constant("")
+    flat = tf.reshape(texts, [-1])
+    shown = tf.strings.unicode_transcode(
+        flat, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD
+    )
+    bad = tf.not_equal(shown, flat)
+
+    def describe():
+        step = tf.argmax(tf.cast(bad, tf.int32), output_type=tf.int32)
+        return tf.strings.join([
+            f"{path} at step ", tf.strings.as_string(step), " is not valid UTF-8: '",
+            tf.strings.substr(tf.gather(shown, step), 0, 80, unit="UTF8_CHAR"),
+            "' (U+FFFD marks the bad bytes); write instructions as UTF-8 text",
+        ])  # fmt: skip
+
+    return tf.cond(tf.reduce_any(bad), describe, lambda: tf.constant(""))
 
 
 EMPTY_EPISODE = "empty after standardization (e.g. a 1-step episode relabelled)"

@@ -9,6 +9,7 @@ import os
 import pathlib
 import shutil
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -91,3 +92,31 @@ def test_sampled_keys_for_large_splits(tmp_path, monkeypatch):
     data[sampled[1] + 10] ^= 1  # inside a sampled block
     path.write_bytes(bytes(data))
     assert content_key._digest(str(path), 1 << 20, whole=False) != digest
+
+
+def test_a_large_shard_rewritten_between_its_samples_with_its_mtime_kept_changes_the_key(
+    tmp_path,
+):
+    """Issue 40: above FULL_HASH_BYTES only sampled blocks are read, so a rewrite between them
+    that keeps the size and restores the modification time kept the key, and a run reused stale
+    statistics. The inode change time does not survive the rewrite."""
+    size = content_key.FULL_HASH_BYTES + (1 << 20)
+    shard = tmp_path / "big-train.tfrecord-00000-of-00001"
+    shard.write_bytes(np.random.default_rng(0).bytes(size))
+    info = tmp_path / "dataset_info.json"
+    info.write_text("{}")
+    key = content_key.files_content_key([str(shard)], str(info))
+    assert key["sampling"] != "whole"
+    assert content_key.files_content_key([str(shard)], str(info)) == key  # stable
+    sampled = content_key._digest(str(shard), size, whole=False)
+    before = shard.stat()
+    time.sleep(0.05)  # past the file system's timestamp tick (coarse clocks tick every ~4 ms)
+    offset = size // 2 + 12345
+    assert all(not start <= offset < start + 4096 for start in content_key.sample_offsets(size))
+    with open(shard, "r+b") as file:  # in place: same inode, same size
+        file.seek(offset)
+        file.write(b"rewritten")
+    os.utime(shard, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert shard.stat().st_size == size and shard.stat().st_mtime_ns == before.st_mtime_ns
+    assert content_key._digest(str(shard), size, whole=False) == sampled  # samples unchanged
+    assert content_key.files_content_key([str(shard)], str(info)) != key

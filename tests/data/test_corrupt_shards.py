@@ -317,8 +317,16 @@ def trajectories_with(value: float | None, dims: int = 3) -> list[dict]:
     return trajs
 
 
-@pytest.mark.parametrize("value", [3e38, -1e30, 1e6])
+@pytest.mark.parametrize("value", [3e38, -1e30])
+def test_a_value_beyond_the_limit_is_refused_not_only_warned_about(value):
+    compute_statistics(trajectories_with(1e18), proprio_key=None, name="toy")
+    with pytest.raises(ValueError, match=r"dataset 'toy': trajectory 4: 'action' has 1 value"):
+        compute_statistics(trajectories_with(value), proprio_key=None, name="toy")
+
+
+@pytest.mark.parametrize("value", [1e18, -1e12, 1e6])
 def test_a_finite_outlier_in_the_statistics_is_warned_about(value, caplog):
+    """Up to VALUE_LIMIT; beyond it (3e38, -1e30) a value is refused (test_bad_values.py)."""
     with caplog.at_level(logging.WARNING, logger="octo_like.data.statistics"):
         compute_statistics(trajectories_with(value), proprio_key=None, name="toy")
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]

@@ -2,10 +2,13 @@
 
     python data/convert_raw_episodes.py --source /tmp/my_robot_episodes \
         --out ~/tensorflow_datasets --name my_robot [--val_fraction 0.1] \
-        [--image_encoding jpeg|png] [--skip_bad] [--overwrite] [--spec_out ~/my_robot_spec.json]
+        [--image_encoding jpeg|png] [--skip_bad] [--overwrite] [--spec_out ~/my_robot_spec.json \
+        [--config_out configs/finetune_my_robot.py]]
 
 A thin command line over `octo_like.data.raw_episodes.convert_episodes`; see data/README.md for
-the file layout and for registering the result in a fine-tuning config.
+the file layout and for registering the result in a fine-tuning config. `--config_out` writes
+that config: it reads the spec, names the dataset, sets the action dim and makes the model read
+every camera and the state the spec maps.
 """
 
 from __future__ import annotations
@@ -29,7 +32,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--skip_bad", action="store_true", help="leave out invalid files")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing version")
     parser.add_argument("--spec_out", default=None, help="also write the suggested spec (JSON)")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--config_out",
+        default=None,
+        help="also write a fine-tuning config file reading the spec (needs --spec_out)",
+    )
+    args = parser.parse_args(argv)
+    if args.config_out and not args.spec_out:
+        parser.error("--config_out needs --spec_out: the config file reads the spec from there")
+    return args
 
 
 def main(argv=None) -> str:
@@ -51,9 +62,20 @@ def main(argv=None) -> str:
         seed=args.seed,
     )
     if args.spec_out:
+        spec = suggest_dataset_spec_for(path, args.name)
         with open(args.spec_out, "w") as file:
-            file.write(spec_json(suggest_dataset_spec_for(path, args.name)) + "\n")
+            file.write(spec_json(spec) + "\n")
         print(f"suggested spec written to {args.spec_out}")
+    if args.config_out:
+        from octo_like.data.suggested_config import finetune_config_file
+
+        with open(args.config_out, "w") as file:
+            file.write(finetune_config_file(spec, path, args.spec_out, args.config_out))
+        print(
+            f"fine-tuning config written to {args.config_out} (it reads {args.spec_out}):\n"
+            f"  python finetune.py --config {args.config_out}:full,language "
+            f"--workdir runs/ft_{args.name} --config.pretrained_path=runs/laptop/checkpoints"
+        )
     return path
 
 

@@ -14,19 +14,26 @@ it can by default. Per entry:
   ``camera`` each, whose missing / None fields come from the pretrained tokenizer of that camera,
   or for a new camera from the pretrained model's first tokenizer.
 - ``proprio``: None inherits, ``"none"`` removes it, a dict adds / replaces it.
+  (These two and ``data.frame.cameras`` are Python literals on the command line.)
 - ``head``: ``kind`` / ``readout_tokens`` None inherit; ``kwargs`` None inherits the pretrained
   head's kwargs when the kind is unchanged (``{}`` otherwise).
 - ``window`` and ``action_horizon`` always come from ``data.trajectory``.
 
-``data.frame.cameras`` None means the pretrained model's cameras (augmenting ``primary``); a
-camera whose ``size`` is None gets the image size the pretrained model was built for (an error
-for a camera it never saw).
+``data.frame.cameras`` None means the cameras the model reads (augmenting ``primary``), and a
+camera the model reads that it does not list is added (not augmented): the pipeline loads what
+the model reads. A camera whose ``size`` is None gets the image size the pretrained model was
+built for, or for a camera it never saw that of its first camera (where a new camera's tokenizer
+comes from too).
+
+A dataset input the model will not read (a camera or proprio key its spec maps) is logged as a
+WARNING naming it with the override that adds it (`finetune_inputs.py`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import logging
+from collections.abc import Mapping, Sequence
 from difflib import get_close_matches
 from typing import Any
 
@@ -40,6 +47,9 @@ from octo_like.model.checkpoint_layout import LANGUAGE_ASSETS, read_only_manager
 from octo_like.model.config import LoraConfig, ModelConfig
 from octo_like.training.config import TrainConfig
 from octo_like.training.finetune import MODES, FinetuneSource
+from octo_like.training.finetune_inputs import unread_inputs
+
+log = logging.getLogger(__name__)
 
 TASKS = ("language", "goal", "multimodal")
 NO_PROPRIO = "none"
@@ -155,7 +165,7 @@ def parse_finetune_config(config: Any, workdir: str) -> tuple[TrainConfig, Finet
     data = dict(raw.get("data", {}))
     data["datasets"] = [dataclasses.asdict(keys.dataset)]
     data["extra_specs"] = _extra_specs(data.get("extra_specs") or {})
-    data["frame"] = _frame_with_sizes(data.get("frame", {}), pretrained)
+    data["frame"] = _frame_with_sizes(data.get("frame", {}), pretrained, _read_cameras(model))
     trajectory = data.get("trajectory", {})
     model["window"] = trajectory.get("window", model["window"])
     model["action_horizon"] = trajectory.get("action_horizon", model["action_horizon"])
@@ -163,6 +173,8 @@ def parse_finetune_config(config: Any, workdir: str) -> tuple[TrainConfig, Finet
     raw.update(data=data, model=model, mix="finetune", data_dir="")
     typed = build(TrainConfig, raw, "config")
     _check_task(keys.task, typed)
+    for unread in unread_inputs(typed):
+        log.warning(unread.message())
     source = FinetuneSource(
         pretrained_path=pretrained.checkpoint_dir,
         pretrained_step=pretrained.step,
@@ -195,11 +207,25 @@ def resolve_model(overrides: Mapping[str, Any], pretrained: ModelConfig) -> dict
             language["checkpoint_dir"] = base["language"]["checkpoint_dir"]
         model["language"] = language
     proprio = overrides.get("proprio")
+    if proprio is not None and proprio != NO_PROPRIO and not isinstance(proprio, Mapping):
+        raise ConfigError(
+            f"config.model.proprio: {proprio!r} is neither {NO_PROPRIO!r} nor a dict; e.g. "
+            "--config.model.proprio=\"{'mode': 'linear'}\""
+        )
     if proprio == NO_PROPRIO:
         model["proprio"] = None
     elif proprio is not None:
         model["proprio"] = proprio
     tokenizers = overrides.get("image_tokenizers")
+    if tokenizers is not None and (
+        isinstance(tokenizers, (str, Mapping))
+        or not isinstance(tokenizers, Sequence)
+        or not all(isinstance(t, Mapping) for t in tokenizers)
+    ):
+        raise ConfigError(
+            f"config.model.image_tokenizers: {tokenizers!r} is not a tuple of dicts; e.g. "
+            "--config.model.image_tokenizers=\"({'camera': 'primary'}, {'camera': 'wrist'})\""
+        )
     if tokenizers is not None:
         model["image_tokenizers"] = [_tokenizer(t, base["image_tokenizers"]) for t in tokenizers]
     head = overrides.get("head")
@@ -249,26 +275,39 @@ def _extra_specs(specs: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _frame_with_sizes(frame: Mapping[str, Any], pretrained: PretrainedInfo) -> dict[str, Any]:
-    """Cameras None: the pretrained model's, augmenting ``primary`` only; a size None: the
-    pretrained model's image size for that camera."""
+def _read_cameras(model: Mapping[str, Any]) -> list[str]:
+    """The cameras a resolved model config reads: its tokenizers', then goal-only ones."""
+    cameras = [t["camera"] for t in model["image_tokenizers"]]
+    return cameras + [c for c in model.get("goal_image_cameras") or () if c not in cameras]
+
+
+def _frame_with_sizes(
+    frame: Mapping[str, Any], pretrained: PretrainedInfo, read: Sequence[str]
+) -> dict[str, Any]:
+    """Cameras None: the `read` ones (what the model reads), augmenting ``primary`` only; a
+    read camera missing from given cameras is added; a size None: the pretrained model's image
+    size for that camera, or for a camera it never saw its first camera's."""
     frame = dict(frame)
     observation = pretrained.input_spec.get("observation", {})
     given = frame.get("cameras")
-    if given is None:
-        given = {
-            camera: {"size": None, "augment": {} if camera == "primary" else None}
-            for camera in pretrained.config.cameras
-        }
+    if given is not None and not isinstance(given, Mapping):
+        raise ConfigError(
+            f"config.data.frame.cameras: {given!r} is not a dict of camera -> "
+            "dict(size=..., augment=...)"
+        )
+    given = dict(given or {})
+    for camera in read:
+        given.setdefault(camera, {"size": None, "augment": {} if camera == "primary" else None})
+    first = next(iter(pretrained.config.cameras), None)
     cameras = {}
     for camera, transform in given.items():
         transform = dict(transform)
         if transform.get("size") is None:
-            entry = observation.get(f"image_{camera}")
+            entry = observation.get(f"image_{camera}") or observation.get(f"image_{first}")
             if entry is None:
                 raise ConfigError(
                     f"config.data.frame.cameras.{camera}.size is None, but the pretrained model "
-                    f"has no camera {camera!r} to take it from: set it, e.g. (128, 128)"
+                    f"has no camera to take it from: set it, e.g. (128, 128)"
                 )
             transform["size"] = list(entry["shape"][-3:-1])
         cameras[camera] = transform

@@ -97,35 +97,34 @@ def parse_command_line(argv: list[str]):
     return parse(_define_flags, argv)
 
 
+def _run_from_flags(values) -> None:
+    console_logging(logging.INFO)
+    from octo_like.training.checkpoint import CheckpointSaveError
+
+    with exit_at_once_on(CheckpointSaveError):
+        result, _ = main(
+            values.config,
+            values.workdir,
+            overwrite=values.overwrite,
+            stop_at_step=values.stop_at_step,
+            echo=print,
+        )
+    if result.preempted:
+        print(
+            f"preempted: stopped at step {result.final_step} with a checkpoint saved; "
+            "rerun the same command to resume"
+        )
+    print(f"finished at step {result.final_step}; last metrics: {result.last_metrics}")
+    from octo_like import storage
+
+    print(f"checkpoints: {storage.join(storage.absolute(values.workdir), 'checkpoints')}")
+
+
 def _cli():
-    from absl import app, flags
+    """A typo'd config key or a bad config value is one line and exit status 2."""
+    from octo_like.config.command_line import run_command_line
 
-    _define_flags(flags.FLAGS)
-
-    def _main(argv):
-        del argv
-        console_logging(logging.INFO)
-        from octo_like.training.checkpoint import CheckpointSaveError
-
-        with exit_at_once_on(CheckpointSaveError):
-            result, _ = main(
-                flags.FLAGS.config,
-                flags.FLAGS.workdir,
-                overwrite=flags.FLAGS.overwrite,
-                stop_at_step=flags.FLAGS.stop_at_step,
-                echo=print,
-            )
-        if result.preempted:
-            print(
-                f"preempted: stopped at step {result.final_step} with a checkpoint saved; "
-                "rerun the same command to resume"
-            )
-        print(f"finished at step {result.final_step}; last metrics: {result.last_metrics}")
-        from octo_like import storage
-
-        print(f"checkpoints: {storage.join(storage.absolute(flags.FLAGS.workdir), 'checkpoints')}")
-
-    app.run(_main)
+    run_command_line(_define_flags, _run_from_flags)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,8 @@ import os
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    from octo_like.inference.cli import add_policy_arguments
-    from octo_like.inference.server_limits import ServerLimits
+    from octo_like.inference.cli import add_policy_arguments, policy_argument_problems
+    from octo_like.inference.server_limits import ServerLimits, limits_from_flags
 
     defaults = ServerLimits()
     parser.add_argument("--checkpoint", required=True, help="directory holding <step>/ dirs")
@@ -58,13 +58,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument("--token_file", default=None, help="file holding the shared secret")
     add_policy_arguments(parser)
-    return parser.parse_args(argv)  # fmt: skip
+    args = parser.parse_args(argv)
+    problems = policy_argument_problems(args)
+    if not 0 <= args.port <= 65535:
+        problems.append(f"--port must be in [0, 65535], got {args.port}")
+    try:
+        limits_from_flags(args)
+    except ValueError as error:
+        problems.append(str(error))
+    if problems:  # before the checkpoint loads: usage and one line, exit status 2
+        parser.error("; ".join(problems))
+    return args
 
 
 def read_token(args: argparse.Namespace, environ=os.environ) -> str | None:
     if args.token_file:
-        with open(args.token_file) as f:
-            token = f.read().strip()
+        try:
+            with open(args.token_file) as f:
+                token = f.read().strip()
+        except OSError as error:
+            raise SystemExit(f"--token_file {args.token_file}: {error.strerror}") from None
         if not token:
             raise SystemExit(f"--token_file {args.token_file} is empty")
         return token
@@ -72,19 +85,14 @@ def read_token(args: argparse.Namespace, environ=os.environ) -> str | None:
 
 
 def build_server(args: argparse.Namespace, environ=os.environ):
+    """The server of `args`: its flags, token and port are checked before the checkpoint
+    loads and compiles (tens of seconds), so a port in use is named at once."""
     from octo_like.inference.cli import policy_from_args
     from octo_like.inference.server import PolicyServer
-    from octo_like.inference.server_limits import ServerLimits
+    from octo_like.inference.server_limits import limits_from_flags
+    from octo_like.inference.server_socket import bind_server_socket
 
-    limits = ServerLimits.up_to(
-        args.max_batch,
-        min_image_side=args.min_image_side,
-        max_image_side=args.max_image_side,
-        max_request_bytes=int(args.max_request_mb * 2**20),
-        max_queued=args.max_queued,
-        max_connections=args.max_connections,
-        message_timeout_s=args.message_timeout_s,
-    )
+    limits = limits_from_flags(args)
     token = read_token(args, environ)
     if token is None and args.host not in ("127.0.0.1", "localhost", "::1"):
         logging.warning(
@@ -92,16 +100,29 @@ def build_server(args: argparse.Namespace, environ=os.environ):
             "set OCTO_POLICY_TOKEN or --token_file",
             args.host,
         )
-    policy = policy_from_args(args)
+    sock = bind_server_socket(args.host, args.port)
+    try:
+        policy = policy_from_args(args)
+    except BaseException:
+        sock.close()
+        raise
     logging.info("loaded and compiled in %.0f ms: %s", policy.warmup_ms, policy.metadata())
     return PolicyServer(
-        policy, args.host, args.port, limits=limits, token=token, prewarm=not args.no_prewarm
-    )
+        policy, args.host, args.port, limits=limits, token=token, prewarm=not args.no_prewarm,
+        sock=sock,
+    )  # fmt: skip
 
 
 def main(argv=None) -> None:
+    from octo_like.inference.server_socket import ServerStartError
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    build_server(parse_args(argv)).serve_forever()
+    args = parse_args(argv)
+    try:
+        server = build_server(args)
+    except ServerStartError as error:  # one line: the fix is a flag or another process
+        raise SystemExit(f"serve_policy.py: {error}") from None
+    server.serve_forever()
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 
 def add_policy_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,3 +35,20 @@ def policy_from_args(args: argparse.Namespace):
         ensemble_decay=args.ensemble_decay,
         seed=args.seed,
     )
+
+
+def policy_argument_problems(args: argparse.Namespace) -> list[str]:
+    """What is wrong with the policy flags without loading the model (the rest, e.g.
+    --exec_horizon beyond the model's action horizon, needs the checkpoint)."""
+    problems = []
+    if args.step is not None and args.step < 0:
+        problems.append(f"--step must be >= 0, got {args.step}")
+    if args.exec_horizon is not None and args.exec_horizon < 1:
+        problems.append(f"--exec_horizon must be >= 1, got {args.exec_horizon}")
+    if args.execution == "ensemble" and args.exec_horizon not in (None, 1):
+        problems.append(
+            f"--execution ensemble executes 1 action per chunk, not {args.exec_horizon}"
+        )
+    if not math.isfinite(args.ensemble_decay):
+        problems.append(f"--ensemble_decay must be finite, got {args.ensemble_decay}")
+    return problems

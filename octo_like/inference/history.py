@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from octo_like.inference.request_fields import check_field_types
 from octo_like.schema import IMAGE_PREFIX, PAD_MASK_DICT, PROPRIO, TIMESTEP_PAD_MASK, describe_keys
 
 Frame = Mapping[str, Any]
@@ -73,9 +74,8 @@ class ObservationHistory:
         return self._window()
 
     def _split(self, frame: Frame) -> tuple[dict[str, np.ndarray], dict[str, bool]]:
-        if not isinstance(frame, Mapping):
-            raise TypeError(f"a frame must be a dict of arrays, got {type(frame).__name__}")
-        masks = dict(frame.get(PAD_MASK_DICT, {}) or {})
+        check_field_types(frame, "frame")
+        masks = dict(frame.get(PAD_MASK_DICT, {}))
         arrays = {k: np.asarray(v) for k, v in frame.items() if k != PAD_MASK_DICT}
         if not arrays:
             raise ValueError("a frame needs at least one array (e.g. image_primary or proprio)")

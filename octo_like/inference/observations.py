@@ -28,6 +28,7 @@ import numpy as np
 
 from octo_like.inference.finite import check_finite, check_normalized_range
 from octo_like.inference.host_resize import octo_eval_frames, resize_uint8
+from octo_like.inference.request_fields import check_field_types
 from octo_like.model.config import ModelConfig
 from octo_like.normalization import ArrayStatistics, normalize_np
 from octo_like.schema import (
@@ -92,8 +93,7 @@ def prepare_observations(
     ``proprio_pad_mask bool[b, W, P_model]``, ``timestep int[b, W]`` (ignored).
     `proprio_statistics`: the dataset's proprio statistics, None to pass proprio through.
     """
-    if not isinstance(observations, Mapping):
-        raise TypeError(f"observations must be a dict, got {type(observations).__name__}")
+    check_field_types(observations, "observation")
     spec = input_spec["observation"]
     cameras = {image_key(c): c for c in config.cameras}
     known = {*cameras, PROPRIO, PROPRIO_PAD_MASK, TIMESTEP, TIMESTEP_PAD_MASK, PAD_MASK_DICT}

@@ -42,6 +42,7 @@ import contextlib
 import hmac
 import http
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -93,10 +94,14 @@ class PolicyServer:
         limits: ServerLimits | None = None,
         token: str | None = None,
         prewarm: bool = True,
+        sock: socket.socket | None = None,
     ):
         """`prewarm`: compile every batch bucket before accepting clients, so no client's
-        first request of a new batch size blocks the others for a compile."""
+        first request of a new batch size blocks the others for a compile. `sock`: a socket
+        already bound to `host`:`port` (`server_socket.bind_server_socket`, taken before the
+        checkpoint loaded) that the server listens on and closes; None binds at `serve`."""
         self.policy = policy
+        self._sock = sock
         self.prewarm = prewarm
         self._connections = 0  # open websocket connections (event loop only)
         self.host = host
@@ -138,10 +143,10 @@ class PolicyServer:
                 )  # fmt: skip
             if compiled is not None:
                 compiled()
+            where = {"sock": self._sock} if self._sock else {"host": self.host, "port": self.port}
             async with serve(
                 self._handle,
-                self.host,
-                self.port,
+                **where,
                 process_request=self._process_request,
                 max_size=self.limits.max_request_bytes,
                 compression=None,  # images do not deflate well; it only costs latency
@@ -158,6 +163,12 @@ class PolicyServer:
         finally:
             self._worker.shutdown(wait=False, cancel_futures=True)
             self._parser.shutdown(wait=False, cancel_futures=True)
+            self.close()
+
+    def close(self) -> None:
+        """Releases the port of a server given a bound `sock` (serving closes it too)."""
+        if self._sock is not None:
+            self._sock.close()
 
     def serve_forever(self) -> None:
         """Blocks serving (Ctrl-C stops)."""

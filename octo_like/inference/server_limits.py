@@ -10,12 +10,14 @@ Batches are padded to the next of `batch_buckets`, so the server compiles at mos
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from octo_like.inference.finite import check_finite
+from octo_like.inference.request_fields import check_field_types
 from octo_like.schema import (
     PAD_MASK_DICT,
     PROPRIO,
@@ -56,7 +58,8 @@ class ServerLimits:
             )
         if not 1 <= self.min_image_side <= self.max_image_side:
             raise ValueError(
-                f"image side limits [{self.min_image_side}, {self.max_image_side}] are not a range"
+                f"min_image_side ({self.min_image_side}) must be >= 1 and <= max_image_side "
+                f"({self.max_image_side})"
             )
         if not self.message_timeout_s > 0:
             raise ValueError(f"message_timeout_s must be > 0, got {self.message_timeout_s}")
@@ -67,6 +70,8 @@ class ServerLimits:
     @classmethod
     def up_to(cls, max_batch: int, **kwargs: Any) -> ServerLimits:
         """Limits with buckets 1, 2, 4, ... up to `max_batch` (which ends the list)."""
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+            raise ValueError(f"max_batch must be an int >= 1, got {max_batch!r}")
         buckets = [1]
         while buckets[-1] * 2 < max_batch:
             buckets.append(buckets[-1] * 2)
@@ -80,6 +85,26 @@ class ServerLimits:
     def bucket(self, batch: int) -> int:
         """The smallest bucket that holds `batch` windows."""
         return next(b for b in self.batch_buckets if b >= batch)
+
+
+def limits_from_flags(args: Any) -> ServerLimits:
+    """serve_policy.py's limit flags -> ServerLimits, checked before anything loads: a
+    ValueError names the flag (``--max_batch must be an int >= 1, got 0``)."""
+    if not args.max_request_mb > 0:
+        raise ValueError(f"--max_request_mb must be > 0, got {args.max_request_mb}")
+    try:
+        return ServerLimits.up_to(
+            args.max_batch,
+            min_image_side=args.min_image_side,
+            max_image_side=args.max_image_side,
+            max_request_bytes=max(1, int(args.max_request_mb * 2**20)),
+            max_queued=args.max_queued,
+            max_connections=args.max_connections,
+            message_timeout_s=args.message_timeout_s,
+        )
+    except ValueError as error:  # the fields are the flags' names
+        fields = "|".join(f.name for f in dataclasses.fields(ServerLimits))
+        raise ValueError(re.sub(rf"\b({fields})\b", r"--\1", str(error))) from error
 
 
 def check_inference_request(
@@ -97,6 +122,7 @@ def check_inference_request(
     `single`: no batch axis. `metadata`: `Policy.metadata()`.
     """
     cameras = _check_keys(observation, metadata, "observation")
+    check_field_types(observation, "observation")
     _check_numbers(observation, "observation")
     batch = 1
     for key in sorted(set(observation) & cameras):
@@ -127,6 +153,7 @@ def check_inference_request(
 def check_frame(frame: Mapping[str, Any], metadata: Mapping[str, Any], limits) -> None:
     """One robot frame ``{image_<camera>: uint8[h, w, 3], proprio: [P]}`` of a session."""
     cameras = _check_keys(frame, metadata, "frame")
+    check_field_types(frame, "frame")
     _check_numbers(frame, "frame")
     for key in sorted(set(frame) & cameras):
         _check_images(frame[key], f"frame {key!r}", 3, limits)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from octo_like.inference.history import add_batch_axis, is_batched
+from octo_like.inference.request_fields import check_field_types
 from octo_like.inference.server_limits import ServerLimits, check_frame, check_inference_request
 from octo_like.inference.wire import unpackb
 from octo_like.schema import describe_keys
@@ -103,6 +104,7 @@ def _inference(request: Mapping[str, Any], metadata, limits: ServerLimits) -> In
         raise ValueError("an observation request needs 'instruction' (\"\" for none)")
     instruction = request["instruction"]
     goal = request.get("goal")
+    check_field_types(observation, "observation")  # before any shape is read
     single = not is_batched(observation)
     batch = check_inference_request(
         observation, instruction, goal, single=single, metadata=metadata, limits=limits

@@ -42,6 +42,7 @@ from octo_like.normalization import DatasetStatistics
 from octo_like.training import distributed, metrics, sharding
 from octo_like.training.checkpoint import CHECKPOINT_SUBDIR, Checkpointer, check_workdir
 from octo_like.training.config import SYNTHETIC, TrainConfig
+from octo_like.training.optimizer import schedule_change
 from octo_like.training.preemption import PreemptionWatch
 from octo_like.training.prefetch import DevicePrefetcher
 from octo_like.training.profiling import (
@@ -53,7 +54,7 @@ from octo_like.training.profiling import (
 from octo_like.training.runtime import describe_runtime, require_platform
 from octo_like.training.step import TrainState, inference_params
 from octo_like.training.train_program import build_program
-from octo_like.training.workdir import write_run_config
+from octo_like.training.workdir import recorded_num_steps, write_run_config
 from octo_like.training.workdir_lock import WorkdirLock
 
 log = logging.getLogger(__name__)
@@ -61,11 +62,14 @@ log = logging.getLogger(__name__)
 # How a run executes, how long and how it reports, not what it trains: changing them never
 # blocks a resume. A new num_steps rebuilds the learning-rate schedule for the new length
 # and the step count goes on: from the resumed step the rate follows the new schedule (the
-# cosine of the longer run), which may jump at that step (tests/training/test_resume_extend.py).
+# cosine of the longer run), which jumps at that step: a WARNING names both rates
+# (tests/training/test_resume_extend.py). optimizer.decay_steps may change with it, so that an
+# extended run can keep the saved schedule (docs/training.md, "Extending a run").
 RUNTIME_KEYS = (
     "profile_steps", "compilation_cache", "prefetch_batches", "platform", "distributed",
     "num_steps", "log_every", "eval_every", "eval_batches", "checkpoint.save_every",
     "checkpoint.keep_last", "checkpoint.keep_every", "tensorboard", "wandb_project",
+    "optimizer.decay_steps",
 )  # fmt: skip
 
 
@@ -210,9 +214,11 @@ def run(
         workdir, jax.process_count(), config.distributed.shared_workdir
     )
     main = distributed.is_main_process()
+    saved_num_steps = None
     with contextlib.ExitStack() as held:
         if main:
             lock = held.enter_context(WorkdirLock(workdir))
+            saved_num_steps = recorded_num_steps(workdir)  # before config.json is rewritten
             status = check_workdir(
                 workdir,
                 to_plain(raw_config),
@@ -226,7 +232,7 @@ def run(
                 held.enter_context(WorkdirLock(workdir))
         return _run_held(
             config, workdir, main, raw_config=raw_config, stop_at_step=stop_at_step,
-            init_model=init_model, closed_loop=closed_loop,
+            init_model=init_model, closed_loop=closed_loop, saved_num_steps=saved_num_steps,
         )  # fmt: skip
 
 
@@ -246,8 +252,9 @@ def _run_held(
     stop_at_step: int | None,
     init_model: ModelInitializer | None,
     closed_loop: ClosedLoopEval | None,
+    saved_num_steps: int | None = None,
 ) -> RunResult:
-    """`run` once the workdir is held and checked."""
+    """`run` once the workdir is held and checked; `saved_num_steps`: the resumed run's."""
     if jax.process_count() > 1:  # others must not open checkpoints while the main one moves
         multihost_utils.sync_global_devices("workdir checked")
     mesh = sharding.make_mesh(config.mesh)
@@ -286,6 +293,10 @@ def _run_held(
                         restored_step, start_step)  # fmt: skip
             start_step = restored_step
         state = state if restored is None else restored
+        if main and saved_num_steps:
+            jump = schedule_change(config.optimizer, saved_num_steps, config.num_steps, start_step)
+            if jump:
+                log.warning(jump)
     if main:
         log.info("parameters: %s", program.parameter_counts)
         log.info("shardings:\n%s", sharding.describe_shardings(state.params))

@@ -203,6 +203,31 @@ def loop_learning_rate(config: OptimizerConfig, total_steps: int) -> Callable[[A
     return lambda step: schedule(jnp.asarray(step) // config.gradient_accumulation_steps)
 
 
+def schedule_change(
+    config: OptimizerConfig, old_total: int, new_total: int, step: int
+) -> str | None:
+    """The warning for a run resumed at loop step `step` with num_steps `old_total` ->
+    `new_total`, or None when the rebuilt schedule agrees with the saved one there (constant,
+    rsqrt, or an explicit `decay_steps`: their rates do not depend on the run's length).
+
+    Names the rate of the saved run's last step and the rate the resumed run starts with: the
+    rebuilt cosine is stretched to the new length, so its rate at `step` is higher.
+    """
+    if old_total == new_total:
+        return None
+    old, new = loop_learning_rate(config, old_total), loop_learning_rate(config, new_total)
+    if math.isclose(float(old(step)), float(new(step)), rel_tol=1e-6, abs_tol=1e-12):
+        return None
+    last, first = float(old(max(step - 1, 0))), float(new(step))
+    return (
+        f"num_steps changed from {old_total} to {new_total}: the learning-rate schedule is "
+        f"rebuilt for {new_total} steps, so the rate jumps from {last:.3g} (step {step}, the "
+        f"saved run's schedule) to {first:.3g} (step {step + 1}); "
+        f"--config.optimizer.decay_steps={optimizer_updates(config, old_total)} keeps the saved "
+        "schedule (docs/training.md, 'Extending a run')"
+    )
+
+
 def _scale_per_leaf(multipliers_of: Callable[[Any], Any]) -> optax.GradientTransformation:
     """Multiplies each update leaf by its value in `multipliers_of(updates)` (no state)."""
 

@@ -86,6 +86,19 @@ def check_workdir(
     return "new"
 
 
+def recorded_num_steps(workdir: str) -> int | None:
+    """num_steps of the run recorded in ``workdir/config.json`` (None: none, or unreadable;
+    `check_workdir` names a broken file)."""
+    path = storage.join(storage.absolute(workdir), CONFIG_FILE)
+    if not storage.exists(path):
+        return None
+    try:
+        value = json.loads(storage.read_text(path)).get("num_steps")
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def write_run_config(workdir: str, config_json: Mapping[str, Any]) -> bool:
     """Writes ``workdir/config.json`` unless present; returns whether it wrote it."""
     path = storage.join(storage.absolute(workdir), CONFIG_FILE)

@@ -254,13 +254,13 @@ def test_a_full_queue_answers_busy_and_departed_clients_work_is_dropped(policy, 
 
 
 def test_a_token_is_required_when_set(policy):
-    from websockets.exceptions import InvalidStatus
+    from octo_like.inference.client import PolicyServerHandshakeFailed
 
     with PolicyServer(policy, "127.0.0.1", 0, token="s3cret").running() as port:
         assert check_health("127.0.0.1", port)  # health stays open
-        with pytest.raises(InvalidStatus, match="401"):
+        with pytest.raises(PolicyServerHandshakeFailed, match="HTTP 401: missing or wrong token"):
             PolicyClient("127.0.0.1", port, timeout=10)
-        with pytest.raises(InvalidStatus, match="401"):
+        with pytest.raises(PolicyServerHandshakeFailed, match="HTTP 401.*token= must match"):
             PolicyClient("127.0.0.1", port, token="wrong", timeout=10)
         with PolicyClient("127.0.0.1", port, token="s3cret") as client:
             assert client.metadata["auth"] == "token"
@@ -277,6 +277,7 @@ def test_serve_policy_reads_the_token_and_limits(tiny_checkpoint, tmp_path):
     assert serve_policy.read_token(args, {"OCTO_POLICY_TOKEN": "from-env"}) == "from-env"
     server = serve_policy.build_server(args, environ={})
     assert server.limits.batch_buckets == (1, 2, 4, 8) and server.limits.max_queued == 3
+    server.close()  # the port it took before loading the checkpoint
 
 
 def test_soak_fifty_clients_mixing_valid_and_malformed_requests(tiny_checkpoint):

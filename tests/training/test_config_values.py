@@ -50,7 +50,11 @@ def test_an_unknown_preset_names_the_presets():
 
 @pytest.mark.parametrize(
     ("override", "named"),
-    [("--config.model.haed.kind=l1", '(?s)unknown config key.*Did you mean "head"'),
+    [("--config.model.haed.kind=l1",
+      "unknown config key 'haed' in --config.model.haed.kind=l1; did you mean "
+      "--config.model.head.kind"),
+     ("--config.data.batch_sise=8", "did you mean --config.data.batch_size"),  # a leaf key
+     ("--config.batch_sise=8", "did you mean --config.data.batch_size"),  # at another level
      ("--config.num_steps=many", "num_steps=many")],
 )  # fmt: skip
 def test_a_typo_key_or_unparsable_value_is_a_config_error(override, named):

@@ -37,5 +37,6 @@ def test_the_catalogue_covers_every_category():
     drill = load_drill()
     categories = {c.category for c in drill.CASES.values()}
     assert categories >= {"data", "checkpoint", "kill", "config", "server"}
+    assert categories >= {"lease", "client", "entries", "inputs"}  # issue 40
     assert 56 <= len(drill.CASES) <= 120  # 56 at the drill's landing; issue 40 adds more
     assert drill.selected("config") and all("config" in c.id for c in drill.selected("config"))

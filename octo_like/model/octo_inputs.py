@@ -40,12 +40,13 @@ def native_observations(
     the masked tokens change no other output)."""
     if not isinstance(observations, Mapping):
         raise TypeError(f"observations must be a dict, got {type(observations).__name__}")
+    given_pad_masks("observation", observations)
     missing = [k for k in image_shapes if k not in observations]
     if not missing:
         return dict(observations)
     batch, window = _batch_window(observations)
     out = dict(observations)
-    pad = dict(out.get("pad_mask_dict", {}))
+    pad = given_pad_masks("observation", out)
     for key in missing:
         if key in pad and np.asarray(pad[key]).any():
             raise ValueError(
@@ -62,6 +63,20 @@ def native_observations(
     return out
 
 
+def given_pad_masks(part: str, tree: Mapping[str, Any]) -> dict[str, Any]:
+    """`tree`'s ``pad_mask_dict`` ({key: bool mask}; absent or None: {}), refused by name when
+    it is another kind of container (a list of masks reads as truthy arrays otherwise)."""
+    given = tree.get("pad_mask_dict")
+    if given is None:
+        return {}
+    if not isinstance(given, Mapping):
+        raise TypeError(
+            f"{part} pad_mask_dict must be a dict {{key: bool mask}} of the {part} keys it "
+            f"masks, got a {type(given).__name__}"
+        )
+    return dict(given)
+
+
 def fill_pad_masks(
     part: str, tree: Mapping[str, Any], required: Mapping[str, set[str]]
 ) -> dict[str, Any]:
@@ -70,7 +85,8 @@ def fill_pad_masks(
     bool[b]; ``proprio_pad_mask`` bool[b, w, P]) and warns about the ``pad_mask_dict`` ones,
     since a missing mask usually means the caller forgot it."""
     tree = dict(tree)
-    arrays = [v for v in tree.values() if np.ndim(v) > 0]
+    given = given_pad_masks(part, tree)
+    arrays = [v for k, v in tree.items() if k != "pad_mask_dict" and np.ndim(v) > 0]
     if not arrays:
         return tree
     batch = np.shape(arrays[0])[0]
@@ -81,7 +97,6 @@ def fill_pad_masks(
     else:
         shape = (batch,)
     prefix = "pad_mask_dict/"
-    given = dict(tree.get("pad_mask_dict") or {})
     missing = sorted(
         p[len(prefix) :]
         for p in required[part]

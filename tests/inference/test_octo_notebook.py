@@ -116,6 +116,27 @@ def test_a_skipped_camera_is_the_same_as_a_masked_one(checkpoint):
         )  # fmt: skip
 
 
+def test_a_pad_mask_dict_of_another_kind_is_named(checkpoint):
+    """Octo-format inputs (the notebook path): a dict of masks is accepted, a list of them is
+    refused naming the field (it read as an ambiguous array truth value, issue 40)."""
+    model = OctoModel.load_pretrained(checkpoint)
+    img = np.stack(episode_images(2))[None]
+    masks = {"image_primary": np.ones((1, 2), bool)}
+    observation = {"image_primary": img, "timestep_pad_mask": np.ones((1, 2), bool)}
+    task = model.create_tasks(texts=["pick up the fork"])
+    actions = model.sample_actions(
+        {**observation, "pad_mask_dict": masks}, task, rng=jax.random.PRNGKey(1)
+    )
+    assert np.isfinite(actions).all()
+    with pytest.raises(TypeError, match="observation pad_mask_dict must be a dict.*got a list"):
+        model.sample_actions(
+            {**observation, "pad_mask_dict": list(masks.values())}, task, rng=jax.random.PRNGKey(1)
+        )
+    bad_task = {**task, "pad_mask_dict": [np.ones(1, bool)]}
+    with pytest.raises(TypeError, match="task pad_mask_dict must be a dict.*got a list"):
+        model.sample_actions(observation, bad_task, rng=jax.random.PRNGKey(1))
+
+
 def test_policy_gives_an_imported_model_octos_evaluation_frames(checkpoint):
     """Policy prepares frames of any size as Octo's evaluation wrapper does: Lanczos-3 resize
     for every camera, the centred mean-augmentation crop (area 0.9) on the primary only."""

@@ -52,6 +52,7 @@ from octo_like.training.profiling import (
     parse_profile_steps,
 )
 from octo_like.training.runtime import describe_runtime, require_platform
+from octo_like.training.startup import StartupClock
 from octo_like.training.step import TrainState, inference_params
 from octo_like.training.train_program import build_program
 from octo_like.training.workdir import recorded_num_steps, write_run_config
@@ -255,6 +256,7 @@ def _run_held(
     saved_num_steps: int | None = None,
 ) -> RunResult:
     """`run` once the workdir is held and checked; `saved_num_steps`: the resumed run's."""
+    startup = StartupClock()
     if jax.process_count() > 1:  # others must not open checkpoints while the main one moves
         multihost_utils.sync_global_devices("workdir checked")
     mesh = sharding.make_mesh(config.mesh)
@@ -267,11 +269,15 @@ def _run_held(
     checkpointer = Checkpointer(storage.join(workdir, CHECKPOINT_SUBDIR), config.checkpoint)
     start_step = checkpointer.resume_step() or 0  # falls back past a corrupt latest step
 
+    startup.mark("setup")
     prepared = _prepare_datasets(config)
+    startup.mark("statistics")
     train_data = dataclasses.replace(config.data, seed=data_stream_seed(config, start_step))
     pipeline = make_pipeline(train_data, shard, prepared=prepared)
     batches = iter(pipeline)
+    startup.mark("pipeline build")
     first = next(batches)
+    startup.mark("first batch")
 
     rng = jax.random.key(config.seed)
     init_rng, step_rng = jax.random.split(rng)
@@ -283,6 +289,7 @@ def _run_held(
     model = initial.model
     program = build_program(config, model.module, mesh, step_rng, extra_frozen=initial.frozen)
     state = program.state
+    startup.mark("model init")
     if main and write_run_config(workdir, to_plain(raw_config)):  # data and model are valid
         log.info("wrote %s", storage.join(workdir, "config.json"))
     if start_step:
@@ -297,6 +304,7 @@ def _run_held(
             jump = schedule_change(config.optimizer, saved_num_steps, config.num_steps, start_step)
             if jump:
                 log.warning(jump)
+        startup.mark("checkpoint restore")
     if main:
         log.info("parameters: %s", program.parameter_counts)
         log.info("shardings:\n%s", sharding.describe_shardings(state.params))
@@ -345,12 +353,18 @@ def _run_held(
     step, preempted = start_step, False
     watch = PreemptionWatch(start_step)
     simulate = closed_loop is not None and main and jax.process_count() == 1
+    startup.mark("other")  # writers, prefetcher, the run's own log lines
     try:
         watch.__enter__()
         profile.after_step(step)
         while step < end_step:
             device_batch, waited = prefetcher.next_batch()
             state, step_metrics = train_step(state, device_batch)
+            if step == start_step:  # the first step: compiled (or read from the cache) and run
+                jax.block_until_ready(step_metrics)
+                startup.mark("step compile")
+                if main:
+                    log.info(startup.line())
             if pending:  # one step queued behind the running one, no more
                 jax.block_until_ready(pending[-1])
             step += 1

@@ -4,6 +4,7 @@ a sharded run on a (2, 4) mesh; workdir identity."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pathlib
 import signal
@@ -50,14 +51,31 @@ def debug_config(data_dir: str, stats_dir: str, **overrides):
     return config
 
 
-def test_train_two_steps_then_resume_to_four(shared_data, tmp_path):
+def startup_phases(records) -> dict[str, float]:
+    """The phases of the run's one 'time to first step' line, and its total under 'total'."""
+    lines = [r.getMessage() for r in records if r.getMessage().startswith("time to first step")]
+    assert len(lines) == 1, lines
+    head, _, parts = lines[0].partition(": ")
+    phases = {p.rsplit(" ", 2)[0]: float(p.rsplit(" ", 2)[1]) for p in parts.split(", ")}
+    return {**phases, "total": float(head.split()[-2])}
+
+
+def test_train_two_steps_then_resume_to_four(shared_data, tmp_path, caplog):
     workdir = str(tmp_path / "run")
     config = debug_config(shared_data, str(tmp_path / "stats"), tensorboard=True)
+    caplog.set_level(logging.INFO, logger="octo_like.training.loop")
     first = train.main(config, workdir, stop_at_step=2)
     assert (first.start_step, first.final_step) == (0, 2)
     assert np.isfinite(first.last_metrics["loss"])
+    fresh = startup_phases(caplog.records)  # said once, at the first step, by phase
+    phases = ("setup", "statistics", "pipeline build", "first batch", "model init")
+    assert set(fresh) == {*phases, "other", "step compile", "total"}
+    assert abs(sum(v for k, v in fresh.items() if k != "total") - fresh["total"]) < 0.5
+    assert fresh["step compile"] > 0 and fresh["model init"] > 0
+    caplog.clear()
     second = train.main(config, workdir)
     assert (second.start_step, second.final_step) == (2, 4)
+    assert "checkpoint restore" in startup_phases(caplog.records)  # a resumed run restores
     steps = [
         e["step"]
         for e in read_jsonl(os.path.join(workdir, "metrics.jsonl"))

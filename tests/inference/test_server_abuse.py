@@ -11,11 +11,11 @@ import time
 import numpy as np
 import pytest
 
-from octo_like.inference import abusive_clients
 from octo_like.inference.client import PolicyClient
 from octo_like.inference.server import PolicyServer
 from octo_like.inference.server_limits import ServerLimits
 from octo_like.inference.wire import packb
+from tests.inference import abusive_clients
 
 LIMITS = ServerLimits.up_to(4, max_connections=3, message_timeout_s=0.5)
 
@@ -42,7 +42,7 @@ def test_trickle_flood_and_many_keys_are_contained(policy):
             assert "and 190 more" in reply["error"] and len(reply["error"]) < 2_000
             rng = np.random.default_rng(0)
             for side in (41, 77, 130):  # sizes the model never saw: resized on the host
-                window = abusive_clients._window(client.metadata, rng, side)
+                window = abusive_clients.request_window(client.metadata, rng, side)
                 assert client.send_raw(packb(window))["actions"].shape[-1] > 0
             stats = client.request({"metadata": True})["stats"]
     assert stats["refused"]["connections"] >= 1 and stats["refused"]["ValueError"] == 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from drill_cases.common import case, classify_error, one_line
+from tests.drill.common import case, classify_error, one_line
 
 SPEC = (
     'dict(image_keys=dict(primary="front", wrist="wrist"), proprio_key="state", '

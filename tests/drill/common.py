@@ -12,6 +12,7 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 SHARED_BRIDGE = REPO.parent / "shared" / "data" / "bridge_dataset" / "1.0.0"
 OUTCOMES = ("named", "skipped", "none-needed", "raw", "silent", "crash", "data-loss")
 GOOD = ("named", "skipped", "none-needed")
+RESULT_TAG = "DRILL-RESULT "  # marks the child's one result line on its stdout
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,5 +1,7 @@
-"""Abusive clients for the policy server's soak (`scripts/soak_policy_server.py`), and one
-well-behaved client whose latency says whether the abuse reached everyone else.
+"""Abusive clients of the policy server, and one well-behaved client whose latency says whether
+the abuse reached everyone else: run by the soak (tests/inference/soak.py, behind
+scripts/soak_policy_server.py), tests/inference/test_server_abuse.py and the failure drill's
+server cases. Test clients, not the product: octo_like/ never imports them.
 
 Each kind is a finding of a hostile test of the server: a message of millions of keys once
 stalled every client for 15 s, a message trickled at 64 B/s held its connection forever, each
@@ -23,14 +25,9 @@ TRICKLE_BYTES_PER_S = 64
 FLOOD = 20  # connections opened past the server's limit
 
 
-def _metadata(port: int) -> dict:
-    from octo_like.inference.client import PolicyClient
-
-    with PolicyClient("127.0.0.1", port, timeout=60) as client:
-        return client.metadata
-
-
-def _window(metadata: dict, rng: np.random.Generator, side: int | None = None) -> dict:
+def request_window(metadata: dict, rng: np.random.Generator, side: int | None = None) -> dict:
+    """A valid request (one window, the instruction) for the server that sent `metadata`;
+    `side`: every camera at this square size instead of the model's own."""
     observation = {}
     for camera, size in metadata["cameras"].items():
         edge = side or size[0]
@@ -120,7 +117,7 @@ def new_sizes(port: int, out: dict, done: threading.Event) -> None:
     with PolicyClient("127.0.0.1", port, timeout=120) as client:
         side = 40
         while not done.is_set() and side < 400:
-            reply = client.send_raw(packb(_window(client.metadata, rng, side)))
+            reply = client.send_raw(packb(request_window(client.metadata, rng, side)))
             if "error" in reply and not reply.get("busy"):
                 out.setdefault("wrong", []).append(f"new size {side}: {reply['error'][:200]}")
             elif "actions" in reply:
@@ -160,10 +157,10 @@ def well_behaved(port: int, out: dict, done: threading.Event) -> None:
     with PolicyClient("127.0.0.1", port, timeout=120) as client:
         while not done.is_set():
             start = time.perf_counter()
-            reply = client.send_raw(packb(_window(client.metadata, rng)))
+            reply = client.send_raw(packb(request_window(client.metadata, rng)))
             while reply.get("busy") and not done.is_set():
                 time.sleep(0.05)
-                reply = client.send_raw(packb(_window(client.metadata, rng)))
+                reply = client.send_raw(packb(request_window(client.metadata, rng)))
             if "actions" in reply:
                 latencies.append((time.perf_counter() - start) * 1e3)
             elif "error" in reply:

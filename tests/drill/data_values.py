@@ -11,8 +11,8 @@ import shutil
 
 import numpy as np
 
-from drill_cases.common import case, expect_error, one_line
-from drill_cases.data import TRAIN_SHARD, _edited, _trajectories
+from tests.drill.common import case, expect_error, one_line
+from tests.drill.data import TRAIN_SHARD, _edited, _trajectories
 
 
 def _custom_dataset(ctx, name: str, override=None, padding_bytes: int = 0) -> str:

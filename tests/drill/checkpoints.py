@@ -9,7 +9,7 @@ import json
 import os
 import shutil
 
-from drill_cases.common import REPO, case, expect_error, one_line
+from tests.drill.common import REPO, case, expect_error, one_line
 
 STEP = "3"
 

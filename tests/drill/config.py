@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from drill_cases.common import REPO, case, expect_error, one_line
+from tests.drill.common import REPO, case, expect_error, one_line
 
 
 def _train(ctx, *flags: str, stop_at_step: int = 1):
@@ -64,7 +64,7 @@ def overwrite(ctx):
     try:
         result = _train(ctx)
     except Exception as error:  # noqa: BLE001
-        from drill_cases.common import classify_error
+        from tests.drill.common import classify_error
 
         return classify_error(error, r"config|overwrite|workdir")
     return "silent", one_line(f"trained over a foreign config.json: {result!r}")

@@ -11,7 +11,7 @@ import shutil
 
 import numpy as np
 
-from drill_cases.common import SHARED_BRIDGE, case, classify_error, expect_error, one_line
+from tests.drill.common import SHARED_BRIDGE, case, classify_error, expect_error, one_line
 
 TRAIN_SHARD = "bridge_dataset-train.tfrecord-00000-of-00001"
 GOOD_COUNT = 25  # trajectories in the unedited train split
@@ -129,11 +129,17 @@ _strict_and_skipping("data-nan-action", EPISODE, edit=_set_action(math.nan))
 _strict_and_skipping("data-inf-action", EPISODE, edit=_set_action(math.inf))
 
 
-@case("data-corrupt-jpeg-header", "data")
-def corrupt_jpeg_header(ctx):
-    """An undecodable header: the strict training pipeline names it."""
-    directory = _edited(ctx, edit=lambda f: _edit("corrupt_jpeg_header")(f))
-    return expect_error(lambda: _batches(ctx, directory, False), EPISODE, silent_if="read all")
+def _corrupt_jpeg(case_id: str, edit_name: str) -> None:
+    """One image of an episode corrupted by `edit_name`: the strict training pipeline names
+    the episode (an undecodable header at once, a corrupt body when a batch meets it)."""
+
+    @case(case_id, "data")
+    def run(ctx):
+        directory = _edited(ctx, edit=lambda f: _edit(edit_name)(f))
+        return expect_error(lambda: _batches(ctx, directory, False), EPISODE, silent_if="read all")
+
+
+_corrupt_jpeg("data-corrupt-jpeg-header", "corrupt_jpeg_header")
 
 
 @case("data-corrupt-jpeg-header-skip", "data", good="skipped")
@@ -145,11 +151,7 @@ def corrupt_jpeg_header_skip(ctx):
     return "silent", f"{count} read, nothing skipped or reported"
 
 
-@case("data-corrupt-jpeg-body", "data")
-def corrupt_jpeg_body(ctx):
-    """A valid header, a corrupt body: the strict training pipeline meets it in a batch."""
-    directory = _edited(ctx, edit=lambda f: _edit("corrupt_jpeg_body")(f))
-    return expect_error(lambda: _batches(ctx, directory, False), EPISODE, silent_if="read all")
+_corrupt_jpeg("data-corrupt-jpeg-body", "corrupt_jpeg_body")
 
 
 @case("data-corrupt-jpeg-body-skip", "data", good="skipped")

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from drill_cases.common import case, classify_error, expect_error, one_line
+from tests.drill.common import case, classify_error, expect_error, one_line
 
 OBSERVATION = {"image_primary": np.zeros((2, 8, 8, 3), np.uint8)}
 URL = r"ws://127\.0\.0\.1:\d+"

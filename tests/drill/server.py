@@ -7,7 +7,7 @@ import contextlib
 
 import numpy as np
 
-from drill_cases.common import case, classify_error, expect_error, one_line
+from tests.drill.common import case, classify_error, expect_error, one_line
 
 HORIZON, ROBOT_P = 4, 5
 
@@ -114,17 +114,23 @@ def _raw_reply(case_id: str, make, names: str, good: str = "named") -> None:
 
 
 def _window_with(client, rng, **changes):
-    from octo_like.inference import abusive_clients
+    from tests.inference import abusive_clients
 
-    window = abusive_clients._window(client.metadata, rng)
+    window = abusive_clients.request_window(client.metadata, rng)
     window["observation"].update(changes)
     return window
 
 
 def _resized(client, side: int) -> dict:
-    from octo_like.inference import abusive_clients
+    from tests.inference import abusive_clients
 
-    return abusive_clients._window(client.metadata, np.random.default_rng(0), side)
+    return abusive_clients.request_window(client.metadata, np.random.default_rng(0), side)
+
+
+def _bad_field(case_id: str, names: str, **field) -> None:
+    """A window the server would answer, but for one observation field: `field`."""
+    make = lambda c, packb: packb(_window_with(c, np.random.default_rng(0), **field))
+    _raw_reply(case_id, make, names)
 
 
 _raw_reply(
@@ -134,24 +140,11 @@ _raw_reply(
     ),
     r"more|unknown|key",
 )
-_raw_reply(
-    "server-image-float64",
-    lambda c, packb: packb(_window_with(
-        c, np.random.default_rng(0), image_primary=np.zeros((2, 32, 32, 3), np.float64))),
-    r"image_primary|dtype",
-)  # fmt: skip
-_raw_reply(
-    "server-image-wrong-channels",
-    lambda c, packb: packb(_window_with(
-        c, np.random.default_rng(0), image_primary=np.zeros((2, 32, 32, 4), np.uint8))),
-    r"image_primary",
-)  # fmt: skip
-_raw_reply(
-    "server-proprio-wrong-length",
-    lambda c, packb: packb(_window_with(
-        c, np.random.default_rng(0), proprio=np.zeros((2, 3), np.float32))),
-    r"proprio",
-)  # fmt: skip
+_bad_field("server-image-float64", r"image_primary|dtype",
+           image_primary=np.zeros((2, 32, 32, 3), np.float64))  # fmt: skip
+_bad_field("server-image-wrong-channels", r"image_primary",
+           image_primary=np.zeros((2, 32, 32, 4), np.uint8))  # fmt: skip
+_bad_field("server-proprio-wrong-length", r"proprio", proprio=np.zeros((2, 3), np.float32))
 _raw_reply("server-not-msgpack", lambda c, packb: b"\xc1garbage", r"decode|msgpack|message")
 _raw_reply(
     "server-new-image-size",
@@ -164,7 +157,7 @@ _raw_reply(
 def trickle(ctx):
     import threading
 
-    from octo_like.inference import abusive_clients
+    from tests.inference import abusive_clients
 
     with _served(ctx, message_timeout_s=0.5) as (_, port, limits):
         out: dict = {}
@@ -179,7 +172,7 @@ def trickle(ctx):
 def flood(ctx):
     import threading
 
-    from octo_like.inference import abusive_clients
+    from tests.inference import abusive_clients
 
     with _served(ctx, max_connections=3) as (_, port, limits):
         out: dict = {}

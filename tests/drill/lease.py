@@ -4,27 +4,9 @@ a local directory behind 50 ms a request, with conditional writes as atomic as G
 
 from __future__ import annotations
 
-import json
-import time
-
-from drill_cases.common import case, expect_error, one_line
+from tests.drill.common import case, expect_error, one_line
 
 LATENCY_S, STAGGER_S, TRIALS = 0.05, 0.01, 10
-
-
-def _write_lease(workdir: str, **holder) -> None:
-    """Another run's lease on `workdir`, written as that run would (conditionally)."""
-    from octo_like import conditional_write, storage
-    from octo_like.training.workdir_lock import LEASE_FILE
-
-    path = storage.join(workdir, LEASE_FILE)
-    record = json.dumps({"host": "elsewhere", "pid": 4242, "started": "then",
-                         "renewed": time.time(), **holder}).encode()  # fmt: skip
-    current = conditional_write.read_versioned(path)
-    if current is None:
-        assert conditional_write.create_exclusive(path, record)
-    else:
-        assert conditional_write.replace_if_unchanged(path, record, current.token)
 
 
 @case("lease-race-two-runs", "lease", good="none-needed")
@@ -49,16 +31,16 @@ def race(ctx):
 def restart(ctx):
     """A preempted run's lease, renewed a moment ago: the same job restarted (same run
     identity) takes it over at once instead of waiting out the expiry."""
-    from octo_like import storage
-    from octo_like.training.workdir_lock import LEASE_FILE, WorkdirInUseError, WorkdirLock
+    from octo_like.training.workdir_lock import WorkdirInUseError, WorkdirLock
     from tests import slow_store
+    from tests.training.leases import read_lease, write_lease
 
     slow_store.register(LATENCY_S)
     workdir = f"{slow_store.SCHEME}{ctx.tmp}/run"
-    _write_lease(workdir, run_id="job-7")
+    write_lease(workdir, run_id="job-7")
     try:
         with WorkdirLock(workdir, run_id="job-7"):
-            holder = json.loads(storage.read_text(storage.join(workdir, LEASE_FILE)))
+            holder = read_lease(workdir)
     except WorkdirInUseError as error:
         return "named", one_line(f"restart refused: {error}")
     if holder.get("run_id") != "job-7" or holder.get("pid") == 4242:
@@ -72,12 +54,13 @@ def renewal(ctx):
     not renew it over the new holder: its renewal is refused naming the new holder."""
     from octo_like.training.workdir_lock import WorkdirLock
     from tests import slow_store
+    from tests.training.leases import write_lease
 
     slow_store.register(LATENCY_S)
     workdir = f"{slow_store.SCHEME}{ctx.tmp}/run"
     lock = WorkdirLock(workdir, run_id="job-7", renew_s=3600).__enter__()
     lock.renew()  # the holder may
-    _write_lease(workdir, run_id="job-9")
+    write_lease(workdir, run_id="job-9")
     try:
         return expect_error(lock.renew, r"pid 4242.*took its lease", silent_if="renewed over it")
     finally:

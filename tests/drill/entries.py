@@ -4,37 +4,24 @@ ports, disk full, an extended run's learning rate."""
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import subprocess
-import sys
 
-from drill_cases.common import REPO, case, classify_error, expect_error, one_line
-
-
-def _script(*argv: str, timeout: float = 200) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run(
-        [sys.executable, *argv], cwd=REPO, env=env, capture_output=True, text=True,
-        timeout=timeout,
-    )  # fmt: skip
-
-
-def _lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.strip()]
+from tests.command_lines import TYPOS, nonblank_lines, run_entry
+from tests.drill.common import REPO, case, classify_error, expect_error, one_line
 
 
 def _one_line_refusal(out: subprocess.CompletedProcess, names: str, before: str = "") -> tuple:
     """named: a non-zero exit whose stderr is short, has no traceback and says `names`;
     raw: a traceback; silent: exit 0. `before`: text that must not appear (work done first)."""
     err = out.stderr
-    last = _lines(err)[-1] if _lines(err) else ""
+    last = nonblank_lines(err)[-1] if nonblank_lines(err) else ""
     if out.returncode == 0:
         return "silent", one_line(f"exit 0: {out.stdout[-200:]}")
     if before and before in err + out.stdout:
         return "raw", one_line(f"exit {out.returncode} after {before!r}: {last}")
     if "Traceback" in err or names not in err:
-        return "raw", one_line(f"exit {out.returncode}, {len(_lines(err))} lines: {last}")
+        return "raw", one_line(f"exit {out.returncode}, {len(nonblank_lines(err))} lines: {last}")
     return "named", one_line(f"exit {out.returncode}: {last}")
 
 
@@ -65,7 +52,7 @@ def pad_mask_dict_over_the_wire(ctx):
     """The same over the server, as an array: the reply names the field and both types."""
     import numpy as np
 
-    from drill_cases.server import _served
+    from tests.drill.server import _served
 
     observation = {**_observation(0), "pad_mask_dict": np.ones(2, bool)}
     with _served(ctx) as (client, _, _):
@@ -79,31 +66,21 @@ def pad_mask_dict_over_the_wire(ctx):
 def _typo_case(case_id: str, script: str, config: list[str], typo: str, suggestion: str):
     @case(case_id, "entries")
     def run(ctx):
-        out = _script(script, *config, "--workdir", str(ctx.tmp / "run"), typo)
+        out = run_entry(script, *config, "--workdir", str(ctx.tmp / "run"), typo)
         outcome, evidence = _one_line_refusal(out, f"did you mean {suggestion}?")
-        if outcome == "named" and len(_lines(out.stderr)) != 1:
-            return "raw", one_line(f"{len(_lines(out.stderr))} lines: {evidence}")
+        if outcome == "named" and len(nonblank_lines(out.stderr)) != 1:
+            return "raw", one_line(f"{len(nonblank_lines(out.stderr))} lines: {evidence}")
         return outcome, evidence
 
 
-_typo_case(
-    "train-cli-typo-key", "train.py", ["--config", "configs/pretrain.py:debug"],
-    "--config.data.batch_sise=8", "--config.data.batch_size",
-)  # fmt: skip
-_typo_case(
-    "train-cli-typo-default-config", "train.py", [], "--config.batch_sise=8",
-    "--config.data.batch_size",
-)  # fmt: skip
-_typo_case(
-    "finetune-cli-typo-key", "finetune.py", ["--config", "configs/finetune.py:lora,language"],
-    "--config.pretrained_pth=/nowhere", "--config.pretrained_path",
-)  # fmt: skip
+for _case_id, _typo in TYPOS.items():
+    _typo_case(_case_id, *_typo)
 
 
 @case("serve-max-batch-0", "entries")
 def serve_max_batch_zero(ctx):
     """--max_batch 0 is refused by name before the checkpoint loads (was after ~36 s)."""
-    out = _script(
+    out = run_entry(
         "scripts/serve_policy.py", "--checkpoint", str(ctx.checkpoint), "--max_batch", "0"
     )
     return _one_line_refusal(out, "--max_batch must be", before="loaded and compiled")
@@ -116,7 +93,7 @@ def serve_port_in_use(ctx):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        out = _script("scripts/serve_policy.py", "--checkpoint", str(ctx.checkpoint),
+        out = run_entry("scripts/serve_policy.py", "--checkpoint", str(ctx.checkpoint),
                       "--port", str(port))  # fmt: skip
     return _one_line_refusal(out, f"port {port} on 127.0.0.1 is already in use",
                              before="loaded and compiled")  # fmt: skip
@@ -170,7 +147,7 @@ def disk_full(ctx):
     if made.returncode != 0:
         return "skipped", one_line(f"cannot mount a small tmpfs here: {made.stderr}")
     try:
-        out = _script(
+        out = run_entry(
             "train.py", "--config", "configs/pretrain.py:debug", "--workdir", str(mount / "run"),
             f"--config.data_dir={ctx.tmp / 'data'}", "--config.tensorboard=False",
             f"--config.data.statistics_cache_dir={ctx.tmp / 'stats'}", timeout=220,
@@ -180,7 +157,7 @@ def disk_full(ctx):
     noise = out.stderr.count("Event loop is closed")
     named = "the disk is full" in out.stderr and out.returncode != 0
     if named and not noise:
-        return "named", one_line(_lines(out.stderr)[-1])
+        return "named", one_line(nonblank_lines(out.stderr)[-1])
     if named:
         return "raw", one_line(f"{noise} 'Event loop is closed' lines before the named error")
-    return "raw", one_line(f"exit {out.returncode}: {_lines(out.stderr)[-1:]}")
+    return "raw", one_line(f"exit {out.returncode}: {nonblank_lines(out.stderr)[-1:]}")

@@ -13,7 +13,10 @@ v4-128 (64 chips), ``v5e:16x16`` a v5e-256, ``v5p:4x4x4`` a v5p-128, ``v6e:16x16
 Prints per-chip memory against HBM, XLA vs analytic FLOPs, collectives, the ideal step time and
 the compile time, what to change when it does not fit, then one JSON line. Exit status: 0 when
 it fits, 3 when it does not, 2 for a bad config or topology. Needs libtpu
-(``pip install -e ".[tpu]"``; `make test` installs it).
+(``pip install -e ".[tpu]"``; `make test` installs it). `scripts/launch.py tpu-vm|gke` runs
+it for the slice before launching. On a machine without TPU chips libtpu is told it runs on one
+host of its own (octo_like/training/libtpu_host.py), so it does not warn about the TPU VM it is
+not; its errors are printed as before.
 """
 
 from __future__ import annotations
@@ -97,5 +100,9 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    # Process-wide, so here: what libtpu would otherwise warn it cannot find on a CPU host.
+    from octo_like.training.libtpu_host import cpu_host_environment, host_has_tpu_chips
+
+    os.environ.update(cpu_host_environment(os.environ, host_has_tpu_chips()))
     outcome = main()
     sys.exit(3 if outcome["fits"] is False else 0)

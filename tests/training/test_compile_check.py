@@ -4,7 +4,9 @@ compiler for a real topology's compile-only devices (libtpu, installed by `make 
 from __future__ import annotations
 
 import json
+import os
 import pathlib
+import subprocess
 import sys
 import types
 
@@ -17,7 +19,7 @@ from flax import nnx
 import train
 from octo_like.model.config import ImageTokenizerConfig, LanguageConfig, ModelConfig
 from octo_like.model.octo_module import OctoModule
-from octo_like.training import compile_check, distributed, loop
+from octo_like.training import compile_check, distributed, libtpu_host, loop
 from octo_like.training.abstract_inputs import abstract_batch
 from octo_like.training.config import parse_train_config
 
@@ -143,3 +145,60 @@ def test_per_chip_bytes_count_shards_not_arrays():
     need, have = compile_check.out_of_memory(message)
     assert need == int(61.19 * 2**30) and have == int(15.75 * 2**30)
     assert compile_check.out_of_memory("INTERNAL: something else") is None
+
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+# What libtpu wrote to stderr on a CPU host before every check's report (issue 41.4).
+LIBTPU_NOISE = (
+    "Failed to find host bounds",
+    "could not determine TPU accelerator type",
+    "unexpected worker hostname",
+    "Logging before InitGoogle",
+)
+
+
+def _fresh_process(*argv: str, **environ: str) -> subprocess.CompletedProcess:
+    """A new Python process (libtpu says its start-up lines once per process)."""
+    env = {k: v for k, v in os.environ.items() if k not in libtpu_host.CPU_HOST_SETTINGS}
+    return subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=REPO,
+                          env={**env, **environ}, timeout=300)  # fmt: skip
+
+
+def test_the_check_on_a_cpu_host_says_real_errors_and_no_libtpu_start_up_noise():
+    """The command as a user runs it: libtpu loads (then refuses the topology); its error is
+    shown, its warnings about the TPU VM this host is not are not."""
+    done = _fresh_process(
+        "scripts/compile_check.py", "--topology", "v4:3x3x3x3", "--",
+        "--config", "configs/pretrain.py:debug",
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "libtpu does not know topology 'v4:3x3x3x3'" in done.stderr
+    assert "Invalid topology layout" in done.stderr  # libtpu's own words
+    for noise in LIBTPU_NOISE:
+        assert noise not in done.stderr, done.stderr
+
+
+def test_the_cpu_host_settings_leave_the_topology_as_libtpu_describes_it():
+    """Chips, their hosts and coordinates of a v4-128 are the same with and without them."""
+    describe = (  # libtpu alone: the project's imports would double the test's time
+        "from jax.experimental.topologies import get_topology_desc as t\n"
+        "devices = t('v4:4x4x4', platform='tpu', chip_config_name='megacore').devices\n"
+        "print(sorted((d.id, d.process_index, tuple(d.coords)) for d in devices))"
+    )
+    plain = _fresh_process("-c", describe)
+    quiet = _fresh_process("-c", describe, **libtpu_host.CPU_HOST_SETTINGS)
+    assert plain.returncode == quiet.returncode == 0, plain.stderr + quiet.stderr
+    assert plain.stdout == quiet.stdout and plain.stdout.count("(") > 64
+    assert "Failed to find host bounds" in plain.stderr  # what the settings are for
+    assert "Failed to find host bounds" not in quiet.stderr
+
+
+def test_the_cpu_host_settings_are_for_cpu_hosts_and_keep_what_the_user_set():
+    assert libtpu_host.cpu_host_environment({}, has_tpu_chips=False) == {
+        "TPU_HOST_BOUNDS": "1,1,1",
+        "TPU_WORKER_HOSTNAMES": "localhost",
+    }
+    assert libtpu_host.cpu_host_environment({}, has_tpu_chips=True) == {}  # a TPU VM
+    mine = {"TPU_WORKER_HOSTNAMES": "10.0.0.2"}
+    assert libtpu_host.cpu_host_environment(mine, False) == {"TPU_HOST_BOUNDS": "1,1,1"}
+    assert isinstance(libtpu_host.host_has_tpu_chips(), bool)

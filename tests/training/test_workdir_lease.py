@@ -8,7 +8,6 @@ preconditions); nothing here imports jax in those processes."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shlex
@@ -18,7 +17,7 @@ import time
 
 import pytest
 
-from octo_like import conditional_write, storage
+from octo_like import storage
 from octo_like.training import workdir_lock
 from octo_like.training.workdir_lock import (
     LEASE_FILE,
@@ -29,6 +28,7 @@ from octo_like.training.workdir_lock import (
 )
 from tests import memory_fs, slow_store
 from tests.conftest import REPO
+from tests.training.leases import read_lease, write_lease
 
 
 @pytest.fixture(autouse=True)
@@ -45,22 +45,6 @@ def workdir():
     root = f"{memory_fs.SCHEME}lease-{time.time_ns()}"
     yield f"{root}/run"
     memory_fs.clear(root)
-
-
-def _lease(workdir: str) -> dict:
-    return json.loads(storage.read_text(storage.join(workdir, LEASE_FILE)))
-
-
-def _write_lease(workdir: str, **holder) -> None:
-    """Another run's lease, written as that run would (a conditional replace or create)."""
-    path = storage.join(workdir, LEASE_FILE)
-    record = json.dumps({"host": "elsewhere", "pid": 4242, "started": "then",
-                         "renewed": time.time(), **holder}).encode()  # fmt: skip
-    current = conditional_write.read_versioned(path)
-    if current is None:
-        assert conditional_write.create_exclusive(path, record)
-    else:
-        assert conditional_write.replace_if_unchanged(path, record, current.token)
 
 
 def test_one_winner_in_every_trial_of_a_race(tmp_path):
@@ -95,18 +79,18 @@ def test_a_store_without_conditional_writes_is_named_in_a_warning(tmp_path, capl
 def test_a_restart_of_the_same_run_takes_over_at_once(workdir, caplog):
     """A preempted run's lease, renewed a moment ago, refuses another run but not the same
     job restarted (same run identity, e.g. the launcher's job id)."""
-    _write_lease(workdir, run_id="job-7")
+    write_lease(workdir, run_id="job-7")
     with pytest.raises(WorkdirInUseError, match=r"pid 4242 on elsewhere.*run 'job-7'.*OCTO_RUN_ID"):
         WorkdirLock(workdir, run_id="job-8").__enter__()
-    assert _lease(workdir)["pid"] == 4242  # untouched
+    assert read_lease(workdir)["pid"] == 4242  # untouched
     with caplog.at_level(logging.WARNING), WorkdirLock(workdir, run_id="job-7"):
-        assert _lease(workdir)["pid"] == os.getpid()
+        assert read_lease(workdir)["pid"] == os.getpid()
         assert "same run 'job-7' at once" in caplog.text and "pid 4242" in caplog.text
     assert not storage.exists(storage.join(workdir, LEASE_FILE))  # released
 
 
 def test_an_expired_lease_is_taken_over_with_a_warning(workdir, caplog):
-    _write_lease(workdir, run_id="job-7", renewed=time.time() - 30)
+    write_lease(workdir, run_id="job-7", renewed=time.time() - 30)
     with pytest.raises(WorkdirInUseError, match="renewed 30 s ago, expires after 60 s"):
         WorkdirLock(workdir, run_id="job-8", expiry_s=60).__enter__()
     with caplog.at_level(logging.WARNING), WorkdirLock(workdir, run_id="job-8", expiry_s=20):
@@ -115,15 +99,15 @@ def test_an_expired_lease_is_taken_over_with_a_warning(workdir, caplog):
 
 def test_a_renewal_by_a_run_that_lost_the_lease_is_refused(workdir):
     lock = WorkdirLock(workdir, run_id="job-7", renew_s=3600).__enter__()
-    before = _lease(workdir)["renewed"]
+    before = read_lease(workdir)["renewed"]
     lock.renew()  # the holder renews
-    assert _lease(workdir)["renewed"] > before
-    _write_lease(workdir, run_id="job-9")  # another run took it (it expired, say)
+    assert read_lease(workdir)["renewed"] > before
+    write_lease(workdir, run_id="job-9")  # another run took it (it expired, say)
     with pytest.raises(LeaseLostError, match=r"another training run \(pid 4242 on elsewhere"):
         lock.renew()
     lock.lost = LeaseLostError("lost")  # as the renewal thread records it
     lock.release()
-    assert _lease(workdir)["run_id"] == "job-9"  # the other run's lease stays
+    assert read_lease(workdir)["run_id"] == "job-9"  # the other run's lease stays
 
 
 def test_a_deleted_lease_is_written_again_by_its_holder(workdir, caplog):
@@ -133,7 +117,7 @@ def test_a_deleted_lease_is_written_again_by_its_holder(workdir, caplog):
         storage.remove(storage.join(workdir, LEASE_FILE))
         with caplog.at_level(logging.WARNING):
             lock.renew()
-        assert "deleted while held" in caplog.text and _lease(workdir)["pid"] == os.getpid()
+        assert "deleted while held" in caplog.text and read_lease(workdir)["pid"] == os.getpid()
 
 
 HOLD = """
@@ -159,16 +143,16 @@ def test_a_run_whose_lease_was_taken_stops_by_name(tmp_path):
     )  # fmt: skip
     try:
         assert child.stdout.readline().strip() == "held"
-        first = _lease(workdir)["renewed"]
+        first = read_lease(workdir)["renewed"]
         time.sleep(0.5)
-        assert _lease(workdir)["renewed"] > first and child.poll() is None  # renewed, running
-        _write_lease(workdir, run_id="job-2")
+        assert read_lease(workdir)["renewed"] > first and child.poll() is None  # renewed, running
+        write_lease(workdir, run_id="job-2")
         _, stderr = child.communicate(timeout=30)
     finally:
         child.kill()
     assert child.returncode != 0
     assert "LeaseLostError" in stderr and "took its lease" in stderr, stderr[-2000:]
-    assert _lease(workdir)["run_id"] == "job-2"
+    assert read_lease(workdir)["run_id"] == "job-2"
 
 
 def test_the_run_identity_comes_from_the_launchers():
@@ -182,17 +166,15 @@ def test_the_run_identity_comes_from_the_launchers():
 
 
 def test_the_launchers_give_a_restarted_job_its_identity():
-    sys.path.insert(0, str(REPO / "scripts"))
-    import launch
+    from octo_like.launch import gke, recipes
 
-    assert launch.RUN_ID_ENV == workdir_lock.RUN_ID_ENV
+    assert recipes.RUN_ID_ENV == workdir_lock.RUN_ID_ENV
     train_args = ["--config", "configs/pretrain.py:debug", "--workdir", "gs://b/runs/x"]
-    args, _ = launch.parse_args(["gke", "--name", "octo-x", "--image", "i", "--", *train_args])
-    (container,) = launch.jobset(args, train_args)["spec"]["replicatedJobs"][0]["template"]["spec"][
-        "template"
-    ]["spec"]["containers"]
+    manifest = gke.jobset(gke.GkeSlice("octo-x", "i"), train_args)
+    (container,) = manifest["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"][
+        "containers"
+    ]
     assert container["env"] == [{"name": "OCTO_RUN_ID", "value": "gke-jobset/octo-x"}]
-    args, _ = launch.parse_args(["tpu-vm", "--tpu", "v4-8", "--zone", "z", "--", *train_args])
-    command, _, _ = launch.tpu_vm(args, train_args)
+    command = recipes.start_command(recipes.TpuVm("v4-8", "z"), train_args)
     remote = next(c for c in command if c.startswith("--command=")).removeprefix("--command=")
     assert "OCTO_RUN_ID=tpu-vm/z/v4-8" in shlex.split(remote)

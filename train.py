@@ -18,8 +18,12 @@ import os
 # TensorFlow C++ INFO/WARNING lines (oneDNN notes): set before anything imports TensorFlow.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from octo_like import storage
-from octo_like.host import console_logging, exit_at_once_on, prefer_cpu_without_accelerators
+from octo_like.host import (
+    console_logging,
+    exit_at_once_on,
+    prefer_cpu_without_accelerators,
+    report_run_end,
+)
 
 prefer_cpu_without_accelerators()  # before JAX starts: no TPU runtime probe on a laptop
 
@@ -109,13 +113,7 @@ def _run_from_flags(values) -> None:
             values.config, values.workdir, overwrite=values.overwrite,
             stop_at_step=values.stop_at_step,
         )  # fmt: skip
-    if result.preempted:
-        print(
-            f"preempted: stopped at step {result.final_step} with a checkpoint saved; "
-            "rerun the same command to resume"
-        )
-    print(f"finished at step {result.final_step}; last metrics: {result.last_metrics}")
-    print(f"checkpoints: {storage.join(storage.absolute(values.workdir), 'checkpoints')}")
+    report_run_end(result.final_step, result.last_metrics, result.preempted, values.workdir)
 
 
 def _cli():

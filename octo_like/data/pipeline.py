@@ -296,8 +296,24 @@ class Pipeline:
     locate: Callable[[], str | None] | None = None
 
     def __iter__(self):
-        """Batches as numpy; a failure in tf.data is raised as `DataError` naming the data."""
-        iterator = self.dataset.as_numpy_iterator()
+        """Batches as numpy; a failure in tf.data is raised as `DataError` naming the data.
+
+        tf.data starts producing (in its own threads) when this is called, not at the first
+        `next`: a run initializes its model and compiles its step meanwhile.
+        """
+        return self._batches(self.dataset.as_numpy_iterator())
+
+    def example_batch(self) -> dict:
+        """Zeros (empty strings) with the structure, shapes and dtypes of every batch: what the
+        model is initialized and the step compiled for before the first batch is read."""
+        return tf.nest.map_structure(
+            lambda spec: np.full(
+                spec.shape, b"" if spec.dtype == tf.string else 0, spec.dtype.as_numpy_dtype
+            ),
+            self.dataset.element_spec,
+        )
+
+    def _batches(self, iterator):
         while True:
             with data_errors(self.locate):
                 try:

@@ -173,16 +173,31 @@ def _if_long(length: tf.Tensor, needed: int, size) -> tf.Tensor:
 
 
 def _wrong_size(images: tf.Tensor, key: str, height: int, width: int) -> tf.Tensor:
+    return _first_wrong_size(images, tf.constant(key), tf.constant([height, width], tf.int32))
+
+
+# Traced once per process and shared by every camera of every dataset (the header parsing's
+# conditionals, traced per camera, were most of building a many-dataset pipeline).
+@tf.function(
+    input_signature=[
+        tf.TensorSpec([None], tf.string),
+        tf.TensorSpec([], tf.string),
+        tf.TensorSpec([2], tf.int32),
+    ],
+    autograph=False,
+)
+def _first_wrong_size(images: tf.Tensor, key: tf.Tensor, expected: tf.Tensor) -> tf.Tensor:
     sizes = tf.map_fn(_header_size, images, fn_output_signature=tf.TensorSpec([2], tf.int32))
     known = sizes[:, 0] >= 0
-    bad = known & tf.reduce_any(tf.not_equal(sizes, [height, width]), axis=-1)
+    bad = known & tf.reduce_any(tf.not_equal(sizes, expected), axis=-1)
     step = tf.argmax(tf.cast(bad, tf.int32), output_type=tf.int32)
     found = tf.strings.as_string(tf.gather(sizes, step))
+    said = tf.strings.as_string(expected)
     return tf.cond(
         tf.reduce_any(bad),
         lambda: tf.strings.join([
-            f"image {key!r} at step ", tf.strings.as_string(step), " is ", found[0], "x",
-            found[1], f", features.json says {height}x{width} (it would be stretched)",
+            "image '", key, "' at step ", tf.strings.as_string(step), " is ", found[0], "x",
+            found[1], ", features.json says ", said[0], "x", said[1], " (it would be stretched)",
         ]),
         lambda: tf.constant(""),
     )  # fmt: skip

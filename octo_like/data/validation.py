@@ -74,15 +74,28 @@ def first_problem(checks: list[tf.Tensor]) -> tf.Tensor:
     return problem
 
 
+# The checks below are traced once per process, as functions of tensors (the field's path is a
+# string tensor, not a constant), and every dataset's pipeline calls the one traced graph: traced
+# per dataset and field, their conditionals were half of building a 25-dataset pipeline.
+_MATRIX_F64 = tf.TensorSpec([None, None], tf.float64)
+_VECTOR_STR = tf.TensorSpec([None], tf.string)
+_STR = tf.TensorSpec([], tf.string)
+
+
 def value_problem(values: tf.Tensor, path: str, nan_prefix: str = "NaN/Inf in ") -> tf.Tensor:
     """b"" when `values` (float[T, ...]) are finite and within ±VALUE_LIMIT, else the first bad
     one's step and flat dimension: ``NaN/Inf in action at step 3`` or ``action at step 3,
     dim 1, is 3e+38, beyond +-1.84e+19 (...)``."""
     if not values.dtype.is_floating:
         return tf.constant("")
-    flat = tf.reshape(values, [tf.shape(values)[0], -1])
+    flat = tf.cast(tf.reshape(values, [tf.shape(values)[0], -1]), tf.float64)
+    return _first_bad_value(flat, tf.constant(path), tf.constant(nan_prefix))
+
+
+@tf.function(input_signature=[_MATRIX_F64, _STR, _STR], autograph=False)
+def _first_bad_value(flat: tf.Tensor, path: tf.Tensor, nan_prefix: tf.Tensor) -> tf.Tensor:
     non_finite = ~tf.math.is_finite(flat)
-    huge = tf.math.is_finite(flat) & (tf.abs(tf.cast(flat, tf.float64)) > VALUE_LIMIT)
+    huge = tf.math.is_finite(flat) & (tf.abs(flat) > VALUE_LIMIT)
 
     def first(bad):  # (step, dim) of the first True of bad[T, D]
         index = tf.argmax(tf.cast(tf.reshape(bad, [-1]), tf.int32), output_type=tf.int64)
@@ -91,9 +104,9 @@ def value_problem(values: tf.Tensor, path: str, nan_prefix: str = "NaN/Inf in ")
 
     def describe_huge():
         step, dim = first(huge)
-        value = tf.gather_nd(tf.cast(flat, tf.float64), [[step, dim]])[0]
+        value = tf.gather_nd(flat, [[step, dim]])[0]
         return tf.strings.join([
-            f"{path} at step ", tf.strings.as_string(step), ", dim ", tf.strings.as_string(dim),
+            path, " at step ", tf.strings.as_string(step), ", dim ", tf.strings.as_string(dim),
             ", is ", tf.strings.as_string(value, scientific=True, precision=3),
             f", beyond +-{VALUE_LIMIT:.3g} (its square overflows float32; it would ruin the "
             "dimension's statistics): a logging error? fix or skip the episode",
@@ -101,7 +114,7 @@ def value_problem(values: tf.Tensor, path: str, nan_prefix: str = "NaN/Inf in ")
 
     def describe_non_finite():
         step, _ = first(non_finite)
-        return tf.strings.join([f"{nan_prefix}{path} at step ", tf.strings.as_string(step)])
+        return tf.strings.join([nan_prefix, path, " at step ", tf.strings.as_string(step)])
 
     return tf.case(
         [
@@ -118,7 +131,11 @@ def text_problem(texts: tf.Tensor, path: str) -> tf.Tensor:
     model init or mid-run, naming no dataset or episode)."""
     if texts.dtype != tf.string:
         return tf.constant("")
-    flat = tf.reshape(texts, [-1])
+    return _first_bad_text(tf.reshape(texts, [-1]), tf.constant(path))
+
+
+@tf.function(input_signature=[_VECTOR_STR, _STR], autograph=False)
+def _first_bad_text(flat: tf.Tensor, path: tf.Tensor) -> tf.Tensor:
     shown = tf.strings.unicode_transcode(
         flat, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD
     )
@@ -127,7 +144,7 @@ def text_problem(texts: tf.Tensor, path: str) -> tf.Tensor:
     def describe():
         step = tf.argmax(tf.cast(bad, tf.int32), output_type=tf.int32)
         return tf.strings.join([
-            f"{path} at step ", tf.strings.as_string(step), " is not valid UTF-8: '",
+            path, " at step ", tf.strings.as_string(step), " is not valid UTF-8: '",
             tf.strings.substr(tf.gather(shown, step), 0, 80, unit="UTF8_CHAR"),
             "' (U+FFFD marks the bad bytes); write instructions as UTF-8 text",
         ])  # fmt: skip

@@ -40,6 +40,35 @@ def action_statistics_entry(
     }
 
 
+def initialize(
+    make: Callable[[jax.Array], nnx.Module],
+    rng: jax.Array,
+    sharding: Callable[[Any], Any] | None = None,
+) -> nnx.Module:
+    """``make(rng)``, its initializers run as one compiled program.
+
+    Built eagerly, each of a model's ~100 initializers is compiled and run on its own (most of a
+    small model's start-up); traced once, they are one XLA program, compiled once (or read from
+    the compilation cache) and, with `sharding` (abstract parameters -> their shardings),
+    written straight into their shardings. The values are the same random draws from `rng`.
+    """
+    graphdef, abstract_params, abstract_rest = nnx.split(
+        nnx.eval_shape(lambda: make(rng)), nnx.Param, ...
+    )
+    out_shardings = None
+    if sharding is not None:
+        params_sharding = sharding(abstract_params)
+        mesh = jax.tree.leaves(params_sharding)[0].mesh
+        replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        out_shardings = (params_sharding, jax.tree.map(lambda _: replicated, abstract_rest))
+
+    def states(key: jax.Array):
+        return nnx.split(make(key), nnx.Param, ...)[1:]
+
+    params, rest = jax.jit(states, out_shardings=out_shardings)(rng)
+    return nnx.merge(graphdef, params, rest)
+
+
 class OctoModel:
     """The policy network plus its config, input spec, dataset statistics and tokenizer."""
 
@@ -75,18 +104,26 @@ class OctoModel:
         dataset_statistics: dict[str, dict] | None = None,
         *,
         load_language_weights: bool = True,
+        sharding: Callable[[Any], Any] | None = None,
     ) -> OctoModel:
         """A freshly initialized model; a pretrained T5 (if configured) is loaded from disk
         unless `load_language_weights` is False (fine-tuning copies it from the pretrained
         model's parameters instead: a checkpoint keeps T5's tokenizer and config, not a second
-        copy of its weights)."""
+        copy of its weights).
+
+        `sharding`: abstract parameters -> a tree of their shardings; every parameter is then
+        created where it lives (FSDP may span hosts: no host holds the whole model), the other
+        state replicated. Without it, parameters land on the default device.
+        """
         tokenizer = model_checkpoint.text_tokenizer(config.language)
         example_batch = dict(example_batch)
         if tokenizer is not None and "language_tokens" not in example_batch.get("task", {}):
             example_batch["task"] = tokenize_tasks(example_batch["task"], tokenizer)
         spec = spec_lib.spec_from_batch(example_batch)
         vocab = tokenizer.vocab_size if tokenizer is not None else 0
-        module = OctoModule(config, spec, vocab, rngs=nnx.Rngs(rng))
+        module = initialize(
+            lambda key: OctoModule(config, spec, vocab, rngs=nnx.Rngs(key)), rng, sharding
+        )
         if config.language.encoder == "t5" and load_language_weights:
             pretrained, _ = load_t5_encoder(config.language.checkpoint_dir)
             nnx.update(module.language_encoder, nnx.state(pretrained, nnx.Param))

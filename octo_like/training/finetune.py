@@ -243,10 +243,13 @@ class PretrainedInitializer:
         _check_action_dim(batch, self.model_config.action_dim)
         # Straight onto the run's devices in its own layout (FSDP may span hosts), not via
         # one local device: `reuse_parameters` keeps these arrays as they are.
-        layout = None
+        layout = new_layout = None
         if mesh is not None:  # the default size rule (path rules are for the new model)
             rules = dataclasses.replace(self.mesh_config, rules=())
             layout = lambda abstract: sharding.parameter_shardings(abstract, mesh, rules)
+            new_layout = lambda abstract: sharding.parameter_shardings(
+                abstract, mesh, self.mesh_config
+            )
         pretrained = merge_lora(
             OctoModel.load_pretrained(
                 source.pretrained_path, source.pretrained_step, sharding=layout
@@ -255,7 +258,12 @@ class PretrainedInitializer:
         pretrained_params = nnx.state(pretrained.module, nnx.Param)
         same_t5 = pretrained.config.language.encoder == self.model_config.language.encoder == "t5"
         model = OctoModel.from_config(
-            self.model_config, batch, rng, statistics, load_language_weights=not same_t5
+            self.model_config,
+            batch,
+            rng,
+            statistics,
+            load_language_weights=not same_t5,
+            sharding=new_layout,
         )
         state = nnx.state(model.module, nnx.Param)
         if source.mode == "scratch":

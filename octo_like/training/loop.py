@@ -19,6 +19,7 @@ stays bounded. Logged per window: ``perf/step_s`` (wall time per step) and ``per
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import json
@@ -90,8 +91,8 @@ class InitialModel:
     base_params: BaseReference | None = None
 
 
-# (example batch of the training data, init rng, dataset statistics entries) -> InitialModel
-# (first batch, rng, dataset statistics, mesh) -> the initial model.
+# (example batch: zeros shaped like the training batches, `Pipeline.example_batch`; init rng;
+# dataset statistics entries; mesh) -> the initial model.
 ModelInitializer = Callable[
     [Mapping[str, Any], jax.Array, dict[str, dict], jax.sharding.Mesh], InitialModel
 ]
@@ -275,20 +276,36 @@ def _run_held(
     train_data = dataclasses.replace(config.data, seed=data_stream_seed(config, start_step))
     pipeline = make_pipeline(train_data, shard, prepared=prepared)
     batches = iter(pipeline)
+    # tf.data makes the first batch (in its own threads: the waiting thread holds no GIL) while
+    # the model is built and its step compiled.
+    reading = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="first-batch")
+    first_batch = reading.submit(next, batches)
+    reading.shutdown(wait=False)
+    example = pipeline.example_batch()
     startup.mark("pipeline build")
-    first = next(batches)
-    startup.mark("first batch")
 
     rng = jax.random.key(config.seed)
     init_rng, step_rng = jax.random.split(rng)
     statistics = _statistics_entries(config, pipeline)
     if init_model is None:
-        initial = InitialModel(OctoModel.from_config(config.model, first, init_rng, statistics))
+        layout = lambda abstract: sharding.parameter_shardings(abstract, mesh, config.mesh)
+        initial = InitialModel(
+            OctoModel.from_config(config.model, example, init_rng, statistics, sharding=layout)
+        )
     else:
-        initial = init_model(first, init_rng, statistics, mesh)
+        initial = init_model(example, init_rng, statistics, mesh)
     model = initial.model
     program = build_program(config, model.module, mesh, step_rng, extra_frozen=initial.frozen)
     state = program.state
+    to_device = lambda batch: distributed.global_batch(
+        _host_batch(batch, model), program.batch_sharding, config.data.batch_size,
+        drop_strings=True,
+    )  # fmt: skip
+    # The step compiles in a thread (XLA releases the GIL) while the checkpoint is restored and
+    # the first batch read; the loop runs the compiled executable it returns.
+    compiling = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="compile-step")
+    compiled_step = compiling.submit(program.train_step.lower(state, to_device(example)).compile)
+    compiling.shutdown(wait=False)
     startup.mark("model init")
     if main and write_run_config(workdir, to_plain(raw_config)):  # data and model are valid
         log.info("wrote %s", storage.join(workdir, "config.json"))
@@ -305,15 +322,13 @@ def _run_held(
             if jump:
                 log.warning(jump)
         startup.mark("checkpoint restore")
+    first = first_batch.result()
+    startup.mark("first batch")
     if main:
         log.info("parameters: %s", program.parameter_counts)
         log.info("shardings:\n%s", sharding.describe_shardings(state.params))
         log.info("input threads per stage: %s", config.data.parallelism)
-    train_step, eval_step = program.train_step, program.eval_step
-    batch_sharding = program.batch_sharding
-    to_device = lambda batch: distributed.global_batch(
-        _host_batch(batch, model), batch_sharding, config.data.batch_size, drop_strings=True
-    )
+    eval_step = program.eval_step
 
     writer = metrics.make_writers(
         workdir,
@@ -354,13 +369,14 @@ def _run_held(
     watch = PreemptionWatch(start_step)
     simulate = closed_loop is not None and main and jax.process_count() == 1
     startup.mark("other")  # writers, prefetcher, the run's own log lines
+    train_step = compiled_step.result()
     try:
         watch.__enter__()
         profile.after_step(step)
         while step < end_step:
             device_batch, waited = prefetcher.next_batch()
             state, step_metrics = train_step(state, device_batch)
-            if step == start_step:  # the first step: compiled (or read from the cache) and run
+            if step == start_step:  # the first step: its compile awaited, then run
                 jax.block_until_ready(step_metrics)
                 startup.mark("step compile")
                 if main:

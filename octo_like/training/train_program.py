@@ -79,22 +79,26 @@ def build_program(
             ema_params=jax.tree.map(jnp.copy, params) if averaged else None,
         )
 
-    state = jax.eval_shape(initial_state, params) if abstract else initial_state(params)
+    abstract_state = jax.eval_shape(initial_state, params)
     param_shardings = sharding.parameter_shardings(params, mesh, config.mesh)
     state_shardings = TrainState(
         sharding.replicated(mesh),
         param_shardings,
-        sharding.opt_state_shardings(state.opt_state, param_shardings, mesh),
+        sharding.opt_state_shardings(abstract_state.opt_state, param_shardings, mesh),
         ema_params=param_shardings if averaged else None,
     )
     if abstract:
         state = jax.tree.map(
             lambda leaf, where: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=where),
-            state,
+            abstract_state,
             state_shardings,
         )
     else:
-        state = jax.device_put(state, state_shardings)
+        # One compiled program writes the optimizer state straight into its shardings (eagerly,
+        # each moment buffer would be its own compiled op, then a copy); parameters made
+        # elsewhere (a checkpoint, the default device) are first moved into theirs.
+        params = jax.device_put(params, param_shardings)
+        state = jax.jit(initial_state, out_shardings=state_shardings)(params)
     train_step, eval_step = make_steps(
         graphdef,
         rest,

@@ -161,14 +161,3 @@ def test_keypoint_count_agrees_with_xla():
     analytic = _keypoints_forward(64, 64, 16, 32, 64)
     assert 0.9 <= extra / analytic <= 1.1, (extra, analytic)
     assert _keypoints_forward(64, 64, 16, 0, 64) == 0.0
-
-
-def test_a_slow_machine_ceiling_keeps_its_digits():
-    """On a loaded 2-core machine the measured GEMM rate is ~0.04 TFLOP/s: rounded to one
-    decimal it was 0.0 and the benchmark divided by it."""
-    sys.path.insert(0, str(SCRIPTS))
-    import benchmark_model
-
-    assert benchmark_model._significant(0.041237) == 0.04124
-    assert benchmark_model._significant(3.2e-5) == 3.2e-5 > 0
-    assert benchmark_model._significant(512.3456) == 512.3

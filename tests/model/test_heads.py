@@ -12,7 +12,7 @@ from flax import nnx
 
 from octo_like.model.heads import (
     ACTION_HEADS,
-    ActionHead,
+    BaseActionHead,
     ContinuousActionHead,
     L1ActionHead,
     make_action_head,
@@ -103,7 +103,7 @@ def test_registry_is_immutable_and_complete():
 @pytest.mark.parametrize("name", NAMES)
 def test_loss_is_finite_scalar_with_metrics(name):
     head = make_head(name)
-    assert isinstance(head, ActionHead)
+    assert isinstance(head, BaseActionHead)
     batch = make_batch()
     rng = jax.random.key(0)
     for loss, metrics in (jit_loss(head, *batch, rng), head.loss(*batch, rng=rng, train=False)):
@@ -192,7 +192,7 @@ def test_continuous_loss_matches_manual_masked_error(loss_type):
     readouts, actions, timestep_pad_mask, _ = make_batch()
     action_pad_mask = _partial_action_mask()
     timestep_pad_mask = timestep_pad_mask.at[3, 1].set(False)
-    pred = np.asarray(head._predict(readouts))
+    pred = np.asarray(head._predict(head.condition(readouts)))
     err = pred - np.asarray(actions)
     err = np.abs(err) if loss_type == "l1" else err**2
     mask = np.asarray(timestep_pad_mask)[..., None, None] & np.asarray(action_pad_mask)
@@ -205,7 +205,7 @@ def test_discrete_loss_matches_manual_cross_entropy():
     head = make_head("discrete", num_bins=8)
     readouts, actions, timestep_pad_mask, _ = make_batch()
     action_pad_mask = _partial_action_mask()
-    logits = np.asarray(head.logits(readouts), np.float64)
+    logits = np.asarray(head.logits(head.condition(readouts)), np.float64)
     targets = np.clip(np.floor((np.asarray(actions) + 1.0) / 0.25), 0, 7).astype(int)
     log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     nll = -np.take_along_axis(log_probs, targets[..., None], -1)[..., 0]
@@ -339,6 +339,66 @@ def test_bad_inputs_name_the_argument_and_expected_shape(name):
         assert f"got {args[arg_names.index(key)].shape}" in str(info.value)
     with pytest.raises(ValueError, match=r"readouts: expected shape \[b, w, n_readout, 16\]"):
         head.predict_action(readouts[..., :8], rng=rng)
+
+
+# ------------------------------------------------- the conditioning and masking path, once
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_head_takes_the_shared_conditioning_and_masking_path(name):
+    """No head writes its own loss masking or readout pooling: they state their terms only."""
+    head_class = ACTION_HEADS[name]
+    assert head_class.loss is BaseActionHead.loss
+    assert head_class.condition is BaseActionHead.condition
+    assert head_class.last_condition is BaseActionHead.last_condition
+
+
+class _SquaredActions(BaseActionHead):
+    """A head of nothing but its terms: the squared (zeroed) actions, and a shifted copy."""
+
+    loss_term = property(lambda self: "squared")
+
+    def loss_terms(self, condition, actions, *, rng, train):
+        return {"squared": jnp.square(actions), "shifted": jnp.square(actions) + 1.0}
+
+
+def test_a_head_stating_only_its_terms_gets_masked_means():
+    head = _SquaredActions(embedding_dim=D, action_dim=A, action_horizon=H)
+    readouts, actions, timestep_pad_mask, _ = make_batch()
+    action_pad_mask = _partial_action_mask()
+    timestep_pad_mask = timestep_pad_mask.at[3, 1].set(False)
+    valid = np.asarray(timestep_pad_mask)[..., None, None] & np.asarray(action_pad_mask)
+    garbage = jnp.where(jnp.asarray(valid), actions, jnp.nan)
+    loss, metrics = head.loss(
+        readouts, garbage, timestep_pad_mask, action_pad_mask, rng=jax.random.key(0), train=True
+    )
+    expected = float(np.mean(np.square(np.asarray(actions))[valid]))
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-6)
+    assert list(metrics) == ["loss", "squared", "shifted"]
+    assert float(metrics["loss"]) == float(metrics["squared"]) == float(loss)
+    np.testing.assert_allclose(float(metrics["shifted"]), expected + 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("loss_term", "terms"),
+    [("nll", ("squared", "shifted")), ("squared", ("loss", "squared"))],
+    ids=["missing-loss-term", "loss-named-term-not-the-loss"],
+)
+def test_terms_that_do_not_name_the_loss_once_are_refused_by_name(loss_term, terms):
+    """Its loss term missing, or a term called 'loss' that is not the loss (it would have
+    replaced the loss in the metrics): refused, naming the head and the terms it gave."""
+
+    class Bad(_SquaredActions):
+        def loss_terms(self, condition, actions, *, rng, train):
+            return {name: jnp.square(actions) for name in terms}
+
+    Bad.loss_term = property(lambda self: loss_term)
+    with pytest.raises(
+        KeyError, match=rf"Bad.loss_terms gave \[{', '.join(map(repr, sorted(terms)))}\]"
+    ):
+        Bad(embedding_dim=D, action_dim=A, action_horizon=H).loss(
+            *make_batch(), rng=jax.random.key(0), train=True
+        )
 
 
 # ---------------------------------------------------------------- fitting one fixed batch

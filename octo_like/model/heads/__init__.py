@@ -1,7 +1,9 @@
 """Action heads: readout embeddings in, action-chunk losses and samples out.
 
-Heads are looked up by name (`ACTION_HEADS`), the name stored in configs, so checkpoints never
-depend on Python import paths.
+`BaseActionHead` is the interface the policy model uses and the one conditioning and
+loss-masking path every head shares (see `octo_like.model.heads.base`). Heads are looked up by
+name (`ACTION_HEADS`), the name stored in configs, so checkpoints never depend on Python import
+paths.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from typing import Any
 from flax import nnx
 
 from octo_like.model.heads.base import (
-    ActionHead,
     BaseActionHead,
     masked_mean,
     pool_readouts,
@@ -58,7 +59,6 @@ def make_action_head(
 
 __all__ = [
     "ACTION_HEADS",
-    "ActionHead",
     "BaseActionHead",
     "ContinuousActionHead",
     "DiffusionActionHead",

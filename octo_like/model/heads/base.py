@@ -1,4 +1,15 @@
-"""What every action head shares: the protocol, input checks, readout pooling, masked means.
+"""What every action head shares: its interface, input checks, conditioning and loss masking.
+
+Every head takes one path, written once in `BaseActionHead`:
+
+- conditioning: `BaseActionHead.condition` turns readouts into the head's input, the mean over
+  the readout tokens (``float32[..., d]``); sampling reads the last window step's
+  (`BaseActionHead.last_condition`).
+- loss masking: `BaseActionHead.loss` checks shapes, zeroes padded actions, asks the head for
+  per-element terms (`BaseActionHead.loss_terms`) and averages each over the valid elements.
+
+A head states only what is its own: its network on the condition (`loss_terms`), which term is
+the loss (`loss_term`) and how it samples (`predict_action`).
 
 Shapes used throughout the heads:
 
@@ -12,43 +23,9 @@ A loss is the mean over valid elements only, valid meaning
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
-
-
-@runtime_checkable
-class ActionHead(Protocol):
-    """The interface the policy model uses; implementations are `nnx.Module` subclasses."""
-
-    action_dim: int
-    action_horizon: int
-
-    def loss(
-        self,
-        readouts: jax.Array,
-        actions: jax.Array,
-        timestep_pad_mask: jax.Array,
-        action_pad_mask: jax.Array,
-        *,
-        rng: jax.Array,
-        train: bool,
-    ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """Scalar loss and metrics (at least ``"loss"`` and ``"mse"``)."""
-        ...
-
-    def predict_action(
-        self,
-        readouts: jax.Array,
-        *,
-        rng: jax.Array,
-        sample_shape: tuple[int, ...] = (),
-        train: bool = False,
-    ) -> jax.Array:
-        """``float32[*sample_shape, b, H, A]``: chunks for the last window step only."""
-        ...
 
 
 def pool_readouts(readouts: jax.Array) -> jax.Array:
@@ -90,7 +67,11 @@ def _expect_shape(name: str, array: jax.Array, expected: tuple[int | None, ...],
 
 
 class BaseActionHead(nnx.Module):
-    """Stores the sizes every head needs and checks inputs against them."""
+    """The interface the policy model uses, and the conditioning and loss-masking path.
+
+    Subclasses define `loss_terms` and `predict_action` (and `loss_term` if their loss is not
+    the term named ``"loss"``); they call `last_condition` to sample.
+    """
 
     def __init__(self, *, embedding_dim: int, action_dim: int, action_horizon: int):
         for name, value in (
@@ -108,6 +89,11 @@ class BaseActionHead(nnx.Module):
     def chunk_size(self) -> int:
         """``H * A``: the flattened chunk the diffusion/flow networks act on."""
         return self.action_horizon * self.action_dim
+
+    @property
+    def loss_term(self) -> str:
+        """Which of the `loss_terms` is the loss (reported as ``"loss"`` besides its own name)."""
+        return "loss"
 
     def check_readouts(self, readouts: jax.Array) -> None:
         _expect_shape(
@@ -134,8 +120,66 @@ class BaseActionHead(nnx.Module):
             "action_pad_mask", action_pad_mask, (b, w, h, a), f"[b={b}, w={w}, H={h}, A={a}]"
         )
 
-    def last_condition(self, readouts: jax.Array, sample_shape: tuple[int, ...]) -> jax.Array:
-        """Pooled readout of the last window step, ``float32[*sample_shape, b, d]``."""
+    def condition(self, readouts: jax.Array) -> jax.Array:
+        """The head's input: ``float[..., n_readout, d] -> float32[..., d]``, the pooled readout.
+
+        One definition for training and sampling, so the two cannot read readouts differently.
+        """
+        return pool_readouts(readouts)
+
+    def last_condition(self, readouts: jax.Array, sample_shape: tuple[int, ...] = ()) -> jax.Array:
+        """The condition of the last window step, ``float32[*sample_shape, b, d]``."""
         self.check_readouts(readouts)
-        condition = pool_readouts(readouts[:, -1])
+        condition = self.condition(readouts[:, -1])
         return jnp.broadcast_to(condition, tuple(sample_shape) + condition.shape)
+
+    def loss(
+        self,
+        readouts: jax.Array,
+        actions: jax.Array,
+        timestep_pad_mask: jax.Array,
+        action_pad_mask: jax.Array,
+        *,
+        rng: jax.Array,
+        train: bool,
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """Scalar loss and metrics: every one of `loss_terms` averaged over valid elements.
+
+        Metrics hold ``"loss"`` (the `loss_term`) and each term by name. Padded actions reach
+        `loss_terms` as 0 and their terms are left out of every mean, so nothing in a padded
+        element (even NaN) reaches the loss or the gradients.
+        """
+        self.check_loss_inputs(readouts, actions, timestep_pad_mask, action_pad_mask)
+        mask = valid_action_mask(timestep_pad_mask, action_pad_mask)
+        terms = self.loss_terms(
+            self.condition(readouts), zero_invalid(actions, mask), rng=rng, train=train
+        )
+        metrics = {name: masked_mean(values, mask) for name, values in terms.items()}
+        if self.loss_term not in metrics or ("loss" in metrics and self.loss_term != "loss"):
+            raise KeyError(
+                f"{type(self).__name__}.loss_terms gave {sorted(metrics)}: it must give its "
+                f"loss term {self.loss_term!r}, and a term named 'loss' only as the loss term"
+            )
+        loss = metrics[self.loss_term]
+        return loss, {"loss": loss, **metrics}
+
+    def loss_terms(
+        self, condition: jax.Array, actions: jax.Array, *, rng: jax.Array, train: bool
+    ) -> dict[str, jax.Array]:
+        """Per-element terms ``float32[b, w, H, A]`` by name (the loss and its metrics).
+
+        ``condition``: ``float32[b, w, d]``; ``actions``: ``float32[b, w, H, A]`` with padded
+        elements set to 0.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must define loss_terms")
+
+    def predict_action(
+        self,
+        readouts: jax.Array,
+        *,
+        rng: jax.Array,
+        sample_shape: tuple[int, ...] = (),
+        train: bool = False,
+    ) -> jax.Array:
+        """``float32[*sample_shape, b, H, A]``: chunks for the last window step only."""
+        raise NotImplementedError(f"{type(self).__name__} must define predict_action")

@@ -13,13 +13,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from octo_like.model import precision
-from octo_like.model.heads.base import (
-    BaseActionHead,
-    masked_mean,
-    pool_readouts,
-    valid_action_mask,
-    zero_invalid,
-)
+from octo_like.model.heads.base import BaseActionHead
 
 LOSS_TYPES = ("l1", "mse")
 
@@ -49,31 +43,23 @@ class ContinuousActionHead(BaseActionHead):
         self.max_action = float(max_action)
         self.proj = precision.Linear(embedding_dim, self.chunk_size, dtype=dtype, rngs=rngs)
 
-    def _predict(self, readouts: jax.Array) -> jax.Array:
-        """``float[..., n_readout, d] -> float32[..., H, A]``."""
-        x = self.proj(pool_readouts(readouts)).astype(jnp.float32)
+    @property
+    def loss_term(self) -> str:
+        return self.loss_type
+
+    def _predict(self, condition: jax.Array) -> jax.Array:
+        """``float32[..., d] -> float32[..., H, A]``."""
+        x = self.proj(condition).astype(jnp.float32)
         x = self.max_action * jnp.tanh(x / self.max_action)
         return x.reshape(x.shape[:-1] + (self.action_horizon, self.action_dim))
 
-    def loss(
-        self,
-        readouts: jax.Array,
-        actions: jax.Array,
-        timestep_pad_mask: jax.Array,
-        action_pad_mask: jax.Array,
-        *,
-        rng: jax.Array,
-        train: bool,
-    ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """Mean L1 or squared error over valid elements; metrics ``loss``, ``mse``, ``l1``."""
+    def loss_terms(
+        self, condition: jax.Array, actions: jax.Array, *, rng: jax.Array, train: bool
+    ) -> dict[str, jax.Array]:
+        """Squared and absolute error; the loss is the one `loss_type` names."""
         del rng, train  # no randomness: the head has no dropout
-        self.check_loss_inputs(readouts, actions, timestep_pad_mask, action_pad_mask)
-        mask = valid_action_mask(timestep_pad_mask, action_pad_mask)
-        error = self._predict(readouts) - zero_invalid(actions, mask)
-        mse = masked_mean(jnp.square(error), mask)
-        l1 = masked_mean(jnp.abs(error), mask)
-        loss = l1 if self.loss_type == "l1" else mse
-        return loss, {"loss": loss, "mse": mse, "l1": l1}
+        error = self._predict(condition) - actions
+        return {"mse": jnp.square(error), "l1": jnp.abs(error)}
 
     def predict_action(
         self,
@@ -85,8 +71,7 @@ class ContinuousActionHead(BaseActionHead):
     ) -> jax.Array:
         """``float32[*sample_shape, b, H, A]``; identical across ``sample_shape``."""
         del rng, train
-        self.check_readouts(readouts)
-        prediction = self._predict(readouts[:, -1])
+        prediction = self._predict(self.last_condition(readouts))
         return jnp.broadcast_to(prediction, tuple(sample_shape) + prediction.shape)
 
 

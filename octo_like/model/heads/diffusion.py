@@ -16,16 +16,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from flax import nnx
 
 from octo_like.model import diffusion
-from octo_like.model.heads.base import (
-    masked_mean,
-    pool_readouts,
-    valid_action_mask,
-    zero_invalid,
-)
-from octo_like.model.heads.mlp import IterativeHead
+from octo_like.model.heads.iterative import IterativeHead
 
 TIME_INPUTS = ("unit", "step")
 SAMPLERS = ("posterior", "octo")
@@ -42,20 +35,12 @@ class DiffusionActionHead(IterativeHead):
     def __init__(
         self,
         *,
-        embedding_dim: int,
-        action_dim: int,
-        action_horizon: int,
-        rngs: nnx.Rngs,
         diffusion_steps: int = 20,
-        hidden_dim: int = 256,
-        num_blocks: int = 3,
-        dropout_rate: float = 0.0,  # Octo 1.5 turned it off (it fights the layer norm)
-        time_dim: int = 32,
-        max_action: float = 5.0,
         time_input: str = "unit",
         sampler: str = "posterior",
-        dtype: Any = None,
+        **shared: Any,
     ):
+        """``shared``: the sizes and network keywords of `IterativeHead` (hidden_dim, ...)."""
         if time_input not in TIME_INPUTS:
             raise ValueError(f"time_input must be one of {TIME_INPUTS}, got {time_input!r}")
         if sampler not in SAMPLERS:
@@ -63,20 +48,11 @@ class DiffusionActionHead(IterativeHead):
         self.time_input = time_input
         self.sampler = sampler
         super().__init__(
-            embedding_dim=embedding_dim,
-            action_dim=action_dim,
-            action_horizon=action_horizon,
-            rngs=rngs,
             steps=diffusion_steps,
             steps_name="diffusion_steps",
-            hidden_dim=hidden_dim,
-            num_blocks=num_blocks,
-            dropout_rate=dropout_rate,
-            time_dim=time_dim,
-            max_action=max_action,
-            dtype=dtype,
             # Octo's init over raw steps in [0, K): N(0, 0.2^2) frequencies
             fourier_init_std=0.2 if time_input == "step" else None,
+            **shared,
         )
         self.diffusion_steps = diffusion_steps
 
@@ -84,10 +60,21 @@ class DiffusionActionHead(IterativeHead):
         """The cosine schedule (constants; rebuilt per call so the module holds no arrays)."""
         return diffusion.make_ddpm_schedule(self.diffusion_steps)
 
-    def _time_input(self, t: jax.Array) -> jax.Array:
+    def network_time(self, t: jax.Array) -> jax.Array:
+        """``t / (K - 1)`` for ``"unit"``, the raw step for ``"step"`` (Octo's)."""
         if self.time_input == "step":
             return t.astype(jnp.float32)
         return t.astype(jnp.float32) / max(self.diffusion_steps - 1, 1)
+
+    def draw_time(self, rng: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+        """A diffusion step ``int32`` in ``[0, K)``."""
+        return jax.random.randint(rng, shape, 0, self.diffusion_steps)
+
+    def corrupt(
+        self, clean: jax.Array, noise: jax.Array, t: jax.Array
+    ) -> tuple[jax.Array, jax.Array]:
+        """``x_t`` of the forward process; the target is the noise (epsilon prediction)."""
+        return diffusion.q_sample(self.schedule(), clean, t, noise), noise
 
     def _kept_dims(self, embodiment_action_dim: int | None) -> jax.Array | None:
         """bool[H * A] (flattened (h a) order): True on the embodiment's action dims."""
@@ -101,34 +88,7 @@ class DiffusionActionHead(IterativeHead):
         integer steps ``t`` int[b, w] (or a scalar), from readouts float[b, w, n, d]."""
         self.check_readouts(readouts)
         t = jnp.broadcast_to(jnp.asarray(t), noisy.shape[:-1])
-        return self.network(noisy, pool_readouts(readouts), self._time_input(t), train=False)
-
-    def loss(
-        self,
-        readouts: jax.Array,
-        actions: jax.Array,
-        timestep_pad_mask: jax.Array,
-        action_pad_mask: jax.Array,
-        *,
-        rng: jax.Array,
-        train: bool,
-    ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """Mean squared epsilon error over valid elements; metrics ``loss`` and ``mse``."""
-        self.check_loss_inputs(readouts, actions, timestep_pad_mask, action_pad_mask)
-        mask = valid_action_mask(timestep_pad_mask, action_pad_mask)
-        b, w = actions.shape[:2]
-        x0 = jnp.clip(zero_invalid(actions, mask), -self.max_action, self.max_action)
-        x0 = x0.reshape(b, w, self.chunk_size)
-        t_rng, noise_rng, dropout_rng = jax.random.split(rng, 3)
-        t = jax.random.randint(t_rng, (b, w), 0, self.diffusion_steps)
-        noise = jax.random.normal(noise_rng, x0.shape, jnp.float32)
-        x_t = diffusion.q_sample(self.schedule(), x0, t, noise)
-        eps = self.network(
-            x_t, pool_readouts(readouts), self._time_input(t), train=train, rng=dropout_rng
-        )
-        error = jnp.square(eps - noise).reshape(actions.shape)
-        loss = masked_mean(error, mask)
-        return loss, {"loss": loss, "mse": loss}
+        return self.network(noisy, self.condition(readouts), self.network_time(t), train=False)
 
     def predict_action(
         self,
@@ -161,7 +121,7 @@ class DiffusionActionHead(IterativeHead):
 
         def eps_fn(x_t: jax.Array, t: jax.Array) -> jax.Array:
             step_rng = jax.random.fold_in(dropout_rng, t)
-            return self.network(x_t, condition, self._time_input(t), train=train, rng=step_rng)
+            return self.network(x_t, condition, self.network_time(t), train=train, rng=step_rng)
 
         octo = self.sampler == "octo"
         x0 = diffusion.ddpm_sample(

@@ -15,13 +15,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from octo_like.model import precision
-from octo_like.model.heads.base import (
-    BaseActionHead,
-    masked_mean,
-    pool_readouts,
-    valid_action_mask,
-    zero_invalid,
-)
+from octo_like.model.heads.base import BaseActionHead
 
 
 class DiscreteActionHead(BaseActionHead):
@@ -79,35 +73,26 @@ class DiscreteActionHead(BaseActionHead):
         """``int[...] -> float32[...]``: the bin centres."""
         return self.bin_centers()[bins]
 
-    def logits(self, readouts: jax.Array) -> jax.Array:
-        """``float[..., n_readout, d] -> float32[..., H, A, num_bins]``."""
-        x = self.proj(pool_readouts(readouts)).astype(jnp.float32)
+    def logits(self, condition: jax.Array) -> jax.Array:
+        """``float32[..., d] -> float32[..., H, A, num_bins]`` (``condition``: `condition`'s)."""
+        x = self.proj(condition).astype(jnp.float32)
         return x.reshape(x.shape[:-1] + (self.action_horizon, self.action_dim, self.num_bins))
 
-    def loss(
-        self,
-        readouts: jax.Array,
-        actions: jax.Array,
-        timestep_pad_mask: jax.Array,
-        action_pad_mask: jax.Array,
-        *,
-        rng: jax.Array,
-        train: bool,
-    ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """Cross-entropy over valid elements; metrics ``loss``, ``accuracy``, ``mse``."""
+    def loss_terms(
+        self, condition: jax.Array, actions: jax.Array, *, rng: jax.Array, train: bool
+    ) -> dict[str, jax.Array]:
+        """Cross-entropy of the target bins (the loss), accuracy, squared error of the centres."""
         del rng, train
-        self.check_loss_inputs(readouts, actions, timestep_pad_mask, action_pad_mask)
-        mask = valid_action_mask(timestep_pad_mask, action_pad_mask)
-        actions = zero_invalid(actions, mask)
         targets = self.to_bins(actions)
-        logits = self.logits(readouts)
+        logits = self.logits(condition)
         log_probs = jax.nn.log_softmax(logits, axis=-1)
         nll = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
         predicted = jnp.argmax(logits, axis=-1)
-        loss = masked_mean(nll, mask)
-        accuracy = masked_mean((predicted == targets).astype(jnp.float32), mask)
-        mse = masked_mean(jnp.square(self.from_bins(predicted) - actions), mask)
-        return loss, {"loss": loss, "accuracy": accuracy, "mse": mse}
+        return {
+            "loss": nll,
+            "accuracy": (predicted == targets).astype(jnp.float32),
+            "mse": jnp.square(self.from_bins(predicted) - actions),
+        }
 
     def predict_action(
         self,
@@ -124,8 +109,7 @@ class DiscreteActionHead(BaseActionHead):
         Octo's call: `argmax` takes the most likely bins; `temperature` (None: the head's
         `sample_temperature`) divides the logits before sampling, 0 meaning argmax."""
         del train
-        self.check_readouts(readouts)
-        logits = self.logits(readouts[:, -1])
+        logits = self.logits(self.last_condition(readouts))
         sample_shape = tuple(sample_shape)
         temperature = self.sample_temperature if temperature is None else temperature
         if temperature > 0 and not argmax:

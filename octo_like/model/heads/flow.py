@@ -12,16 +12,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from flax import nnx
 
 from octo_like.model import diffusion
-from octo_like.model.heads.base import (
-    masked_mean,
-    pool_readouts,
-    valid_action_mask,
-    zero_invalid,
-)
-from octo_like.model.heads.mlp import IterativeHead
+from octo_like.model.heads.iterative import IterativeHead
 
 
 class FlowMatchingActionHead(IterativeHead):
@@ -30,62 +23,23 @@ class FlowMatchingActionHead(IterativeHead):
     Targets are clipped to ``[-max_action, max_action]``; so are sampled chunks.
     """
 
-    def __init__(
-        self,
-        *,
-        embedding_dim: int,
-        action_dim: int,
-        action_horizon: int,
-        rngs: nnx.Rngs,
-        flow_steps: int = 10,
-        hidden_dim: int = 256,
-        num_blocks: int = 3,
-        dropout_rate: float = 0.0,  # Octo 1.5 turned it off (it fights the layer norm)
-        time_dim: int = 32,
-        max_action: float = 5.0,
-        dtype: Any = None,
-    ):
-        super().__init__(
-            embedding_dim=embedding_dim,
-            action_dim=action_dim,
-            action_horizon=action_horizon,
-            rngs=rngs,
-            steps=flow_steps,
-            steps_name="flow_steps",
-            hidden_dim=hidden_dim,
-            num_blocks=num_blocks,
-            dropout_rate=dropout_rate,
-            time_dim=time_dim,
-            max_action=max_action,
-            dtype=dtype,
-        )
+    def __init__(self, *, flow_steps: int = 10, **shared: Any):
+        """``shared``: the sizes and network keywords of `IterativeHead` (hidden_dim, ...)."""
+        super().__init__(steps=flow_steps, steps_name="flow_steps", **shared)
         self.flow_steps = flow_steps
 
-    def loss(
-        self,
-        readouts: jax.Array,
-        actions: jax.Array,
-        timestep_pad_mask: jax.Array,
-        action_pad_mask: jax.Array,
-        *,
-        rng: jax.Array,
-        train: bool,
-    ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """Mean squared velocity error over valid elements; metrics ``loss`` and ``mse``."""
-        self.check_loss_inputs(readouts, actions, timestep_pad_mask, action_pad_mask)
-        mask = valid_action_mask(timestep_pad_mask, action_pad_mask)
-        b, w = actions.shape[:2]
-        data = jnp.clip(zero_invalid(actions, mask), -self.max_action, self.max_action)
-        data = data.reshape(b, w, self.chunk_size)
-        s_rng, noise_rng, dropout_rng = jax.random.split(rng, 3)
-        s = jax.random.uniform(s_rng, (b, w))
-        noise = jax.random.normal(noise_rng, data.shape, jnp.float32)
-        x_s = diffusion.flow_interpolate(data, noise, s)
-        velocity = self.network(x_s, pool_readouts(readouts), s, train=train, rng=dropout_rng)
-        target = diffusion.flow_velocity_target(data, noise)
-        error = jnp.square(velocity - target).reshape(actions.shape)
-        loss = masked_mean(error, mask)
-        return loss, {"loss": loss, "mse": loss}
+    def draw_time(self, rng: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+        """``s ~ U[0, 1)``."""
+        return jax.random.uniform(rng, shape)
+
+    def corrupt(
+        self, clean: jax.Array, noise: jax.Array, t: jax.Array
+    ) -> tuple[jax.Array, jax.Array]:
+        """The point ``x_s`` of the straight path; the target is its velocity."""
+        return (
+            diffusion.flow_interpolate(clean, noise, t),
+            diffusion.flow_velocity_target(clean, noise),
+        )
 
     def predict_action(
         self,

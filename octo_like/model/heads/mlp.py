@@ -14,7 +14,6 @@ import jax.numpy as jnp
 from flax import nnx
 
 from octo_like.model import precision
-from octo_like.model.heads.base import BaseActionHead
 
 # Learned Fourier frequencies start as N(0, FOURIER_INIT_STD^2) over time in [0, 1]: a few
 # cycles across the range, enough to tell adjacent diffusion steps apart at K = 20.
@@ -132,46 +131,3 @@ class ResidualMLPDenoiser(nnx.Module):
         for block, key in zip(self.blocks, keys, strict=True):
             h = block(h, train=train, rng=key)
         return self.proj_out(nnx.swish(h)).astype(jnp.float32)
-
-
-class IterativeHead(BaseActionHead):
-    """Shared by the diffusion and flow heads: a residual MLP over the flattened chunk
-    ``[H * A]``, conditioned on the pooled readout and a time in [0, 1], run for `steps`
-    denoising / integration steps; outputs are clipped to ``[-max_action, max_action]``."""
-
-    def __init__(
-        self,
-        *,
-        embedding_dim: int,
-        action_dim: int,
-        action_horizon: int,
-        rngs: nnx.Rngs,
-        steps: int,
-        steps_name: str,
-        hidden_dim: int,
-        num_blocks: int,
-        dropout_rate: float,
-        time_dim: int,
-        max_action: float,
-        dtype: Any,
-        fourier_init_std: float | None = None,
-    ):
-        super().__init__(
-            embedding_dim=embedding_dim, action_dim=action_dim, action_horizon=action_horizon
-        )
-        if steps < 1:
-            raise ValueError(f"{steps_name} must be >= 1, got {steps}")
-        if max_action <= 0:
-            raise ValueError(f"max_action must be > 0, got {max_action}")
-        self.max_action = float(max_action)
-        self.network = ResidualMLPDenoiser(
-            in_dim=self.chunk_size,
-            cond_dim=embedding_dim,
-            hidden_dim=hidden_dim,
-            num_blocks=num_blocks,
-            dropout_rate=dropout_rate,
-            time_dim=time_dim,
-            rngs=rngs,
-            dtype=dtype,
-            fourier_init_std=fourier_init_std,
-        )

@@ -9,7 +9,7 @@ evaluated closed-loop on the same scenes, so arms differ only by what they start
 `summarize` pools each arm's episodes over seeds (success with a 95% Wilson interval, plus the
 per-seed rates, whose spread is the seed-to-seed noise) and states each mode's gap to scratch with
 a 95% interval (Newcombe's hybrid score interval for a difference of two proportions, on the
-pooled episodes). Pure Python: scripts/benchmark_transfer.py runs the arms.
+pooled episodes). Pure Python: `transfer_benchmark` runs the arms (scripts/benchmark_transfer.py).
 """
 
 from __future__ import annotations

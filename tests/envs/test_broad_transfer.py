@@ -1,25 +1,23 @@
 """The broad pretraining recipe (`configs/pretrain.py:laptop_broad`) and the transfer benchmark's
 flags end to end at toy scale: numerics and plumbing, not success rates. Pretrains on two
-embodiments with a task family held out, then fine-tunes and evaluates through
-scripts/benchmark_transfer.py with the execution flags every row shares."""
+embodiments with a task family held out, then fine-tunes and evaluates through the benchmark
+(`octo_like.envs.transfer_benchmark`, with scripts/benchmark_transfer.py's entry points) with the
+execution flags every row shares."""
 
 from __future__ import annotations
 
 import json
 import pathlib
-import sys
 
 import pytest
 
 import train
 from configs import pretrain
+from octo_like.envs import evaluate_cli, transfer_arms, transfer_scope
+from octo_like.envs.transfer_benchmark import parse_args, run
 from octo_like.training.finetune_config import read_pretrained
 from tests.envs.tiny_runs import shrink_to_seconds
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "scripts"))
-import benchmark_transfer  # noqa: E402
-import evaluate as evaluate_script  # noqa: E402
-import transfer_pretraining  # noqa: E402
+from tests.envs.transfer_scripts import entry_points, load_script
 
 
 @pytest.fixture(scope="module")
@@ -40,17 +38,20 @@ def test_the_broad_recipe_pretrains_on_two_embodiments_without_the_held_out_fami
 ):
     info = read_pretrained(broad_checkpoint)
     assert set(info.dataset_names) == {"metaworld_front", "metaworld_default"}
-    scope = transfer_pretraining.checkpoint_scope(broad_checkpoint, info.dataset_names)
+    scope = transfer_scope.checkpoint_scope(broad_checkpoint, info.dataset_names)
     assert scope.tasks == ("reach",) and set(scope.variants) == {"front", "default"}
 
 
 def test_the_benchmark_runs_every_row_with_the_same_execution(
     broad_checkpoint, tmp_path, monkeypatch
 ):
+    programs = entry_points()
     calls = []
-    real_main = evaluate_script.main
-    monkeypatch.setattr(evaluate_script, "main", lambda argv: calls.append(argv) or real_main(argv))
+    real_main = evaluate_cli.main
+    monkeypatch.setattr(evaluate_cli, "main", lambda argv: calls.append(argv) or real_main(argv))
     workdir = tmp_path / "transfer"
+    # The arms reuse what pretraining compiled (the same model's initializers) from its cache.
+    pretraining_cache = pathlib.Path(broad_checkpoint).parent / "compilation_cache"
 
     def command(target="test=drawer-close", exec_horizon=2, workdir=workdir):
         return [
@@ -60,9 +61,10 @@ def test_the_benchmark_runs_every_row_with_the_same_execution(
             "--exec_horizon", str(exec_horizon), "--no_crop",
             f"--finetune_arg=--config.data.statistics_cache_dir={tmp_path / 'stats'}",
             "--finetune_arg=--config.data.shuffle_buffer=64",
+            f"--finetune_arg=--config.compilation_cache={pretraining_cache}",
         ]  # fmt: skip
 
-    rows = benchmark_transfer.main(command())
+    rows = run(parse_args(command()), programs)
     assert [(r["target"], r["variant"], r["mode"]) for r in rows] == [
         ("test", "front", "zero_shot"),  # the pretrained checkpoint on the held-out task
         ("own", "front", "zero_shot"),  # ... and on its own pretraining tasks
@@ -91,39 +93,40 @@ def test_the_benchmark_runs_every_row_with_the_same_execution(
     assert primary["augment"]["random_resized_crop_scale"] is None
 
     # Another execution setting re-evaluates the trained arms, beside the first results.
-    import finetune
-
-    monkeypatch.setattr(finetune, "main", lambda *a, **k: pytest.fail("trained again"))
+    monkeypatch.setattr(programs.finetune, "main", lambda *a, **k: pytest.fail("trained again"))
     calls.clear()
-    again = benchmark_transfer.main(command(exec_horizon=1))
+    again = run(parse_args(command(exec_horizon=1)), programs)
     assert len(again) == 4 and len(calls) == 4 and all("--exec_horizon=1" in c for c in calls)
     tags = sorted(p.name for p in (workdir / "results").iterdir())
     assert tags == ["receding-h1-4steps-1eps-seed0", "receding-h2-4steps-1eps-seed0"]
 
     # A target whose demonstrations were in pretraining is refused before any work.
-    monkeypatch.setattr(benchmark_transfer, "train_arm", lambda *a: pytest.fail("trained"))
+    monkeypatch.setattr(transfer_arms, "train_arm", lambda *a: pytest.fail("trained"))
     with pytest.raises(ValueError, match="target 'leak': reach on 'front' were in pretraining"):
-        benchmark_transfer.main(command("leak=reach", workdir=tmp_path / "leak"))
+        run(parse_args(command("leak=reach", workdir=tmp_path / "leak")), programs)
     assert not (tmp_path / "leak" / "runs").exists()
 
 
 def test_pretraining_arguments_pass_through_to_train_py(tmp_path):
-    args = benchmark_transfer.parse_args(
+    args = parse_args(
         ["--workdir", str(tmp_path), "--pretrain_config", "laptop_broad", "--pretrain_steps",
          "7", "--held_out", "family:door,family:coffee",
          "--pretrain_arg=--config.simulation.episodes_per_task=3"]
     )  # fmt: skip
-    config, run_dir, _, _ = train.parse_command_line(transfer_pretraining.pretrain_argv(args))
+    programs = entry_points()
+    config, run_dir, _, _ = train.parse_command_line(
+        transfer_scope.pretrain_argv(args, programs.config_dir)
+    )
     assert config.num_steps == 7 and config.simulation.episodes_per_task == 3
     assert config.simulation.held_out == "family:door,family:coffee"
     assert config.mix == "metaworld_broad" and run_dir == str(tmp_path / "pretrain")
-    scope = transfer_pretraining.planned_scope(args)
+    scope = transfer_scope.planned_scope(args, programs)
     assert len(scope.tasks) == 50 - 7 and "door-open" not in scope.tasks
     assert scope.variants == ("front", "default")
 
 
 def test_the_dry_run_shows_what_pretraining_sees_and_which_targets_leak(tmp_path, capsys):
-    scope = transfer_pretraining.main(
+    scope = load_script("transfer_pretraining").main(
         ["--workdir", str(tmp_path), "--pretrain_config", "laptop_broad",
          "--held_out", "family:door", "--target", "ok=door-lock", "--target", "bad=reach,door-open"]
     )  # fmt: skip
@@ -139,11 +142,11 @@ def test_own_task_rows_are_a_spread_sample_of_pretraining_tasks():
     from octo_like.envs.tasks import pretraining_tasks
 
     tasks = pretraining_tasks("all", "family:door,family:coffee,family:plate")
-    scope = transfer_pretraining.PretrainingScope(tasks, ("front", "default"))
-    sample = transfer_pretraining.own_task_sample(scope, None)
+    scope = transfer_scope.PretrainingScope(tasks, ("front", "default"))
+    sample = transfer_scope.own_task_sample(scope, None)
     assert len(sample) == 5 and sample[0] == tasks[0] and set(sample) <= set(tasks)
-    assert transfer_pretraining.own_task_sample(scope, "reach,push") == ("reach", "push")
+    assert transfer_scope.own_task_sample(scope, "reach,push") == ("reach", "push")
     with pytest.raises(ValueError, match="--own_tasks door-open: not among the pretraining"):
-        transfer_pretraining.own_task_sample(scope, "reach,door-open")
-    unknown = transfer_pretraining.PretrainingScope(None, ("front",))
-    assert transfer_pretraining.own_task_sample(unknown, None) == ()
+        transfer_scope.own_task_sample(scope, "reach,door-open")
+    unknown = transfer_scope.PretrainingScope(None, ("front",))
+    assert transfer_scope.own_task_sample(unknown, None) == ()

@@ -420,20 +420,26 @@ def test_scenes_are_keyed_by_task_name_not_position():
 
 
 def test_agent_names_identify_the_run_and_step():
-    assert evaluate_script.agent_name("runs/laptop/checkpoints", 300) == "policy:laptop@300"
-    assert evaluate_script.agent_name("runs/laptop/checkpoints/", 5) == "policy:laptop@5"
-    assert evaluate_script.agent_name("/exports/my_policy", None) == "policy:my_policy@latest"
+    from octo_like.envs.evaluate_cli import agent_name
+
+    assert agent_name("runs/laptop/checkpoints", 300) == "policy:laptop@300"
+    assert agent_name("runs/laptop/checkpoints/", 5) == "policy:laptop@5"
+    assert agent_name("/exports/my_policy", None) == "policy:my_policy@latest"
 
 
 def test_transfer_benchmark_plumbing_on_a_tiny_budget(tiny_checkpoint, tmp_path, monkeypatch):
-    """scripts/benchmark_transfer.py end to end on a tiny budget: a new embodiment with a camera
-    the pretrained model lacks, a fine-tuning mode and scratch, results saved and reused."""
-    import benchmark_transfer
+    """The transfer benchmark (scripts/benchmark_transfer.py's run) end to end on a tiny budget:
+    a new embodiment with a camera the pretrained model lacks, a fine-tuning mode and scratch,
+    results saved and reused."""
     from flax import nnx
 
     import train
+    from octo_like.envs import transfer_arms, transfer_scope
+    from octo_like.envs.transfer_benchmark import parse_args
+    from octo_like.envs.transfer_benchmark import run as run_benchmark
     from octo_like.model.base_checkpoint import flat_params
     from octo_like.model.octo_model import OctoModel
+    from tests.envs.transfer_scripts import entry_points
 
     workdir = tmp_path / "transfer"
     argv = [
@@ -444,7 +450,8 @@ def test_transfer_benchmark_plumbing_on_a_tiny_budget(tiny_checkpoint, tmp_path,
         f"--finetune_arg=--config.data.statistics_cache_dir={tmp_path / 'stats'}",
         "--finetune_arg=--config.data.shuffle_buffer=64",
     ]  # fmt: skip
-    rows = benchmark_transfer.main(argv)
+    programs = entry_points()
+    rows = run_benchmark(parse_args(argv), programs)
     assert [(r["target"], r["mode"], r["seeds"]) for r in rows] == [
         ("wrist", "head_only", [3]), ("wrist", "scratch", [3]),
     ]  # fmt: skip
@@ -467,8 +474,8 @@ def test_transfer_benchmark_plumbing_on_a_tiny_budget(tiny_checkpoint, tmp_path,
         assert np.array_equal(params[kernel], pretrained[kernel]) == reused, mode
 
     # A rerun reuses every finished arm: nothing trains again.
-    monkeypatch.setattr(benchmark_transfer, "train_arm", lambda *a: pytest.fail("retrained"))
-    assert benchmark_transfer.main(argv) == rows
+    monkeypatch.setattr(transfer_arms, "train_arm", lambda *a: pytest.fail("retrained"))
+    assert run_benchmark(parse_args(argv), programs) == rows
 
     # A target without @VARIANT runs on the pretraining robot: the checkpoint's own variant.
     import dataclasses
@@ -477,15 +484,14 @@ def test_transfer_benchmark_plumbing_on_a_tiny_budget(tiny_checkpoint, tmp_path,
 
     info = finetune_config.read_pretrained(tiny_checkpoint)
     assert info.dataset_names == ("metaworld_default",)
-    assert benchmark_transfer.pretrained_variant(info) == "default"
+    assert transfer_scope.pretrained_variant(info) == "default"
     front = dataclasses.replace(info, dataset_names=("metaworld_front",))
-    assert benchmark_transfer.pretrained_variant(front) == "front"
+    assert transfer_scope.pretrained_variant(front) == "front"
 
     # The pretraining command it would run parses as a train.py command line.
-    import transfer_pretraining
-
-    args = benchmark_transfer.parse_args(["--workdir", str(workdir), "--pretrain_steps", "7"])
-    config, run_dir, _, _ = train.parse_command_line(transfer_pretraining.pretrain_argv(args))
+    args = parse_args(["--workdir", str(workdir), "--pretrain_steps", "7"])
+    pretrain_argv = transfer_scope.pretrain_argv(args, programs.config_dir)
+    config, run_dir, _, _ = train.parse_command_line(pretrain_argv)
     assert config.num_steps == 7 and config.simulation.episodes_per_task == 12  # the preset's
     assert run_dir == str(workdir / "pretrain")
 

@@ -1,0 +1,221 @@
+"""The transfer benchmark's arms: collect a target's data, fine-tune (or train from scratch),
+evaluate closed-loop, and save each result as it finishes.
+
+Every arm trains through finetune.py's own command-line parser (handed in as `EntryPoints`) and
+every row is evaluated through scripts/evaluate.py's (`evaluate_cli`), so the commands logged
+are the ones a user would run. Each result is saved as
+``results/<evaluation tag>/<target>/<mode>/seed<k>.json``: an interrupted benchmark resumes where
+it stopped (delete a file to redo that arm), and results of another execution setting live
+beside them, never reused for one another.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from typing import NamedTuple
+
+from octo_like.envs import evaluate_cli
+from octo_like.envs.transfer import ZERO_SHOT, Arm, ArmResult, Target
+from octo_like.envs.transfer_scope import EntryPoints, zero_shot_dataset
+from octo_like.envs.variants import dataset_name_of, get_variant
+
+log = logging.getLogger("benchmark_transfer")  # one logger name for the benchmark's lines
+
+
+class ArmSetup(NamedTuple):
+    """What every arm of a benchmark shares: the `pretrained` checkpoint directory, the
+    `cameras` its model has (a target's others get new tokenizers) and the `programs`
+    (finetune.py) it trains through."""
+
+    pretrained: str
+    cameras: tuple[str, ...]
+    programs: EntryPoints
+
+
+def collect_target_data(args, target: Target) -> str:
+    """TFDS data root of `target`'s demonstrations (collected once, then reused)."""
+    from octo_like.envs.demos import CollectionConfig, ensure_demonstrations
+
+    config = CollectionConfig(
+        tasks=target.tasks,
+        episodes_per_task=args.demos,
+        val_episodes_per_task=args.val_demos,
+        variant=target.variant,
+        seed=args.collect_seed,
+    )
+    return ensure_demonstrations(
+        os.path.join(args.workdir, "data", target.name), config, workers=args.workers
+    )
+
+
+def finetune_argv(args, arm: Arm, pretrained: str, data_root: str, config_dir: str) -> list[str]:
+    """The finetune.py command line of `arm`: identical for every mode but the mode itself."""
+    variant = get_variant(arm.target.variant)
+    steps = args.steps
+    return [
+        "finetune.py",
+        f"--config={config_dir}/finetune.py:{arm.mode},language",
+        f"--workdir={run_dir(args, arm)}",
+        f"--config.pretrained_path={pretrained}",
+        f"--config.dataset.name={dataset_name_of(variant.name)}",
+        f"--config.dataset.location={data_root}",
+        f"--config.model.action_dim={variant.action_dim}",
+        f"--config.seed={arm.seed}",
+        f"--config.num_steps={steps}",
+        f"--config.data.batch_size={args.batch_size}",
+        f"--config.optimizer.warmup_steps={max(1, min(250, steps // 10))}",
+        f"--config.checkpoint.save_every={steps}",
+        f"--config.eval_every={steps}",
+        f"--config.log_every={max(1, min(100, steps // 10))}",
+        "--config.tensorboard=False",
+        # One XLA cache for all arms: seeds and full/scratch compile the same step.
+        f"--config.compilation_cache={os.path.join(args.workdir, 'compilation_cache')}",
+        *args.finetune_arg,
+    ]
+
+
+def set_cameras(
+    config, variant_name: str, pretrained_cameras: tuple[str, ...], crop: bool = True
+) -> None:
+    """Gives `config` (a finetune ConfigDict) a tokenizer and an image size for every camera of
+    the variant the pretrained model lacks, and (crop False) no random crop on the primary
+    camera, the same for every arm: a fixed camera gains nothing from it."""
+    variant = get_variant(variant_name)
+    new = not set(variant.cameras) <= set(pretrained_cameras)
+    if not new and crop:
+        return  # the defaults: the pretrained cameras, primary augmented
+    cameras = variant.cameras if new else pretrained_cameras
+    size = (variant.image_size, variant.image_size)
+    primary_augment = dict() if crop else dict(random_resized_crop_scale=None)
+    if new:
+        config.model.image_tokenizers = tuple(dict(camera=c) for c in cameras)
+    config.data.frame.cameras = {
+        c: dict(
+            size=None if c in pretrained_cameras else size,
+            augment=primary_augment if c == "primary" else None,
+        )
+        for c in cameras
+    }
+
+
+def run_dir(args, arm: Arm) -> str:
+    return os.path.join(args.workdir, "runs", arm.key)
+
+
+def evaluation_tag(args) -> str:
+    """Names how rows were evaluated, e.g. ``receding-h2-150steps-20eps-seed0``: results of
+    other execution settings live beside each other, never reused for one another."""
+    execution = args.execution + (f"-h{args.exec_horizon}" if args.exec_horizon else "")
+    if args.execution == "ensemble":
+        execution += f"-d{args.ensemble_decay:g}"
+    return f"{execution}-{args.max_steps}steps-{args.eval_episodes}eps-seed{args.eval_seed}"
+
+
+def result_path(args, arm: Arm) -> str:
+    return os.path.join(args.workdir, "results", evaluation_tag(args), arm.key + ".json")
+
+
+def train_arm(args, arm: Arm, setup: ArmSetup, data_root: str) -> float:
+    """Fine-tunes (or trains from scratch) one arm on the demonstrations in `data_root`; returns
+    its training seconds. An arm trained before with the same command is reused (for another
+    evaluation setting); one trained with another command is an error, not silently reused."""
+    programs = setup.programs
+    argv = finetune_argv(args, arm, setup.pretrained, data_root, programs.config_dir)
+    record = {"argv": argv, "crop": not args.no_crop}
+    done = os.path.join(run_dir(args, arm), "trained.json")
+    if os.path.exists(done):
+        with open(done) as f:
+            previous = json.load(f)
+        if {k: previous.get(k) for k in record} != record:
+            raise ValueError(
+                f"arm {arm.key} in {run_dir(args, arm)} was trained with another command "
+                f"({previous.get('argv')}, crop={previous.get('crop')}); use another --workdir "
+                "or delete that run"
+            )
+        log.info("arm %s: trained before (%s)", arm.key, done)
+        return float(previous["seconds"])
+    log.info("arm %s: %s", arm.key, " ".join(argv))
+    config, workdir, overwrite, stop = programs.finetune.parse_command_line(argv)
+    set_cameras(config, arm.target.variant, setup.cameras, crop=not args.no_crop)
+    start = time.perf_counter()
+    programs.finetune.main(config, workdir, overwrite=overwrite, stop_at_step=stop, echo=log.info)
+    seconds = time.perf_counter() - start
+    with open(done, "w") as f:
+        json.dump({**record, "seconds": round(seconds, 1)}, f, indent=1)
+    return seconds
+
+
+def evaluate_checkpoint(args, checkpoint: str, tasks, variant: str, dataset_name=None):
+    """Closed-loop ``{task: (successes, episodes)}`` of a checkpoint and the seconds it took,
+    executed as every other row is (--execution, --exec_horizon, --ensemble_decay)."""
+    argv = [
+        f"--checkpoint={checkpoint}",
+        f"--tasks={','.join(tasks)}",
+        f"--variant={variant}",
+        f"--episodes={args.eval_episodes}",
+        f"--max_steps={args.max_steps}",
+        f"--seed={args.eval_seed}",
+        f"--workers={args.workers}",
+        f"--execution={args.execution}",
+        f"--ensemble_decay={args.ensemble_decay}",
+        *([f"--exec_horizon={args.exec_horizon}"] if args.exec_horizon else []),
+        *([f"--dataset_name={dataset_name}"] if dataset_name else []),
+        "--no_progress",
+        *([f"--gl={args.gl}"] if args.gl else []),
+    ]
+    log.info("evaluating: scripts/evaluate.py %s", " ".join(argv))
+    report = evaluate_cli.main(argv)
+    rows = report.per_task()
+    per_task = {t: (int(rows[t]["successes"]), int(rows[t]["episodes"])) for t in tasks}
+    return per_task, report.seconds
+
+
+def load_result(path: str) -> ArmResult:
+    with open(path) as f:
+        return ArmResult.from_json(json.load(f))
+
+
+def save_result(path: str, result: ArmResult) -> None:
+    """Written whole or not at all (a temporary file renamed), so a kill never leaves half."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(result.to_json(), f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def run_zero_shot(args, target: Target, pretrained: str, info):
+    """The pretrained checkpoint on `target` before any fine-tuning (saved like an arm), or None
+    when it cannot act in the target's embodiment (logged with the reason)."""
+    arm = Arm(target, ZERO_SHOT, 0)
+    path = result_path(args, arm)
+    if os.path.exists(path):
+        return load_result(path)
+    dataset_name, why = zero_shot_dataset(info, target.variant)
+    if dataset_name is None:
+        log.info("zero-shot on %s skipped: %s", target.name, why)
+        return None
+    per_task, seconds = evaluate_checkpoint(
+        args, pretrained, target.tasks, target.variant, dataset_name
+    )
+    result = ArmResult(arm, per_task, 0.0, seconds)
+    save_result(path, result)
+    return result
+
+
+def run_arm(args, arm: Arm, setup: ArmSetup, data_root: str) -> ArmResult:
+    """The arm's saved result, else trains, evaluates and saves it."""
+    path = result_path(args, arm)
+    if os.path.exists(path):
+        log.info("arm %s: reusing %s", arm.key, path)
+        return load_result(path)
+    train_seconds = train_arm(args, arm, setup, data_root)
+    checkpoint = os.path.join(run_dir(args, arm), "checkpoints")
+    per_task, eval_seconds = evaluate_checkpoint(
+        args, checkpoint, arm.target.tasks, arm.target.variant
+    )
+    result = ArmResult(arm, per_task, train_seconds, eval_seconds)
+    save_result(path, result)
+    return result

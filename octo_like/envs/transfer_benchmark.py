@@ -1,0 +1,146 @@
+"""Does pretraining pay? The transfer benchmark's flags and its run, start to finish.
+
+`run` pretrains (or reuses --pretrained), refuses targets that leak into pretraining before any
+work, evaluates the pretrained checkpoint zero-shot, collects each target's demonstrations,
+trains and evaluates every arm (`transfer_arms`) and writes the report (`transfer_report`).
+scripts/benchmark_transfer.py is its command line (the run's steps are in that docstring);
+scripts/transfer_pretraining.py takes the same flags for a dry run (`transfer_scope.dry_run`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+from octo_like.envs import transfer
+from octo_like.envs.tasks import TASKS
+from octo_like.envs.transfer_arms import ArmSetup, collect_target_data, run_arm, run_zero_shot
+from octo_like.envs.transfer_report import write_report
+from octo_like.envs.transfer_scope import (
+    EntryPoints,
+    check_targets,
+    checkpoint_scope,
+    ensure_pretrained,
+    own_task_sample,
+    planned_scope,
+    pretrained_variant,
+)
+
+log = logging.getLogger("benchmark_transfer")  # one logger name for the benchmark's lines
+
+
+def parse_args(argv=None, description: str | None = None) -> argparse.Namespace:
+    """The benchmark's command line (also the dry run's); --workdir made absolute."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--pretrained", default="", help="checkpoint dir to reuse (else pretrain)")
+    parser.add_argument(
+        "--pretrain_config", default="laptop", help="configs/pretrain.py preset, e.g. laptop_broad"
+    )
+    parser.add_argument(
+        "--pretrain_tasks", default=None, help="tasks, family:NAME or all (default: the preset's)"
+    )
+    parser.add_argument(
+        "--held_out", default="", help="tasks / family:NAME kept out of pretraining entirely"
+    )
+    parser.add_argument("--pretrain_demos", type=int, default=None, help="per task (preset's)")
+    parser.add_argument("--pretrain_steps", type=int, default=None, help="(default: preset's)")
+    parser.add_argument(
+        "--pretrain_arg", action="append", default=[], help="extra train.py flag (repeatable)"
+    )
+    parser.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        help="NAME=TASK,TASK[@VARIANT] (repeatable; default: held-out tasks, metric7 and wrist)",
+    )
+    parser.add_argument("--modes", default="full,head_only", help="fine-tuning modes (+scratch)")
+    parser.add_argument("--demos", type=int, default=50, help="demonstrations per target task")
+    parser.add_argument("--val_demos", type=int, default=2, help="validation episodes per task")
+    parser.add_argument("--collect_seed", type=int, default=1, help="seed of the target demos")
+    parser.add_argument("--steps", type=int, default=1500, help="training steps of every arm")
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument(
+        "--finetune_arg", action="append", default=[], help="extra finetune.py flag, every arm"
+    )
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--eval_episodes", type=int, default=20, help="per task, arm and seed")
+    # How every arm (and the zero-shot rows) executes its chunks: the same for all.
+    parser.add_argument("--max_steps", type=int, default=150, help="per evaluation episode")
+    parser.add_argument("--execution", choices=("receding", "ensemble"), default="receding")
+    parser.add_argument(
+        "--exec_horizon", type=int, default=None, help="receding: actions per chunk (default H)"
+    )
+    parser.add_argument("--ensemble_decay", type=float, default=0.0)
+    parser.add_argument(
+        "--own_tasks",
+        default=None,
+        help="pretraining tasks to evaluate the pretrained checkpoint on (default: 5 of them)",
+    )
+    parser.add_argument("--no_zero_shot", action="store_true", help="skip the zero-shot rows")
+    parser.add_argument(
+        "--no_crop", action="store_true", help="no random crop on the primary camera (fixed views)"
+    )
+    parser.add_argument("--eval_seed", type=int, default=0, help="scene seed (same for all arms)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--gl", choices=("egl", "osmesa"), default=None)
+    args = parser.parse_args(argv)
+    args.workdir = os.path.abspath(os.path.expanduser(args.workdir))
+    return args
+
+
+def default_targets(pretrain_tasks: tuple[str, ...]) -> list[str]:
+    """Three MT50 tasks pretraining never saw (if any), and two new embodiments on two
+    pretraining tasks (a new robot doing known tasks)."""
+    unseen = [t for t in TASKS if t not in pretrain_tasks][:3]
+    known = ",".join(pretrain_tasks[:2])
+    return [
+        *([f"heldout={','.join(unseen)}"] if unseen else []),
+        f"metric7={known}@metric7",
+        f"wrist={known}@wrist",
+    ]
+
+
+def run(args: argparse.Namespace, programs: EntryPoints) -> list[dict]:
+    """The whole benchmark for `parse_args`'s `args`; returns the report's summary rows.
+    Targets, modes and seeds are checked (leaks included) before anything is trained."""
+    from octo_like.training.finetune_config import read_pretrained
+
+    # Held-out tasks without @VARIANT run on the pretraining robot: the checkpoint's own variant.
+    reused = read_pretrained(ensure_pretrained(args, programs)) if args.pretrained else None
+    if reused is not None:
+        scope = checkpoint_scope(reused.checkpoint_dir, reused.dataset_names)
+        own = pretrained_variant(reused)
+    else:
+        scope = planned_scope(args, programs)
+        own = scope.variants[0] if scope.variants else "default"
+    targets = [
+        transfer.Target.parse(t, default_variant=own)
+        for t in (args.target or default_targets(scope.tasks or ()))
+    ]
+    check_targets(targets, scope, args.pretrained or "the pretraining run")
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    arms = transfer.plan(targets, modes, seeds)  # validates before any work
+    own_tasks = own_task_sample(scope, args.own_tasks)
+    os.makedirs(args.workdir, exist_ok=True)
+
+    pretrained = ensure_pretrained(args, programs)
+    info = reused or read_pretrained(pretrained)
+    if reused is None:  # pretrained here: what it actually saw is now on disk
+        check_targets(targets, checkpoint_scope(pretrained, info.dataset_names), pretrained)
+    results = []
+    if not args.no_zero_shot:
+        zero_shot_targets = [*targets]
+        if own_tasks:
+            zero_shot_targets.append(transfer.Target(transfer.OWN_TASKS, own, own_tasks))
+        for target in zero_shot_targets:
+            result = run_zero_shot(args, target, pretrained, info)
+            results += [result] if result is not None else []
+    data_roots = {t.name: collect_target_data(args, t) for t in targets}
+    setup = ArmSetup(pretrained, tuple(info.config.cameras), programs)
+    for i, arm in enumerate(arms):
+        log.info("arm %d/%d: %s", i + 1, len(arms), arm.key)
+        results.append(run_arm(args, arm, setup, data_roots[arm.target.name]))
+    return write_report(args, results, pretrained, seeds)

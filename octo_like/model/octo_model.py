@@ -52,20 +52,20 @@ def initialize(
     the compilation cache) and, with `sharding` (abstract parameters -> their shardings),
     written straight into their shardings. The values are the same random draws from `rng`.
     """
-    graphdef, abstract_params, abstract_rest = nnx.split(
-        nnx.eval_shape(lambda: make(rng)), nnx.Param, ...
-    )
-    out_shardings = None
-    if sharding is not None:
-        params_sharding = sharding(abstract_params)
-        mesh = jax.tree.leaves(params_sharding)[0].mesh
-        replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-        out_shardings = (params_sharding, jax.tree.map(lambda _: replicated, abstract_rest))
+    graphdef = None
 
     def states(key: jax.Array):
-        return nnx.split(make(key), nnx.Param, ...)[1:]
+        nonlocal graphdef  # static structure, the same for every trace
+        graphdef, params, rest = nnx.split(make(key), nnx.Param, ...)
+        if sharding is not None:  # traced once: the layout is read off the traced shapes
+            where = sharding(params)
+            mesh = jax.tree.leaves(where)[0].mesh
+            replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+            params = jax.lax.with_sharding_constraint(params, where)
+            rest = jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, replicated), rest)
+        return params, rest
 
-    params, rest = jax.jit(states, out_shardings=out_shardings)(rng)
+    params, rest = jax.jit(states)(rng)
     return nnx.merge(graphdef, params, rest)
 
 

@@ -32,9 +32,13 @@ def shared_data(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp("synthetic"))
 
 
-def debug_config(data_dir: str, stats_dir: str, **overrides):
+def debug_config(data_dir: str, stats_dir: str, *, validate: bool = False, **overrides):
     """The README's debug command (`python train.py --config configs/pretrain.py:debug ...`),
-    parsed as the command line would be, with test-local data and overrides."""
+    parsed as the command line would be, with test-local data and overrides.
+
+    Without `validate` the run has no held-out evaluation (``val_split=""``): building its
+    pipeline and compiling its step took ~20 s of every short run; the runs that test it ask.
+    """
     config, _, _, _ = train.parse_command_line(
         ["train.py", "--config", f"{REPO / 'configs/pretrain.py'}:debug"]
     )
@@ -42,6 +46,8 @@ def debug_config(data_dir: str, stats_dir: str, **overrides):
     config.data.statistics_cache_dir = stats_dir
     config.tensorboard = False
     config.compilation_cache = xla_cache.directory()  # the session's: compiled once
+    if not validate:
+        config.val_split = ""
     for key, value in overrides.items():
         node = config
         *parents, leaf = key.split(".")
@@ -62,7 +68,7 @@ def startup_phases(records) -> dict[str, float]:
 
 def test_train_two_steps_then_resume_to_four(shared_data, tmp_path, caplog):
     workdir = str(tmp_path / "run")
-    config = debug_config(shared_data, str(tmp_path / "stats"), tensorboard=True)
+    config = debug_config(shared_data, str(tmp_path / "stats"), validate=True, tensorboard=True)
     caplog.set_level(logging.INFO, logger="octo_like.training.loop")
     first = train.main(config, workdir, stop_at_step=2)
     assert (first.start_step, first.final_step) == (0, 2)

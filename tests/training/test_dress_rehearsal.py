@@ -1,5 +1,5 @@
-"""Dress rehearsal of pod-scale pretraining on this machine: the `oxe_magic_soup` mix over
-fixture datasets with each member's published feature schema (keys, nesting, encodings, cameras
+"""Dress rehearsal of pod-scale pretraining on this machine: an OXE mix over fixture datasets
+with each member's published feature schema (keys, nesting, encodings, cameras
 at their real resolution), a frozen T5 in Hugging Face format read from a URL-scheme filesystem,
 two processes with FSDP spanning both. Three launches of the same command:
 
@@ -13,7 +13,11 @@ two processes with FSDP spanning both. Three launches of the same command:
    fails: no cross-host transfers).
 
 Checks the per-dataset share of frames against the mix weights (balanced by size) and each
-process's peak RSS."""
+process's peak RSS, and prints each launch's time to its first step by phase.
+
+The mix: `oxe_magic_soup_paths` in `make test` (12 of the 25, taking every conversion path of
+the 25: tests/data/test_rehearsal_mix.py), all 25 of `oxe_magic_soup` with `make rehearsal`
+(``OCTO_REHEARSAL_MIX=oxe_magic_soup``), which docs/training.md asks for before a pod launch."""
 
 from __future__ import annotations
 
@@ -42,6 +46,7 @@ T5_URL = "ram://rehearsal/t5"
 BATCH, LOG_EVERY, SAVE_EVERY = 8, 2, 10
 RSS_LIMIT_GIB = 6.0  # per process: TF + JAX + the input pipeline under data.parallelism's budget
 SHARE_P_VALUE = 1e-3  # chi-square test of the frame counts against the mix weights
+MIX = os.environ.get("OCTO_REHEARSAL_MIX", "oxe_magic_soup_paths")
 
 
 def free_port() -> int:
@@ -105,6 +110,13 @@ class Run:
         return self.logs[i].read_text()
 
 
+def _startup_line(log: str) -> str:
+    """The 'time to first step ...' line a run logs at its first step."""
+    lines = [line for line in log.splitlines() if "time to first step" in line]
+    assert lines, log[-3000:]
+    return lines[0][lines[0].index("time to first step") :]
+
+
 def _complete_steps(checkpoints: pathlib.Path) -> list[int]:
     if not checkpoints.is_dir():
         return []
@@ -116,9 +128,9 @@ def _complete_steps(checkpoints: pathlib.Path) -> list[int]:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)  # ~9 min alone; sharing the 2 cores with another test worker, ~15
-def test_dress_rehearsal(tmp_path, bridge_dir):
-    mix = MIXES["oxe_magic_soup"]
+@pytest.mark.timeout(1800)  # 25 datasets: ~9 min alone; sharing the 2 cores with another test
+def test_dress_rehearsal(tmp_path, bridge_dir):  # worker, ~15
+    mix = MIXES[MIX]
     for index, (name, _) in enumerate(mix):
         synthetic.write_rlds_dataset(
             str(tmp_path / "data"), name, real_schema(name),
@@ -127,7 +139,7 @@ def test_dress_rehearsal(tmp_path, bridge_dir):
     write_tiny_t5_checkpoint(str(tmp_path / "t5"))
     workdir = tmp_path / "run"
     flags = [
-        "--config", f"{REPO / 'configs/pretrain.py'}:tiny,oxe_magic_soup",
+        "--config", f"{REPO / 'configs/pretrain.py'}:tiny,{MIX}",
         "--workdir", str(workdir),
         f"--config.data_dir={tmp_path / 'data'}",
         f"--config.model.language.checkpoint_dir={T5_URL}",
@@ -152,9 +164,10 @@ def test_dress_rehearsal(tmp_path, bridge_dir):
     assert "runtime: backend cpu (cpu): 2 devices, 1 local; process 0 of 2" in first.output(0)
     assert "mesh (data=1, fsdp=2) over 2 x cpu" in first.output(0)
     # Statistics are computed once, by process 0, and sent to process 1 (no second read).
-    assert first.output(0).count("computing (cache miss)") == 25
+    assert first.output(0).count("computing (cache miss)") == len(mix)
     assert "computing" not in first.output(1)
-    assert "statistics of 25 dataset(s) received from process 0" in first.output(1)
+    assert f"statistics of {len(mix)} dataset(s) received from process 0" in first.output(1)
+    print(f"\nfirst launch, process 0: {_startup_line(first.output(0))}")  # logged by the main
     assert _complete_steps(workdir / "checkpoints")[:2] == [10, 20]
     killed_at = _complete_steps(workdir / "checkpoints")[-1]
     step_s = float(np.median([e["perf/step_s"] for e in logged() if e["step"] > 4]))
@@ -172,6 +185,7 @@ def test_dress_rehearsal(tmp_path, bridge_dir):
     for child, _ in second.children:
         child.send_signal(signal.SIGTERM)
     assert second.finish(300) == [0, 0], second.output(0)[-3000:]
+    print(f"resumed launch, process 0: {_startup_line(second.output(0))}")
     stopped = {
         int(line.split("stopped at step ")[1].split()[0])
         for i in range(2)

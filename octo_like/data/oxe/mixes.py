@@ -47,6 +47,19 @@ OXE_MAGIC_SOUP: Mix = (
     ("cmu_stretch", 1.0),
 )
 
+# 12 of the magic soup's 25 (its weights) whose conversions take every code path the 25 take:
+# each standardization family, gripper rule, rotation kind and offset layout, nested and ZLIB
+# keys, every camera layout and language source (tests/data/test_rehearsal_mix.py checks it).
+# A pod launch's dress rehearsal on half the data: `make test` runs the rehearsal on it,
+# `make rehearsal` on all 25.
+_PATHS_OF_THE_SOUP = (
+    "kuka", "bridge_dataset", "taco_play", "jaco_play", "berkeley_cable_routing", "toto",
+    "nyu_door_opening_surprising_effectiveness", "language_table",
+    f"nyu_franka_play_dataset{_EXT}", f"furniture_bench_dataset{_EXT}", "bc_z",
+    "berkeley_fanuc_manipulation",
+)  # fmt: skip
+OXE_MAGIC_SOUP_PATHS: Mix = tuple(pair for pair in OXE_MAGIC_SOUP if pair[0] in _PATHS_OF_THE_SOUP)
+
 # The RT-X paper's mix as published with Octo (a subset of the magic soup, other weights).
 RTX: Mix = (
     ("fractal20220817_data", 0.54087122203),
@@ -69,6 +82,7 @@ MIXES: Mapping[str, Mix] = types.MappingProxyType(
         "bridge_fractal": (("bridge_dataset", 1.0), ("fractal20220817_data", 1.0)),
         "rtx": RTX,
         "oxe_magic_soup": OXE_MAGIC_SOUP,
+        "oxe_magic_soup_paths": OXE_MAGIC_SOUP_PATHS,
         # Simulated (scripts/collect_demos.py): one embodiment, or two camera set-ups of it.
         "metaworld": (("metaworld_default", 1.0),),
         "metaworld_cross": (("metaworld_default", 1.0), ("metaworld_wrist", 1.0)),

@@ -324,7 +324,10 @@ def _bind(name: str, family: Callable[..., Trajectory], **params) -> Callable:
     """`family` with a dataset's key layout bound. Not autograph-converted (no tensor-dependent
     Python control flow), so errors reach the caller of ``dataset.map`` with their own type."""
     bound = functools.update_wrapper(functools.partial(family, name=name, **params), family)
-    return tf.autograph.experimental.do_not_convert(bound)
+    converted = tf.autograph.experimental.do_not_convert(bound)
+    # What it binds, readable (e.g. to pick datasets that cover every conversion path).
+    converted.family, converted.params = family, types.MappingProxyType(params)
+    return converted
 
 
 def _obs(*recipe: tuple[str, int | None, int | None]) -> ProprioRecipe:

@@ -178,7 +178,7 @@ def test_sigkill_after_a_checkpoint_then_resume_restores_it_bit_for_bit(shared_d
         "--workdir", str(workdir),
         f"--config.data_dir={shared_data}",
         f"--config.data.statistics_cache_dir={stats}",
-        "--config.tensorboard=False",
+        "--config.tensorboard=False", "--config.val_split=",  # as debug_config
     ] + [f"--config.{k}={v}" for k, v in overrides.items()]  # fmt: skip
     child = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)  # fmt: skip

@@ -29,19 +29,14 @@ MIX = "oxe_magic_soup"
 
 def write_fixtures(directory: pathlib.Path) -> None:
     """The mix's datasets (2 short episodes each, real schemas) and a tiny T5, once."""
-    from octo_like.data import synthetic
     from octo_like.data.oxe.mixes import MIXES
     from octo_like.model.language.testing import write_tiny_t5_checkpoint
-    from tests.data.oxe_cases import real_schema
+    from tests.data.oxe_cases import write_mix_datasets
 
     done = directory / "written"
     if done.exists():
         return
-    for index, (name, _) in enumerate(MIXES[MIX]):
-        synthetic.write_rlds_dataset(
-            str(directory / "data"), name, real_schema(name),
-            episodes={"train": 2}, episode_length=(6, 12), seed=index,
-        )  # fmt: skip
+    write_mix_datasets(str(directory / "data"), MIXES[MIX])
     write_tiny_t5_checkpoint(str(directory / "t5"))
     done.touch()
 

@@ -400,6 +400,16 @@ def real_schema(name: str) -> synthetic.RldsSchema:
     return synthetic.RldsSchema(observation, dict(case.step), dict(case.metadata))
 
 
+def write_mix_datasets(data_dir: str, mix) -> None:
+    """Every dataset of `mix` ((name, weight) pairs) with its real schema, 2 short train
+    episodes each: the dress rehearsal's data and the start-up benchmark's."""
+    for index, (name, _) in enumerate(mix):
+        synthetic.write_rlds_dataset(
+            data_dir, name, real_schema(name),
+            episodes={"train": 2}, episode_length=(6, 12), seed=index,
+        )  # fmt: skip
+
+
 # Published camera resolutions (height, width) of each dataset's image features, from the
 # datasets' TFDS feature definitions (the Open X-Embodiment dataset overview).
 REAL_IMAGE_SIZES = {

@@ -35,11 +35,10 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from octo_like.data import synthetic
 from octo_like.data.oxe.mixes import MIXES
 from octo_like.model.language.testing import write_tiny_t5_checkpoint
 from octo_like.training.metrics import read_jsonl
-from tests.data.oxe_cases import real_schema
+from tests.data.oxe_cases import write_mix_datasets
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 T5_URL = "ram://rehearsal/t5"
@@ -131,11 +130,7 @@ def _complete_steps(checkpoints: pathlib.Path) -> list[int]:
 @pytest.mark.timeout(1800)  # 25 datasets: ~9 min alone; sharing the 2 cores with another test
 def test_dress_rehearsal(tmp_path, bridge_dir):  # worker, ~15
     mix = MIXES[MIX]
-    for index, (name, _) in enumerate(mix):
-        synthetic.write_rlds_dataset(
-            str(tmp_path / "data"), name, real_schema(name),
-            episodes={"train": 2}, episode_length=(6, 12), seed=index,
-        )  # fmt: skip
+    write_mix_datasets(str(tmp_path / "data"), mix)
     write_tiny_t5_checkpoint(str(tmp_path / "t5"))
     workdir = tmp_path / "run"
     flags = [

@@ -1,12 +1,12 @@
-"""Test setup: CPU only, 8 fake devices, quiet TensorFlow, libtpu shareable (compile-only TPU
-devices). Runs before jax is imported."""
+"""Test setup: CPU only, 8 fake devices compiled fast (tests/xla_flags.py), quiet TensorFlow,
+libtpu shareable (compile-only TPU devices). Runs before jax is imported."""
 
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-).strip()
+from tests.xla_flags import xla_flags  # noqa: E402  (plain Python: imports no jax)
+
+os.environ["XLA_FLAGS"] = xla_flags(devices=8, inherited=os.environ.get("XLA_FLAGS", ""))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 # TPU compile checks load libtpu (compile-only devices) in several test processes at once.

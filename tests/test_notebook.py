@@ -38,6 +38,7 @@ from octo_like.model.config import (
 from octo_like.model.language.testing import write_tiny_t5_checkpoint
 from octo_like.model.octo_model import OctoModel, action_statistics_entry
 from octo_like.model.testing import host_initialized_model
+from tests.xla_flags import xla_flags
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "scripts" / "inference_notebook.ipynb"
@@ -180,7 +181,7 @@ def test_notebook_runs_headless_on_a_tiny_checkpoint(converted_run, tmp_path):
         "OCTO_PLOT": str(plot),
         "MPLBACKEND": "Agg",
         "JAX_PLATFORMS": "cpu",
-        "XLA_FLAGS": "",
+        "XLA_FLAGS": xla_flags(),
         "PYTHONPATH": str(REPO),
     }
     result = subprocess.run(

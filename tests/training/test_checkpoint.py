@@ -25,6 +25,7 @@ from octo_like.model.octo_model import OctoModel
 from octo_like.training.checkpoint import CheckpointConfig, Checkpointer, check_workdir
 from tests.conftest import REPO
 from tests.model.test_octo_model import statistics_entry
+from tests.xla_flags import xla_flags
 
 SPEC = {"observation": {"proprio": {"shape": [2, 5], "dtype": "float32"}}, "task": {}}
 
@@ -298,7 +299,7 @@ def free_port() -> int:
 def test_two_processes_save_and_restore_one_global_checkpoint(tmp_path):
     directory = str(tmp_path / "checkpoints")
     env = {**os.environ, "JAX_PLATFORMS": "cpu",
-           "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}  # fmt: skip
+           "XLA_FLAGS": xla_flags(devices=1)}  # fmt: skip
     port = str(free_port())
     children = [
         subprocess.Popen(

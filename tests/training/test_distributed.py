@@ -18,6 +18,7 @@ from octo_like.data.rlds import ProcessShard
 from octo_like.training import distributed, sharding
 from tests.conftest import REPO
 from tests.training import multiprocess_child
+from tests.xla_flags import xla_flags
 
 ENV = {
     "OCTO_COORDINATOR_ADDRESS": "10.0.0.1:1234",
@@ -233,7 +234,7 @@ def test_two_processes_match_single_process(tmp_path):
     env = dict(os.environ)
     env.update(
         JAX_PLATFORMS="cpu",
-        XLA_FLAGS="--xla_force_host_platform_device_count=1",
+        XLA_FLAGS=xla_flags(devices=1),
         CUDA_VISIBLE_DEVICES="",
         TF_CPP_MIN_LOG_LEVEL="2",
         OCTO_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",

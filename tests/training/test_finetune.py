@@ -42,6 +42,7 @@ from octo_like.training.finetune import (
 from octo_like.training.finetune_config import parse_finetune_config
 from octo_like.training.optimizer import OptimizerConfig, make_optimizer
 from octo_like.training.step import TrainState, make_steps
+from tests.xla_flags import xla_flags
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -447,7 +448,7 @@ def test_finetune_in_every_mode_to_a_new_robot_then_load_in_a_fresh_process(pret
     assert "shape-mismatched" in tables["lora"] and "image_tokenizers/side" in tables["lora"]
 
     command = [sys.executable, "-c", LOAD_AND_ACT, *checkpoints.values()]
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": xla_flags()}
     done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(done.stdout.split("RESULT ", 1)[1])

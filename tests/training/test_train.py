@@ -22,6 +22,7 @@ from configs import pretrain
 from octo_like.model.octo_model import OctoModel
 from octo_like.training.metrics import read_jsonl
 from tests import xla_cache
+from tests.xla_flags import xla_flags
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -171,7 +172,7 @@ def test_sigkill_after_a_checkpoint_then_resume_restores_it_bit_for_bit(shared_d
     workdir = tmp_path / "run"
     stats = str(tmp_path / "stats")
     overrides = {"num_steps": 1000, "checkpoint.save_every": 2, "log_every": 1}
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": xla_flags()}
     command = [
         sys.executable, str(REPO / "train.py"),
         "--config", f"{REPO / 'configs/pretrain.py'}:debug",

@@ -14,6 +14,7 @@ import os
 import shutil
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import safetensors
@@ -165,7 +166,10 @@ def load_t5_encoder(
 ) -> tuple[T5Encoder, TextTokenizer]:
     """Builds a ``T5Encoder`` with the directory's weights, plus its tokenizer.
 
-    ``rngs`` only seeds dropout (all parameters are overwritten). Weights are cast to float32.
+    The encoder is built abstractly (shapes only) and every parameter set from the file: a
+    random initialization that is overwritten at once would cost seconds per start-up for
+    T5-base on CPU. ``rngs`` is kept for callers that pass one; the encoder holds no random
+    state (dropout draws from the ``rngs`` its call is given). Weights are cast to float32.
     """
     checkpoint_dir = storage.absolute(checkpoint_dir)
     config = T5EncoderConfig.from_json(storage.join(checkpoint_dir, CONFIG_FILENAME))
@@ -176,10 +180,20 @@ def load_t5_encoder(
             f"model's vocab_size is {config.vocab_size}"
         )
     tensors = read_encoder_tensors(checkpoint_dir, config)
-    encoder = T5Encoder(config, rngs=rngs if rngs is not None else nnx.Rngs(0), dtype=dtype)
-    for name, (variable, transposed) in _encoder_variables(encoder).items():
+    encoder = nnx.eval_shape(
+        lambda r: T5Encoder(config, rngs=r, dtype=dtype), rngs if rngs is not None else nnx.Rngs(0)
+    )
+    variables = _encoder_variables(encoder)
+    for name, (variable, transposed) in variables.items():
         value = tensors[name].T if transposed else tensors[name]
         variable.value = jnp.asarray(value, dtype=jnp.float32)
+    unset = [
+        "/".join(map(str, path))
+        for path, leaf in jax.tree_util.tree_leaves_with_path(nnx.state(encoder))
+        if isinstance(leaf, jax.ShapeDtypeStruct)
+    ]
+    if unset:  # a variable the file does not fill would stay shapes only
+        raise ValueError(f"{checkpoint_dir}: no weights read for encoder variables {unset}")
     return encoder, tokenizer
 
 

@@ -46,6 +46,31 @@ def pytest_unconfigure(config):
         xla_cache.remove()
 
 
+@pytest.fixture(autouse=True)
+def _session_compilation_cache(monkeypatch):
+    """In-process training runs compile into the session's cache (tests/xla_cache.py).
+
+    A run's default cache (``compilation_cache="workdir"``) is a new directory per workdir, so
+    every test's run compiled its programs again, and pointed the worker's later compiles at
+    that test's directory. Runs that name a directory (or "" for none) keep their setting;
+    after each test the worker's cache is the session's again.
+    """
+    from octo_like.training import loop, profiling
+    from tests import xla_cache
+
+    session = xla_cache.directory()
+    named = profiling.cache_directory
+    monkeypatch.setattr(
+        loop,
+        "cache_directory",
+        lambda setting, workdir: (
+            session if setting == profiling.WORKDIR_CACHE else named(setting, workdir)
+        ),
+    )
+    yield
+    profiling.enable_compilation_cache(session)
+
+
 @pytest.fixture(scope="session")
 def bridge_dir() -> str:
     """The real 25-episode Bridge shard shipped beside the repository (read-only)."""

@@ -7,7 +7,6 @@ execution flags every row shares."""
 from __future__ import annotations
 
 import json
-import pathlib
 
 import pytest
 
@@ -16,6 +15,7 @@ from configs import pretrain
 from octo_like.envs import evaluate_cli, transfer_arms, transfer_scope
 from octo_like.envs.transfer_benchmark import parse_args, run
 from octo_like.training.finetune_config import read_pretrained
+from tests import xla_cache
 from tests.envs.tiny_runs import shrink_to_seconds
 from tests.envs.transfer_scripts import entry_points, load_script
 
@@ -50,8 +50,9 @@ def test_the_benchmark_runs_every_row_with_the_same_execution(
     real_main = evaluate_cli.main
     monkeypatch.setattr(evaluate_cli, "main", lambda argv: calls.append(argv) or real_main(argv))
     workdir = tmp_path / "transfer"
-    # The arms reuse what pretraining compiled (the same model's initializers) from its cache.
-    pretraining_cache = pathlib.Path(broad_checkpoint).parent / "compilation_cache"
+    # The arms reuse what pretraining compiled (the same model's initializers) from the
+    # session's cache, where every in-process run compiles (tests/conftest.py).
+    pretraining_cache = xla_cache.directory()
 
     def command(target="test=drawer-close", exec_horizon=2, workdir=workdir):
         return [

@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 from octo_like.training.metrics import Progress
+from tests import xla_cache
 from tests.conftest import REPO
 
 
@@ -46,7 +47,8 @@ def test_a_terminal_gets_the_bar_and_no_plain_lines():
 def test_a_run_without_a_terminal_logs_plain_lines_and_only_its_own_info(tmp_path):
     done = subprocess.run(
         [sys.executable, "train.py", "--config", "configs/pretrain.py:debug",
-         "--workdir", str(tmp_path / "run"), "--config.num_steps=4", "--config.log_every=2"],
+         "--workdir", str(tmp_path / "run"), "--config.num_steps=4", "--config.log_every=2",
+         f"--config.compilation_cache={xla_cache.directory()}"],  # the session's programs
         capture_output=True, text=True, timeout=600, cwd=REPO,
         env={**os.environ, "JAX_PLATFORMS": "cpu"},
     )  # fmt: skip

@@ -39,6 +39,7 @@ from octo_like.data.oxe.mixes import MIXES
 from octo_like.model.language.testing import write_tiny_t5_checkpoint
 from octo_like.training.metrics import read_jsonl
 from tests.data.oxe_cases import write_mix_datasets
+from tests.xla_flags import xla_flags
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 T5_URL = "ram://rehearsal/t5"
@@ -74,7 +75,7 @@ class Run:
             env = {
                 **os.environ,
                 "JAX_PLATFORMS": "cpu",
-                "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+                "XLA_FLAGS": xla_flags(devices=1),
                 "OCTO_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
                 "OCTO_NUM_PROCESSES": "2",
                 "OCTO_PROCESS_ID": str(process_id),
@@ -140,6 +141,10 @@ def test_dress_rehearsal(tmp_path, bridge_dir):  # worker, ~15
         f"--config.model.language.checkpoint_dir={T5_URL}",
         f"--config.data.statistics_cache_dir={tmp_path / 'stats'}",
         "--config.model.transformer=dummy",
+        # Decoded at each camera's real resolution, then resized to the smallest inputs the
+        # model's patch stems take (the sizes are only config values; 256/128 tripled the step).
+        "--config.data.frame.cameras.primary.size=(64, 64)",
+        "--config.data.frame.cameras.wrist.size=(32, 32)",
         f"--config.data.batch_size={BATCH}", "--config.data.shuffle_buffer=1000",
         f"--config.log_every={LOG_EVERY}", f"--config.checkpoint.save_every={SAVE_EVERY}",
         "--config.num_steps=40", "--config.val_split=", "--config.tensorboard=False",

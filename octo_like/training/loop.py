@@ -22,7 +22,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -34,15 +33,12 @@ from jax.experimental import multihost_utils
 
 from octo_like import storage
 from octo_like.config.typed import to_plain
-from octo_like.data import synthetic
-from octo_like.data.oxe.registry import get_dataset_spec
-from octo_like.data.pipeline import make_pipeline, prepare_dataset, prepare_datasets
+from octo_like.data.pipeline import make_pipeline
 from octo_like.model.base_checkpoint import BaseReference
-from octo_like.model.octo_model import OctoModel, action_statistics_entry, tokenize_tasks
-from octo_like.normalization import DatasetStatistics
-from octo_like.training import distributed, metrics, sharding
+from octo_like.model.octo_model import OctoModel
+from octo_like.training import distributed, metrics, run_data, sharding
 from octo_like.training.checkpoint import CHECKPOINT_SUBDIR, Checkpointer, check_workdir
-from octo_like.training.config import SYNTHETIC, TrainConfig
+from octo_like.training.config import TrainConfig
 from octo_like.training.optimizer import schedule_change
 from octo_like.training.preemption import PreemptionWatch
 from octo_like.training.prefetch import DevicePrefetcher
@@ -108,81 +104,6 @@ class RunResult:
     preempted: bool = False  # stopped at `final_step` on a preemption notice, checkpoint saved
 
 
-def _prepare_synthetic_data(config: TrainConfig) -> None:
-    """Writes the synthetic set and its tokenizer once (main process), then syncs hosts.
-
-    Data collected elsewhere (the simulated mixes) is written by the entry point through its
-    `GeneratedDatasets` before the loop starts; the loop only reads dataset locations.
-    """
-    if config.mix != SYNTHETIC:
-        return
-
-    def write():
-        synthetic.ensure_synthetic_bridge(config.data.datasets[0].location)
-        tokenizer_dir = config.model.language.checkpoint_dir
-        if config.model.language.encoder == "small" and not storage.exists(
-            storage.join(tokenizer_dir, "spiece.model")
-        ):
-            from octo_like.model.language.vocabulary import write_embedded_tokenizer
-
-            write_embedded_tokenizer(tokenizer_dir, synthetic.DEFAULT_INSTRUCTIONS)
-
-    distributed.on_main_process_then_sync(write, "synthetic data written")
-
-
-def _prepare_datasets(config: TrainConfig) -> list:
-    """Opens every dataset with its statistics, computed at most once for the whole job.
-
-    Process 0 loads them from the cache or computes them (datasets in parallel) and sends them
-    to the other processes, which never read the data for statistics and need no shared
-    filesystem for the cache.
-    """
-    sources = config.data.datasets
-    if jax.process_count() == 1:
-        return prepare_datasets(sources, config.data)
-    main = distributed.is_main_process()
-    prepared, payload, failure = None, None, None
-    if main:
-        try:
-            prepared = prepare_datasets(sources, config.data)
-            payload = json.dumps({"statistics": [p.statistics.to_dict() for p in prepared]})
-        except Exception as error:  # every process must hear of it, or they wait forever
-            failure = error
-            payload = json.dumps({"error": f"{type(error).__name__}: {error}"})
-    message = json.loads(distributed.broadcast_text(payload))
-    if failure is not None:
-        raise failure
-    if "error" in message:
-        raise RuntimeError(f"process 0 failed to prepare the datasets: {message['error']}")
-    received = message["statistics"]
-    if main:
-        return prepared
-    log.info("statistics of %d dataset(s) received from process 0", len(received))
-    return [
-        prepare_dataset(source, config.data, statistics=DatasetStatistics.from_dict(stats))
-        for source, stats in zip(sources, received, strict=True)
-    ]
-
-
-def _host_batch(batch: dict, model: OctoModel) -> dict:
-    """Host-side tokenization, then only the arrays the network reads (strings dropped)."""
-    task = batch["task"]
-    if model.text_tokenizer is not None:
-        task = tokenize_tasks(task, model.text_tokenizer)
-    task = {k: v for k, v in task.items() if k != "language_instruction"}
-    return {k: v for k, v in {**batch, "task": task}.items() if k != "dataset_name"}
-
-
-def _statistics_entries(config: TrainConfig, pipeline) -> dict[str, dict]:
-    entries = {}
-    for name, stats in pipeline.statistics.items():
-        spec = get_dataset_spec(name, config.data.extra_specs)
-        entries[name] = action_statistics_entry(
-            stats.to_dict(), config.data.normalization, spec.action_normalization_mask
-        )
-    return entries
-
-
 class ClosedLoopEval(Protocol):
     """Closed-loop success of the model being trained (e.g. `envs.training_eval`)."""
 
@@ -238,13 +159,6 @@ def run(
         )  # fmt: skip
 
 
-def data_stream_seed(config: TrainConfig, start_step: int) -> int:
-    """The input pipeline's seed: the run's `seed` (its shuffles, goal relabelling, crops and
-    dropout differ per seed, as its initializers do), ``data.seed`` and the step it starts at
-    (a resumed run draws fresh batches). Seed 0 from step 0 keeps ``data.seed`` as it was."""
-    return config.seed * 1_000_003 + config.data.seed + start_step
-
-
 def _run_held(
     config: TrainConfig,
     workdir: str,
@@ -262,7 +176,7 @@ def _run_held(
         multihost_utils.sync_global_devices("workdir checked")
     mesh = sharding.make_mesh(config.mesh)
     distributed.check_batch_size(config.data.batch_size, sharding.batch_sharding(mesh))
-    _prepare_synthetic_data(config)
+    run_data.prepare_synthetic_data(config)
     enable_compilation_cache(cache_directory(config.compilation_cache, workdir))
     if main:
         log.info("runtime: %s", describe_runtime(mesh))
@@ -271,9 +185,11 @@ def _run_held(
     start_step = checkpointer.resume_step() or 0  # falls back past a corrupt latest step
 
     startup.mark("setup")
-    prepared = _prepare_datasets(config)
+    prepared = run_data.prepare_datasets(config)
     startup.mark("statistics")
-    train_data = dataclasses.replace(config.data, seed=data_stream_seed(config, start_step))
+    train_data = dataclasses.replace(
+        config.data, seed=run_data.data_stream_seed(config, start_step)
+    )
     pipeline = make_pipeline(train_data, shard, prepared=prepared)
     batches = iter(pipeline)
     # tf.data makes the first batch (in its own threads: the waiting thread holds no GIL) while
@@ -286,7 +202,7 @@ def _run_held(
 
     rng = jax.random.key(config.seed)
     init_rng, step_rng = jax.random.split(rng)
-    statistics = _statistics_entries(config, pipeline)
+    statistics = run_data.statistics_entries(config, pipeline)
     if init_model is None:
         layout = lambda abstract: sharding.parameter_shardings(abstract, mesh, config.mesh)
         initial = InitialModel(
@@ -298,7 +214,7 @@ def _run_held(
     program = build_program(config, model.module, mesh, step_rng, extra_frozen=initial.frozen)
     state = program.state
     to_device = lambda batch: distributed.global_batch(
-        _host_batch(batch, model), program.batch_sharding, config.data.batch_size,
+        run_data.host_batch(batch, model), program.batch_sharding, config.data.batch_size,
         drop_strings=True,
     )  # fmt: skip
     # The step compiles in a thread (XLA releases the GIL) while the checkpoint is restored and

@@ -19,7 +19,7 @@ from flax import nnx
 import train
 from octo_like.model.config import ImageTokenizerConfig, LanguageConfig, ModelConfig
 from octo_like.model.octo_module import OctoModule
-from octo_like.training import compile_check, distributed, libtpu_host, loop
+from octo_like.training import compile_check, distributed, libtpu_host, run_data
 from octo_like.training.abstract_inputs import abstract_batch
 from octo_like.training.config import parse_train_config
 
@@ -45,15 +45,15 @@ def _leaves(tree, prefix=""):
 def test_the_abstract_batch_is_the_batch_the_loop_feeds(tmp_path):
     """Same keys, shapes and dtypes as a real pipeline batch after host-side tokenization."""
     typed = _typed("debug", str(tmp_path / "run"))
-    loop._prepare_synthetic_data(typed)
+    run_data.prepare_synthetic_data(typed)
     from octo_like.data.pipeline import make_pipeline
     from octo_like.model.octo_model import _text_tokenizer
 
     pipeline = make_pipeline(
-        typed.data, distributed.process_shard(), prepared=loop._prepare_datasets(typed)
+        typed.data, distributed.process_shard(), prepared=run_data.prepare_datasets(typed)
     )
     model = types.SimpleNamespace(text_tokenizer=_text_tokenizer(typed.model.language))
-    real = loop._host_batch(next(iter(pipeline)), model)
+    real = run_data.host_batch(next(iter(pipeline)), model)
     real = {k: v for k, v in _leaves(real) if np.asarray(v).dtype != object}
     abstract = dict(
         _leaves(abstract_batch(typed, proprio_dim=real["observation/proprio"].shape[-1]))

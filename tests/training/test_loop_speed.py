@@ -154,7 +154,7 @@ def test_the_run_seed_decides_the_data_stream_not_only_the_initializers(
 ):
     """Two fine-tuning seeds from one checkpoint (nothing new to initialize) were bit-identical
     runs: the pipeline was seeded by data.seed alone (found by the issue-33 benchmark)."""
-    from octo_like.training import loop
+    from octo_like.training import loop, run_data
 
     seeds = []
     real = loop.make_pipeline
@@ -168,7 +168,7 @@ def test_the_run_seed_decides_the_data_stream_not_only_the_initializers(
         train.main(debug_config(shared_data, stats, seed=seed), str(tmp_path / f"s{seed}"),
                    stop_at_step=1)  # fmt: skip
     assert seeds == [0, 3 * 1_000_003]
-    resumed = [loop.data_stream_seed(debug_config_typed(seed), step) for seed, step in
+    resumed = [run_data.data_stream_seed(debug_config_typed(seed), step) for seed, step in
                ((0, 0), (0, 5), (1, 0), (1, 5))]  # fmt: skip
     assert len(set(resumed)) == 4 and resumed[1] == 5
 

@@ -327,6 +327,7 @@ LIBTPU_NOISE = (
 )
 
 
+@pytest.mark.slow
 def test_a_step_that_fits_the_slice_is_compiled_then_launched(tmp_path, capsys):
     out = launch.main(["tpu-vm", "--tpu", "octo", "--accelerator_type", "v5litepod-4",
                        "--zone", "z", "--dry_run", "--", *_debug_args(tmp_path)])  # fmt: skip

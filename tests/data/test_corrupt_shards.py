@@ -277,6 +277,7 @@ def reencode(image_format: str, side: int):
 
 
 @pytest.mark.parametrize("image_format", ["BMP", "GIF", "WEBP", "PNG"])
+@pytest.mark.slow
 def test_a_wrong_size_image_of_any_format_is_named_not_stretched(
     image_format, bridge_dir, tmp_path
 ):

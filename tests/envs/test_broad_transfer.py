@@ -33,6 +33,7 @@ def broad_checkpoint(tmp_path_factory):
     return str(tmp / "run" / "checkpoints")
 
 
+@pytest.mark.slow
 def test_the_broad_recipe_pretrains_on_two_embodiments_without_the_held_out_family(
     broad_checkpoint,
 ):
@@ -42,6 +43,7 @@ def test_the_broad_recipe_pretrains_on_two_embodiments_without_the_held_out_fami
     assert scope.tasks == ("reach",) and set(scope.variants) == {"front", "default"}
 
 
+@pytest.mark.slow
 def test_the_benchmark_runs_every_row_with_the_same_execution(
     broad_checkpoint, tmp_path, monkeypatch
 ):

@@ -337,6 +337,7 @@ def tiny_checkpoint(tmp_path_factory):
     return str(tmp / "run" / "checkpoints")
 
 
+@pytest.mark.slow
 def test_closed_loop_success_is_logged_during_training(tiny_checkpoint):
     from octo_like.training.metrics import read_jsonl
 
@@ -427,6 +428,7 @@ def test_agent_names_identify_the_run_and_step():
     assert agent_name("/exports/my_policy", None) == "policy:my_policy@latest"
 
 
+@pytest.mark.slow
 def test_transfer_benchmark_plumbing_on_a_tiny_budget(tiny_checkpoint, tmp_path, monkeypatch):
     """The transfer benchmark (scripts/benchmark_transfer.py's run) end to end on a tiny budget:
     a new embodiment with a camera the pretrained model lacks, a fine-tuning mode and scratch,

@@ -87,6 +87,7 @@ def flip(path: pathlib.Path) -> None:
     path.write_bytes(bytes(data))
 
 
+@pytest.mark.slow
 def test_a_training_runs_async_checkpoints_verify_ok(run, tmp_path, capsys):
     for step in (1, STEP):  # orbax filled in the commit time after the manifest was written
         metadata = json.loads((run / str(step) / STEP_METADATA).read_text())

@@ -11,6 +11,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from octo_like.training.metrics import Progress
 from tests import xla_cache
 from tests.conftest import REPO
@@ -44,6 +46,7 @@ def test_a_terminal_gets_the_bar_and_no_plain_lines():
     assert "step 1/10 loss" not in stream.getvalue() and "samples/s=" in stream.getvalue()
 
 
+@pytest.mark.slow
 def test_a_run_without_a_terminal_logs_plain_lines_and_only_its_own_info(tmp_path):
     done = subprocess.run(
         [sys.executable, "train.py", "--config", "configs/pretrain.py:debug",

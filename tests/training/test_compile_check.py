@@ -90,6 +90,7 @@ def _run_script(capsys, *argv: str) -> dict:
     return json.loads(last)
 
 
+@pytest.mark.slow
 def test_a_small_preset_compiles_for_a_v5e_slice(capsys):
     report = _run_script(
         capsys, "--topology", "v5e:2x2", "--",

@@ -75,6 +75,7 @@ def octo_example_config(setup: dict):
     return config
 
 
+@pytest.mark.slow
 def test_octos_finetuning_example_runs_from_an_imported_checkpoint(setup):
     import finetune
 

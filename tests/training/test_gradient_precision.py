@@ -30,6 +30,7 @@ BF16 = ("--config.model.dtype=bfloat16", "--config.data.batch_size=16")
     ],
     ids=["data4", "data2-fsdp2"],
 )
+@pytest.mark.slow
 def test_no_gradient_is_summed_across_devices_in_bfloat16(tmp_path, mesh):
     config = _typed("laptop", str(tmp_path / "run"), *BF16, *mesh)
     report = compile_train_step(config, "v5e:2x2")
@@ -47,6 +48,7 @@ def test_no_gradient_is_summed_across_devices_in_bfloat16(tmp_path, mesh):
         assert "all-gather" in report.collectives  # sharded weights are gathered
 
 
+@pytest.mark.slow
 def test_gradients_summed_across_slices_stay_float32(tmp_path):
     """Two slices joined over DCN: XLA splits each gradient sum into a reduce-scatter inside
     the slice, an all-reduce of the shard across slices and an all-gather, on padded shards

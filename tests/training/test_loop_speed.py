@@ -83,6 +83,7 @@ def test_profile_steps_and_cache_settings_are_validated(tmp_path):
         parse_train_config(config, str(tmp_path / "run"))
 
 
+@pytest.mark.slow
 def test_a_run_prefetches_logs_data_wait_caches_compiles_and_profiles(
     shared_data, tmp_path, monkeypatch
 ):
@@ -119,6 +120,7 @@ def test_a_run_prefetches_logs_data_wait_caches_compiles_and_profiles(
     assert any(os.scandir(cache)), "the train step was written to the compilation cache"
 
 
+@pytest.mark.slow
 def test_changing_how_a_run_executes_does_not_block_its_resume(shared_data, tmp_path):
     """profile_steps, compilation_cache, prefetch_batches and platform are not the run's
     identity: a restart that adds a profiler window resumes instead of being refused."""
@@ -149,6 +151,7 @@ def test_the_runtime_line_names_the_host_cpus_a_speed_depends_on(monkeypatch):
     assert runtime.describe_runtime().endswith(f"; host {host}")
 
 
+@pytest.mark.slow
 def test_the_run_seed_decides_the_data_stream_not_only_the_initializers(
     shared_data, tmp_path, monkeypatch
 ):

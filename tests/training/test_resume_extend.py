@@ -32,6 +32,7 @@ def _jumps(caplog) -> list[str]:
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_resume_extends_num_steps_and_changes_cadences(shared_data, tmp_path, caplog):  # noqa: F811
     caplog.set_level(logging.INFO)
     workdir = str(tmp_path / "run")
@@ -79,6 +80,7 @@ def test_the_schedule_change_warning_only_when_the_rate_changes():
     assert schedule_change(dataclasses.replace(cosine, schedule="rsqrt"), 4, 8, 4) is None
 
 
+@pytest.mark.slow
 def test_what_the_run_trains_still_cannot_change_on_resume(shared_data, tmp_path):  # noqa: F811
     workdir = str(tmp_path / "run")
     stats = str(tmp_path / "stats")

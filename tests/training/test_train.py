@@ -67,6 +67,7 @@ def startup_phases(records) -> dict[str, float]:
     return {**phases, "total": float(head.split()[-2])}
 
 
+@pytest.mark.slow
 def test_train_two_steps_then_resume_to_four(shared_data, tmp_path, caplog):
     workdir = str(tmp_path / "run")
     config = debug_config(shared_data, str(tmp_path / "stats"), validate=True, tensorboard=True)
@@ -106,6 +107,7 @@ def test_train_two_steps_then_resume_to_four(shared_data, tmp_path, caplog):
     assert actions.shape == (1, 4, 7) and np.isfinite(actions).all()
 
 
+@pytest.mark.slow
 def test_workdir_with_another_config_is_refused_unless_overwrite(shared_data, tmp_path):
     workdir = str(tmp_path / "run")
     stats = str(tmp_path / "stats")
@@ -143,6 +145,7 @@ def test_a_run_that_fails_validation_claims_no_workdir(shared_data, tmp_path):
     assert result.start_step == 0 and (workdir / "config.json").exists()
 
 
+@pytest.mark.slow
 def test_sharded_training_on_a_2x4_mesh(shared_data, tmp_path):
     config = debug_config(
         shared_data,
@@ -168,6 +171,7 @@ def _complete_steps(checkpoints: str) -> list[int]:
     )
 
 
+@pytest.mark.slow
 def test_sigkill_after_a_checkpoint_then_resume_restores_it_bit_for_bit(shared_data, tmp_path):
     workdir = tmp_path / "run"
     stats = str(tmp_path / "stats")

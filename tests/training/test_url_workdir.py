@@ -39,6 +39,7 @@ def ram_data(tmp_path_factory):
     memory_fs.clear(ROOT)
 
 
+@pytest.mark.slow
 def test_run_and_resume_with_every_path_on_a_url(ram_data, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a URL treated as a local path would appear here
     workdir = f"{ROOT}/run"

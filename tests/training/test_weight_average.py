@@ -86,6 +86,7 @@ def test_an_out_of_range_decay_is_refused(decay):
         OptimizerConfig(ema_decay=decay)
 
 
+@pytest.mark.slow
 def test_a_run_saves_the_average_as_its_model_and_resumes_it(tmp_path):
     """train.py with optimizer.ema_decay: the checkpoint's model is the average (not the
     trained weights), and a resume restores the average bit for bit."""

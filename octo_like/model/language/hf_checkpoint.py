@@ -183,8 +183,7 @@ def load_t5_encoder(
     encoder = nnx.eval_shape(
         lambda r: T5Encoder(config, rngs=r, dtype=dtype), rngs if rngs is not None else nnx.Rngs(0)
     )
-    variables = _encoder_variables(encoder)
-    for name, (variable, transposed) in variables.items():
+    for name, (variable, transposed) in _encoder_variables(encoder).items():
         value = tensors[name].T if transposed else tensors[name]
         variable.value = jnp.asarray(value, dtype=jnp.float32)
     unset = [

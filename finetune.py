@@ -21,6 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from octo_like.host import (
     console_logging,
     exit_at_once_on,
+    exit_at_once_when_distributed,
     prefer_cpu_without_accelerators,
     report_run_end,
 )
@@ -106,7 +107,7 @@ def _run_from_flags(values) -> None:
     console_logging(logging.INFO)
     from octo_like.training.checkpoint import CheckpointSaveError
 
-    with exit_at_once_on(CheckpointSaveError):
+    with exit_at_once_when_distributed(), exit_at_once_on(CheckpointSaveError):
         result, _ = main(
             values.config,
             values.workdir,

@@ -13,6 +13,7 @@ import glob
 import logging
 import os
 import sys
+import traceback
 from collections.abc import MutableMapping
 
 # TPU VMs expose /dev/accel* (v2-v5p) or /dev/vfio/<n> (v5e, v6e); NVIDIA GPUs /dev/nvidia<n>.
@@ -103,6 +104,29 @@ def exit_at_once_on(*errors: type[BaseException]):
         sys.unraisablehook = previous_hook
         for logger in loggers:
             logger.removeFilter(noise)
+
+
+@contextlib.contextmanager
+def exit_at_once_when_distributed():
+    """For entry points: in a multi-process run, an error ends this process at once with
+    status 1, its traceback printed. Raised normally, the interpreter's exit waits in JAX's
+    distributed shutdown for peers that are blocked in a collective this process will never
+    join (or that are gone: a process whose peer was killed raised `JaxRuntimeError` and then
+    hung for as long as the scheduler let it), holding the host's accelerators. Its peers then
+    fail their next collective and exit the same way, so the whole job ends."""
+    try:
+        yield
+    except Exception:
+        import jax
+
+        if not jax.distributed.is_initialized():
+            raise
+        traceback.print_exc()
+        print(f"process {jax.process_index()} of {jax.process_count()}: exiting (status 1) "
+              "without waiting for the other processes", file=sys.stderr)  # fmt: skip
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
 
 
 # Libraries whose INFO lines (orbax's step bookkeeping, some 1-3 KB long) drown a run's own.

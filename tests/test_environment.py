@@ -1,6 +1,7 @@
 """The test environment itself: CPU only with 8 fake devices (set in conftest before jax)."""
 
 import jax
+import pytest
 
 
 def test_eight_fake_cpu_devices():
@@ -22,3 +23,12 @@ def test_a_host_without_accelerators_starts_jax_on_the_cpu(tmp_path):
     (tmp_path / "accel0").touch()
     environ = {}
     assert not prefer_cpu_without_accelerators(environ, none) and environ == {}
+
+
+def test_an_error_in_a_single_process_run_is_raised_as_usual():
+    """`exit_at_once_when_distributed` ends only a multi-process run at once (the dress
+    rehearsal checks that: the peer of a SIGKILLed process exits 1 within seconds)."""
+    from octo_like.host import exit_at_once_when_distributed
+
+    with pytest.raises(ValueError, match="bad batch"), exit_at_once_when_distributed():
+        raise ValueError("bad batch")

@@ -109,11 +109,11 @@ def exit_at_once_on(*errors: type[BaseException]):
 @contextlib.contextmanager
 def exit_at_once_when_distributed():
     """For entry points: in a multi-process run, an error ends this process at once with
-    status 1, its traceback printed. Raised normally, the interpreter's exit waits in JAX's
-    distributed shutdown for peers that are blocked in a collective this process will never
-    join (or that are gone: a process whose peer was killed raised `JaxRuntimeError` and then
-    hung for as long as the scheduler let it), holding the host's accelerators. Its peers then
-    fail their next collective and exit the same way, so the whole job ends."""
+    status 1, its traceback printed. Raised normally, it did not end the process: the dress
+    rehearsal's process whose peer was SIGKILLed raised `JaxRuntimeError`, printed it, and
+    stayed alive, blocked at exit (JAX's distributed shutdown and the run's threads wait for
+    peers that will never answer), holding the host's accelerators until the scheduler killed
+    it. Its peers fail their next collective and exit the same way, so the whole job ends."""
     try:
         yield
     except Exception:

@@ -107,7 +107,7 @@ def _run_from_flags(values) -> None:
     console_logging(logging.INFO)
     from octo_like.training.checkpoint import CheckpointSaveError
 
-    with exit_at_once_when_distributed(), exit_at_once_on(CheckpointSaveError):
+    with exit_at_once_on(CheckpointSaveError):
         result, _ = main(
             values.config,
             values.workdir,
@@ -122,7 +122,8 @@ def _cli():
     """A typo'd config key or a bad config value is one line and exit status 2."""
     from octo_like.config.command_line import run_command_line
 
-    run_command_line(_define_flags, _run_from_flags)
+    with exit_at_once_when_distributed():  # outside: a ConfigError's exit status 2 too
+        run_command_line(_define_flags, _run_from_flags)
 
 
 if __name__ == "__main__":

@@ -109,7 +109,7 @@ def _run_from_flags(values) -> None:
     console_logging(logging.INFO)
     from octo_like.training.checkpoint import CheckpointSaveError
 
-    with exit_at_once_when_distributed(), exit_at_once_on(CheckpointSaveError):
+    with exit_at_once_on(CheckpointSaveError):
         result = main(
             values.config, values.workdir, overwrite=values.overwrite,
             stop_at_step=values.stop_at_step,
@@ -121,7 +121,8 @@ def _cli():
     """A typo'd config key or a bad config value is one line and exit status 2."""
     from octo_like.config.command_line import run_command_line
 
-    run_command_line(_define_flags, _run_from_flags)
+    with exit_at_once_when_distributed():  # outside: a ConfigError's exit status 2 too
+        run_command_line(_define_flags, _run_from_flags)
 
 
 if __name__ == "__main__":

@@ -108,25 +108,40 @@ def exit_at_once_on(*errors: type[BaseException]):
 
 @contextlib.contextmanager
 def exit_at_once_when_distributed():
-    """For entry points: in a multi-process run, an error ends this process at once with
-    status 1, its traceback printed. Raised normally, it did not end the process: the dress
-    rehearsal's process whose peer was SIGKILLed raised `JaxRuntimeError`, printed it, and
-    stayed alive, blocked at exit (JAX's distributed shutdown and the run's threads wait for
-    peers that will never answer), holding the host's accelerators until the scheduler killed
-    it. Its peers fail their next collective and exit the same way, so the whole job ends."""
+    """For entry points: a process of a multi-process run that ends with an error ends at
+    once, with the status it would have had: 1 with its traceback for an exception, the code
+    of a `SystemExit` (a bad config value's one line and status 2). Raised normally, the error
+    did not end the process: the dress rehearsal's process whose peer was SIGKILLed raised
+    `JaxRuntimeError`, printed it, and stayed alive, blocked at exit (JAX's distributed
+    shutdown and the run's threads wait for peers that will never answer), holding the host's
+    accelerators until the scheduler killed it. Its peers fail their next collective and exit
+    the same way, so the whole job ends. A single-process run raises as before."""
     try:
         yield
+    except SystemExit as exiting:
+        if exiting.code in (None, 0) or not _multi_process():
+            raise
+        _exit_now(exiting.code if isinstance(exiting.code, int) else 1)
     except Exception:
-        import jax
-
-        if not jax.distributed.is_initialized():
+        if not _multi_process():
             raise
         traceback.print_exc()
-        print(f"process {jax.process_index()} of {jax.process_count()}: exiting (status 1) "
-              "without waiting for the other processes", file=sys.stderr)  # fmt: skip
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(1)
+        _exit_now(1)
+
+
+def _multi_process() -> bool:
+    jax = sys.modules.get("jax")  # not imported yet (a flag typo): no distributed run either
+    return jax is not None and jax.distributed.is_initialized()
+
+
+def _exit_now(status: int) -> None:
+    import jax
+
+    print(f"process {jax.process_index()} of {jax.process_count()}: exiting (status "
+          f"{status}) without waiting for the other processes", file=sys.stderr)  # fmt: skip
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 # Libraries whose INFO lines (orbax's step bookkeeping, some 1-3 KB long) drown a run's own.

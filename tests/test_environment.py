@@ -1,5 +1,7 @@
 """The test environment itself: CPU only with 8 fake devices (set in conftest before jax)."""
 
+import sys
+
 import jax
 import pytest
 
@@ -32,3 +34,6 @@ def test_an_error_in_a_single_process_run_is_raised_as_usual():
 
     with pytest.raises(ValueError, match="bad batch"), exit_at_once_when_distributed():
         raise ValueError("bad batch")
+    with pytest.raises(SystemExit) as exited, exit_at_once_when_distributed():
+        sys.exit(2)  # a bad config value's one-line exit
+    assert exited.value.code == 2

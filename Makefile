@@ -10,10 +10,16 @@ TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print((os.cpu_count() or 1) + 1
 
 .PHONY: train test test-fast rehearsal lint format benchmark-data clean
 
+# uv installs the lock's exact versions in parallel: ~20 s on a fresh 2-core machine, pip ~80 s
+# (pip stays in the venv for the commands the docs give). --compile-bytecode as pip does: where
+# PYTHONDONTWRITEBYTECODE is set (as on our CI machines), a venv without .pyc files compiles
+# TensorFlow's and JAX's sources again in every process (importing them: 5.6 s -> 15.6 s).
+UV_VERSION := 0.13.8
+
 $(STAMP): setup.py requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c requirements.lock -e ".[dev]"
+	$(PY) -m pip install --quiet --upgrade pip uv==$(UV_VERSION)
+	$(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PY) -c requirements.lock -e ".[dev]"
 	touch $(STAMP)
 
 train: $(STAMP)

@@ -190,17 +190,17 @@ def _first_wrong_size(images: tf.Tensor, key: tf.Tensor, expected: tf.Tensor) ->
     sizes = tf.map_fn(_header_size, images, fn_output_signature=tf.TensorSpec([2], tf.int32))
     known = sizes[:, 0] >= 0
     bad = known & tf.reduce_any(tf.not_equal(sizes, expected), axis=-1)
-    step = tf.argmax(tf.cast(bad, tf.int32), output_type=tf.int32)
-    found = tf.strings.as_string(tf.gather(sizes, step))
-    said = tf.strings.as_string(expected)
-    return tf.cond(
-        tf.reduce_any(bad),
-        lambda: tf.strings.join([
+
+    def describe():  # only where a step is bad: argmax fails on a zero-length episode
+        step = tf.argmax(tf.cast(bad, tf.int32), output_type=tf.int32)
+        found = tf.strings.as_string(tf.gather(sizes, step))
+        said = tf.strings.as_string(expected)
+        return tf.strings.join([
             "image '", key, "' at step ", tf.strings.as_string(step), " is ", found[0], "x",
             found[1], ", features.json says ", said[0], "x", said[1], " (it would be stretched)",
-        ]),
-        lambda: tf.constant(""),
-    )  # fmt: skip
+        ])  # fmt: skip
+
+    return tf.cond(tf.reduce_any(bad), describe, lambda: tf.constant(""))
 
 
 def decode_check(traj: Mapping[str, Any], keys: Sequence[str], spec: DatasetSpec) -> tf.Tensor:

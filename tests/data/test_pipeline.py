@@ -23,7 +23,7 @@ from octo_like.data.config import (
 from octo_like.data.oxe.mixes import resolve_mix
 from octo_like.data.pipeline import make_pipeline, standardized_trajectories
 from octo_like.data.presets import single_dataset_config
-from octo_like.data.validation import EMPTY_EPISODE, DataError
+from octo_like.data.validation import EMPTY_EPISODE, DataError, SkippedEpisodes
 from tests.data.conftest import one_camera_spec, toy_spec
 
 SMALL_CAMERAS = {
@@ -228,6 +228,23 @@ def test_zero_length_episode_is_skipped_and_counted(synthetic_root, stats_dir):
     pipeline = make_pipeline(config)
     assert len(list(itertools.islice(iter(pipeline), 2))) == 2
     assert pipeline.skipped.counts[("toy_zero", EMPTY_EPISODE)] >= 1
+
+
+def test_a_zero_length_episode_is_dropped_without_tf_datas_graph_optimizations(synthetic_root):
+    """The empty-episode check runs after the raw checks and the standardizer, so none of them
+    may fail on zero steps. The image-size check took an argmax over the steps whatever it found
+    ("Reduction axis 0 is empty"), which only tf.data's graph optimizations pruned."""
+    source = DatasetSource("toy_zero", synthetic_root)
+    skipped = SkippedEpisodes()
+    trajectories = standardized_trajectories(
+        rlds.open_source(source.location, source.name), toy_spec("toy_zero"), source.split,
+        tuple(SMALL_CAMERAS), skipped=skipped,
+    ).dataset  # fmt: skip
+    options = tf.data.Options()
+    options.experimental_optimization.apply_default_optimizations = False
+    episodes = list(trajectories.with_options(options).as_numpy_iterator())
+    assert episodes and all(len(episode["action"]) > 0 for episode in episodes)
+    assert skipped.counts[("toy_zero", EMPTY_EPISODE)] >= 1
 
 
 def test_undecodable_image_raises_naming_the_dataset(synthetic_root, stats_dir):

@@ -230,7 +230,10 @@ def test_zero_length_episode_is_skipped_and_counted(synthetic_root, stats_dir):
     assert pipeline.skipped.counts[("toy_zero", EMPTY_EPISODE)] >= 1
 
 
-def test_a_zero_length_episode_is_dropped_without_tf_datas_graph_optimizations(synthetic_root):
+@pytest.mark.parametrize("skip_bad_episodes", [False, True])  # True adds the decode check
+def test_a_zero_length_episode_is_dropped_without_tf_datas_graph_optimizations(
+    synthetic_root, skip_bad_episodes
+):
     """The empty-episode check runs after the raw checks and the standardizer, so none of them
     may fail on zero steps. The image-size check took an argmax over the steps whatever it found
     ("Reduction axis 0 is empty"), which only tf.data's graph optimizations pruned."""
@@ -238,7 +241,7 @@ def test_a_zero_length_episode_is_dropped_without_tf_datas_graph_optimizations(s
     skipped = SkippedEpisodes()
     trajectories = standardized_trajectories(
         rlds.open_source(source.location, source.name), toy_spec("toy_zero"), source.split,
-        tuple(SMALL_CAMERAS), skipped=skipped,
+        tuple(SMALL_CAMERAS), skip_bad_episodes=skip_bad_episodes, skipped=skipped,
     ).dataset  # fmt: skip
     options = tf.data.Options()
     options.experimental_optimization.apply_default_optimizations = False

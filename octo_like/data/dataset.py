@@ -121,6 +121,20 @@ def apply_options(dataset: tf.data.Dataset, parallelism: Parallelism) -> tf.data
     return dataset.with_options(options)
 
 
+def skip_function_graph_optimization() -> None:
+    """Turns off Grappler's rewrites of the functions TensorFlow runs (tf.data's maps and
+    filters) for this process, as they are instantiated; tf.data's own graph rewrites (fusion,
+    parallelism, autotuning) are not affected.
+
+    Each of a dataset's functions is optimized when an iterator first runs it: for the 25
+    datasets of `oxe_magic_soup` that was 5.6 s of a 12.9 s first batch and 2.7 s of a fresh
+    statistics pass (2-core CPU), paid on every host at every restart. The functions are
+    decoding, resizing and reshaping, whose kernels the rewrites do not speed up: Bridge ran at
+    412-421 frames/s with them and 408-416 without (scripts/benchmark_data.py, 2 runs each).
+    """
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+
+
 class TrajectoryDataset:
     """A tf.data.Dataset whose elements are whole trajectories (leaves with a leading T)."""
 

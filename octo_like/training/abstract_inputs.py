@@ -16,18 +16,24 @@ from octo_like.training.config import TrainConfig
 
 
 def abstract_batch(
-    config: TrainConfig, *, proprio_dim: int | None = None, batch_size: int | None = None
+    config: TrainConfig,
+    *,
+    proprio_dim: int | None = None,
+    batch_size: int | None = None,
+    action_dim: int | None = None,
 ) -> dict:
     """`jax.ShapeDtypeStruct` leaves of one global batch (default size: the config's).
 
     `proprio_dim`: the padded proprio width P the mix would give (the data decides it at run
     time); default ``data.trajectory.max_proprio_dim``. Required when the model reads proprio;
-    otherwise the unread input defaults to 8 (its size is a few kB).
+    otherwise the unread input defaults to 8 (its size is a few kB). `action_dim`: the padded
+    action width the mix gives; default ``data.trajectory.max_action_dim``, else the model's.
     """
     b = config.data.batch_size if batch_size is None else batch_size
     trajectory = config.data.trajectory
     w, h = trajectory.window, trajectory.action_horizon
-    action_dim = trajectory.max_action_dim or config.model.action_dim
+    if action_dim is None:
+        action_dim = trajectory.max_action_dim or config.model.action_dim
     if proprio_dim is None:
         proprio_dim = trajectory.max_proprio_dim
     if proprio_dim is None:

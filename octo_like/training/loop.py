@@ -33,13 +33,16 @@ from jax.experimental import multihost_utils
 
 from octo_like import storage
 from octo_like.config.typed import to_plain
+from octo_like.data.dataset import skip_function_graph_optimization
 from octo_like.data.pipeline import make_pipeline
 from octo_like.model.base_checkpoint import BaseReference
 from octo_like.model.octo_model import OctoModel
 from octo_like.training import distributed, metrics, run_data, sharding
+from octo_like.training.abstract_inputs import with_sharding
 from octo_like.training.checkpoint import CHECKPOINT_SUBDIR, Checkpointer, check_workdir
 from octo_like.training.config import TrainConfig
 from octo_like.training.optimizer import schedule_change
+from octo_like.training.pipeline_thread import PipelineThread
 from octo_like.training.preemption import PreemptionWatch
 from octo_like.training.prefetch import DevicePrefetcher
 from octo_like.training.profiling import (
@@ -87,7 +90,8 @@ class InitialModel:
     base_params: BaseReference | None = None
 
 
-# (example batch: zeros shaped like the training batches, `Pipeline.example_batch`; init rng;
+# (example batch: the global batch foreseen as `jax.ShapeDtypeStruct`s, `run_data.foreseen_batch`,
+# or this process's zeros shaped like the training batches, `Pipeline.example_batch`; init rng;
 # dataset statistics entries; mesh) -> the initial model.
 ModelInitializer = Callable[
     [Mapping[str, Any], jax.Array, dict[str, dict], jax.sharding.Mesh], InitialModel
@@ -177,6 +181,7 @@ def _run_held(
     mesh = sharding.make_mesh(config.mesh)
     distributed.check_batch_size(config.data.batch_size, sharding.batch_sharding(mesh))
     run_data.prepare_synthetic_data(config)
+    skip_function_graph_optimization()
     enable_compilation_cache(cache_directory(config.compilation_cache, workdir))
     if main:
         log.info("runtime: %s", describe_runtime(mesh))
@@ -190,39 +195,62 @@ def _run_held(
     train_data = dataclasses.replace(
         config.data, seed=run_data.data_stream_seed(config, start_step)
     )
-    pipeline = make_pipeline(train_data, shard, prepared=prepared)
-    batches = iter(pipeline)
-    # tf.data makes the first batch (in its own threads: the waiting thread holds no GIL) while
-    # the model is built and its step compiled.
-    reading = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="first-batch")
-    first_batch = reading.submit(next, batches)
-    reading.shutdown(wait=False)
-    example = pipeline.example_batch()
-    startup.mark("pipeline build")
+    # The pipeline is traced and its first batch read in a thread while the model is built and
+    # its step compiled for the batch the config and statistics foretell (checked below).
+    building = PipelineThread(train_data, shard, prepared)
+    foreseen = run_data.foreseen_batch(config, prepared)
+    overlapped = foreseen is not None
+    if not overlapped:  # the data decides a shape: build for the pipeline's own batch
+        foreseen = building.pipeline()[0].example_batch()
+        startup.mark("pipeline build")
 
     rng = jax.random.key(config.seed)
     init_rng, step_rng = jax.random.split(rng)
-    statistics = run_data.statistics_entries(config, pipeline)
-    if init_model is None:
-        layout = lambda abstract: sharding.parameter_shardings(abstract, mesh, config.mesh)
-        initial = InitialModel(
-            OctoModel.from_config(config.model, example, init_rng, statistics, sharding=layout)
+    statistics = run_data.statistics_entries(config, prepared)
+
+    def start_model(example):
+        """The initial model, its program and its step compiling (in a thread: XLA releases
+        the GIL) for `example` (arrays or `jax.ShapeDtypeStruct`s, global batch)."""
+        if init_model is None:
+            layout = lambda abstract: sharding.parameter_shardings(abstract, mesh, config.mesh)
+            initial = InitialModel(
+                OctoModel.from_config(config.model, example, init_rng, statistics, sharding=layout)
+            )
+        else:
+            initial = init_model(example, init_rng, statistics, mesh)
+        program = build_program(
+            config, initial.model.module, mesh, step_rng, extra_frozen=initial.frozen
         )
-    else:
-        initial = init_model(example, init_rng, statistics, mesh)
+        spec = run_data.device_spec(example, initial.model, config.data.batch_size)
+        compiling = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="compile-step")
+        batch = with_sharding(spec, program.batch_sharding)
+        compiled = compiling.submit(program.train_step.lower(program.state, batch).compile)
+        compiling.shutdown(wait=False)
+        return initial, program, spec, compiled
+
+    initial, program, compiled_for, compiled_step = start_model(foreseen)
+    startup.mark("model init")
+    pipeline, batches = building.pipeline()
+    startup.mark("pipeline build")  # the wait: the build's own time is said alongside
+    if overlapped:
+        startup.note_alongside("pipeline build", building.build_s)
     model = initial.model
-    program = build_program(config, model.module, mesh, step_rng, extra_frozen=initial.frozen)
+    actual = run_data.device_batch_spec(
+        run_data.host_batch(pipeline.example_batch(), model), config.data.batch_size
+    )
+    mismatch = run_data.batch_mismatch(compiled_for, actual)
+    if mismatch:  # correct either way; only the start-up time is lost
+        log.warning("the batch foreseen from the config and statistics differs from the "
+                    "pipeline's (%s): initializing and compiling again for the pipeline's",
+                    mismatch)  # fmt: skip
+        initial, program, compiled_for, compiled_step = start_model(pipeline.example_batch())
+        model = initial.model
+        startup.mark("model init")
     state = program.state
     to_device = lambda batch: distributed.global_batch(
         run_data.host_batch(batch, model), program.batch_sharding, config.data.batch_size,
         drop_strings=True,
     )  # fmt: skip
-    # The step compiles in a thread (XLA releases the GIL) while the checkpoint is restored and
-    # the first batch read; the loop runs the compiled executable it returns.
-    compiling = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="compile-step")
-    compiled_step = compiling.submit(program.train_step.lower(state, to_device(example)).compile)
-    compiling.shutdown(wait=False)
-    startup.mark("model init")
     if main and write_run_config(workdir, to_plain(raw_config)):  # data and model are valid
         log.info("wrote %s", storage.join(workdir, "config.json"))
     if start_step:
@@ -238,7 +266,7 @@ def _run_held(
             if jump:
                 log.warning(jump)
         startup.mark("checkpoint restore")
-    first = first_batch.result()
+    first = building.first_batch()
     startup.mark("first batch")
     if main:
         log.info("parameters: %s", program.parameter_counts)
@@ -286,15 +314,18 @@ def _run_held(
     simulate = closed_loop is not None and main and jax.process_count() == 1
     startup.mark("other")  # writers, prefetcher, the run's own log lines
     train_step = compiled_step.result()
+    startup.mark("step compile")
     try:
         watch.__enter__()
         profile.after_step(step)
         while step < end_step:
             device_batch, waited = prefetcher.next_batch()
+            if step == start_step:  # the first batch on the devices: start-up ends here
+                startup.mark("first batch")
             state, step_metrics = train_step(state, device_batch)
-            if step == start_step:  # the first step: its compile awaited, then run
+            if step == start_step:
                 jax.block_until_ready(step_metrics)
-                startup.mark("step compile")
+                startup.first_step_ran()
                 if main:
                     log.info(startup.line())
             if pending:  # one step queued behind the running one, no more

@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 import jax
+import numpy as np
 
 from octo_like import storage
+from octo_like.config.typed import ConfigError
 from octo_like.data import pipeline, synthetic
 from octo_like.data.oxe.registry import get_dataset_spec
 from octo_like.model.octo_model import OctoModel, action_statistics_entry, tokenize_tasks
 from octo_like.normalization import DatasetStatistics
 from octo_like.training import distributed
+from octo_like.training.abstract_inputs import abstract_batch
 from octo_like.training.config import SYNTHETIC, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -88,15 +93,83 @@ def host_batch(batch: dict, model: OctoModel) -> dict:
     return {k: v for k, v in {**batch, "task": task}.items() if k != "dataset_name"}
 
 
-def statistics_entries(config: TrainConfig, batches: pipeline.Pipeline) -> dict[str, dict]:
+def statistics_entries(
+    config: TrainConfig, prepared: list[pipeline.PreparedDataset]
+) -> dict[str, dict]:
     """The statistics a checkpoint records, per dataset, with its action normalization mask."""
     entries = {}
-    for name, stats in batches.statistics.items():
+    for dataset in prepared:
+        name = dataset.spec.name
         spec = get_dataset_spec(name, config.data.extra_specs)
         entries[name] = action_statistics_entry(
-            stats.to_dict(), config.data.normalization, spec.action_normalization_mask
+            dataset.statistics.to_dict(),
+            config.data.normalization,
+            spec.action_normalization_mask,
         )
     return entries
+
+
+def foreseen_batch(config: TrainConfig, prepared: list[pipeline.PreparedDataset]) -> dict | None:
+    """The global batch the loop will feed, as `jax.ShapeDtypeStruct`s, before the pipeline
+    exists: from the config and the statistics, whose vectors are as wide as each dataset's
+    standardized actions and proprio (the pipeline pads every dataset to the widest, or to the
+    config's width). The model is built and its step compiled for it while the pipeline is
+    traced (`pipeline_thread`); `batch_mismatch` then holds the two equal. None when the data
+    decides a shape the statistics do not (a camera that keeps each dataset's image size).
+    """
+    stats = [p.statistics for p in prepared]
+    trajectory = config.data.trajectory
+    action_dim = trajectory.max_action_dim or max(s.action.mean.size for s in stats)
+    proprio_dim = trajectory.max_proprio_dim
+    if proprio_dim is None:
+        proprio_dim = max(0 if s.proprio is None else s.proprio.mean.size for s in stats)
+    try:
+        return abstract_batch(config, proprio_dim=proprio_dim, action_dim=action_dim)
+    except ConfigError:
+        return None
+
+
+def device_batch_spec(host: Mapping[str, Any], global_batch_size: int) -> dict:
+    """A host batch (`host_batch`: this process's rows) as the global batch's
+    `jax.ShapeDtypeStruct`s: the leaves `distributed.global_batch` makes of it."""
+
+    def spec(leaf):
+        array = np.asarray(leaf)
+        return jax.ShapeDtypeStruct((global_batch_size, *array.shape[1:]), array.dtype)
+
+    return jax.tree.map(spec, dict(host))
+
+
+def device_spec(example: Mapping[str, Any], model: OctoModel, global_batch_size: int) -> dict:
+    """`example`'s global device batch as `jax.ShapeDtypeStruct`s (what the step compiles
+    for): itself when foreseen, else this process's zeros, tokenized, scaled up."""
+    if all(isinstance(leaf, jax.ShapeDtypeStruct) for leaf in jax.tree.leaves(example)):
+        return dict(example)
+    return device_batch_spec(host_batch(example, model), global_batch_size)
+
+
+def batch_mismatch(foreseen: Mapping[str, Any], actual: Mapping[str, Any]) -> str | None:
+    """None when two batch specs have the same keys, shapes and dtypes; else the first
+    difference, named by its path."""
+    want, have = _flat_specs(foreseen), _flat_specs(actual)
+    for path in sorted(want.keys() | have.keys()):
+        if path not in have:
+            return f"{path}: foreseen {want[path]}, absent from the pipeline's batches"
+        if path not in want:
+            return f"{path}: in the pipeline's batches {have[path]}, not foreseen"
+        if want[path] != have[path]:
+            return f"{path}: foreseen {want[path]}, the pipeline's {have[path]}"
+    return None
+
+
+def _flat_specs(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            flat.update(_flat_specs(value, f"{prefix}{key}/"))
+        else:
+            flat[f"{prefix}{key}"] = f"{np.dtype(value.dtype).name}{list(value.shape)}"
+    return flat
 
 
 def data_stream_seed(config: TrainConfig, start_step: int) -> int:

@@ -59,12 +59,19 @@ def debug_config(data_dir: str, stats_dir: str, *, validate: bool = False, **ove
 
 
 def startup_phases(records) -> dict[str, float]:
-    """The phases of the run's one 'time to first step' line, and its total under 'total'."""
+    """The phases of the run's one 'time to first step' line, its total under 'total', the
+    first step's own run under 'first step ran' and each phase said alongside under
+    'alongside: <phase>'."""
     lines = [r.getMessage() for r in records if r.getMessage().startswith("time to first step")]
     assert len(lines) == 1, lines
-    head, _, parts = lines[0].partition(": ")
-    phases = {p.rsplit(" ", 2)[0]: float(p.rsplit(" ", 2)[1]) for p in parts.split(", ")}
-    return {**phases, "total": float(head.split()[-2])}
+    head, _, rest = lines[0].partition(": ")
+    rest, _, ran = rest.partition("; the first step ran ")
+    parts, _, alongside = rest.partition(" [alongside: ")
+    parse = lambda text: {p.rsplit(" ", 2)[0]: float(p.rsplit(" ", 2)[1]) for p in text.split(", ")}
+    found = {**parse(parts), "total": float(head.split()[-2]), "first step ran": float(ran[:-2])}
+    if alongside:
+        found.update({f"alongside: {k}": v for k, v in parse(alongside.rstrip("]")).items()})
+    return found
 
 
 @pytest.mark.slow
@@ -77,9 +84,15 @@ def test_train_two_steps_then_resume_to_four(shared_data, tmp_path, caplog):
     assert np.isfinite(first.last_metrics["loss"])
     fresh = startup_phases(caplog.records)  # said once, at the first step, by phase
     phases = ("setup", "statistics", "pipeline build", "first batch", "model init")
-    assert set(fresh) == {*phases, "other", "step compile", "total"}
-    assert abs(sum(v for k, v in fresh.items() if k != "total") - fresh["total"]) < 0.5
-    assert fresh["step compile"] > 0 and fresh["model init"] > 0
+    extra = ("total", "first step ran", "alongside: pipeline build")
+    assert set(fresh) == {*phases, "other", "step compile", *extra}
+    in_total = [k for k in fresh if k not in extra]  # the step's run and the overlap are not
+    assert abs(sum(fresh[k] for k in in_total) - fresh["total"]) < 0.5
+    assert fresh["model init"] > 0 and fresh["first step ran"] > 0
+    # The pipeline was traced beside the model (its own time > the wait it caused), and the
+    # batch foreseen from the config and statistics was the pipeline's: compiled once.
+    assert fresh["alongside: pipeline build"] > fresh["pipeline build"]
+    assert not [r for r in caplog.records if "batch foreseen" in r.getMessage()]
     caplog.clear()
     second = train.main(config, workdir)
     assert (second.start_step, second.final_step) == (2, 4)
@@ -105,6 +118,30 @@ def test_train_two_steps_then_resume_to_four(shared_data, tmp_path, caplog):
     statistics = model.dataset_statistics["synthetic_bridge"]["action"]  # Octo's form
     actions = model.sample_actions(observation, tasks, statistics, rng=jax.random.key(0))
     assert actions.shape == (1, 4, 7) and np.isfinite(actions).all()
+
+
+def test_a_wrongly_foreseen_batch_is_compiled_again_for_the_pipelines(
+    shared_data, tmp_path, caplog, monkeypatch
+):
+    """Were the batch foreseen from the config and statistics ever not the pipeline's, the run
+    says where they differ and builds and compiles for the pipeline's batch: it trains."""
+    from octo_like.training import run_data
+
+    foresee = run_data.foreseen_batch
+
+    def wider_proprio(config, prepared):
+        batch = foresee(config, prepared)
+        proprio = batch["observation"]["proprio"]
+        wrong = jax.ShapeDtypeStruct((*proprio.shape[:-1], proprio.shape[-1] + 1), proprio.dtype)
+        return {**batch, "observation": {**batch["observation"], "proprio": wrong}}
+
+    monkeypatch.setattr(run_data, "foreseen_batch", wider_proprio)
+    caplog.set_level(logging.INFO, logger="octo_like.training.loop")
+    config = debug_config(shared_data, str(tmp_path / "stats"))
+    result = train.main(config, str(tmp_path / "run"), stop_at_step=1)
+    assert result.final_step == 1 and np.isfinite(result.last_metrics["loss"])
+    warnings = [r.getMessage() for r in caplog.records if "batch foreseen" in r.getMessage()]
+    assert len(warnings) == 1 and "observation/proprio" in warnings[0], warnings
 
 
 @pytest.mark.slow

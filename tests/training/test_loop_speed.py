@@ -157,12 +157,12 @@ def test_the_run_seed_decides_the_data_stream_not_only_the_initializers(
 ):
     """Two fine-tuning seeds from one checkpoint (nothing new to initialize) were bit-identical
     runs: the pipeline was seeded by data.seed alone (found by the issue-33 benchmark)."""
-    from octo_like.training import loop, run_data
+    from octo_like.training import pipeline_thread, run_data
 
     seeds = []
-    real = loop.make_pipeline
+    real = pipeline_thread.make_pipeline  # the training pipeline is built in its own thread
     monkeypatch.setattr(
-        loop,
+        pipeline_thread,
         "make_pipeline",
         lambda data, *a, **k: (data.train and seeds.append(data.seed)) or real(data, *a, **k),
     )

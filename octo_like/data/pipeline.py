@@ -273,11 +273,21 @@ def _frame_transform(config: DataConfig):
 
 def _common_dims(config: DataConfig, element_specs: list[dict]) -> tuple[int, int]:
     """The action / proprio dims every dataset is padded to (the config's, or the largest)."""
-    action_dims = [s[schema.ACTION].shape[-1] for s in element_specs]
-    proprio_dims = [s["observation"][schema.PROPRIO].shape[-1] for s in element_specs]
-    action_dim = config.trajectory.max_action_dim or max(action_dims)
+    return padded_widths(
+        config,
+        [s[schema.ACTION].shape[-1] for s in element_specs],
+        [s["observation"][schema.PROPRIO].shape[-1] for s in element_specs],
+    )
+
+
+def padded_widths(
+    config: DataConfig, action_widths: list[int], proprio_widths: list[int]
+) -> tuple[int, int]:
+    """The action / proprio widths a mixture of datasets of these standardized widths is padded
+    to: the config's (``trajectory.max_*_dim``), or the widest."""
+    action_dim = config.trajectory.max_action_dim or max(action_widths)
     proprio_dim = config.trajectory.max_proprio_dim
-    proprio_dim = max(proprio_dims) if proprio_dim is None else proprio_dim
+    proprio_dim = max(proprio_widths) if proprio_dim is None else proprio_dim
     return action_dim, proprio_dim
 
 

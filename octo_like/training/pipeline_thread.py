@@ -22,15 +22,14 @@ class PipelineThread:
     """`make_pipeline(config, shard, prepared=prepared)`, then its first batch, in a thread.
 
     `pipeline()` and `first_batch()` wait for each and raise the thread's error (a bad dataset
-    names itself as it would in the calling thread). `build_s` / `first_batch_s`: their own
-    durations, once done (None before).
+    names itself as it would in the calling thread). `build_s`: the build's own duration, once
+    built (None before).
     """
 
     def __init__(self, config: DataConfig, shard: ProcessShard, prepared: list[PreparedDataset]):
         self._built: concurrent.futures.Future = concurrent.futures.Future()
         self._first: concurrent.futures.Future = concurrent.futures.Future()
         self.build_s: float | None = None
-        self.first_batch_s: float | None = None
         # A daemon: a run that fails elsewhere exits without waiting for the tracing.
         self._thread = threading.Thread(
             target=self._run, args=(config, shard, prepared), name="pipeline-build", daemon=True
@@ -48,13 +47,11 @@ class PipelineThread:
             return
         self.build_s = time.perf_counter() - start
         self._built.set_result((built, batches))
-        start = time.perf_counter()
         try:
             first = next(batches)
         except BaseException as error:  # noqa: BLE001 - raised again by first_batch()
             self._first.set_exception(error)
             return
-        self.first_batch_s = time.perf_counter() - start
         self._first.set_result(first)
 
     def pipeline(self) -> tuple[Pipeline, Iterator[dict]]:

@@ -19,6 +19,7 @@ from octo_like import storage
 from octo_like.config.typed import ConfigError
 from octo_like.data import pipeline, synthetic
 from octo_like.data.oxe.registry import get_dataset_spec
+from octo_like.model.base_checkpoint import flat_params
 from octo_like.model.octo_model import OctoModel, action_statistics_entry, tokenize_tasks
 from octo_like.normalization import DatasetStatistics
 from octo_like.training import distributed
@@ -118,11 +119,11 @@ def foreseen_batch(config: TrainConfig, prepared: list[pipeline.PreparedDataset]
     decides a shape the statistics do not (a camera that keeps each dataset's image size).
     """
     stats = [p.statistics for p in prepared]
-    trajectory = config.data.trajectory
-    action_dim = trajectory.max_action_dim or max(s.action.mean.size for s in stats)
-    proprio_dim = trajectory.max_proprio_dim
-    if proprio_dim is None:
-        proprio_dim = max(0 if s.proprio is None else s.proprio.mean.size for s in stats)
+    action_dim, proprio_dim = pipeline.padded_widths(
+        config.data,
+        [s.action.mean.size for s in stats],
+        [0 if s.proprio is None else s.proprio.mean.size for s in stats],
+    )
     try:
         return abstract_batch(config, proprio_dim=proprio_dim, action_dim=action_dim)
     except ConfigError:
@@ -151,7 +152,11 @@ def device_spec(example: Mapping[str, Any], model: OctoModel, global_batch_size:
 def batch_mismatch(foreseen: Mapping[str, Any], actual: Mapping[str, Any]) -> str | None:
     """None when two batch specs have the same keys, shapes and dtypes; else the first
     difference, named by its path."""
-    want, have = _flat_specs(foreseen), _flat_specs(actual)
+    described = lambda tree: {
+        path: f"{np.dtype(leaf.dtype).name}{list(leaf.shape)}"
+        for path, leaf in flat_params(tree).items()
+    }
+    want, have = described(foreseen), described(actual)
     for path in sorted(want.keys() | have.keys()):
         if path not in have:
             return f"{path}: foreseen {want[path]}, absent from the pipeline's batches"
@@ -160,16 +165,6 @@ def batch_mismatch(foreseen: Mapping[str, Any], actual: Mapping[str, Any]) -> st
         if want[path] != have[path]:
             return f"{path}: foreseen {want[path]}, the pipeline's {have[path]}"
     return None
-
-
-def _flat_specs(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            flat.update(_flat_specs(value, f"{prefix}{key}/"))
-        else:
-            flat[f"{prefix}{key}"] = f"{np.dtype(value.dtype).name}{list(value.shape)}"
-    return flat
 
 
 def data_stream_seed(config: TrainConfig, start_step: int) -> int:

@@ -16,6 +16,8 @@ import pathlib  # noqa: E402
 
 import pytest  # noqa: E402
 
+pytest_plugins = ["tests.cpu_report"]  # the heaviest tests by CPU time, after --durations
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_BRIDGE = REPO.parent / "shared" / "data" / "bridge_dataset" / "1.0.0"
 

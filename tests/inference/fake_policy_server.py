@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,6 +64,11 @@ class FakeServer:
             stdout=subprocess.PIPE,
             text=True,
         )
+        # A thread reads the lines: select() on the pipe misses lines already read into the
+        # file object's buffer (two lines arriving together: the second was never seen).
+        self._lines: queue.Queue[str] = queue.Queue()
+        self._reader = threading.Thread(target=self._read_lines, daemon=True)
+        self._reader.start()
         line = self.next_line(STARTUP_S)
         if not line.startswith("listening "):
             self.kill()
@@ -73,10 +79,16 @@ class FakeServer:
     def pid(self) -> int:
         return self.process.pid
 
+    def _read_lines(self) -> None:
+        for line in self.process.stdout:
+            self._lines.put(line.strip())
+
     def next_line(self, timeout: float) -> str:
         """The server's next stdout line ('' if none comes within `timeout` seconds)."""
-        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
-        return self.process.stdout.readline().strip() if ready else ""
+        try:
+            return self._lines.get(timeout=timeout) if timeout > 0 else self._lines.get_nowait()
+        except queue.Empty:
+            return ""
 
     def wait_for_request(self, number: int, timeout: float = 10.0) -> None:
         """Returns once the server has received its `number`-th request (1 is the first)."""
@@ -94,6 +106,7 @@ class FakeServer:
         if self.process.poll() is None:
             self.process.kill()  # SIGKILL: stopped or not
         self.process.wait(10)
+        self._reader.join(10)  # the pipe's end: the dead process's last lines are read
         self.process.stdout.close()
 
 

@@ -56,6 +56,18 @@ def test_nothing_listening_is_refused_naming_the_url():
         PolicyClient("127.0.0.1", port, timeout=5)
 
 
+def test_the_fake_server_reports_requests_whose_lines_arrived_together():
+    """Both lines in the pipe before the test reads the first (a loaded machine): the second is
+    still seen (select() on the pipe missed it, buffered with the first, and the killer thread
+    of the next test waited 10 s for it, then never killed the server)."""
+    with fake_server() as server, PolicyClient("127.0.0.1", server.port, timeout=5) as client:
+        _answers(client)
+        _answers(client)
+        started = time.monotonic()
+        server.wait_for_request(2, timeout=3)
+        assert time.monotonic() - started < 1
+
+
 def test_killed_mid_request_is_gone_then_refused_then_reconnects_after_restart():
     server = FakeServer()
     port, first_pid = server.port, server.pid

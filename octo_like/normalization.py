@@ -292,11 +292,37 @@ def normalize_tf(
         return x
     offset, scale, mask = _affine(stats, kind, mask)
     _check_dim(x.shape[-1], stats)
-    x = tf.ensure_shape(x, x.shape[:-1].concatenate([stats.dim]))
-    y = (x - tf.constant(offset, x.dtype)) / tf.constant(scale, x.dtype)
+    return normalize_affine_tf(
+        x, tf.constant(offset), tf.constant(scale), tf.constant(mask), kind.value
+    )
+
+
+def affine_map(
+    stats: ArrayStatistics, kind: NormalizationType | str, mask: Sequence[bool] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(offset float32[D], scale float32[D], mask bool[D]) of `kind` over `stats` (None for
+    NONE): the inputs of `normalize_affine_tf`, validated as `normalize_tf` validates them."""
+    kind = as_normalization_type(kind)
+    return None if kind is NormalizationType.NONE else _affine(stats, kind, mask)
+
+
+def normalize_affine_tf(
+    x: tf.Tensor, offset: tf.Tensor, scale: tf.Tensor, mask: tf.Tensor, kind: str
+) -> tf.Tensor:
+    """`normalize_tf` with the map's ``offset float32[D], scale float32[D], mask bool[D]`` as
+    tensors (`affine_map`): one traced function then serves datasets whose statistics differ.
+    A last dim other than D fails at trace time when known, else when run."""
+    import tensorflow as tf
+
+    kind, x = as_normalization_type(kind), _tf_input(x)
+    dim = offset.shape[0]
+    if x.shape[-1] is not None and dim is not None and x.shape[-1] != dim:
+        raise ValueError(f"array has {x.shape[-1]} dims in its last axis, statistics have {dim}")
+    x = tf.ensure_shape(x, x.shape[:-1].concatenate([dim]))
+    y = (x - tf.cast(offset, x.dtype)) / tf.cast(scale, x.dtype)
     if kind is NormalizationType.BOUNDS:
         y = tf.clip_by_value(y, tf.constant(-1, x.dtype), tf.constant(1, x.dtype))
-    return tf.where(tf.constant(mask), y, x)
+    return tf.where(mask, y, x)
 
 
 def unnormalize_tf(

@@ -275,3 +275,43 @@ def test_configured_image_key_missing_from_dataset(synthetic_root, stats_dir):
 def test_unknown_dataset_in_mix_lists_close_names():
     with pytest.raises((KeyError, ValueError), match="bridge_dataset"):
         resolve_mix([("bridge_datset", 1.0)])
+
+
+def test_datasets_of_one_schema_share_a_trace_but_keep_their_statistics(
+    synthetic_root, stats_dir, monkeypatch
+):
+    """The trajectory transform is traced once per trajectory signature (toy_a and toy_indexed
+    share one, toy_b has its own): each dataset's normalization comes in as tensors, so
+    toy_indexed, whose map reuses the trace made for toy_a, is still normalized with its own
+    statistics (unnormalized with them, its actions show their index code t + dim / 10)."""
+    from octo_like.data import traj_transforms
+    from octo_like.normalization import unnormalize_np
+
+    traced = []
+    window_and_chunk = traj_transforms.window_and_chunk
+    monkeypatch.setattr(
+        traj_transforms,
+        "window_and_chunk",
+        lambda traj, *args, **kwargs: traced.append(1) or window_and_chunk(traj, *args, **kwargs),
+    )
+    config = toy_config(
+        synthetic_root,
+        names=("toy_a", "toy_indexed", "toy_b"),
+        batch_size=32,
+        statistics_cache_dir=stats_dir,
+    )
+    pipeline = make_pipeline(config)
+    assert len(traced) == 2
+    statistics = pipeline.statistics["toy_indexed"]
+    assert statistics != pipeline.statistics["toy_a"]
+    mask = toy_spec("toy_indexed").action_normalization_mask
+    checked = 0
+    for batch in itertools.islice(iter(pipeline), 4):
+        rows = batch["dataset_name"] == b"toy_indexed"
+        valid = batch["action_pad_mask"][rows].all(axis=-1)
+        raw = unnormalize_np(batch["action"][rows], statistics.action, "normal", mask)[valid]
+        np.testing.assert_allclose(raw - raw[:, :1], np.tile(np.arange(7) / 10, (len(raw), 1)),
+                                   atol=2e-3)  # fmt: skip
+        np.testing.assert_allclose(raw[:, 0], np.round(raw[:, 0]), atol=2e-3)
+        checked += len(raw)
+    assert checked > 10

@@ -69,6 +69,19 @@ def initialize(
     return nnx.merge(graphdef, params, rest)
 
 
+def _module_factory(
+    config: ModelConfig, example_batch: Mapping[str, Any]
+) -> tuple[Callable[[jax.Array], OctoModule], dict, TextTokenizer | None]:
+    """(key -> the module for `example_batch`, its input spec, the text tokenizer)."""
+    tokenizer = model_checkpoint.text_tokenizer(config.language)
+    example_batch = dict(example_batch)
+    if tokenizer is not None and "language_tokens" not in example_batch.get("task", {}):
+        example_batch["task"] = tokenize_tasks(example_batch["task"], tokenizer)
+    spec = spec_lib.spec_from_batch(example_batch)
+    vocab = tokenizer.vocab_size if tokenizer is not None else 0
+    return lambda key: OctoModule(config, spec, vocab, rngs=nnx.Rngs(key)), spec, tokenizer
+
+
 class OctoModel:
     """The policy network plus its config, input spec, dataset statistics and tokenizer."""
 
@@ -115,19 +128,20 @@ class OctoModel:
         created where it lives (FSDP may span hosts: no host holds the whole model), the other
         state replicated. Without it, parameters land on the default device.
         """
-        tokenizer = model_checkpoint.text_tokenizer(config.language)
-        example_batch = dict(example_batch)
-        if tokenizer is not None and "language_tokens" not in example_batch.get("task", {}):
-            example_batch["task"] = tokenize_tasks(example_batch["task"], tokenizer)
-        spec = spec_lib.spec_from_batch(example_batch)
-        vocab = tokenizer.vocab_size if tokenizer is not None else 0
-        module = initialize(
-            lambda key: OctoModule(config, spec, vocab, rngs=nnx.Rngs(key)), rng, sharding
-        )
+        make, spec, tokenizer = _module_factory(config, example_batch)
+        module = initialize(make, rng, sharding)
         if config.language.encoder == "t5" and load_language_weights:
             pretrained, _ = load_t5_encoder(config.language.checkpoint_dir)
             nnx.update(module.language_encoder, nnx.state(pretrained, nnx.Param))
         return cls(module, config, spec, dict(dataset_statistics or {}), tokenizer)
+
+    @staticmethod
+    def abstract_module(config: ModelConfig, example_batch: Mapping[str, Any]) -> OctoModule:
+        """The module `from_config` builds for `example_batch`, its arrays
+        `jax.ShapeDtypeStruct`s (nothing is computed): a train step can be compiled for it
+        while the real weights are initialized."""
+        make, _, _ = _module_factory(config, example_batch)
+        return nnx.eval_shape(lambda: make(jax.random.key(0)))
 
     # ---------------------------------------------------------------- inputs
     def create_tasks(

@@ -19,7 +19,6 @@ stays bounded. Logged per window: ``perf/step_s`` (wall time per step) and ``per
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import dataclasses
 import logging
@@ -38,9 +37,9 @@ from octo_like.data.pipeline import make_pipeline
 from octo_like.model.base_checkpoint import BaseReference
 from octo_like.model.octo_model import OctoModel
 from octo_like.training import distributed, metrics, run_data, sharding
-from octo_like.training.abstract_inputs import with_sharding
 from octo_like.training.checkpoint import CHECKPOINT_SUBDIR, Checkpointer, check_workdir
 from octo_like.training.config import TrainConfig
+from octo_like.training.model_start import start_model
 from octo_like.training.optimizer import schedule_change
 from octo_like.training.pipeline_thread import PipelineThread
 from octo_like.training.preemption import PreemptionWatch
@@ -54,7 +53,6 @@ from octo_like.training.profiling import (
 from octo_like.training.runtime import describe_runtime, require_platform
 from octo_like.training.startup import StartupClock
 from octo_like.training.step import TrainState, inference_params
-from octo_like.training.train_program import build_program
 from octo_like.training.workdir import recorded_num_steps, write_run_config
 from octo_like.training.workdir_lock import WorkdirLock
 
@@ -208,44 +206,36 @@ def _run_held(
     init_rng, step_rng = jax.random.split(rng)
     statistics = run_data.statistics_entries(config, prepared)
 
-    def start_model(example):
-        """The initial model, its program and its step compiling (in a thread: XLA releases
-        the GIL) for `example` (arrays or `jax.ShapeDtypeStruct`s, global batch)."""
-        if init_model is None:
-            layout = lambda abstract: sharding.parameter_shardings(abstract, mesh, config.mesh)
-            initial = InitialModel(
-                OctoModel.from_config(config.model, example, init_rng, statistics, sharding=layout)
-            )
-        else:
-            initial = init_model(example, init_rng, statistics, mesh)
-        program = build_program(
-            config, initial.model.module, mesh, step_rng, extra_frozen=initial.frozen
+    def make_initial(example) -> InitialModel:
+        """The initial model for `example` (arrays or `jax.ShapeDtypeStruct`s, global batch)."""
+        if init_model is not None:
+            return init_model(example, init_rng, statistics, mesh)
+        layout = lambda abstract: sharding.parameter_shardings(abstract, mesh, config.mesh)
+        return InitialModel(
+            OctoModel.from_config(config.model, example, init_rng, statistics, sharding=layout)
         )
-        spec = run_data.device_spec(example, initial.model, config.data.batch_size)
-        compiling = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="compile-step")
-        batch = with_sharding(spec, program.batch_sharding)
-        compiled = compiling.submit(program.train_step.lower(program.state, batch).compile)
-        compiling.shutdown(wait=False)
-        return initial, program, spec, compiled
 
-    initial, program, compiled_for, compiled_step = start_model(foreseen)
+    start = lambda example: start_model(  # noqa: E731
+        config, example, mesh, make_initial, step_rng, fresh=init_model is None
+    )
+    started = start(foreseen)
     startup.mark("model init")
     pipeline, batches = building.pipeline()
     startup.mark("pipeline build")  # the wait: the build's own time is said alongside
     if overlapped:
         startup.note_alongside("pipeline build", building.build_s)
-    model = initial.model
     actual = run_data.device_batch_spec(
-        run_data.host_batch(pipeline.example_batch(), model), config.data.batch_size
+        run_data.host_batch(pipeline.example_batch(), started.initial.model),
+        config.data.batch_size,
     )
-    mismatch = run_data.batch_mismatch(compiled_for, actual)
+    mismatch = run_data.batch_mismatch(started.compiled_for, actual)
     if mismatch:  # correct either way; only the start-up time is lost
         log.warning("the batch foreseen from the config and statistics differs from the "
                     "pipeline's (%s): initializing and compiling again for the pipeline's",
                     mismatch)  # fmt: skip
-        initial, program, compiled_for, compiled_step = start_model(pipeline.example_batch())
-        model = initial.model
+        started = start(pipeline.example_batch())
         startup.mark("model init")
+    initial, program, model = started.initial, started.program, started.initial.model
     state = program.state
     to_device = lambda batch: distributed.global_batch(
         run_data.host_batch(batch, model), program.batch_sharding, config.data.batch_size,
@@ -313,8 +303,9 @@ def _run_held(
     watch = PreemptionWatch(start_step)
     simulate = closed_loop is not None and main and jax.process_count() == 1
     startup.mark("other")  # writers, prefetcher, the run's own log lines
-    train_step = compiled_step.result()
-    startup.mark("step compile")
+    train_step, compile_s = started.compiled.result()
+    startup.mark("step compile")  # the wait: the compile's own time is said alongside
+    startup.note_alongside("step compile", compile_s)
     try:
         watch.__enter__()
         profile.after_step(step)

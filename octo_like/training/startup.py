@@ -18,8 +18,8 @@ from collections.abc import Callable
 # compilation cache). The first step's own run is training, not start-up: on a CPU it is the
 # model's FLOPs (~30 s for `base` at batch 8 on 2 cores), on an accelerator well under a second;
 # the line gives it after the total. A phase run in another thread while the run went on (the
-# pipeline build during model init) is charged only with the wait it caused, and its own
-# duration is said "alongside".
+# pipeline build during model init, the step's compile from the model's shapes) is charged only
+# with the wait it caused, and its own duration is said "alongside".
 PHASES = (
     "setup",
     "statistics",

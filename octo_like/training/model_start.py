@@ -1,0 +1,97 @@
+"""A run's model at start-up: initialized, its train program built, its step compiling.
+
+The step is compiled in a thread (XLA releases the GIL). When the batch is foreseen as shapes
+(`run_data.foreseen_batch`) and the model is a fresh one, the compile starts before the weights
+exist: from the module's shapes alone (`OctoModel.abstract_module`), so it runs beside the
+initializers' program and the language encoder's loading instead of after them (the step's
+compile is the longest XLA compile of a start-up: ~14 s for `base` on a 2-core CPU). That
+program is the one the concrete state would have been compiled to, since the step reads no
+module state but the weights: a module holding other arrays (e.g. batch statistics, which the
+step closes over as values) compiles after its initialization, as before.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+from flax import nnx
+
+from octo_like.model.octo_model import OctoModel
+from octo_like.training import run_data
+from octo_like.training.abstract_inputs import with_sharding
+from octo_like.training.config import TrainConfig
+from octo_like.training.train_program import TrainProgram, build_program
+
+
+@dataclasses.dataclass
+class StartedModel:
+    """initial: the loop's `InitialModel`; program: its train program (concrete state);
+    compiled_for: the global batch spec the step compiles for; compiled: a future of
+    (the compiled step, seconds its compile took); early: whether that compile started from
+    the module's shapes, before the weights were initialized."""
+
+    initial: Any
+    program: TrainProgram
+    compiled_for: dict
+    compiled: concurrent.futures.Future
+    early: bool
+
+
+def start_model(
+    config: TrainConfig,
+    example: Mapping[str, Any],
+    mesh: jax.sharding.Mesh,
+    make_initial: Callable[[Mapping[str, Any]], Any],
+    step_rng: jax.Array,
+    *,
+    fresh: bool,
+) -> StartedModel:
+    """`make_initial(example)` (an `InitialModel`), its program, and its step compiling for
+    `example` (arrays or `jax.ShapeDtypeStruct`s, the global batch). `fresh`: the model is
+    `OctoModel.from_config`'s (no fine-tuning hook), whose shapes the config decides."""
+    foreseen = all(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(example))
+    early = None
+    if fresh and foreseen:
+        early = _compile_from_shapes(config, example, mesh, step_rng)
+    initial = make_initial(example)
+    program = build_program(
+        config, initial.model.module, mesh, step_rng, extra_frozen=initial.frozen
+    )
+    spec = run_data.device_spec(example, initial.model, config.data.batch_size)
+    if early is not None:
+        return StartedModel(initial, program, spec, early, early=True)
+    batch = with_sharding(spec, program.batch_sharding)
+    compiled = _compile_in_thread(program.train_step.lower(program.state, batch))
+    return StartedModel(initial, program, spec, compiled, early=False)
+
+
+def _compile_from_shapes(
+    config: TrainConfig, example: Mapping[str, Any], mesh: jax.sharding.Mesh, step_rng: jax.Array
+) -> concurrent.futures.Future | None:
+    """The step of the fresh model for `example`, compiling from shapes; None when the module
+    holds arrays other than its weights (their values would be compiled into the step)."""
+    module = OctoModel.abstract_module(config.model, example)
+    _, _, rest = nnx.split(module, nnx.Param, ...)
+    if jax.tree.leaves(rest):
+        return None
+    program = build_program(config, module, mesh, step_rng, abstract=True)
+    batch = with_sharding(dict(example), program.batch_sharding)
+    return _compile_in_thread(program.train_step.lower(program.state, batch))
+
+
+def _compile_in_thread(lowered) -> concurrent.futures.Future:
+    """A future of (the compiled program, its compile's seconds)."""
+
+    def compile_timed():
+        started = time.perf_counter()
+        return lowered.compile(), time.perf_counter() - started
+
+    compiling = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="compile-step")
+    future = compiling.submit(compile_timed)
+    compiling.shutdown(wait=False)
+    return future

@@ -224,9 +224,10 @@ def _affine(
     return offset.astype(np.float32), scale.astype(np.float32), mask
 
 
-def _check_dim(last_dim: int | None, stats: ArrayStatistics) -> None:
-    if last_dim is not None and last_dim != stats.dim:
-        raise ValueError(f"array has {last_dim} dims in its last axis, statistics have {stats.dim}")
+def _check_dim(last_dim: int | None, dim: int | None) -> None:
+    """`last_dim` (of the data) against the statistics' `dim`; None: not known yet."""
+    if last_dim is not None and dim is not None and last_dim != dim:
+        raise ValueError(f"array has {last_dim} dims in its last axis, statistics have {dim}")
 
 
 def _np_input(x: Any) -> np.ndarray:
@@ -256,7 +257,7 @@ def normalize_np(
     if kind is NormalizationType.NONE:
         return x
     offset, scale, mask = _affine(stats, kind, mask)
-    _check_dim(x.shape[-1], stats)
+    _check_dim(x.shape[-1], stats.dim)
     y = (x - offset.astype(x.dtype)) / scale.astype(x.dtype)
     if kind is NormalizationType.BOUNDS:
         y = np.clip(y, x.dtype.type(-1), x.dtype.type(1))
@@ -274,7 +275,7 @@ def unnormalize_np(
     if kind is NormalizationType.NONE:
         return y
     offset, scale, mask = _affine(stats, kind, mask)
-    _check_dim(y.shape[-1], stats)
+    _check_dim(y.shape[-1], stats.dim)
     return np.where(mask, y * scale.astype(y.dtype) + offset.astype(y.dtype), y)
 
 
@@ -291,7 +292,6 @@ def normalize_tf(
     if kind is NormalizationType.NONE:
         return x
     offset, scale, mask = _affine(stats, kind, mask)
-    _check_dim(x.shape[-1], stats)
     return normalize_affine_tf(
         x, tf.constant(offset), tf.constant(scale), tf.constant(mask), kind.value
     )
@@ -316,8 +316,7 @@ def normalize_affine_tf(
 
     kind, x = as_normalization_type(kind), _tf_input(x)
     dim = offset.shape[0]
-    if x.shape[-1] is not None and dim is not None and x.shape[-1] != dim:
-        raise ValueError(f"array has {x.shape[-1]} dims in its last axis, statistics have {dim}")
+    _check_dim(x.shape[-1], dim)
     x = tf.ensure_shape(x, x.shape[:-1].concatenate([dim]))
     y = (x - tf.cast(offset, x.dtype)) / tf.cast(scale, x.dtype)
     if kind is NormalizationType.BOUNDS:
@@ -338,7 +337,7 @@ def unnormalize_tf(
     if kind is NormalizationType.NONE:
         return y
     offset, scale, mask = _affine(stats, kind, mask)
-    _check_dim(y.shape[-1], stats)
+    _check_dim(y.shape[-1], stats.dim)
     y = tf.ensure_shape(y, y.shape[:-1].concatenate([stats.dim]))
     x = y * tf.constant(scale, y.dtype) + tf.constant(offset, y.dtype)
     return tf.where(tf.constant(mask), x, y)

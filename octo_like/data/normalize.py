@@ -33,11 +33,9 @@ def normalize_trajectory(
     Returns a new dict (the input is not modified); every other key passes through. For use in
     `tf.data.Dataset.map` on standardized trajectories.
     """
-    import tensorflow as tf
 
     maps = normalization_maps(stats, kind, action_mask, proprio_mask)
-    constants = {key: tuple(tf.constant(a) for a in arrays) for key, arrays in maps.items()}
-    return normalize_trajectory_with(traj, constants, kind)
+    return normalize_trajectory_with(traj, as_constants(maps), kind)
 
 
 def normalization_maps(
@@ -64,6 +62,13 @@ def normalization_maps(
             raise type(e)(f"normalizing {name}: {e}") from e
         maps[key] = affine if affine is not None else _identity_map(field.dim)
     return maps
+
+
+def as_constants(maps: Mapping[str, tuple]) -> dict[str, tuple]:
+    """`normalization_maps`' arrays as constants of the graph being traced."""
+    import tensorflow as tf
+
+    return {key: tuple(tf.constant(a) for a in arrays) for key, arrays in maps.items()}
 
 
 def _identity_map(dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -27,7 +27,11 @@ from octo_like.data.dataset import (
     apply_options,
     as_written,
 )
-from octo_like.data.normalize import normalization_maps, normalize_trajectory_with
+from octo_like.data.normalize import (
+    as_constants,
+    normalization_maps,
+    normalize_trajectory_with,
+)
 from octo_like.data.oxe.registry import get_dataset_spec
 from octo_like.data.oxe.spec import DatasetSpec
 from octo_like.data.oxe.standardize import standardizer_for
@@ -256,8 +260,7 @@ def _trajectory_transform(config: DataConfig, dims):
 
 def _with_maps(transform, maps: dict, traj: dict, seed: tf.Tensor) -> dict:
     """``transform(traj, seed, maps)``, the maps made constants of the calling dataset's map."""
-    constants = {key: tuple(tf.constant(a) for a in arrays) for key, arrays in maps.items()}
-    return transform(traj, seed, constants)
+    return transform(traj, seed, as_constants(maps))
 
 
 def _frame_transform(config: DataConfig):

@@ -54,9 +54,8 @@ def start_model(
     """`make_initial(example)` (an `InitialModel`), its program, and its step compiling for
     `example` (arrays or `jax.ShapeDtypeStruct`s, the global batch). `fresh`: the model is
     `OctoModel.from_config`'s (no fine-tuning hook), whose shapes the config decides."""
-    foreseen = all(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(example))
     early = None
-    if fresh and foreseen:
+    if fresh and run_data.is_abstract(example):
         early = _compile_from_shapes(config, example, mesh, step_rng)
     initial = make_initial(example)
     program = build_program(

@@ -141,10 +141,15 @@ def device_batch_spec(host: Mapping[str, Any], global_batch_size: int) -> dict:
     return jax.tree.map(spec, dict(host))
 
 
+def is_abstract(example: Mapping[str, Any]) -> bool:
+    """Whether `example` is shapes only (`jax.ShapeDtypeStruct` leaves: a foreseen batch)."""
+    return all(isinstance(leaf, jax.ShapeDtypeStruct) for leaf in jax.tree.leaves(example))
+
+
 def device_spec(example: Mapping[str, Any], model: OctoModel, global_batch_size: int) -> dict:
     """`example`'s global device batch as `jax.ShapeDtypeStruct`s (what the step compiles
     for): itself when foreseen, else this process's zeros, tokenized, scaled up."""
-    if all(isinstance(leaf, jax.ShapeDtypeStruct) for leaf in jax.tree.leaves(example)):
+    if is_abstract(example):
         return dict(example)
     return device_batch_spec(host_batch(example, model), global_batch_size)
 

@@ -292,9 +292,7 @@ def normalize_tf(
     if kind is NormalizationType.NONE:
         return x
     offset, scale, mask = _affine(stats, kind, mask)
-    return normalize_affine_tf(
-        x, tf.constant(offset), tf.constant(scale), tf.constant(mask), kind.value
-    )
+    return normalize_affine_tf(x, tf.constant(offset), tf.constant(scale), tf.constant(mask), kind)
 
 
 def affine_map(
@@ -307,7 +305,11 @@ def affine_map(
 
 
 def normalize_affine_tf(
-    x: tf.Tensor, offset: tf.Tensor, scale: tf.Tensor, mask: tf.Tensor, kind: str
+    x: tf.Tensor,
+    offset: tf.Tensor,
+    scale: tf.Tensor,
+    mask: tf.Tensor,
+    kind: NormalizationType | str,
 ) -> tf.Tensor:
     """`normalize_tf` with the map's ``offset float32[D], scale float32[D], mask bool[D]`` as
     tensors (`affine_map`): one traced function then serves datasets whose statistics differ.

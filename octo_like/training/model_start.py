@@ -64,9 +64,7 @@ def start_model(
     spec = run_data.device_spec(example, initial.model, config.data.batch_size)
     if early is not None:
         return StartedModel(initial, program, spec, early, early=True)
-    batch = with_sharding(spec, program.batch_sharding)
-    compiled = _compile_in_thread(program.train_step.lower(program.state, batch))
-    return StartedModel(initial, program, spec, compiled, early=False)
+    return StartedModel(initial, program, spec, _compile_step(program, spec), early=False)
 
 
 def _compile_from_shapes(
@@ -79,12 +77,13 @@ def _compile_from_shapes(
     if jax.tree.leaves(rest):
         return None
     program = build_program(config, module, mesh, step_rng, abstract=True)
-    batch = with_sharding(dict(example), program.batch_sharding)
-    return _compile_in_thread(program.train_step.lower(program.state, batch))
+    return _compile_step(program, dict(example))
 
 
-def _compile_in_thread(lowered) -> concurrent.futures.Future:
-    """A future of (the compiled program, its compile's seconds)."""
+def _compile_step(program: TrainProgram, spec: Mapping[str, Any]) -> concurrent.futures.Future:
+    """A future of (`program`'s train step compiled for the global batch `spec`, its compile's
+    seconds), compiling in a thread."""
+    lowered = program.train_step.lower(program.state, with_sharding(spec, program.batch_sharding))
 
     def compile_timed():
         started = time.perf_counter()

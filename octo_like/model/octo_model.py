@@ -23,6 +23,7 @@ from octo_like.model.config import ModelConfig
 from octo_like.model.language import TextTokenizer, load_t5_encoder
 from octo_like.model.lora import merge_adapters
 from octo_like.model.octo_module import OctoModule
+from octo_like.model.random_draws import draw_together
 from octo_like.model.tokens import TokenGroup
 from octo_like.normalization import ArrayStatistics, NormalizationType, unnormalize_np
 
@@ -54,9 +55,13 @@ def initialize(
     """
     graphdef = None
 
-    def states(key: jax.Array):
+    def split(key: jax.Array):
         nonlocal graphdef  # static structure, the same for every trace
         graphdef, params, rest = nnx.split(make(key), nnx.Param, ...)
+        return params, rest
+
+    def states(key: jax.Array):
+        params, rest = draw_together(split)(key)  # the same draws, compiled in far less time
         if sharding is not None:  # traced once: the layout is read off the traced shapes
             where = sharding(params)
             mesh = jax.tree.leaves(where)[0].mesh

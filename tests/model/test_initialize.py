@@ -65,3 +65,27 @@ def test_parameters_are_created_in_their_shardings(eager_and_spec):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
     rest = jax.tree.leaves(nnx.split(module, nnx.Param, ...)[2])
     assert all(leaf.sharding == whole for leaf in rest if isinstance(leaf, jax.Array))
+
+
+def test_the_program_draws_bit_for_bit_what_its_unbatched_twin_draws(eager_and_spec):
+    """`initialize` batches the fold-ins and draws of equal shape (`random_draws`): the same
+    bits as the program that makes each on its own, with far fewer random calls."""
+    from octo_like.model.random_draws import draw_together
+    from tests.model.test_random_draws import random_calls
+
+    make = _make(*eager_and_spec)
+
+    def params(key):
+        return nnx.state(make(key), nnx.Param).to_pure_dict()
+
+    key = jax.random.key(3)
+    unbatched = jax.jit(params)(key)
+    compiled = nnx.state(initialize(make, key), nnx.Param).to_pure_dict()
+    for (path, a), b in zip(
+        jax.tree_util.tree_leaves_with_path(unbatched), jax.tree.leaves(compiled), strict=True
+    ):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=str(path))
+    before, after = random_calls(params, key), random_calls(draw_together(params), key)
+    assert before.count("random_bits") > 40 and before.count("random_fold_in") > 40
+    assert after.count("random_fold_in") <= 2  # one batch of keys (per wave)
+    assert after.count("random_bits") < 0.6 * before.count("random_bits")  # one per shape

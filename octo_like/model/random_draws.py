@@ -16,7 +16,8 @@ Under FSDP over 8 devices, `small`'s initializers need 55 MB of temporary memory
 instead of 38 (a batched draw is not split as finely as the parameters it feeds); no device
 holds the whole model either way, and the train step, not initialization, sets the peak.
 
-How: `fn` is traced to a jaxpr, its jit calls inlined into one flat program. A value's *wave*
+How: `fn` is traced to a jaxpr, its jit calls inlined into one flat program (their own sharding
+annotations dropped: the caller's constraints place the outputs). A value's *wave*
 is the number of random operations on its longest path from the inputs, its *depth* its place
 within the wave; the program runs bucket by bucket, (wave, depth) in order, inside the caller's
 trace: a bucket's deterministic ops one by one, its random ops (last in their wave) grouped.

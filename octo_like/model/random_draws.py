@@ -14,9 +14,11 @@ Measured by `scripts/benchmark_init.py` (`initialize`'s program, compile): on on
 32-43 -> 19-21 s and `small` 34-37 -> 12-14 s; on a 2-core CPU at XLA's default optimization `base`
 about even (compile 8.5 -> 7.6 s, lowering +0.6 s, and the run +0.5 s: each parameter is
 copied out of its batch), at the tests' level 0 `small` 8.2 -> 4.2 s with lowering.
-Under FSDP over 8 devices, `small`'s initializers need 55 MB of temporary memory per device
-instead of 38 (a batched draw is not split as finely as the parameters it feeds); no device
-holds the whole model either way, and the train step, not initialization, sets the peak.
+Memory, measured once with a scratch script (XLA's `memory_analysis` of the compiled program),
+not by a test: under FSDP over 8 CPU devices `small`'s initializers took 55 MB of temporary
+memory per device instead of 38 (a stacked draw carries no sharding constraint of its own and
+is split only as far as XLA's propagation from the parameters' constraints takes it); neither
+held the whole model (~108 MB) on one device.
 
 How: `fn` is traced to a jaxpr, its jit calls inlined into one flat program (their own sharding
 annotations dropped: the caller's constraints place the outputs). A value's *wave*
@@ -172,10 +174,12 @@ def _column(refs: list, values: _Values) -> tuple[Any, int | None]:
 
 
 def _signature(op: _Op) -> tuple:
-    """Ops of one signature can run as one vmapped call: the same primitive, parameters and
-    input types."""
+    """Ops of one signature can run as one vmapped call: the same primitive, parameters, input
+    types and context (the settings they were traced under, e.g. `jax_threefry_partitionable`,
+    which decides the bits: JAX interns contexts, so equal settings are one object)."""
     params = tuple(sorted((name, repr(value)) for name, value in op.eqn.params.items()))
-    return (op.eqn.primitive, params, tuple(repr(var.aval) for var in op.eqn.invars))
+    inputs = tuple(repr(var.aval) for var in op.eqn.invars)
+    return (op.eqn.primitive, params, inputs, id(op.eqn.ctx))
 
 
 def _run_alone(op: _Op, values: _Values) -> None:
@@ -212,8 +216,8 @@ def _as_list(primitive, outputs) -> list:
 
 
 def _evaluate(program: _Program, inputs: list, input_ids: list, output_ids: list) -> list:
-    """The program's outputs: bucket by bucket, each bucket's random ops and the ops that read
-    batched results grouped by signature, one vmapped call a group; other ops alone."""
+    """The program's outputs: bucket by bucket, each bucket's random ops grouped by signature
+    (one vmapped call a group), its other ops alone (a row they read is sliced out first)."""
     values = _Values(program.constants)
     for value_id, value in zip(input_ids, inputs, strict=True):
         values.write(value_id, value)
@@ -229,7 +233,7 @@ def _evaluate(program: _Program, inputs: list, input_ids: list, output_ids: list
                 _run_alone(members[0], values)
             else:
                 _run_batched(members, values)
-    return [values.array(ref) for ref in output_ids]
+    return [jnp.asarray(values.array(ref)) for ref in output_ids]
 
 
 def draw_together(fn: Callable[..., Any]) -> Callable[..., Any]:

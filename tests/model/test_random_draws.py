@@ -105,3 +105,35 @@ def test_a_program_without_draws_is_unchanged():
     fn = lambda x: {"y": jnp.sin(x) * 2}  # noqa: E731
     x = jnp.arange(4.0)
     assert_identical(jax.jit(draw_together(fn))(x), jax.jit(fn)(x))
+
+
+def test_draws_inside_a_scan_and_a_program_with_effects_keep_their_values():
+    def scanned(key):
+        def body(carry, index):
+            return carry, jax.random.normal(jax.random.fold_in(carry, index), (3,))
+
+        _, draws = jax.lax.scan(body, key, jnp.arange(4))
+        return draws, jax.random.normal(key, (3,))  # the scan runs whole, beside this draw
+
+    seen = []
+
+    def with_effect(key):  # an effect: run as it is, not batched
+        jax.debug.callback(lambda: seen.append(1))
+        return jax.random.normal(key, (2,)), jax.random.normal(jax.random.fold_in(key, 1), (2,))
+
+    key = jax.random.key(5)
+    assert_identical(jax.jit(draw_together(scanned))(key), jax.jit(scanned)(key))
+    assert_identical(jax.jit(draw_together(with_effect))(key), jax.jit(with_effect)(key))
+    assert seen  # the callback still ran
+
+
+def test_draws_traced_under_other_settings_are_not_batched_together():
+    def fn(key):
+        with jax.threefry_partitionable(False):
+            a = jax.random.normal(jax.random.fold_in(key, 0), (8, 8))
+        with jax.threefry_partitionable(True):
+            b = jax.random.normal(jax.random.fold_in(key, 0), (8, 8))
+        return a, b
+
+    key = jax.random.key(2)
+    assert_identical(jax.jit(draw_together(fn))(key), jax.jit(fn)(key))

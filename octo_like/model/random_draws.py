@@ -198,7 +198,7 @@ def _run_batched(members: list[_Op], values: _Values) -> None:
     primitive = first.eqn.primitive
     params = primitive.get_bind_params(first.eqn.params)
     columns = [_column([op.inputs[j] for op in members], values) for j in range(len(first.inputs))]
-    args, axes = zip(*columns, strict=True) if columns else ((), ())
+    args, axes = zip(*columns, strict=True)  # a random op has a key (and maybe data) input
 
     def one(*inputs):
         return primitive.bind(*inputs, **params)

@@ -13,19 +13,17 @@ Rerunning a command on an existing workdir resumes it, as with train.py; the res
 from __future__ import annotations
 
 import logging
-import os
-
-# TensorFlow C++ INFO/WARNING lines (oneDNN notes): set before anything imports TensorFlow.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from octo_like.host import (
     console_logging,
     exit_at_once_on,
     exit_at_once_when_distributed,
+    lean_tensorflow,
     prefer_cpu_without_accelerators,
     report_run_end,
 )
 
+lean_tensorflow()  # before anything imports TensorFlow
 prefer_cpu_without_accelerators()  # before JAX starts: no TPU runtime probe on a laptop
 
 

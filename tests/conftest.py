@@ -7,7 +7,9 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 from tests.xla_flags import xla_flags  # noqa: E402  (plain Python: imports no jax)
 
 os.environ["XLA_FLAGS"] = xla_flags(devices=8, inherited=os.environ.get("XLA_FLAGS", ""))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from octo_like.host import lean_tensorflow  # noqa: E402  (imports nothing)
+
+lean_tensorflow()  # as train.py: quiet, no oneDNN rewrites
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 # TPU compile checks load libtpu (compile-only devices) in several test processes at once.
 os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")

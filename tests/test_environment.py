@@ -27,6 +27,33 @@ def test_a_host_without_accelerators_starts_jax_on_the_cpu(tmp_path):
     assert not prefer_cpu_without_accelerators(environ, none) and environ == {}
 
 
+def test_the_input_pipelines_tensorflow_runs_without_onednn_rewrites_unless_asked():
+    """`lean_tensorflow` (train.py, finetune.py, these tests) turns oneDNN off in the TensorFlow
+    it starts; a user's own setting wins."""
+    import os
+    import subprocess
+
+    from octo_like.host import lean_tensorflow
+
+    probe = "from tensorflow.python.util import _pywrap_util_port as p; print(p.IsMklEnabled())"
+
+    def onednn(environ):
+        env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"} | environ
+        run = subprocess.run(
+            [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+        )
+        return run.stdout.split()[-1]
+
+    assert onednn({"TF_ENABLE_ONEDNN_OPTS": "1"}) == "True"  # the probe can see it on
+    environ: dict[str, str] = {}
+    lean_tensorflow(environ)
+    assert environ == {"TF_CPP_MIN_LOG_LEVEL": "2", "TF_ENABLE_ONEDNN_OPTS": "0"}
+    assert onednn(environ) == "False"
+    chosen = {"TF_ENABLE_ONEDNN_OPTS": "1", "TF_CPP_MIN_LOG_LEVEL": "0"}
+    lean_tensorflow(chosen)
+    assert chosen == {"TF_ENABLE_ONEDNN_OPTS": "1", "TF_CPP_MIN_LOG_LEVEL": "0"}
+
+
 def test_an_error_in_a_single_process_run_is_raised_as_usual():
     """`exit_at_once_when_distributed` ends only a multi-process run at once (the dress
     rehearsal checks that: the peer of a SIGKILLed process exits 1 within seconds)."""

@@ -50,7 +50,7 @@ def main(argv=None) -> dict:
     from octo_like.data import rlds
     from octo_like.data.oxe.mixes import resolve_mix
     from octo_like.data.oxe.registry import get_dataset_spec
-    from octo_like.data.pipeline import standardized_trajectories, statistics_fingerprint_for
+    from octo_like.data.prepare import standardized_trajectories, statistics_fingerprint_for
     from octo_like.data.statistics_cache import load_or_compute_statistics
 
     if args.mix:
@@ -90,7 +90,7 @@ def main(argv=None) -> dict:
 
 def check_statistics(args, builder, spec, cameras) -> dict:
     """{"status": ok | drift | no_cache, "cache": path, "drift": {...}} for one dataset."""
-    from octo_like.data.pipeline import standardized_trajectories, statistics_fingerprint_for
+    from octo_like.data.prepare import standardized_trajectories, statistics_fingerprint_for
     from octo_like.data.statistics import compute_statistics
     from octo_like.data.statistics_cache import (
         latest_cached_statistics,

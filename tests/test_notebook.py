@@ -26,7 +26,7 @@ from PIL import Image
 from octo_like.data.config import DataConfig, DatasetSource, FrameTransformConfig
 from octo_like.data.frame_transforms import CameraTransform
 from octo_like.data.oxe.spec import DatasetSpec
-from octo_like.data.pipeline import prepare_dataset
+from octo_like.data.prepare import prepare_dataset
 from octo_like.data.raw_episodes import convert_episodes, suggest_dataset_spec_for
 from octo_like.model.config import (
     HeadConfig,

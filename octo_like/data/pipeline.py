@@ -1,8 +1,8 @@
 """The input pipeline, top to bottom: RLDS -> standardize -> trajectory transforms -> frames ->
 weighted mixture -> shuffle (encoded) -> decode / resize / augment -> batches.
 
-`make_pipeline(config)` is the one entry point; `standardized_trajectories` is also used for
-statistics and by scripts that inspect single datasets.
+`make_pipeline(config)` is the one entry point; its first stage, each dataset opened,
+standardized and described by its statistics, is `prepare.py`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import os
 from collections.abc import Callable
 
 import numpy as np
@@ -18,194 +17,21 @@ import tensorflow as tf
 
 from octo_like import schema
 from octo_like.data import frame_transforms, raw_checks, rlds, traj_transforms
-from octo_like.data.config import DataConfig, DatasetSource
-from octo_like.data.content_key import split_content_key
-from octo_like.data.dataset import (
-    FrameDataset,
-    Parallelism,
-    TrajectoryDataset,
-    apply_options,
-    as_written,
-)
+from octo_like.data.config import DataConfig
+from octo_like.data.dataset import FrameDataset, apply_options
 from octo_like.data.normalize import (
     as_constants,
     normalization_maps,
     normalize_trajectory_with,
 )
-from octo_like.data.oxe.registry import get_dataset_spec
-from octo_like.data.oxe.spec import DatasetSpec
-from octo_like.data.oxe.standardize import standardizer_for
-from octo_like.data.restructure import check_cameras, restructure
-from octo_like.data.statistics_cache import (
-    dataset_identity,
-    load_or_compute_statistics,
-    statistics_fingerprint,
-)
-from octo_like.data.validation import SkippedEpisodes, apply_check, check_trajectories, data_errors
+from octo_like.data.prepare import PreparedDataset, prepare_dataset, standardized_trajectories
+from octo_like.data.validation import SkippedEpisodes, data_errors
 from octo_like.normalization import DatasetStatistics
 
 log = logging.getLogger(__name__)
 
 # Salts keep the random streams of different stages independent under one run seed.
 _SALT_TRAJECTORY, _SALT_FRAME = 1, 2
-
-
-@dataclasses.dataclass(frozen=True)
-class PreparedDataset:
-    """A dataset of a mixture, opened, with its spec and (train-split) statistics."""
-
-    source: DatasetSource
-    spec: DatasetSpec
-    builder: object
-    statistics: DatasetStatistics
-
-
-def standardized_trajectories(
-    builder,
-    spec: DatasetSpec,
-    split: str,
-    cameras: tuple[str, ...],
-    *,
-    shard: rlds.ProcessShard = rlds.ProcessShard(),
-    shuffle: bool = False,
-    repeat: bool = False,
-    cache: bool = False,
-    seed: int = 0,
-    parallelism: Parallelism = Parallelism(),
-    skip_bad_episodes: bool = False,
-    skipped: SkippedEpisodes | None = None,
-) -> TrajectoryDataset:
-    """Schema stage 2 trajectories of one dataset, validated, not yet normalized."""
-    episodes = rlds.read_episodes(
-        builder,
-        split,
-        shard=shard,
-        shuffle_files=shuffle,
-        seed=seed,
-        num_parallel_reads=parallelism.read,
-        skip_damaged_shards=skip_bad_episodes,
-        skipped=skipped,
-    )
-    trajectories = TrajectoryDataset(episodes, spec.name, parallelism)
-    if cache:
-        trajectories = trajectories.apply(lambda ds: ds.cache())
-    if repeat:
-        trajectories = trajectories.apply(lambda ds: ds.repeat())
-    check_cameras(spec, cameras)
-    trajectories = trajectories.apply(
-        lambda ds: _check_raw(ds, builder, spec, cameras, skip_bad_episodes, skipped)
-    )
-    trajectories = trajectories.map(standardizer_for(spec))
-    trajectories = trajectories.apply(lambda ds: ds.enumerate()).map(
-        lambda index, traj: restructure(traj, spec, cameras, index)
-    )
-    return trajectories.apply(
-        lambda ds: check_trajectories(
-            ds, spec.name, skip_bad_episodes=skip_bad_episodes, skipped=skipped
-        )
-    )
-
-
-def _check_raw(
-    episodes: tf.data.Dataset, builder, spec: DatasetSpec, cameras, skip_bad_episodes, skipped
-) -> tf.data.Dataset:
-    """The checks of `raw_checks.py` on raw episodes (schema stage 1), before standardization."""
-    skipped = skipped if skipped is not None else SkippedEpisodes()
-    shapes = raw_checks.expected_image_shapes(builder, spec, cameras)
-    episode_of = lambda traj: traj.get("tfds_id", tf.constant(spec.name))  # noqa: E731
-    keys = [spec.image_keys[c] for c in cameras if spec.image_keys.get(c)]
-    if skip_bad_episodes and keys:  # first, so that no later check meets undecodable bytes
-        episodes = _drop_undecodable(episodes, spec, keys, episode_of, skipped)
-    # Without skipping, an undecodable image fails its batch (located: see Pipeline.__iter__).
-    return apply_check(
-        episodes,
-        lambda traj: raw_checks.raw_problem(traj, spec, shapes),
-        episode_of,
-        spec.name,
-        skip_bad_episodes=skip_bad_episodes,
-        skipped=skipped,
-    )
-
-
-def _drop_undecodable(episodes, spec: DatasetSpec, keys, episode_of, skipped):
-    """Episodes whose images of `keys` all decode (1/8-scale test); the others are counted."""
-    tracker = raw_checks.DecodeTracker(spec.name, skipped)
-
-    def entered(traj):
-        done = tf.numpy_function(tracker.entered, [episode_of(traj)], tf.bool, stateful=True)
-        with tf.control_dependencies([done]):
-            return tf.nest.map_structure(tf.identity, traj)
-
-    def test_decode(traj):  # the decoded sizes are an output, so the decode cannot be pruned
-        return traj, raw_checks.decode_check(traj, keys, spec)
-
-    def passed(traj, decoded_pixels):
-        done = tf.numpy_function(tracker.passed, [episode_of(traj)], tf.bool, stateful=True)
-        with tf.control_dependencies([done, decoded_pixels]):
-            return tf.nest.map_structure(tf.identity, traj)
-
-    episodes = episodes.map(as_written(entered))  # sequential: records the input order
-    episodes = episodes.map(
-        as_written(test_decode), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-    )
-    return episodes.ignore_errors().map(as_written(passed))
-
-
-def prepare_datasets(sources, config: DataConfig, *, max_workers: int = 8) -> list[PreparedDataset]:
-    """`prepare_dataset` of every source, datasets in parallel threads (tf.data and file reads
-    release the GIL), in the order given."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    sources = list(sources)
-    if len(sources) <= 1:
-        return [prepare_dataset(source, config) for source in sources]
-    with ThreadPoolExecutor(min(max_workers, len(sources))) as pool:
-        return list(pool.map(lambda source: prepare_dataset(source, config), sources))
-
-
-def prepare_dataset(
-    source: DatasetSource, config: DataConfig, *, statistics: DatasetStatistics | None = None
-) -> PreparedDataset:
-    """Opens `source` and loads (or computes and caches) its train-split statistics.
-
-    `statistics`: already known (e.g. received from the process that computed them); then
-    nothing is read or computed for them.
-    """
-    spec = get_dataset_spec(source.name, config.extra_specs)
-    builder = rlds.open_source(source.location, source.name)
-    if statistics is not None:
-        statistics.check(spec.name)  # received, not computed here: checked all the same
-        return PreparedDataset(source, spec, builder, statistics)
-    fingerprint = statistics_fingerprint_for(builder, spec, source.split)
-    statistics = load_or_compute_statistics(
-        lambda: (
-            standardized_trajectories(
-                builder,
-                spec,
-                source.split,
-                config.cameras,
-                skip_bad_episodes=config.skip_bad_episodes,
-            ).dataset
-        ),
-        fingerprint=fingerprint,
-        cache_dir=os.path.expanduser(config.statistics_cache_dir),
-        name=spec.name,
-        locate=lambda: raw_checks.describe_undecodable(
-            [(builder, spec, source.split)], config.cameras
-        ),
-    )
-    return PreparedDataset(source, spec, builder, statistics)
-
-
-def statistics_fingerprint_for(builder, spec: DatasetSpec, split: str) -> str:
-    """Cache key of a dataset's statistics: its identity, what its shards hold (so an in-place
-    rewrite is noticed, `content_key.py`) and everything that shapes actions."""
-    identity = {
-        **dataset_identity(builder.info),
-        "split": split,
-        "content": split_content_key(builder, split),
-    }
-    return statistics_fingerprint(identity, {"spec": spec.to_dict()})
 
 
 def _trajectory_transform(config: DataConfig, dims):

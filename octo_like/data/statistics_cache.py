@@ -134,19 +134,11 @@ def load_or_compute_statistics(
     they were refused), is logged and recomputed. Concurrent writers (e.g.
     several hosts) are safe: each write is atomic and all write the same content.
     """
-    import tensorflow as tf
-
     path = statistics_cache_path(cache_dir, fingerprint, name)
     label = name or "dataset"
-    if not force and tf.io.gfile.exists(path):
-        try:
-            stats = DatasetStatistics.load_json(path, label)
-        except ValueError as e:  # unreadable, or values no computation gives now (non-finite)
-            logger.warning(
-                "statistics of %s: ignoring unreadable cache (%s); recomputing", label, e
-            )
-        else:
-            logger.info("statistics of %s: loaded from cache %s", label, path)
+    if not force:
+        stats = cached_statistics(cache_dir, fingerprint, name)
+        if stats is not None:
             return stats
     reason = "forced" if force else "cache miss"
     logger.info("statistics of %s: computing (%s), will write %s", label, reason, path)
@@ -158,6 +150,24 @@ def load_or_compute_statistics(
         "statistics of %s: %d trajectories, %d transitions in %.1f s, wrote %s",
         label, stats.num_trajectories, stats.num_transitions, time.monotonic() - started, path,
     )  # fmt: skip
+    return stats
+
+
+def cached_statistics(cache_dir: str, fingerprint: str, name: str = "") -> DatasetStatistics | None:
+    """The statistics cached under `fingerprint`, or None when absent or unreadable (an
+    unreadable file, or one holding values no computation gives now, is logged)."""
+    import tensorflow as tf
+
+    path = statistics_cache_path(cache_dir, fingerprint, name)
+    label = name or "dataset"
+    if not tf.io.gfile.exists(path):
+        return None
+    try:
+        stats = DatasetStatistics.load_json(path, label)
+    except ValueError as e:  # unreadable, or values no computation gives now (non-finite)
+        logger.warning("statistics of %s: ignoring unreadable cache (%s); recomputing", label, e)
+        return None
+    logger.info("statistics of %s: loaded from cache %s", label, path)
     return stats
 
 

@@ -39,7 +39,7 @@ from octo_like.model.octo_model import OctoModel
 from octo_like.training import distributed, metrics, run_data, sharding
 from octo_like.training.checkpoint import CHECKPOINT_SUBDIR, Checkpointer, check_workdir
 from octo_like.training.config import TrainConfig
-from octo_like.training.model_start import start_model
+from octo_like.training.model_start import compile_from_shapes, start_model
 from octo_like.training.optimizer import schedule_change
 from octo_like.training.pipeline_thread import PipelineThread
 from octo_like.training.preemption import PreemptionWatch
@@ -188,7 +188,18 @@ def _run_held(
     start_step = checkpointer.resume_step() or 0  # falls back past a corrupt latest step
 
     startup.mark("setup")
-    prepared = run_data.prepare_datasets(config)
+    rng = jax.random.key(config.seed)
+    init_rng, step_rng = jax.random.split(rng)
+    early = []
+
+    def compile_early(action_widths, proprio_widths):
+        """A fresh model's step starts compiling for the batch the datasets' widths foretell
+        while their statistics are computed (both are checked against the pipeline's below)."""
+        foreseen = run_data.foreseen_batch(config, action_widths, proprio_widths)
+        if init_model is None and foreseen is not None:
+            early.append(compile_from_shapes(config, foreseen, mesh, step_rng))
+
+    prepared = run_data.prepare_datasets(config, while_computing=compile_early)
     startup.mark("statistics")
     train_data = dataclasses.replace(
         config.data, seed=run_data.data_stream_seed(config, start_step)
@@ -196,14 +207,12 @@ def _run_held(
     # The pipeline is traced and its first batch read in a thread while the model is built and
     # its step compiled for the batch the config and statistics foretell (checked below).
     building = PipelineThread(train_data, shard, prepared)
-    foreseen = run_data.foreseen_batch(config, prepared)
+    foreseen = run_data.foreseen_batch(config, *run_data.statistics_widths(prepared))
     overlapped = foreseen is not None
     if not overlapped:  # the data decides a shape: build for the pipeline's own batch
         foreseen = building.pipeline()[0].example_batch()
         startup.mark("pipeline build")
 
-    rng = jax.random.key(config.seed)
-    init_rng, step_rng = jax.random.split(rng)
     statistics = run_data.statistics_entries(config, prepared)
 
     def make_initial(example) -> InitialModel:
@@ -215,10 +224,10 @@ def _run_held(
             OctoModel.from_config(config.model, example, init_rng, statistics, sharding=layout)
         )
 
-    start = lambda example: start_model(  # noqa: E731
-        config, example, mesh, make_initial, step_rng, fresh=init_model is None
+    start = lambda example, early=None: start_model(  # noqa: E731
+        config, example, mesh, make_initial, step_rng, fresh=init_model is None, early=early
     )
-    started = start(foreseen)
+    started = start(foreseen, early[0] if early else None)
     startup.mark("model init")
     pipeline, batches = building.pipeline()
     startup.mark("pipeline build")  # the wait: the build's own time is said alongside

@@ -42,6 +42,15 @@ class StartedModel:
     early: bool
 
 
+@dataclasses.dataclass
+class EarlyStep:
+    """A fresh model's step compiling from shapes (`compile_from_shapes`) for `example` (the
+    global batch as `jax.ShapeDtypeStruct`s); compiled: as `StartedModel.compiled`."""
+
+    example: dict
+    compiled: concurrent.futures.Future
+
+
 def start_model(
     config: TrainConfig,
     example: Mapping[str, Any],
@@ -50,34 +59,49 @@ def start_model(
     step_rng: jax.Array,
     *,
     fresh: bool,
+    early: EarlyStep | None = None,
 ) -> StartedModel:
     """`make_initial(example)` (an `InitialModel`), its program, and its step compiling for
     `example` (arrays or `jax.ShapeDtypeStruct`s, the global batch). `fresh`: the model is
-    `OctoModel.from_config`'s (no fine-tuning hook), whose shapes the config decides."""
-    early = None
-    if fresh and run_data.is_abstract(example):
-        early = _compile_from_shapes(config, example, mesh, step_rng)
+    `OctoModel.from_config`'s (no fine-tuning hook), whose shapes the config decides. `early`:
+    that step's compile, already started (e.g. while the statistics were computed); used when
+    it is for `example`, else another starts."""
+    if early is not None and not _same_batch(early.example, example):
+        early = None
+    if early is None and fresh and run_data.is_abstract(example):
+        early = compile_from_shapes(config, example, mesh, step_rng)
     initial = make_initial(example)
     program = build_program(
         config, initial.model.module, mesh, step_rng, extra_frozen=initial.frozen
     )
     spec = run_data.device_spec(example, initial.model, config.data.batch_size)
     if early is not None:
-        return StartedModel(initial, program, spec, early, early=True)
+        return StartedModel(initial, program, spec, early.compiled, early=True)
     return StartedModel(initial, program, spec, _compile_step(program, spec), early=False)
 
 
-def _compile_from_shapes(
+def compile_from_shapes(
     config: TrainConfig, example: Mapping[str, Any], mesh: jax.sharding.Mesh, step_rng: jax.Array
-) -> concurrent.futures.Future | None:
-    """The step of the fresh model for `example`, compiling from shapes; None when the module
-    holds arrays other than its weights (their values would be compiled into the step)."""
+) -> EarlyStep | None:
+    """The step of the fresh model for `example` (`jax.ShapeDtypeStruct`s), compiling from
+    shapes; None when the module holds arrays other than its weights (their values would be
+    compiled into the step)."""
     module = OctoModel.abstract_module(config.model, example)
     _, _, rest = nnx.split(module, nnx.Param, ...)
     if jax.tree.leaves(rest):
         return None
     program = build_program(config, module, mesh, step_rng, abstract=True)
-    return _compile_step(program, dict(example))
+    return EarlyStep(dict(example), _compile_step(program, dict(example)))
+
+
+def _same_batch(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether two batch specs have the same keys, shapes and dtypes."""
+    if not (run_data.is_abstract(a) and run_data.is_abstract(b)):
+        return False
+    if jax.tree.structure(dict(a)) != jax.tree.structure(dict(b)):
+        return False
+    pairs = zip(jax.tree.leaves(dict(a)), jax.tree.leaves(dict(b)), strict=True)
+    return all(x.shape == y.shape and x.dtype == y.dtype for x, y in pairs)
 
 
 def _compile_step(program: TrainProgram, spec: Mapping[str, Any]) -> concurrent.futures.Future:

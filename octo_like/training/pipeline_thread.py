@@ -14,7 +14,8 @@ import time
 from collections.abc import Iterator
 
 from octo_like.data.config import DataConfig
-from octo_like.data.pipeline import Pipeline, PreparedDataset, make_pipeline
+from octo_like.data.pipeline import Pipeline, make_pipeline
+from octo_like.data.prepare import PreparedDataset
 from octo_like.data.rlds import ProcessShard
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from octo_like import storage
 from octo_like.config.typed import ConfigError
-from octo_like.data import pipeline, synthetic
+from octo_like.data import pipeline, prepare, synthetic
 from octo_like.data.oxe.registry import get_dataset_spec
 from octo_like.model.base_checkpoint import flat_params
 from octo_like.model.octo_model import OctoModel, action_statistics_entry, tokenize_tasks
@@ -51,21 +51,27 @@ def prepare_synthetic_data(config: TrainConfig) -> None:
     distributed.on_main_process_then_sync(write, "synthetic data written")
 
 
-def prepare_datasets(config: TrainConfig) -> list:
+def prepare_datasets(
+    config: TrainConfig, *, while_computing: prepare.WidthsCallback | None = None
+) -> list:
     """Opens every dataset with its statistics, computed at most once for the whole job.
 
     Process 0 loads them from the cache or computes them (datasets in parallel) and sends them
     to the other processes, which never read the data for statistics and need no shared
-    filesystem for the cache.
+    filesystem for the cache. `while_computing(action_widths, proprio_widths)`
+    (`prepare.prepare_datasets`): called once the standardized widths are known; on process 0
+    while its statistics are computed, on the others once they are received.
     """
     sources = config.data.datasets
     if jax.process_count() == 1:
-        return pipeline.prepare_datasets(sources, config.data)
+        return prepare.prepare_datasets(sources, config.data, while_computing=while_computing)
     main = distributed.is_main_process()
     prepared, payload, failure = None, None, None
     if main:
         try:
-            prepared = pipeline.prepare_datasets(sources, config.data)
+            prepared = prepare.prepare_datasets(
+                sources, config.data, while_computing=while_computing
+            )
             payload = json.dumps({"statistics": [p.statistics.to_dict() for p in prepared]})
         except Exception as error:  # every process must hear of it, or they wait forever
             failure = error
@@ -79,10 +85,21 @@ def prepare_datasets(config: TrainConfig) -> list:
     if main:
         return prepared
     log.info("statistics of %d dataset(s) received from process 0", len(received))
-    return [
-        pipeline.prepare_dataset(source, config.data, statistics=DatasetStatistics.from_dict(stats))
+    prepared = [
+        prepare.prepare_dataset(source, config.data, statistics=DatasetStatistics.from_dict(stats))
         for source, stats in zip(sources, received, strict=True)
     ]
+    if while_computing is not None:
+        while_computing(*statistics_widths(prepared))
+    return prepared
+
+
+def statistics_widths(prepared: list[prepare.PreparedDataset]) -> tuple[list, list]:
+    """(action widths, proprio widths) of the datasets' standardized data, from their
+    statistics (as wide as the vectors they describe; 0 without proprio)."""
+    stats = [p.statistics for p in prepared]
+    proprio = [0 if s.proprio is None else s.proprio.mean.size for s in stats]
+    return [s.action.mean.size for s in stats], proprio
 
 
 def host_batch(batch: dict, model: OctoModel) -> dict:
@@ -95,7 +112,7 @@ def host_batch(batch: dict, model: OctoModel) -> dict:
 
 
 def statistics_entries(
-    config: TrainConfig, prepared: list[pipeline.PreparedDataset]
+    config: TrainConfig, prepared: list[prepare.PreparedDataset]
 ) -> dict[str, dict]:
     """The statistics a checkpoint records, per dataset, with its action normalization mask."""
     entries = {}
@@ -110,20 +127,18 @@ def statistics_entries(
     return entries
 
 
-def foreseen_batch(config: TrainConfig, prepared: list[pipeline.PreparedDataset]) -> dict | None:
+def foreseen_batch(config: TrainConfig, action_widths: list, proprio_widths: list) -> dict | None:
     """The global batch the loop will feed, as `jax.ShapeDtypeStruct`s, before the pipeline
-    exists: from the config and the statistics, whose vectors are as wide as each dataset's
-    standardized actions and proprio (the pipeline pads every dataset to the widest, or to the
-    config's width). The model is built and its step compiled for it while the pipeline is
-    traced (`pipeline_thread`); `batch_mismatch` then holds the two equal. None when the data
-    decides a shape the statistics do not (a camera that keeps each dataset's image size).
+    exists: from the config and the standardized widths of the datasets (`statistics_widths`,
+    or `prepare.prepare_datasets`' before the statistics), which the pipeline pads to the
+    widest, or to the config's width. The model is built and its step compiled for it while the
+    pipeline is traced (`pipeline_thread`); `batch_mismatch` then holds the two equal. None when
+    the data decides a shape these do not: a width not static in the data's element spec, or a
+    camera that keeps each dataset's image size.
     """
-    stats = [p.statistics for p in prepared]
-    action_dim, proprio_dim = pipeline.padded_widths(
-        config.data,
-        [s.action.mean.size for s in stats],
-        [0 if s.proprio is None else s.proprio.mean.size for s in stats],
-    )
+    if None in action_widths or None in proprio_widths:
+        return None
+    action_dim, proprio_dim = pipeline.padded_widths(config.data, action_widths, proprio_widths)
     try:
         return abstract_batch(config, proprio_dim=proprio_dim, action_dim=action_dim)
     except ConfigError:

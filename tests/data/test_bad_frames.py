@@ -13,7 +13,8 @@ from octo_like.data import rlds
 from octo_like.data.config import DataConfig, DatasetSource
 from octo_like.data.oxe.registry import get_dataset_spec
 from octo_like.data.oxe.standardize import StandardizationError
-from octo_like.data.pipeline import make_pipeline, standardized_trajectories
+from octo_like.data.pipeline import make_pipeline
+from octo_like.data.prepare import standardized_trajectories
 from octo_like.data.validation import (
     EMPTY_EPISODE,
     DataError,

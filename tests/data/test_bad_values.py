@@ -16,7 +16,8 @@ import pytest
 from octo_like.data import rlds, synthetic
 from octo_like.data.config import CameraTransform, DataConfig, DatasetSource, FrameTransformConfig
 from octo_like.data.episode_files import EpisodeError, read_episode, write_episode_file
-from octo_like.data.pipeline import make_pipeline, prepare_dataset
+from octo_like.data.pipeline import make_pipeline
+from octo_like.data.prepare import prepare_dataset
 from octo_like.data.statistics import compute_statistics
 from octo_like.data.statistics_cache import statistics_cache_path
 from octo_like.data.validation import DataError

@@ -18,7 +18,7 @@ import tensorflow as tf
 from octo_like.data import content_key, rlds
 from octo_like.data.config import DataConfig, DatasetSource
 from octo_like.data.oxe.registry import get_dataset_spec
-from octo_like.data.pipeline import prepare_dataset, statistics_fingerprint_for
+from octo_like.data.prepare import prepare_dataset, statistics_fingerprint_for
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "scripts"))
 import compute_stats  # noqa: E402

@@ -70,7 +70,8 @@ READ_SCRIPT = textwrap.dedent(
     from octo_like.data import rlds
     from octo_like.data.config import DataConfig, DatasetSource
     from octo_like.data.oxe.registry import get_dataset_spec
-    from octo_like.data.pipeline import make_pipeline, standardized_trajectories
+    from octo_like.data.pipeline import make_pipeline
+    from octo_like.data.prepare import standardized_trajectories
     from octo_like.data.validation import SkippedEpisodes, data_errors
 
     directory, skip, stats_dir = sys.argv[1], sys.argv[2] == "1", sys.argv[3]

@@ -21,7 +21,8 @@ from octo_like.data.config import (
     TrajectoryTransformConfig,
 )
 from octo_like.data.oxe.mixes import resolve_mix
-from octo_like.data.pipeline import make_pipeline, standardized_trajectories
+from octo_like.data.pipeline import make_pipeline
+from octo_like.data.prepare import standardized_trajectories
 from octo_like.data.presets import single_dataset_config
 from octo_like.data.validation import EMPTY_EPISODE, DataError, SkippedEpisodes
 from tests.data.conftest import one_camera_spec, toy_spec

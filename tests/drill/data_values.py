@@ -150,7 +150,7 @@ def rewritten_large_shard(ctx):
     import tensorflow as tf
 
     from octo_like.data import content_key
-    from octo_like.data.pipeline import prepare_dataset
+    from octo_like.data.prepare import prepare_dataset
 
     location = _custom_dataset(ctx, "drill_large", padding_bytes=3 << 20)  # 72 MiB shard
     config = _custom_config(ctx, "drill_large", location)

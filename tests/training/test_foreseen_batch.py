@@ -7,6 +7,7 @@ again for the pipeline's batch: tests/training/test_train.py.)"""
 from __future__ import annotations
 
 import dataclasses
+import threading
 
 import jax
 import numpy as np
@@ -14,7 +15,8 @@ import pytest
 
 import train
 from octo_like.data.config import DatasetSource
-from octo_like.data.pipeline import make_pipeline, prepare_datasets
+from octo_like.data.pipeline import make_pipeline
+from octo_like.data.prepare import prepare_datasets
 from octo_like.data.rlds import ProcessShard
 from octo_like.model.octo_model import _text_tokenizer
 from octo_like.training import run_data
@@ -65,10 +67,40 @@ def _pipeline_batch_spec(typed, prepared) -> dict:
 @pytest.mark.parametrize("proprio_width", [None, 10], ids=["widest", "configured"])
 def test_the_foreseen_batch_is_the_pipelines(tmp_path, mix_dir, proprio_width):
     typed = _run_config(tmp_path, mix_dir, proprio_width)
-    prepared = prepare_datasets(typed.data.datasets, typed.data)
-    foreseen = run_data.foreseen_batch(typed, prepared)
+    widths = []  # traced before the statistics are computed, then read from the cache
+    prepared = [
+        prepare_datasets(
+            typed.data.datasets, typed.data, while_computing=lambda *w: widths.append(w)
+        )
+        for _ in range(2)
+    ][-1]
+    assert widths == [run_data.statistics_widths(prepared)] * 2, widths
+    assert widths[0] == ([7] * 4, [4, 2, 0, 6]), widths  # unpadded
+    foreseen = run_data.foreseen_batch(typed, *widths[0])
     assert foreseen["observation"]["proprio"].shape[-1] == (proprio_width or 6)
     assert run_data.batch_mismatch(foreseen, _pipeline_batch_spec(typed, prepared)) is None
+
+
+def test_the_widths_are_told_while_the_statistics_are_still_being_computed(
+    tmp_path, mix_dir, monkeypatch
+):
+    """A run compiles its step beside the statistics pass: `while_computing` is called before
+    any statistics are computed (here each computation waits for it, or fails after 60 s)."""
+    from octo_like.data import prepare
+
+    told = threading.Event()
+    compute = prepare.load_or_compute_statistics
+
+    def after_the_widths(*args, **kwargs):
+        assert told.wait(timeout=60), "statistics computed before the widths were told"
+        return compute(*args, **kwargs)
+
+    monkeypatch.setattr(prepare, "load_or_compute_statistics", after_the_widths)
+    typed = _run_config(tmp_path, mix_dir, None)
+    prepared = prepare_datasets(
+        typed.data.datasets, typed.data, while_computing=lambda *widths: told.set()
+    )
+    assert [p.spec.name for p in prepared] == list(MIX)
 
 
 def test_a_difference_is_named_by_its_path():

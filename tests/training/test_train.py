@@ -129,8 +129,8 @@ def test_a_wrongly_foreseen_batch_is_compiled_again_for_the_pipelines(
 
     foresee = run_data.foreseen_batch
 
-    def wider_proprio(config, prepared):
-        batch = foresee(config, prepared)
+    def wider_proprio(config, action_widths, proprio_widths):
+        batch = foresee(config, action_widths, proprio_widths)
         proprio = batch["observation"]["proprio"]
         wrong = jax.ShapeDtypeStruct((*proprio.shape[:-1], proprio.shape[-1] + 1), proprio.dtype)
         return {**batch, "observation": {**batch["observation"], "proprio": wrong}}

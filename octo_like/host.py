@@ -1,4 +1,5 @@
-"""What accelerators this host has, read from device files before JAX starts (imports nothing).
+"""What accelerators this host has, read from device files before JAX starts, and the
+environment TensorFlow starts in (imports nothing).
 
 The test install carries libtpu (for compile checks against TPU topologies); on a host without
 a TPU, JAX would then try to start the TPU runtime and print its failures before falling back

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import threading
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from octo_like.host import lean_tensorflow  # noqa: E402  (imports nothing)
+
+lean_tensorflow()  # as train.py: before TensorFlow is imported
 
 import psutil  # noqa: E402
 

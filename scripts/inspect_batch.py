@@ -7,10 +7,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 import textwrap
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from octo_like.host import lean_tensorflow  # noqa: E402  (imports nothing)
+
+lean_tensorflow()  # as train.py: before TensorFlow is imported
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -28,11 +28,16 @@ from octo_like.data.oxe.standardize import standardizer_for
 from octo_like.data.restructure import check_cameras, restructure
 from octo_like.data.statistics_cache import (
     cached_statistics,
+    compute_and_cache_statistics,
     dataset_identity,
-    load_or_compute_statistics,
     statistics_fingerprint,
 )
-from octo_like.data.validation import SkippedEpisodes, apply_check, check_trajectories
+from octo_like.data.validation import (
+    SkippedEpisodes,
+    apply_check,
+    check_trajectories,
+    data_errors,
+)
 from octo_like.normalization import DatasetStatistics
 
 # (action widths, proprio widths) of the standardized datasets, in the sources' order; None
@@ -153,12 +158,13 @@ def prepare_datasets(
     max_workers: int = 8,
     while_computing: WidthsCallback | None = None,
 ) -> list[PreparedDataset]:
-    """`prepare_dataset` of every source, datasets in parallel threads (tf.data and file reads
-    release the GIL), in the order given.
+    """Every source opened with its statistics (`prepare_dataset`), datasets in parallel
+    threads (tf.data and file reads release the GIL), in the order given.
 
     `while_computing(action_widths, proprio_widths)`: called in this thread once every dataset
     is opened, with the standardized widths (from cached statistics, else from the traced
-    trajectories' element spec), while the statistics not cached are computed in the pool.
+    trajectories' element spec), while the statistics not cached are computed in the pool (an
+    error it raises is raised once they are done: keep it best effort).
     """
     sources = list(sources)
     if not sources:
@@ -204,10 +210,15 @@ class _Opened:
     def widths(self) -> tuple[int | None, int | None]:
         """The standardized (action, proprio) widths, unpadded; None where not static."""
         if self.cached is not None:
-            proprio = self.cached.proprio
-            return self.cached.action.mean.size, 0 if proprio is None else proprio.mean.size
+            return statistics_widths(self.cached)
         spec = self.trajectories.element_spec
         return spec[schema.ACTION].shape[-1], spec["observation"][schema.PROPRIO].shape[-1]
+
+
+def statistics_widths(statistics: DatasetStatistics) -> tuple[int, int]:
+    """The standardized (action, proprio) widths `statistics` describe (0: no proprio)."""
+    proprio = statistics.proprio
+    return statistics.action.mean.size, 0 if proprio is None else proprio.mean.size
 
 
 def _open(source: DatasetSource, config: DataConfig) -> _Opened:
@@ -218,9 +229,11 @@ def _open(source: DatasetSource, config: DataConfig) -> _Opened:
     cached = cached_statistics(cache_dir, fingerprint, spec.name)
     trajectories = None
     if cached is None:
-        trajectories = standardized_trajectories(
-            builder, spec, source.split, config.cameras, skip_bad_episodes=config.skip_bad_episodes
-        ).dataset
+        with data_errors(_locator(builder, spec, source.split, config)):
+            trajectories = standardized_trajectories(
+                builder, spec, source.split, config.cameras,
+                skip_bad_episodes=config.skip_bad_episodes,
+            ).dataset  # fmt: skip
     return _Opened(source, spec, builder, fingerprint, cached, trajectories)
 
 
@@ -229,16 +242,19 @@ def _prepared(dataset: _Opened, config: DataConfig) -> PreparedDataset:
     statistics = dataset.cached
     if statistics is None:
         source, spec, builder = dataset.source, dataset.spec, dataset.builder
-        statistics = load_or_compute_statistics(
+        statistics = compute_and_cache_statistics(
             lambda: dataset.trajectories,
             fingerprint=dataset.fingerprint,
             cache_dir=os.path.expanduser(config.statistics_cache_dir),
             name=spec.name,
-            locate=lambda: raw_checks.describe_undecodable(
-                [(builder, spec, source.split)], config.cameras
-            ),
+            locate=_locator(builder, spec, source.split, config),
         )
     return PreparedDataset(dataset.source, dataset.spec, dataset.builder, statistics)
+
+
+def _locator(builder, spec: DatasetSpec, split: str, config: DataConfig):
+    """Names an image of the dataset that fails to decode (`validation.data_errors`)."""
+    return lambda: raw_checks.describe_undecodable([(builder, spec, split)], config.cameras)
 
 
 def statistics_fingerprint_for(builder, spec: DatasetSpec, split: str) -> str:

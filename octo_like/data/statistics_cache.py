@@ -134,13 +134,35 @@ def load_or_compute_statistics(
     they were refused), is logged and recomputed. Concurrent writers (e.g.
     several hosts) are safe: each write is atomic and all write the same content.
     """
-    path = statistics_cache_path(cache_dir, fingerprint, name)
-    label = name or "dataset"
     if not force:
         stats = cached_statistics(cache_dir, fingerprint, name)
         if stats is not None:
             return stats
-    reason = "forced" if force else "cache miss"
+    return compute_and_cache_statistics(
+        make_trajectories,
+        fingerprint=fingerprint,
+        cache_dir=cache_dir,
+        name=name,
+        locate=locate,
+        reason="forced" if force else "cache miss",
+        **compute_kwargs,
+    )
+
+
+def compute_and_cache_statistics(
+    make_trajectories: Callable[[], tf.data.Dataset | Iterable[Mapping]],
+    *,
+    fingerprint: str,
+    cache_dir: str,
+    name: str = "",
+    locate: Callable[[], str | None] | None = None,
+    reason: str = "cache miss",
+    **compute_kwargs: Any,
+) -> DatasetStatistics:
+    """`compute_statistics(make_trajectories())`, written to the cache (`reason`: why, logged);
+    the arguments as `load_or_compute_statistics`'."""
+    path = statistics_cache_path(cache_dir, fingerprint, name)
+    label = name or "dataset"
     logger.info("statistics of %s: computing (%s), will write %s", label, reason, path)
     started = time.monotonic()
     with data_errors(locate):  # a bad episode met here is named, as in the pipeline

@@ -39,7 +39,7 @@ from octo_like.model.octo_model import OctoModel
 from octo_like.training import distributed, metrics, run_data, sharding
 from octo_like.training.checkpoint import CHECKPOINT_SUBDIR, Checkpointer, check_workdir
 from octo_like.training.config import TrainConfig
-from octo_like.training.model_start import compile_from_shapes, start_model
+from octo_like.training.model_start import CompileWhileComputing, start_model
 from octo_like.training.optimizer import schedule_change
 from octo_like.training.pipeline_thread import PipelineThread
 from octo_like.training.preemption import PreemptionWatch
@@ -190,16 +190,9 @@ def _run_held(
     startup.mark("setup")
     rng = jax.random.key(config.seed)
     init_rng, step_rng = jax.random.split(rng)
-    early = []
-
-    def compile_early(action_widths, proprio_widths):
-        """A fresh model's step starts compiling for the batch the datasets' widths foretell
-        while their statistics are computed (both are checked against the pipeline's below)."""
-        foreseen = run_data.foreseen_batch(config, action_widths, proprio_widths)
-        if init_model is None and foreseen is not None:
-            early.append(compile_from_shapes(config, foreseen, mesh, step_rng))
-
-    prepared = run_data.prepare_datasets(config, while_computing=compile_early)
+    fresh = init_model is None
+    early = CompileWhileComputing(config, mesh, step_rng)
+    prepared = run_data.prepare_datasets(config, while_computing=early if fresh else None)
     startup.mark("statistics")
     train_data = dataclasses.replace(
         config.data, seed=run_data.data_stream_seed(config, start_step)
@@ -225,9 +218,9 @@ def _run_held(
         )
 
     start = lambda example, early=None: start_model(  # noqa: E731
-        config, example, mesh, make_initial, step_rng, fresh=init_model is None, early=early
+        config, example, mesh, make_initial, step_rng, fresh=fresh, early=early
     )
-    started = start(foreseen, early[0] if early else None)
+    started = start(foreseen, early.step)
     startup.mark("model init")
     pipeline, batches = building.pipeline()
     startup.mark("pipeline build")  # the wait: the build's own time is said alongside

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -26,6 +27,8 @@ from octo_like.training import run_data
 from octo_like.training.abstract_inputs import with_sharding
 from octo_like.training.config import TrainConfig
 from octo_like.training.train_program import TrainProgram, build_program
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -66,8 +69,8 @@ def start_model(
     `OctoModel.from_config`'s (no fine-tuning hook), whose shapes the config decides. `early`:
     that step's compile, already started (e.g. while the statistics were computed); used when
     it is for `example`, else another starts."""
-    if early is not None and not _same_batch(early.example, example):
-        early = None
+    if early is not None and not (fresh and _same_batch(early.example, example)):
+        early = None  # another batch's (or a fine-tuning hook's model): compiled anew
     if early is None and fresh and run_data.is_abstract(example):
         early = compile_from_shapes(config, example, mesh, step_rng)
     initial = make_initial(example)
@@ -92,6 +95,26 @@ def compile_from_shapes(
         return None
     program = build_program(config, module, mesh, step_rng, abstract=True)
     return EarlyStep(dict(example), _compile_step(program, dict(example)))
+
+
+class CompileWhileComputing:
+    """`prepare_datasets`' ``while_computing``: a fresh model's step starts compiling for the
+    batch the datasets' widths foretell while their statistics are computed (`start_model`
+    checks it against the batch it is given). Best effort: an error is logged, and raised
+    again where the step compiles without it."""
+
+    def __init__(self, config: TrainConfig, mesh: jax.sharding.Mesh, step_rng: jax.Array):
+        self._args = config, mesh, step_rng
+        self.step: EarlyStep | None = None
+
+    def __call__(self, action_widths: list, proprio_widths: list) -> None:
+        config, mesh, step_rng = self._args
+        try:
+            foreseen = run_data.foreseen_batch(config, action_widths, proprio_widths)
+            if foreseen is not None:
+                self.step = compile_from_shapes(config, foreseen, mesh, step_rng)
+        except Exception as error:  # noqa: BLE001
+            log.warning("the step's early compile failed (%s); it compiles later", error)
 
 
 def _same_batch(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:

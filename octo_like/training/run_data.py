@@ -96,10 +96,9 @@ def prepare_datasets(
 
 def statistics_widths(prepared: list[prepare.PreparedDataset]) -> tuple[list, list]:
     """(action widths, proprio widths) of the datasets' standardized data, from their
-    statistics (as wide as the vectors they describe; 0 without proprio)."""
-    stats = [p.statistics for p in prepared]
-    proprio = [0 if s.proprio is None else s.proprio.mean.size for s in stats]
-    return [s.action.mean.size for s in stats], proprio
+    statistics (`prepare.statistics_widths`)."""
+    widths = [prepare.statistics_widths(p.statistics) for p in prepared]
+    return [w[0] for w in widths], [w[1] for w in widths]
 
 
 def host_batch(batch: dict, model: OctoModel) -> dict:

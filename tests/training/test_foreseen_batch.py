@@ -89,13 +89,13 @@ def test_the_widths_are_told_while_the_statistics_are_still_being_computed(
     from octo_like.data import prepare
 
     told = threading.Event()
-    compute = prepare.load_or_compute_statistics
+    compute = prepare.compute_and_cache_statistics
 
     def after_the_widths(*args, **kwargs):
         assert told.wait(timeout=60), "statistics computed before the widths were told"
         return compute(*args, **kwargs)
 
-    monkeypatch.setattr(prepare, "load_or_compute_statistics", after_the_widths)
+    monkeypatch.setattr(prepare, "compute_and_cache_statistics", after_the_widths)
     typed = _run_config(tmp_path, mix_dir, None)
     prepared = prepare_datasets(
         typed.data.datasets, typed.data, while_computing=lambda *widths: told.set()

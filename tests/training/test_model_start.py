@@ -85,6 +85,25 @@ def test_a_step_compiled_from_shapes_is_the_one_the_initialized_weights_compile_
     assert np.isfinite(early_metrics["loss"])
 
 
+def test_a_compile_started_early_is_used_for_its_own_batch_only(tmp_path):
+    """`start_model` takes the step compiled while the statistics were computed when it is for
+    the batch it is given and for a fresh model; otherwise it compiles anew."""
+    config, mesh, make_initial, step_rng = debug_setup(tmp_path)
+    example = abstract_batch(config)
+    early = model_start.compile_from_shapes(config, example, mesh, step_rng)
+    started = start_model(config, example, mesh, make_initial, step_rng, fresh=True, early=early)
+    assert started.early and started.compiled is early.compiled
+    proprio = example["observation"]["proprio"].shape[-1]
+    wider = model_start.EarlyStep(abstract_batch(config, proprio_dim=proprio + 1), early.compiled)
+    started = start_model(config, example, mesh, make_initial, step_rng, fresh=True, early=wider)
+    assert started.early and started.compiled is not early.compiled
+    hooked = start_model(config, example, mesh, make_initial, step_rng, fresh=False, early=early)
+    assert not hooked.early and hooked.compiled is not early.compiled
+    step, _ = started.compiled.result()
+    _, metrics = step(started.program.state, a_batch(example, started.program.batch_sharding))
+    assert np.isfinite(metrics["loss"])
+
+
 def test_a_module_holding_other_arrays_than_weights_compiles_after_its_initialization(
     tmp_path, monkeypatch
 ):

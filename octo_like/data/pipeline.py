@@ -24,7 +24,12 @@ from octo_like.data.normalize import (
     normalization_maps,
     normalize_trajectory_with,
 )
-from octo_like.data.prepare import PreparedDataset, prepare_dataset, standardized_trajectories
+from octo_like.data.prepare import (
+    PreparedDataset,
+    element_widths,
+    prepare_dataset,
+    standardized_trajectories,
+)
 from octo_like.data.validation import SkippedEpisodes, data_errors
 from octo_like.normalization import DatasetStatistics
 
@@ -114,11 +119,8 @@ def _frame_transform(config: DataConfig):
 
 def _common_dims(config: DataConfig, element_specs: list[dict]) -> tuple[int, int]:
     """The action / proprio dims every dataset is padded to (the config's, or the largest)."""
-    return padded_widths(
-        config,
-        [s[schema.ACTION].shape[-1] for s in element_specs],
-        [s["observation"][schema.PROPRIO].shape[-1] for s in element_specs],
-    )
+    widths = [element_widths(spec) for spec in element_specs]
+    return padded_widths(config, [w[0] for w in widths], [w[1] for w in widths])
 
 
 def padded_widths(

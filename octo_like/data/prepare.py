@@ -211,8 +211,15 @@ class _Opened:
         """The standardized (action, proprio) widths, unpadded; None where not static."""
         if self.cached is not None:
             return statistics_widths(self.cached)
-        spec = self.trajectories.element_spec
-        return spec[schema.ACTION].shape[-1], spec["observation"][schema.PROPRIO].shape[-1]
+        return element_widths(self.trajectories.element_spec)
+
+
+def element_widths(element_spec: dict) -> tuple[int | None, int | None]:
+    """The (action, proprio) widths of standardized trajectories' element spec; None where
+    not static."""
+    return element_spec[schema.ACTION].shape[-1], element_spec["observation"][schema.PROPRIO].shape[
+        -1
+    ]
 
 
 def statistics_widths(statistics: DatasetStatistics) -> tuple[int, int]:

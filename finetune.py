@@ -21,6 +21,7 @@ from octo_like.host import (
     lean_tensorflow,
     prefer_cpu_without_accelerators,
     report_run_end,
+    settle_garbage_collector,
 )
 
 lean_tensorflow()  # before anything imports TensorFlow
@@ -103,7 +104,10 @@ def parse_command_line(argv: list[str]):
 
 def _run_from_flags(values) -> None:
     console_logging(logging.INFO)
+    from octo_like.training import loop  # noqa: F401  (JAX, TensorFlow, flax: then settled)
     from octo_like.training.checkpoint import CheckpointSaveError
+
+    settle_garbage_collector()
 
     with exit_at_once_on(CheckpointSaveError):
         result, _ = main(

@@ -35,6 +35,13 @@ def pytest_configure(config):
     tfds.disable_progress_bar()
     directory, config._octo_like_created_xla_cache = xla_cache.create()
     enable_compilation_cache(directory)
+    import flax.nnx  # noqa: F401  (with jax, optax and orbax: settled with TensorFlow)
+    import optax  # noqa: F401
+    import orbax.checkpoint  # noqa: F401
+
+    from octo_like.host import settle_garbage_collector
+
+    settle_garbage_collector()  # as train.py: a test worker traces models by the hundred
 
 
 def pytest_collection_modifyitems(config, items):

@@ -65,3 +65,28 @@ def test_an_error_in_a_single_process_run_is_raised_as_usual():
     with pytest.raises(SystemExit) as exited, exit_at_once_when_distributed():
         sys.exit(2)  # a bad config value's one-line exit
     assert exited.value.code == 2
+
+
+def test_a_settled_collector_skips_the_imports_and_still_collects_new_cycles():
+    """`settle_garbage_collector` (train.py, finetune.py and this worker, after their imports):
+    the libraries' objects are frozen out of the collector's reach, and a reference cycle made
+    afterwards is still freed by an automatic collection (no `gc.collect` call)."""
+    import gc
+    import weakref
+
+    from octo_like.host import GC_THRESHOLDS
+
+    assert gc.isenabled() and gc.get_threshold() == GC_THRESHOLDS
+    assert gc.get_freeze_count() > 100_000  # jax, TensorFlow, flax: frozen, not walked again
+
+    class Node:
+        pass
+
+    node = Node()
+    node.itself = node  # a cycle: only the collector frees it
+    alive = weakref.ref(node)
+    del node
+    young = []
+    for _ in range(4 * GC_THRESHOLDS[0]):  # allocations trigger the young collections
+        young.append([])
+    assert alive() is None

@@ -1,0 +1,86 @@
+"""Paired-seed arithmetic of the demonstration-count curve (`octo_like.envs.paired`), against
+hand-computed values and an independent implementation (scipy)."""
+
+from __future__ import annotations
+
+import pytest
+from scipy import stats
+
+from octo_like.envs.paired import (
+    check_provenance,
+    nested_demo_subsets,
+    paired_gap,
+    student_t_cdf,
+    student_t_quantile,
+)
+
+
+def test_each_seeds_subsets_are_nested_and_drawn_per_seed():
+    subsets = nested_demo_subsets(50, [25, 5, 10, 50], seed=3)
+    assert list(subsets) == [5, 10, 25, 50]
+    assert [len(s) for s in subsets.values()] == [5, 10, 25, 50]
+    for small, large in zip([5, 10, 25], [10, 25, 50], strict=True):
+        assert set(subsets[small]) < set(subsets[large])
+    assert subsets[50] == tuple(range(50))
+    assert nested_demo_subsets(50, [5, 10], seed=3) == {5: subsets[5], 10: subsets[10]}
+    assert nested_demo_subsets(50, [10], seed=4)[10] != subsets[10]  # seeds draw their own
+
+
+def test_demo_counts_beyond_the_collected_or_not_positive_are_refused():
+    with pytest.raises(ValueError, match="50 demonstrations asked for, 40 collected"):
+        nested_demo_subsets(40, [5, 50], seed=0)
+    with pytest.raises(ValueError, match="positive"):
+        nested_demo_subsets(40, [0, 5], seed=0)
+
+
+def test_student_t_matches_the_table_and_scipy():
+    # Published two-sided 95% critical values.
+    for df, value in [(1, 12.7062), (2, 4.3027), (4, 2.7764), (10, 2.2281), (30, 2.0423)]:
+        assert student_t_quantile(0.975, df) == pytest.approx(value, abs=1e-4)
+    for df in (1, 2, 3, 5, 9, 20, 100):
+        for p in (0.005, 0.1, 0.5, 0.9, 0.975):
+            assert student_t_quantile(p, df) == pytest.approx(stats.t.ppf(p, df), abs=1e-7)
+        for t in (-5.0, -1.0, 0.0, 0.3, 2.5):
+            assert student_t_cdf(t, df) == pytest.approx(stats.t.cdf(t, df), abs=1e-10)
+
+
+def test_the_paired_gap_of_the_broad_benchmarks_seeds():
+    """The broad benchmark's per-seed differences as issue 42 reads them (-.13, -.27, -.15), by
+    hand: mean -0.18333, sample sd 0.075719, se 0.043716, t(0.975, 2) = 4.302653, half-width
+    0.188096."""
+    gap = paired_gap({0: 0.60, 1: 0.50, 2: 0.70}, {0: 0.73, 1: 0.77, 2: 0.85})
+    assert gap.seeds == (0, 1, 2)
+    assert gap.differences == pytest.approx((-0.13, -0.27, -0.15))
+    assert gap.mean == pytest.approx(-0.183333, abs=1e-6)
+    assert gap.t_interval == pytest.approx((-0.371429, 0.004763), abs=1e-6)
+    low, high = gap.bootstrap_interval  # resampled means lie between the extreme differences
+    assert -0.27 <= low < gap.mean < high <= -0.13
+    assert paired_gap({0: 0.6, 1: 0.5, 2: 0.7}, {0: 0.73, 1: 0.77, 2: 0.85}) == gap  # seeded
+    assert gap.to_json()["t_ci95"] == [-0.3714, 0.0048]
+
+
+def test_equal_differences_give_a_point_interval():
+    gap = paired_gap({1: 0.9, 2: 0.8}, {1: 0.7, 2: 0.6})
+    assert gap.t_interval == pytest.approx((0.2, 0.2))
+    assert gap.bootstrap_interval == pytest.approx((0.2, 0.2))
+
+
+def test_unpaired_or_single_seeds_and_bad_rates_are_refused():
+    assert paired_gap({0: 0.5, 1: 0.4}, {1: 0.3, 0: 0.2}).mean == pytest.approx(0.2)  # healthy
+    with pytest.raises(ValueError, match=r"unpaired seeds: the arm has \[0, 1\], the baseline"):
+        paired_gap({0: 0.5, 1: 0.4}, {0: 0.3, 2: 0.2})
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        paired_gap({0: 0.5}, {0: 0.3})
+    with pytest.raises(ValueError, match=r"seed 1: success rates must lie in \[0, 1\]"):
+        paired_gap({0: 0.5, 1: float("nan")}, {0: 0.3, 1: 0.2})
+
+
+def test_a_report_mixing_commits_or_machines_is_refused_unless_it_says_so():
+    one = [{"commit": "abc123", "cpu": "AMD EPYC"}] * 3
+    assert check_provenance(one) == "every arm at commit abc123 on AMD EPYC"
+    mixed = [*one, {"commit": "def456", "cpu": "Intel Xeon"}]
+    with pytest.raises(ValueError, match="MIXED: commits abc123, def456; CPU models AMD EPYC; "):
+        check_provenance(mixed)
+    assert check_provenance(mixed, allow_mixed=True).startswith("MIXED: commits abc123, def456")
+    with pytest.raises(ValueError, match=r"results \[1\] do not record"):
+        check_provenance([one[0], {"commit": "abc123"}])

@@ -58,15 +58,18 @@ GC_THRESHOLDS = (10_000, 50, 50)
 
 def settle_garbage_collector(thresholds: tuple[int, int, int] = GC_THRESHOLDS) -> None:
     """For entry points and test processes, once JAX, TensorFlow and flax are imported: what is
-    alive now (their millions of module-level objects) leaves the cyclic collector's reach
+    alive now (about 440k objects once they are imported) leaves the cyclic collector's reach
     (`gc.freeze`), and it runs less often (`thresholds`). Tracing a model or a tf.data pipeline
     allocates objects by the million; with Python's defaults each full collection walked every
     imported object again, holding the GIL. On 2 cores, tests/training/test_loop_speed.py and
     test_resume_extend.py (11 training runs in one process) spent 10-12 s of their 230-260
     CPU-s collecting (19-20 full collections) and took 170-174 s; settled, 1.6 s, 146-147 s
-    (two runs each). Cycles made later are still collected."""
+    (two runs each). Cycles made later are still collected: the second `gc.collect` resets
+    the collector's count of long-lived objects, which would otherwise still hold the frozen
+    ones and put off every full collection until a quarter of their number had piled up."""
     gc.collect()
     gc.freeze()
+    gc.collect()
     gc.set_threshold(*thresholds)
 
 

@@ -35,6 +35,8 @@ def pytest_configure(config):
     tfds.disable_progress_bar()
     directory, config._octo_like_created_xla_cache = xla_cache.create()
     enable_compilation_cache(directory)
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        return  # pytest-xdist's controller runs no test
     import flax.nnx  # noqa: F401  (with jax, optax and orbax: settled with TensorFlow)
     import optax  # noqa: F401
     import orbax.checkpoint  # noqa: F401

@@ -86,7 +86,7 @@ def test_a_settled_collector_skips_the_imports_and_still_collects_new_cycles():
     node.itself = node  # a cycle: only the collector frees it
     alive = weakref.ref(node)
     del node
-    young = []
-    for _ in range(4 * GC_THRESHOLDS[0]):  # allocations trigger the young collections
+    young = []  # allocations trigger the automatic collections, the middle generation's too
+    for _ in range((GC_THRESHOLDS[1] + 2) * GC_THRESHOLDS[0]):
         young.append([])
     assert alive() is None

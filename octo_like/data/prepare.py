@@ -217,9 +217,9 @@ class _Opened:
 def element_widths(element_spec: dict) -> tuple[int | None, int | None]:
     """The (action, proprio) widths of standardized trajectories' element spec; None where
     not static."""
-    return element_spec[schema.ACTION].shape[-1], element_spec["observation"][schema.PROPRIO].shape[
-        -1
-    ]
+    action = element_spec[schema.ACTION]
+    proprio = element_spec["observation"][schema.PROPRIO]
+    return action.shape[-1], proprio.shape[-1]
 
 
 def statistics_widths(statistics: DatasetStatistics) -> tuple[int, int]:

@@ -287,6 +287,7 @@ def _run_held(
         parse_profile_steps(config.profile_steps),
         storage.join(workdir, "tensorboard"),
         enabled=main,
+        quiesce=checkpointer.wait,
     )
     shares = metrics.DatasetShares()
 
@@ -371,10 +372,11 @@ def _run_held(
             if window_start == step:  # a window just closed: its clock skips eval and saving
                 window_clock = step_clock = time.perf_counter()
     finally:  # every resource is released even when one of them fails (a full disk)
-        with contextlib.ExitStack() as cleanup:
-            for close in (progress.close, writer.close, checkpointer.close, prefetcher.close,
-                          profile.stop, watch.__exit__):  # fmt: skip
-                cleanup.callback(close)  # run in reverse: watch first, progress last
+        with contextlib.ExitStack() as cleanup:  # run in reverse: watch first, progress last;
+            # the profiler stops once the prefetcher's and the checkpointer's threads are done
+            for close in (progress.close, writer.close, profile.stop, checkpointer.close,
+                          prefetcher.close, watch.__exit__):  # fmt: skip
+                cleanup.callback(close)
     model.update_params(distributed.host_copy(inference_params(state)))
     return RunResult(start_step, step, state, model, last, preempted)
 

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import jax
 
@@ -72,12 +73,24 @@ class ProfileWindow:
     """Starts a trace once step `start` is done and stops it after step `end` has run.
 
     Call `after_step(step, outputs)` after each dispatched step with that step's outputs (a
-    pytree of arrays); the window waits for them, so the trace holds whole steps.
+    pytree of arrays); the window waits for them, so the trace holds whole steps. Before it
+    stops the trace it calls `quiesce` (the checkpointer's wait): stopping a trace while an
+    orbax async save runs can crash the process (SIGSEGV in `_PyEval_SetProfile`, jax's Python
+    tracer unhooking the threads; seen in a test run and reproduced in a loop, docs/training.md).
+    `stop()` itself does not quiesce: a run's teardown closes the checkpointer before it.
     """
 
-    def __init__(self, steps: tuple[int, int] | None, logdir: str, *, enabled: bool = True):
+    def __init__(
+        self,
+        steps: tuple[int, int] | None,
+        logdir: str,
+        *,
+        enabled: bool = True,
+        quiesce: Callable[[], None] = lambda: None,
+    ):
         self.steps = steps if enabled else None
         self.logdir = logdir
+        self.quiesce = quiesce
         self.active = False
 
     def after_step(self, step: int, outputs=None) -> None:
@@ -91,6 +104,7 @@ class ProfileWindow:
             log.info("profiling steps %d-%d into %s", start + 1, end, self.logdir)
         elif step >= end and self.active:
             jax.block_until_ready(outputs)
+            self.quiesce()
             self.stop()
 
     def stop(self) -> None:

@@ -13,10 +13,11 @@ import jax
 import pytest
 
 import train
+from octo_like.training.checkpoint import Checkpointer
 from octo_like.training.config import parse_train_config
 from octo_like.training.metrics import read_jsonl
 from octo_like.training.prefetch import DevicePrefetcher
-from octo_like.training.profiling import cache_directory, parse_profile_steps
+from octo_like.training.profiling import ProfileWindow, cache_directory, parse_profile_steps
 from tests.training.test_train import debug_config
 
 
@@ -83,6 +84,19 @@ def test_profile_steps_and_cache_settings_are_validated(tmp_path):
         parse_train_config(config, str(tmp_path / "run"))
 
 
+def test_the_profile_window_waits_for_background_saves_before_it_stops(tmp_path, monkeypatch):
+    """jax's Python tracer crashed (SIGSEGV in stop_trace) when an async save's thread exited
+    while the trace stopped: the window quiesces first (the loop hands it the checkpointer)."""
+    events = []
+    monkeypatch.setattr(jax.profiler, "start_trace", lambda logdir: events.append("start"))
+    monkeypatch.setattr(jax.profiler, "stop_trace", lambda: events.append("stop"))
+    window = ProfileWindow((1, 3), str(tmp_path), quiesce=lambda: events.append("quiesce"))
+    for step in range(5):
+        window.after_step(step)
+        events.append(step)
+    assert events == [0, "start", 1, 2, "quiesce", "stop", 3, 4]
+
+
 @pytest.mark.slow
 def test_a_run_prefetches_logs_data_wait_caches_compiles_and_profiles(
     shared_data, tmp_path, monkeypatch
@@ -121,9 +135,11 @@ def test_a_run_prefetches_logs_data_wait_caches_compiles_and_profiles(
 
 
 @pytest.mark.slow
-def test_changing_how_a_run_executes_does_not_block_its_resume(shared_data, tmp_path):
+def test_changing_how_a_run_executes_does_not_block_its_resume(shared_data, tmp_path, monkeypatch):
     """profile_steps, compilation_cache, prefetch_batches and platform are not the run's
-    identity: a restart that adds a profiler window resumes instead of being refused."""
+    identity: a restart that adds a profiler window resumes instead of being refused. Its
+    window is still open when it stops at step 2: the teardown stops the trace only after the
+    checkpointer has finished the last save (its threads gone; see ProfileWindow)."""
     workdir = str(tmp_path / "run")
     stats = str(tmp_path / "stats")
     first = train.main(debug_config(shared_data, stats), workdir, stop_at_step=1)
@@ -131,8 +147,12 @@ def test_changing_how_a_run_executes_does_not_block_its_resume(shared_data, tmp_
     changed = debug_config(
         shared_data, stats, profile_steps="2,3", prefetch_batches=3, compilation_cache=""
     )
+    events, close, stop_trace = [], Checkpointer.close, jax.profiler.stop_trace
+    monkeypatch.setattr(Checkpointer, "close", lambda self: close(self) or events.append("closed"))
+    monkeypatch.setattr(jax.profiler, "stop_trace", lambda: events.append("stop") or stop_trace())
     second = train.main(changed, workdir, stop_at_step=2)
     assert (second.start_step, second.final_step) == (1, 2)
+    assert events == ["closed", "stop"]
     with pytest.raises(ValueError, match="optimizer.learning_rate"):
         train.main(debug_config(shared_data, stats, **{"optimizer.learning_rate": 1.0}), workdir)
 

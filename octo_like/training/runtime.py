@@ -61,10 +61,26 @@ def describe_host_cpus() -> str:
         count = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         count = os.cpu_count() or 0
-    model = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if "model name" in line), "")
-    except OSError:
-        pass
+    model = cpu_model()
     return f"{count} CPUs" + (f" ({model})" if model else "")
+
+
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """``AMD EPYC, family 25 model 17``: the CPU's model name with its family and model numbers
+    (where /proc/cpuinfo has them), since a name alone may not tell generations apart (a bare
+    ``AMD EPYC`` under KVM); "" where /proc/cpuinfo cannot be read (not Linux)."""
+    fields: dict[str, str] = {}
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if not line.strip():
+                    break  # the first processor's block describes them all
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        return ""
+    model = fields.get("model name", "")
+    family, number = fields.get("cpu family"), fields.get("model")
+    if model and family and number:
+        return f"{model}, family {family} model {number}"
+    return model

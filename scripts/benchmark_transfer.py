@@ -4,34 +4,42 @@
         --pretrain_config laptop_broad --held_out family:door,family:coffee,family:plate \
         --target test=door-open,door-close,coffee-button,coffee-push,plate-slide \
         --target metric7=drawer-open,button-press-topdown@metric7 \
-        --modes full --demos 50 --steps 1000 --seeds 0,1,2 --eval_episodes 20 --exec_horizon 2
+        --modes full --demos 5,10,25,50 --steps 1000 --seeds 0,1,2,3,4 --eval_episodes 20 \
+        --exec_horizon 2
 
 1. Pretrains with `train.py` (configs/pretrain.py:--pretrain_config, minus the --held_out tasks
    and task families, with any --pretrain_arg=--config.KEY=VALUE) unless --pretrained names a
    checkpoint to reuse; a finished pretraining in the workdir is reused too. A target that
    would fine-tune, on an embodiment pretraining saw, to a task pretraining had demonstrations
    of is refused (that measures recall, not transfer).
-2. Collects --demos scripted-expert demonstrations per task of each --target
-   (``NAME=TASK,TASK[@VARIANT]``; the variant is the embodiment, default the pretrained
+2. Collects the largest --demos count of scripted-expert demonstrations per task of each
+   --target (``NAME=TASK,TASK[@VARIANT]``; the variant is the embodiment, default the pretrained
    checkpoint's own, e.g. `front` for a `laptop_long` checkpoint) with a collection seed the
-   pretraining data did not use.
+   pretraining data did not use. Each seed draws, per task, nested subsets for the other counts
+   (its 5 inside its 10; ``demo_subsets/<target>.json`` names them as TFDS split strings).
 3. Trains every arm with `finetune.py`: each --modes mode and `scratch` (the same model, data,
-   data settings, optimizer and steps with no pretrained weight reused), once per --seeds seed.
-   Cameras the pretrained model lacks (the `wrist` variant's wrist camera) get new tokenizers.
+   data order, optimizer and steps with no pretrained weight reused), once per --seeds seed and
+   --demos count; both arms of a seed read the same demonstrations (paired). Cameras the
+   pretrained model lacks (the `wrist` variant's wrist camera) get new tokenizers.
 4. Evaluates each arm closed-loop with `evaluate.py` on the same scenes (--eval_seed), with the
    same execution for every arm (--execution, --exec_horizon, --ensemble_decay, --max_steps);
    and the pretrained checkpoint itself (rows `zero_shot`): on each target it can act in, and
    on --own_tasks, a sample of its own pretraining tasks (target `own`).
-5. Writes ``<workdir>/transfer.txt`` (success +- 95% interval per arm and task, per-seed rates,
-   each mode's gap to scratch with its 95% interval), ``transfer.png`` (bar chart) and
-   ``transfer.jsonl``; the last line printed is the same JSON line.
+5. Writes ``<workdir>/transfer.txt`` (header: the budget, the commit and CPU model every arm
+   ran at, this command; then success +- 95% interval per arm, count and task, per-seed rates,
+   each mode's gap to scratch pooled (Newcombe) and paired over seeds (t interval; bootstrap
+   from 10 seeds)), ``transfer.png`` (bars, or success against demonstrations when several
+   counts) and ``transfer.jsonl``; the last line printed is the same JSON line. Arms of several
+   commits or CPU models are refused unless --allow_mixed_provenance (then: MIXED).
 
-Every arm's result is saved as ``results/<target>/<mode>/seed<k>.json`` when it finishes, so an
-interrupted benchmark resumes where it stopped (delete a file to redo that arm). Arms run in this
-process, one at a time, through the entry points' own command-line parsers: the commands logged
-are the ones a user would run. The logic is `octo_like.envs.transfer_benchmark` (flags and run),
-`transfer_arms`, `transfer_scope` (leak checks) and `transfer_report`; this file hands it the
-entry points it trains with (train.py, finetune.py).
+Every arm's result is saved as ``results/<execution>/<target>/<N>demos/<mode>/seed<k>.json``
+when it finishes, with the command that made it, so an interrupted benchmark resumes where it
+stopped (delete a file to redo that arm); one made by another command is refused, not reused.
+Arms run in this process, one at a time, through the entry points' own command-line parsers:
+the commands logged are the ones a user would run. The logic is
+`octo_like.envs.transfer_benchmark` (flags and run), `transfer_arms`, `demo_subsets`,
+`transfer_scope` (leak checks), `transfer_summary` and `transfer_report`; this file hands it
+the entry points it trains with (train.py, finetune.py).
 """
 
 from __future__ import annotations

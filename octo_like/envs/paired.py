@@ -14,8 +14,6 @@ as wide as the seeds allow.
   than 95%, about [min, max] of the differences at 2 seeds).
 - `check_provenance`: one report, one commit and one CPU model, unless it says otherwise.
 
-Not yet wired into `transfer_benchmark` (its `--demos` still takes one count).
-
 numpy, and scipy (a dependency of jax) for Student's t.
 """
 
@@ -114,19 +112,38 @@ def paired_gap(
 
 
 def check_provenance(records: Sequence[Mapping[str, str]], *, allow_mixed: bool = False) -> str:
-    """The report header's line on where its results come from. `records`: one per result,
-    each with its ``commit`` and ``cpu`` (the machine's CPU model). Results of several commits
-    or CPU models are refused unless `allow_mixed`; then the line says so."""
+    """The report header's line on where its results come from. `records`: one per result
+    (or stage of one), each with its ``commit`` and ``cpu`` (the machine's CPU model) and
+    optionally a ``name`` the errors use. Results of several commits or CPU models, or that do
+    not record them, are refused unless `allow_mixed`; then the line says MIXED."""
     if not records:
         raise ValueError("no results to report")
-    missing = [i for i, r in enumerate(records) if not r.get("commit") or not r.get("cpu")]
-    if missing:
-        raise ValueError(f"results {missing} do not record their commit and CPU model")
-    commits = sorted({r["commit"] for r in records})
-    cpus = sorted({r["cpu"] for r in records})
-    if len(commits) == 1 and len(cpus) == 1:
+    names = [r.get("name") or f"result {i}" for i, r in enumerate(records)]
+    missing = [
+        n for n, r in zip(names, records, strict=True) if not r.get("commit") or not r.get("cpu")
+    ]
+    if missing and not allow_mixed:
+        raise ValueError(
+            f"{_some(missing)} do not record their commit and CPU model: rerun them, or allow "
+            "mixing (the report then says MIXED)"
+        )
+    commits = sorted({r.get("commit") or "unrecorded" for r in records})
+    cpus = sorted({r.get("cpu") or "unrecorded" for r in records})
+    if len(commits) == 1 and len(cpus) == 1 and not missing:
         return f"every arm at commit {commits[0]} on {cpus[0]}"
     mixed = f"MIXED: commits {', '.join(commits)}; CPU models {'; '.join(cpus)}"
     if not allow_mixed:
-        raise ValueError(f"{mixed}: rerun the arms at one commit on one machine, or allow mixing")
+        groups: dict[tuple[str, str], list[str]] = {}
+        for name, r in zip(names, records, strict=True):
+            groups.setdefault((r["commit"], r["cpu"]), []).append(name)
+        where = "; ".join(f"{c} on {m}: {_some(n)}" for (c, m), n in sorted(groups.items()))
+        raise ValueError(
+            f"{mixed} ({where}): rerun the arms at one commit on one machine, or allow mixing"
+        )
     return mixed
+
+
+def _some(names: Sequence[str], shown: int = 3) -> str:
+    """``a, b, c and 4 more``."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more

@@ -4,9 +4,11 @@ evaluate closed-loop, and save each result as it finishes.
 Every arm trains through finetune.py's own command-line parser (handed in as `EntryPoints`) and
 every row is evaluated through scripts/evaluate.py's (`evaluate_cli`), so the commands logged
 are the ones a user would run. Each result is saved as
-``results/<evaluation tag>/<target>/<mode>/seed<k>.json``: an interrupted benchmark resumes where
-it stopped (delete a file to redo that arm), and results of another execution setting live
-beside them, never reused for one another.
+``results/<evaluation tag>/<target>/<N>demos/<mode>/seed<k>.json`` (zero-shot rows:
+``<target>/zero_shot/seed0.json``) with the command that made it: an interrupted benchmark
+resumes where it stopped (delete a file to redo that arm), a result made by another command
+(other demonstrations, steps or flags) is refused rather than reused, and results of another
+execution setting live beside them, never reused for one another.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 from typing import NamedTuple
 
 from octo_like.envs import evaluate_cli
+from octo_like.envs.paired import check_provenance
 from octo_like.envs.transfer import ZERO_SHOT, Arm, ArmResult, Target
 from octo_like.envs.transfer_scope import EntryPoints, zero_shot_dataset
 from octo_like.envs.variants import dataset_name_of, get_variant
@@ -27,12 +30,13 @@ log = logging.getLogger("benchmark_transfer")  # one logger name for the benchma
 
 class ArmSetup(NamedTuple):
     """What every arm of a benchmark shares: the `pretrained` checkpoint directory, the
-    `cameras` its model has (a target's others get new tokenizers) and the `programs`
-    (finetune.py) it trains through."""
+    `cameras` its model has (a target's others get new tokenizers), the `programs`
+    (finetune.py) it trains through and the `provenance` (commit, CPU) of this process."""
 
     pretrained: str
     cameras: tuple[str, ...]
     programs: EntryPoints
+    provenance: dict[str, str]
 
 
 def collect_target_data(args, target: Target) -> str:
@@ -51,8 +55,11 @@ def collect_target_data(args, target: Target) -> str:
     )
 
 
-def finetune_argv(args, arm: Arm, pretrained: str, data_root: str, config_dir: str) -> list[str]:
-    """The finetune.py command line of `arm`: identical for every mode but the mode itself."""
+def finetune_argv(
+    args, arm: Arm, pretrained: str, data_root: str, config_dir: str, split: str = "train"
+) -> list[str]:
+    """The finetune.py command line of `arm`: identical for every mode but the mode itself.
+    `split`: the arm's demonstrations (`demo_subsets`), the same for both arms of a seed."""
     variant = get_variant(arm.target.variant)
     steps = args.steps
     return [
@@ -62,6 +69,7 @@ def finetune_argv(args, arm: Arm, pretrained: str, data_root: str, config_dir: s
         f"--config.pretrained_path={pretrained}",
         f"--config.dataset.name={dataset_name_of(variant.name)}",
         f"--config.dataset.location={data_root}",
+        f"--config.dataset.split={split}",
         f"--config.model.action_dim={variant.action_dim}",
         f"--config.seed={arm.seed}",
         f"--config.num_steps={steps}",
@@ -118,12 +126,15 @@ def result_path(args, arm: Arm) -> str:
     return os.path.join(args.workdir, "results", evaluation_tag(args), arm.key + ".json")
 
 
-def train_arm(args, arm: Arm, setup: ArmSetup, data_root: str) -> float:
-    """Fine-tunes (or trains from scratch) one arm on the demonstrations in `data_root`; returns
-    its training seconds. An arm trained before with the same command is reused (for another
+def train_arm(
+    args, arm: Arm, setup: ArmSetup, data_root: str, split: str = "train"
+) -> tuple[float, dict[str, str]]:
+    """Fine-tunes (or trains from scratch) one arm on the demonstrations `split` in `data_root`;
+    returns its training seconds and where it trained (commit, CPU; {} if an arm trained before
+    did not record it). An arm trained before with the same command is reused (for another
     evaluation setting); one trained with another command is an error, not silently reused."""
     programs = setup.programs
-    argv = finetune_argv(args, arm, setup.pretrained, data_root, programs.config_dir)
+    argv = finetune_argv(args, arm, setup.pretrained, data_root, programs.config_dir, split)
     record = {"argv": argv, "crop": not args.no_crop}
     done = os.path.join(run_dir(args, arm), "trained.json")
     if os.path.exists(done):
@@ -136,7 +147,7 @@ def train_arm(args, arm: Arm, setup: ArmSetup, data_root: str) -> float:
                 "or delete that run"
             )
         log.info("arm %s: trained before (%s)", arm.key, done)
-        return float(previous["seconds"])
+        return float(previous["seconds"]), dict(previous.get("provenance", {}))
     log.info("arm %s: %s", arm.key, " ".join(argv))
     config, workdir, overwrite, stop = programs.finetune.parse_command_line(argv)
     set_cameras(config, arm.target.variant, setup.cameras, crop=not args.no_crop)
@@ -144,8 +155,10 @@ def train_arm(args, arm: Arm, setup: ArmSetup, data_root: str) -> float:
     programs.finetune.main(config, workdir, overwrite=overwrite, stop_at_step=stop, echo=log.info)
     seconds = time.perf_counter() - start
     with open(done, "w") as f:
-        json.dump({**record, "seconds": round(seconds, 1)}, f, indent=1)
-    return seconds
+        json.dump(
+            {**record, "seconds": round(seconds, 1), "provenance": setup.provenance}, f, indent=1
+        )
+    return seconds, setup.provenance
 
 
 def evaluate_checkpoint(args, checkpoint: str, tasks, variant: str, dataset_name=None):
@@ -186,36 +199,74 @@ def save_result(path: str, result: ArmResult) -> None:
     os.replace(path + ".tmp", path)
 
 
-def run_zero_shot(args, target: Target, pretrained: str, info):
+def reusable(path: str, arm: Arm, command: tuple[str, ...]) -> ArmResult | None:
+    """The result saved at `path` if `command` made it; None if there is none, or if it was
+    saved before results kept their command (moved aside to ``*.unrecorded``, to be redone).
+    One made by another command is refused: its demonstrations or settings differ."""
+    if not os.path.exists(path):
+        return None
+    saved = load_result(path)
+    if saved.command == command:
+        return saved
+    if not saved.command:
+        os.replace(path, path + ".unrecorded")
+        log.info("arm %s: %s records no command; kept as .unrecorded, made again", arm.key, path)
+        return None
+    raise ValueError(
+        f"arm {arm.key}: {path} was made by another command ({' '.join(saved.command)}); use "
+        "another --workdir or delete that result"
+    )
+
+
+def check_saved_provenance(args, arms: list[Arm], here: dict[str, str]) -> None:
+    """Refuses, before any work, saved results of `arms` that this run would reuse but that
+    were made at another commit or on another CPU than `here` (unless
+    ``--allow_mixed_provenance``): the report would refuse them only after the training."""
+    paths = [result_path(args, arm) for arm in arms]
+    saved = [load_result(path) for path in paths if os.path.exists(path)]
+    records = [r for result in saved if result.command for r in result.provenance_records()]
+    if records:
+        check_provenance([*records, {**here, "name": "this run"}],
+                         allow_mixed=args.allow_mixed_provenance)  # fmt: skip
+
+
+def run_zero_shot(args, target: Target, pretrained: str, info, provenance: dict[str, str]):
     """The pretrained checkpoint on `target` before any fine-tuning (saved like an arm), or None
-    when it cannot act in the target's embodiment (logged with the reason)."""
+    when it cannot act in the target's embodiment (logged with the reason). `provenance`: this
+    process's commit and CPU, recorded with the result."""
     arm = Arm(target, ZERO_SHOT, 0)
-    path = result_path(args, arm)
-    if os.path.exists(path):
-        return load_result(path)
     dataset_name, why = zero_shot_dataset(info, target.variant)
     if dataset_name is None:
         log.info("zero-shot on %s skipped: %s", target.name, why)
         return None
+    command = (ZERO_SHOT, pretrained, dataset_name)
+    path = result_path(args, arm)
+    saved = reusable(path, arm, command)
+    if saved is not None:
+        return saved
     per_task, seconds = evaluate_checkpoint(
         args, pretrained, target.tasks, target.variant, dataset_name
     )
-    result = ArmResult(arm, per_task, 0.0, seconds)
+    result = ArmResult(arm, per_task, 0.0, seconds, {"evaluate": provenance}, command)
     save_result(path, result)
     return result
 
 
-def run_arm(args, arm: Arm, setup: ArmSetup, data_root: str) -> ArmResult:
-    """The arm's saved result, else trains, evaluates and saves it."""
+def run_arm(args, arm: Arm, setup: ArmSetup, data_root: str, split: str = "train") -> ArmResult:
+    """The arm's saved result, else trains (on the demonstrations `split`), evaluates and saves
+    it, with where each stage ran."""
     path = result_path(args, arm)
-    if os.path.exists(path):
+    argv = finetune_argv(args, arm, setup.pretrained, data_root, setup.programs.config_dir, split)
+    saved = reusable(path, arm, tuple(argv))
+    if saved is not None:
         log.info("arm %s: reusing %s", arm.key, path)
-        return load_result(path)
-    train_seconds = train_arm(args, arm, setup, data_root)
+        return saved
+    train_seconds, trained_at = train_arm(args, arm, setup, data_root, split)
     checkpoint = os.path.join(run_dir(args, arm), "checkpoints")
     per_task, eval_seconds = evaluate_checkpoint(
         args, checkpoint, arm.target.tasks, arm.target.variant
     )
-    result = ArmResult(arm, per_task, train_seconds, eval_seconds)
+    stages = {"train": trained_at, "evaluate": setup.provenance}
+    result = ArmResult(arm, per_task, train_seconds, eval_seconds, stages, tuple(argv))
     save_result(path, result)
     return result

@@ -12,10 +12,18 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 
-from octo_like.envs import transfer
+from octo_like.envs import provenance, transfer
+from octo_like.envs.demo_subsets import plan_splits
 from octo_like.envs.tasks import TASKS
-from octo_like.envs.transfer_arms import ArmSetup, collect_target_data, run_arm, run_zero_shot
+from octo_like.envs.transfer_arms import (
+    ArmSetup,
+    check_saved_provenance,
+    collect_target_data,
+    run_arm,
+    run_zero_shot,
+)
 from octo_like.envs.transfer_report import write_report
 from octo_like.envs.transfer_scope import (
     EntryPoints,
@@ -26,6 +34,7 @@ from octo_like.envs.transfer_scope import (
     planned_scope,
     pretrained_variant,
 )
+from octo_like.envs.variants import dataset_name_of
 
 log = logging.getLogger("benchmark_transfer")  # one logger name for the benchmark's lines
 
@@ -56,7 +65,12 @@ def parse_args(argv=None, description: str | None = None) -> argparse.Namespace:
         help="NAME=TASK,TASK[@VARIANT] (repeatable; default: held-out tasks, metric7 and wrist)",
     )
     parser.add_argument("--modes", default="full,head_only", help="fine-tuning modes (+scratch)")
-    parser.add_argument("--demos", type=int, default=50, help="demonstrations per target task")
+    parser.add_argument(
+        "--demos",
+        default="50",
+        help="demonstrations per target task; several (5,10,25,50) measure a curve, each seed's "
+        "smaller sets nested in its larger ones (the largest is collected)",
+    )
     parser.add_argument("--val_demos", type=int, default=2, help="validation episodes per task")
     parser.add_argument("--collect_seed", type=int, default=1, help="seed of the target demos")
     parser.add_argument("--steps", type=int, default=1500, help="training steps of every arm")
@@ -85,8 +99,21 @@ def parse_args(argv=None, description: str | None = None) -> argparse.Namespace:
     parser.add_argument("--eval_seed", type=int, default=0, help="scene seed (same for all arms)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--gl", choices=("egl", "osmesa"), default=None)
+    parser.add_argument(
+        "--allow_mixed_provenance",
+        action="store_true",
+        help="report arms of several commits or CPU models (the header then says MIXED)",
+    )
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     args.workdir = os.path.abspath(os.path.expanduser(args.workdir))
+    try:
+        args.demo_counts = tuple(sorted({int(c) for c in args.demos.split(",") if c.strip()}))
+    except ValueError:
+        parser.error(f"--demos takes whole numbers separated by commas, got {args.demos!r}")
+    if not args.demo_counts or args.demo_counts[0] < 1:
+        parser.error(f"--demos needs positive counts, got {args.demos!r}")
+    args.demos = args.demo_counts[-1]  # collected per task; the smaller counts are subsets
     return args
 
 
@@ -122,8 +149,14 @@ def run(args: argparse.Namespace, programs: EntryPoints) -> list[dict]:
     check_targets(targets, scope, args.pretrained or "the pretraining run")
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    arms = transfer.plan(targets, modes, seeds)  # validates before any work
+    arms = transfer.plan(targets, modes, seeds, args.demo_counts)  # validates before any work
     own_tasks = own_task_sample(scope, args.own_tasks)
+    own_target = transfer.Target(transfer.OWN_TASKS, own, own_tasks) if own_tasks else None
+    zero_shot_targets = [] if args.no_zero_shot else targets + ([own_target] if own_target else [])
+    here = provenance.current()
+    log.info("this process: commit %s on %s", here["commit"], here["cpu"])
+    zero_shot_arms = [transfer.Arm(t, transfer.ZERO_SHOT, 0) for t in zero_shot_targets]
+    check_saved_provenance(args, [*zero_shot_arms, *arms], here)
     os.makedirs(args.workdir, exist_ok=True)
 
     pretrained = ensure_pretrained(args, programs)
@@ -131,16 +164,23 @@ def run(args: argparse.Namespace, programs: EntryPoints) -> list[dict]:
     if reused is None:  # pretrained here: what it actually saw is now on disk
         check_targets(targets, checkpoint_scope(pretrained, info.dataset_names), pretrained)
     results = []
-    if not args.no_zero_shot:
-        zero_shot_targets = [*targets]
-        if own_tasks:
-            zero_shot_targets.append(transfer.Target(transfer.OWN_TASKS, own, own_tasks))
-        for target in zero_shot_targets:
-            result = run_zero_shot(args, target, pretrained, info)
-            results += [result] if result is not None else []
+    for target in zero_shot_targets:
+        result = run_zero_shot(args, target, pretrained, info, here)
+        results += [result] if result is not None else []
     data_roots = {t.name: collect_target_data(args, t) for t in targets}
-    setup = ArmSetup(pretrained, tuple(info.config.cameras), programs)
+    splits = {
+        t.name: plan_splits(
+            data_roots[t.name],
+            dataset_name_of(t.variant),
+            args.demo_counts,
+            seeds,
+            record=os.path.join(args.workdir, "demo_subsets", f"{t.name}.json"),
+        )
+        for t in targets
+    }
+    setup = ArmSetup(pretrained, tuple(info.config.cameras), programs, here)
     for i, arm in enumerate(arms):
         log.info("arm %d/%d: %s", i + 1, len(arms), arm.key)
-        results.append(run_arm(args, arm, setup, data_roots[arm.target.name]))
+        split = splits[arm.target.name][(arm.seed, arm.demos)]
+        results.append(run_arm(args, arm, setup, data_roots[arm.target.name], split))
     return write_report(args, results, pretrained, seeds)

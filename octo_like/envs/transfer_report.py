@@ -1,19 +1,22 @@
-"""The transfer benchmark's report: ``transfer.txt`` (the budget line, then the table),
-``transfer.png`` (bar chart) and ``transfer.jsonl`` (one JSON line, also printed last, so a
+"""The transfer benchmark's report: ``transfer.txt`` (header lines, then the table),
+``transfer.png`` (the chart) and ``transfer.jsonl`` (one JSON line, also printed last, so a
 caller reads the result from the final line of output).
 
-The budget line says what every row shares (demonstrations, steps, batch, seeds, episodes and
-how chunks were executed) and which checkpoint the arms started from: a table read without it
-cannot be compared with another.
+The header says what every row shares (demonstrations, steps, batch, seeds, episodes and how
+chunks were executed, the checkpoint the arms started from), where the results were made (one
+commit and one CPU model, or MIXED when allowed: `paired.check_provenance`) and the command
+that made them: a table read without them cannot be compared with another.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Sequence
 from typing import Any
 
-from octo_like.envs import transfer
+from octo_like.envs import transfer_charts, transfer_summary
+from octo_like.envs.paired import check_provenance
 from octo_like.envs.transfer import ArmResult
 
 
@@ -26,30 +29,53 @@ def execution_text(args) -> str:
     )
 
 
+def demos_text(counts: Sequence[int]) -> str:
+    """``50 demos/task`` or ``5,10,25 demos/task (nested per seed)``."""
+    text = ",".join(str(c) for c in counts)
+    return f"{text} demos/task" + (" (nested per seed)" if len(counts) > 1 else "")
+
+
 def budget_text(args, seeds: Sequence[int], pretrained: str) -> str:
     """The report's first line (without its ``# ``): what every arm was given."""
     return (
-        f"{args.demos} demos/task, {args.steps} steps at batch {args.batch_size}, seeds {seeds}, "
-        f"{args.eval_episodes} episodes/task/seed (max {args.max_steps} steps, "
-        f"{execution_text(args)}), pretrained: {pretrained}"
+        f"{demos_text(args.demo_counts)}, {args.steps} steps at batch {args.batch_size}, "
+        f"seeds {list(seeds)}, {args.eval_episodes} episodes/task/seed (max {args.max_steps} "
+        f"steps, {execution_text(args)}), pretrained: {pretrained}"
     )
+
+
+def command_text(argv: Sequence[str] | None) -> str:
+    """The benchmark's command line, quoted for a shell (rerun it to reproduce the report)."""
+    if argv is None:
+        return "(not recorded)"
+    return "python scripts/benchmark_transfer.py " + " ".join(shlex.quote(a) for a in argv)
 
 
 def write_report(
     args, results: Sequence[ArmResult], pretrained: str, seeds: list[int]
 ) -> list[dict[str, Any]]:
-    """Writes transfer.txt / .png / .jsonl into ``args.workdir`` and prints the table, the
-    chart's path and the JSON line; returns the summary rows."""
-    rows = transfer.summarize(results)
-    text = transfer.table(rows)
-    budget = budget_text(args, seeds, pretrained)
-    chart = transfer.bar_chart(
-        rows, os.path.join(args.workdir, "transfer.png"), title=f"transfer ({args.demos} demos)"
-    )
-    line = transfer.json_line(
+    """Writes transfer.txt / .png / .jsonl into ``args.workdir`` and prints the header, the
+    table, the chart's path and the JSON line; returns the summary rows. Refuses results of
+    several commits or CPU models unless ``args.allow_mixed_provenance``."""
+    records = [record for r in results for record in r.provenance_records()]
+    provenance = check_provenance(records, allow_mixed=args.allow_mixed_provenance)
+    rows = transfer_summary.summarize(results)
+    text = transfer_summary.table(rows)
+    header = [
+        budget_text(args, seeds, pretrained),
+        provenance,
+        f"command: {command_text(getattr(args, 'argv', None))}",
+    ]
+    path = os.path.join(args.workdir, "transfer.png")
+    if len(args.demo_counts) > 1:
+        chart = transfer_charts.curve_chart(rows, path)
+    else:
+        title = f"transfer ({demos_text(args.demo_counts)})"
+        chart = transfer_charts.bar_chart(rows, path, title=title)
+    line = transfer_summary.json_line(
         rows,
         pretrained=pretrained,
-        demos_per_task=args.demos,
+        demo_counts=list(args.demo_counts),
         steps=args.steps,
         batch_size=args.batch_size,
         seeds=seeds,
@@ -58,15 +84,17 @@ def write_report(
         execution=args.execution,
         exec_horizon=args.exec_horizon,
         ensemble_decay=args.ensemble_decay,
+        provenance=provenance,
+        command=command_text(getattr(args, "argv", None)),
         train_seconds=round(sum(r.train_seconds for r in results), 1),
         eval_seconds=round(sum(r.eval_seconds for r in results), 1),
     )
+    head = "".join(f"# {h}\n" for h in header)
     with open(os.path.join(args.workdir, "transfer.txt"), "w") as f:
-        f.write(f"# {budget}\n{text}\n")
+        f.write(f"{head}{text}\n")
     with open(os.path.join(args.workdir, "transfer.jsonl"), "w") as f:
         f.write(line + "\n")
-    print(f"# {budget}")
-    print(text)
+    print(head + text)
     print(f"chart: {chart}")
     print(line)
     return rows

@@ -59,7 +59,7 @@ def test_the_benchmark_runs_every_row_with_the_same_execution(
     def command(target="test=drawer-close", exec_horizon=2, workdir=workdir):
         return [
             "--workdir", str(workdir), "--pretrained", broad_checkpoint, "--target", target,
-            "--modes", "full", "--demos", "2", "--val_demos", "1", "--steps", "2",
+            "--modes", "full", "--demos", "1,2", "--val_demos", "1", "--steps", "2",
             "--batch_size", "8", "--seeds", "0", "--eval_episodes", "1", "--max_steps", "4",
             "--exec_horizon", str(exec_horizon), "--no_crop",
             f"--finetune_arg=--config.data.statistics_cache_dir={tmp_path / 'stats'}",
@@ -68,16 +68,17 @@ def test_the_benchmark_runs_every_row_with_the_same_execution(
         ]  # fmt: skip
 
     rows = run(parse_args(command()), programs)
-    assert [(r["target"], r["variant"], r["mode"]) for r in rows] == [
-        ("test", "front", "zero_shot"),  # the pretrained checkpoint on the held-out task
-        ("own", "front", "zero_shot"),  # ... and on its own pretraining tasks
-        ("test", "front", "full"),
-        ("test", "front", "scratch"),
+    assert [(r["target"], r["variant"], r["demos"], r["mode"]) for r in rows] == [
+        ("test", "front", 0, "zero_shot"),  # the pretrained checkpoint on the held-out task
+        ("own", "front", 0, "zero_shot"),  # ... and on its own pretraining tasks
+        ("test", "front", 1, "full"),  # the curve: 1 and 2 demonstrations, both arms
+        ("test", "front", 1, "scratch"),
+        ("test", "front", 2, "full"),
+        ("test", "front", 2, "scratch"),
     ]
     assert all(r["episodes"] == 1 for r in rows)
-    assert "gap_to_scratch" in rows[0] and "gap_to_scratch" in rows[2]
-    assert "gap_to_scratch" not in rows[1] and "gap_to_scratch" not in rows[3]
-    assert len(calls) == 4 and all("--exec_horizon=2" in c and "--max_steps=4" in c for c in calls)
+    assert [("gap_to_scratch" in r) for r in rows] == [True, False, True, False, True, False]
+    assert len(calls) == 6 and all("--exec_horizon=2" in c and "--max_steps=4" in c for c in calls)
     assert all("--execution=receding" in c for c in calls)
     zero_shot = [c for c in calls if any(a.startswith("--dataset_name=") for a in c)]
     assert len(zero_shot) == 2 and all("--dataset_name=metaworld_front" in c for c in zero_shot)
@@ -85,20 +86,31 @@ def test_the_benchmark_runs_every_row_with_the_same_execution(
     assert line["exec_horizon"] == 2 and line["execution"] == "receding"
     assert "receding, 2 actions/chunk" in (workdir / "transfer.txt").read_text()
 
-    # Fine-tuning and scratch: the same data, steps, optimizer and (no-crop) cameras.
+    # Fine-tuning and scratch: the same data, steps, optimizer and (no-crop) cameras; the one
+    # demonstration is one of the two, read through finetune.py's split.
     configs = {
-        mode: json.loads((workdir / "runs" / "test" / mode / "seed0" / "config.json").read_text())
-        for mode in ("full", "scratch")
-    }
-    for key in ("data", "optimizer", "num_steps", "dataset", "seed"):
-        assert configs["full"][key] == configs["scratch"][key], key
-    primary = configs["full"]["data"]["frame"]["cameras"]["primary"]
+        (demos, mode): json.loads(
+            (workdir / "runs" / "test" / f"{demos}demos" / mode / "seed0" / "config.json")
+            .read_text()
+        )
+        for demos in (1, 2) for mode in ("full", "scratch")
+    }  # fmt: skip
+    for demos in (1, 2):
+        for key in ("data", "optimizer", "num_steps", "dataset", "seed"):
+            assert configs[demos, "full"][key] == configs[demos, "scratch"][key], (demos, key)
+    assert configs[2, "full"]["dataset"]["split"] == "train"  # both collected episodes
+    assert configs[1, "full"]["dataset"]["split"] in ("train[0:1]", "train[1:2]")
+    subsets = json.loads((workdir / "demo_subsets" / "test.json").read_text())
+    assert subsets["splits"] == {"seed0/1demos": configs[1, "full"]["dataset"]["split"],
+                                 "seed0/2demos": "train"}  # fmt: skip
+    primary = configs[1, "full"]["data"]["frame"]["cameras"]["primary"]
     assert primary["augment"]["random_resized_crop_scale"] is None
+    assert "every arm at commit " in (workdir / "transfer.txt").read_text().splitlines()[1]
 
     # Another execution setting re-evaluates the trained arms, beside the first results.
     monkeypatch.setattr(programs.finetune, "main", lambda *a, **k: pytest.fail("trained again"))
     calls.clear()
-    again = run(parse_args(command(exec_horizon=1)), programs)
+    again = run(parse_args([*command(exec_horizon=1), "--no_zero_shot"]), programs)
     assert len(again) == 4 and len(calls) == 4 and all("--exec_horizon=1" in c for c in calls)
     tags = sorted(p.name for p in (workdir / "results").iterdir())
     assert tags == ["receding-h1-4steps-1eps-seed0", "receding-h2-4steps-1eps-seed0"]

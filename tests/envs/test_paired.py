@@ -79,5 +79,13 @@ def test_a_report_mixing_commits_or_machines_is_refused_unless_it_says_so():
     with pytest.raises(ValueError, match="MIXED: commits abc123, def456; CPU models AMD EPYC; "):
         check_provenance(mixed)
     assert check_provenance(mixed, allow_mixed=True).startswith("MIXED: commits abc123, def456")
-    with pytest.raises(ValueError, match=r"results \[1\] do not record"):
+    named = [{**r, "name": f"t/full/seed{i}"} for i, r in enumerate(mixed)]
+    with pytest.raises(ValueError, match=r"\(abc123 on AMD EPYC: t/full/seed0, t/full/seed1, "
+                       r"t/full/seed2; def456 on Intel Xeon: t/full/seed3\)"):  # fmt: skip
+        check_provenance(named)
+    with pytest.raises(ValueError, match=r"result 1 do not record"):
         check_provenance([one[0], {"commit": "abc123"}])
+    flagged = check_provenance([one[0], {"commit": "abc123"}], allow_mixed=True)
+    assert flagged == "MIXED: commits abc123; CPU models AMD EPYC; unrecorded"
+    unrecorded = check_provenance([{}, {}], allow_mixed=True)  # nothing recorded is not "every"
+    assert unrecorded == "MIXED: commits unrecorded; CPU models unrecorded"

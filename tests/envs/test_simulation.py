@@ -469,7 +469,7 @@ def test_transfer_benchmark_plumbing_on_a_tiny_budget(tiny_checkpoint, tmp_path,
     pretrained = flat_params(nnx.state(base_model.module, nnx.Param))
     kernel = "transformer/transformer/blocks/0/mlp/fc1/kernel"
     for mode, reused in (("head_only", True), ("scratch", False)):
-        run = workdir / "runs" / "wrist" / mode / "seed3" / "checkpoints"
+        run = workdir / "runs" / "wrist" / "2demos" / mode / "seed3" / "checkpoints"
         model = OctoModel.load_pretrained(str(run))
         assert model.config.cameras == ("primary", "wrist") and model.config.action_dim == 4
         params = flat_params(nnx.state(model.module, nnx.Param))

@@ -9,6 +9,7 @@ import ast
 import json
 import logging
 import pathlib
+import re
 import types
 
 import pytest
@@ -28,26 +29,85 @@ def benchmark_args(tmp_path, *flags: str):
     return parse_args(["--workdir", str(tmp_path), *budget, "--max_steps", "4", *flags])
 
 
+HERE = {"commit": "0123456789ab", "cpu": "AMD EPYC, family 25 model 17"}
+
+
+def made_at(*results: ArmResult, where=HERE) -> list[ArmResult]:
+    for result in results:
+        result.provenance.update({"train": dict(where), "evaluate": dict(where)})
+    return list(results)
+
+
 def test_the_report_writes_the_budget_the_table_the_chart_and_json_last(tmp_path, capsys):
     args = benchmark_args(tmp_path, "--exec_horizon", "2")
-    results = [
-        ArmResult(Arm(TARGET, "full", 0), {"reach": (1, 1)}, 2.0, 1.5),
-        ArmResult(Arm(TARGET, "scratch", 0), {"reach": (0, 1)}, 3.0, 1.0),
-    ]
+    results = made_at(
+        ArmResult(Arm(TARGET, "full", 0, 2), {"reach": (1, 1)}, 2.0, 1.5),
+        ArmResult(Arm(TARGET, "scratch", 0, 2), {"reach": (0, 1)}, 3.0, 1.0),
+    )
     rows = write_report(args, results, "/ckpt", [0])
     budget = (
         "2 demos/task, 3 steps at batch 8, seeds [0], 1 episodes/task/seed "
         "(max 4 steps, receding, 2 actions/chunk), pretrained: /ckpt"
     )
+    where = "every arm at commit 0123456789ab on AMD EPYC, family 25 model 17"
+    command = f"command: python scripts/benchmark_transfer.py --workdir {tmp_path} --demos 2"
     text = (tmp_path / "transfer.txt").read_text()
-    assert text.startswith(f"# {budget}\ntarget ") and "gap to scratch" in text
+    header = text.splitlines()[:4]
+    assert header[:2] == [f"# {budget}", f"# {where}"] and header[2].startswith(f"# {command}")
+    assert header[3].startswith("target ") and "gap to scratch" in text
     printed = capsys.readouterr().out.strip().splitlines()
     assert printed[0] == f"# {budget}" and printed[-2] == f"chart: {tmp_path / 'transfer.png'}"
     line = json.loads(printed[-1])
     assert line == json.loads((tmp_path / "transfer.jsonl").read_text())
     assert line["rows"] == json.loads(json.dumps(rows)) and line["exec_horizon"] == 2
     assert (line["train_seconds"], line["eval_seconds"], line["pretrained"]) == (5.0, 2.5, "/ckpt")
+    assert line["provenance"] == where and line["demo_counts"] == [2]
     assert (tmp_path / "transfer.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_curve_flags_take_several_counts_and_collect_the_largest(tmp_path):
+    args = benchmark_args(tmp_path, "--demos", "10,5,25,10")
+    assert args.demo_counts == (5, 10, 25) and args.demos == 25
+    assert budget_text(args, [0, 1], "/c").startswith("5,10,25 demos/task (nested per seed),")
+    for bad in ("5,x", "0,5", ""):
+        with pytest.raises(SystemExit):
+            benchmark_args(tmp_path, "--demos", bad)
+
+
+def test_a_report_of_one_commit_and_machine_passes_and_a_mixed_one_is_refused_or_flagged(
+    tmp_path, capsys
+):
+    curve = benchmark_args(tmp_path, "--demos", "1,2", "--seeds", "0,1")
+    per_task = {"reach": (1, 2)}
+    arms = [Arm(TARGET, mode, seed, demos) for seed in (0, 1) for demos in (1, 2)
+            for mode in ("full", "scratch")]  # fmt: skip
+    healthy = made_at(*(ArmResult(arm, per_task) for arm in arms))
+    rows = write_report(curve, healthy, "/ckpt", [0, 1])  # one commit, one CPU: accepted
+    assert {(r["demos"], r["mode"]) for r in rows} == {
+        (1, "full"), (1, "scratch"), (2, "full"), (2, "scratch")
+    }  # fmt: skip
+    assert rows[0]["gap_to_scratch"]["paired"]["differences"] == [0.0, 0.0]
+
+    other = dict(HERE, commit="fedcba987654")
+    mixed = healthy[:-1] + made_at(ArmResult(arms[-1], per_task), where=other)
+    odd = "fedcba987654 on AMD EPYC, family 25 model 17: wrist/2demos/scratch/seed1 (train), "
+    with pytest.raises(
+        ValueError, match=f"MIXED: commits 0123456789ab, fedcba987654; .*{re.escape(odd)}"
+    ):
+        write_report(curve, mixed, "/ckpt", [0, 1])
+    unrecorded = healthy[:-1] + [ArmResult(arms[-1], per_task)]  # saved before arms kept it
+    with pytest.raises(ValueError, match="wrist/2demos/scratch/seed1 do not record"):
+        write_report(curve, unrecorded, "/ckpt", [0, 1])
+    allowed = benchmark_args(
+        tmp_path, "--demos", "1,2", "--seeds", "0,1", "--allow_mixed_provenance"
+    )
+    capsys.readouterr()
+    write_report(allowed, mixed, "/ckpt", [0, 1])
+    header = (tmp_path / "transfer.txt").read_text().splitlines()[1]
+    assert (
+        header
+        == "# MIXED: commits 0123456789ab, fedcba987654; CPU models AMD EPYC, family 25 model 17"
+    )
 
 
 def test_the_execution_is_named_in_the_budget_and_the_results_directory(tmp_path):
@@ -62,18 +122,22 @@ def test_the_execution_is_named_in_the_budget_and_the_results_directory(tmp_path
 
 def test_every_arm_of_a_target_trains_with_one_command_but_its_mode(tmp_path):
     args = benchmark_args(tmp_path, "--finetune_arg=--config.data.shuffle_buffer=64")
+    subset = "train[0:2]+train[5:6]"
     full, scratch = (
-        transfer_arms.finetune_argv(args, Arm(TARGET, mode, 1), "/ckpt", "/data", "/configs")
+        transfer_arms.finetune_argv(
+            args, Arm(TARGET, mode, 1, 2), "/ckpt", "/data", "/configs", subset
+        )
         for mode in ("full", "scratch")
     )
     differ = [(a, b) for a, b in zip(full, scratch, strict=True) if a != b]
     assert differ == [
         ("--config=/configs/finetune.py:full,language",
          "--config=/configs/finetune.py:scratch,language"),
-        (f"--workdir={tmp_path}/runs/wrist/full/seed1",
-         f"--workdir={tmp_path}/runs/wrist/scratch/seed1"),
+        (f"--workdir={tmp_path}/runs/wrist/2demos/full/seed1",
+         f"--workdir={tmp_path}/runs/wrist/2demos/scratch/seed1"),
     ]  # fmt: skip
     assert "--config.model.action_dim=4" in full and "--config.seed=1" in full
+    assert f"--config.dataset.split={subset}" in full  # both arms: the same demonstrations
     assert full[-1] == "--config.data.shuffle_buffer=64"
 
 
@@ -107,20 +171,37 @@ def test_a_camera_the_pretrained_model_lacks_gets_a_tokenizer_and_a_size():
 def test_a_saved_arm_is_reused_and_one_trained_with_another_command_is_refused(tmp_path):
     args = benchmark_args(tmp_path)
     # Any training call fails: no finetune.py to train through.
-    untrainable = transfer_arms.ArmSetup("/ckpt", ("primary",), EntryPoints("/configs", None))
-    arm = Arm(TARGET, "full", 0)
-    saved = ArmResult(arm, {"reach": (1, 1)}, 2.0, 1.0)
-    transfer_arms.save_result(transfer_arms.result_path(args, arm), saved)
+    untrainable = transfer_arms.ArmSetup("/ckpt", ("primary",), EntryPoints("/configs", None), HERE)
+    arm = Arm(TARGET, "full", 0, 2)
+    argv = tuple(transfer_arms.finetune_argv(args, arm, "/ckpt", "/data", "/configs"))
+    saved = made_at(ArmResult(arm, {"reach": (1, 1)}, 2.0, 1.0, command=argv))[0]
+    path = transfer_arms.result_path(args, arm)
+    transfer_arms.save_result(path, saved)
     assert transfer_arms.run_arm(args, arm, untrainable, "/data") == saved
+    # A result of other demonstrations (another collection, or another subset) is not reused.
+    with pytest.raises(ValueError, match=r"arm wrist/2demos/full/seed0: .* another command"):
+        transfer_arms.run_arm(args, arm, untrainable, "/data", "train[0:1]")
+    with pytest.raises(ValueError, match="another command"):
+        transfer_arms.run_arm(args, arm, untrainable, "/other_collection")
+    transfer_arms.check_saved_provenance(args, [arm], HERE)  # made here: fine before any work
+    elsewhere = dict(HERE, cpu="Intel Xeon")
+    with pytest.raises(ValueError, match="MIXED: .*Intel Xeon: this run"):
+        transfer_arms.check_saved_provenance(args, [arm], elsewhere)
+    mixing = benchmark_args(tmp_path, "--allow_mixed_provenance")
+    transfer_arms.check_saved_provenance(mixing, [arm], elsewhere)
 
     run = pathlib.Path(transfer_arms.run_dir(args, arm))
     run.mkdir(parents=True)
-    argv = transfer_arms.finetune_argv(args, arm, "/ckpt", "/data", "/configs")
-    record = {"argv": argv, "crop": True, "seconds": 7.5}
+    argv = list(argv)
+    record = {"argv": argv, "crop": True, "seconds": 7.5, "provenance": HERE}
     (run / "trained.json").write_text(json.dumps(record))
-    assert transfer_arms.train_arm(args, arm, untrainable, "/data") == 7.5
+    assert transfer_arms.train_arm(args, arm, untrainable, "/data") == (7.5, HERE)
     (run / "trained.json").write_text(json.dumps({**record, "argv": argv[:-1]}))
-    with pytest.raises(ValueError, match="arm wrist/full/seed0 .* trained with another command"):
+    with pytest.raises(ValueError, match="arm wrist/2demos/full/seed0 .* another command"):
+        transfer_arms.train_arm(args, arm, untrainable, "/data")
+    other_subset = transfer_arms.finetune_argv(args, arm, "/ckpt", "/data", "/configs", "train[:1]")
+    (run / "trained.json").write_text(json.dumps({**record, "argv": other_subset}))
+    with pytest.raises(ValueError, match="another command"):  # other demonstrations: not reused
         transfer_arms.train_arm(args, arm, untrainable, "/data")
 
 
@@ -166,3 +247,19 @@ def test_no_script_imports_a_script():
 @pytest.mark.parametrize("script", ["benchmark_transfer", "transfer_pretraining", "evaluate"])
 def test_the_scripts_are_thin_entry_points(script):
     assert len((SCRIPTS / f"{script}.py").read_text().splitlines()) <= 150
+
+
+def test_a_zero_shot_row_saved_before_commands_were_kept_is_made_again_and_kept_aside(tmp_path):
+    args = benchmark_args(tmp_path)
+    arm = Arm(TARGET, "zero_shot", 0)
+    path = transfer_arms.result_path(args, arm)
+    command = ("zero_shot", "/ckpt", "metaworld_wrist")
+    current = made_at(ArmResult(arm, {"reach": (1, 2)}, command=command))[0]
+    transfer_arms.save_result(path, current)
+    assert transfer_arms.reusable(path, arm, command) == current  # made by this command: reused
+    with pytest.raises(ValueError, match="zero_shot/seed0: .* another command"):
+        transfer_arms.reusable(path, arm, ("zero_shot", "/other_ckpt", "metaworld_wrist"))
+    old = ArmResult(arm, {"reach": (0, 2)})  # an older benchmark's: no command, no provenance
+    transfer_arms.save_result(path, old)
+    assert transfer_arms.reusable(path, arm, command) is None  # to be evaluated again
+    assert transfer_arms.load_result(path + ".unrecorded") == old  # and not lost

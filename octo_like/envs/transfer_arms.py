@@ -199,6 +199,13 @@ def save_result(path: str, result: ArmResult) -> None:
     os.replace(path + ".tmp", path)
 
 
+def arm_command(args, argv: list[str]) -> tuple[str, ...]:
+    """What makes an arm's result: its finetune.py command line, and the benchmark's
+    ``--no_crop``, which `set_cameras` applies to the config and the command line does not show
+    (`train_arm`'s trained.json records the same two)."""
+    return (*argv, *(["--no_crop"] if args.no_crop else []))
+
+
 def reusable(path: str, arm: Arm, command: tuple[str, ...]) -> ArmResult | None:
     """The result saved at `path` if `command` made it; None if there is none, or if it was
     saved before results kept their command (moved aside to ``*.unrecorded``, to be redone).
@@ -257,7 +264,8 @@ def run_arm(args, arm: Arm, setup: ArmSetup, data_root: str, split: str = "train
     it, with where each stage ran."""
     path = result_path(args, arm)
     argv = finetune_argv(args, arm, setup.pretrained, data_root, setup.programs.config_dir, split)
-    saved = reusable(path, arm, tuple(argv))
+    command = arm_command(args, argv)
+    saved = reusable(path, arm, command)
     if saved is not None:
         log.info("arm %s: reusing %s", arm.key, path)
         return saved
@@ -267,6 +275,6 @@ def run_arm(args, arm: Arm, setup: ArmSetup, data_root: str, split: str = "train
         args, checkpoint, arm.target.tasks, arm.target.variant
     )
     stages = {"train": trained_at, "evaluate": setup.provenance}
-    result = ArmResult(arm, per_task, train_seconds, eval_seconds, stages, tuple(argv))
+    result = ArmResult(arm, per_task, train_seconds, eval_seconds, stages, command)
     save_result(path, result)
     return result

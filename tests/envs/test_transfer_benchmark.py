@@ -183,6 +183,9 @@ def test_a_saved_arm_is_reused_and_one_trained_with_another_command_is_refused(t
         transfer_arms.run_arm(args, arm, untrainable, "/data", "train[0:1]")
     with pytest.raises(ValueError, match="another command"):
         transfer_arms.run_arm(args, arm, untrainable, "/other_collection")
+    fixed_camera = benchmark_args(tmp_path, "--no_crop")  # same command line, other cameras
+    with pytest.raises(ValueError, match="another command"):
+        transfer_arms.run_arm(fixed_camera, arm, untrainable, "/data")
     transfer_arms.check_saved_provenance(args, [arm], HERE)  # made here: fine before any work
     elsewhere = dict(HERE, cpu="Intel Xeon")
     with pytest.raises(ValueError, match="MIXED: .*Intel Xeon: this run"):

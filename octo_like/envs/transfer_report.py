@@ -61,11 +61,8 @@ def write_report(
     provenance = check_provenance(records, allow_mixed=args.allow_mixed_provenance)
     rows = transfer_summary.summarize(results)
     text = transfer_summary.table(rows)
-    header = [
-        budget_text(args, seeds, pretrained),
-        provenance,
-        f"command: {command_text(getattr(args, 'argv', None))}",
-    ]
+    command = command_text(getattr(args, "argv", None))
+    header = [budget_text(args, seeds, pretrained), provenance, f"command: {command}"]
     path = os.path.join(args.workdir, "transfer.png")
     if len(args.demo_counts) > 1:
         chart = transfer_charts.curve_chart(rows, path)
@@ -85,7 +82,7 @@ def write_report(
         exec_horizon=args.exec_horizon,
         ensemble_decay=args.ensemble_decay,
         provenance=provenance,
-        command=command_text(getattr(args, "argv", None)),
+        command=command,
         train_seconds=round(sum(r.train_seconds for r in results), 1),
         eval_seconds=round(sum(r.eval_seconds for r in results), 1),
     )

@@ -23,6 +23,7 @@ from octo_like.model.config import ModelConfig
 from octo_like.model.language import TextTokenizer, load_t5_encoder
 from octo_like.model.lora import merge_adapters
 from octo_like.model.octo_module import OctoModule
+from octo_like.model.one_shot import run_once
 from octo_like.model.random_draws import draw_together
 from octo_like.model.tokens import TokenGroup
 from octo_like.normalization import ArrayStatistics, NormalizationType, unnormalize_np
@@ -70,7 +71,7 @@ def initialize(
             rest = jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, replicated), rest)
         return params, rest
 
-    params, rest = jax.jit(states)(rng)
+    params, rest = run_once(jax.jit(states), rng)  # compiled for its one run
     return nnx.merge(graphdef, params, rest)
 
 

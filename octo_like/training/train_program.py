@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from octo_like.model.one_shot import run_once
 from octo_like.training import masks, sharding
 from octo_like.training.config import TrainConfig
 from octo_like.training.optimizer import OptimizerConfig, loop_learning_rate, make_optimizer
@@ -98,7 +99,7 @@ def build_program(
         # each moment buffer would be its own compiled op, then a copy); parameters made
         # elsewhere (a checkpoint, the default device) are first moved into theirs.
         params = jax.device_put(params, param_shardings)
-        state = jax.jit(initial_state, out_shardings=state_shardings)(params)
+        state = run_once(jax.jit(initial_state, out_shardings=state_shardings), params)
     train_step, eval_step = make_steps(
         graphdef,
         rest,

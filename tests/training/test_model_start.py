@@ -13,6 +13,7 @@ import numpy as np
 from flax import nnx
 
 import train
+from octo_like.model import one_shot
 from octo_like.model.octo_model import OctoModel
 from octo_like.training import model_start, run_data, sharding
 from octo_like.training.abstract_inputs import abstract_batch
@@ -125,3 +126,14 @@ def test_a_module_holding_other_arrays_than_weights_compiles_after_its_initializ
     batch = a_batch(example, started.program.batch_sharding)
     _, metrics = step(started.program.state, batch)
     assert np.isfinite(metrics["loss"])
+
+
+def test_the_programs_a_start_runs_once_are_compiled_for_one_run(tmp_path, monkeypatch):
+    """The initializers and the first optimizer state go through `one_shot.run_once`."""
+    asked = []
+    options = one_shot.one_shot_options
+    monkeypatch.setattr(one_shot, "one_shot_options", lambda: asked.append(1) or options())
+    config, mesh, make_initial, step_rng = debug_setup(tmp_path)
+    started = start_model(config, abstract_batch(config), mesh, make_initial, step_rng, fresh=True)
+    assert len(asked) == 2  # the initializers, then the train state's optimizer state
+    assert int(started.program.state.step) == 0

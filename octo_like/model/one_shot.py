@@ -4,8 +4,9 @@ state), compiled for their one run.
 XLA compiles them as it compiles a train step, whose kernels run thousands of times: on a CPU,
 LLVM's optimization past level 1 then costs compile time that one run never repays. `base` on
 a 2-core CPU (alone): the initializers compile in 3.9 s instead of 7.2 and run in 0.9 s instead
-of 0.8; the values differ by rounding only (tests/model/test_one_shot.py). Each start on every host pays these compiles (or reads
-them from the compilation cache, whose key includes the options).
+of 0.8; the values differ by rounding only (tests/model/test_one_shot.py). Each start on every
+host pays these compiles (or reads them from the compilation cache, whose key includes the
+options).
 """
 
 from __future__ import annotations

@@ -65,6 +65,12 @@ def get_config(arg: str = "full,language") -> ml_collections.ConfigDict:
     c.save_frozen_params = mode != "lora"
     c.lora = dict(rank=8, alpha=16.0, targets=("query", "key", "value", "out", "fc1", "fc2"))
     c.dataset = dict(name="", location="", split="train", weight=1.0)
+    # Regexes of reused parameters to start fresh anyway, e.g. ("^head/",) for a new head on
+    # the pretrained trunk, or ("^language_encoder/",) for a learned text encoder.
+    c.reinitialize = ()
+    # "data": normalize with the new data's statistics; "pretrained" / "pretrained:NAME": with
+    # the checkpoint's of the same / the named dataset (the same robot keeps its scaling).
+    c.statistics_from = "data"
 
     c.seed = 0
     c.num_steps = 5000

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from typing import Any
 
 from octo_like.data.dataset import Parallelism
 from octo_like.data.frame_transforms import AugmentConfig, CameraTransform
@@ -105,6 +106,10 @@ class DataConfig:
     frame: FrameTransformConfig = FrameTransformConfig()
     parallelism: Parallelism = Parallelism()
     extra_specs: Mapping[str, DatasetSpec] = dataclasses.field(default_factory=dict)
+    # {dataset name: DatasetStatistics.to_dict()}: normalize that dataset with these statistics
+    # instead of its own, e.g. fine-tuning that keeps the pretrained model's normalization of
+    # the same robot (finetune's ``statistics_from``), so reused weights see inputs as before.
+    fixed_statistics: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         if not self.datasets:
@@ -112,6 +117,11 @@ class DataConfig:
         names = [d.name for d in self.datasets]
         if len(set(names)) != len(names):
             raise ValueError(f"a dataset appears twice in the mixture: {names}")
+        strangers = sorted(set(self.fixed_statistics) - set(names))
+        if strangers:
+            raise ValueError(
+                f"fixed_statistics names dataset(s) {strangers} not in the mixture ({names})"
+            )
         if self.batch_size < 1 or self.shuffle_buffer < 1:
             raise ValueError("batch_size and shuffle_buffer must be >= 1")
 

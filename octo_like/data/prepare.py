@@ -241,7 +241,24 @@ def _open(source: DatasetSource, config: DataConfig) -> _Opened:
                 builder, spec, source.split, config.cameras,
                 skip_bad_episodes=config.skip_bad_episodes,
             ).dataset  # fmt: skip
-    return _Opened(source, spec, builder, fingerprint, cached, trajectories)
+    opened = _Opened(source, spec, builder, fingerprint, cached, trajectories)
+    fixed = config.fixed_statistics.get(source.name)
+    return opened if fixed is None else _with_fixed_statistics(opened, fixed)
+
+
+def _with_fixed_statistics(opened: _Opened, fixed) -> _Opened:
+    """`opened` normalized by the given statistics (`DataConfig.fixed_statistics`) instead of
+    its own, which are then neither read nor computed; their widths must be the data's."""
+    name = opened.spec.name
+    statistics = DatasetStatistics.from_dict(fixed, name)
+    own, given = opened.widths(), statistics_widths(statistics)
+    for field, width, expected in zip(("action", "proprio"), own, given, strict=True):
+        if width is not None and width != expected:
+            raise ValueError(
+                f"dataset {name!r}: the fixed statistics describe a {field} of width {expected}"
+                f", the data's {field} has width {width}"
+            )
+    return dataclasses.replace(opened, cached=statistics)
 
 
 def _prepared(dataset: _Opened, config: DataConfig) -> PreparedDataset:

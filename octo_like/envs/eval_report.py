@@ -52,6 +52,7 @@ class EvalReport:
     latency_ms: dict[str, Any] | None = None
     conditioning: str = "language"  # how the agent was told the task (evaluation.CONDITIONINGS)
     image_size: int | None = None  # side of the rendered images (None: the variant's own)
+    instruction: str = "canonical"  # which words a language-conditioned agent heard
 
     def per_task(self) -> dict[str, dict[str, Any]]:
         rows = {}
@@ -89,7 +90,8 @@ class EvalReport:
             )
         lines.append("miss cm: median distance from object to goal at the end of failed episodes")
         rendered = f"{self.image_size} px" if self.image_size else "the variant's size"
-        lines.append(f"conditioned on {self.conditioning}; images rendered at {rendered}")
+        told = "" if self.instruction == "canonical" else f" ({self.instruction} instruction)"
+        lines.append(f"conditioned on {self.conditioning}{told}; images rendered at {rendered}")
         lines.append(
             f"{self.env_steps} env steps in {self.seconds:.1f} s "
             f"({self.env_steps / max(self.seconds, 1e-9):.0f} steps/s)"
@@ -109,6 +111,7 @@ class EvalReport:
             "agent": self.agent,
             "variant": self.variant,
             "conditioning": self.conditioning,
+            "instruction": self.instruction,
             "image_size": self.image_size,
             "per_task": self.per_task(),
             "env_steps": self.env_steps,

@@ -10,7 +10,7 @@ import argparse
 import os
 
 from octo_like.envs.eval_report import EvalReport
-from octo_like.envs.evaluation import CONDITIONINGS, EvalConfig, evaluate
+from octo_like.envs.evaluation import CONDITIONINGS, INSTRUCTIONS, EvalConfig, evaluate
 from octo_like.envs.tasks import DEFAULT_TASKS
 from octo_like.inference.cli import add_policy_arguments
 
@@ -34,6 +34,10 @@ def parse_args(argv=None, description: str | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--conditioning", default="language", choices=CONDITIONINGS,
         help="how the policy is told the task (goal images: the expert's last frame)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--instruction", default="canonical", choices=INSTRUCTIONS,
+        help="language: the task's first phrasing, its second, or none (the scene alone)",
     )  # fmt: skip
     parser.add_argument("--video_dir", default=None)
     parser.add_argument("--video_episodes", type=int, default=2, help="videos per task")
@@ -93,6 +97,7 @@ def run(args: argparse.Namespace) -> EvalReport:
         video_episodes=args.video_episodes,
         video_format=args.video_format,
         conditioning=args.conditioning,
+        instruction=args.instruction,
     )
     report = evaluate(agent, config, gl_backend=args.gl, progress=not args.no_progress)
     print(report.table())

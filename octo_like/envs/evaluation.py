@@ -1,6 +1,8 @@
 """Closed-loop evaluation: roll an agent out in parallel MetaWorld workers, report success.
 
-The policy is told the task by the task's first instruction (``conditioning="language"``), by goal
+The policy is told the task by the task's first instruction (``conditioning="language"``; or its
+second phrasing, or nothing, with ``instruction="alternate"`` / ``"empty"``: does it follow the
+words or recognize the scene?), by goal
 images (``"goal"``: the last frame of the scripted expert playing out the same scene first, as a
 goal-conditioned Octo is evaluated with a photo of the finished task), or by both
 (``"language+goal"``).
@@ -30,6 +32,7 @@ from octo_like.envs.variants import get_variant
 from octo_like.envs.worker import EnvPool
 
 CONDITIONINGS = ("language", "goal", "language+goal")
+INSTRUCTIONS = ("canonical", "alternate", "empty")  # what a language-conditioned policy hears
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +52,7 @@ class EvalConfig:
     video_episodes: int = 2
     video_format: str = "mp4"
     conditioning: str = "language"
+    instruction: str = "canonical"
 
     def __post_init__(self):
         object.__setattr__(self, "tasks", parse_tasks(self.tasks))
@@ -61,6 +65,16 @@ class EvalConfig:
             raise ValueError(
                 f"conditioning must be one of {CONDITIONINGS}, got {self.conditioning!r}"
             )
+        if self.instruction not in INSTRUCTIONS:
+            raise ValueError(f"instruction must be one of {INSTRUCTIONS}, got {self.instruction!r}")
+
+
+def told_instruction(task: str, which: str) -> str:
+    """The words the policy hears for `task`: its canonical phrasing, its second one (the first
+    where it has one only) or "" (`INSTRUCTIONS`)."""
+    phrasings = get_task(task).instructions
+    return {"canonical": phrasings[0], "alternate": phrasings[min(1, len(phrasings) - 1)],
+            "empty": ""}[which]  # fmt: skip
 
 
 def episode_seed(seed: int, task: str, episode: int) -> int:
@@ -123,7 +137,7 @@ def evaluate(
             (reset,) = pool.call(
                 "reset", [dict(seed=seed, with_expert=agent.needs_expert)], workers=[worker]
             )
-            instruction = get_task(task).instructions[0]
+            instruction = told_instruction(task, config.instruction)
             if "language" not in config.conditioning:
                 instruction = None
             agent.reset(worker, task, instruction, goal)
@@ -162,6 +176,7 @@ def evaluate(
         agent=agent.name,
         variant=config.variant,
         conditioning=config.conditioning,
+        instruction=config.instruction,
         image_size=config.image_size,
         tasks=config.tasks,
         episodes=results,

@@ -114,12 +114,14 @@ def run_dir(args, arm: Arm) -> str:
 
 
 def evaluation_tag(args) -> str:
-    """Names how rows were evaluated, e.g. ``receding-h2-150steps-20eps-seed0``: results of
-    other execution settings live beside each other, never reused for one another."""
+    """Names how rows were evaluated, e.g. ``receding-h2-150steps-20eps-seed0`` (with
+    ``-empty`` / ``-alternate`` for another instruction): results of other execution settings
+    live beside each other, never reused for one another."""
     execution = args.execution + (f"-h{args.exec_horizon}" if args.exec_horizon else "")
     if args.execution == "ensemble":
         execution += f"-d{args.ensemble_decay:g}"
-    return f"{execution}-{args.max_steps}steps-{args.eval_episodes}eps-seed{args.eval_seed}"
+    told = "" if args.instruction == "canonical" else f"-{args.instruction}"
+    return f"{execution}-{args.max_steps}steps-{args.eval_episodes}eps-seed{args.eval_seed}{told}"
 
 
 def result_path(args, arm: Arm) -> str:
@@ -163,7 +165,8 @@ def train_arm(
 
 def evaluate_checkpoint(args, checkpoint: str, tasks, variant: str, dataset_name=None):
     """Closed-loop ``{task: (successes, episodes)}`` of a checkpoint and the seconds it took,
-    executed as every other row is (--execution, --exec_horizon, --ensemble_decay)."""
+    executed and told as every other row is (--execution, --exec_horizon, --ensemble_decay,
+    --instruction)."""
     argv = [
         f"--checkpoint={checkpoint}",
         f"--tasks={','.join(tasks)}",
@@ -174,6 +177,7 @@ def evaluate_checkpoint(args, checkpoint: str, tasks, variant: str, dataset_name
         f"--workers={args.workers}",
         f"--execution={args.execution}",
         f"--ensemble_decay={args.ensemble_decay}",
+        f"--instruction={args.instruction}",
         *([f"--exec_horizon={args.exec_horizon}"] if args.exec_horizon else []),
         *([f"--dataset_name={dataset_name}"] if dataset_name else []),
         "--no_progress",

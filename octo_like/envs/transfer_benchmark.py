@@ -16,6 +16,7 @@ import sys
 
 from octo_like.envs import provenance, transfer
 from octo_like.envs.demo_subsets import plan_splits
+from octo_like.envs.evaluation import INSTRUCTIONS
 from octo_like.envs.tasks import TASKS
 from octo_like.envs.transfer_arms import (
     ArmSetup,
@@ -87,6 +88,10 @@ def parse_args(argv=None, description: str | None = None) -> argparse.Namespace:
         "--exec_horizon", type=int, default=None, help="receding: actions per chunk (default H)"
     )
     parser.add_argument("--ensemble_decay", type=float, default=0.0)
+    parser.add_argument(
+        "--instruction", choices=INSTRUCTIONS, default="canonical",
+        help="what every row hears: each task's first phrasing, its second, or nothing",
+    )  # fmt: skip
     parser.add_argument(
         "--own_tasks",
         default=None,

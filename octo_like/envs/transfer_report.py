@@ -21,11 +21,14 @@ from octo_like.envs.transfer import ArmResult
 
 
 def execution_text(args) -> str:
-    """How every row executed its chunks, e.g. ``receding, 2 actions/chunk``."""
+    """How every row executed its chunks and was told its task, e.g. ``receding, 2
+    actions/chunk`` (``..., empty instruction`` when not the canonical phrasing)."""
+    instruction = args.instruction
     return (
         f"{args.execution}"
         + (f", {args.exec_horizon} actions/chunk" if args.exec_horizon else "")
         + (f", decay {args.ensemble_decay}" if args.execution == "ensemble" else "")
+        + ("" if instruction == "canonical" else f", {instruction} instruction")
     )
 
 

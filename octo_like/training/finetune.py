@@ -59,21 +59,24 @@ MODE_TRAINABLE: Mapping[str, tuple[str, ...]] = MappingProxyType(
 )
 Shape = tuple[int, ...]
 _SHOWN_PATTERNS = 12
+T5_PREFIX = "language_encoder/"
 
 
 @dataclasses.dataclass(frozen=True)
 class ReuseReport:
-    """Parameters by fate, each ``{path: shape}`` (mismatched: ``{path: (pretrained, new)}``)."""
+    """Parameters by fate, each ``{path: shape}`` (mismatched: ``{path: (pretrained, new)}``;
+    reinitialized: in the checkpoint, but named by the run's ``reinitialize`` regexes)."""
 
     reused: Mapping[str, Shape]
     new: Mapping[str, Shape]
     dropped: Mapping[str, Shape]
     mismatched: Mapping[str, tuple[Shape, Shape]]
+    reinitialized: Mapping[str, Shape] = dataclasses.field(default_factory=dict)
 
     @property
     def initialized(self) -> set[str]:
-        """Paths that keep their fresh initialization (new and shape-mismatched)."""
-        return set(self.new) | set(self.mismatched)
+        """Paths that keep their fresh initialization (new, shape-mismatched, reinitialized)."""
+        return set(self.new) | set(self.mismatched) | set(self.reinitialized)
 
     def counts(self) -> dict[str, tuple[int, int]]:
         """``{status: (tensors, scalars)}``; mismatched counts the NEW shapes."""
@@ -81,6 +84,7 @@ class ReuseReport:
             "reused": list(self.reused.values()),
             "new": list(self.new.values()),
             "mismatched": [new for _, new in self.mismatched.values()],
+            "reinitialized": list(self.reinitialized.values()),
             "dropped": list(self.dropped.values()),
         }
         return {k: (len(v), sum(int(np.prod(s)) for s in v)) for k, v in shapes.items()}
@@ -92,15 +96,16 @@ class ReuseReport:
             ("reused", self.reused),
             ("new", self.new),
             ("mismatched", {p: new for p, (_, new) in self.mismatched.items()}),
+            ("reinitialized", self.reinitialized),
             ("dropped", self.dropped),
         ):
             for path, shape in entries.items():
                 row = rows.setdefault((status, module_of(path)), [0, 0])
                 row[0] += 1
                 row[1] += int(np.prod(shape))
-        lines = [f"  {'status':<11}{'tensors':>8}{'parameters':>13}  module"]
+        lines = [f"  {'status':<14}{'tensors':>8}{'parameters':>13}  module"]
         lines += [
-            f"  {status:<11}{tensors:>8}{scalars:>13,}  {module}"
+            f"  {status:<14}{tensors:>8}{scalars:>13,}  {module}"
             for (status, module), (tensors, scalars) in rows.items()
         ]
         if self.mismatched:
@@ -126,33 +131,40 @@ def module_of(path: str) -> str:
     return "/".join(parts[:2])
 
 
-def reuse_parameters(new_params: Any, pretrained_params: Any) -> tuple[dict, ReuseReport]:
-    """Copies every pretrained parameter whose path and shape match into `new_params`.
+def reuse_parameters(
+    new_params: Any, pretrained_params: Any, reinitialize: tuple[str, ...] = ()
+) -> tuple[dict, ReuseReport]:
+    """Copies every pretrained parameter whose path and shape match into `new_params`, but
+    those whose path a `reinitialize` regex finds (``re.search``): they keep their fresh values.
 
     Both are an ``nnx.State`` of Params or its pure dict. Returns the merged pure dict (the
     structure and dtypes of `new_params`) and the report.
     """
     new = flat_params(new_params)
     old = flat_params(pretrained_params)
-    values, reused, fresh, mismatched = {}, {}, {}, {}
+    fresh_again = [re.compile(p) for p in reinitialize]
+    values, reused, fresh, mismatched, reinitialized = {}, {}, {}, {}, {}
     for path, leaf in new.items():
         shape = tuple(np.shape(leaf))
         values[path] = leaf
         if path not in old:
             fresh[path] = shape
+        elif any(r.search(path) for r in fresh_again):
+            reinitialized[path] = shape
         elif tuple(np.shape(old[path])) != shape:
             mismatched[path] = (tuple(np.shape(old[path])), shape)
         else:
             values[path] = jax.numpy.asarray(old[path], dtype=leaf.dtype)
             reused[path] = shape
     dropped = {p: tuple(np.shape(v)) for p, v in old.items() if p not in new}
-    return fill(new_params, values), ReuseReport(reused, fresh, dropped, mismatched)
+    report = ReuseReport(reused, fresh, dropped, mismatched, reinitialized)
+    return fill(new_params, values), report
 
 
 def reusable_from_scratch(pretrained_params: Any, same_t5: bool) -> dict[str, Any]:
     """What a ``scratch`` run takes from the checkpoint: a frozen T5 encoder's weights (both
     arms of a comparison condition on the same published text model), nothing else."""
-    return select(pretrained_params, lambda path: same_t5 and path.startswith("language_encoder/"))
+    return select(pretrained_params, lambda path: same_t5 and path.startswith(T5_PREFIX))
 
 
 def frozen_by_mode(report: ReuseReport, mode: str) -> set[str]:
@@ -202,6 +214,7 @@ class FinetuneSource:
     mode: str
     task: str
     save_frozen_params: bool
+    reinitialize: tuple[str, ...] = ()
 
 
 class PretrainedInitializer:
@@ -266,9 +279,10 @@ class PretrainedInitializer:
             sharding=new_layout,
         )
         state = nnx.state(model.module, nnx.Param)
+        _check_reinitialize(source.reinitialize, list(flat_params(state)), same_t5)
         if source.mode == "scratch":
             pretrained_params = reusable_from_scratch(pretrained_params, same_t5)
-        merged, report = reuse_parameters(state, pretrained_params)
+        merged, report = reuse_parameters(state, pretrained_params, source.reinitialize)
         nnx.replace_by_pure_dict(state, merged)
         nnx.update(model.module, state)
         self.report = report
@@ -297,6 +311,27 @@ class PretrainedInitializer:
                     source.pretrained_path, source.pretrained_step, pretrained_params, referenced
                 )
         return InitialModel(model, patterns, base)
+
+
+def _check_reinitialize(patterns: tuple[str, ...], paths: list[str], same_t5: bool) -> None:
+    """A `reinitialize` regex that finds no parameter of the model is a typo, not a no-op; one
+    that finds the frozen T5 encoder would leave it random and frozen."""
+    idle = [p for p in patterns if not any(re.search(p, path) for path in paths)]
+    if idle:
+        modules = sorted({module_of(path) for path in paths})
+        raise ConfigError(
+            f"config.reinitialize: {idle} match no parameter of the model (its modules: "
+            f"{', '.join(modules)})"
+        )
+    frozen_t5 = [
+        p for p in patterns
+        if same_t5 and any(re.search(p, path) for path in paths if path.startswith(T5_PREFIX))
+    ]  # fmt: skip
+    if frozen_t5:
+        raise ConfigError(
+            f"config.reinitialize: {frozen_t5} match the frozen T5 language encoder, which "
+            "no run trains: it would stay random"
+        )
 
 
 def _check_action_dim(batch: Mapping[str, Any], action_dim: int) -> None:

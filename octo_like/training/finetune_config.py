@@ -3,7 +3,14 @@
 The fine-tuning config holds the keys of a pretraining config, except ``mix`` / ``data_dir``
 (the data is named by ``dataset``), plus::
 
-    pretrained_path, pretrained_step, mode, task, save_frozen_params, lora, dataset
+    pretrained_path, pretrained_step, mode, task, save_frozen_params, lora, dataset,
+    reinitialize, statistics_from
+
+``reinitialize``: regexes of parameter paths (e.g. ``^head/``, ``^language_encoder/``) that keep
+their fresh initialization although the checkpoint has them. ``statistics_from``: ``data`` (the
+new data's own statistics normalize it), ``pretrained`` (the checkpoint's statistics of the
+dataset of the same name: reused weights see actions and proprio scaled as in pretraining) or
+``pretrained:NAME`` (those of dataset NAME in the checkpoint).
 
 Its ``model`` section is read against the pretrained model's config: a value left None is the
 pretrained model's (``transformer``, ``language``, ``goal_image_cameras``, ``dtype``, ``remat``,
@@ -33,6 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from difflib import get_close_matches
 from typing import Any
@@ -42,6 +50,7 @@ import orbax.checkpoint as ocp
 from octo_like import storage
 from octo_like.config.typed import ConfigError, build, to_plain
 from octo_like.data.config import DatasetSource
+from octo_like.data.oxe.registry import get_dataset_spec
 from octo_like.data.oxe.spec import DatasetSpec
 from octo_like.model.checkpoint_layout import LANGUAGE_ASSETS, read_only_manager
 from octo_like.model.config import LoraConfig, ModelConfig
@@ -76,6 +85,8 @@ class _FinetuneKeys:
     pretrained_step: int | None = None
     save_frozen_params: bool = True
     lora: LoraConfig = LoraConfig()
+    reinitialize: tuple[str, ...] = ()
+    statistics_from: str = "data"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +98,8 @@ class PretrainedInfo:
     config: ModelConfig
     input_spec: dict
     dataset_names: tuple[str, ...] = ()  # whose statistics it holds: the datasets it trained on
+    # {dataset name: its checkpoint entry (statistics, normalization, action normalization mask)}
+    statistics: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def read_pretrained(path: str, step: int | None = None) -> PretrainedInfo:
@@ -122,8 +135,8 @@ def read_pretrained(path: str, step: int | None = None) -> PretrainedInfo:
             config.language, checkpoint_dir=storage.join(path, LANGUAGE_ASSETS)
         )
         config = dataclasses.replace(config, language=language)
-    names = tuple(items["dataset_statistics"] or ())
-    return PretrainedInfo(path, step, config, items["input_spec"], names)
+    statistics = dict(items["dataset_statistics"] or {})
+    return PretrainedInfo(path, step, config, items["input_spec"], tuple(statistics), statistics)
 
 
 def _steps(path: str) -> list[int]:
@@ -165,6 +178,7 @@ def parse_finetune_config(config: Any, workdir: str) -> tuple[TrainConfig, Finet
     data = dict(raw.get("data", {}))
     data["datasets"] = [dataclasses.asdict(keys.dataset)]
     data["extra_specs"] = _extra_specs(data.get("extra_specs") or {})
+    data["fixed_statistics"] = _fixed_statistics(keys, pretrained, data)
     data["frame"] = _frame_with_sizes(data.get("frame", {}), pretrained, _read_cameras(model))
     trajectory = data.get("trajectory", {})
     model["window"] = trajectory.get("window", model["window"])
@@ -181,8 +195,60 @@ def parse_finetune_config(config: Any, workdir: str) -> tuple[TrainConfig, Finet
         mode=keys.mode,
         task=keys.task,
         save_frozen_params=keys.save_frozen_params,
+        reinitialize=_regexes(keys.reinitialize, "config.reinitialize"),
     )
     return typed, source
+
+
+def _fixed_statistics(
+    keys: _FinetuneKeys, pretrained: PretrainedInfo, data: Mapping[str, Any]
+) -> dict[str, Any]:
+    """``data.fixed_statistics`` of `keys.statistics_from` (module docstring): {} for the new
+    data's own, else the checkpoint's statistics of the named dataset, whose normalization and
+    action mask must be the new data's (else the reused weights would see other units)."""
+    choice = keys.statistics_from
+    if choice == "data":
+        return {}
+    kind, _, name = choice.partition(":")
+    if kind != "pretrained" or (choice != "pretrained" and not name):
+        raise ConfigError(
+            f"config.statistics_from: {choice!r} is none of 'data', 'pretrained', 'pretrained:NAME'"
+        )
+    name = name or keys.dataset.name
+    if name not in pretrained.statistics:
+        raise ConfigError(
+            f"config.statistics_from: the checkpoint {pretrained.checkpoint_dir} holds no "
+            f"statistics of dataset {name!r} (it has {sorted(pretrained.statistics)})"
+        )
+    entry = pretrained.statistics[name]
+    normalization = str(data.get("normalization", "normal"))
+    if entry["normalization"] != normalization:
+        raise ConfigError(
+            f"config.statistics_from: dataset {name!r} was normalized {entry['normalization']!r} "
+            f"in pretraining, this run normalizes {normalization!r} (set data.normalization)"
+        )
+    specs = {k: DatasetSpec.from_dict(v) for k, v in data["extra_specs"].items()}
+    try:
+        mask = get_dataset_spec(keys.dataset.name, specs).action_normalization_mask
+    except ValueError as error:
+        raise ConfigError(f"config.dataset.name: {error}") from error
+    mask = None if mask is None else list(mask)
+    if entry["action_normalization_mask"] != mask:
+        raise ConfigError(
+            f"config.statistics_from: dataset {name!r}'s action normalization mask "
+            f"{entry['action_normalization_mask']} is not {keys.dataset.name!r}'s {mask}"
+        )
+    return {keys.dataset.name: entry["statistics"]}
+
+
+def _regexes(patterns: tuple[str, ...], where: str) -> tuple[str, ...]:
+    """`patterns`, each checked to compile (a typo'd regex fails before any weight loads)."""
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as error:
+            raise ConfigError(f"{where}: {pattern!r} is not a regex: {error}") from error
+    return tuple(patterns)
 
 
 def resolve_model(overrides: Mapping[str, Any], pretrained: ModelConfig) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from octo_like.data.pipeline import make_pipeline
 from octo_like.data.presets import single_dataset_config
 from octo_like.envs.agents import ExpertAgent, PolicyAgent, RandomAgent
 from octo_like.envs.demos import CollectionConfig, collect_demonstrations
-from octo_like.envs.evaluation import EvalConfig, evaluate
+from octo_like.envs.evaluation import EvalConfig, evaluate, told_instruction
 from octo_like.envs.tasks import get_task
 from octo_like.envs.variants import get_variant
 from octo_like.envs.worker import EnvPool, WorkerError
@@ -272,6 +272,28 @@ def test_evaluation_tells_the_agent_the_task_as_configured(conditioning):
     if goal is not None:
         assert list(goal) == ["primary"] and goal["primary"].shape == (64, 64, 3)
     assert report.per_task()["reach"]["successes"] == 1  # the expert still solves the scene
+
+
+@pytest.mark.parametrize(
+    "which, expected",
+    [
+        ("canonical", "reach to the goal"),
+        ("alternate", "move the gripper to the target position"),
+        ("empty", ""),
+    ],  # fmt: skip
+)
+def test_the_agent_hears_the_configured_instruction(which, expected):
+    """The language-interference check: the same scene told in other words, or in none."""
+    assert told_instruction("reach", which) == expected
+    config = EvalConfig(tasks=("reach",), episodes_per_task=1, max_episode_steps=2, workers=1,
+                        instruction=which)  # fmt: skip
+    agent = _RecordingAgent()
+    report = evaluate(agent, config, progress=False)
+    assert [instruction for _, instruction, _ in agent.resets] == [expected]
+    assert report.to_json()["instruction"] == which
+    assert ("instruction)" in report.table()) == (which != "canonical")
+    with pytest.raises(ValueError, match="instruction must be one of .* got 'none'"):
+        EvalConfig(tasks=("reach",), instruction="none")
 
 
 class _SizedAgent(RandomAgent):

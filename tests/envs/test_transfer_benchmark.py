@@ -118,6 +118,9 @@ def test_the_execution_is_named_in_the_budget_and_the_results_directory(tmp_path
     assert "(max 4 steps, ensemble, decay 0.5)" in budget_text(ensemble, [0, 1], "/ckpt")
     assert transfer_arms.evaluation_tag(receding) == "receding-4steps-1eps-seed0"
     assert transfer_arms.evaluation_tag(ensemble) == "ensemble-d0.5-4steps-1eps-seed0"
+    silent = benchmark_args(tmp_path, "--instruction", "empty")  # the words matter? none told
+    assert execution_text(silent) == "receding, empty instruction"
+    assert transfer_arms.evaluation_tag(silent) == "receding-4steps-1eps-seed0-empty"
 
 
 def test_every_arm_of_a_target_trains_with_one_command_but_its_mode(tmp_path):

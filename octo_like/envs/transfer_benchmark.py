@@ -72,6 +72,11 @@ def parse_args(argv=None, description: str | None = None) -> argparse.Namespace:
         help="demonstrations per target task; several (5,10,25,50) measure a curve, each seed's "
         "smaller sets nested in its larger ones (the largest is collected)",
     )
+    parser.add_argument(
+        "--collect_demos", type=int, default=None,
+        help="demonstrations per task to collect (default: the largest --demos): a run of a "
+        "curve's first counts that collects its last draws the same subsets as the whole curve",
+    )  # fmt: skip
     parser.add_argument("--val_demos", type=int, default=2, help="validation episodes per task")
     parser.add_argument("--collect_seed", type=int, default=1, help="seed of the target demos")
     parser.add_argument("--steps", type=int, default=1500, help="training steps of every arm")
@@ -118,7 +123,11 @@ def parse_args(argv=None, description: str | None = None) -> argparse.Namespace:
         parser.error(f"--demos takes whole numbers separated by commas, got {args.demos!r}")
     if not args.demo_counts or args.demo_counts[0] < 1:
         parser.error(f"--demos needs positive counts, got {args.demos!r}")
-    args.demos = args.demo_counts[-1]  # collected per task; the smaller counts are subsets
+    # Collected per task; every count is a subset. The subsets depend on how many were
+    # collected, not on the counts asked for (`demo_subsets`).
+    args.demos = args.collect_demos or args.demo_counts[-1]
+    if args.demos < args.demo_counts[-1]:
+        parser.error(f"--collect_demos {args.demos} is below the largest --demos count")
     return args
 
 

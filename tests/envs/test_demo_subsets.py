@@ -60,6 +60,9 @@ def test_every_task_gets_the_count_and_each_subset_holds_the_smaller_ones():
     assert [reach[j] for j in alone] == [i for i in chosen[2] if tasks[i] == "reach"]
     with pytest.raises(ValueError, match="task 'drawer-open': 7 demonstrations asked for, 6"):
         demo_splits(tasks, [7], seed=0)
+    # The curve's first counts, run alone (--demos 2,4 --collect_demos 6), draw what the
+    # whole curve draws: a curve can be spread over several sittings.
+    assert demo_splits(tasks, [2, 4], seed=0) == {2: splits[2], 4: splits[4]}
 
 
 @pytest.fixture(scope="module")

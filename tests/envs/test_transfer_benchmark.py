@@ -72,6 +72,10 @@ def test_the_curve_flags_take_several_counts_and_collect_the_largest(tmp_path):
     for bad in ("5,x", "0,5", ""):
         with pytest.raises(SystemExit):
             benchmark_args(tmp_path, "--demos", bad)
+    first = benchmark_args(tmp_path, "--demos", "5,10", "--collect_demos", "50")
+    assert first.demo_counts == (5, 10) and first.demos == 50  # the whole curve's collection
+    with pytest.raises(SystemExit):
+        benchmark_args(tmp_path, "--demos", "5,10", "--collect_demos", "8")
 
 
 def test_a_report_of_one_commit_and_machine_passes_and_a_mixed_one_is_refused_or_flagged(

@@ -51,7 +51,7 @@ def collect_target_data(args, target: Target) -> str:
         seed=args.collect_seed,
     )
     return ensure_demonstrations(
-        os.path.join(args.workdir, "data", target.name), config, workers=args.workers
+        os.path.join(args.data_dir, target.name), config, workers=args.workers
     )
 
 

@@ -78,6 +78,11 @@ def parse_args(argv=None, description: str | None = None) -> argparse.Namespace:
         "curve's first counts that collects its last draws the same subsets as the whole curve",
     )  # fmt: skip
     parser.add_argument("--val_demos", type=int, default=2, help="validation episodes per task")
+    parser.add_argument(
+        "--data_dir", default=None,
+        help="where targets' demonstrations are collected (default: WORKDIR/data): benchmarks "
+        "of several recipes, one workdir each, can share one collection",
+    )  # fmt: skip
     parser.add_argument("--collect_seed", type=int, default=1, help="seed of the target demos")
     parser.add_argument("--steps", type=int, default=1500, help="training steps of every arm")
     parser.add_argument("--batch_size", type=int, default=32)
@@ -117,6 +122,8 @@ def parse_args(argv=None, description: str | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     args.workdir = os.path.abspath(os.path.expanduser(args.workdir))
+    data_dir = args.data_dir or os.path.join(args.workdir, "data")
+    args.data_dir = os.path.abspath(os.path.expanduser(data_dir))
     try:
         args.demo_counts = tuple(sorted({int(c) for c in args.demos.split(",") if c.strip()}))
     except ValueError:

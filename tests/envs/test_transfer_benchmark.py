@@ -76,6 +76,9 @@ def test_the_curve_flags_take_several_counts_and_collect_the_largest(tmp_path):
     assert first.demo_counts == (5, 10) and first.demos == 50  # the whole curve's collection
     with pytest.raises(SystemExit):
         benchmark_args(tmp_path, "--demos", "5,10", "--collect_demos", "8")
+    assert first.data_dir == str(tmp_path / "data")  # one workdir, its own collection
+    shared = benchmark_args(tmp_path / "recipe_b", "--data_dir", str(tmp_path / "data"))
+    assert shared.data_dir == first.data_dir  # several recipes' workdirs, one collection
 
 
 def test_a_report_of_one_commit_and_machine_passes_and_a_mixed_one_is_refused_or_flagged(

@@ -134,6 +134,7 @@ class ArmResult:
     # What made it: the finetune.py command line (which names the demonstrations), or the
     # zero-shot checkpoint; a saved result is reused only for the same (`transfer_arms`).
     command: tuple[str, ...] = ()
+    step: int | None = None  # the checkpoint step evaluated (None: not recorded, or zero-shot)
 
     @property
     def successes(self) -> int:
@@ -156,6 +157,7 @@ class ArmResult:
             "eval_seconds": round(self.eval_seconds, 1),
             "provenance": self.provenance,
             "command": list(self.command),
+            "step": self.step,
         }
 
     @classmethod
@@ -169,6 +171,7 @@ class ArmResult:
             float(blob.get("eval_seconds", 0.0)),
             dict(blob.get("provenance", {})),
             tuple(blob.get("command", ())),
+            None if blob.get("step") is None else int(blob["step"]),
         )
 
     def provenance_records(self) -> list[dict[str, str]]:

@@ -61,7 +61,9 @@ def finetune_argv(
     """The finetune.py command line of `arm`: identical for every mode but the mode itself.
     `split`: the arm's demonstrations (`demo_subsets`), the same for both arms of a seed."""
     variant = get_variant(arm.target.variant)
-    steps = args.steps
+    steps, every = args.steps, checkpoint_every(args)
+    # Every checkpoint kept when several are saved, for the --select rule to choose among.
+    keep = [f"--config.checkpoint.keep_last={steps // every + 1}"] if every != steps else []
     return [
         "finetune.py",
         f"--config={config_dir}/finetune.py:{arm.mode},language",
@@ -75,14 +77,45 @@ def finetune_argv(
         f"--config.num_steps={steps}",
         f"--config.data.batch_size={args.batch_size}",
         f"--config.optimizer.warmup_steps={max(1, min(250, steps // 10))}",
-        f"--config.checkpoint.save_every={steps}",
-        f"--config.eval_every={steps}",
+        f"--config.checkpoint.save_every={every}",
+        *keep,
+        f"--config.eval_every={every}",
         f"--config.log_every={max(1, min(100, steps // 10))}",
         "--config.tensorboard=False",
         # One XLA cache for all arms: seeds and full/scratch compile the same step.
         f"--config.compilation_cache={os.path.join(args.workdir, 'compilation_cache')}",
         *args.finetune_arg,
     ]
+
+
+def checkpoint_every(args) -> int:
+    """Steps between an arm's checkpoints and validation losses (--checkpoint_every; default:
+    only the last step)."""
+    return args.checkpoint_every or args.steps
+
+
+def selected_step(args, arm: Arm) -> int:
+    """The checkpoint step of `arm` that `--select` evaluates: the last, or (``val_loss``) the
+    saved step with the lowest validation loss, the later one on a tie."""
+    every = checkpoint_every(args)
+    saved = {*range(every, args.steps + 1, every), args.steps}
+    if args.select == "last":
+        return args.steps
+    from octo_like.training.metrics import METRICS_FILE, read_jsonl
+
+    path = os.path.join(run_dir(args, arm), METRICS_FILE)
+    entries = read_jsonl(path) if os.path.exists(path) else []
+    losses = {
+        int(e["step"]): float(e["loss"])
+        for e in entries
+        if e.get("split") == "val" and int(e["step"]) in saved and "loss" in e
+    }
+    if not losses:
+        raise ValueError(
+            f"arm {arm.key}: {path} has no validation loss at a saved step ({sorted(saved)}): "
+            "--select val_loss needs validation episodes (--val_demos)"
+        )
+    return min(losses, key=lambda step: (losses[step], -step))
 
 
 def set_cameras(
@@ -121,7 +154,11 @@ def evaluation_tag(args) -> str:
     if args.execution == "ensemble":
         execution += f"-d{args.ensemble_decay:g}"
     told = "" if args.instruction == "canonical" else f"-{args.instruction}"
-    return f"{execution}-{args.max_steps}steps-{args.eval_episodes}eps-seed{args.eval_seed}{told}"
+    chosen = "" if args.select == "last" else f"-{args.select}"
+    return (
+        f"{execution}-{args.max_steps}steps-{args.eval_episodes}eps-seed{args.eval_seed}"
+        f"{told}{chosen}"
+    )
 
 
 def result_path(args, arm: Arm) -> str:
@@ -163,12 +200,15 @@ def train_arm(
     return seconds, setup.provenance
 
 
-def evaluate_checkpoint(args, checkpoint: str, tasks, variant: str, dataset_name=None):
-    """Closed-loop ``{task: (successes, episodes)}`` of a checkpoint and the seconds it took,
-    executed and told as every other row is (--execution, --exec_horizon, --ensemble_decay,
-    --instruction)."""
+def evaluate_checkpoint(
+    args, checkpoint: str, tasks, variant: str, dataset_name=None, step: int | None = None
+):
+    """Closed-loop ``{task: (successes, episodes)}`` of a checkpoint (at `step`; None: its last)
+    and the seconds it took, executed and told as every other row is (--execution,
+    --exec_horizon, --ensemble_decay, --instruction)."""
     argv = [
         f"--checkpoint={checkpoint}",
+        *([f"--step={step}"] if step is not None else []),
         f"--tasks={','.join(tasks)}",
         f"--variant={variant}",
         f"--episodes={args.eval_episodes}",
@@ -275,10 +315,11 @@ def run_arm(args, arm: Arm, setup: ArmSetup, data_root: str, split: str = "train
         return saved
     train_seconds, trained_at = train_arm(args, arm, setup, data_root, split)
     checkpoint = os.path.join(run_dir(args, arm), "checkpoints")
+    step = selected_step(args, arm)
     per_task, eval_seconds = evaluate_checkpoint(
-        args, checkpoint, arm.target.tasks, arm.target.variant
+        args, checkpoint, arm.target.tasks, arm.target.variant, step=step
     )
     stages = {"train": trained_at, "evaluate": setup.provenance}
-    result = ArmResult(arm, per_task, train_seconds, eval_seconds, stages, command)
+    result = ArmResult(arm, per_task, train_seconds, eval_seconds, stages, command, step)
     save_result(path, result)
     return result

@@ -89,6 +89,14 @@ def parse_args(argv=None, description: str | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--finetune_arg", action="append", default=[], help="extra finetune.py flag, every arm"
     )
+    parser.add_argument(
+        "--checkpoint_every", type=int, default=None,
+        help="steps between each arm's checkpoints and validation losses (default: --steps)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--select", choices=("last", "val_loss"), default="last",
+        help="the checkpoint evaluated: the last, or the lowest validation loss among those saved",
+    )  # fmt: skip
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--eval_episodes", type=int, default=20, help="per task, arm and seed")
     # How every arm (and the zero-shot rows) executes its chunks: the same for all.
@@ -133,6 +141,11 @@ def parse_args(argv=None, description: str | None = None) -> argparse.Namespace:
     # Collected per task; every count is a subset. The subsets depend on how many were
     # collected, not on the counts asked for (`demo_subsets`).
     args.demos = args.collect_demos or args.demo_counts[-1]
+    every = args.checkpoint_every
+    if every is not None and not (0 < every <= args.steps and args.steps % every == 0):
+        parser.error(f"--checkpoint_every {every} must divide --steps {args.steps}")
+    if args.select != "last" and every is None:
+        parser.error(f"--select {args.select} chooses among checkpoints: set --checkpoint_every")
     if args.demos < args.demo_counts[-1]:
         parser.error(f"--collect_demos {args.demos} is below the largest --demos count")
     return args

@@ -40,8 +40,12 @@ def demos_text(counts: Sequence[int]) -> str:
 
 def budget_text(args, seeds: Sequence[int], pretrained: str) -> str:
     """The report's first line (without its ``# ``): what every arm was given."""
+    chosen = (
+        "" if args.select == "last"
+        else f" (evaluated: the lowest validation loss of every {args.checkpoint_every} steps)"
+    )  # fmt: skip
     return (
-        f"{demos_text(args.demo_counts)}, {args.steps} steps at batch {args.batch_size}, "
+        f"{demos_text(args.demo_counts)}, {args.steps} steps{chosen} at batch {args.batch_size}, "
         f"seeds {list(seeds)}, {args.eval_episodes} episodes/task/seed (max {args.max_steps} "
         f"steps, {execution_text(args)}), pretrained: {pretrained}"
     )

@@ -129,7 +129,7 @@ def test_arm_results_round_trip_through_json():
     result = results_of({("lora", 2): {"reach": (3, 5), "push": (0, 5)}}, demos=10)[0]
     where = {"commit": "abc123", "cpu": "AMD EPYC, family 25 model 17"}
     result = dataclasses.replace(
-        result, provenance={"train": where}, command=("finetune.py", "--config.seed=2")
+        result, provenance={"train": where}, command=("finetune.py", "--config.seed=2"), step=450
     )
     again = ArmResult.from_json(json.loads(json.dumps(result.to_json())))
     assert again == result and again.successes == 3 and again.episodes == 10
@@ -139,6 +139,7 @@ def test_arm_results_round_trip_through_json():
              "mode", "seed", "per_task")}  # fmt: skip
     old = ArmResult.from_json(older)  # saved before demos, provenance and commands were kept
     assert old.provenance_records() == [{"name": "heldout/lora/seed2"}] and old.command == ()
+    assert again.step == 450 and old.step is None
 
 
 def curve_results() -> list[ArmResult]:

@@ -130,6 +130,35 @@ def test_the_execution_is_named_in_the_budget_and_the_results_directory(tmp_path
     assert transfer_arms.evaluation_tag(silent) == "receding-4steps-1eps-seed0-empty"
 
 
+def test_the_selection_rule_evaluates_the_lowest_validation_loss_among_saved_checkpoints(
+    tmp_path,
+):
+    args = benchmark_args(tmp_path, "--steps", "600", "--checkpoint_every", "150",
+                          "--select", "val_loss")  # fmt: skip
+    arm = Arm(TARGET, "full", 0, 2)
+    argv = transfer_arms.finetune_argv(args, arm, "/ckpt", "/data", "/configs")
+    assert {"--config.checkpoint.save_every=150", "--config.checkpoint.keep_last=5",
+            "--config.eval_every=150"} <= set(argv)  # fmt: skip
+    assert transfer_arms.evaluation_tag(args) == "receding-4steps-1eps-seed0-val_loss"
+    assert "600 steps (evaluated: the lowest validation loss of every 150 steps)" in budget_text(
+        args, [0], "/ckpt"
+    )
+    run = tmp_path / "runs" / arm.key
+    run.mkdir(parents=True)
+    with pytest.raises(ValueError, match="no validation loss at a saved step"):
+        transfer_arms.selected_step(args, arm)
+    losses = {150: 0.5, 300: 0.2, 450: 0.2, 600: 0.3, 75: 0.01}  # 75: not a saved step
+    lines = [{"step": s, "split": "val", "loss": v} for s, v in losses.items()]
+    lines.append({"step": 300, "split": "train", "loss": 0.0})  # training loss: not read
+    (run / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert transfer_arms.selected_step(args, arm) == 450  # the tie goes to the later step
+    last = benchmark_args(tmp_path, "--steps", "600", "--checkpoint_every", "150")
+    assert transfer_arms.selected_step(last, arm) == 600
+    for bad in (["--checkpoint_every", "7"], ["--select", "val_loss"]):
+        with pytest.raises(SystemExit):
+            benchmark_args(tmp_path, "--steps", "600", *bad)
+
+
 def test_every_arm_of_a_target_trains_with_one_command_but_its_mode(tmp_path):
     args = benchmark_args(tmp_path, "--finetune_arg=--config.data.shuffle_buffer=64")
     subset = "train[0:2]+train[5:6]"

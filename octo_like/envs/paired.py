@@ -55,7 +55,8 @@ class PairedGap:
     seeds: tuple[int, ...]
     differences: tuple[float, ...]  # arm - baseline, in `seeds`' order
     mean: float
-    t_interval: tuple[float, float]  # 95%, Student-t with len(seeds) - 1 degrees of freedom
+    # 95%, Student-t with len(seeds) - 1 degrees of freedom, cut to [-1, 1]
+    t_interval: tuple[float, float]
     # 95% percentile bootstrap of the mean over seeds; None below BOOTSTRAP_MIN_SEEDS seeds.
     bootstrap_interval: tuple[float, float] | None
 
@@ -106,9 +107,9 @@ def paired_gap(
         draws = np.random.default_rng(bootstrap_seed).integers(0, n, size=(resamples, n))
         low, high = np.quantile(differences[draws].mean(axis=1), [0.025, 0.975])
         bootstrap = (float(low), float(high))
-    return PairedGap(
-        seeds, tuple(float(d) for d in differences), mean, (mean - half, mean + half), bootstrap
-    )
+    # A difference of two rates lies in [-1, 1]; with 2-3 seeds t's interval can reach past it.
+    interval = (max(-1.0, mean - half), min(1.0, mean + half))
+    return PairedGap(seeds, tuple(float(d) for d in differences), mean, interval, bootstrap)
 
 
 def check_provenance(records: Sequence[Mapping[str, str]], *, allow_mixed: bool = False) -> str:

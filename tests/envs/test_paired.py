@@ -59,6 +59,10 @@ def test_the_bootstrap_interval_from_enough_seeds():
     assert paired_gap(arm, {s: 0.0 for s in seeds}) == gap  # seeded
     equal = paired_gap({s: 0.7 for s in seeds}, {s: 0.5 for s in seeds})
     assert equal.t_interval == pytest.approx((0.2, 0.2))
+    # Two seeds that disagree: t (12.7 x) reaches past the rates' bounds, cut to [-1, 1]
+    # (2026-11-27's validation printed window-open's paired gap as -0.20 [-2.74, +2.34]).
+    spread = paired_gap({0: 0.05, 1: 0.25}, {0: 0.05, 1: 0.65})
+    assert spread.mean == pytest.approx(-0.2) and spread.t_interval == (-1.0, 1.0)
     assert equal.bootstrap_interval == pytest.approx((0.2, 0.2))
 
 

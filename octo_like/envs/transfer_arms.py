@@ -97,10 +97,10 @@ def checkpoint_every(args) -> int:
 def selected_step(args, arm: Arm) -> int:
     """The checkpoint step of `arm` that `--select` evaluates: the last, or (``val_loss``) the
     saved step with the lowest validation loss, the later one on a tie."""
-    every = checkpoint_every(args)
-    saved = {*range(every, args.steps + 1, every), args.steps}
     if args.select == "last":
         return args.steps
+    every = checkpoint_every(args)
+    saved = {*range(every, args.steps + 1, every), args.steps}
     from octo_like.training.metrics import METRICS_FILE, read_jsonl
 
     path = os.path.join(run_dir(args, arm), METRICS_FILE)

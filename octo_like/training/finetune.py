@@ -279,7 +279,7 @@ class PretrainedInitializer:
             sharding=new_layout,
         )
         state = nnx.state(model.module, nnx.Param)
-        _check_reinitialize(source.reinitialize, list(flat_params(state)), same_t5)
+        _check_reinitialize(source.reinitialize, state, same_t5)
         if source.mode == "scratch":
             pretrained_params = reusable_from_scratch(pretrained_params, same_t5)
         merged, report = reuse_parameters(state, pretrained_params, source.reinitialize)
@@ -313,20 +313,13 @@ class PretrainedInitializer:
         return InitialModel(model, patterns, base)
 
 
-def _check_reinitialize(patterns: tuple[str, ...], paths: list[str], same_t5: bool) -> None:
-    """A `reinitialize` regex that finds no parameter of the model is a typo, not a no-op; one
-    that finds the frozen T5 encoder would leave it random and frozen."""
-    idle = [p for p in patterns if not any(re.search(p, path) for path in paths)]
-    if idle:
-        modules = sorted({module_of(path) for path in paths})
-        raise ConfigError(
-            f"config.reinitialize: {idle} match no parameter of the model (its modules: "
-            f"{', '.join(modules)})"
-        )
-    frozen_t5 = [
-        p for p in patterns
-        if same_t5 and any(re.search(p, path) for path in paths if path.startswith(T5_PREFIX))
-    ]  # fmt: skip
+def _check_reinitialize(patterns: tuple[str, ...], state, same_t5: bool) -> None:
+    """A `reinitialize` regex that finds no parameter of `state` is a typo, not a no-op
+    (`masks.regex_mask` refuses it); one that finds the frozen T5 encoder would leave it random
+    and frozen."""
+    masks.regex_mask(state, patterns, name="config.reinitialize")
+    t5 = [p for p in jax.tree.leaves(masks.path_strings(state)) if p.startswith(T5_PREFIX)]
+    frozen_t5 = [p for p in patterns if same_t5 and any(re.search(p, path) for path in t5)]
     if frozen_t5:
         raise ConfigError(
             f"config.reinitialize: {frozen_t5} match the frozen T5 language encoder, which "

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from difflib import get_close_matches
 from typing import Any
@@ -54,6 +53,7 @@ from octo_like.data.oxe.registry import get_dataset_spec
 from octo_like.data.oxe.spec import DatasetSpec
 from octo_like.model.checkpoint_layout import LANGUAGE_ASSETS, read_only_manager
 from octo_like.model.config import LoraConfig, ModelConfig
+from octo_like.training import masks
 from octo_like.training.config import TrainConfig
 from octo_like.training.finetune import MODES, FinetuneSource
 from octo_like.training.finetune_inputs import unread_inputs
@@ -195,9 +195,18 @@ def parse_finetune_config(config: Any, workdir: str) -> tuple[TrainConfig, Finet
         mode=keys.mode,
         task=keys.task,
         save_frozen_params=keys.save_frozen_params,
-        reinitialize=_regexes(keys.reinitialize, "config.reinitialize"),
+        reinitialize=_checked_regexes(keys.reinitialize, "config.reinitialize"),
     )
     return typed, source
+
+
+def _checked_regexes(patterns: tuple[str, ...], name: str) -> tuple[str, ...]:
+    """`patterns`, each checked to compile (a typo'd regex fails before any weight loads)."""
+    try:
+        masks.compile_patterns(patterns, name)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(str(error)) from error
+    return tuple(patterns)
 
 
 def _fixed_statistics(
@@ -239,16 +248,6 @@ def _fixed_statistics(
             f"{entry['action_normalization_mask']} is not {keys.dataset.name!r}'s {mask}"
         )
     return {keys.dataset.name: entry["statistics"]}
-
-
-def _regexes(patterns: tuple[str, ...], where: str) -> tuple[str, ...]:
-    """`patterns`, each checked to compile (a typo'd regex fails before any weight loads)."""
-    for pattern in patterns:
-        try:
-            re.compile(pattern)
-        except re.error as error:
-            raise ConfigError(f"{where}: {pattern!r} is not a regex: {error}") from error
-    return tuple(patterns)
 
 
 def resolve_model(overrides: Mapping[str, Any], pretrained: ModelConfig) -> dict[str, Any]:

@@ -53,7 +53,9 @@ def path_strings(tree: PyTree) -> PyTree:
     return map_with_paths(lambda path, _: path, tree)
 
 
-def _compile(patterns: Sequence[str], name: str) -> list[re.Pattern]:
+def compile_patterns(patterns: Sequence[str], name: str) -> list[re.Pattern]:
+    """`patterns` compiled; a string for a sequence, a non-string or a bad regex is an error
+    naming `name` (configs check their regexes with it before any weight loads)."""
     if isinstance(patterns, str):
         raise TypeError(
             f"{name}: expected a sequence of regexes, got the string {patterns!r}; "
@@ -85,7 +87,7 @@ def regex_mask(tree: PyTree, patterns: Sequence[str], *, name: str) -> PyTree:
     Raises ConfigError (a ValueError) naming `name`, the pattern and example parameter paths
     when a pattern matches no parameter.
     """
-    compiled = _compile(patterns, name)
+    compiled = compile_patterns(patterns, name)
     paths, _, treedef = _flatten(tree)
     matches = [[bool(regex.search(path)) for path in paths] for regex in compiled]
     for regex, hits in zip(compiled, matches, strict=True):
@@ -139,7 +141,7 @@ def lr_multipliers(
     path, 1.0 where none does. A rule matching nothing, or only paths an earlier rule already
     claimed, has no effect and raises ConfigError. Multipliers must be finite and >= 0."""
     items = multiplier_rules(rules)
-    compiled = _compile([pattern for pattern, _ in items], "lr_multipliers")
+    compiled = compile_patterns([pattern for pattern, _ in items], "lr_multipliers")
     for pattern, value in items:
         if not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0:
             raise ValueError(

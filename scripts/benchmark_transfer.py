@@ -30,7 +30,9 @@
    each mode's gap to scratch pooled (Newcombe) and paired over seeds (t interval; bootstrap
    from 10 seeds)), ``transfer.png`` (bars, or success against demonstrations when several
    counts) and ``transfer.jsonl``; the last line printed is the same JSON line. Arms of several
-   commits or CPU models are refused unless --allow_mixed_provenance (then: MIXED).
+   commits or CPU models are refused unless --allow_mixed_provenance (then: MIXED). --report
+   renames the three files; another --instruction or --select writes ``transfer-empty.*``,
+   ``transfer-val_loss.*``..., beside the canonical report rather than over it.
 
 Every arm's result is saved as ``results/<execution>/<target>/<N>demos/<mode>/seed<k>.json``
 when it finishes, with the command that made it, so an interrupted benchmark resumes where it

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 
 from octo_like.envs import provenance, transfer
@@ -123,6 +124,11 @@ def parse_args(argv=None, description: str | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--gl", choices=("egl", "osmesa"), default=None)
     parser.add_argument(
+        "--report", default=None,
+        help="the report's file name, without .txt/.png/.jsonl (default: transfer, plus "
+        "-INSTRUCTION and -SELECT where not canonical/last)",
+    )  # fmt: skip
+    parser.add_argument(
         "--allow_mixed_provenance",
         action="store_true",
         help="report arms of several commits or CPU models (the header then says MIXED)",
@@ -146,6 +152,11 @@ def parse_args(argv=None, description: str | None = None) -> argparse.Namespace:
         parser.error(f"--checkpoint_every {every} must divide --steps {args.steps}")
     if args.select != "last" and every is None:
         parser.error(f"--select {args.select} chooses among checkpoints: set --checkpoint_every")
+    if args.report is None:  # reports of other evaluations of the same arms sit beside it
+        told = "" if args.instruction == "canonical" else f"-{args.instruction}"
+        args.report = "transfer" + told + ("" if args.select == "last" else f"-{args.select}")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", args.report):
+        parser.error(f"--report takes a file name (letters, digits, _ . -), got {args.report!r}")
     if args.demos < args.demo_counts[-1]:
         parser.error(f"--collect_demos {args.demos} is below the largest --demos count")
     return args

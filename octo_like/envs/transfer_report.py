@@ -1,6 +1,8 @@
 """The transfer benchmark's report: ``transfer.txt`` (header lines, then the table),
 ``transfer.png`` (the chart) and ``transfer.jsonl`` (one JSON line, also printed last, so a
-caller reads the result from the final line of output).
+caller reads the result from the final line of output). ``--report`` renames the three; by
+default an evaluation with another instruction or checkpoint rule writes ``transfer-empty.*``,
+``transfer-val_loss.*``..., so it does not overwrite the canonical report of the same arms.
 
 The header says what every row shares (demonstrations, steps, batch, seeds, episodes and how
 chunks were executed, the checkpoint the arms started from), where the results were made (one
@@ -61,7 +63,8 @@ def command_text(argv: Sequence[str] | None) -> str:
 def write_report(
     args, results: Sequence[ArmResult], pretrained: str, seeds: list[int]
 ) -> list[dict[str, Any]]:
-    """Writes transfer.txt / .png / .jsonl into ``args.workdir`` and prints the header, the
+    """Writes ``<args.report>.txt`` / .png / .jsonl (default ``transfer``; `parse_args`)
+    into ``args.workdir`` and prints the header, the
     table, the chart's path and the JSON line; returns the summary rows. Refuses results of
     several commits or CPU models unless ``args.allow_mixed_provenance``."""
     records = [record for r in results for record in r.provenance_records()]
@@ -70,7 +73,8 @@ def write_report(
     text = transfer_summary.table(rows)
     command = command_text(getattr(args, "argv", None))
     header = [budget_text(args, seeds, pretrained), provenance, f"command: {command}"]
-    path = os.path.join(args.workdir, "transfer.png")
+    base = os.path.join(args.workdir, args.report)
+    path = base + ".png"
     if len(args.demo_counts) > 1:
         chart = transfer_charts.curve_chart(rows, path)
     else:
@@ -94,9 +98,9 @@ def write_report(
         eval_seconds=round(sum(r.eval_seconds for r in results), 1),
     )
     head = "".join(f"# {h}\n" for h in header)
-    with open(os.path.join(args.workdir, "transfer.txt"), "w") as f:
+    with open(base + ".txt", "w") as f:
         f.write(f"{head}{text}\n")
-    with open(os.path.join(args.workdir, "transfer.jsonl"), "w") as f:
+    with open(base + ".jsonl", "w") as f:
         f.write(line + "\n")
     print(head + text)
     print(f"chart: {chart}")

@@ -305,3 +305,30 @@ def test_a_zero_shot_row_saved_before_commands_were_kept_is_made_again_and_kept_
     transfer_arms.save_result(path, old)
     assert transfer_arms.reusable(path, arm, command) is None  # to be evaluated again
     assert transfer_arms.load_result(path + ".unrecorded") == old  # and not lost
+
+
+def test_reports_of_other_evaluations_of_the_same_arms_sit_beside_the_canonical_one(tmp_path):
+    results = made_at(
+        ArmResult(Arm(TARGET, "full", 0, 2), {"reach": (1, 1)}),
+        ArmResult(Arm(TARGET, "scratch", 0, 2), {"reach": (0, 1)}),
+    )
+    canonical = benchmark_args(tmp_path)
+    assert canonical.report == "transfer"
+    write_report(canonical, results, "/ckpt", [0])
+    first = (tmp_path / "transfer.txt").read_text()
+    silent = benchmark_args(tmp_path, "--instruction", "empty", "--steps", "6",
+                            "--checkpoint_every", "3", "--select", "val_loss")  # fmt: skip
+    assert silent.report == "transfer-empty-val_loss"
+    write_report(silent, results[:1] + made_at(
+        ArmResult(Arm(TARGET, "scratch", 0, 2), {"reach": (1, 1)})), "/ckpt", [0])  # fmt: skip
+    assert (tmp_path / "transfer.txt").read_text() == first  # not overwritten
+    other = (tmp_path / "transfer-empty-val_loss.txt").read_text()
+    assert "empty instruction" in other and other != first
+    line = json.loads((tmp_path / "transfer-empty-val_loss.jsonl").read_text())
+    assert [r["successes"] for r in line["rows"] if r["mode"] == "scratch"] == [1]
+    assert (tmp_path / "transfer-empty-val_loss.png").read_bytes()[:4] == b"\x89PNG"
+    named = benchmark_args(tmp_path, "--report", "sitting_2.v1")
+    assert named.report == "sitting_2.v1"
+    for bad in ("../elsewhere", "a b", ""):
+        with pytest.raises(SystemExit):
+            benchmark_args(tmp_path, "--report", bad)

@@ -19,7 +19,14 @@ import numpy as np
 from flax import nnx
 
 from octo_like.model.attention import accelerator_platform, resolve_implementation
-from octo_like.model.config import ImageTokenizerConfig, LanguageConfig, ModelConfig
+from octo_like.model.config import (
+    OCTO_DIFFUSION_BEHAVIOURS,
+    OCTO_MODEL_BEHAVIOURS,
+    HeadConfig,
+    ImageTokenizerConfig,
+    LanguageConfig,
+    ModelConfig,
+)
 from octo_like.model.flops import model_train_flops, peak_flops
 from octo_like.model.language.testing import write_tiny_t5_checkpoint
 from octo_like.model.octo_model import OctoModel, tokenize_tasks
@@ -108,7 +115,10 @@ def octo_shaped_batch(
 
 
 def model_config(args: ModelBenchmarkOptions, t5_dir: str | None):
-    """The benchmarked ModelConfig: T5 language when `t5_dir` is given, else none."""
+    """The benchmarked ModelConfig: what the `small`/`base` presets compute (Octo-1.5's
+    behaviours: the task tokens repeated in each timestep, 690 tokens per example at Octo's
+    sizes; its diffusion head), at the flags' sizes, dtype and kernels; T5 language when `t5_dir`
+    is given, else none."""
     language = LanguageConfig(encoder="none")
     if t5_dir is not None:
         language = LanguageConfig(encoder="t5", checkpoint_dir=t5_dir)
@@ -125,6 +135,8 @@ def model_config(args: ModelBenchmarkOptions, t5_dir: str | None):
         remat=args.remat,
         scan_layers=args.scan,
         attention=args.attention,
+        head=HeadConfig("diffusion", {"hidden_dim": 256, **OCTO_DIFFUSION_BEHAVIOURS}),
+        **OCTO_MODEL_BEHAVIOURS,
     )
 
 

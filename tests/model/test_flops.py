@@ -80,7 +80,9 @@ def test_benchmark_counts_agree_with_xla_on_octo_shapes(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert 0.9 <= result["xla_over_analytic"] <= 1.1, result["analytic_flops_breakdown"]
-    assert result["tokens_per_example"] == 16 + 2 * (256 + 64 + 1)
+    # the presets' sequence: 16 task tokens, then per timestep 256 + 64 image tokens, the task
+    # tokens again (Octo-1.5) and a readout
+    assert result["tokens_per_example"] == 16 + 2 * (256 + 64 + 16 + 1)
     assert result["mfu"] is None and result["peak_source"] is None  # CPU: no known peak
     assert result["params"]["frozen"] > 80e6  # T5-base's encoder, frozen
     for key in ("compile_s", "step_s", "samples_per_s", "tokens_per_s", "achieved_tflops"):

@@ -54,3 +54,26 @@ def test_finetune_benchmark_refuses_an_unknown_mode_by_name_before_building():
     # The script refuses it at once too (it used to build and save a model first).
     with pytest.raises(ValueError, match="head_onyl"):
         load_script("benchmark_finetune").main(["--modes", "head_onyl", "--sizes", "dummy"])
+
+
+def test_the_model_benchmark_times_what_the_scale_presets_compute(tmp_path):
+    """It built octo_like's own defaults (658 tokens, no repeated task tokens, another head
+    time input), so accelerator figures described a model no preset trains."""
+    import dataclasses
+
+    from configs import pretrain
+    from octo_like.training.config import parse_train_config
+
+    config = pretrain.get_config("base,bridge")
+    config.data_dir = str(tmp_path / "oxe")
+    config.model.language.checkpoint_dir = str(tmp_path / "t5-base")
+    preset = parse_train_config(config, str(tmp_path / "run")).model
+    options = model_benchmark.ModelBenchmarkOptions(size="base", dtype="bf16")
+    ours = model_benchmark.model_config(options, str(tmp_path / "t5-base"))
+    differ = {f.name for f in dataclasses.fields(preset)
+              if getattr(preset, f.name) != getattr(ours, f.name)}  # fmt: skip
+    # the flags' choices, and the small text encoder's width that a T5 model never reads
+    assert differ <= {"dtype", "attention", "remat", "scan_layers", "language"}, differ
+    assert dataclasses.replace(ours.language, small_width=preset.language.small_width) == (
+        preset.language
+    )

@@ -7,8 +7,9 @@
 Octo's shapes: 256x256 primary + 128x128 wrist camera (goal images fused on the channels),
 window 2, chunk 4, 7-dim actions, 20-step diffusion head, a frozen T5-base-sized language
 encoder (random weights), and the model the `small`/`base` presets train (Octo-1.5's task
-tokens repeated in each timestep: 690 tokens per example). The step is the project's own (`training.step.make_steps` with the
-AdamW optimizer of `training.optimizer`), jitted with a donated state as the loop does.
+tokens repeated in each timestep: 690 tokens per example). The step is the project's own
+(`training.step.make_steps` with the AdamW optimizer of `training.optimizer`), jitted with a
+donated state as the loop does.
 
 MFU = analytic training FLOPs per step (`octo_like.model.flops`, formula there) / step time /
 the chip's dense bfloat16 peak (table in `octo_like.model.flops`; `--peak_tflops` for others).

@@ -146,6 +146,13 @@ def run_dir(args, arm: Arm) -> str:
     return os.path.join(args.workdir, "runs", arm.key)
 
 
+def evaluation_suffix(args) -> str:
+    """``-INSTRUCTION`` / ``-SELECT`` where not canonical / last, else "": what tells apart
+    evaluations of the same trained arms (their results and their reports)."""
+    told = "" if args.instruction == "canonical" else f"-{args.instruction}"
+    return told + ("" if args.select == "last" else f"-{args.select}")
+
+
 def evaluation_tag(args) -> str:
     """Names how rows were evaluated, e.g. ``receding-h2-150steps-20eps-seed0`` (with
     ``-empty`` / ``-alternate`` for another instruction): results of other execution settings
@@ -153,11 +160,9 @@ def evaluation_tag(args) -> str:
     execution = args.execution + (f"-h{args.exec_horizon}" if args.exec_horizon else "")
     if args.execution == "ensemble":
         execution += f"-d{args.ensemble_decay:g}"
-    told = "" if args.instruction == "canonical" else f"-{args.instruction}"
-    chosen = "" if args.select == "last" else f"-{args.select}"
     return (
         f"{execution}-{args.max_steps}steps-{args.eval_episodes}eps-seed{args.eval_seed}"
-        f"{told}{chosen}"
+        f"{evaluation_suffix(args)}"
     )
 
 

@@ -23,6 +23,7 @@ from octo_like.envs.transfer_arms import (
     ArmSetup,
     check_saved_provenance,
     collect_target_data,
+    evaluation_suffix,
     run_arm,
     run_zero_shot,
 )
@@ -153,8 +154,7 @@ def parse_args(argv=None, description: str | None = None) -> argparse.Namespace:
     if args.select != "last" and every is None:
         parser.error(f"--select {args.select} chooses among checkpoints: set --checkpoint_every")
     if args.report is None:  # reports of other evaluations of the same arms sit beside it
-        told = "" if args.instruction == "canonical" else f"-{args.instruction}"
-        args.report = "transfer" + told + ("" if args.select == "last" else f"-{args.select}")
+        args.report = "transfer" + evaluation_suffix(args)
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", args.report):
         parser.error(f"--report takes a file name (letters, digits, _ . -), got {args.report!r}")
     if args.demos < args.demo_counts[-1]:

@@ -2,8 +2,9 @@
 
 A *target* is what a user fine-tunes to: a task list on an embodiment variant (held-out tasks on
 the pretraining robot, or a new robot). Every target gets the same arms: each fine-tuning mode
-(``full``, ``head_only``, ...) and ``scratch`` (the same model, data, settings and steps with no
-pretrained weight reused; `octo_like.training.finetune`). Every arm is trained once per seed and
+(``full``, ``head_only``, ...), each `Recipe` (a mode with extra finetune.py flags) and
+``scratch`` (the same model, data, settings and steps with no pretrained weight reused;
+`octo_like.training.finetune`). Every arm is trained once per seed and
 demonstration count and evaluated closed-loop on the same scenes; both arms of a seed read the
 same demonstrations in the same order (`demo_subsets`), so arms differ only by what they start
 from. `transfer_summary` reads the results; `newcombe_difference` is its pooled interval.
@@ -72,6 +73,53 @@ class Arm:
         return f"{self.target.name}/{demos}{self.mode}/seed{self.seed}"
 
 
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """A fine-tuning `mode` with extra finetune.py `flags`, a recipe run as an arm of its own named
+    `name` (e.g. ``relang``: ``full`` with the language encoder re-initialized). Every recipe
+    pairs with the same scratch arm as the modes, and with its base mode's arm of the same seed:
+    one benchmark compares recipes at the cost of one scratch arm per seed, and the recipe's
+    paired difference to its base mode is the test of what its flags change."""
+
+    name: str
+    mode: str
+    flags: tuple[str, ...]
+
+    def __post_init__(self):
+        if not _NAME.match(self.name) or self.name in (*FINETUNE_MODES, SCRATCH, ZERO_SHOT):
+            raise ValueError(
+                f"recipe name {self.name!r}: use lower-case letters, digits, _ . - and not a "
+                f"mode's name ({', '.join((*FINETUNE_MODES, SCRATCH, ZERO_SHOT))})"
+            )
+        if self.mode not in FINETUNE_MODES:
+            raise ValueError(
+                f"recipe {self.name!r}: unknown mode {self.mode!r}; choose from {FINETUNE_MODES}"
+            )
+        if not self.flags or not all(f.startswith("--") for f in self.flags):
+            raise ValueError(
+                f"recipe {self.name!r}: needs finetune.py flags (--config.KEY=VALUE), got "
+                f"{list(self.flags)}"
+            )
+
+
+def parse_recipes(texts: Sequence[str]) -> dict[str, Recipe]:
+    """``NAME=MODE:FLAG`` each (repeat a name to give it several flags), e.g.
+    ``relang=full:--config.reinitialize=('^language_encoder/',)``; by name, in the order
+    first given. The same name with two modes is an error."""
+    modes: dict[str, str] = {}
+    flags: dict[str, list[str]] = {}
+    for text in texts:
+        name, sep, rest = text.partition("=")
+        mode, colon, flag = rest.partition(":")
+        name, mode, flag = name.strip(), mode.strip(), flag.strip()
+        if not sep or not colon or not name or not mode or not flag:
+            raise ValueError(f"recipe {text!r}: expected NAME=MODE:FLAG")
+        if modes.setdefault(name, mode) != mode:
+            raise ValueError(f"recipe {name!r} given two modes: {modes[name]!r} and {mode!r}")
+        flags.setdefault(name, []).append(flag)
+    return {name: Recipe(name, modes[name], tuple(flags[name])) for name in modes}
+
+
 def check_held_out(
     targets: Sequence[Target], pretrained_tasks: Sequence[str], pretrained_variants: Sequence[str]
 ) -> None:
@@ -96,13 +144,17 @@ def plan(
     modes: Sequence[str],
     seeds: Sequence[int],
     demo_counts: Sequence[int] = (50,),
+    recipes: Sequence[str] = (),
 ) -> list[Arm]:
-    """Every (seed, demonstration count, target, mode), scratch included once per target, count
-    and seed; seeds outermost, so a partial benchmark already has every arm of the first seed
-    (a whole curve, both arms: paired)."""
+    """Every (seed, demonstration count, target, mode), then each `recipes` name (a
+    `Recipe`'s), scratch included once per target, count and seed; seeds outermost, so a
+    partial benchmark already has every arm of the first seed (a whole curve, all arms:
+    paired)."""
     unknown = [m for m in modes if m not in FINETUNE_MODES]
     if unknown or not modes:
         raise ValueError(f"modes {list(modes)}: choose one or more of {FINETUNE_MODES}")
+    if len(set(recipes)) != len(recipes) or set(recipes) & {*FINETUNE_MODES, SCRATCH}:
+        raise ValueError(f"recipes {list(recipes)}: distinct names, none a mode's")
     names = [t.name for t in targets]
     if len(set(names)) != len(names) or not names:
         raise ValueError(f"targets need distinct names, got {names}")
@@ -116,7 +168,7 @@ def plan(
     for seed in seeds:
         for count in sorted(set(demo_counts)):
             for target in targets:
-                for mode in (*modes, SCRATCH):
+                for mode in (*modes, *recipes, SCRATCH):
                     arms.append(Arm(target, mode, int(seed), int(count)))
     return arms
 

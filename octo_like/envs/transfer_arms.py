@@ -58,15 +58,18 @@ def collect_target_data(args, target: Target) -> str:
 def finetune_argv(
     args, arm: Arm, pretrained: str, data_root: str, config_dir: str, split: str = "train"
 ) -> list[str]:
-    """The finetune.py command line of `arm`: identical for every mode but the mode itself.
-    `split`: the arm's demonstrations (`demo_subsets`), the same for both arms of a seed."""
+    """The finetune.py command line of `arm`: identical for every mode but the mode itself (and
+    a recipe's flags, last). `split`: the arm's demonstrations (`demo_subsets`), the same for
+    every arm of a seed."""
     variant = get_variant(arm.target.variant)
+    recipe = args.recipes.get(arm.mode)
+    mode, recipe_flags = (recipe.mode, recipe.flags) if recipe else (arm.mode, ())
     steps, every = args.steps, checkpoint_every(args)
     # Every checkpoint kept when several are saved, for the --select rule to choose among.
     keep = [f"--config.checkpoint.keep_last={steps // every + 1}"] if every != steps else []
     return [
         "finetune.py",
-        f"--config={config_dir}/finetune.py:{arm.mode},language",
+        f"--config={config_dir}/finetune.py:{mode},language",
         f"--workdir={run_dir(args, arm)}",
         f"--config.pretrained_path={pretrained}",
         f"--config.dataset.name={dataset_name_of(variant.name)}",
@@ -85,7 +88,23 @@ def finetune_argv(
         # One XLA cache for all arms: seeds and full/scratch compile the same step.
         f"--config.compilation_cache={os.path.join(args.workdir, 'compilation_cache')}",
         *args.finetune_arg,
+        *recipe_flags,
     ]
+
+
+def check_arm_commands(args, arms: list[Arm], programs: EntryPoints) -> None:
+    """Parses one finetune.py command line per mode and recipe of `arms` through finetune.py's
+    own parser before anything is collected or trained: a typo'd --finetune_arg or --recipe
+    flag fails now, not after the first arms have trained. ValueError names the arm."""
+    first = {arm.mode: arm for arm in reversed(arms)}
+    for mode, arm in first.items():
+        argv = finetune_argv(args, arm, "<pretrained>", "<data>", programs.config_dir)
+        try:
+            programs.finetune.parse_command_line(argv)
+        except Exception as e:  # absl, ml_collections and ConfigError: all a bad command line
+            raise ValueError(
+                f"arm {arm.key} ({mode}): its finetune.py command does not parse: {e}"
+            ) from e
 
 
 def checkpoint_every(args) -> int:

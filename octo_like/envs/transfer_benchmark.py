@@ -21,6 +21,7 @@ from octo_like.envs.evaluation import INSTRUCTIONS
 from octo_like.envs.tasks import TASKS
 from octo_like.envs.transfer_arms import (
     ArmSetup,
+    check_arm_commands,
     check_saved_provenance,
     collect_target_data,
     evaluation_suffix,
@@ -92,6 +93,12 @@ def parse_args(argv=None, description: str | None = None) -> argparse.Namespace:
         "--finetune_arg", action="append", default=[], help="extra finetune.py flag, every arm"
     )
     parser.add_argument(
+        "--recipe", action="append", default=[],
+        help="NAME=MODE:FLAG, e.g. relang=full:--config.reinitialize=('^language_encoder/',): "
+        "an arm NAME beside the modes, MODE with the extra finetune.py FLAG (repeat NAME for "
+        "more flags), paired with scratch and with MODE's arm of each seed",
+    )  # fmt: skip
+    parser.add_argument(
         "--checkpoint_every", type=int, default=None,
         help="steps between each arm's checkpoints and validation losses (default: --steps)",
     )  # fmt: skip
@@ -153,6 +160,10 @@ def parse_args(argv=None, description: str | None = None) -> argparse.Namespace:
         parser.error(f"--checkpoint_every {every} must divide --steps {args.steps}")
     if args.select != "last" and every is None:
         parser.error(f"--select {args.select} chooses among checkpoints: set --checkpoint_every")
+    try:
+        args.recipes = transfer.parse_recipes(args.recipe)
+    except ValueError as e:
+        parser.error(str(e))
     if args.report is None:  # reports of other evaluations of the same arms sit beside it
         args.report = "transfer" + evaluation_suffix(args)
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", args.report):
@@ -194,7 +205,9 @@ def run(args: argparse.Namespace, programs: EntryPoints) -> list[dict]:
     check_targets(targets, scope, args.pretrained or "the pretraining run")
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    arms = transfer.plan(targets, modes, seeds, args.demo_counts)  # validates before any work
+    # Validated, and each mode's finetune.py command parsed, before any work.
+    arms = transfer.plan(targets, modes, seeds, args.demo_counts, list(args.recipes))
+    check_arm_commands(args, arms, programs)
     own_tasks = own_task_sample(scope, args.own_tasks)
     own_target = transfer.Target(transfer.OWN_TASKS, own, own_tasks) if own_tasks else None
     zero_shot_targets = [] if args.no_zero_shot else targets + ([own_target] if own_target else [])

@@ -69,7 +69,8 @@ def write_report(
     several commits or CPU models unless ``args.allow_mixed_provenance``."""
     records = [record for r in results for record in r.provenance_records()]
     provenance = check_provenance(records, allow_mixed=args.allow_mixed_provenance)
-    rows = transfer_summary.summarize(results)
+    recipes = {name: recipe.mode for name, recipe in args.recipes.items()}
+    rows = transfer_summary.summarize(results, recipes)
     text = transfer_summary.table(rows)
     command = command_text(getattr(args, "argv", None))
     header = [budget_text(args, seeds, pretrained), provenance, f"command: {command}"]
@@ -92,6 +93,7 @@ def write_report(
         execution=args.execution,
         exec_horizon=args.exec_horizon,
         ensemble_decay=args.ensemble_decay,
+        recipes={name: [r.mode, *r.flags] for name, r in args.recipes.items()},
         provenance=provenance,
         command=command,
         train_seconds=round(sum(r.train_seconds for r in results), 1),

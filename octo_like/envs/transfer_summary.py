@@ -12,13 +12,15 @@ differences are not all equal (a zero-width interval from 2-3 seeds that happen 
 certainty); else the pooled one.
 
 Zero-shot rows (the pretrained checkpoint, no demonstrations) are compared with the scratch arm
-of the fewest demonstrations, pooled only (they have no seeds to pair).
+of the fewest demonstrations, pooled only (they have no seeds to pair). A recipe's row (a mode
+with extra flags, `transfer.Recipe`) is also compared with its base mode's row, both ways
+(``gap_to_mode``): what its flags change, seed by seed.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from octo_like.envs.eval_report import wilson_interval
@@ -84,10 +86,13 @@ def _gap(row: dict[str, Any], base: dict[str, Any], *, paired: bool) -> dict[str
     return gap
 
 
-def summarize(results: Iterable[ArmResult]) -> list[dict[str, Any]]:
+def summarize(
+    results: Iterable[ArmResult], recipes: Mapping[str, str] | None = None
+) -> list[dict[str, Any]]:
     """One row per (target, demonstrations, mode) in plan order, with the gaps to scratch of
-    every mode and (per task) of every mode's tasks. JSON-ready but for the ``by_seed`` dicts
-    (int keys), which `json_line` writes as strings."""
+    every mode and (per task) of every mode's tasks, and for each `recipes` name (``{recipe:
+    base mode}``) the gap to its base mode's row. JSON-ready but for the ``by_seed`` dicts (int
+    keys), which `json_line` writes as strings."""
     groups: dict[tuple[str, int, str], list[ArmResult]] = {}
     for result in results:
         arm = result.arm
@@ -112,6 +117,16 @@ def summarize(results: Iterable[ArmResult]) -> list[dict[str, Any]]:
             if task in base["per_task"]:
                 base_task = {**base["per_task"][task], "demos": base["demos"]}
                 entry["gap_to_scratch"] = _gap(entry, base_task, paired=not zero_shot)
+    by_mode = {(r["target"], r["demos"], r["mode"]): r for r in rows}
+    for row in rows:
+        mode = (recipes or {}).get(row["mode"])
+        base = by_mode.get((row["target"], row["demos"], mode))
+        if base is not None:
+            row["gap_to_mode"] = {"mode": mode, **_gap(row, base, paired=True)}
+            for task, entry in row["per_task"].items():
+                if task in base["per_task"]:
+                    base_task = {**base["per_task"][task], "demos": base["demos"]}
+                    entry["gap_to_mode"] = {"mode": mode, **_gap(entry, base_task, paired=True)}
     return rows
 
 
@@ -178,10 +193,19 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
             lines.append(line)
         elif gap and row["mode"] == ZERO_SHOT:
             lines.append(f"{indent}(vs scratch at {gap['scratch_demos']} demos, pooled only)")
+        to_mode = row.get("gap_to_mode")
+        if to_mode:
+            line = f"{indent}vs {to_mode['mode']}: {_gap_text(to_mode)}"
+            if to_mode.get("paired"):
+                differences = " ".join(f"{d:+.2f}" for d in to_mode["paired"]["differences"])
+                line += f"; per-seed differences {differences}"
+            lines.append(line)
         if len(row["per_task"]) > 1:
             for task, entry in row["per_task"].items():
                 rate = f"{entry['successes']}/{entry['episodes']} ({entry['success_rate']:.2f})"
                 task_gap = _gap_text(entry.get("gap_to_scratch"))
+                if entry.get("gap_to_mode"):
+                    task_gap += f"  vs {to_mode['mode']} {_gap_text(entry['gap_to_mode'])}"
                 lines.append(f"{indent}{task:<22}{rate:<16}{task_gap}".rstrip())
     return "\n".join(lines)
 

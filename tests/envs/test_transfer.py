@@ -9,7 +9,15 @@ import json
 
 import pytest
 
-from octo_like.envs.transfer import Arm, ArmResult, Target, newcombe_difference, plan
+from octo_like.envs.transfer import (
+    Arm,
+    ArmResult,
+    Recipe,
+    Target,
+    newcombe_difference,
+    parse_recipes,
+    plan,
+)
 from octo_like.envs.transfer_charts import bar_chart, curve_chart
 from octo_like.envs.transfer_summary import json_line, summarize, table, verdict
 
@@ -55,6 +63,69 @@ def test_a_curve_plans_every_count_for_both_arms_of_a_seed_before_the_next_seed(
         (1, 5, "full"), (1, 5, "scratch"), (1, 10, "full"), (1, 10, "scratch"),
     ]  # fmt: skip
     assert len({arm.key for arm in arms}) == len(arms)  # every run has its own directory
+
+
+def test_recipes_parse_by_name_and_plan_an_arm_each_beside_the_modes():
+    relang = "relang=full:--config.reinitialize=('^language_encoder/',)"
+    recipes = parse_recipes([relang, "hot=full:--config.optimizer.learning_rate=1e-3",
+                             "hot=full:--config.optimizer.warmup_steps=10"])  # fmt: skip
+    assert recipes == {
+        "relang": Recipe("relang", "full", ("--config.reinitialize=('^language_encoder/',)",)),
+        "hot": Recipe("hot", "full", ("--config.optimizer.learning_rate=1e-3",
+                                      "--config.optimizer.warmup_steps=10")),
+    }  # fmt: skip
+    a = Target("a", "default", ("reach",))
+    arms = plan([a], ["full"], [0, 1], [5], list(recipes))
+    assert [(arm.seed, arm.mode) for arm in arms] == [
+        (0, "full"), (0, "relang"), (0, "hot"), (0, "scratch"),
+        (1, "full"), (1, "relang"), (1, "hot"), (1, "scratch"),
+    ]  # fmt: skip
+    assert arms[1].key == "a/5demos/relang/seed0"  # its own run directory and result
+    with pytest.raises(ValueError, match="NAME=MODE:FLAG"):
+        parse_recipes(["relang=full"])  # a recipe without flags is its mode
+    with pytest.raises(ValueError, match="two modes"):
+        parse_recipes(["x=full:--config.seed=1", "x=lora:--config.seed=2"])
+    with pytest.raises(ValueError, match="unknown mode 'fulll'"):
+        parse_recipes(["x=fulll:--config.seed=1"])
+    with pytest.raises(ValueError, match="recipe name 'scratch'"):
+        parse_recipes(["scratch=full:--config.seed=1"])  # would share scratch's directories
+    with pytest.raises(ValueError, match="finetune.py flags"):
+        parse_recipes(["x=full:config.seed=1"])
+    with pytest.raises(ValueError, match="recipes"):
+        plan([a], ["full"], [0], [5], ["x", "x"])
+
+
+def test_a_recipe_is_compared_with_scratch_and_with_its_base_mode_seed_by_seed():
+    results = results_of(
+        {
+            ("full", 0): {"reach": (6, 10), "push": (5, 10)},
+            ("full", 1): {"reach": (7, 10), "push": (5, 10)},
+            ("full", 2): {"reach": (5, 10), "push": (6, 10)},
+            ("relang", 0): {"reach": (9, 10), "push": (6, 10)},
+            ("relang", 1): {"reach": (8, 10), "push": (7, 10)},
+            ("relang", 2): {"reach": (9, 10), "push": (6, 10)},
+            ("scratch", 0): {"reach": (4, 10), "push": (4, 10)},
+            ("scratch", 1): {"reach": (5, 10), "push": (4, 10)},
+            ("scratch", 2): {"reach": (4, 10), "push": (5, 10)},
+        }
+    )
+    rows = {row["mode"]: row for row in summarize(results, {"relang": "full"})}
+    relang = rows["relang"]
+    # Per seed: relang (15, 15, 15)/20 against full (11, 12, 11)/20 and scratch (8, 9, 9)/20.
+    to_full = relang["gap_to_mode"]
+    assert to_full["mode"] == "full"
+    assert to_full["paired"]["differences"] == pytest.approx([0.2, 0.15, 0.2], abs=1e-4)
+    # By hand: mean .55/3, sd of (.2, .15, .2) = .05/sqrt(3), t(.975, 2) = 4.302653.
+    mean, half = 0.55 / 3, 4.302653 * (0.05 / 3**0.5) / 3**0.5
+    assert to_full["paired"]["t_ci95"] == pytest.approx([mean - half, mean + half], abs=1e-4)
+    assert relang["gap_to_scratch"]["paired"]["differences"] == pytest.approx([0.35, 0.3, 0.3])
+    reach = relang["per_task"]["reach"]["gap_to_mode"]["paired"]["differences"]
+    assert reach == pytest.approx([0.3, 0.1, 0.4], abs=1e-4)
+    assert "gap_to_mode" not in rows["full"] and "gap_to_mode" not in rows["scratch"]
+    text = table(list(rows.values()))
+    assert "vs full: +0.18 [" in text and "per-seed differences +0.20 +0.15 +0.20" in text
+    # Without the mapping a recipe's row is one more arm against scratch.
+    assert all("gap_to_mode" not in row for row in summarize(results))
 
 
 def test_newcombe_interval_matches_the_published_example():

@@ -180,6 +180,54 @@ def test_every_arm_of_a_target_trains_with_one_command_but_its_mode(tmp_path):
     assert full[-1] == "--config.data.shuffle_buffer=64"
 
 
+REPO = SCRIPTS.parent
+
+
+def test_a_recipe_arm_is_its_mode_with_its_flags_last_through_finetunes_own_parser(tmp_path):
+    import finetune
+
+    relang = "--config.reinitialize=('^language_encoder/',)"
+    args = benchmark_args(tmp_path, "--finetune_arg=--config.optimizer.learning_rate=1e-3",
+                          f"--recipe=relang=full:{relang}")  # fmt: skip
+    arms = {m: Arm(TARGET, m, 1, 2) for m in ("full", "relang", "scratch")}
+    argv = {
+        m: transfer_arms.finetune_argv(args, arm, "/ckpt", "/data", str(REPO / "configs"))
+        for m, arm in arms.items()
+    }
+    parsed = {m: finetune.parse_command_line(a)[0] for m, a in argv.items()}
+    assert parsed["full"].reinitialize == () and parsed["scratch"].reinitialize == ()
+    assert parsed["relang"].reinitialize == ("^language_encoder/",)
+    assert parsed["relang"].mode == "full" and parsed["scratch"].mode == "scratch"
+    assert {p.optimizer.learning_rate for p in parsed.values()} == {1e-3}  # every arm's flag
+    differ = [(a, b) for a, b in zip(argv["full"], argv["relang"][:-1], strict=True) if a != b]
+    assert differ == [(f"--workdir={tmp_path}/runs/wrist/2demos/full/seed1",
+                       f"--workdir={tmp_path}/runs/wrist/2demos/relang/seed1")]  # fmt: skip
+    programs = EntryPoints(str(REPO / "configs"), None, finetune)
+    transfer_arms.check_arm_commands(args, list(arms.values()), programs)  # healthy: accepted
+    typo = benchmark_args(tmp_path, "--recipe=relang=full:--config.reinitialise=('^head/',)")
+    with pytest.raises(ValueError, match=r"relang/seed1 \(relang\).*reinitialise"):
+        transfer_arms.check_arm_commands(typo, list(arms.values()), programs)
+    for bad in ("--recipe=relang=full", "--recipe=scratch=full:--config.seed=1"):
+        with pytest.raises(SystemExit):
+            benchmark_args(tmp_path, bad)
+
+
+def test_the_report_names_each_recipe_and_compares_it_with_its_mode(tmp_path):
+    args = benchmark_args(tmp_path, "--recipe=stats=full:--config.statistics_from=pretrained")
+    per_seed = {"full": ((1, 2), (0, 2)), "stats": ((2, 2), (2, 2)), "scratch": ((0, 2), (1, 2))}
+    results = made_at(*(
+        ArmResult(Arm(TARGET, mode, seed, 2), {"reach": counts})
+        for mode, by_seed in per_seed.items() for seed, counts in enumerate(by_seed)
+    ))  # fmt: skip
+    rows = write_report(args, results, "/ckpt", [0, 1])
+    stats = next(row for row in rows if row["mode"] == "stats")
+    assert stats["gap_to_mode"]["paired"]["differences"] == [0.5, 1.0]
+    text = (tmp_path / "transfer.txt").read_text()
+    assert "vs full: +0.75 [" in text and "per-seed differences +0.50 +1.00" in text
+    line = json.loads((tmp_path / "transfer.jsonl").read_text())
+    assert line["recipes"] == {"stats": ["full", "--config.statistics_from=pretrained"]}
+
+
 def cameras_config():
     return types.SimpleNamespace(
         model=types.SimpleNamespace(image_tokenizers="pretrained's"),

@@ -31,12 +31,31 @@ log = logging.getLogger("benchmark_transfer")  # one logger name for the benchma
 class ArmSetup(NamedTuple):
     """What every arm of a benchmark shares: the `pretrained` checkpoint directory, the
     `cameras` its model has (a target's others get new tokenizers), the `programs`
-    (finetune.py) it trains through and the `provenance` (commit, CPU) of this process."""
+    (finetune.py) it trains through, the `provenance` (commit, CPU) of this process and the
+    pretrained step's `fingerprint` (`pretrained_fingerprint`)."""
 
     pretrained: str
     cameras: tuple[str, ...]
     programs: EntryPoints
     provenance: dict[str, str]
+    fingerprint: str
+
+
+def pretrained_fingerprint(info) -> str:
+    """The content of the pretrained step the arms start from (`read_pretrained`'s info): a
+    SHA-256 over its checksum manifest's entries for the model's items (weights, statistics,
+    config, input spec) and tokenizer assets, or ``unverified`` for a step saved without one.
+    Recorded in every result, so a result made from other weights at the same path (pretraining
+    run again, e.g. on another machine) is refused instead of reused."""
+    from octo_like.model.base_checkpoint import BASE_PARAMS
+    from octo_like.model.checkpoint_integrity import items_digest
+    from octo_like.model.checkpoint_layout import MODEL_ITEMS
+
+    step_dir = os.path.join(info.checkpoint_dir, str(info.step))
+    digest = items_digest(step_dir, (*MODEL_ITEMS, BASE_PARAMS))
+    if digest is None:
+        log.warning("%s has no checksum manifest: its results record it as unverified", step_dir)
+    return f"step {info.step} sha256 {digest[:16]}" if digest else f"step {info.step} unverified"
 
 
 def collect_target_data(args, target: Target) -> str:
@@ -198,7 +217,7 @@ def train_arm(
     evaluation setting); one trained with another command is an error, not silently reused."""
     programs = setup.programs
     argv = finetune_argv(args, arm, setup.pretrained, data_root, programs.config_dir, split)
-    record = {"argv": argv, "crop": not args.no_crop}
+    record = {"argv": argv, "crop": not args.no_crop, "pretrained": setup.fingerprint}
     done = os.path.join(run_dir(args, arm), "trained.json")
     if os.path.exists(done):
         with open(done) as f:
@@ -206,8 +225,8 @@ def train_arm(
         if {k: previous.get(k) for k in record} != record:
             raise ValueError(
                 f"arm {arm.key} in {run_dir(args, arm)} was trained with another command "
-                f"({previous.get('argv')}, crop={previous.get('crop')}); use another --workdir "
-                "or delete that run"
+                f"({previous.get('argv')}, crop={previous.get('crop')}, pretrained "
+                f"{previous.get('pretrained')}); use another --workdir or delete that run"
             )
         log.info("arm %s: trained before (%s)", arm.key, done)
         return float(previous["seconds"]), dict(previous.get("provenance", {}))
@@ -267,11 +286,13 @@ def save_result(path: str, result: ArmResult) -> None:
     os.replace(path + ".tmp", path)
 
 
-def arm_command(args, argv: list[str]) -> tuple[str, ...]:
-    """What makes an arm's result: its finetune.py command line, and the benchmark's
-    ``--no_crop``, which `set_cameras` applies to the config and the command line does not show
-    (`train_arm`'s trained.json records the same two)."""
-    return (*argv, *(["--no_crop"] if args.no_crop else []))
+def arm_command(args, argv: list[str], fingerprint: str) -> tuple[str, ...]:
+    """What makes an arm's result: its finetune.py command line, the benchmark's ``--no_crop``,
+    which `set_cameras` applies to the config and the command line does not show, and the
+    pretrained step's content (`pretrained_fingerprint`), which its path does not show
+    (`train_arm`'s trained.json records the same three)."""
+    crop = ["--no_crop"] if args.no_crop else []
+    return (*argv, *crop, f"pretrained: {fingerprint}")
 
 
 def reusable(path: str, arm: Arm, command: tuple[str, ...]) -> ArmResult | None:
@@ -305,16 +326,17 @@ def check_saved_provenance(args, arms: list[Arm], here: dict[str, str]) -> None:
                          allow_mixed=args.allow_mixed_provenance)  # fmt: skip
 
 
-def run_zero_shot(args, target: Target, pretrained: str, info, provenance: dict[str, str]):
-    """The pretrained checkpoint on `target` before any fine-tuning (saved like an arm), or None
-    when it cannot act in the target's embodiment (logged with the reason). `provenance`: this
-    process's commit and CPU, recorded with the result."""
+def run_zero_shot(args, target: Target, info, setup: ArmSetup):
+    """The pretrained checkpoint (`setup.pretrained`, `info` its `read_pretrained`) on `target`
+    before any fine-tuning (saved like an arm, with `setup`'s provenance and fingerprint), or
+    None when it cannot act in the target's embodiment (logged with the reason)."""
+    pretrained, provenance = setup.pretrained, setup.provenance
     arm = Arm(target, ZERO_SHOT, 0)
     dataset_name, why = zero_shot_dataset(info, target.variant)
     if dataset_name is None:
         log.info("zero-shot on %s skipped: %s", target.name, why)
         return None
-    command = (ZERO_SHOT, pretrained, dataset_name)
+    command = (ZERO_SHOT, pretrained, dataset_name, f"pretrained: {setup.fingerprint}")
     path = result_path(args, arm)
     saved = reusable(path, arm, command)
     if saved is not None:
@@ -332,7 +354,7 @@ def run_arm(args, arm: Arm, setup: ArmSetup, data_root: str, split: str = "train
     it, with where each stage ran."""
     path = result_path(args, arm)
     argv = finetune_argv(args, arm, setup.pretrained, data_root, setup.programs.config_dir, split)
-    command = arm_command(args, argv)
+    command = arm_command(args, argv, setup.fingerprint)
     saved = reusable(path, arm, command)
     if saved is not None:
         log.info("arm %s: reusing %s", arm.key, path)

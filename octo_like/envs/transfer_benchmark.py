@@ -25,6 +25,7 @@ from octo_like.envs.transfer_arms import (
     check_saved_provenance,
     collect_target_data,
     evaluation_suffix,
+    pretrained_fingerprint,
     run_arm,
     run_zero_shot,
 )
@@ -221,9 +222,11 @@ def run(args: argparse.Namespace, programs: EntryPoints) -> list[dict]:
     info = reused or read_pretrained(pretrained)
     if reused is None:  # pretrained here: what it actually saw is now on disk
         check_targets(targets, checkpoint_scope(pretrained, info.dataset_names), pretrained)
+    fingerprint = pretrained_fingerprint(info)
+    setup = ArmSetup(pretrained, tuple(info.config.cameras), programs, here, fingerprint)
     results = []
     for target in zero_shot_targets:
-        result = run_zero_shot(args, target, pretrained, info, here)
+        result = run_zero_shot(args, target, info, setup)
         results += [result] if result is not None else []
     data_roots = {t.name: collect_target_data(args, t) for t in targets}
     splits = {
@@ -236,9 +239,8 @@ def run(args: argparse.Namespace, programs: EntryPoints) -> list[dict]:
         )
         for t in targets
     }
-    setup = ArmSetup(pretrained, tuple(info.config.cameras), programs, here)
     for i, arm in enumerate(arms):
         log.info("arm %d/%d: %s", i + 1, len(arms), arm.key)
         split = splits[arm.target.name][(arm.seed, arm.demos)]
         results.append(run_arm(args, arm, setup, data_roots[arm.target.name], split))
-    return write_report(args, results, pretrained, seeds)
+    return write_report(args, results, f"{pretrained} ({fingerprint})", seeds)

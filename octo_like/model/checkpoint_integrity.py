@@ -167,6 +167,20 @@ def read_manifest(step_dir: str) -> dict[str, dict[str, Any]] | None:
     return None if full is None else full["files"]
 
 
+def items_digest(step_dir: str, items: Iterable[str]) -> str | None:
+    """One SHA-256 over the manifest's entries of `items` (top-level item directories, e.g.
+    ``params``) and of the shared assets: names what a step holds by content, so results made
+    from other weights saved at the same path (a checkpoint trained again) are told apart.
+    None for a step saved without checksums."""
+    manifest = _read(step_dir)
+    if manifest is None:
+        return None
+    wanted = set(items)
+    files = {p: e["sha256"] for p, e in manifest["files"].items() if p.split("/")[0] in wanted}
+    assets = {p: e["sha256"] for p, e in manifest["assets"].items()}
+    return _tables_digest(files, assets)
+
+
 def _read(step_dir: str) -> dict[str, Any] | None:
     path = storage.join(step_dir, CHECKSUMS_FILE)
     if not storage.exists(path):

@@ -30,6 +30,7 @@ def benchmark_args(tmp_path, *flags: str):
 
 
 HERE = {"commit": "0123456789ab", "cpu": "AMD EPYC, family 25 model 17"}
+WEIGHTS = "step 6000 sha256 feedfacecafebeef"  # a pretrained step's fingerprint
 
 
 def made_at(*results: ArmResult, where=HERE) -> list[ArmResult]:
@@ -258,10 +259,13 @@ def test_a_camera_the_pretrained_model_lacks_gets_a_tokenizer_and_a_size():
 def test_a_saved_arm_is_reused_and_one_trained_with_another_command_is_refused(tmp_path):
     args = benchmark_args(tmp_path)
     # Any training call fails: no finetune.py to train through.
-    untrainable = transfer_arms.ArmSetup("/ckpt", ("primary",), EntryPoints("/configs", None), HERE)
+    untrainable = transfer_arms.ArmSetup(
+        "/ckpt", ("primary",), EntryPoints("/configs", None), HERE, WEIGHTS
+    )
     arm = Arm(TARGET, "full", 0, 2)
-    argv = tuple(transfer_arms.finetune_argv(args, arm, "/ckpt", "/data", "/configs"))
-    saved = made_at(ArmResult(arm, {"reach": (1, 1)}, 2.0, 1.0, command=argv))[0]
+    argv = transfer_arms.finetune_argv(args, arm, "/ckpt", "/data", "/configs")
+    command = transfer_arms.arm_command(args, argv, WEIGHTS)
+    saved = made_at(ArmResult(arm, {"reach": (1, 1)}, 2.0, 1.0, command=command))[0]
     path = transfer_arms.result_path(args, arm)
     transfer_arms.save_result(path, saved)
     assert transfer_arms.run_arm(args, arm, untrainable, "/data") == saved
@@ -273,6 +277,9 @@ def test_a_saved_arm_is_reused_and_one_trained_with_another_command_is_refused(t
     fixed_camera = benchmark_args(tmp_path, "--no_crop")  # same command line, other cameras
     with pytest.raises(ValueError, match="another command"):
         transfer_arms.run_arm(fixed_camera, arm, untrainable, "/data")
+    pretrained_again = untrainable._replace(fingerprint="step 6000 sha256 0123456789abcdef")
+    with pytest.raises(ValueError, match="another command"):  # same path, other weights
+        transfer_arms.run_arm(args, arm, pretrained_again, "/data")
     transfer_arms.check_saved_provenance(args, [arm], HERE)  # made here: fine before any work
     elsewhere = dict(HERE, cpu="Intel Xeon")
     with pytest.raises(ValueError, match="MIXED: .*Intel Xeon: this run"):
@@ -282,10 +289,11 @@ def test_a_saved_arm_is_reused_and_one_trained_with_another_command_is_refused(t
 
     run = pathlib.Path(transfer_arms.run_dir(args, arm))
     run.mkdir(parents=True)
-    argv = list(argv)
-    record = {"argv": argv, "crop": True, "seconds": 7.5, "provenance": HERE}
+    record = {"argv": argv, "crop": True, "pretrained": WEIGHTS, "seconds": 7.5, "provenance": HERE}
     (run / "trained.json").write_text(json.dumps(record))
     assert transfer_arms.train_arm(args, arm, untrainable, "/data") == (7.5, HERE)
+    with pytest.raises(ValueError, match="another command.*pretrained step 6000 sha256 feed"):
+        transfer_arms.train_arm(args, arm, pretrained_again, "/data")
     (run / "trained.json").write_text(json.dumps({**record, "argv": argv[:-1]}))
     with pytest.raises(ValueError, match="arm wrist/2demos/full/seed0 .* another command"):
         transfer_arms.train_arm(args, arm, untrainable, "/data")
@@ -380,3 +388,25 @@ def test_reports_of_other_evaluations_of_the_same_arms_sit_beside_the_canonical_
     for bad in ("../elsewhere", "a b", ""):
         with pytest.raises(SystemExit):
             benchmark_args(tmp_path, "--report", bad)
+
+
+def test_the_pretrained_fingerprint_names_the_weights_not_their_path(tmp_path):
+    import shutil
+
+    from octo_like.training.finetune_config import read_pretrained
+    from tests.training.test_finetune import tiny_batch, tiny_config, tiny_model
+
+    def fingerprint(path) -> str:
+        return transfer_arms.pretrained_fingerprint(read_pretrained(str(path)))
+
+    path = tmp_path / "checkpoints"
+    tiny_model(tiny_config(), tiny_batch(), seed=0).save_pretrained(10, str(path))
+    first = fingerprint(path)
+    assert re.fullmatch(r"step 10 sha256 [0-9a-f]{16}", first) and fingerprint(path) == first
+    shutil.copytree(path, tmp_path / "copied")
+    assert fingerprint(tmp_path / "copied") == first  # the same weights anywhere
+    shutil.rmtree(path)
+    tiny_model(tiny_config(), tiny_batch(), seed=1).save_pretrained(10, str(path))
+    assert fingerprint(path) != first  # pretrained again at the same path: other weights
+    (path / "10" / "checksums.json").unlink()
+    assert fingerprint(path) == "step 10 unverified"

@@ -86,6 +86,13 @@ def _gap(row: dict[str, Any], base: dict[str, Any], *, paired: bool) -> dict[str
     return gap
 
 
+def _gap_to_mode(row: dict[str, Any], base: dict[str, Any], mode: str) -> dict[str, Any]:
+    """A recipe's gap to its base `mode` (`_gap` without its scratch field)."""
+    gap = _gap(row, base, paired=True)
+    del gap["scratch_demos"]
+    return {"mode": mode, **gap}
+
+
 def summarize(
     results: Iterable[ArmResult], recipes: Mapping[str, str] | None = None
 ) -> list[dict[str, Any]]:
@@ -122,11 +129,11 @@ def summarize(
         mode = (recipes or {}).get(row["mode"])
         base = by_mode.get((row["target"], row["demos"], mode))
         if base is not None:
-            row["gap_to_mode"] = {"mode": mode, **_gap(row, base, paired=True)}
+            row["gap_to_mode"] = _gap_to_mode(row, base, mode)
             for task, entry in row["per_task"].items():
                 if task in base["per_task"]:
                     base_task = {**base["per_task"][task], "demos": base["demos"]}
-                    entry["gap_to_mode"] = {"mode": mode, **_gap(entry, base_task, paired=True)}
+                    entry["gap_to_mode"] = _gap_to_mode(entry, base_task, mode)
     return rows
 
 

@@ -113,7 +113,7 @@ def test_a_recipe_is_compared_with_scratch_and_with_its_base_mode_seed_by_seed()
     relang = rows["relang"]
     # Per seed: relang (15, 15, 15)/20 against full (11, 12, 11)/20 and scratch (8, 9, 9)/20.
     to_full = relang["gap_to_mode"]
-    assert to_full["mode"] == "full"
+    assert to_full["mode"] == "full" and "scratch_demos" not in to_full
     assert to_full["paired"]["differences"] == pytest.approx([0.2, 0.15, 0.2], abs=1e-4)
     # By hand: mean .55/3, sd of (.2, .15, .2) = .05/sqrt(3), t(.975, 2) = 4.302653.
     mean, half = 0.55 / 3, 4.302653 * (0.05 / 3**0.5) / 3**0.5

@@ -19,6 +19,7 @@ with extra flags, `transfer.Recipe`) is also compared with its base mode's row, 
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -86,6 +87,14 @@ def _gap(row: dict[str, Any], base: dict[str, Any], *, paired: bool) -> dict[str
     return gap
 
 
+def _set_gaps(row: dict[str, Any], base: dict[str, Any], key: str, gap) -> None:
+    """``row[key] = gap(row, base)``, and the same for each of `row`'s tasks that `base` has."""
+    row[key] = gap(row, base)
+    for task, entry in row["per_task"].items():
+        if task in base["per_task"]:
+            entry[key] = gap(entry, {**base["per_task"][task], "demos": base["demos"]})
+
+
 def _gap_to_mode(row: dict[str, Any], base: dict[str, Any], mode: str) -> dict[str, Any]:
     """A recipe's gap to its base `mode` (`_gap` without its scratch field)."""
     gap = _gap(row, base, paired=True)
@@ -119,21 +128,13 @@ def summarize(
         base = fewest.get(row["target"]) if zero_shot else scratch.get(key)
         if base is None:
             continue
-        row["gap_to_scratch"] = _gap(row, base, paired=not zero_shot)
-        for task, entry in row["per_task"].items():
-            if task in base["per_task"]:
-                base_task = {**base["per_task"][task], "demos": base["demos"]}
-                entry["gap_to_scratch"] = _gap(entry, base_task, paired=not zero_shot)
+        _set_gaps(row, base, "gap_to_scratch", functools.partial(_gap, paired=not zero_shot))
     by_mode = {(r["target"], r["demos"], r["mode"]): r for r in rows}
     for row in rows:
         mode = (recipes or {}).get(row["mode"])
         base = by_mode.get((row["target"], row["demos"], mode))
         if base is not None:
-            row["gap_to_mode"] = _gap_to_mode(row, base, mode)
-            for task, entry in row["per_task"].items():
-                if task in base["per_task"]:
-                    base_task = {**base["per_task"][task], "demos": base["demos"]}
-                    entry["gap_to_mode"] = _gap_to_mode(entry, base_task, mode)
+            _set_gaps(row, base, "gap_to_mode", functools.partial(_gap_to_mode, mode=mode))
     return rows
 
 

@@ -174,10 +174,12 @@ def _gap_text(gap: dict[str, Any] | None) -> str:
 def table(rows: Sequence[dict[str, Any]]) -> str:
     """Success +- interval per (target, demonstrations, arm), per-seed rates, the gap to scratch
     (pooled and paired), then each row's per-seed differences and its per-task lines."""
+    # Wide enough for every row's per-seed rates (five seeds take 24 characters) and a gap.
+    width = max([20] + [len(" ".join(f"{r:.2f}" for r in row["seed_rates"])) + 2 for row in rows])
     header = (
         f"{'target':<12}{'variant':<9}{'demos':>6} {'arm':<14}{'success':>11}{'rate':>7}"
-        f"{'95% CI':>15}  {'per seed':<20}gap to scratch: pooled (95% CI), paired over seeds "
-        "(t 95% CI)"
+        f"{'95% CI':>15}  {'per seed':<{width}}gap to scratch: pooled (95% CI), paired over "
+        "seeds (t 95% CI)"
     )
     lines = [header, "-" * len(header)]
     for row in rows:
@@ -187,7 +189,7 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
         line = (
             f"{row['target']:<12}{row['variant']:<9}{row['demos'] or '-':>6} {row['mode']:<14}"
             f"{row['successes']:>5}/{row['episodes']:<5}{row['success_rate']:>7.2f}"
-            f"{f'[{low:.2f}, {high:.2f}]':>15}  {seeds:<20}{_gap_text(gap)}  {verdict(row)}"
+            f"{f'[{low:.2f}, {high:.2f}]':>15}  {seeds:<{width}}{_gap_text(gap)}  {verdict(row)}"
         )
         lines.append(line.rstrip())
         indent = " " * 8

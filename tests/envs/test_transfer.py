@@ -187,6 +187,20 @@ def test_summary_pools_seeds_and_states_the_gap_to_scratch(tmp_path):
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+def test_five_seeds_rates_stay_apart_from_the_gap_in_the_table():
+    # Five seeds' rates take 24 characters: the column once ran them into the gap
+    # ("0.91+0.06") in the 2026-11-28 validation report.
+    rates = {0: 18, 1: 17, 2: 12, 3: 15, 4: 18}
+    results = results_of(
+        {("full", s): {"reach": (n, 20), "push": (n, 20)} for s, n in rates.items()}
+        | {("scratch", s): {"reach": (10, 20), "push": (10, 20)} for s in rates}
+    )
+    full = next(row for row in summarize(results) if row["mode"] == "full")
+    line = next(line for line in table([full]).splitlines() if line.startswith("heldout"))
+    seeds_then_gap = line.split("]  ", 1)[1].split()
+    assert seeds_then_gap[:6] == ["0.90", "0.85", "0.60", "0.75", "0.90", "+0.30"]
+
+
 def test_a_mode_worse_than_scratch_is_said_so():
     results = results_of(
         {("full", 0): {"reach": (0, 20), "push": (0, 20)},

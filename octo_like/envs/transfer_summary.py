@@ -171,11 +171,16 @@ def _gap_text(gap: dict[str, Any] | None) -> str:
     return text
 
 
+def _seed_text(row: dict[str, Any]) -> str:
+    """A row's per-seed success rates, as the table's per-seed column shows them."""
+    return " ".join(f"{r:.2f}" for r in row["seed_rates"])
+
+
 def table(rows: Sequence[dict[str, Any]]) -> str:
     """Success +- interval per (target, demonstrations, arm), per-seed rates, the gap to scratch
     (pooled and paired), then each row's per-seed differences and its per-task lines."""
     # Wide enough for every row's per-seed rates (five seeds take 24 characters) and a gap.
-    width = max([20] + [len(" ".join(f"{r:.2f}" for r in row["seed_rates"])) + 2 for row in rows])
+    width = max([20] + [len(_seed_text(row)) + 2 for row in rows])
     header = (
         f"{'target':<12}{'variant':<9}{'demos':>6} {'arm':<14}{'success':>11}{'rate':>7}"
         f"{'95% CI':>15}  {'per seed':<{width}}gap to scratch: pooled (95% CI), paired over "
@@ -184,7 +189,7 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
     lines = [header, "-" * len(header)]
     for row in rows:
         low, high = row["ci95"]
-        seeds = " ".join(f"{r:.2f}" for r in row["seed_rates"])
+        seeds = _seed_text(row)
         gap = row.get("gap_to_scratch")
         line = (
             f"{row['target']:<12}{row['variant']:<9}{row['demos'] or '-':>6} {row['mode']:<14}"

@@ -153,6 +153,7 @@ class Checkpointer:
         self._orbax_directory = orbax_directory
         self._language_copied = False
         self._verified: set[int] = set()  # steps whose train state matched its checksums
+        self._closed = False
 
     # ------------------------------------------------------------------ queries
     def all_steps(self) -> list[int]:
@@ -395,13 +396,32 @@ class Checkpointer:
         log.info("wrote checksums of %d files for checkpoint step %d", count, step)
 
     def close(self) -> None:
+        """Waits for the last save, then releases everything this holds (orbax's threads, the
+        staging directory, the notice filter on the absl logger), each even when the last save
+        or another release failed; the save's own error is the one raised. Closing again does
+        nothing."""
+        if self._closed:
+            return
+        self._closed = True
         try:
             self.wait()
-        finally:  # orbax's threads stop even when the last save failed
-            self._manager.close()
-        if self._staged is not None:
-            self._staged.close()
-        self._quiet.close()
+        except BaseException:
+            self._release(save_failed=True)
+            raise
+        self._release(save_failed=False)
+
+    def _release(self, *, save_failed: bool) -> None:
+        with contextlib.ExitStack() as release:  # runs in reverse: the filter goes last
+            release.callback(self._quiet.close)
+            if self._staged is not None:
+                release.callback(self._staged.close)
+            try:
+                self._manager.close()
+            except Exception:
+                if not save_failed:
+                    raise
+                # orbax's close waits again, re-raising the failure `wait` already named
+                log.debug("closing orbax's manager after a failed save", exc_info=True)
 
     def __enter__(self) -> Checkpointer:
         return self

@@ -158,6 +158,7 @@ def run(
         return _run_held(
             config, workdir, main, raw_config=raw_config, stop_at_step=stop_at_step,
             init_model=init_model, closed_loop=closed_loop, saved_num_steps=saved_num_steps,
+            held=held,
         )  # fmt: skip
 
 
@@ -171,8 +172,10 @@ def _run_held(
     init_model: ModelInitializer | None,
     closed_loop: ClosedLoopEval | None,
     saved_num_steps: int | None = None,
+    held: contextlib.ExitStack,
 ) -> RunResult:
-    """`run` once the workdir is held and checked; `saved_num_steps`: the resumed run's."""
+    """`run` once the workdir is held and checked; `saved_num_steps`: the resumed run's;
+    `held`: what `run` releases when it returns or fails (the workdir lock)."""
     startup = StartupClock()
     if jax.process_count() > 1:  # others must not open checkpoints while the main one moves
         multihost_utils.sync_global_devices("workdir checked")
@@ -185,6 +188,7 @@ def _run_held(
         log.info("runtime: %s", describe_runtime(mesh))
     shard = distributed.process_shard()
     checkpointer = Checkpointer(storage.join(workdir, CHECKPOINT_SUBDIR), config.checkpoint)
+    held.callback(checkpointer.close)  # when start-up fails; the loop closes it in order
     start_step = checkpointer.resume_step() or 0  # falls back past a corrupt latest step
 
     startup.mark("setup")

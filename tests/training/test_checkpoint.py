@@ -4,6 +4,7 @@ and the workdir as the run's identity."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import socket
@@ -22,7 +23,12 @@ from jax.sharding import PartitionSpec as P
 from octo_like.model.config import HeadConfig, LanguageConfig, ModelConfig, ProprioTokenizerConfig
 from octo_like.model.language.testing import write_tiny_t5_checkpoint
 from octo_like.model.octo_model import OctoModel
-from octo_like.training.checkpoint import CheckpointConfig, Checkpointer, check_workdir
+from octo_like.training.checkpoint import (
+    CheckpointConfig,
+    Checkpointer,
+    CheckpointSaveError,
+    check_workdir,
+)
 from tests.conftest import REPO
 from tests.model.test_octo_model import statistics_entry
 from tests.xla_flags import xla_flags
@@ -101,6 +107,31 @@ def test_async_sharded_round_trip_is_bit_exact_on_target_shardings(tmp_path):
         assert moved["params"]["w"].sharding == other
     saved = read_json(os.path.join(directory, "17", "dataset_statistics", "metadata"))
     assert saved == {"toy": {"n": 3}}
+
+
+def test_a_checkpointer_whose_last_save_failed_still_releases_everything(tmp_path, monkeypatch):
+    """close() raises the failed save's error, and still stops orbax's threads and removes its
+    notice filter from the process-wide absl logger; closing again does nothing."""
+    absl = logging.getLogger("absl")
+    before = list(absl.filters)
+    with Checkpointer(str(tmp_path / "ok"), CheckpointConfig(save_every=1)):
+        assert len(absl.filters) == len(before) + 1  # orbax's expected notices, while open
+    assert absl.filters == before
+
+    ckpt = Checkpointer(str(tmp_path / "failing"), CheckpointConfig(save_every=1))
+    released = []
+    close_manager = ckpt._manager.close
+    monkeypatch.setattr(ckpt._manager, "close", lambda: (released.append(1), close_manager()))
+
+    def disk_gone() -> None:  # what orbax raises when the last async save failed
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(ckpt._manager, "wait_until_finished", disk_gone)
+    with pytest.raises(CheckpointSaveError, match="the disk is full"):
+        ckpt.close()
+    assert released == [1] and absl.filters == before
+    ckpt.close()
+    assert released == [1]
 
 
 def test_fresh_process_restores_and_names_mismatched_leaves(tmp_path):

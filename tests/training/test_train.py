@@ -174,11 +174,15 @@ def test_a_run_that_fails_validation_claims_no_workdir(shared_data, tmp_path):
     broken = debug_config(
         shared_data, stats, **{"model.head.kind": "flow", "model.head.kwargs": {"no_such_kwarg": 1}}
     )
+    filters = list(logging.getLogger("absl").filters)
     with pytest.raises(TypeError, match="no_such_kwarg") as error:
         train.main(broken, str(workdir), stop_at_step=1)
     # At model init: building the module (from its shapes first, to compile the step early).
     assert any(entry.name in ("from_config", "abstract_module") for entry in error.traceback)
     assert not (workdir / "config.json").exists()
+    # The checkpointer opened before the failure is closed: its orbax notice filter is gone
+    # from the process-wide absl logger (it silenced later loads' tests and users' own logs).
+    assert logging.getLogger("absl").filters == filters
     result = train.main(debug_config(shared_data, stats), str(workdir), stop_at_step=1)
     assert result.start_step == 0 and (workdir / "config.json").exists()
 

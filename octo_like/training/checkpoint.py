@@ -147,9 +147,15 @@ class Checkpointer:
         registry = handler_registry((*ITEMS, BASE_PARAMS))
         self._quiet = contextlib.ExitStack()  # orbax's expected notices, while this is open
         self._quiet.enter_context(quiet_orbax())
-        self._manager = ocp.CheckpointManager(
-            orbax_directory, options=options, handler_registry=registry
-        )
+        try:
+            self._manager = ocp.CheckpointManager(
+                orbax_directory, options=options, handler_registry=registry
+            )
+        except BaseException:  # nothing this opened outlives the failure
+            self._quiet.close()
+            if self._staged is not None:
+                self._staged.close()
+            raise
         self._orbax_directory = orbax_directory
         self._language_copied = False
         self._verified: set[int] = set()  # steps whose train state matched its checksums

@@ -188,7 +188,7 @@ def _run_held(
         log.info("runtime: %s", describe_runtime(mesh))
     shard = distributed.process_shard()
     checkpointer = Checkpointer(storage.join(workdir, CHECKPOINT_SUBDIR), config.checkpoint)
-    held.callback(checkpointer.close)  # when start-up fails; the loop closes it in order
+    close_checkpointer = _closed_once(held, checkpointer.close)
     start_step = checkpointer.resume_step() or 0  # falls back past a corrupt latest step
 
     startup.mark("setup")
@@ -277,8 +277,10 @@ def _run_held(
         is_main_process=main,
         resume_step=start_step,
     )
+    close_writer = _closed_once(held, writer.close)  # a URL's metrics are written at close
     end_step = config.num_steps if stop_at_step is None else min(stop_at_step, config.num_steps)
     progress = metrics.Progress(end_step, initial_step=start_step, disable=not main)
+    close_progress = _closed_once(held, progress.close)
     val_config = dataclasses.replace(config.data, train=False)
     save_kwargs = lambda: dict(
         params=inference_params(state),
@@ -293,6 +295,7 @@ def _run_held(
         enabled=main,
         quiesce=checkpointer.wait,
     )
+    stop_profile = _closed_once(held, profile.stop)
     shares = metrics.DatasetShares()
 
     def train_to_device(batch):
@@ -303,6 +306,7 @@ def _run_held(
     prefetcher = DevicePrefetcher(
         batches, train_to_device, depth=config.prefetch_batches, first_batches=(first,)
     )
+    close_prefetcher = _closed_once(held, prefetcher.close)
     pending, window_start, last = [], start_step, {}
     window_wait = 0.0
     window_clock = step_clock = time.perf_counter()
@@ -378,11 +382,27 @@ def _run_held(
     finally:  # every resource is released even when one of them fails (a full disk)
         with contextlib.ExitStack() as cleanup:  # run in reverse: watch first, progress last;
             # the profiler stops once the prefetcher's and the checkpointer's threads are done
-            for close in (progress.close, writer.close, profile.stop, checkpointer.close,
-                          prefetcher.close, watch.__exit__):  # fmt: skip
+            for close in (close_progress, close_writer, stop_profile, close_checkpointer,
+                          close_prefetcher, watch.__exit__):  # fmt: skip
                 cleanup.callback(close)
     model.update_params(distributed.host_copy(inference_params(state)))
     return RunResult(start_step, step, state, model, last, preempted)
+
+
+def _closed_once(held: contextlib.ExitStack, close: Callable[[], Any]) -> Callable[[], None]:
+    """`close`, run at most once: by the loop's cleanup, in its order, or by `held` (in reverse
+    order of opening) when the run fails before its loop starts, so nothing it opened (threads,
+    files, a wandb run, the checkpointer's logging filter) outlives a failed start-up."""
+    done = False
+
+    def once() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            close()
+
+    held.callback(once)
+    return once
 
 
 def _evaluate(eval_step, state, val_config, shard, prepared, config, to_device) -> dict:

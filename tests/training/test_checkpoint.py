@@ -133,6 +133,13 @@ def test_a_checkpointer_whose_last_save_failed_still_releases_everything(tmp_pat
     ckpt.close()
     assert released == [1]
 
+    # One that cannot open its directory (a file is in the way) leaves nothing behind either,
+    # while its error (which holds the half-made object) is still alive, as in a notebook.
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(OSError) as error:
+        Checkpointer(str(tmp_path / "a_file" / "checkpoints"), CheckpointConfig(save_every=1))
+    assert absl.filters == before, error.traceback[-1]
+
 
 def test_fresh_process_restores_and_names_mismatched_leaves(tmp_path):
     mesh = jax.make_mesh((2, 4), ("batch", "fsdp"))

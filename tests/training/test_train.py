@@ -10,6 +10,7 @@ import pathlib
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import jax
@@ -185,6 +186,34 @@ def test_a_run_that_fails_validation_claims_no_workdir(shared_data, tmp_path):
     assert logging.getLogger("absl").filters == filters
     result = train.main(debug_config(shared_data, stats), str(workdir), stop_at_step=1)
     assert result.start_step == 0 and (workdir / "config.json").exists()
+
+
+def test_a_run_that_fails_just_before_its_loop_releases_what_it_opened(
+    shared_data, tmp_path, monkeypatch
+):
+    """What a run opens before its loop (the checkpointer with its absl logging filter, the
+    metrics writers, the progress bar, the prefetcher's thread) is released when its start-up
+    fails after opening them: here the last thing before the loop fails."""
+    from octo_like.training import loop, metrics
+
+    filters = list(logging.getLogger("absl").filters)
+    writers = []
+    make_writers = metrics.make_writers
+    monkeypatch.setattr(
+        metrics, "make_writers", lambda *a, **k: writers.append(make_writers(*a, **k)) or writers[0]
+    )
+
+    def fail(start_step: int):
+        raise RuntimeError("failed just before the loop")
+
+    monkeypatch.setattr(loop, "PreemptionWatch", fail)
+    config = debug_config(shared_data, str(tmp_path / "stats"))
+    with pytest.raises(RuntimeError, match="just before the loop") as error:
+        train.main(config, str(tmp_path / "run"), stop_at_step=1)
+    assert logging.getLogger("absl").filters == filters, error.traceback[-1]
+    assert [w._closed for w in writers[0].writers if hasattr(w, "_closed")] == [True]
+    prefetching = [t for t in threading.enumerate() if t.name == "device-prefetch"]
+    assert not prefetching, prefetching
 
 
 @pytest.mark.slow

@@ -145,16 +145,18 @@ class Checkpointer:
         )
         # BASE_PARAMS: optional (see base_checkpoint.py)
         registry = handler_registry((*ITEMS, BASE_PARAMS))
-        self._quiet = contextlib.ExitStack()  # orbax's expected notices, while this is open
-        self._quiet.enter_context(quiet_orbax())
+        # What this holds besides orbax's manager, released last: the staging directory, then
+        # the filter of orbax's expected notices (on while this is open).
+        self._held = contextlib.ExitStack()
+        self._held.enter_context(quiet_orbax())
+        if self._staged is not None:
+            self._held.callback(self._staged.close)
         try:
             self._manager = ocp.CheckpointManager(
                 orbax_directory, options=options, handler_registry=registry
             )
         except BaseException:  # nothing this opened outlives the failure
-            self._quiet.close()
-            if self._staged is not None:
-                self._staged.close()
+            self._held.close()
             raise
         self._orbax_directory = orbax_directory
         self._language_copied = False
@@ -417,10 +419,7 @@ class Checkpointer:
         self._release(save_failed=False)
 
     def _release(self, *, save_failed: bool) -> None:
-        with contextlib.ExitStack() as release:  # runs in reverse: the filter goes last
-            release.callback(self._quiet.close)
-            if self._staged is not None:
-                release.callback(self._staged.close)
+        with self._held:  # released even when closing orbax's manager fails
             try:
                 self._manager.close()
             except Exception:

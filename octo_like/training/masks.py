@@ -118,9 +118,21 @@ def decays(path: str, ndim: int) -> bool:
     return not any("position" in part.lower() or _NORM_COMPONENT.search(part) for part in parts)
 
 
-def weight_decay_mask(tree: PyTree) -> PyTree:
-    """True for parameters that get weight decay; see `decays` for the rule (names AND ndim)."""
-    return map_with_paths(lambda path, leaf: decays(path, _ndim(leaf)), tree)
+WEIGHT_DECAY_RULES = ("shape", "kernel", "all")
+
+
+def weight_decay_mask(tree: PyTree, rule: str = "shape") -> PyTree:
+    """True for parameters that get weight decay. "shape": `decays` (names AND ndim);
+    "kernel": every path containing ``kernel`` (Octo's rule: on the converted layout the same
+    parameters as on Octo's own paths, `tests/training/test_finetune_octo_steps.py`); "all":
+    every parameter (optax.adamw without a mask)."""
+    if rule == "shape":
+        return map_with_paths(lambda path, leaf: decays(path, _ndim(leaf)), tree)
+    if rule == "kernel":
+        return map_with_paths(lambda path, _: "kernel" in path, tree)
+    if rule == "all":
+        return map_with_paths(lambda path, _: True, tree)
+    raise ValueError(f"unknown weight-decay rule {rule!r}; choose from {WEIGHT_DECAY_RULES}")
 
 
 def multiplier_rules(

@@ -28,6 +28,7 @@ from octo_like.config.typed import ConfigError
 from octo_like.training import masks
 
 SCHEDULES = ("constant", "warmup_cosine", "rsqrt")
+MU_DTYPES = ("float32", "bfloat16")
 FROZEN, TRAINABLE = "frozen", "trainable"
 
 
@@ -47,6 +48,12 @@ class OptimizerConfig:
     decay_steps: cosine length; None -> the total number of optimizer updates of the run.
     b2: 0.95 rather than Adam's 0.999: the second moment forgets faster, which damps the loss
       spikes large-batch transformer pretraining is prone to.
+    mu_dtype: the dtype Adam's first moment is STORED in ("bfloat16" halves its memory, as Octo
+      does; the update itself is computed in float32 from the stored moment); None: float32.
+    weight_decay_rule: which parameters decay (`masks.WEIGHT_DECAY_RULES`): "shape" (matrices
+      and kernels, not biases, norms, embeddings or positions), "kernel" (every path containing
+      `kernel`: Octo's rule, which also decays the diffusion head's 1-D Fourier frequencies) or
+      "all" (optax.adamw's default without a mask, as Octo's examples/02 uses it).
     clip_gradient_norm: global-norm clip over the trainable gradients; None disables it.
     frozen: regexes (re.search on paths like `language_encoder/layers/0/...`) of frozen params.
     lr_multipliers: regex -> multiplier, first match wins (in insertion order), default 1.0. May
@@ -67,6 +74,8 @@ class OptimizerConfig:
     b1: float = 0.9
     b2: float = 0.95
     eps: float = 1e-8
+    mu_dtype: str | None = None
+    weight_decay_rule: str = "shape"
     clip_gradient_norm: float | None = 1.0
     gradient_accumulation_steps: int = 1
     frozen: tuple[str, ...] = ()
@@ -95,6 +104,13 @@ class OptimizerConfig:
         _check(0.0 <= self.b1 < 1.0, "b1 must be in [0, 1)", self.b1)
         _check(0.0 <= self.b2 < 1.0, "b2 must be in [0, 1)", self.b2)
         _check(self.eps > 0, "eps must be > 0", self.eps)
+        if self.mu_dtype is not None and self.mu_dtype not in MU_DTYPES:
+            raise ValueError(f"mu_dtype must be None or one of {MU_DTYPES}, got {self.mu_dtype!r}")
+        if self.weight_decay_rule not in masks.WEIGHT_DECAY_RULES:
+            raise ValueError(
+                f"weight_decay_rule must be one of {masks.WEIGHT_DECAY_RULES}, "
+                f"got {self.weight_decay_rule!r}"
+            )
         if self.clip_gradient_norm is not None:
             _check(self.clip_gradient_norm > 0, "clip_gradient_norm must be > 0 or None", 0)
         _check_int(self.gradient_accumulation_steps, "gradient_accumulation_steps", minimum=1)
@@ -260,7 +276,8 @@ def make_optimizer(
     updates = optimizer_updates(config, total_steps)
     schedule = make_schedule(config, updates)
     frozen = masks.regex_mask(params, config.frozen, name="frozen")
-    decayed = jax.tree.map(lambda d, f: d and not f, masks.weight_decay_mask(params), frozen)
+    rule = config.weight_decay_rule
+    decayed = jax.tree.map(lambda d, f: d and not f, masks.weight_decay_mask(params, rule), frozen)
     multipliers = masks.lr_multipliers(params, config.lr_multipliers)
     trainable = jax.tree.map(lambda f: not f, frozen)
     if masks.count_parameters(params, trainable) == 0:
@@ -273,9 +290,11 @@ def make_optimizer(
     steps: list[optax.GradientTransformation] = []
     if config.clip_gradient_norm is not None:
         steps.append(optax.clip_by_global_norm(config.clip_gradient_norm))
-    steps.append(optax.scale_by_adam(b1=config.b1, b2=config.b2, eps=config.eps))
+    mu_dtype = None if config.mu_dtype is None else jnp.dtype(config.mu_dtype)
+    steps.append(optax.scale_by_adam(b1=config.b1, b2=config.b2, eps=config.eps, mu_dtype=mu_dtype))
     if config.weight_decay > 0:
-        steps.append(optax.add_decayed_weights(config.weight_decay, mask=masks.weight_decay_mask))
+        decay_mask = lambda tree: masks.weight_decay_mask(tree, rule)  # noqa: E731
+        steps.append(optax.add_decayed_weights(config.weight_decay, mask=decay_mask))
     steps.append(optax.scale_by_learning_rate(schedule))
     inner = optax.chain(*steps)
     if config.gradient_accumulation_steps > 1:

@@ -323,7 +323,12 @@ class OctoModule(nnx.Module):
         return {**prefix_out, **step_out}
 
     def loss(self, batch: Mapping, *, rng: jax.Array, train: bool = True):
-        """(scalar loss, metrics) of the action head on a batch (schema stage 5 + tokens)."""
+        """(scalar loss, metrics) of the action head on a batch (schema stage 5 + tokens).
+
+        A batch may carry ``head_draws`` (``{"time": [b, w], "noise": float32[b, w, H*A]}``):
+        the diffusion / flow head's training draws, replayed instead of drawn from `rng`, so
+        a step reproduces another program's step (tests/training/test_finetune_octo_steps.py).
+        """
         transformer_rng, head_rng = jax.random.split(rng)
         readouts = self.readouts(
             batch["observation"], batch["task"], train=train, rng=transformer_rng
@@ -335,6 +340,7 @@ class OctoModule(nnx.Module):
             batch["action_pad_mask"],
             rng=head_rng,
             train=train,
+            draws=batch.get("head_draws"),
         )
 
     def predict_action(

@@ -19,13 +19,21 @@ Shapes used throughout the heads:
 
 A loss is the mean over valid elements only, valid meaning
 ``timestep_pad_mask[..., None, None] & action_pad_mask``; with nothing valid it is 0, not NaN.
+With ``loss_scale="action_dim"`` every term is multiplied by ``A`` (Octo's heads "sum over the
+action dimension instead of averaging"; its gradients are then A times the mean's, which moves
+the point where a global-norm clip binds).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+LOSS_SCALES = ("mean", "action_dim")
+HEAD_DRAW_KEYS = ("time", "noise")  # a diffusion / flow head's training draws (loss_terms)
 
 
 def pool_readouts(readouts: jax.Array) -> jax.Array:
@@ -73,7 +81,12 @@ class BaseActionHead(nnx.Module):
     the term named ``"loss"``); they call `last_condition` to sample.
     """
 
-    def __init__(self, *, embedding_dim: int, action_dim: int, action_horizon: int):
+    def __init__(
+        self, *, embedding_dim: int, action_dim: int, action_horizon: int, loss_scale: str = "mean"
+    ):
+        if loss_scale not in LOSS_SCALES:
+            raise ValueError(f"loss_scale must be one of {LOSS_SCALES}, got {loss_scale!r}")
+        self.loss_scale = loss_scale
         for name, value in (
             ("embedding_dim", embedding_dim),
             ("action_dim", action_dim),
@@ -120,12 +133,24 @@ class BaseActionHead(nnx.Module):
             "action_pad_mask", action_pad_mask, (b, w, h, a), f"[b={b}, w={w}, H={h}, A={a}]"
         )
 
-    def condition(self, readouts: jax.Array) -> jax.Array:
-        """The head's input: ``float[..., n_readout, d] -> float32[..., d]``, the pooled readout.
+    def condition(
+        self,
+        readouts: jax.Array,
+        *,
+        train: bool = False,
+        rng: jax.Array | None = None,
+        draws: Mapping[str, jax.Array] | None = None,
+    ) -> jax.Array:
+        """The head's input: ``float[..., n_readout, d] -> float32[..., d]``, the pooled readout
+        (the mean, or with ``use_map`` Octo's attention pooling, `map_pooling.MAPPooling`, whose
+        training dropout draws from `rng` or replays `draws`).
 
         One definition for training and sampling, so the two cannot read readouts differently.
         """
-        return pool_readouts(readouts)
+        pooling = getattr(self, "map_head", None)
+        if pooling is None:
+            return pool_readouts(readouts)
+        return pooling(readouts, train=train, rng=rng, draws=draws)
 
     def last_condition(self, readouts: jax.Array, sample_shape: tuple[int, ...] = ()) -> jax.Array:
         """The condition of the last window step, ``float32[*sample_shape, b, d]``."""
@@ -142,19 +167,30 @@ class BaseActionHead(nnx.Module):
         *,
         rng: jax.Array,
         train: bool,
+        draws: Mapping[str, jax.Array] | None = None,
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """Scalar loss and metrics: every one of `loss_terms` averaged over valid elements.
+        """Scalar loss and metrics: every one of `loss_terms` averaged over valid elements
+        (times ``A`` with ``loss_scale="action_dim"``).
 
         Metrics hold ``"loss"`` (the `loss_term`) and each term by name. Padded actions reach
         `loss_terms` as 0 and their terms are left out of every mean, so nothing in a padded
-        element (even NaN) reaches the loss or the gradients.
+        element (even NaN) reaches the loss or the gradients. `draws`: the head's training
+        draws given instead of drawn from `rng` (see `IterativeHead.loss_terms`), so a step
+        can replay another program's randomness; only heads that draw take them.
         """
         self.check_loss_inputs(readouts, actions, timestep_pad_mask, action_pad_mask)
         mask = valid_action_mask(timestep_pad_mask, action_pad_mask)
+        pool_rng = None
+        if getattr(self, "map_head", None) is not None:
+            rng, pool_rng = jax.random.split(rng)
+        condition = self.condition(readouts, train=train, rng=pool_rng, draws=draws)
+        head_draws = {k: v for k, v in (draws or {}).items() if k in HEAD_DRAW_KEYS}
+        extra = {"draws": head_draws} if head_draws else {}
         terms = self.loss_terms(
-            self.condition(readouts), zero_invalid(actions, mask), rng=rng, train=train
+            condition, zero_invalid(actions, mask), rng=rng, train=train, **extra
         )
-        metrics = {name: masked_mean(values, mask) for name, values in terms.items()}
+        scale = float(self.action_dim) if self.loss_scale == "action_dim" else 1.0
+        metrics = {name: masked_mean(values, mask) * scale for name, values in terms.items()}
         if self.loss_term not in metrics or ("loss" in metrics and self.loss_term != "loss"):
             raise KeyError(
                 f"{type(self).__name__}.loss_terms gave {sorted(metrics)}: it must give its "

@@ -14,6 +14,7 @@ from flax import nnx
 
 from octo_like.model import precision
 from octo_like.model.heads.base import BaseActionHead
+from octo_like.model.heads.map_pooling import MAPPooling
 
 LOSS_TYPES = ("l1", "mse")
 
@@ -31,9 +32,18 @@ class ContinuousActionHead(BaseActionHead):
         loss_type: str = "mse",
         max_action: float = 5.0,
         dtype: Any = None,
+        loss_scale: str = "mean",
+        use_map: bool = False,
+        map_kwargs: dict[str, Any] | None = None,
     ):
+        """`use_map`: pool the readouts with Octo's attention pooling (`MAPPooling`, its
+        keywords in `map_kwargs`: num_heads 8, mlp_dim 4 d, dropout_rate 0.1) instead of the
+        mean; Octo's L1 / MSE heads do by default."""
         super().__init__(
-            embedding_dim=embedding_dim, action_dim=action_dim, action_horizon=action_horizon
+            embedding_dim=embedding_dim,
+            action_dim=action_dim,
+            action_horizon=action_horizon,
+            loss_scale=loss_scale,
         )
         if loss_type not in LOSS_TYPES:
             raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
@@ -41,6 +51,11 @@ class ContinuousActionHead(BaseActionHead):
             raise ValueError(f"max_action must be > 0, got {max_action}")
         self.loss_type = loss_type
         self.max_action = float(max_action)
+        self.map_head = (
+            MAPPooling(embedding_dim, rngs=rngs, dtype=dtype, **(map_kwargs or {}))
+            if use_map
+            else None
+        )
         self.proj = precision.Linear(embedding_dim, self.chunk_size, dtype=dtype, rngs=rngs)
 
     @property

@@ -9,6 +9,7 @@ this module holds the rest once.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -40,11 +41,15 @@ class IterativeHead(BaseActionHead):
         max_action: float = 5.0,
         dtype: Any = None,
         fourier_init_std: float | None = None,
+        loss_scale: str = "mean",
     ):
         """The keywords every iterative head takes; `steps` (named `steps_name` in errors) and
         `fourier_init_std` are set by the subclass."""
         super().__init__(
-            embedding_dim=embedding_dim, action_dim=action_dim, action_horizon=action_horizon
+            embedding_dim=embedding_dim,
+            action_dim=action_dim,
+            action_horizon=action_horizon,
+            loss_scale=loss_scale,
         )
         if steps < 1:
             raise ValueError(f"{steps_name} must be >= 1, got {steps}")
@@ -82,15 +87,42 @@ class IterativeHead(BaseActionHead):
         return t
 
     def loss_terms(
-        self, condition: jax.Array, actions: jax.Array, *, rng: jax.Array, train: bool
+        self,
+        condition: jax.Array,
+        actions: jax.Array,
+        *,
+        rng: jax.Array,
+        train: bool,
+        draws: Mapping[str, jax.Array] | None = None,
     ) -> dict[str, jax.Array]:
-        """Squared error of the network's output against the path's target, per element."""
+        """Squared error of the network's output against the path's target, per element.
+
+        `draws`: ``{"time": [b, w] in the head's units, "noise": float32[b, w, H*A]}`` used
+        instead of the draws from `rng` (a replay of another program's training draws).
+        """
         b, w = actions.shape[:2]
         clean = jnp.clip(actions, -self.max_action, self.max_action)
         clean = clean.reshape(b, w, self.chunk_size)
         time_rng, noise_rng, dropout_rng = jax.random.split(rng, 3)
-        t = self.draw_time(time_rng, (b, w))
-        noise = jax.random.normal(noise_rng, clean.shape, jnp.float32)
+        if draws is None:
+            t = self.draw_time(time_rng, (b, w))
+            noise = jax.random.normal(noise_rng, clean.shape, jnp.float32)
+        else:
+            t, noise = _replayed(draws, (b, w), clean.shape)
         noisy, target = self.corrupt(clean, noise, t)
         output = self.network(noisy, condition, self.network_time(t), train=train, rng=dropout_rng)
         return {"mse": jnp.square(output - target).reshape(actions.shape)}
+
+
+def _replayed(
+    draws: Mapping[str, jax.Array], time_shape: tuple[int, ...], noise_shape: tuple[int, ...]
+) -> tuple[jax.Array, jax.Array]:
+    """(time, noise) from given draws, each checked against the shape it replaces."""
+    unknown = sorted(set(draws) - {"time", "noise"})
+    if unknown or "time" not in draws or "noise" not in draws:
+        raise ValueError(f"draws: expected keys 'time' and 'noise', got {sorted(draws)}")
+    t, noise = jnp.asarray(draws["time"]), jnp.asarray(draws["noise"], jnp.float32)
+    for name, value, shape in (("time", t, time_shape), ("noise", noise, noise_shape)):
+        if tuple(value.shape) != tuple(shape):
+            raise ValueError(f"draws[{name!r}]: expected shape {list(shape)}, got {value.shape}")
+    return t, noise

@@ -22,8 +22,10 @@ it can by default. Per entry:
   or for a new camera from the pretrained model's first tokenizer.
 - ``proprio``: None inherits, ``"none"`` removes it, a dict adds / replaces it.
   (These two and ``data.frame.cameras`` are Python literals on the command line.)
-- ``head``: ``kind`` / ``readout_tokens`` None inherit; ``kwargs`` None inherits the pretrained
-  head's kwargs when the kind is unchanged (``{}`` otherwise).
+- ``head``: ``kind`` / ``readout_tokens`` None inherit; when the kind is unchanged, ``kwargs``
+  update the pretrained head's kwargs key by key (Octo's ``update_config``: e.g.
+  ``{"loss_scale": "action_dim"}`` keeps every other setting), for a new kind they are its
+  kwargs (``{}`` when None).
 - ``window`` and ``action_horizon`` always come from ``data.trajectory``.
 
 ``data.frame.cameras`` None means the cameras the model reads (augmenting ``primary``), and a
@@ -313,9 +315,9 @@ def _tokenizer(entry: Mapping[str, Any], pretrained: list[dict]) -> dict[str, An
 def _head(head: Mapping[str, Any], pretrained: dict) -> dict[str, Any]:
     head = dict(head)
     kind = head.get("kind") or pretrained["kind"]
-    kwargs = head.get("kwargs")
-    if kwargs is None:
-        kwargs = pretrained["kwargs"] if kind == pretrained["kind"] else {}
+    kwargs = dict(head.get("kwargs") or {})
+    if kind == pretrained["kind"]:
+        kwargs = {**pretrained["kwargs"], **kwargs}
     readout = head.get("readout_tokens")
     unknown = sorted(set(head) - {"kind", "kwargs", "readout_tokens"})
     if unknown:

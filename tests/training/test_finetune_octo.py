@@ -51,14 +51,18 @@ def setup(tmp_path_factory) -> dict:
 
 
 def octo_example_config(setup: dict):
-    """configs/finetune_octo.py (Octo's examples/02 as a config), at the fixture's sizes."""
-    config = finetune_octo.get_config("full,language")
+    """configs/finetune_octo.py:example02 (Octo's examples/02 as a config) with a camera the
+    pretrained model never saw added, at the fixture's sizes."""
+    config = finetune_octo.get_config("example02")
     assert (config.model.action_dim, config.data.trajectory.action_horizon) == (A, H)
     assert config.model.head.kind == "l1" and config.model.proprio["mode"] == "linear"
     config.pretrained_path = setup["pretrained"]
     config.dataset.name = ROBOT
     config.dataset.location = setup["data"]
-    config.data.extra_specs = {ROBOT: config.data.extra_specs["my_robot"]}
+    spec = dict(config.data.extra_specs["my_robot"])
+    spec.update(image_keys=dict(primary="top", side="side"), proprio_key="joints")
+    config.data.extra_specs = {ROBOT: spec}
+    config.model.image_tokenizers = (dict(camera="primary"), dict(camera="side"))
     config.data.frame.cameras = dict(
         primary=dict(size=None, augment=None), side=dict(size=(32, 32), augment=None)
     )

@@ -24,7 +24,7 @@ DTYPES = ("float32", "bfloat16", "auto")
 LANGUAGE_ENCODERS = ("t5", "small", "none")
 GOAL_PADDING = ("grey", "pixels")
 STEM_STANDARDIZATIONS = ("rsqrt_variance", "std_plus_eps")
-PROPRIO_MODES = ("linear", "per_dim")
+PROPRIO_MODES = ("linear", "per_dim", "per_dim_value")  # model/tokenizers/lowdim.py
 
 
 def _check_choice(what: str, value: str, choices) -> None:

@@ -55,7 +55,8 @@ def octo_example_config(setup: dict):
     pretrained model never saw added, at the fixture's sizes."""
     config = finetune_octo.get_config("example02")
     assert (config.model.action_dim, config.data.trajectory.action_horizon) == (A, H)
-    assert config.model.head.kind == "l1" and config.model.proprio["mode"] == "linear"
+    assert config.model.head.kind == "l1" and config.model.head.kwargs["use_map"]
+    assert config.model.proprio["mode"] == "per_dim_value"
     config.pretrained_path = setup["pretrained"]
     config.dataset.name = ROBOT
     config.dataset.location = setup["data"]
@@ -66,7 +67,6 @@ def octo_example_config(setup: dict):
     config.data.frame.cameras = dict(
         primary=dict(size=None, augment=None), side=dict(size=(32, 32), augment=None)
     )
-    config.model.proprio = dict(mode="linear", num_features=16)
     config.data.batch_size = 8  # the tests run with 8 fake devices
     config.data.shuffle_buffer = 16
     config.data.statistics_cache_dir = str(setup["root"] / "stats")
@@ -91,8 +91,9 @@ def test_octos_finetuning_example_runs_from_an_imported_checkpoint(setup):
     assert result.final_step == 2 and np.isfinite(result.last_metrics["loss"])
     assert tables and "image_tokenizers/side" in tables[0]  # the reuse table was printed
     assert any(p.startswith("image_tokenizers/side/") for p in report.new)
-    assert any(p.startswith("proprio_tokenizer/") for p in report.new)
-    assert any(p.startswith("head/") for p in report.new)  # a new kind of head
+    # Octo's per-dimension proprio tokens: a new projection and positions, no tokenizer weights
+    assert {"proprio_projection/kernel", "proprio_position"} <= set(report.new)
+    assert any(p.startswith("head/map_head/") for p in report.new)  # a new kind of head
     assert any(p.startswith("image_tokenizers/wrist/") for p in report.dropped)
     for kept in ("transformer/transformer/blocks/1/mlp/fc1/kernel", "language_projection/kernel"):
         assert kept in report.reused

@@ -17,6 +17,10 @@ Octo path (flax linen, under ``params``) -> octo_like path:
   ``head/network/time_embedding/{fourier, hidden|out}`` (Fourier kernel (K, 1) -> (K,));
   ``reverse_network/{Dense_0, Dense_1, MLPResNetBlock_i/{LayerNorm_0, Dense_0, Dense_1}}`` ->
   ``head/network/{proj_in, proj_out, blocks/i/{norm, up, down}}``
+- fine-tuned by Octo's examples/02: ``obs_proprio_{projection, pos_embedding}`` ->
+  ``proprio_{projection, position}`` (proprio mode ``per_dim_value``); ``heads_action/
+  {mean_proj, map_head/{probe, MultiHeadDotProductAttention_0, LayerNorm_0, MlpBlock_0/Dense_0|1}}``
+  -> ``head/{proj, map_head/{probe, attention, norm, mlp/fc1|fc2}}``
 """
 
 from __future__ import annotations
@@ -94,12 +98,15 @@ def _rules() -> list[Rule]:
     to = r"transformer/transformer/blocks/\1/"
     dm = "heads_action/diffusion_model/"
     rn = dm + "reverse_network/"
+    mp = "heads_action/map_head/"
     net = "head/network/"
     kb = r"(kernel|bias)"
     return [
         (tok + r"StdConv_(\d+)/" + kb, r"image_tokenizers/\1/encoder/convs/\2/\3", _same),
         (tok + r"GroupNorm_(\d+)/(scale|bias)", r"image_tokenizers/\1/encoder/norms/\2/\3", _same),
         (tok + r"embedding/" + kb, r"image_tokenizers/\1/encoder/patch/\2", _same),
+        (ot + r"obs_proprio_projection/" + kb, r"proprio_projection/\1", _same),
+        (ot + r"obs_proprio_pos_embedding", "proprio_position", _drop_leading_one),
         (ot + r"obs_(\w+?)_projection/" + kb, r"image_projections/\1/\2", _same),
         (ot + r"obs_(\w+?)_pos_embedding", r"image_positions/\1", _drop_leading_one),
         (ot + r"task_language_projection/" + kb, r"language_projection/\1", _same),
@@ -122,7 +129,18 @@ def _rules() -> list[Rule]:
         (rn + r"MLPResNetBlock_(\d+)/LayerNorm_0/(scale|bias)", net + r"blocks/\1/norm/\2", _same),
         (rn + r"MLPResNetBlock_(\d+)/Dense_0/" + kb, net + r"blocks/\1/up/\2", _same),
         (rn + r"MLPResNetBlock_(\d+)/Dense_1/" + kb, net + r"blocks/\1/down/\2", _same),
-    ]
+        # An L1 / MSE head (Octo's examples/02): the output layer and its attention pooling.
+        ("heads_action/mean_proj/" + kb, r"head/proj/\1", _same),
+        (mp + "probe", "head/map_head/probe", _same),
+        (mp + r"MultiHeadDotProductAttention_0/(query|key|value)/" + kb,
+         r"head/map_head/attention/\1/\2", _heads_in),
+        (mp + "MultiHeadDotProductAttention_0/out/kernel", "head/map_head/attention/out/kernel",
+         _heads_out),
+        (mp + "MultiHeadDotProductAttention_0/out/bias", "head/map_head/attention/out/bias", _same),
+        (mp + r"LayerNorm_0/(scale|bias)", r"head/map_head/norm/\1", _same),
+        (mp + r"MlpBlock_0/Dense_0/" + kb, r"head/map_head/mlp/fc1/\1", _same),
+        (mp + r"MlpBlock_0/Dense_1/" + kb, r"head/map_head/mlp/fc2/\1", _same),
+    ]  # fmt: skip
 
 
 RULES: tuple[tuple[re.Pattern, str, Callable], ...] = tuple(

@@ -1,9 +1,12 @@
 """Proprioception tokenizer: float32[b, w, P] -> tokens per timestep.
 
-Two layouts: ``linear`` (one token per timestep, Dense over all dims; padded dims are zeroed
-first so they cannot leak) and ``per_dim`` (one token per dim: ``value_i * w_i + e_i``, where
+Three layouts: ``linear`` (one token per timestep, Dense over all dims; padded dims are zeroed
+first so they cannot leak), ``per_dim`` (one token per dim: ``value_i * w_i + e_i``, where
 the per-dim embedding ``e_i`` also plays the role of a bias, so each token knows which joint it
-carries and padded dims can be masked individually).
+carries and padded dims can be masked individually) and ``per_dim_value`` (one token per dim
+holding only its value, ``float32[b, w, P, 1]``: Octo's ``LowdimObsTokenizer`` without
+discretization, as its examples/02 fine-tunes with; the model's projection and per-dim
+positional embedding then do the rest, so it has no parameters of its own).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from octo_like.model import precision
 from octo_like.model.tokens import TokenGroup
 from octo_like.schema import PAD_MASK_DICT, PROPRIO, PROPRIO_PAD_MASK
 
-PROPRIO_MODES = ("linear", "per_dim")
+PROPRIO_MODES = ("linear", "per_dim", "per_dim_value")
 
 
 class ProprioTokenizer(nnx.Module):
@@ -27,7 +30,8 @@ class ProprioTokenizer(nnx.Module):
 
     Token mask = ``pad_mask_dict["proprio"]`` bool[b, w] AND ``proprio_pad_mask`` bool[b, w, P]
     (per dim in ``per_dim`` mode; "any real dim" in ``linear`` mode).
-    Returns TokenGroup float32[b, w, 1, F] (linear) or float32[b, w, P, F] (per_dim).
+    Returns TokenGroup float32[b, w, 1, F] (linear) or float32[b, w, P, F] (per_dim; F = 1 for
+    per_dim_value).
     """
 
     def __init__(
@@ -48,6 +52,12 @@ class ProprioTokenizer(nnx.Module):
         self.num_features = num_features
         if mode == "linear":
             self.dense = precision.Linear(proprio_dim, num_features, dtype=dtype, rngs=rngs)
+        elif mode == "per_dim_value":
+            if num_features != 1:
+                raise ValueError(
+                    f"ProprioTokenizer mode 'per_dim_value' makes 1-feature tokens (the value); "
+                    f"num_features must be 1, got {num_features}"
+                )
         else:
             init = nnx.initializers.normal(0.02)
             self.weight = nnx.Param(init(rngs.params(), (proprio_dim, num_features)))
@@ -82,6 +92,8 @@ class ProprioTokenizer(nnx.Module):
         if self.mode == "linear":
             tokens = self.dense(x)[:, :, None, :]
             return TokenGroup(tokens, jnp.any(dim_mask, axis=-1, keepdims=True))
+        if self.mode == "per_dim_value":
+            return TokenGroup(x[..., None], dim_mask)
         tokens = x[..., None] * self.weight[...] + self.dim_embedding[...]
         return TokenGroup(tokens, dim_mask)
 

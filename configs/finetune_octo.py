@@ -16,10 +16,16 @@ head, new tokenizers included (they stay at their random initialization, as in O
 ``head_mlp_only`` is ``head_only`` for Octo-1.5's head (it has no attention pooling to freeze).
 
 ``example02`` is Octo's examples/02_finetune_new_observation_action.py: a new 14-dim L1 head over
-50-step chunks, a proprio tokenizer, only the primary camera, batch 128 for 5,000 steps, window 1,
+50-step chunks pooling the readouts with attention (Octo's MAP head, dropout 0.1 in training),
+its loss summed over the action dimension, a proprio tokenizer with one token per dimension
+(Octo's LowdimObsTokenizer), only the primary camera, batch 128 for 5,000 steps, window 1,
 no augmentation, `optax.adamw` with its defaults (weight decay 1e-4 on every parameter, no clip)
 at 0 -> 3e-5 over 100 steps, then constant. `data.extra_specs` maps the dataset's keys (here
 `top` and `state`, as in Octo's ALOHA example: edit them for yours, data/README.md).
+
+Both read data as Octo's make_dataset_from_rlds does: validation on the dataset's ``val`` split,
+or when it has none on ``train[95%:]`` while training reads ``train[:95%]`` (``val_split="auto"``),
+and normalization statistics over every split (``data.statistics_split="all"``).
 
 Each difference from Octo that remains is a row of docs/octo.md's recipe table.
 """
@@ -60,6 +66,7 @@ def get_config(arg: str = "full,multimodal") -> ml_collections.ConfigDict:
     c.eval_every = 5000
     c.checkpoint.save_every = 5000
     c.data.batch_size = 256
+    _octo_splits(c)
     c.data.trajectory.window = 1
     c.data.trajectory.action_horizon = 4
     c.data.trajectory.goal_only_prob = goal_only
@@ -83,6 +90,7 @@ def _example02() -> ml_collections.ConfigDict:
     c = finetune.get_config("full,language")
     c.num_steps = 5000
     c.data.batch_size = 128
+    _octo_splits(c)
     c.data.extra_specs = {
         "my_robot": dict(
             image_keys=dict(primary="top"),
@@ -95,9 +103,11 @@ def _example02() -> ml_collections.ConfigDict:
     c.data.frame.cameras = dict(primary=dict(size=None, augment=None))  # no augmentation
     c.data.trajectory.window = 1
     c.data.trajectory.action_horizon = EXAMPLE02_CHUNK  # 50-step chunks...
-    c.model.head.kind = "l1"  # ...from a new L1 head...
+    c.model.head.kind = "l1"  # ...from a new L1 head pooling with attention, its loss
+    c.model.head.kwargs = dict(use_map=True, loss_scale="action_dim")  # summed over dims...
     c.model.action_dim = EXAMPLE02_ACTION_DIM  # ...of 14-dim actions
-    c.model.proprio = dict(mode="linear", num_features=128)  # a new proprio tokenizer
+    # A new proprio tokenizer: one token per dimension holding its value (LowdimObsTokenizer)
+    c.model.proprio = dict(mode="per_dim_value", num_features=1)
     c.model.image_tokenizers = (dict(camera="primary"),)  # the wrist camera removed
     _octo_adamw(c, learning_rate=3e-5, weight_decay=1e-4)
     c.optimizer.schedule = "constant"  # linear 0 -> 3e-5 over 100 steps, then constant
@@ -105,6 +115,12 @@ def _example02() -> ml_collections.ConfigDict:
     c.optimizer.weight_decay_rule = "all"  # optax.adamw without a mask
     c.optimizer.clip_gradient_norm = None
     return c
+
+
+def _octo_splits(c: ml_collections.ConfigDict):
+    """Octo's splits: `val`, else a 95/5 hold-out of train; statistics over every split."""
+    c.val_split = "auto"
+    c.data.statistics_split = "all"
 
 
 def _octo_adamw(c: ml_collections.ConfigDict, *, learning_rate: float, weight_decay: float):

@@ -100,6 +100,9 @@ class DataConfig:
     balance_by_size: bool = False
     normalization: NormalizationType = NormalizationType.NORMAL
     statistics_cache_dir: str = "~/.cache/octo_like/statistics"
+    # The split each dataset's normalization statistics are computed over: None, the split it
+    # trains on; or a TFDS split such as "all" (every split, as Octo computes them).
+    statistics_split: str | None = None
     skip_bad_episodes: bool = False
     cache_trajectories: bool = False
     trajectory: TrajectoryTransformConfig = TrajectoryTransformConfig()
@@ -121,6 +124,11 @@ class DataConfig:
         if strangers:
             raise ValueError(
                 f"fixed_statistics names dataset(s) {strangers} not in the mixture ({names})"
+            )
+        if self.statistics_split is not None and not self.statistics_split.strip():
+            raise ValueError(
+                "statistics_split is empty: None (each dataset's training split) or a TFDS "
+                "split such as 'all'"
             )
         if self.batch_size < 1 or self.shuffle_buffer < 1:
             raise ValueError("batch_size and shuffle_buffer must be >= 1")

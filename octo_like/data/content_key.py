@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from octo_like.data.splits import split_names
 from octo_like.storage import retry_transient
 
 FULL_HASH_BYTES = 64 << 20  # splits up to this size are hashed whole
@@ -36,13 +37,13 @@ THREADS = 32
 
 
 def split_files(builder: Any, split: str) -> list[str]:
-    """The shard files of `split` (``"train"``, ``"train[:90%]"`` -> the train shards)."""
-    base = split.split("[")[0]
-    if base not in builder.info.splits:
-        raise ValueError(
-            f"{builder.info.name}: no split {base!r} (splits: {sorted(builder.info.splits)})"
-        )
-    return [os.fspath(path) for path in builder.info.splits[base].filepaths]
+    """The shard files of `split` (``"train"``, ``"train[:90%]"`` -> the train shards; ``"all"``
+    or ``"train+val"`` -> those of each split)."""
+    return [
+        os.fspath(path)
+        for base in split_names(builder, split)
+        for path in builder.info.splits[base].filepaths
+    ]
 
 
 def split_content_key(

@@ -186,7 +186,7 @@ def make_pipeline(
     """Batches (schema stage 5) of this process's share of the mixture.
 
     `split` overrides every source's split (e.g. ``"val"`` for held-out loss) while keeping the
-    train-split statistics; `prepared` reuses already opened datasets and statistics.
+    prepared statistics; `prepared` reuses already opened datasets and statistics.
     """
     prepared = prepared or [prepare_dataset(source, config) for source in config.datasets]
     batch_size = config.per_process_batch_size(shard.count)

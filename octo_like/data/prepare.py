@@ -1,4 +1,5 @@
-"""Each dataset of a mixture opened, standardized and described by its train-split statistics:
+"""Each dataset of a mixture opened, standardized and described by its statistics (over the split
+it trains on, or `DataConfig.statistics_split`, e.g. "all" as Octo computes them):
 the first stage of the input pipeline (RLDS -> validated, standardized trajectories), shared by
 `pipeline.make_pipeline`, the statistics pass and scripts that inspect single datasets.
 
@@ -26,6 +27,7 @@ from octo_like.data.oxe.registry import get_dataset_spec
 from octo_like.data.oxe.spec import DatasetSpec
 from octo_like.data.oxe.standardize import standardizer_for
 from octo_like.data.restructure import check_cameras, restructure
+from octo_like.data.splits import split_names
 from octo_like.data.statistics_cache import (
     cached_statistics,
     compute_and_cache_statistics,
@@ -47,7 +49,7 @@ WidthsCallback = Callable[[list, list], None]
 
 @dataclasses.dataclass(frozen=True)
 class PreparedDataset:
-    """A dataset of a mixture, opened, with its spec and (train-split) statistics."""
+    """A dataset of a mixture, opened, with its spec and statistics (`statistics_split_of`)."""
 
     source: DatasetSource
     spec: DatasetSpec
@@ -181,7 +183,7 @@ def prepare_datasets(
 def prepare_dataset(
     source: DatasetSource, config: DataConfig, *, statistics: DatasetStatistics | None = None
 ) -> PreparedDataset:
-    """Opens `source` and loads (or computes and caches) its train-split statistics.
+    """Opens `source` and loads (or computes and caches) its statistics (`statistics_split_of`).
 
     `statistics`: already known (e.g. received from the process that computed them); then
     nothing is read or computed for them.
@@ -231,14 +233,16 @@ def statistics_widths(statistics: DatasetStatistics) -> tuple[int, int]:
 def _open(source: DatasetSource, config: DataConfig) -> _Opened:
     spec = get_dataset_spec(source.name, config.extra_specs)
     builder = rlds.open_source(source.location, source.name)
-    fingerprint = statistics_fingerprint_for(builder, spec, source.split)
+    split = statistics_split_of(source, config)
+    split_names(builder, split)  # a typo'd split names the dataset's splits, before any read
+    fingerprint = statistics_fingerprint_for(builder, spec, split)
     cache_dir = os.path.expanduser(config.statistics_cache_dir)
     cached = cached_statistics(cache_dir, fingerprint, spec.name)
     trajectories = None
     if cached is None:
-        with data_errors(_locator(builder, spec, source.split, config)):
+        with data_errors(_locator(builder, spec, split, config)):
             trajectories = standardized_trajectories(
-                builder, spec, source.split, config.cameras,
+                builder, spec, split, config.cameras,
                 skip_bad_episodes=config.skip_bad_episodes,
             ).dataset  # fmt: skip
     opened = _Opened(source, spec, builder, fingerprint, cached, trajectories)
@@ -271,9 +275,15 @@ def _prepared(dataset: _Opened, config: DataConfig) -> PreparedDataset:
             fingerprint=dataset.fingerprint,
             cache_dir=os.path.expanduser(config.statistics_cache_dir),
             name=spec.name,
-            locate=_locator(builder, spec, source.split, config),
+            locate=_locator(builder, spec, statistics_split_of(source, config), config),
         )
     return PreparedDataset(dataset.source, dataset.spec, dataset.builder, statistics)
+
+
+def statistics_split_of(source: DatasetSource, config: DataConfig) -> str:
+    """The split `source`'s statistics are computed over: `config.statistics_split` (e.g.
+    "all"), else the split it trains on."""
+    return config.statistics_split or source.split
 
 
 def _locator(builder, spec: DatasetSpec, split: str, config: DataConfig):
@@ -282,7 +292,8 @@ def _locator(builder, spec: DatasetSpec, split: str, config: DataConfig):
 
 
 def statistics_fingerprint_for(builder, spec: DatasetSpec, split: str) -> str:
-    """Cache key of a dataset's statistics: its identity, what its shards hold (so an in-place
+    """Cache key of a dataset's statistics: its identity and the split they are computed over
+    ("train" and "all" are different keys), what that split's shards hold (so an in-place
     rewrite is noticed, `content_key.py`) and everything that shapes actions."""
     identity = {
         **dataset_identity(builder.info),

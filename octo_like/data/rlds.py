@@ -19,6 +19,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from octo_like.data.dataset import as_written
+from octo_like.data.splits import split_names
 from octo_like.data.validation import DataError, SkippedEpisodes
 from octo_like.storage import retry_transient
 
@@ -103,19 +104,36 @@ def _load_json(path: str, name: str) -> dict:
 
 
 def _check_shard_files(builder: tfds.core.DatasetBuilder, split: str, paths: list[str]) -> None:
-    """Refuses a split whose dataset_info.json lists no shard, a shard file of the split that it
-    does not list (its episodes would be ignored without a word), or a listed shard (`paths`:
-    those this process reads) that is missing: one listing per directory, not a stat per file
-    (an OXE dataset on gs:// has hundreds of shards)."""
-    name, base = builder.info.name, split.split("[")[0]
-    listed = [os.fspath(p) for p in builder.info.splits[base].filepaths]
-    info_path = tf.io.gfile.join(os.fspath(builder.data_dir), "dataset_info.json")
+    """Refuses a split (each named split of a union or ``all``) whose dataset_info.json lists no
+    shard, a shard file of the split that it does not list (its episodes would be ignored
+    without a word), or a listed shard (`paths`: those this process reads) that is missing: one
+    listing per directory, not a stat per file (an OXE dataset on gs:// has hundreds of
+    shards)."""
+    bases = split_names(builder, split)
+    listed = {b: [os.fspath(p) for p in builder.info.splits[b].filepaths] for b in bases}
+    every = [p for files in listed.values() for p in files]
     present = {}
-    directories = {posixpath.dirname(p) for p in paths + listed} | {os.fspath(builder.data_dir)}
+    directories = {posixpath.dirname(p) for p in paths + every} | {os.fspath(builder.data_dir)}
     for directory in directories:
         present[directory] = (
             {n.rstrip("/") for n in _listdir(directory)} if _isdir(directory) else set()
         )
+    for base in bases:
+        _check_listed(builder, base, listed[base], present)
+    missing = [p for p in paths if posixpath.basename(p) not in present[posixpath.dirname(p)]]
+    if missing:  # read lazily, a missing shard would leave a repeated dataset empty: a spin
+        raise DatasetMetadataError(
+            f"dataset {builder.info.name!r}: {len(missing)} shard file(s) that dataset_info.json "
+            f"lists are missing, e.g. {missing[0]}; copy the dataset again (every shard with its "
+            "metadata)"
+        )
+
+
+def _check_listed(builder, base: str, listed: list[str], present: dict[str, set[str]]) -> None:
+    """Split `base`: no shard file in the listed `present` directories that dataset_info.json
+    does not list, and at least one listed shard holding episodes."""
+    name = builder.info.name
+    info_path = tf.io.gfile.join(os.fspath(builder.data_dir), "dataset_info.json")
     # TFDS's default shard names: <name>-<split>.<format>-00000-of-00004
     shard_name = re.compile(rf"{re.escape(name)}-{re.escape(base)}\.\w+-\d+-of-\d+")
     known = {posixpath.basename(p) for p in listed}
@@ -137,12 +155,6 @@ def _check_shard_files(builder: tfds.core.DatasetBuilder, split: str, paths: lis
             f"dataset {name!r}: {info_path} lists no shard (0 episodes) for split {base!r}: "
             "nothing to read; prepare the dataset again, or copy its dataset_info.json with "
             "its shards"
-        )
-    missing = [p for p in paths if posixpath.basename(p) not in present[posixpath.dirname(p)]]
-    if missing:  # read lazily, a missing shard would leave a repeated dataset empty: a spin
-        raise DatasetMetadataError(
-            f"dataset {name!r}: {len(missing)} shard file(s) that dataset_info.json lists are "
-            f"missing, e.g. {missing[0]}; copy the dataset again (every shard with its metadata)"
         )
 
 
@@ -246,11 +258,7 @@ def read_episodes(
     dataset, the shard file and the record index, or, with `skip_damaged_shards`, the rest of
     the shard is skipped and counted once in `skipped` (logged like a skipped episode).
     """
-    if split.split("[")[0] not in builder.info.splits:
-        raise ValueError(
-            f"dataset {builder.info.name!r} has no split {split!r}; "
-            f"available: {sorted(builder.info.splits)}"
-        )
+    split_names(builder, split)  # a ValueError naming the dataset's splits
     file_format = builder.info.file_format or tfds.core.FileFormat.TFRECORD
     if tfds.core.FileFormat(file_format) != tfds.core.FileFormat.TFRECORD:
         _check_shard_files(builder, split, [])

@@ -1,15 +1,18 @@
-"""A training run's data, before its batches: the synthetic set written once, every dataset
-opened with statistics computed once for the whole job (process 0, sent to the others), the
-stream's seed, and what of a batch the network reads.
+"""A training run's data, before its batches: the synthetic set written once, the split each
+dataset trains and validates on, every dataset opened with statistics computed once for the
+whole job (process 0, sent to the others), the stream's seed, and what of a batch the network
+reads.
 
 Split from `loop.py`, which runs the steps; both read top to bottom in the order a run does.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import jax
@@ -17,7 +20,8 @@ import numpy as np
 
 from octo_like import storage
 from octo_like.config.typed import ConfigError
-from octo_like.data import pipeline, prepare, synthetic
+from octo_like.data import pipeline, prepare, rlds, splits, synthetic
+from octo_like.data.config import DatasetSource
 from octo_like.data.oxe.registry import get_dataset_spec
 from octo_like.model.base_checkpoint import flat_params
 from octo_like.model.octo_model import OctoModel, action_statistics_entry, tokenize_tasks
@@ -51,10 +55,75 @@ def prepare_synthetic_data(config: TrainConfig) -> None:
     distributed.on_main_process_then_sync(write, "synthetic data written")
 
 
+@dataclasses.dataclass(frozen=True)
+class RunSplits:
+    """Which split each dataset of a run trains on and validates on (`run_splits`)."""
+
+    sources: tuple[DatasetSource, ...]  # config.data.datasets, each with the split it trains on
+    validation: tuple[str, ...] | None  # per source, its held-out split; None: no validation
+
+    def held_out(self, prepared: list[prepare.PreparedDataset]) -> list[prepare.PreparedDataset]:
+        """`prepared` (opened for training, with its statistics) reading the held-out splits."""
+        return [
+            dataclasses.replace(p, source=dataclasses.replace(p.source, split=split))
+            for p, split in zip(prepared, self.validation or (), strict=True)
+        ]
+
+
+def run_splits(config: TrainConfig) -> RunSplits:
+    """The training and held-out split of every dataset: `config.val_split` for all of them,
+    or, with ``"auto"``, Octo's rule per dataset (`splits.holdout_splits`: its ``val`` split,
+    else the last 5% of its training split, which then trains on the first 95%; a split the
+    dataset lacks is refused, naming its splits). Logged on the main process, with the split
+    the statistics are computed over."""
+    sources = tuple(config.data.datasets)
+    if not config.val_split:
+        validation = None
+    elif config.val_split != splits.AUTO:
+        validation = (config.val_split,) * len(sources)
+    else:
+
+        def resolve(source: DatasetSource) -> tuple[str, str]:
+            builder = rlds.open_source(source.location, source.name)
+            return splits.holdout_splits(builder, source.split)
+
+        with ThreadPoolExecutor(min(8, len(sources))) as pool:  # metadata reads (gs://...)
+            resolved = list(pool.map(resolve, sources))
+        sources = tuple(
+            dataclasses.replace(source, split=train)
+            for source, (train, _) in zip(sources, resolved, strict=True)
+        )
+        validation = tuple(val for _, val in resolved)
+    if distributed.is_main_process():
+        for line in describe_splits(config, sources, validation):
+            log.info(line)
+    return RunSplits(sources, validation)
+
+
+def describe_splits(
+    config: TrainConfig, sources: Sequence[DatasetSource], validation: Sequence[str] | None
+) -> list[str]:
+    """One line per distinct (training, validation, statistics) splits, naming its datasets."""
+    groups: dict[tuple[str, str, str], list[str]] = {}
+    for index, source in enumerate(sources):
+        val = "none" if validation is None else repr(validation[index])
+        statistics = prepare.statistics_split_of(source, config.data)
+        groups.setdefault((repr(source.split), val, repr(statistics)), []).append(source.name)
+    return [
+        f"splits: training reads {train}, validation {val}, statistics over {statistics}: "
+        + ", ".join(names)
+        for (train, val, statistics), names in groups.items()
+    ]
+
+
 def prepare_datasets(
-    config: TrainConfig, *, while_computing: prepare.WidthsCallback | None = None
+    config: TrainConfig,
+    sources: Sequence[DatasetSource] | None = None,
+    *,
+    while_computing: prepare.WidthsCallback | None = None,
 ) -> list:
-    """Opens every dataset with its statistics, computed at most once for the whole job.
+    """Opens every dataset with its statistics, computed at most once for the whole job;
+    `sources`: those of `run_splits` (default: ``config.data.datasets`` as configured).
 
     Process 0 loads them from the cache or computes them (datasets in parallel) and sends them
     to the other processes, which never read the data for statistics and need no shared
@@ -62,7 +131,7 @@ def prepare_datasets(
     (`prepare.prepare_datasets`): called once the standardized widths are known; on process 0
     while its statistics are computed, on the others once they are received.
     """
-    sources = config.data.datasets
+    sources = config.data.datasets if sources is None else sources
     if jax.process_count() == 1:
         return prepare.prepare_datasets(sources, config.data, while_computing=while_computing)
     main = distributed.is_main_process()

@@ -77,6 +77,12 @@ def get_config(arg: str = "full,language") -> ml_collections.ConfigDict:
     c.log_every = 50
     c.eval_every = 1000
     c.eval_batches = 8
+    # Action chunks sampled per held-out state at each evaluation, scored with Octo's metrics
+    # (val/sampled_mse, xyz_angle, xyz_accuracy, gripping_accuracy) beside the loss; 0: off.
+    c.eval_action_samples = 8
+    # Held-out loss on: "val" (skipped, with a warning, when the dataset has no such split),
+    # "" (none), or "auto" (Octo's): "val" if the dataset has it, else the last 5% of
+    # dataset.split (train[95%:]), and training then reads the first 95% (train[:95%]).
     c.val_split = "val"
     c.data = dict(
         batch_size=64,
@@ -84,6 +90,9 @@ def get_config(arg: str = "full,language") -> ml_collections.ConfigDict:
         balance_by_size=False,
         normalization="normal",
         statistics_cache_dir="~/.cache/octo_like/statistics",
+        # The split the normalization statistics are computed over: None, the split training
+        # reads; or a TFDS split, e.g. "all" (every split, as Octo does). Cached per split.
+        statistics_split=placeholder(str),
         skip_bad_episodes=False,
         cache_trajectories=True,  # a few dozen demos fit in RAM
         extra_specs={},

@@ -73,6 +73,9 @@ def get_config(arg: str = "laptop") -> ml_collections.ConfigDict:
     c.log_every = {"debug": 1, "laptop": 20}.get(preset, 100)
     c.eval_every = {"debug": 2, "laptop": 100}.get(preset, 5000)
     c.eval_batches = 2 if generated else 16
+    # Action chunks sampled per held-out state at each evaluation, scored with Octo's metrics
+    # (val/sampled_mse, xyz_angle, xyz_accuracy, gripping_accuracy) beside the loss; 0: off.
+    c.eval_action_samples = 8
     # debug: synthetic data generated into <workdir>/data; laptop: MetaWorld demonstrations
     # collected into simulation.cache_dir; otherwise a named mix under data_dir.
     if simulated:  # laptop_long: the front camera (docs/results.md, runs Y-BC)

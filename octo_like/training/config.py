@@ -128,6 +128,10 @@ class TrainConfig:
     eval_batches: int
     mix: str
     data_dir: str
+    # The split held-out loss is computed on: "val" (skipped, with a warning, for a dataset that
+    # lacks it), "" / None (no validation) or "auto" (Octo's rule): "val" where a dataset has
+    # it, else the last 5% of its training split, which then trains on the first 95%
+    # (`data/splits.py`, resolved at the run's start by `run_data.run_splits`).
     val_split: str | None
     data: DataConfig
     model: ModelConfig
@@ -146,6 +150,9 @@ class TrainConfig:
     prefetch_batches: int = 2
     # "tpu" / "gpu" / "cpu": fail at start-up unless JAX runs there ("" accepts any).
     platform: str = ""
+    # Action chunks sampled per held-out state at each evaluation, scored with Octo's metrics
+    # (training/action_metrics.py) beside the loss; 0: loss only. Octo samples 8.
+    eval_action_samples: int = 8
 
     @property
     def collects_simulated_data(self) -> bool:
@@ -156,6 +163,8 @@ class TrainConfig:
         for name in ("num_steps", "log_every", "eval_every", "prefetch_batches"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1")
+        if self.eval_action_samples < 0:
+            raise ConfigError("eval_action_samples must be >= 0 (0: no sampled-action metrics)")
         if self.platform not in PLATFORMS:
             raise ConfigError(f"platform must be one of {PLATFORMS[1:]} or '' (any)")
         try:

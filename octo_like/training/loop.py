@@ -15,6 +15,9 @@ metrics stay on the devices until every `log_every` steps; the loop blocks only 
 before the one it just dispatched, so one step queues behind the running one and host memory
 stays bounded. Logged per window: ``perf/step_s`` (wall time per step) and ``perf/data_wait_s``
 (time per step blocked on the input pipeline; near step_s means input-bound).
+Each evaluation logs, under ``val/``, the mean loss of `eval_batches` held-out batches and, on
+the same batches, Octo's sampled-action metrics (`action_metrics.py`: ``sampled_mse``,
+``xyz_angle``, ``xyz_accuracy``, ``gripping_accuracy``; ``eval_action_samples``).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from octo_like.data.dataset import skip_function_graph_optimization
 from octo_like.data.pipeline import make_pipeline
 from octo_like.model.base_checkpoint import BaseReference
 from octo_like.model.octo_model import OctoModel
-from octo_like.training import distributed, metrics, run_data, sharding
+from octo_like.training import action_metrics, distributed, metrics, run_data, sharding
 from octo_like.training.checkpoint import CHECKPOINT_SUBDIR, Checkpointer, check_workdir
 from octo_like.training.config import TrainConfig
 from octo_like.training.model_start import CompileWhileComputing, start_model
@@ -66,7 +69,8 @@ log = logging.getLogger(__name__)
 # extended run can keep the saved schedule (docs/training.md, "Extending a run").
 RUNTIME_KEYS = (
     "profile_steps", "compilation_cache", "prefetch_batches", "platform", "distributed",
-    "num_steps", "log_every", "eval_every", "eval_batches", "checkpoint.save_every",
+    "num_steps", "log_every", "eval_every", "eval_batches", "eval_action_samples",
+    "checkpoint.save_every",
     "checkpoint.keep_last", "checkpoint.keep_every", "tensorboard", "wandb_project",
     "optimizer.decay_steps",
 )  # fmt: skip
@@ -196,7 +200,10 @@ def _run_held(
     init_rng, step_rng = jax.random.split(rng)
     fresh = init_model is None
     early = CompileWhileComputing(config, mesh, step_rng)
-    prepared = run_data.prepare_datasets(config, while_computing=early if fresh else None)
+    splits = run_data.run_splits(config)  # which split each dataset trains and validates on
+    prepared = run_data.prepare_datasets(
+        config, splits.sources, while_computing=early if fresh else None
+    )
     startup.mark("statistics")
     train_data = dataclasses.replace(
         config.data, seed=run_data.data_stream_seed(config, start_step)
@@ -268,7 +275,7 @@ def _run_held(
         log.info("parameters: %s", program.parameter_counts)
         log.info("shardings:\n%s", sharding.describe_shardings(state.params))
         log.info("input threads per stage: %s", config.data.parallelism)
-    eval_step = program.eval_step
+    eval_step, sample_step = program.eval_step, program.sample_step
 
     writer = metrics.make_writers(
         workdir,
@@ -358,8 +365,11 @@ def _run_held(
                 writer.write(step, {**last, **perf, **shares.take()}, prefix="train")
                 progress.log(step, {"loss": last["loss"]} if "loss" in last else {})
                 pending, window_start, window_wait = [], step, 0.0
-            if config.val_split and (step % config.eval_every == 0 or step == end_step):
-                val = _evaluate(eval_step, state, val_config, shard, prepared, config, to_device)
+            if splits.validation and (step % config.eval_every == 0 or step == end_step):
+                held_out = splits.held_out(prepared)
+                val = _evaluate(
+                    eval_step, state, val_config, shard, held_out, config, to_device, sample_step
+                )
                 if val:
                     writer.write(step, val, prefix="val")
                     progress.log(step, {"val_loss": val.get("loss", float("nan"))}, rates=False)
@@ -405,16 +415,24 @@ def _closed_once(held: contextlib.ExitStack, close: Callable[[], Any]) -> Callab
     return once
 
 
-def _evaluate(eval_step, state, val_config, shard, prepared, config, to_device) -> dict:
-    """Mean metrics over `eval_batches` held-out batches ({} when there is no such split)."""
+def _evaluate(
+    eval_step, state, val_config, shard, held_out, config, to_device, sample_step=None
+) -> dict:
+    """Mean metrics over `eval_batches` batches of `held_out` (the prepared datasets reading
+    their held-out splits: `RunSplits.held_out`); {} when a dataset has no such split. With a
+    `sample_step`, also Octo's sampled-action metrics on the same batches, pooled over them."""
     try:
-        pipeline = make_pipeline(val_config, shard, split=config.val_split, prepared=prepared)
+        pipeline = make_pipeline(val_config, shard, prepared=held_out)
     except ValueError as error:
         log.warning("no validation: %s", error)
         return {}
-    results = []
-    for _, batch in zip(range(config.eval_batches), pipeline, strict=False):
-        results.append(jax.device_get(eval_step(state, to_device(batch))))
+    results, sampled = [], []
+    for index, batch in zip(range(config.eval_batches), pipeline, strict=False):
+        device_batch = to_device(batch)
+        results.append(jax.device_get(eval_step(state, device_batch)))
+        if sample_step is not None:
+            sampled.append(jax.device_get(sample_step(state, device_batch, np.int32(index))))
     if not results:
         return {}
-    return {k: float(np.mean([r[k] for r in results])) for k in results[0]}
+    means = {k: float(np.mean([r[k] for r in results])) for k in results[0]}
+    return {**means, **action_metrics.pooled(sampled)}

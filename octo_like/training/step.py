@@ -7,6 +7,10 @@ With an exponential moving average of the weights (`ema_decay`), the state carri
 ``ema_params`` beside the trained ``params``; evaluation, in-training rollouts and the saved
 model read the average (`inference_params`), which smooths out the last steps' noise at no
 compute cost beyond one multiply-add per weight.
+
+Evaluation draws from its own stream, ``fold_in(base_rng, EVAL_STREAM)``, folded with the step
+being evaluated; the sampled actions of `make_sample_step` fold in `SAMPLE_STREAM` and the
+batch's index on top, so they never reuse the loss's draws or another batch's.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from flax import nnx
 # The average starts short and lengthens: decay_t = min(ema_decay, (1 + t) / (10 + t)), so the
 # first steps' random initialization is forgotten at once instead of over 1 / (1 - decay) steps.
 EMA_WARMUP_OFFSET = 10.0
+EVAL_STREAM = 0x7FFFFFFF  # fold_in index of evaluation's randomness, apart from training steps
+SAMPLE_STREAM = 1  # within one evaluation: the sampled actions', apart from the loss's
 
 
 @flax.struct.dataclass
@@ -94,7 +100,7 @@ def make_steps(
         }
         return TrainState(state.step + 1, params, opt_state, ema_params), metrics
 
-    eval_rng = jax.random.fold_in(base_rng, 0x7FFFFFFF)  # a stream apart from training steps
+    eval_rng = jax.random.fold_in(base_rng, EVAL_STREAM)
 
     def eval_step(state: TrainState, batch: dict) -> dict:
         rng = jax.random.fold_in(eval_rng, state.step)
@@ -102,3 +108,33 @@ def make_steps(
         return {**metrics, "loss": loss}
 
     return train_step, eval_step
+
+
+def make_sample_step(
+    graphdef: nnx.GraphDef,
+    rest: nnx.State,
+    base_rng: jax.Array,
+    samples: int,
+    score: Callable[[jax.Array, jax.Array, jax.Array], dict],
+):
+    """sample_step(state, batch, index) -> `score`'s metrics, a pure function.
+
+    Samples `samples` normalized action chunks per state with the model's own `predict_action`
+    (float32[samples, b, H, A], the last window step's) from `inference_params`, and returns
+    ``score(predicted, true float[b, H, A], mask bool[b, H, A])``: the batch's chunk and pad mask
+    at the last window step. `index` (int32[]): the batch's place in the evaluation.
+    """
+    eval_rng = jax.random.fold_in(base_rng, EVAL_STREAM)
+
+    def sample_step(state: TrainState, batch: dict, index: jax.Array) -> dict:
+        rng = jax.random.fold_in(jax.random.fold_in(eval_rng, state.step), SAMPLE_STREAM)
+        module = nnx.merge(graphdef, inference_params(state), rest)
+        predicted = module.predict_action(
+            batch["observation"],
+            batch["task"],
+            rng=jax.random.fold_in(rng, index),
+            sample_shape=(samples,),
+        )
+        return score(predicted, batch["action"][:, -1], batch["action_pad_mask"][:, -1])
+
+    return sample_step

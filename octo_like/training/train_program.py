@@ -3,11 +3,15 @@
 Built in one place for the training loop (real weights on real devices) and for the compile
 check (abstract shapes on a TPU topology's compile-only devices, `compile_check.py`), so the
 program a user checks before booking a pod slice is exactly the one that will train on it.
+A run with validation also gets a jitted sample step: Octo's sampled-action metrics on held-out
+batches (`action_metrics.py`), off with ``eval_action_samples=0``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import logging
 import math
 from typing import Any
 
@@ -15,11 +19,15 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from octo_like.data.oxe.registry import get_dataset_spec
 from octo_like.model.one_shot import run_once
-from octo_like.training import masks, sharding
+from octo_like.normalization import NormalizationType, as_normalization_type
+from octo_like.training import action_metrics, masks, sharding
 from octo_like.training.config import TrainConfig
 from octo_like.training.optimizer import OptimizerConfig, loop_learning_rate, make_optimizer
-from octo_like.training.step import TrainState, make_steps
+from octo_like.training.step import TrainState, make_sample_step, make_steps
+
+log = logging.getLogger(__name__)
 
 FROZEN_LANGUAGE_ENCODER = "^language_encoder/"
 
@@ -39,7 +47,10 @@ class TrainProgram:
     """train_step: jitted (state, batch) -> (state, metrics), the state donated;
     eval_step: jitted (state, batch) -> metrics; state: the initial `TrainState`, placed with
     `state_shardings` (or, when built abstractly, `jax.ShapeDtypeStruct` leaves carrying them);
-    parameter_counts: `make_optimizer`'s counts (total / trainable / frozen)."""
+    parameter_counts: `make_optimizer`'s counts (total / trainable / frozen);
+    sample_step: jitted (state, batch, index int32[]) -> {metric: (sum, count)} of the sampled
+    actions (`step.make_sample_step`, `action_metrics.metric_sums`), or None (no validation,
+    ``eval_action_samples=0`` or an abstract build)."""
 
     train_step: Any
     eval_step: Any
@@ -48,6 +59,7 @@ class TrainProgram:
     batch_sharding: jax.sharding.NamedSharding
     parameter_counts: dict[str, int]
     optimizer_config: OptimizerConfig
+    sample_step: Any = None
 
 
 def build_program(
@@ -120,9 +132,39 @@ def build_program(
     eval_step = jax.jit(
         eval_step, in_shardings=(state_shardings, batch_sharding), out_shardings=replicated
     )
+    sample_step = None
+    if config.val_split and config.eval_action_samples and not abstract:
+        score = functools.partial(action_metrics.metric_sums, layout=sampled_metrics_layout(config))
+        sample_step = jax.jit(
+            make_sample_step(graphdef, rest, step_rng, config.eval_action_samples, score),
+            in_shardings=(state_shardings, batch_sharding, replicated),
+            out_shardings=replicated,
+        )
     return TrainProgram(
-        train_step, eval_step, state, state_shardings, batch_sharding, counts, opt_config
+        train_step, eval_step, state, state_shardings, batch_sharding, counts, opt_config,
+        sample_step,
+    )  # fmt: skip
+
+
+def sampled_metrics_layout(config: TrainConfig) -> action_metrics.ActionLayout | None:
+    """Octo's action layout when the run's actions fit it (7-dim ``eef_pos`` deltas with a raw
+    gripper), else None (only `sampled_mse` is logged) with an INFO line saying why."""
+    specs = [get_dataset_spec(d.name, config.data.extra_specs) for d in config.data.datasets]
+    normalizes = as_normalization_type(config.data.normalization) is not NormalizationType.NONE
+    problem = action_metrics.layout_problem(
+        config.model.action_dim,
+        {spec.name: spec.action_encoding.value for spec in specs},
+        {
+            spec.name: normalizes
+            and (spec.action_normalization_mask is None or spec.action_normalization_mask[-1])
+            for spec in specs
+        },
     )
+    if problem:
+        log.info("validation: sampled_mse only (Octo's xyz and gripper metrics skipped: %s)",
+                 problem)  # fmt: skip
+        return None
+    return action_metrics.ActionLayout()
 
 
 def _materialize(tree: Any) -> Any:

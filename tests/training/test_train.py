@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import pathlib
 import signal
@@ -78,7 +79,10 @@ def startup_phases(records) -> dict[str, float]:
 @pytest.mark.slow
 def test_train_two_steps_then_resume_to_four(shared_data, tmp_path, caplog):
     workdir = str(tmp_path / "run")
-    config = debug_config(shared_data, str(tmp_path / "stats"), validate=True, tensorboard=True)
+    config = debug_config(
+        shared_data, str(tmp_path / "stats"), validate=True, tensorboard=True,
+        eval_action_samples=2,
+    )  # fmt: skip
     caplog.set_level(logging.INFO, logger="octo_like.training.loop")
     first = train.main(config, workdir, stop_at_step=2)
     assert (first.start_step, first.final_step) == (0, 2)
@@ -94,9 +98,23 @@ def test_train_two_steps_then_resume_to_four(shared_data, tmp_path, caplog):
     # batch foreseen from the config and statistics was the pipeline's: compiled once.
     assert fresh["alongside: pipeline build"] > fresh["pipeline build"]
     assert not [r for r in caplog.records if "batch foreseen" in r.getMessage()]
+    # Octo's sampled-action metrics beside the validation loss (training/action_metrics.py),
+    # read through the project's reader; off on resume (a runtime key): the loss alone.
+    (val,) = [
+        e for e in read_jsonl(os.path.join(workdir, "metrics.jsonl")) if e.get("split") == "val"
+    ]
+    for name in ("loss", "sampled_mse", "xyz_angle", "xyz_accuracy"):
+        assert name in val and math.isfinite(val[name]), (name, val)
+    assert 0.0 <= val["xyz_angle"] <= math.pi and 0.0 <= val["xyz_accuracy"] <= 1.0
+    assert 0.0 <= val.get("gripping_accuracy", 0.0) <= 1.0  # needs a gripper change held out
     caplog.clear()
+    config.eval_action_samples = 0
     second = train.main(config, workdir)
     assert (second.start_step, second.final_step) == (2, 4)
+    last = [
+        e for e in read_jsonl(os.path.join(workdir, "metrics.jsonl")) if e.get("split") == "val"
+    ]
+    assert math.isfinite(last[-1]["loss"]) and "sampled_mse" not in last[-1]
     assert "checkpoint restore" in startup_phases(caplog.records)  # a resumed run restores
     steps = [
         e["step"]

@@ -6,7 +6,8 @@
     action = policy.step({"image_primary": frame, "image_wrist": wrist})  # float32[A]
 
 Modules: `history` (windows of frames), `execution` (receding horizon, temporal ensembling),
-`observations` (robot frames -> network inputs), `policy` (`Policy`), `gym_wrappers`,
+`observations` (robot frames -> network inputs), `policy` (`Policy`), `gym_wrappers` (and
+Octo's `RHCWrapper` / `NormalizeProprio`), `rng` (Octo's `supply_rng`),
 `server` (`PolicyServer`, `ServerLimits`), `client` (`PolicyClient`). Everything but the
 history and executors is imported lazily, so `import octo_like.inference` loads neither JAX,
 gymnasium nor websockets.
@@ -28,6 +29,9 @@ _LAZY = {
     "HistoryWrapper": "gym_wrappers",
     "RecedingHorizonWrapper": "gym_wrappers",
     "TemporalEnsembleWrapper": "gym_wrappers",
+    "RHCWrapper": "gym_wrappers",
+    "NormalizeProprio": "gym_wrappers",
+    "supply_rng": "rng",
     "PolicyServer": "server",
     "ServerLimits": "server_limits",
     "PolicyClient": "client",

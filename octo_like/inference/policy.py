@@ -328,7 +328,8 @@ def _select_statistics(
     statistics: Mapping[str, Any], dataset_name: str | None
 ) -> tuple[str | None, dict | None]:
     if dataset_name is not None:
-        if dataset_name not in statistics:
+        # .keys(): the datasets, not Octo's flat keys, which `in` also answers
+        if dataset_name not in statistics.keys():  # noqa: SIM118
             raise ValueError(
                 f"dataset_name {dataset_name!r} is not in the checkpoint's statistics "
                 f"({', '.join(sorted(statistics)) or 'none'})"

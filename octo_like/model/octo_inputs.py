@@ -156,6 +156,65 @@ def octo_statistics_view(entry: Mapping[str, Any]) -> dict[str, Any]:
     return entry
 
 
+OCTO_FLAT_KEYS = ("action", "proprio", "num_transitions", "num_trajectories")
+"""What Octo's statistics hold at the top level for a model trained on one dataset."""
+
+
+class StatisticsByDataset(dict):
+    """``{dataset name: entry}`` (a plain dict to everything that iterates, saves or compares
+    it) that also answers Octo's flat keys for a model trained on one dataset.
+
+    Octo stores a one-dataset model's statistics flat, ``model.dataset_statistics["action"]``;
+    here they are keyed by name, ``model.dataset_statistics[NAME]["action"]``. Both work: a key
+    of `OCTO_FLAT_KEYS` that names no dataset resolves to that key of the only dataset's entry
+    (``num_transitions`` / ``num_trajectories`` from its statistics). With several datasets, or
+    a dataset named like one of those keys, a flat key is a KeyError naming the datasets to
+    choose from. `in` and `get` agree with ``[]``; iteration, `len` and `keys` list datasets.
+    """
+
+    def __missing__(self, key):
+        if key in OCTO_FLAT_KEYS:
+            entry = self.only_entry(key)
+            if key in entry:
+                return entry[key]
+            value = entry.get("statistics", {}).get(key)
+            if value is not None:
+                return value
+            raise KeyError(f"{key!r}: the dataset {next(iter(self))!r} has no {key} statistics")
+        names = ", ".join(map(repr, sorted(self))) or "none"
+        raise KeyError(f"{key!r} is not a dataset of this model (datasets: {names})")
+
+    def only_entry(self, flat_key: str = "a flat key") -> dict[str, Any]:
+        """The entry of the model's one dataset; a KeyError naming the datasets otherwise."""
+        names = ", ".join(map(repr, sorted(self)))
+        if not self:
+            raise KeyError(f"{flat_key!r}: this model has no dataset statistics")
+        if len(self) > 1:
+            raise KeyError(
+                f"{flat_key!r}: this model was trained on several datasets ({names}); "
+                f"choose one: dataset_statistics[NAME][{flat_key!r}]"
+            )
+        if any(name in OCTO_FLAT_KEYS for name in self):
+            raise KeyError(
+                f"{flat_key!r}: the dataset is named {names}, like a flat key; "
+                f"use dataset_statistics[NAME][{flat_key!r}]"
+            )
+        return next(iter(self.values()))
+
+    def __contains__(self, key) -> bool:
+        try:
+            self[key]
+        except KeyError:
+            return False
+        return True
+
+    def get(self, key, default=None):
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+
 def without_views(entry: Mapping[str, Any]) -> dict[str, Any]:
     """The entry as checkpoints store it: `octo_statistics_view`'s copies dropped."""
     return {k: v for k, v in entry.items() if k not in ("action", "proprio")}

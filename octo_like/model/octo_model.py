@@ -2,8 +2,9 @@
 statistics, input spec and text tokenizer — saved to and loaded from one checkpoint directory.
 
     model = OctoModel.load_pretrained("runs/pretrain/checkpoints")
-    tasks = model.create_tasks(texts=["put the cup in the sink"])
+    tasks = model.create_tasks(texts=["put the cup in the sink"])  # or one str: batch 1
     statistics = model.dataset_statistics["bridge_dataset"]["action"]  # robot units
+    # one dataset: also Octo's flat model.dataset_statistics["action"]
     actions = model.sample_actions(observations, tasks, statistics, rng=jax.random.key(0))
 """
 
@@ -27,6 +28,14 @@ from octo_like.model.one_shot import run_once
 from octo_like.model.random_draws import draw_together
 from octo_like.model.tokens import TokenGroup
 from octo_like.normalization import ArrayStatistics, NormalizationType, unnormalize_np
+
+# OctoModel.dataset_statistics is traversed by jax.tree like the plain dict it subclasses (a
+# dict subclass is otherwise one leaf), e.g. Octo's jax.tree.map(np.array, statistics).
+jax.tree_util.register_pytree_with_keys(
+    octo_inputs.StatisticsByDataset,
+    lambda s: ([(jax.tree_util.DictKey(k), s[k]) for k in sorted(s)], tuple(sorted(s))),
+    lambda keys, values: octo_inputs.StatisticsByDataset(zip(keys, values, strict=True)),
+)
 
 
 def action_statistics_entry(
@@ -102,11 +111,12 @@ class OctoModel:
         self.module = module
         self.config = config
         self.input_spec = input_spec
-        # Octo's keys too: dataset_statistics[NAME]["action"] (with its mask)
-        self.dataset_statistics = {
-            name: octo_inputs.octo_statistics_view(entry)
+        # Octo's keys too: dataset_statistics[NAME]["action"] (with its mask), and for one
+        # dataset Octo's flat dataset_statistics["action"] (see `StatisticsByDataset`)
+        self.dataset_statistics = octo_inputs.StatisticsByDataset(
+            (name, octo_inputs.octo_statistics_view(entry))
             for name, entry in (dataset_statistics or {}).items()
-        }
+        )
         self.text_tokenizer = text_tokenizer
         # Compiled programs and the module's split state, made on first use (splitting costs
         # ~10 ms a call even for a tiny model); `update_params` drops them with new weights.
@@ -151,16 +161,26 @@ class OctoModel:
 
     # ---------------------------------------------------------------- inputs
     def create_tasks(
-        self, texts: Sequence[str] | None = None, goals: Mapping[str, np.ndarray] | None = None
+        self,
+        texts: Sequence[str] | str | None = None,
+        goals: Mapping[str, np.ndarray] | None = None,
     ) -> dict[str, Any]:
-        """Task dict for a batch: tokenized `texts` and/or goal images ``{camera: uint8[b,h,w,3]}``.
+        """Task dict for a batch: tokenized `texts` and/or goal images ``{camera: uint8[b,h,w,3]}``
+        (Octo's image keys ``image_primary`` too; other keys, e.g. a goal ``proprio``, are not
+        read). One str is one task (batch 1), as in Octo.
 
         A missing modality is zero-filled and masked out (pad_mask_dict False).
         """
         if texts is None and goals is None:
             raise ValueError("create_tasks needs texts, goals or both")
+        if isinstance(texts, str | bytes):  # not a sequence of characters
+            texts = [texts]
         goals = octo_inputs.octo_goals(goals)  # Octo keys goals by image key (image_primary)
         batch = len(texts) if texts is not None else len(next(iter(goals.values())))
+        if texts is not None and goals:
+            sizes = {k: len(v) for k, v in goals.items() if np.ndim(v) > 0}
+            if any(size != batch for size in sizes.values()):
+                raise ValueError(f"create_tasks: {batch} texts but goal batch sizes {sizes}")
         tasks: dict[str, Any] = {"pad_mask_dict": {}}
         texts = list(texts) if texts is not None else [""] * batch
         tasks["language_instruction"] = np.array(

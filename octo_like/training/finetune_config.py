@@ -186,6 +186,9 @@ def parse_finetune_config(config: Any, workdir: str) -> tuple[TrainConfig, Finet
     model["window"] = trajectory.get("window", model["window"])
     model["action_horizon"] = trajectory.get("action_horizon", model["action_horizon"])
     model["lora"] = dataclasses.asdict(keys.lora) if keys.mode == "lora" else None
+    changed = config_diff(pretrained.config.to_dict(), model)
+    if changed:  # Octo's check_config_diff: say what the fine-tuned model changes
+        log.info("the model differs from the pretrained one in:\n  %s", "\n  ".join(changed))
     raw.update(data=data, model=model, mix="finetune", data_dir="")
     typed = build(TrainConfig, raw, "config")
     _check_task(keys.task, typed)
@@ -200,6 +203,32 @@ def parse_finetune_config(config: Any, workdir: str) -> tuple[TrainConfig, Finet
         reinitialize=_checked_regexes(keys.reinitialize, "config.reinitialize"),
     )
     return typed, source
+
+
+def config_diff(pretrained: Mapping[str, Any], model: Mapping[str, Any], prefix="model") -> list:
+    """``["model.KEY: OLD -> NEW", ...]`` for every leaf of the two configs that differs, keys
+    present in one only included (Octo's ``check_config_diff``), in key order."""
+    lines = []
+    for key in sorted(set(pretrained) | set(model)):
+        name, old, new = (
+            f"{prefix}.{key}",
+            pretrained.get(key, "<absent>"),
+            model.get(key, "<absent>"),
+        )
+        if isinstance(old, Mapping) and isinstance(new, Mapping):
+            lines += config_diff(old, new, name)
+        elif _plain(old) != _plain(new):
+            lines.append(f"{name}: {old!r} -> {new!r}")
+    return lines
+
+
+def _plain(value: Any) -> Any:
+    """Lists and tuples compare alike (a config's tuple is its JSON's list)."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def _checked_regexes(patterns: tuple[str, ...], name: str) -> tuple[str, ...]:

@@ -231,3 +231,14 @@ def test_mean_pooling_instead_of_octos_attention_pooling_breaks_the_equality(pre
     assert replay.first_loss(recipe, pretrained, arrays) == pytest.approx(want, rel=LOSS_RTOL)
     loss = replay.first_loss(recipe, pretrained, arrays, head__use_map=False)
     assert loss != pytest.approx(want, rel=1e-3)
+
+
+def test_the_model_changes_against_the_pretrained_config_are_logged(pretrained, caplog):
+    """As Octo's check_config_diff: the run names every model key it changes."""
+    caplog.set_level("INFO", logger="octo_like.training.finetune_config")
+    replay.recipe_config(RECIPES["example02"], pretrained)
+    messages = [r.getMessage() for r in caplog.records]
+    (message,) = [m for m in messages if "differs from the pretrained" in m]
+    for change in ("model.head.kind: 'diffusion' -> 'l1'", "model.action_horizon: 4 -> 50",
+                   "model.window: 2 -> 1", "model.proprio: None -> "):  # fmt: skip
+        assert change in message, message

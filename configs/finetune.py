@@ -132,7 +132,10 @@ def get_config(arg: str = "full,language") -> ml_collections.ConfigDict:
         language=dict(encoder="none") if task == "goal" else None,
         goal_image_cameras=placeholder(tuple),
         action_dim=placeholder(int),  # the new robot's action dim (None: the pretrained one)
-        head=dict(kind=placeholder(str), kwargs=None, readout_tokens=placeholder(int)),
+        # kwargs: None inherits; a dict (a command-line literal) updates the pretrained head's
+        head=dict(
+            kind=placeholder(str), kwargs=placeholder(object), readout_tokens=placeholder(int)
+        ),
         dtype=placeholder(str),  # float32, bfloat16 or auto (bf16 on accelerators)
         remat=placeholder(str),  # none, full, dots_saveable, dots_no_batch
         scan_layers=placeholder(bool),

@@ -242,3 +242,19 @@ def test_the_model_changes_against_the_pretrained_config_are_logged(pretrained, 
     for change in ("model.head.kind: 'diffusion' -> 'l1'", "model.action_horizon: 4 -> 50",
                    "model.window: 2 -> 1", "model.proprio: None -> "):  # fmt: skip
         assert change in message, message
+
+
+def test_head_kwargs_from_the_command_line_update_the_pretrained_heads(pretrained):
+    """`--config.model.head.kwargs="{'loss_scale': 'action_dim'}"` (how a benchmark arm or a
+    user switches one recipe item) keeps every other pretrained head setting."""
+    import finetune
+
+    argv = ["finetune.py", "--config", "configs/finetune.py:full,language", "--workdir", "unused",
+            "--config.model.head.kwargs={'loss_scale': 'action_dim'}"]  # fmt: skip
+    config = finetune.parse_command_line(argv)[0]
+    config.pretrained_path = pretrained
+    config.dataset.name, config.dataset.location = "bridge_dataset", "unused"
+    typed, _ = replay.parse_finetune_config(config, "unused")
+    kwargs = dict(typed.model.head.kwargs)
+    assert kwargs["loss_scale"] == "action_dim"
+    assert kwargs["time_input"] == "step" and kwargs["sampler"] == "octo"  # Octo's, inherited

@@ -25,6 +25,7 @@ from octo_like.model.octo_import.convert import convert_octo, import_octo, read_
 from octo_like.model.octo_import.params import flatten, map_parameters
 from octo_like.model.octo_model import OctoModel
 from octo_like.model.octo_module import OctoModule
+from tests.training.octo_replay import nested
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "..", "fixtures", "octo15")
 OCTO_DIR = os.path.join(FIXTURE, "octo_tiny")
@@ -43,18 +44,6 @@ def arrays() -> dict[str, np.ndarray]:
 @pytest.fixture(scope="module")
 def imported() -> OctoModel:
     return import_octo(OCTO_DIR, T5_DIR)
-
-
-def nested(arrays: dict[str, np.ndarray], prefix: str) -> dict:
-    tree: dict = {}
-    for key, value in arrays.items():
-        if key.startswith(prefix):
-            *parents, leaf = key[len(prefix) :].split("/")
-            node = tree
-            for name in parents:
-                node = node.setdefault(name, {})
-            node[leaf] = value
-    return tree
 
 
 def inputs(arrays, case: str) -> tuple[dict, dict]:

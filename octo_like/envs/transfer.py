@@ -187,6 +187,9 @@ class ArmResult:
     # zero-shot checkpoint; a saved result is reused only for the same (`transfer_arms`).
     command: tuple[str, ...] = ()
     step: int | None = None  # the checkpoint step evaluated (None: not recorded, or zero-shot)
+    # That step's validation metrics and training loss (`transfer_offline.offline_at`); None
+    # without a validation entry there (no --val_demos, zero-shot, saved before it was kept).
+    offline: dict[str, float] | None = None
 
     @property
     def successes(self) -> int:
@@ -210,6 +213,7 @@ class ArmResult:
             "provenance": self.provenance,
             "command": list(self.command),
             "step": self.step,
+            "offline": self.offline,
         }
 
     @classmethod
@@ -224,6 +228,7 @@ class ArmResult:
             dict(blob.get("provenance", {})),
             tuple(blob.get("command", ())),
             None if blob.get("step") is None else int(blob["step"]),
+            dict(blob["offline"]) if blob.get("offline") else None,
         )
 
     def provenance_records(self) -> list[dict[str, str]]:

@@ -19,7 +19,7 @@ import os
 import time
 from typing import NamedTuple
 
-from octo_like.envs import evaluate_cli
+from octo_like.envs import evaluate_cli, transfer_offline
 from octo_like.envs.paired import check_provenance
 from octo_like.envs.transfer import ZERO_SHOT, Arm, ArmResult, Target
 from octo_like.envs.transfer_scope import EntryPoints, zero_shot_dataset
@@ -351,7 +351,7 @@ def run_zero_shot(args, target: Target, info, setup: ArmSetup):
 
 def run_arm(args, arm: Arm, setup: ArmSetup, data_root: str, split: str = "train") -> ArmResult:
     """The arm's saved result, else trains (on the demonstrations `split`), evaluates and saves
-    it, with where each stage ran."""
+    it, with where each stage ran and the evaluated step's offline numbers (`transfer_offline`)."""
     path = result_path(args, arm)
     argv = finetune_argv(args, arm, setup.pretrained, data_root, setup.programs.config_dir, split)
     command = arm_command(args, argv, setup.fingerprint)
@@ -366,6 +366,7 @@ def run_arm(args, arm: Arm, setup: ArmSetup, data_root: str, split: str = "train
         args, checkpoint, arm.target.tasks, arm.target.variant, step=step
     )
     stages = {"train": trained_at, "evaluate": setup.provenance}
-    result = ArmResult(arm, per_task, train_seconds, eval_seconds, stages, command, step)
+    offline = transfer_offline.read_offline(run_dir(args, arm), step)
+    result = ArmResult(arm, per_task, train_seconds, eval_seconds, stages, command, step, offline)
     save_result(path, result)
     return result

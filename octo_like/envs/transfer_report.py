@@ -7,7 +7,9 @@ default an evaluation with another instruction or checkpoint rule writes ``trans
 The header says what every row shares (demonstrations, steps, batch, seeds, episodes and how
 chunks were executed, the checkpoint the arms started from), where the results were made (one
 commit and one CPU model, or MIXED when allowed: `paired.check_provenance`) and the command
-that made them: a table read without them cannot be compared with another.
+that made them: a table read without them cannot be compared with another. When arms carry
+offline numbers, the table is followed by each one's rank correlation with success over the arms
+(`transfer_offline`), also in the JSON line (``offline_correlations``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import shlex
 from collections.abc import Sequence
 from typing import Any
 
-from octo_like.envs import transfer_charts, transfer_summary
+from octo_like.envs import transfer_charts, transfer_offline, transfer_summary
 from octo_like.envs.paired import check_provenance
 from octo_like.envs.transfer import ArmResult
 
@@ -72,6 +74,12 @@ def write_report(
     recipes = {name: recipe.mode for name, recipe in args.recipes.items()}
     rows = transfer_summary.summarize(results, recipes)
     text = transfer_summary.table(rows)
+    context = {}
+    if any(r.offline for r in results):
+        correlations = transfer_offline.offline_correlations(results)
+        heading = f"offline numbers of the evaluated step vs success, over all {len(results)} arms:"
+        text += f"\n\n{heading}\n{transfer_offline.correlation_text(correlations)}"
+        context["offline_correlations"] = correlations
     command = command_text(getattr(args, "argv", None))
     header = [budget_text(args, seeds, pretrained), provenance, f"command: {command}"]
     base = os.path.join(args.workdir, args.report)
@@ -98,6 +106,7 @@ def write_report(
         command=command,
         train_seconds=round(sum(r.train_seconds for r in results), 1),
         eval_seconds=round(sum(r.eval_seconds for r in results), 1),
+        **context,
     )
     head = "".join(f"# {h}\n" for h in header)
     with open(base + ".txt", "w") as f:

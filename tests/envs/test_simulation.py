@@ -485,6 +485,11 @@ def test_transfer_benchmark_plumbing_on_a_tiny_budget(tiny_checkpoint, tmp_path,
     assert json.loads(line)["rows"] == json.loads(json.dumps(rows))
     assert (workdir / "transfer.png").read_bytes()[:4] == b"\x89PNG"
     assert "head_only" in (workdir / "transfer.txt").read_text()
+    # Each arm keeps its evaluated step's offline numbers (--val_demos 1 validates at step 2).
+    for mode in ("head_only", "scratch"):
+        saved = workdir / "results" / "receding-4steps-1eps-seed0" / "wrist" / "2demos" / mode
+        offline = json.loads((saved / "seed3.json").read_text())["offline"]
+        assert offline["step"] == 2 and offline["loss"] > 0 and "sampled_mse" in offline, mode
 
     # Both arms see the wrist camera through a new tokenizer; only head_only starts pretrained.
     base_model = OctoModel.load_pretrained(tiny_checkpoint)

@@ -213,18 +213,24 @@ def test_a_mode_worse_than_scratch_is_said_so():
 def test_arm_results_round_trip_through_json():
     result = results_of({("lora", 2): {"reach": (3, 5), "push": (0, 5)}}, demos=10)[0]
     where = {"commit": "abc123", "cpu": "AMD EPYC, family 25 model 17"}
+    offline = {"step": 450, "loss": 0.2, "sampled_mse": 1.5, "train_loss": 0.1}
     result = dataclasses.replace(
-        result, provenance={"train": where}, command=("finetune.py", "--config.seed=2"), step=450
-    )
+        result, provenance={"train": where}, command=("finetune.py", "--config.seed=2"), step=450,
+        offline=offline,
+    )  # fmt: skip
     again = ArmResult.from_json(json.loads(json.dumps(result.to_json())))
     assert again == result and again.successes == 3 and again.episodes == 10
+    assert again.offline == offline and result.to_json()["offline"] == offline
+    unvalidated = dataclasses.replace(result, offline=None)  # no validation at that step
+    assert unvalidated.to_json()["offline"] is None
+    assert ArmResult.from_json(json.loads(json.dumps(unvalidated.to_json()))) == unvalidated
     named = {**where, "name": "heldout/10demos/lora/seed2 (train)"}
     assert again.arm.demos == 10 and again.provenance_records() == [named]
     older = {k: v for k, v in result.to_json().items() if k in ("target", "variant", "tasks",
              "mode", "seed", "per_task")}  # fmt: skip
     old = ArmResult.from_json(older)  # saved before demos, provenance and commands were kept
     assert old.provenance_records() == [{"name": "heldout/lora/seed2"}] and old.command == ()
-    assert again.step == 450 and old.step is None
+    assert again.step == 450 and old.step is None and old.offline is None
 
 
 def curve_results() -> list[ArmResult]:

@@ -63,6 +63,7 @@ def test_the_report_writes_the_budget_the_table_the_chart_and_json_last(tmp_path
     assert line["rows"] == json.loads(json.dumps(rows)) and line["exec_horizon"] == 2
     assert (line["train_seconds"], line["eval_seconds"], line["pretrained"]) == (5.0, 2.5, "/ckpt")
     assert line["provenance"] == where and line["demo_counts"] == [2]
+    assert "offline_correlations" not in line and "offline numbers" not in text  # none recorded
     assert (tmp_path / "transfer.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -410,3 +411,70 @@ def test_the_pretrained_fingerprint_names_the_weights_not_their_path(tmp_path):
     assert fingerprint(path) != first  # pretrained again at the same path: other weights
     (path / "10" / "checksums.json").unlink()
     assert fingerprint(path) == "step 10 unverified"
+
+
+def test_an_arm_records_the_offline_numbers_of_the_step_it_evaluated(tmp_path, monkeypatch):
+    """Issue 67 correlates success with the evaluated step's validation metrics and training
+    loss, read from the run's metrics.jsonl; null where validation did not log that step."""
+    monkeypatch.setattr(transfer_arms, "train_arm", lambda *a: (1.0, HERE))
+    evaluated = ({"reach": (1, 2)}, 0.5)
+    monkeypatch.setattr(transfer_arms, "evaluate_checkpoint", lambda *a, **k: evaluated)
+    setup = transfer_arms.ArmSetup(
+        "/ckpt", ("primary",), EntryPoints("/configs", None), HERE, WEIGHTS
+    )
+    arm = Arm(TARGET, "full", 0, 2)
+    val3 = {"loss": 0.1, "mse": 0.1, "sampled_mse": 2.0, "xyz_angle": 0.3, "xyz_accuracy": 0.5,
+            "gripping_accuracy": 1.0}  # fmt: skip
+    lines = [
+        {"step": 3, "split": "train", "loss": 0.4},
+        {"step": 3, "split": "val", **val3},
+        {"step": 6, "split": "train", "loss": 0.2},
+        {"step": 6, "split": "val", "loss": 0.3, "sampled_mse": 1.0},
+        {"step": 6, "split": "sim", "success": 1.0},
+    ]
+
+    def arm_run(name, metrics, *flags):
+        args = benchmark_args(tmp_path / name, *flags)
+        run = pathlib.Path(transfer_arms.run_dir(args, arm))
+        run.mkdir(parents=True)
+        if metrics is not None:
+            (run / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
+        result = transfer_arms.run_arm(args, arm, setup, "/data")
+        saved = json.loads(pathlib.Path(transfer_arms.result_path(args, arm)).read_text())
+        assert saved["offline"] == result.offline and saved["per_task"] == {"reach": [1, 2]}
+        assert transfer_arms.run_arm(args, arm, setup, "/data") == result  # reused, numbers kept
+        return result
+
+    chosen = arm_run("val_loss", lines, "--steps", "6", "--checkpoint_every", "3",
+                     "--select", "val_loss")  # fmt: skip
+    del val3["mse"]  # not one of the offline numbers
+    assert chosen.step == 3 and chosen.offline == {"step": 3, **val3, "train_loss": 0.4}
+    assert arm_run("last", lines, "--steps", "6").offline == {
+        "step": 6, "loss": 0.3, "sampled_mse": 1.0, "train_loss": 0.2
+    }  # fmt: skip
+    assert arm_run("unvalidated", lines, "--steps", "5").offline is None  # nothing at step 5
+    assert arm_run("no_metrics", None, "--steps", "6").offline is None
+    train_only = arm_run("train_only", [*lines[:2], lines[2]], "--steps", "6")
+    assert train_only.offline is None  # a training loss alone is not recorded
+
+
+def test_the_report_correlates_each_offline_number_with_success_when_arms_carry_them(tmp_path):
+    args = benchmark_args(tmp_path, "--seeds", "0,1")
+    counts = {("full", 0): 4, ("full", 1): 3, ("scratch", 0): 1, ("scratch", 1): 0}
+    results = made_at(*(
+        ArmResult(Arm(TARGET, mode, seed, 2), {"reach": (s, 4)}, step=3,
+                  offline={"step": 3, "loss": 1.0 - s / 4, "sampled_mse": 2.0})
+        for (mode, seed), s in counts.items()
+    ))  # fmt: skip
+    results.append(made_at(ArmResult(Arm(TARGET, "zero_shot", 0), {"reach": (0, 4)}))[0])
+    write_report(args, results, "/ckpt", [0, 1])
+    text = (tmp_path / "transfer.txt").read_text()
+    assert "offline numbers of the evaluated step vs success, over all 5 arms:" in text
+    assert re.search(r"\nloss +4 +1  -1\.00 \[-1\.00, -1\.00\]", text)
+    assert "sampled_mse" in text and "undefined: the metric is the same for every arm" in text
+    line = json.loads((tmp_path / "transfer.jsonl").read_text())
+    correlations = line["offline_correlations"]
+    assert correlations["loss"]["rho"] == -1.0 and correlations["loss"]["skipped"] == 1
+    assert correlations["train_loss"] == {
+        "rho": None, "ci95": None, "n": 0, "note": "undefined: fewer than 3 arms", "skipped": 5
+    }  # fmt: skip

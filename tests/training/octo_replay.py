@@ -21,7 +21,7 @@ from octo_like.model.base_checkpoint import fill, flat_params
 from octo_like.model.octo_import.convert import read_octo_params
 from octo_like.model.octo_import.params import flatten, target_path
 from octo_like.model.octo_model import OctoModel
-from octo_like.training import masks, sharding
+from octo_like.training import sharding
 from octo_like.training.finetune import PretrainedInitializer
 from octo_like.training.finetune_config import parse_finetune_config
 from octo_like.training.optimizer import make_optimizer
@@ -212,8 +212,8 @@ def first_loss(recipe: Recipe, pretrained: str, arrays: dict, **changes) -> floa
 
 
 def flat(tree) -> dict[str, np.ndarray]:
-    paths = jax.tree.leaves(masks.path_strings(tree))
-    return dict(zip(paths, [np.asarray(x) for x in jax.tree.leaves(tree)], strict=True))
+    """`flat_params` as numpy arrays (compared in float64 on the host)."""
+    return {path: np.asarray(leaf) for path, leaf in flat_params(tree).items()}
 
 
 def octo_params_after(recipe: Recipe, init: dict, arrays: dict, step: int) -> dict:

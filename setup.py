@@ -41,6 +41,11 @@ INSTALL_REQUIRES = [
     "pyyaml==6.0.3",
 ]
 
+# Reading LeRobot datasets' videos (data/convert_lerobot.py): PyAV, FFmpeg's libraries in one
+# wheel (AV1 through libdav1d, h264, hevc, vp9); the parquet side needs only pyarrow, which
+# tensorflow-datasets already brings.
+LEROBOT = ["av==18.1.0"]
+
 # Accelerator builds of the same jax version: `pip install -e ".[tpu]"` on every TPU VM worker,
 # `pip install -e ".[cuda12]"` (or cuda13) on an NVIDIA GPU node. jax's own extras pin the
 # matching libtpu / CUDA plugin and the pip-packaged CUDA libraries.
@@ -52,7 +57,9 @@ EXTRAS_REQUIRE = {
         "pytest-xdist==3.8.0",
         "ruff==0.17.5",
         JAX.replace("jax", "jax[tpu]", 1),
+        *LEROBOT,  # the LeRobot fixture tests decode video
     ],
+    "lerobot": LEROBOT,
     "tpu": [JAX.replace("jax", "jax[tpu]", 1)],
     "cuda12": [JAX.replace("jax", "jax[cuda12]", 1)],
     "cuda13": [JAX.replace("jax", "jax[cuda13]", 1)],

@@ -48,7 +48,7 @@ def main(argv=None) -> str:
     import tensorflow as tf
 
     tf.config.set_visible_devices([], "GPU")
-    from octo_like.data.raw_episodes import convert_episodes, spec_json, suggest_dataset_spec_for
+    from octo_like.data.raw_episodes import convert_episodes
 
     path = convert_episodes(
         args.source,
@@ -61,6 +61,14 @@ def main(argv=None) -> str:
         overwrite=args.overwrite,
         seed=args.seed,
     )
+    write_spec_and_config(path, args)
+    return path
+
+
+def write_spec_and_config(path: str, args: argparse.Namespace) -> None:
+    """--spec_out and --config_out of a converted dataset (data/convert_lerobot.py too)."""
+    from octo_like.data.raw_episodes import spec_json, suggest_dataset_spec_for
+
     if args.spec_out:
         spec = suggest_dataset_spec_for(path, args.name)
         with open(args.spec_out, "w") as file:
@@ -76,7 +84,6 @@ def main(argv=None) -> str:
             f"  python finetune.py --config {args.config_out}:full,language "
             f"--workdir runs/ft_{args.name} --config.pretrained_path=runs/laptop/checkpoints"
         )
-    return path
 
 
 def _cli() -> None:

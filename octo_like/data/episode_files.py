@@ -177,10 +177,12 @@ def read_episode(path: str | os.PathLike) -> RawEpisode:
         raise EpisodeError(
             path, f"cannot read the file ({type(error).__name__}: {error})"
         ) from error
-    return _validate(path, entries, tuple(ignored))
+    return validate_entries(path, entries, tuple(ignored))
 
 
-def _float_array(path: str, key: str, value: Any, rank: int) -> np.ndarray:
+def float_array(path: str, key: str, value: Any, rank: int) -> np.ndarray:
+    """`value` as float32 of rank 1 ([T]) or 2 ([T, D]); NaN, Inf and values whose square
+    overflows float32 are refused naming `key`, the steps and the dims."""
     array = np.asarray(value)
     if array.dtype.kind not in "fiub":
         raise EpisodeError(path, f"'{key}' has dtype {array.dtype}, expected numbers")
@@ -205,7 +207,9 @@ def _float_array(path: str, key: str, value: Any, rank: int) -> np.ndarray:
     return array
 
 
-def _validate(path: str, entries: dict[str, Any], ignored: tuple[str, ...]) -> RawEpisode:
+def validate_entries(path: str, entries: dict[str, Any], ignored: tuple[str, ...]) -> RawEpisode:
+    """A `RawEpisode` from the layout's flat keys (``images/<camera>``, ``action``, ...), each
+    checked; the check every reader (episode files, LeRobot directories) shares."""
     cameras = sorted(k.split("/", 1)[1] for k in entries if k.startswith(f"{IMAGES}/"))
     missing = [k for k in (ACTION, INSTRUCTION) if k not in entries]
     if not cameras:
@@ -243,9 +247,9 @@ def _validate(path: str, entries: dict[str, Any], ignored: tuple[str, ...]) -> R
     length = lengths[ACTION]
     if length == 0:
         raise EpisodeError(path, "empty episode (0 steps)")
-    action = _float_array(path, ACTION, entries[ACTION], rank=2)
-    state = _float_array(path, STATE, entries[STATE], rank=2) if STATE in entries else None
-    reward = _float_array(path, REWARD, entries[REWARD], rank=1) if REWARD in entries else None
+    action = float_array(path, ACTION, entries[ACTION], rank=2)
+    state = float_array(path, STATE, entries[STATE], rank=2) if STATE in entries else None
+    reward = float_array(path, REWARD, entries[REWARD], rank=1) if REWARD in entries else None
     is_terminal = None
     if IS_TERMINAL in entries:
         is_terminal = np.asarray(entries[IS_TERMINAL])

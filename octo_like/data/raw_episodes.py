@@ -17,8 +17,6 @@ trained on such data anyway). Choose ``image_encoding="png"`` for a bit-exact co
 
 from __future__ import annotations
 
-import dataclasses
-import logging
 import os
 import re
 from collections.abc import Sequence
@@ -26,6 +24,14 @@ from typing import Any
 
 import numpy as np
 
+from octo_like.data.conversion import (  # noqa: F401  (spec_json re-exported)
+    Scan,
+    check_target,
+    refuse_bad,
+    spec_json,
+    split_episodes,
+    write_scanned,
+)
 from octo_like.data.episode_files import (  # noqa: F401  (re-exported: one import for users)
     EpisodeError,
     RawEpisode,
@@ -42,10 +48,7 @@ from octo_like.data.rlds_writer import (
     step_rows,
     tensor,
     text,
-    write_episodes,
 )
-
-log = logging.getLogger(__name__)
 
 IMAGE_ENCODINGS = ("jpeg", "png")
 STATE_KEY = "state"
@@ -139,51 +142,21 @@ def episode_example(episode: RawEpisode, schema: RldsSchema, file_path: str = ""
     }
 
 
-# ------------------------------------------------------------------------------- splits
-def split_episode_files(
-    files: Sequence[str], val_fraction: float, seed: int = 0
-) -> dict[str, list[str]]:
-    """A seeded random ``{"train": [...], "val": [...]}``; each keeps the input order.
-
-    ``round(val_fraction * n)`` files go to val (at least one when the fraction is positive and
-    there are two or more files); train always keeps at least one. No "val" key when it is empty.
-    """
-    if not 0 <= val_fraction < 1:
-        raise ValueError(f"val_fraction must lie in [0, 1), got {val_fraction}")
-    count = len(files)
-    num_val = round(val_fraction * count)
-    if val_fraction > 0 and count >= 2:
-        num_val = max(num_val, 1)
-    num_val = min(num_val, count - 1) if count else 0
-    chosen = set(np.random.default_rng(seed).permutation(count)[:num_val].tolist())
-    splits = {"train": [f for i, f in enumerate(files) if i not in chosen]}
-    if num_val:
-        splits["val"] = [f for i, f in enumerate(files) if i in chosen]
-    return splits
-
-
 # ------------------------------------------------------------------------------- conversion
-@dataclasses.dataclass
-class _Scan:
-    """What the validation pass learnt: good files, problems, lengths and actions."""
-
-    schema: RldsSchema | None = None
-    first: RawEpisode | None = None
-    lengths: dict[str, int] = dataclasses.field(default_factory=dict)
-    bad: dict[str, str] = dataclasses.field(default_factory=dict)
-    actions: list[np.ndarray] = dataclasses.field(default_factory=list)
-    instructions: set[str] = dataclasses.field(default_factory=set)
+split_episode_files = split_episodes  # the name data/my_robot's builder template uses
 
 
-def _scan(files: Sequence[str], image_encoding: str) -> _Scan:
-    scan = _Scan()
+def _scan(files: Sequence[str], image_encoding: str) -> Scan:
+    scan = Scan(unit="file(s)")
     for path in files:
         try:
             episode = read_episode(path)
             if scan.schema is None:
-                scan.schema, scan.first = infer_schema(episode, image_encoding), episode
+                scan.schema, scan.first = infer_schema(episode, image_encoding), path
+                scan.cameras, scan.has_state = list(episode.images), episode.state is not None
+                scan.ignored_keys = episode.ignored_keys
             else:
-                check_matches_schema(episode, scan.schema, f"{scan.first.path} (the first)")
+                check_matches_schema(episode, scan.schema, f"{scan.first} (the first)")
         except EpisodeError as error:
             scan.bad[path] = error.problem
             continue
@@ -215,82 +188,29 @@ def convert_episodes(
     `verbose` prints a summary and the suggested `DatasetSpec`.
     """
     source_dir, out_dir = os.path.expanduser(source_dir), os.path.expanduser(out_dir)
-    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
-        raise ValueError(f"dataset name {name!r}: use lower-case letters, digits and '_'")
-    target = os.path.join(out_dir, name, version)
-    if os.path.exists(os.path.join(target, "dataset_info.json")) and not overwrite:
-        raise FileExistsError(
-            f"{target} already exists; pass --overwrite (overwrite=True) to replace it"
-        )
+    check_target(out_dir, name, version, overwrite)
     files = list_episode_files(source_dir)
     scan = _scan(files, image_encoding)
-    if scan.bad:
-        listing = "\n".join(f"  {path}: {problem}" for path, problem in scan.bad.items())
-        if not skip_bad:
-            raise EpisodeError(
-                source_dir,
-                f"{len(scan.bad)} of {len(files)} episode file(s) are invalid "
-                f"(fix them, or skip them with skip_bad=True / --skip_bad):\n{listing}",
-            )
-        log.warning("skipping %d bad episode file(s):\n%s", len(scan.bad), listing)
-    if scan.schema is None:
-        raise EpisodeError(source_dir, "no valid episode file to convert")
-    good = [f for f in files if f in scan.lengths]
-    splits = split_episode_files(good, val_fraction, seed)
+    refuse_bad(scan, source_dir, len(files), skip_bad, "episode file(s)")
     schema = scan.schema
 
     def episodes(paths: list[str]):
         for path in paths:
             yield episode_columns(read_episode(path), schema, os.path.relpath(path, source_dir))
 
-    path = write_episodes(
+    return write_scanned(
+        scan,
         out_dir,
         name,
-        schema,
-        {split: (lambda paths=paths: episodes(paths)) for split, paths in splits.items()},
+        episodes,
+        source=source_dir,
+        val_fraction=val_fraction,
+        seed=seed,
         version=version,
-        description=f"Converted by octo_like.data.raw_episodes from {source_dir}",
         overwrite=overwrite,
+        description=f"Converted by octo_like.data.raw_episodes from {source_dir}",
+        verbose=verbose,
     )
-    if verbose:
-        spec = suggest_dataset_spec(
-            name,
-            list(scan.first.images),
-            has_state=scan.first.state is not None,
-            actions=np.concatenate(scan.actions),
-        )
-        print(_summary(path, source_dir, scan, splits, schema, spec))
-    return path
-
-
-def _summary(path, source_dir, scan: _Scan, splits, schema: RldsSchema, spec) -> str:
-    total = sum(scan.lengths.values())
-    lines = [f"converted {len(scan.lengths)} episodes ({total} steps) from {source_dir}"]
-    lines.append(f"  into {path}")
-    for split, paths in splits.items():
-        steps = sum(scan.lengths[p] for p in paths)
-        lines.append(f"  {split}: {len(paths)} episodes, {steps} steps")
-    for key, feature in schema.observation.items():
-        kind = f" ({feature.encoding})" if feature.kind == "image" else ""
-        lines.append(f"  observation/{key}: {feature.dtype}{list(feature.shape)}{kind}")
-    lines.append(f"  action: float32{list(schema.step['action'].shape)}")
-    lines.append(f"  distinct instructions: {len(scan.instructions - {''})}")
-    if scan.first.ignored_keys:
-        lines.append(f"  ignored keys (not in the layout): {list(scan.first.ignored_keys)}")
-    if scan.bad:
-        lines.append(f"  SKIPPED {len(scan.bad)} bad file(s):")
-        lines += [f"    {p}: {problem}" for p, problem in scan.bad.items()]
-    lines.append("suggested DatasetSpec (check it, then put it in config.data.extra_specs):")
-    lines.append(spec_json(spec))
-    return "\n".join(lines)
-
-
-def spec_json(spec: dict[str, Any]) -> str:
-    """A spec dict as JSON with one line per field (readable, and valid JSON)."""
-    import json
-
-    fields = [f"  {json.dumps(key)}: {json.dumps(value)}" for key, value in spec.items()]
-    return "{\n" + ",\n".join(fields) + "\n}"
 
 
 # ------------------------------------------------------------------------------- spec

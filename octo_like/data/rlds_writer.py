@@ -135,12 +135,14 @@ def write_episodes(
     version: str = "1.0.0",
     description: str = "",
     overwrite: bool = False,
+    metadata: Mapping[str, Any] | None = None,
 ) -> str:
     """Writes `name`/`version` under `data_dir` and returns the version directory.
 
     `splits` maps a split name to a function returning that split's episodes (column dicts as in
     the module docstring); they are consumed lazily, one episode in memory at a time. An existing
-    complete dataset is kept unless `overwrite`.
+    complete dataset is kept unless `overwrite`. `metadata` (JSON values) is saved beside the
+    dataset (``metadata.json``; readers get it as ``builder.info.metadata``).
     """
     features = schema.features()
 
@@ -156,7 +158,10 @@ def write_episodes(
         "name": name,
         "VERSION": tfds.core.Version(version),
         "_info": lambda self: tfds.core.DatasetInfo(
-            builder=self, description=description, features=features
+            builder=self,
+            description=description,
+            features=features,
+            metadata=tfds.core.MetadataDict(metadata) if metadata else None,
         ),
         "_split_generators": lambda self, dl_manager: {s: generate(s) for s in splits},
         "_generate_examples": None,

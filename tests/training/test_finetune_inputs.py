@@ -190,3 +190,33 @@ def test_a_converter_config_needs_the_spec_it_reads(capsys):
             ["--source", "x", "--out", "y", "--name", "z", "--config_out", "c.py"]
         )
     assert "--config_out needs --spec_out" in capsys.readouterr().err
+
+
+def test_a_lerobot_directory_goes_through_quick_start_2(tmp_path, pretrained, caplog, monkeypatch):
+    """README quick start 2 from a LeRobot directory (the fixture LeRobot 0.4.4 wrote: cameras
+    observation.images.front and .wrist, a 6-dim observation.state, 6-dim joint actions): the
+    converter's spec and config make the documented finetune.py command read both cameras and
+    the state, with the action dim and names taken from the dataset, and no warning."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").mkdir()
+    source = REPO / "tests" / "fixtures" / "lerobot" / "v30_av1"
+    _load("convert_lerobot").main(
+        ["--source", str(source), "--out", str(tmp_path / "tensorflow_datasets"),
+         "--name", "my_so101", "--spec_out", str(tmp_path / "my_so101_spec.json"),
+         "--config_out", "configs/finetune_my_so101.py", "--workers", "1"]
+    )  # fmt: skip
+    command = next(
+        text
+        for _, _, text in documented_commands(["README.md"], r"python finetune\.py(?= )")
+        if "finetune_my_robot.py" in text
+    )
+    command = command.replace("my_robot", "my_so101")
+    argv = shlex.split("finetune.py" + command.replace("runs/laptop/checkpoints", pretrained))
+    typed, _, warnings = parse(argv, caplog)
+    assert warnings == []
+    assert typed.model.cameras == ("primary", "wrist") and typed.model.proprio is not None
+    spec = typed.data.extra_specs["my_so101"]
+    assert dict(spec.image_keys) == {"primary": "front", "secondary": None, "wrist": "wrist"}
+    assert spec.proprio_key == "state" and typed.model.action_dim == 6
+    assert spec.action_encoding.value == "custom"  # joint positions: not Octo's eef deltas

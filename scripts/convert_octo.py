@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -40,5 +41,14 @@ def main(argv=None) -> dict:
     return summary
 
 
+def _cli() -> None:
+    from octo_like.model.checkpoint_integrity import CheckpointCorruptError
+
+    try:
+        main()
+    except (OSError, ValueError, CheckpointCorruptError) as error:
+        sys.exit(f"error: {error}")  # names the file or directory and the problem
+
+
 if __name__ == "__main__":
-    main()
+    _cli()

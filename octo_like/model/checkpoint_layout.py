@@ -159,15 +159,45 @@ def read_only_manager(directory: str) -> Iterator[ocp.CheckpointManager]:
             yield manager
 
 
-def copy_language_assets(config: ModelConfig, checkpoint_dir: str) -> ModelConfig:
-    """Copies config.json / spiece.model so the checkpoint directory is self-contained."""
+LANGUAGE_FILES = ("config.json", "spiece.model")
+
+
+def check_language_assets(config: ModelConfig, checkpoint_dir: str) -> None:
+    """Refuses a save whose tokenizer files differ from those already beside the directory's
+    steps: every step's checksums cover them, so replacing them would make the other steps
+    fail verification (and a resume move them aside)."""
     target = storage.join(checkpoint_dir, LANGUAGE_ASSETS)
-    storage.makedirs(target)
-    for name in ("config.json", "spiece.model"):
+    for name in LANGUAGE_FILES:
         source = storage.join(config.language.checkpoint_dir, name)
         destination = storage.join(target, name)
-        if storage.exists(source) and storage.absolute(source) != storage.absolute(destination):
-            storage.copy_file(source, destination)
+        if not (storage.exists(source) and storage.exists(destination)):
+            continue
+        if storage.absolute(source) == storage.absolute(destination):
+            continue
+        if storage.read_bytes(source) != storage.read_bytes(destination):
+            raise FileExistsError(
+                f"{checkpoint_dir} holds another model's tokenizer ({LANGUAGE_ASSETS}/{name} "
+                f"differs from {source}), which its steps' checksums cover: save into a new "
+                "directory"
+            )
+
+
+def copy_language_assets(config: ModelConfig, checkpoint_dir: str) -> ModelConfig:
+    """Copies config.json / spiece.model so the checkpoint directory is self-contained (a file
+    already there with the same bytes is left as it is; `check_language_assets` refuses one
+    that differs)."""
+    target = storage.join(checkpoint_dir, LANGUAGE_ASSETS)
+    storage.makedirs(target)
+    for name in LANGUAGE_FILES:
+        source = storage.join(config.language.checkpoint_dir, name)
+        destination = storage.join(target, name)
+        if not storage.exists(source) or storage.absolute(source) == storage.absolute(destination):
+            continue
+        if storage.exists(destination) and storage.read_bytes(destination) == storage.read_bytes(
+            source
+        ):
+            continue
+        storage.copy_file(source, destination)
     return dataclasses.replace(
         config, language=dataclasses.replace(config.language, checkpoint_dir=LANGUAGE_ASSETS)
     )

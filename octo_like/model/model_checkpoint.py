@@ -6,6 +6,8 @@ from their base.
 
 from __future__ import annotations
 
+import uuid
+
 import jax
 import orbax.checkpoint as ocp
 from flax import nnx
@@ -17,6 +19,7 @@ from octo_like.model.checkpoint_integrity import check_finite, verify_checksums,
 from octo_like.model.checkpoint_layout import (
     FINALIZED_MARKER,
     MODEL_ITEMS,
+    check_language_assets,
     copy_language_assets,
     download_step,
     finished_steps,
@@ -31,15 +34,51 @@ from octo_like.model.language import TextTokenizer
 from octo_like.model.octo_module import OctoModule
 
 
-def save_model(model, step: int, checkpoint_dir: str) -> None:
+def save_model(model, step: int, checkpoint_dir: str, *, overwrite: bool = False) -> None:
     """`OctoModel.save_pretrained`: ``checkpoint_dir/<step>/{params,config,dataset_statistics,
-    input_spec}`` plus checksums (a local path or a ``gs://`` URL, which orbax writes directly)."""
+    input_spec}`` plus checksums (a local path or a ``gs://`` URL, which orbax writes directly).
+
+    Never writes over what this call did not write: an existing step is refused unless
+    `overwrite`, which writes the new step beside the directory, verifies it, and only then
+    swaps it in (local directories); tokenizer files that differ from those the directory's
+    steps were saved with are refused. Checksums cover only the bytes this call wrote.
+    """
     checkpoint_dir = storage.absolute(checkpoint_dir)
     if not storage.orbax_native(checkpoint_dir):
         raise ValueError(
             f"save_pretrained({checkpoint_dir!r}): orbax writes local paths and "
             f"{storage.ORBAX_SCHEMES} URLs; save locally and copy the directory up"
         )
+    step_dir = storage.join(checkpoint_dir, str(step))
+    replacing = storage.exists(step_dir)
+    if replacing and not overwrite:
+        raise FileExistsError(
+            f"{step_dir} already exists: save_pretrained never writes over a step (its weights "
+            "and checksums would mix with the new ones); pass overwrite=True to replace it whole"
+        )
+    if replacing and storage.has_scheme(checkpoint_dir):
+        raise ValueError(
+            f"save_pretrained(overwrite=True) replaces {step_dir} by a directory rename, which "
+            "object stores do not have: delete the step first, or save under another step"
+        )
+    if model.config.language.encoder != "none":
+        check_language_assets(model.config, checkpoint_dir)
+    if not replacing:
+        _write_step(model, step, checkpoint_dir)
+        return
+    staging = storage.join(checkpoint_dir, f".staging-{step}-{uuid.uuid4().hex[:8]}")
+    try:
+        _write_step(model, step, staging)
+        verify_checksums(storage.join(staging, str(step)))
+        retired = storage.join(checkpoint_dir, f".replaced-{step}-{uuid.uuid4().hex[:8]}")
+        storage.rename(step_dir, retired)
+        storage.rename(storage.join(staging, str(step)), step_dir)
+        storage.remove(retired)
+    finally:
+        storage.remove(staging)
+
+
+def _write_step(model, step: int, checkpoint_dir: str) -> None:
     config = model.config
     if config.language.encoder != "none":
         config = copy_language_assets(config, checkpoint_dir)

@@ -401,10 +401,11 @@ class OctoModel:
         ).astype(np.float32)
 
     # ---------------------------------------------------------------- checkpoints
-    def save_pretrained(self, step: int, checkpoint_dir: str) -> None:
+    def save_pretrained(self, step: int, checkpoint_dir: str, *, overwrite: bool = False) -> None:
         """Writes ``checkpoint_dir/<step>/{params,config,dataset_statistics,input_spec}``
-        (a local path or a ``gs://`` URL, which orbax writes directly)."""
-        model_checkpoint.save_model(self, step, checkpoint_dir)
+        (a local path or a ``gs://`` URL, which orbax writes directly). An existing step is
+        refused unless `overwrite` (then replaced whole, after the new one verified)."""
+        model_checkpoint.save_model(self, step, checkpoint_dir, overwrite=overwrite)
 
     @classmethod
     def load_pretrained(

@@ -180,10 +180,46 @@ def import_octo(octo_dir: str, t5_dir: str, step: int | None = None) -> OctoMode
     return model
 
 
+def check_output_dir(octo_dir: str, t5_dir: str, out_dir: str) -> None:
+    """Refuses, before anything is read or written, an output directory that is (or holds, or
+    lies inside) the Octo or T5 source, that already holds a checkpoint's steps or tokenizer
+    (another model's: a training run's ``checkpoints/``, an earlier conversion), or that
+    cannot be created or written (a file, under a file, read-only)."""
+    out = storage.absolute(out_dir)
+    if storage.has_scheme(out):
+        return  # object stores: orbax's own errors name the URL
+    out_path = os.path.realpath(out)
+    for name, source in (("--octo_dir", octo_dir), ("--t5_dir", t5_dir)):
+        source_path = os.path.realpath(storage.absolute(source))
+        if os.path.commonpath([out_path, source_path]) in (out_path, source_path):
+            raise ValueError(
+                f"--out {out_dir} is {name} {source} or overlaps it: the conversion would "
+                "write into its own source; give a new directory"
+            )
+    if os.path.lexists(out_path) and not os.path.isdir(out_path):
+        raise NotADirectoryError(f"--out {out_dir} is a file, not a directory")
+    if os.path.isdir(out_path):
+        held = sorted(n for n in os.listdir(out_path) if n.isdigit() or n == "language_assets")
+        if held:
+            raise FileExistsError(
+                f"--out {out_dir} already holds a checkpoint ({', '.join(held[:5])}): another "
+                "model's steps and tokenizer, which a conversion must not mix with; give a new "
+                "or empty directory"
+            )
+    existing = out_path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise NotADirectoryError(f"--out {out_dir} lies under the file {existing}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"--out {out_dir}: {existing} is not writable")
+
+
 def convert_octo(octo_dir: str, t5_dir: str, out_dir: str, step: int | None = None) -> dict:
     """Writes the imported model as a native checkpoint (config, statistics with Octo's mask,
     tokenizer assets, input spec, checksums) at ``out_dir/<step>``; returns a summary:
     ``{"step_dir", "step", "parameters", "datasets", "transformer", "cameras"}``."""
+    check_output_dir(octo_dir, t5_dir, out_dir)
     model = import_octo(octo_dir, t5_dir, step)
     saved_step = _octo_steps(storage.absolute(octo_dir))[-1] if step is None else step
     model.save_pretrained(saved_step, out_dir)

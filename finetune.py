@@ -18,6 +18,7 @@ from octo_like.host import (
     console_logging,
     exit_at_once_on,
     exit_at_once_when_distributed,
+    exit_past_running_threads,
     lean_tensorflow,
     prefer_cpu_without_accelerators,
     report_run_end,
@@ -124,7 +125,8 @@ def _cli():
     """A typo'd config key or a bad config value is one line and exit status 2."""
     from octo_like.config.command_line import run_command_line
 
-    with exit_at_once_when_distributed():  # outside: a ConfigError's exit status 2 too
+    # Outside the command line: a ConfigError's exit status 2 too.
+    with exit_at_once_when_distributed(), exit_past_running_threads():
         run_command_line(_define_flags, _run_from_flags)
 
 

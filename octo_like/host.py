@@ -9,12 +9,14 @@ quietly; an explicit ``JAX_PLATFORMS`` always wins.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import gc
 import glob
 import logging
 import os
 import sys
+import threading
 import traceback
 from collections.abc import MutableMapping
 
@@ -154,17 +156,47 @@ def exit_at_once_when_distributed():
     shutdown and the run's threads wait for peers that will never answer), holding the host's
     accelerators until the scheduler killed it. Its peers fail their next collective and exit
     the same way, so the whole job ends. A single-process run raises as before."""
+    with _exit_now_when(_multi_process):
+        yield
+
+
+@contextlib.contextmanager
+def exit_past_running_threads():
+    """For entry points (train.py, finetune.py; never in a test process): an error that ends
+    the process while other Python threads still run ends it at once, with the same status and
+    output, after the exit handlers and flushed streams.
+
+    Why: a refusal raised while a daemon thread is inside TensorFlow (the pipeline traced beside
+    the model's start, `PipelineThread`) crashed the interpreter's shutdown. Python ends a
+    daemon thread that re-takes the GIL during finalization with `pthread_exit`, whose forced
+    unwinding meets a C++ `catch (...)` in TensorFlow that does not rethrow: "terminate called
+    after throwing an instance of ''", "FATAL: exception not rethrown", SIGABRT, exit 134
+    (issue 69: finetune.py's ConfigError on a cold statistics cache, 4 of 4 runs). Skipping
+    finalization unwinds no thread.
+    """
+    with _exit_now_when(_other_threads):
+        yield
+
+
+@contextlib.contextmanager
+def _exit_now_when(condition):
     try:
         yield
     except SystemExit as exiting:
-        if exiting.code in (None, 0) or not _multi_process():
+        if exiting.code in (None, 0) or not condition():
             raise
         _exit_now(exiting.code if isinstance(exiting.code, int) else 1)
     except Exception:
-        if not _multi_process():
+        if not condition():
             raise
         traceback.print_exc()
         _exit_now(1)
+
+
+def _other_threads() -> list[str]:
+    """Names of the live Python threads besides the main one."""
+    main = threading.main_thread()
+    return [t.name for t in threading.enumerate() if t is not main and t.is_alive()]
 
 
 def _multi_process() -> bool:
@@ -173,10 +205,15 @@ def _multi_process() -> bool:
 
 
 def _exit_now(status: int) -> None:
-    import jax
+    """Ends the process with `status` after the exit handlers (atexit: the workdir lease,
+    staging folders) and flushed streams, skipping the interpreter's finalization."""
+    if _multi_process():
+        import jax
 
-    print(f"process {jax.process_index()} of {jax.process_count()}: exiting (status "
-          f"{status}) without waiting for the other processes", file=sys.stderr)  # fmt: skip
+        print(f"process {jax.process_index()} of {jax.process_count()}: exiting (status "
+              f"{status}) without waiting for the other processes", file=sys.stderr)  # fmt: skip
+    atexit._run_exitfuncs()
+    logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)

@@ -1,9 +1,13 @@
 """The test environment itself: CPU only with 8 fake devices (set in conftest before jax)."""
 
+import pathlib
+import subprocess
 import sys
 
 import jax
 import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_eight_fake_cpu_devices():
@@ -90,3 +94,44 @@ def test_a_settled_collector_skips_the_imports_and_still_collects_new_cycles():
     for _ in range((GC_THRESHOLDS[1] + 2) * GC_THRESHOLDS[0]):
         young.append([])
     assert alive() is None
+
+
+ENTRY_WITH_A_BUSY_THREAD = """
+import sys, threading, time
+from octo_like.config.command_line import run_command_line
+from octo_like.config.typed import ConfigError
+from octo_like.host import exit_at_once_when_distributed, exit_past_running_threads
+
+def trace_forever():  # what PipelineThread does: Python and TensorFlow's C++ in turns
+    import tensorflow as tf
+    while True:
+        tf.data.Dataset.range(1000).map(lambda x: x * 2).batch(4)
+
+def main(flags):
+    threading.Thread(target=trace_forever, daemon=True).start()
+    time.sleep(1.0)
+    if sys.argv[1:] == ["refuse"]:
+        raise ConfigError("the data has 7-dim actions but model.action_dim is 14")
+    raise RuntimeError("a bug")
+
+with exit_at_once_when_distributed(), exit_past_running_threads():
+    run_command_line(lambda flags, sys_argv=None: None, main, [sys.argv[0]])
+"""
+
+
+@pytest.mark.parametrize("how, status, said", [("refuse", 2, "ConfigError"), ("crash", 1, "a bug")])
+def test_an_entry_point_exits_cleanly_while_a_thread_is_inside_tensorflow(
+    tmp_path, how, status, said
+):
+    """Issue 69 item 2: finetune.py's ConfigError while the pipeline thread traced tf.data
+    aborted the interpreter's shutdown (exit 134, "terminate called after throwing an instance
+    of ''"); this script reproduced it in 2 of 4 runs before `exit_past_running_threads`."""
+    script = tmp_path / "entry.py"
+    script.write_text(ENTRY_WITH_A_BUSY_THREAD)
+    for _ in range(3):
+        result = subprocess.run(
+            [sys.executable, str(script), how], capture_output=True, text=True, timeout=300,
+            cwd=REPO,
+        )  # fmt: skip
+        assert result.returncode == status, result.stderr[-2000:]
+        assert said in result.stderr and "terminate called" not in result.stderr

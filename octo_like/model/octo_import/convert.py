@@ -11,7 +11,6 @@ weights come from Octo's own parameters, where Octo keeps them.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -23,6 +22,7 @@ from flax import nnx
 from octo_like import storage
 from octo_like.model.checkpoint_layout import quiet_orbax
 from octo_like.model.language import load_t5_encoder
+from octo_like.model.octo_import import inputs
 from octo_like.model.octo_import.config import OctoLayoutError, octo_layout
 from octo_like.model.octo_import.params import flatten, map_parameters
 from octo_like.model.octo_model import OctoModel, action_statistics_entry
@@ -49,6 +49,7 @@ def read_octo_params(octo_dir: str, step: int | None = None) -> tuple[int, dict[
     path = os.path.join(octo_dir, str(step), "default")
     if not os.path.isdir(path):
         raise FileNotFoundError(f"{path}: missing (steps: {steps})")
+    inputs.check_parameter_directory(path)
     # As numpy, never with the saved sharding: the published steps were written on TPU hosts.
     # Octo's orbax (0.4) wrote no _CHECKPOINT_METADATA; today's orbax reads the tree without it.
     with quiet_orbax(), ocp.PyTreeCheckpointer() as checkpointer:
@@ -59,21 +60,20 @@ def read_octo_params(octo_dir: str, step: int | None = None) -> tuple[int, dict[
 
 
 def read_octo_directory(octo_dir: str) -> dict[str, Any]:
-    """config.json, dataset_statistics.json and example_batch.msgpack, parsed."""
-    from flax import serialization
-
+    """config.json, dataset_statistics.json and example_batch.msgpack, parsed (a damaged file
+    is named)."""
+    if not os.path.isdir(octo_dir):
+        raise FileNotFoundError(f"{octo_dir}: not a directory")
     missing = [n for n in OCTO_FILES if not os.path.isfile(os.path.join(octo_dir, n))]
     if missing:
         raise FileNotFoundError(
             f"{octo_dir}: not an Octo save_pretrained directory (missing {', '.join(missing)})"
         )
-    with open(os.path.join(octo_dir, "config.json")) as f:
-        config = json.load(f)
-    with open(os.path.join(octo_dir, "dataset_statistics.json")) as f:
-        statistics = json.load(f)
-    with open(os.path.join(octo_dir, "example_batch.msgpack"), "rb") as f:
-        example_batch = serialization.msgpack_restore(f.read())
-    return {"config": config, "dataset_statistics": statistics, "example_batch": example_batch}
+    return {
+        "config": inputs.read_json(os.path.join(octo_dir, "config.json")),
+        "dataset_statistics": inputs.read_json(os.path.join(octo_dir, "dataset_statistics.json")),
+        "example_batch": inputs.read_msgpack(os.path.join(octo_dir, "example_batch.msgpack")),
+    }
 
 
 def native_example_batch(octo_batch: Mapping[str, Any], cameras, goal_cameras) -> dict:
@@ -150,11 +150,27 @@ def import_octo(octo_dir: str, t5_dir: str, step: int | None = None) -> OctoMode
     """An `OctoModel` computing what the Octo-1.5 checkpoint in `octo_dir` computes."""
     octo_dir, t5_dir = storage.absolute(octo_dir), storage.absolute(t5_dir)
     files = read_octo_directory(octo_dir)
-    observation = files["example_batch"]["observation"]
-    first_image = next(k for k in sorted(observation) if k.startswith("image_"))
+    inputs.check_t5_directory(t5_dir)
+    observation = files["example_batch"].get("observation", {})
+    first_image = next((k for k in sorted(observation) if k.startswith("image_")), None)
+    if first_image is None or np.ndim(observation[first_image]) < 2:
+        raise OctoLayoutError(
+            f"{octo_dir}/example_batch.msgpack: no observation image_* with [batch, window]"
+        )
     window = int(np.shape(observation[first_image])[1])
-    layout = octo_layout(files["config"], t5_dir, window)
+    try:
+        layout = octo_layout(files["config"], t5_dir, window)
+    except OctoLayoutError:
+        raise
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError) as error:
+        raise OctoLayoutError(
+            f"{octo_dir}/config.json: an entry has an unexpected type or is missing "
+            f"({type(error).__name__}: {error})"
+        ) from error
     config = layout.model
+    inputs.check_statistics(
+        f"{octo_dir}/dataset_statistics.json", files["dataset_statistics"], config.action_dim
+    )
     goal_cameras = [t.camera for t in config.image_tokenizers if t.goal_fusion]
     batch = native_example_batch(files["example_batch"], config.cameras, goal_cameras)
     statistics = native_statistics(files["dataset_statistics"])
@@ -169,6 +185,7 @@ def import_octo(octo_dir: str, t5_dir: str, step: int | None = None) -> OctoMode
     if not t5_in_octo:  # Octo keeps the frozen encoder in its tree; else the T5 directory's
         shapes = {p: v for p, v in shapes.items() if not p.startswith("language_encoder/")}
     mapped = map_parameters(octo_params, shapes)
+    inputs.check_finite_parameters(mapped)
     if not t5_in_octo:
         encoder, _ = load_t5_encoder(t5_dir)
         t5 = flatten(nnx.state(encoder, nnx.Param).to_pure_dict())

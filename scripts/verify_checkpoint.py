@@ -76,6 +76,19 @@ def check_step(path: str, write_missing: bool) -> dict:
             integrity.write_checksums(path)
         except integrity.CheckpointCorruptError as error:
             return {"status": "corrupt", "error": str(error)}
+        except PermissionError as error:
+            return {
+                "status": "unverified",
+                "error": f"{path}: read-only ({error.strerror}: {error.filename}), so "
+                "--write_missing cannot write its checksums; run it where the directory is "
+                "writable (its owner, or a copy)",
+            }
+        except OSError as error:
+            return {
+                "status": "unverified",
+                "error": f"{path}: cannot write checksums.json ({error.strerror or error}: "
+                f"{error.filename})",
+            }
         return {"status": "adopted"}
     files = integrity.read_manifest(path) or {}
     return {

@@ -6,6 +6,7 @@ from their base.
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 import jax
@@ -32,6 +33,8 @@ from octo_like.model.checkpoint_layout import (
 from octo_like.model.config import LanguageConfig, ModelConfig
 from octo_like.model.language import TextTokenizer
 from octo_like.model.octo_module import OctoModule
+
+log = logging.getLogger(__name__)
 
 
 def save_model(model, step: int, checkpoint_dir: str, *, overwrite: bool = False) -> None:
@@ -156,8 +159,22 @@ def latest_finished_step(checkpoint_dir: str) -> int:
     """The step `load_model` reads when none is named: the newest finished save (a higher
     step directory without orbax's finalization marker is a save still running, or killed)."""
     finished = finished_steps(checkpoint_dir)
+    unfinished = [
+        int(name)
+        for name in storage.listdir(checkpoint_dir)
+        if name.isdigit() and int(name) not in finished
+    ]
+    newer = sorted(s for s in unfinished if not finished or s > finished[-1])
     if not finished:
-        raise FileNotFoundError(f"no complete checkpoint under {checkpoint_dir!r}")
+        raise FileNotFoundError(
+            f"no complete checkpoint under {checkpoint_dir!r}"
+            + (f" (step(s) {newer} unfinished: no {FINALIZED_MARKER})" if newer else "")
+        )
+    if newer:
+        log.warning(
+            "%s: step(s) %s unfinished (no %s: a save still running, or killed), loading step %d",
+            checkpoint_dir, newer, FINALIZED_MARKER, finished[-1],
+        )  # fmt: skip
     return finished[-1]
 
 

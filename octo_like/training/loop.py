@@ -205,6 +205,7 @@ def _run_held(
         config, splits.sources, while_computing=early if fresh else None
     )
     startup.mark("statistics")
+    run_data.check_action_dims(config, prepared)
     train_data = dataclasses.replace(
         config.data, seed=run_data.data_stream_seed(config, start_step)
     )

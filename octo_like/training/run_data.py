@@ -170,6 +170,23 @@ def statistics_widths(prepared: list[prepare.PreparedDataset]) -> tuple[list, li
     return [w[0] for w in widths], [w[1] for w in widths]
 
 
+def check_action_dims(config: TrainConfig, prepared: list[prepare.PreparedDataset]) -> None:
+    """Refuses, before the pipeline and the model are built, a dataset whose actions are wider
+    than ``model.action_dim`` (narrower ones are padded): the loss would fail later, naming
+    neither the key nor the dataset."""
+    wide = [
+        (dataset.spec.name, width)
+        for dataset, width in zip(prepared, statistics_widths(prepared)[0], strict=True)
+        if width > config.model.action_dim
+    ]
+    if wide:
+        listing = ", ".join(f"{name!r} has {width}-dim actions" for name, width in wide)
+        raise ConfigError(
+            f"{listing} but model.action_dim is {config.model.action_dim}: set "
+            f"--config.model.action_dim={max(w for _, w in wide)}"
+        )
+
+
 def host_batch(batch: dict, model: OctoModel) -> dict:
     """Host-side tokenization, then only the arrays the network reads (strings dropped)."""
     task = batch["task"]

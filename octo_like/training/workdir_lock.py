@@ -216,6 +216,14 @@ class WorkdirLock:
                 self.workdir, mine, _describe(lease), age,
             )  # fmt: skip
             return
+        if age < -self.expiry_s:  # further ahead than any clock skew a lease tolerates
+            log.warning(
+                "taking over the lease of %s (%s): it says it was renewed %.0f s in the future, "
+                "more than its %.0f s expiry; a clock that far off or a damaged record would "
+                "otherwise hold the workdir forever",
+                self.workdir, _describe(lease), -age, self.expiry_s,
+            )  # fmt: skip
+            return
         if age >= self.expiry_s:
             log.warning(
                 "taking over the stale lease of %s (%s, not renewed for %.0f s)",

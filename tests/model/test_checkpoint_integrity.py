@@ -306,3 +306,31 @@ def test_fine_tuning_from_a_corrupted_checkpoint_is_refused(copy):
     initializer = PretrainedInitializer(source, tiny_config())
     with pytest.raises(CheckpointCorruptError, match=f"array '{ARRAY}'"):
         initializer(tiny_batch(), jax.random.key(0), {})
+
+
+def test_write_missing_on_a_read_only_checkpoint_says_so_in_one_line(copy, capsys, monkeypatch):
+    """Issue 69 item 5: a 22-line OSError traceback before. The directory is made read-only
+    for the write the script attempts (tests run as root, whom chmod does not stop)."""
+    from octo_like import storage
+
+    (copy / "3" / CHECKSUMS_FILE).unlink()
+
+    def read_only(path, text):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(storage, "write_text", read_only)
+    assert verify_checkpoint.main([str(copy), "--write_missing"]) == 1
+    line = capsys.readouterr().out.strip().splitlines()[0]
+    assert line.startswith("step 3: unverified:") and "read-only" in line
+
+
+def test_an_unfinished_newest_step_is_named_when_the_previous_one_loads(copy, caplog):
+    """Issue 69 item 5: only absl's "Metadata file does not exist" said why step 4 was passed
+    over."""
+    import shutil
+
+    shutil.copytree(copy / "3", copy / "4")
+    (copy / "4" / "_CHECKPOINT_METADATA").unlink()
+    with caplog.at_level(logging.WARNING, logger="octo_like.model.model_checkpoint"):
+        OctoModel.load_pretrained(str(copy))
+    assert "step(s) [4] unfinished" in caplog.text and "loading step 3" in caplog.text

@@ -323,3 +323,14 @@ def test_a_misspelled_config_key_fails_with_the_closest_name(tmp_path):
         parse_train_config(config, str(tmp_path))
     with pytest.raises(AttributeError):
         pretrain.get_config("debug").optimizer.learning_rte = 1.0  # locked ConfigDict
+
+
+def test_actions_wider_than_the_model_are_named_before_the_pipeline(shared_data, tmp_path):
+    """Issue 69 item 5: ``--config.model.action_dim=3`` on 7-dim data failed in the loss,
+    naming neither the key nor the dataset."""
+    from octo_like.config.typed import ConfigError
+
+    narrow = debug_config(shared_data, str(tmp_path / "stats"), **{"model.action_dim": 3})
+    with pytest.raises(ConfigError, match=r"'\w+' has 7-dim actions but model.action_dim is 3"):
+        train.main(narrow, str(tmp_path / "run"), stop_at_step=1)
+    assert not (tmp_path / "run" / "config.json").exists()

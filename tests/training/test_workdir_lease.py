@@ -97,6 +97,17 @@ def test_an_expired_lease_is_taken_over_with_a_warning(workdir, caplog):
         assert "stale lease" in caplog.text and "not renewed for 30 s" in caplog.text
 
 
+def test_a_lease_renewed_in_the_far_future_expires(workdir, caplog):
+    """Issue 69 item 5: "renewed -1000000000 s ago" held the workdir forever. A renewal up to
+    one expiry ahead (clock skew between hosts) still holds it."""
+    write_lease(workdir, run_id="job-7", renewed=time.time() + 30)
+    with pytest.raises(WorkdirInUseError, match="renewed -30 s ago"):
+        WorkdirLock(workdir, run_id="job-8", expiry_s=60).__enter__()
+    write_lease(workdir, run_id="job-7", renewed=time.time() + 1e9)
+    with caplog.at_level(logging.WARNING), WorkdirLock(workdir, run_id="job-8", expiry_s=60):
+        assert "renewed 1000000000 s in the future" in caplog.text
+
+
 def test_a_renewal_by_a_run_that_lost_the_lease_is_refused(workdir):
     lock = WorkdirLock(workdir, run_id="job-7", renew_s=3600).__enter__()
     before = read_lease(workdir)["renewed"]

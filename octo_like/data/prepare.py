@@ -208,6 +208,7 @@ class _Opened:
     fingerprint: str
     cached: DatasetStatistics | None
     trajectories: tf.data.Dataset | None
+    skipped: SkippedEpisodes | None = None  # episodes the statistics pass left out
 
     def widths(self) -> tuple[int | None, int | None]:
         """The standardized (action, proprio) widths, unpadded; None where not static."""
@@ -238,14 +239,14 @@ def _open(source: DatasetSource, config: DataConfig) -> _Opened:
     fingerprint = statistics_fingerprint_for(builder, spec, split)
     cache_dir = os.path.expanduser(config.statistics_cache_dir)
     cached = cached_statistics(cache_dir, fingerprint, spec.name)
-    trajectories = None
+    trajectories, skipped = None, SkippedEpisodes()
     if cached is None:
         with data_errors(_locator(builder, spec, split, config)):
             trajectories = standardized_trajectories(
                 builder, spec, split, config.cameras,
-                skip_bad_episodes=config.skip_bad_episodes,
+                skip_bad_episodes=config.skip_bad_episodes, skipped=skipped,
             ).dataset  # fmt: skip
-    opened = _Opened(source, spec, builder, fingerprint, cached, trajectories)
+    opened = _Opened(source, spec, builder, fingerprint, cached, trajectories, skipped)
     fixed = config.fixed_statistics.get(source.name)
     return opened if fixed is None else _with_fixed_statistics(opened, fixed)
 
@@ -270,13 +271,24 @@ def _prepared(dataset: _Opened, config: DataConfig) -> PreparedDataset:
     statistics = dataset.cached
     if statistics is None:
         source, spec, builder = dataset.source, dataset.spec, dataset.builder
-        statistics = compute_and_cache_statistics(
-            lambda: dataset.trajectories,
-            fingerprint=dataset.fingerprint,
-            cache_dir=os.path.expanduser(config.statistics_cache_dir),
-            name=spec.name,
-            locate=_locator(builder, spec, statistics_split_of(source, config), config),
-        )
+        try:
+            statistics = compute_and_cache_statistics(
+                lambda: dataset.trajectories,
+                fingerprint=dataset.fingerprint,
+                cache_dir=os.path.expanduser(config.statistics_cache_dir),
+                name=spec.name,
+                locate=_locator(builder, spec, statistics_split_of(source, config), config),
+            )
+        except ValueError as error:
+            counts = dataset.skipped.counts if dataset.skipped is not None else {}
+            if "has no trajectories" not in str(error) or not counts:
+                raise
+            reasons = "; ".join(f"{n} x {problem}" for (_, problem), n in counts.most_common())
+            raise ValueError(
+                f"dataset {spec.name!r}: all {sum(counts.values())} episodes of split "
+                f"{statistics_split_of(source, config)!r} were skipped as bad "
+                f"(data.skip_bad_episodes): {reasons}"
+            ) from error
     return PreparedDataset(dataset.source, dataset.spec, dataset.builder, statistics)
 
 

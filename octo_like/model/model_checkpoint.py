@@ -7,6 +7,7 @@ from their base.
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 
 import jax
@@ -16,7 +17,12 @@ from flax import nnx
 from octo_like import storage
 from octo_like.model import octo_inputs
 from octo_like.model.base_checkpoint import BASE_PARAMS, BaseReference
-from octo_like.model.checkpoint_integrity import check_finite, verify_checksums, write_checksums
+from octo_like.model.checkpoint_integrity import (
+    CheckpointCorruptError,
+    check_finite,
+    verify_checksums,
+    write_checksums,
+)
 from octo_like.model.checkpoint_layout import (
     FINALIZED_MARKER,
     MODEL_ITEMS,
@@ -143,9 +149,12 @@ def load_model(cls, checkpoint_dir: str, step: int | None, sharding):
             params,
             _target_shardings(sharding, params),
         )
-        restored = manager.restore(
-            step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target))
-        )["params"]
+        try:
+            restored = manager.restore(
+                step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target))
+            )["params"]
+        except Exception as error:  # noqa: BLE001 - orbax raises a bare Exception for it
+            raise _unreadable(step_dir, error) from error
     if reference is not None:
         base = _load_base(cls, reference, checkpoint_dir, sharding)
         restored = reference.complete(structure, restored, nnx.state(base.module, nnx.Param))
@@ -153,6 +162,19 @@ def load_model(cls, checkpoint_dir: str, step: int | None, sharding):
     nnx.replace_by_pure_dict(state, restored)
     module = nnx.merge(graphdef, state)
     return cls(module, config, meta["input_spec"], meta["dataset_statistics"], tokenizer)
+
+
+def _unreadable(step_dir: str, error: Exception) -> CheckpointCorruptError:
+    """A params restore that failed (TensorStore's error on a truncated or damaged array of a
+    step without checksums, which nothing caught earlier), naming the step and the array."""
+    text = str(error)
+    found = re.search(r"params/([^/\"' ]+)", text)
+    array = f"array '{found.group(1)}'" if found else "an array"
+    first = text.strip().splitlines()[0][:300] if text.strip() else type(error).__name__
+    return CheckpointCorruptError(
+        f"checkpoint {step_dir}: {array} of item 'params' cannot be read ({first}); the step "
+        "has no checksums to say more: load an earlier step, or save this one again"
+    )
 
 
 def latest_finished_step(checkpoint_dir: str) -> int:

@@ -13,6 +13,8 @@ host shares, which a per-host scratch directory is not.
 from __future__ import annotations
 
 import logging
+import os
+import pathlib
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -23,6 +25,43 @@ from octo_like import storage
 from octo_like.model.checkpoint_layout import FINALIZED_MARKER, LANGUAGE_ASSETS
 
 log = logging.getLogger(__name__)
+
+STAGING_PREFIX = "octo_like-checkpoint-staging-"  # then the owner's pid, then a random part
+
+
+def remove_stale_staging(temp_dir: str) -> list[str]:
+    """Deletes staging directories whose process is gone (a run killed before `close`: each
+    holds a copy of its last steps); returns them. One without a pid in its name (written
+    before pids were) is only named, with its size, since its owner cannot be told."""
+    removed = []
+    for name in sorted(os.listdir(temp_dir)):
+        path = os.path.join(temp_dir, name)
+        if not name.startswith(STAGING_PREFIX) or not os.path.isdir(path):
+            continue
+        pid = name[len(STAGING_PREFIX) :].split("-")[0]
+        if not pid.isdigit():
+            size = sum(f.stat().st_size for f in pathlib.Path(path).rglob("*") if f.is_file())
+            log.warning(
+                "%s: a checkpoint staging directory of an earlier run (%.0f MB); delete it if "
+                "no run of this machine is using it", path, size / 2**20,
+            )  # fmt: skip
+            continue
+        if _alive(int(pid)):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        log.info("removed %s: the staging directory of a run that ended without closing", path)
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 class StagedDirectory:
@@ -48,7 +87,8 @@ class StagedDirectory:
                 "gs:// workdir or a filesystem every host mounts."
             )
         self.remote = remote
-        self.local = tempfile.mkdtemp(prefix="octo_like-checkpoint-staging-")
+        remove_stale_staging(tempfile.gettempdir())
+        self.local = tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-")
         self._keep_last = keep_last
         self._keep_every = keep_every
         self._is_complete = is_complete

@@ -247,3 +247,18 @@ def test_a_dataset_info_listing_no_shard_beside_a_present_shard_names_both(root,
     (copy / "dataset_info.json").write_text(json.dumps(info))
     with pytest.raises(rlds.DatasetMetadataError, match=r"toy_good-train\.tfrecord-00000-of-"):
         _read_all(copy)
+
+
+def _every_action_huge(split, index, episode):
+    episode["steps"]["action"][BAD_STEP, BAD_DIM] = 3e38
+
+
+def test_a_dataset_whose_every_episode_was_skipped_says_how_many_and_why(root, stats_dir):
+    """Issue 69 item 5: "has no trajectories" said neither that all 4 were skipped nor why."""
+    _write(root, "toy_all_huge", _every_action_huge)
+    config = _config(root, "toy_all_huge", stats_dir, skip_bad_episodes=True)
+    with pytest.raises(ValueError) as error:
+        prepare_dataset(config.datasets[0], config)
+    message = str(error.value)
+    assert "dataset 'toy_all_huge': all 4 episodes of split 'train' were skipped" in message
+    assert "4 x " in message and "3.000e+38" in message

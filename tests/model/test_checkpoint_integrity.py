@@ -334,3 +334,15 @@ def test_an_unfinished_newest_step_is_named_when_the_previous_one_loads(copy, ca
     with caplog.at_level(logging.WARNING, logger="octo_like.model.model_checkpoint"):
         OctoModel.load_pretrained(str(copy))
     assert "step(s) [4] unfinished" in caplog.text and "loading step 3" in caplog.text
+
+
+def test_a_truncated_array_of_a_step_without_checksums_is_named(copy):
+    """Issue 69 item 5: a raw TensorStore error before, naming neither array nor step."""
+    (copy / "3" / CHECKSUMS_FILE).unlink()
+    chunk = chunk_file(copy)
+    chunk.write_bytes(chunk.read_bytes()[: chunk.stat().st_size // 3])
+    with pytest.raises(CheckpointCorruptError) as error:
+        OctoModel.load_pretrained(str(copy), 3)
+    message = str(error.value)
+    assert f"checkpoint {copy / '3'}" in message and "cannot be read" in message
+    assert f"array '{ARRAY}'" in message

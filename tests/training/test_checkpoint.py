@@ -405,3 +405,25 @@ def test_checkpoints_on_a_url_orbax_cannot_write_are_staged_and_pruned(tmp_path)
         assert_bit_identical(restored, state)
     finally:
         memory_fs.clear("ram://staged-checkpoints")
+
+
+def test_staging_directories_of_killed_runs_are_removed_at_the_next_start(tmp_path, caplog):
+    """Issue 69 item 5: a run on a URL workdir killed before closing left its staging copy
+    (65 MB each) in the temp directory forever. A live process's stays; an old unnamed one is
+    named with its size."""
+    import subprocess
+
+    from octo_like.training.checkpoint_staging import STAGING_PREFIX, remove_stale_staging
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = tmp_path / f"{STAGING_PREFIX}{dead.pid}-abc"
+    live = tmp_path / f"{STAGING_PREFIX}{os.getpid()}-def"
+    legacy = tmp_path / f"{STAGING_PREFIX}x1y2z3"
+    for directory in (stale, live, legacy):
+        (directory / "7").mkdir(parents=True)
+        (directory / "7" / "array").write_bytes(b"0" * 4096)
+    with caplog.at_level(logging.INFO):
+        assert remove_stale_staging(str(tmp_path)) == [str(stale)]
+    assert not stale.exists() and live.exists() and legacy.exists()
+    assert f"{legacy}: a checkpoint staging directory of an earlier run" in caplog.text

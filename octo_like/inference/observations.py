@@ -41,6 +41,10 @@ from octo_like.schema import (
     image_key,
 )
 
+# Beyond 8K video (7680 px): a frame this size is an error, and resizing a 12000x12000 one took
+# 29 s and 11.4 GB before anything was said.
+MAX_FRAME_SIDE = 8192
+
 
 def resize_images(
     images: np.ndarray,
@@ -136,6 +140,14 @@ def prepare_observations(
             raise ValueError(
                 f"observation {key!r} must be uint8[{batch}, {window}, h, w, 3], got "
                 f"{images.dtype}{list(images.shape)}"
+            )
+        height, width = images.shape[2:4]
+        if not (0 < height <= MAX_FRAME_SIDE and 0 < width <= MAX_FRAME_SIDE):
+            raise ValueError(
+                f"observation {key!r} frames are {height}x{width}: expected 1 to "
+                f"{MAX_FRAME_SIDE} pixels a side (the model reads "
+                f"{expected[1]}x{expected[2]}; an empty or a {height}x{width} frame is a "
+                "camera or encoding error)"
             )
         out[key] = resize_images(
             images, expected[1:3], config.frame_resize, _crop_area(config, key)

@@ -132,13 +132,6 @@ def native_tasks(tasks: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def octo_goals(goals: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """Goals keyed by camera name, from Octo's image keys (``image_primary``) or camera names."""
-    if goals is None:
-        return None
-    return {(k[len("image_") :] if k.startswith("image_") else k): v for k, v in goals.items()}
-
-
 def octo_statistics_view(entry: Mapping[str, Any]) -> dict[str, Any]:
     """A statistics entry with Octo's keys added: ``entry["action"]`` = the action statistics
     with Octo's ``mask`` (True: normalized) and the entry's ``normalization`` (so Octo's call

@@ -18,8 +18,8 @@ import jax
 import numpy as np
 from flax import nnx
 
+from octo_like.model import call_checks, model_checkpoint, octo_inputs
 from octo_like.model import input_spec as spec_lib
-from octo_like.model import model_checkpoint, octo_inputs
 from octo_like.model.config import ModelConfig
 from octo_like.model.language import TextTokenizer, load_t5_encoder
 from octo_like.model.lora import merge_adapters
@@ -173,9 +173,15 @@ class OctoModel:
         """
         if texts is None and goals is None:
             raise ValueError("create_tasks needs texts, goals or both")
-        if isinstance(texts, str | bytes):  # not a sequence of characters
-            texts = [texts]
-        goals = octo_inputs.octo_goals(goals)  # Octo keys goals by image key (image_primary)
+        if texts is not None:  # one str is one task, not a sequence of characters
+            texts = call_checks.check_texts(texts)
+        if goals is not None:  # Octo keys goals by image key (image_primary), or by camera
+            goal_shapes = {
+                path[len("image_") :]: tuple(entry["shape"])
+                for path, entry in self.input_spec["task"].items()
+                if path.startswith("image_")
+            }
+            goals = call_checks.check_goals(goals, goal_shapes)
         batch = len(texts) if texts is not None else len(next(iter(goals.values())))
         if texts is not None and goals:
             sizes = {k: len(v) for k, v in goals.items() if np.ndim(v) > 0}
@@ -215,7 +221,8 @@ class OctoModel:
 
     @property
     def example_batch(self) -> dict[str, Any]:
-        """Zeros of the input spec's shapes and dtypes, batch 1 (Octo's `example_batch`)."""
+        """Zeros of the input spec's shapes and dtypes (masks True), batch 1 (Octo's
+        `example_batch`)."""
         batch: dict[str, Any] = {}
         for part in ("observation", "task"):
             tree: dict[str, Any] = {}
@@ -224,7 +231,10 @@ class OctoModel:
                 node = tree
                 for name in parents:
                     node = node.setdefault(name, {})
-                node[leaf] = np.zeros((1, *entry["shape"]), entry["dtype"])
+                # Masks True: a valid example, as Octo's saved example batch is (an all-False
+                # timestep_pad_mask has nothing to act on and is refused).
+                fill = np.ones if np.dtype(entry["dtype"]) == bool else np.zeros
+                node[leaf] = fill((1, *entry["shape"]), entry["dtype"])
             batch[part] = tree
         return batch
 
@@ -262,6 +272,11 @@ class OctoModel:
             )
         if rng is None:
             raise ValueError("sample_actions needs rng=jax.random.key(SEED): the head samples")
+        call_checks.check_rng(rng)
+        sample_shape = call_checks.check_sample_shape(sample_shape)
+        call_checks.check_unnormalization_statistics(
+            unnormalization_statistics, self.dataset_statistics
+        )
         if train:
             raise ValueError("sample_actions(train=True): sampling with dropout is not supported")
         if (argmax or temperature != 1.0) and self.config.head.kind != "discrete":
@@ -321,6 +336,7 @@ class OctoModel:
         """(observations, tasks) as the network reads them, from octo_like's or Octo's
         dictionaries (see `octo_inputs`), checked against the input spec (any window up to
         max_horizon)."""
+        call_checks.check_call(observations, tasks, timestep_pad_mask, self.input_spec)
         required = required_inputs(self.config)
         images = {
             k: tuple(v["shape"][1:])
@@ -334,6 +350,8 @@ class OctoModel:
         untokenized = "language_tokens" not in tasks and "language_instruction" in tasks
         if untokenized and self.text_tokenizer is not None:
             tasks = tokenize_tasks(tasks, self.text_tokenizer)
+        if self.text_tokenizer is not None and "language_tokens" in tasks:
+            call_checks.check_token_ids(tasks["language_tokens"], self.text_tokenizer.vocab_size)
         observations = octo_inputs.fill_pad_masks("observation", observations, required)
         tasks = octo_inputs.fill_pad_masks("task", tasks, required)
         spec_lib.check_inputs(

@@ -29,6 +29,7 @@ def test_the_catalogue_covers_every_category():
     categories = {c.category for c in CASES.values()}
     assert categories >= {"data", "checkpoint", "kill", "config", "server"}
     assert categories >= {"lease", "client", "entries", "inputs"}  # issue 40
+    assert "octo-surfaces" in categories  # issue 69
     assert 56 <= len(CASES) <= 120  # 56 at the drill's landing; issue 40 adds more
     assert runner.selected("config") and all("config" in c.id for c in runner.selected("config"))
 

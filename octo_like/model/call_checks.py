@@ -48,8 +48,8 @@ def check_sample_shape(sample_shape: Any) -> tuple[int, ...]:
 def check_unnormalization_statistics(value: Any, datasets: Mapping[str, Any]) -> None:
     """One dataset's statistics (``dataset_statistics[NAME]["action"]`` or the whole entry
     ``dataset_statistics[NAME]``), not a dataset's name or every dataset's statistics."""
-    if value is None:
-        return
+    if value is None or (isinstance(value, Mapping) and not value):
+        return  # None or {}: normalized actions, as predicted
     names = ", ".join(map(repr, sorted(datasets))) or "none"
     if isinstance(value, str | bytes):
         raise TypeError(

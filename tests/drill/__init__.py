@@ -13,6 +13,7 @@ from tests.drill import (  # noqa: F401
     entries,
     inputs,
     lease,
+    octo_surfaces,
     server,
 )
 from tests.drill.common import CASES  # noqa: F401

@@ -121,13 +121,22 @@ def _run_from_flags(values) -> None:
     report_run_end(result.final_step, result.last_metrics, result.preempted, values.workdir)
 
 
+def _refusals() -> tuple[type[BaseException], ...]:
+    """Errors whose message names the problem and its fix: one line, not a traceback."""
+    from octo_like.data.validation import DataError
+    from octo_like.model.checkpoint_integrity import CheckpointCorruptError
+    from octo_like.training.workdir_lock import LeaseLostError, WorkdirInUseError
+
+    return (DataError, CheckpointCorruptError, WorkdirInUseError, LeaseLostError)
+
+
 def _cli():
     """A typo'd config key or a bad config value is one line and exit status 2."""
     from octo_like.config.command_line import run_command_line
 
     # Outside the command line: a ConfigError's exit status 2 too.
     with exit_at_once_when_distributed(), exit_past_running_threads():
-        run_command_line(_define_flags, _run_from_flags)
+        run_command_line(_define_flags, _run_from_flags, refusals=_refusals)
 
 
 if __name__ == "__main__":

@@ -74,3 +74,28 @@ def test_serve_policy_checks_its_flags_and_port_before_reading_the_checkpoint(tm
     assert busy.returncode == 1 and "checkpoint" not in busy.stderr, busy.stderr
     (line,) = nonblank_lines(busy.stderr)
     assert line.startswith(f"serve_policy.py: port {port} on 127.0.0.1 is already in use")
+
+
+def test_a_workdir_in_use_is_one_line_not_a_traceback(tmp_path):
+    """Issue 69 item 4: `WorkdirInUseError` printed 27 lines. The healthy command reaches main
+    (`test_sound_overrides_get_past_the_command_line`); with the workdir held by another run
+    (this process holds its lock, as a running train.py does) it stops there, in one line and
+    exit status 1."""
+    import fcntl
+    import json
+
+    from octo_like.training.workdir_lock import LOCK_FILE
+
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    with open(workdir / LOCK_FILE, "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write(json.dumps({"pid": 4242, "host": "elsewhere", "started": "then"}))
+        held.flush()
+        refused = run_entry(
+            "train.py", *PRETRAIN, "--workdir", str(workdir), "--config.data.batch_size=8"
+        )
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr[-3000:]
+    (line,) = [x for x in nonblank_lines(refused.stderr) if x.startswith("train.py: ")]
+    assert line.startswith(f"train.py: WorkdirInUseError: workdir {workdir} is in use")
+    assert "pid 4242 on elsewhere" in line

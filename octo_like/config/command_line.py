@@ -38,12 +38,17 @@ def parse_command_line(define_flags: Callable[..., None], argv: list[str]) -> tu
 
 
 def run_command_line(
-    define_flags: Callable[..., None], main: Callable[[Any], None], argv: list[str] | None = None
+    define_flags: Callable[..., None],
+    main: Callable[[Any], None],
+    argv: list[str] | None = None,
+    refusals: Callable[[], tuple[type[BaseException], ...]] | None = None,
 ) -> None:
     """The real command line (absl's global flags, `app.run`): `main(flags.FLAGS)` once the
     flags parse. A typo'd config key, an unparsable value, an unknown flag, or a `ConfigError`
     raised by `main` (a bad config value) is one line on stderr and exit status 2, no traceback:
-    the fix is in the command, not in the code."""
+    the fix is in the command, not in the code. `refusals()`: the entry point's errors whose
+    message names the problem (a bad dataset, a workdir in use, a corrupt checkpoint), one line
+    and exit status 1; called once the flags parsed (it may import the heavy modules)."""
     from absl import app, flags
 
     argv = list(sys.argv if argv is None else argv)
@@ -57,7 +62,8 @@ def run_command_line(
 
     def run(args: list[str]) -> None:
         del args
-        with _one_line_exit(program):
+        kinds = refusals() if refusals is not None else ()
+        with _one_line_exit(program), _one_line_refusal(program, kinds):
             main(flags.FLAGS)
 
     app.run(run, argv=argv, flags_parser=parse)
@@ -74,6 +80,16 @@ def _one_line_exit(program: str) -> Iterator[None]:
         text = " ".join(str(error).split())
         print(f"{program}: {type(error).__name__}: {text}", file=sys.stderr, flush=True)
         sys.exit(CLI_ERROR_STATUS)
+
+
+@contextlib.contextmanager
+def _one_line_refusal(program: str, refusals: tuple[type[BaseException], ...]) -> Iterator[None]:
+    try:
+        yield
+    except refusals as error:
+        sys.stdout.flush()
+        print(f"{program}: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
+        sys.exit(1)
 
 
 @contextlib.contextmanager

@@ -14,9 +14,6 @@ from typing import Any
 import jax
 import numpy as np
 
-OBSERVATION_EXTRAS = ("timestep_pad_mask", "pad_mask_dict", "timestep", "proprio_pad_mask")
-TASK_EXTRAS = ("pad_mask_dict", "language_instruction", "language_tokens", "language_mask")
-
 
 def _close(key: str, known: Sequence[str]) -> str:
     match = difflib.get_close_matches(key, list(known), n=1)
@@ -102,14 +99,17 @@ def check_goals(goals: Any, image_shapes: Mapping[str, tuple[int, ...]]) -> dict
             f"goals must be a dict {{'image_<camera>': uint8[b, h, w, 3]}}, got "
             f"{type(goals).__name__}"
         )
-    known = [*image_shapes, *(f"image_{c}" for c in image_shapes)]
+    known = [f"image_{c}" for c in image_shapes]
     out = {}
     for key, value in goals.items():
-        camera = key[len("image_") :] if str(key).startswith("image_") else key
+        is_image_key = str(key).startswith("image_")
+        camera = key[len("image_") :] if is_image_key else key
         if camera not in image_shapes:
+            if not is_image_key:
+                continue  # Octo's goals may carry other keys (proprio, ...): not read
             raise ValueError(
                 f"goals[{key!r}]: not a goal camera of this model{_close(str(key), known)}; "
-                f"it reads goal images {sorted(f'image_{c}' for c in image_shapes)}"
+                f"it reads goal images {known}"
             )
         array = np.asarray(value)
         expected = tuple(image_shapes[camera])
@@ -128,17 +128,21 @@ def check_goals(goals: Any, image_shapes: Mapping[str, tuple[int, ...]]) -> dict
 
 
 def check_known_keys(part: str, tree: Mapping[str, Any], spec_paths: Sequence[str]) -> None:
-    """Refuses a key the model does not read (a misspelled camera would be dropped)."""
-    known = sorted(
-        {p.split("/")[0] for p in spec_paths}
-        | set(OBSERVATION_EXTRAS if part == "observation" else TASK_EXTRAS)
-    )
+    """Refuses an ``image_*`` key the model does not read (a misspelled camera would be dropped
+    silently) and, in observations, a task's keys (the two dicts swapped). Other keys pass, as
+    in Octo, whose batches carry keys a model may not read (``proprio``, ``task_completed``)."""
+    cameras = sorted({p.split("/")[0] for p in spec_paths if p.startswith("image_")})
     for key in tree:
-        if key not in known:
-            hint = _close(key, known)
-            if part == "observation" and key in TASK_EXTRAS:
-                hint = " (a task key: are observations and tasks swapped?)"
-            raise ValueError(f"unknown {part} key {key!r}{hint}; the model reads {known}")
+        if part == "observation" and key in ("language_instruction", "language_tokens"):
+            raise ValueError(
+                f"observations hold the task key {key!r}: are observations and tasks swapped? "
+                f"(sample_actions(observations, tasks, ...))"
+            )
+        if str(key).startswith("image_") and key not in cameras:
+            raise ValueError(
+                f"unknown {part} key {key!r}{_close(str(key), cameras)}: not a camera of this "
+                f"model, which reads {cameras}"
+            )
 
 
 def check_timestep_pad_mask(mask: Any, batch: int, window: int) -> np.ndarray:

@@ -182,6 +182,11 @@ class OctoModel:
                 if path.startswith("image_")
             }
             goals = call_checks.check_goals(goals, goal_shapes)
+            if texts is None and not goals:
+                raise ValueError(
+                    f"create_tasks: goals hold none of the model's goal images "
+                    f"{sorted('image_' + c for c in goal_shapes)}, and there are no texts"
+                )
         batch = len(texts) if texts is not None else len(next(iter(goals.values())))
         if texts is not None and goals:
             sizes = {k: len(v) for k, v in goals.items() if np.ndim(v) > 0}

@@ -145,12 +145,13 @@ _call_case(
 # ------------------------------------------------------------------ runs (item 5)
 @case("lease-renewed-in-the-future", "octo-surfaces")
 def lease_renewed_in_the_future(ctx):
-    from octo_like.training.workdir_lock import LEASE_FILE, WorkdirLock
+    from octo_like.training.workdir_lock import WorkdirLock
+    from tests import memory_fs
+    from tests.training.leases import write_lease
 
-    workdir = ctx.tmp / "run"
-    workdir.mkdir()
-    lease = {"pid": 1, "host": "elsewhere", "started": "then", "renewed": time.time() + 1e9}
-    (workdir / LEASE_FILE).write_text(json.dumps(lease))
+    memory_fs.register()  # leases are for object stores (a local workdir is flock'ed)
+    workdir = f"{memory_fs.SCHEME}drill-lease-{time.time_ns()}/run"
+    write_lease(workdir, run_id="elsewhere-job", renewed=time.time() + 1e9)
     records = []
 
     class Keep(logging.Handler):
@@ -160,7 +161,7 @@ def lease_renewed_in_the_future(ctx):
     logger = logging.getLogger("octo_like.training.workdir_lock")
     logger.addHandler(Keep())
     try:
-        with WorkdirLock(str(workdir), run_id="drill"):
+        with WorkdirLock(workdir, run_id="drill"):
             pass
     except Exception as error:  # noqa: BLE001 - a refusal here is the finding
         return "raw", one_line(f"{type(error).__name__}: {error}")

@@ -5,8 +5,9 @@ benchmark runs (each arm's JSON keeps the offline numbers of the checkpoint it e
         docs/benchmarks/arms/issue67_own_metric7_50 [more arm folders...] [--json out.json]
 
 Prints Spearman's rho of each offline metric with success (95% bootstrap interval over arms)
-over all arms, then within each target and within each mode (fine-tuned or scratch), so a
-correlation that only separates fine-tuned from scratch arms shows as such.
+over all arms, then within each target, mode (fine-tuned or scratch) and recipe (folder), so a
+correlation that only separates fine-tuned from scratch arms shows as such. Losses of runs
+with Octo's summed loss (``loss_scale="action_dim"``) are divided by the action dim first.
 """
 
 from __future__ import annotations
@@ -26,16 +27,35 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def per_dim_losses(arm: dict) -> dict:
+    """The arm with its losses on the per-dimension (mean) scale: a run with Octo's
+    ``loss_scale="action_dim"`` sums over the A action dims, so its losses are divided by A
+    (read from its command) to be ranked beside runs that average."""
+    command = " ".join(arm.get("command", []))
+    if "'loss_scale': 'action_dim'" not in command or not arm.get("offline"):
+        return arm
+    dims = [
+        a.split("=", 1)[1] for a in arm["command"] if a.startswith("--config.model.action_dim=")
+    ]
+    if not dims:
+        raise ValueError(f"{arm['target']} seed {arm['seed']}: summed loss but no action_dim")
+    offline = dict(arm["offline"])
+    for key in ("loss", "train_loss"):
+        if key in offline:
+            offline[key] = offline[key] / int(dims[-1])
+    return {**arm, "offline": offline}
+
+
 def read_arms(folders) -> list[dict]:
     """Every saved fine-tuning arm (zero-shot rows have no offline numbers and are left out),
-    with the folder it came from as ``recipe``."""
+    with the folder it came from as ``recipe`` and its losses per action dim."""
     arms = []
     for folder in folders:
         for path in sorted(pathlib.Path(folder).rglob("seed*.json")):
             arm = json.loads(path.read_text())
             if arm.get("mode") in (None, "zero_shot"):
                 continue
-            arms.append({**arm, "recipe": pathlib.Path(folder).name})
+            arms.append(per_dim_losses({**arm, "recipe": pathlib.Path(folder).name}))
     return arms
 
 
@@ -45,7 +65,7 @@ def main(argv=None) -> dict:
 
     arms = read_arms(args.folders)
     groups = {"all arms": arms}
-    for key in ("target", "mode"):
+    for key in ("target", "mode", "recipe"):
         for value in sorted({a[key] for a in arms}):
             groups[f"{key} = {value}"] = [a for a in arms if a[key] == value]
     tables = {}

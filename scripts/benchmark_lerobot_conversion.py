@@ -31,11 +31,13 @@ def codecs(source: str) -> str:
     return ",".join(sorted(c for c in found if c)) or "image"
 
 
-def decode_only(source: str) -> tuple[int, float]:
-    """Decodes every episode's frames in this process: (camera frames, seconds)."""
+def decode_only(source: str, episodes: int | None) -> tuple[int, float]:
+    """Decodes the first `episodes` episodes' frames (all: None) in this process: (camera
+    frames, seconds)."""
     from octo_like.data.lerobot import convert, frames
 
     by_episode, jobs = convert.decoding_jobs(source)
+    jobs = jobs[:episodes]
     start, count = time.perf_counter(), 0
     for job in jobs:
         decoded = frames.decode_job(job, by_episode, frames.DEFAULT_TOLERANCE_S)
@@ -48,6 +50,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--source", action="append", required=True)
     parser.add_argument("--workers", default=f"1,{os.cpu_count()}")
     parser.add_argument("--out", default="/tmp/lerobot_conversion_benchmark")
+    parser.add_argument(
+        "--decode_episodes", type=int, default=None, help="episodes decoded alone (default: all)"
+    )
     return parser.parse_args(argv)
 
 
@@ -68,7 +73,7 @@ def main() -> None:
         codec = codecs(source)
         shape = [info.features[k]["shape"] for k in info.cameras]
         print(f"{source}: {codec}, {total} steps x {len(info.cameras)} cameras {shape}")
-        count, seconds = decode_only(source)
+        count, seconds = decode_only(source, args.decode_episodes)
         rate = count / seconds
         print(f"  decode only, 1 process: {count} frames in {seconds:.1f} s = {rate:.0f} frames/s")
         for workers in [int(w) for w in args.workers.split(",")]:

@@ -5,7 +5,8 @@ benchmark runs (each arm's JSON keeps the offline numbers of the checkpoint it e
         docs/benchmarks/arms/issue67_own_metric7_50 [more arm folders...] [--json out.json]
 
 Prints Spearman's rho of each offline metric with success (95% bootstrap interval over arms)
-over all arms, then within each target, mode (fine-tuned or scratch) and recipe (folder), so a
+over all arms, then within each target, mode (fine-tuned or scratch), recipe (folder) and
+target and mode together, so a
 correlation that only separates fine-tuned from scratch arms shows as such. Losses of runs
 with Octo's summed loss (``loss_scale="action_dim"``) are divided by the action dim first.
 """
@@ -68,6 +69,9 @@ def main(argv=None) -> dict:
     for key in ("target", "mode", "recipe"):
         for value in sorted({a[key] for a in arms}):
             groups[f"{key} = {value}"] = [a for a in arms if a[key] == value]
+    for target, mode in sorted({(a["target"], a["mode"]) for a in arms}):
+        members = [a for a in arms if (a["target"], a["mode"]) == (target, mode)]
+        groups[f"target = {target}, mode = {mode}"] = members
     tables = {}
     for name, members in groups.items():
         successes = [

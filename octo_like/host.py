@@ -205,15 +205,18 @@ def _multi_process() -> bool:
 
 
 def _exit_now(status: int) -> None:
-    """Ends the process with `status` after the exit handlers (atexit: the workdir lease,
-    staging folders) and flushed streams, skipping the interpreter's finalization."""
+    """Ends the process with `status` after flushed streams, skipping the interpreter's
+    finalization. A single process runs its exit handlers first (atexit: the workdir lease,
+    staging folders); one of a multi-process run does not: JAX's own handler shuts the
+    distributed client down, which waits for, or aborts on, peers that are gone."""
     if _multi_process():
         import jax
 
         print(f"process {jax.process_index()} of {jax.process_count()}: exiting (status "
               f"{status}) without waiting for the other processes", file=sys.stderr)  # fmt: skip
-    atexit._run_exitfuncs()
-    logging.shutdown()
+    else:
+        atexit._run_exitfuncs()
+        logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)

@@ -12,19 +12,10 @@ refused unless --overwrite (the old one is then moved aside, never deleted).
 
 from __future__ import annotations
 
-import logging
 import os
 
-from octo_like.host import (
-    console_logging,
-    exit_at_once_on,
-    exit_at_once_when_distributed,
-    exit_past_running_threads,
-    lean_tensorflow,
-    prefer_cpu_without_accelerators,
-    report_run_end,
-    settle_garbage_collector,
-)
+from octo_like.host import lean_tensorflow, prefer_cpu_without_accelerators
+from octo_like.training.entry_point import run_and_report, run_training_command_line
 
 lean_tensorflow()  # before anything imports TensorFlow
 prefer_cpu_without_accelerators()  # before JAX starts: no TPU runtime probe on a laptop
@@ -107,36 +98,18 @@ def parse_command_line(argv: list[str]):
 
 
 def _run_from_flags(values) -> None:
-    console_logging(logging.INFO)
-    from octo_like.training import loop  # noqa: F401  (JAX, TensorFlow, flax: then settled)
-    from octo_like.training.checkpoint import CheckpointSaveError
-
-    settle_garbage_collector()
-
-    with exit_at_once_on(CheckpointSaveError):
-        result = main(
+    run_and_report(
+        lambda: main(
             values.config, values.workdir, overwrite=values.overwrite,
             stop_at_step=values.stop_at_step,
-        )  # fmt: skip
-    report_run_end(result.final_step, result.last_metrics, result.preempted, values.workdir)
-
-
-def _refusals() -> tuple[type[BaseException], ...]:
-    """Errors whose message names the problem and its fix: one line, not a traceback."""
-    from octo_like.data.validation import DataError
-    from octo_like.model.checkpoint_integrity import CheckpointCorruptError
-    from octo_like.training.workdir_lock import LeaseLostError, WorkdirInUseError
-
-    return (DataError, CheckpointCorruptError, WorkdirInUseError, LeaseLostError)
+        ),
+        values.workdir,
+    )  # fmt: skip
 
 
 def _cli():
     """A typo'd config key or a bad config value is one line and exit status 2."""
-    from octo_like.config.command_line import run_command_line
-
-    # Outside the command line: a ConfigError's exit status 2 too.
-    with exit_at_once_when_distributed(), exit_past_running_threads():
-        run_command_line(_define_flags, _run_from_flags, refusals=_refusals)
+    run_training_command_line(_define_flags, _run_from_flags)
 
 
 if __name__ == "__main__":

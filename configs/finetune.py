@@ -12,11 +12,11 @@ TASK: language (instructions only), goal (goal images only: the language encoder
 multimodal (both in the data; each frame keeps one of them, each half the time, so either alone
 works at test time).
 
-Model keys left None are the pretrained model's (octo_like/training/finetune_config.py), so by
-default the new model is the pretrained one with the new data's action dim; change cameras with
-``model.image_tokenizers`` (the pipeline loads the cameras the model reads; ``data.frame.cameras``
-sets their sizes and augmentation), add proprio with ``model.proprio``, swap the head with
-``model.head``. The three take Python literals on the command line too::
+Model keys left None are the pretrained model's (octo_like/training/finetune_overrides.py), so
+by default the new model is the pretrained one with the new data's action dim; change cameras
+with ``model.image_tokenizers`` (the pipeline loads the cameras the model reads;
+``data.frame.cameras`` sets their sizes and augmentation), add proprio with ``model.proprio``,
+swap the head with ``model.head``. The three take Python literals on the command line too::
 
     --config.model.image_tokenizers="({'camera': 'primary'}, {'camera': 'wrist'})"
     --config.model.proprio="{'mode': 'linear'}"
@@ -109,7 +109,7 @@ def get_config(arg: str = "full,language") -> ml_collections.ConfigDict:
         frame=dict(
             # None: the cameras the model reads, at the pretrained sizes (augmenting primary);
             # or e.g. dict(primary=dict(size=None, augment=dict()), side=dict(size=(128, 128))),
-            # where a size None is the pretrained one (see finetune_config.py).
+            # where a size None is the pretrained one (see finetune_overrides.py).
             cameras=placeholder(object),
             image_dropout_prob=0.0,
         ),

@@ -231,17 +231,3 @@ def console_logging(level: int = logging.INFO) -> None:
     logging.getLogger().setLevel(level)
     for name in CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
-
-
-def report_run_end(final_step: int, last_metrics, preempted: bool, workdir: str) -> None:
-    """What train.py and finetune.py print when a run returns: where it stopped, its last
-    metrics and where its checkpoints are (a preempted run says how to resume)."""
-    from octo_like import storage
-
-    if preempted:
-        print(
-            f"preempted: stopped at step {final_step} with a checkpoint saved; "
-            "rerun the same command to resume"
-        )
-    print(f"finished at step {final_step}; last metrics: {last_metrics}")
-    print(f"checkpoints: {storage.join(storage.absolute(workdir), 'checkpoints')}")

@@ -73,12 +73,12 @@ def main(argv=None) -> dict:
     import tensorflow as tf
 
     tf.config.set_visible_devices([], "GPU")
-    from octo_like.data import rlds
+    from octo_like.data import builder_dir
     from octo_like.data.dataset import Parallelism
     from octo_like.data.pipeline import make_pipeline
     from octo_like.data.presets import single_dataset_config
 
-    name = args.dataset or rlds.open_builder(args.data_dir).info.name
+    name = args.dataset or builder_dir.open_builder(args.data_dir).info.name
     config = single_dataset_config(
         args.data_dir,
         name,

@@ -67,9 +67,9 @@ def main(argv=None) -> dict:
         compute = lambda: content_key.files_content_key(files, info)  # noqa: E731
         label = f"synthetic {args.synthetic_gb} GB in {args.shards} shards"
     elif args.data_dir:
-        from octo_like.data import rlds
+        from octo_like.data import builder_dir
 
-        builder = rlds.open_builder(args.data_dir)
+        builder = builder_dir.open_builder(args.data_dir)
         files = content_key.split_files(builder, args.split)
         compute = lambda: content_key.split_content_key(builder, args.split)  # noqa: E731
         label = f"{builder.info.name} {args.split}"

@@ -49,7 +49,7 @@ def main(argv=None) -> dict:
     import tensorflow as tf
 
     tf.config.set_visible_devices([], "GPU")
-    from octo_like.data import rlds
+    from octo_like.data import builder_dir
     from octo_like.data.oxe.mixes import resolve_mix
     from octo_like.data.oxe.registry import get_dataset_spec
     from octo_like.data.prepare import standardized_trajectories, statistics_fingerprint_for
@@ -58,7 +58,7 @@ def main(argv=None) -> dict:
     if args.mix:
         entries = [(spec, args.data_dir) for spec, _ in resolve_mix(args.mix)]
     else:
-        builder = rlds.open_builder(args.data_dir)
+        builder = builder_dir.open_builder(args.data_dir)
         extra_specs = {}
         if args.spec:  # e.g. written by data/convert_raw_episodes.py --spec_out
             from octo_like.data.oxe.spec import DatasetSpec
@@ -70,7 +70,7 @@ def main(argv=None) -> dict:
         entries = [(get_dataset_spec(name, extra_specs), args.data_dir)]
     results = {}
     for spec, location in entries:
-        builder = rlds.open_builder(location if not args.mix else spec.name, location)
+        builder = builder_dir.open_builder(location if not args.mix else spec.name, location)
         cameras = tuple(c for c, k in spec.image_keys.items() if k) or ("primary",)
         if args.check:
             results[spec.name] = check_statistics(args, builder, spec, cameras)

@@ -69,7 +69,7 @@ def main(argv=None) -> dict:
 
     tf.config.set_visible_devices([], "GPU")
     from octo_like import schema
-    from octo_like.data import rlds
+    from octo_like.data import builder_dir
     from octo_like.data.pipeline import make_pipeline
     from octo_like.data.presets import single_dataset_config
 
@@ -82,7 +82,7 @@ def main(argv=None) -> dict:
         with open(args.spec) as file:
             spec = DatasetSpec.from_dict(json.load(file))
         extra_specs[spec.name] = spec
-    name = args.dataset or rlds.open_builder(args.data_dir).info.name
+    name = args.dataset or builder_dir.open_builder(args.data_dir).info.name
     config = single_dataset_config(
         args.data_dir,
         name,

@@ -118,7 +118,7 @@ def example_batch(config: ModelConfig, sizes: dict[str, tuple[int, int]], batch:
 def abstract_parameters(config: ModelConfig, sizes, tokenizer_dir: str) -> dict[str, int]:
     """Parameter counts of the model `config` describes, built with `nnx.eval_shape`."""
     from octo_like.model import input_spec as spec_lib
-    from octo_like.model.octo_model import tokenize_tasks
+    from octo_like.model.model_inputs import tokenize_tasks
 
     tokenizer = None
     if config.language.encoder != "none":

@@ -27,7 +27,8 @@ from octo_like.config.typed import ConfigError, to_plain
 from octo_like.data import traj_transforms as tt
 from octo_like.model.config import HeadConfig, ModelConfig
 from octo_like.model.heads import make_action_head
-from octo_like.model.tokenizers.image import FiLM, ImageTokenizer
+from octo_like.model.tokenizers.image import ImageTokenizer
+from octo_like.model.tokenizers.stems import FiLM
 from octo_like.model.tokens import AttentionRule, build_attention_mask, default_rules
 from octo_like.training.config import parse_train_config
 from tests.data.test_traj_transforms import goal_traj, to_numpy

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import tensorflow as tf
 
 from octo_like import schema
-from octo_like.data import raw_checks, rlds
+from octo_like.data import builder_dir, raw_checks, rlds
 from octo_like.data.config import DataConfig, DatasetSource
 from octo_like.data.content_key import split_content_key
 from octo_like.data.dataset import Parallelism, TrajectoryDataset, as_written
@@ -192,7 +192,7 @@ def prepare_dataset(
         spec = get_dataset_spec(source.name, config.extra_specs)
         statistics.check(spec.name)  # received, not computed here: checked all the same
         return PreparedDataset(
-            source, spec, rlds.open_source(source.location, source.name), statistics
+            source, spec, builder_dir.open_source(source.location, source.name), statistics
         )
     return _prepared(_open(source, config), config)
 
@@ -233,7 +233,7 @@ def statistics_widths(statistics: DatasetStatistics) -> tuple[int, int]:
 
 def _open(source: DatasetSource, config: DataConfig) -> _Opened:
     spec = get_dataset_spec(source.name, config.extra_specs)
-    builder = rlds.open_source(source.location, source.name)
+    builder = builder_dir.open_source(source.location, source.name)
     split = statistics_split_of(source, config)
     split_names(builder, split)  # a typo'd split names the dataset's splits, before any read
     fingerprint = statistics_fingerprint_for(builder, spec, split)

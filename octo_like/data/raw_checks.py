@@ -25,8 +25,8 @@ from typing import Any
 
 import tensorflow as tf
 
+from octo_like.data.oxe.action_families import get_path
 from octo_like.data.oxe.spec import DatasetSpec
-from octo_like.data.oxe.standardize import get_path
 from octo_like.data.validation import first_problem, tf_error_text, value_problem
 
 _JPEG = b"\xff\xd8\xff"

@@ -284,9 +284,9 @@ def suggest_dataset_spec_for(
 ) -> dict[str, Any]:
     """`suggest_dataset_spec` for a converted dataset directory (``.../name/version``), from
     its features and the actions of up to `max_episodes` train episodes."""
-    from octo_like.data import rlds
+    from octo_like.data import builder_dir, rlds
 
-    builder = rlds.open_builder(dataset_dir)
+    builder = builder_dir.open_builder(dataset_dir)
     steps = builder.info.features["steps"]
     observation = steps["observation"]
     cameras = [k for k, f in observation.items() if f.__class__.__name__ == "Image"]

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import tensorflow as tf
 
 from octo_like import schema
+from octo_like.data.oxe.action_families import get_path
 from octo_like.data.oxe.spec import DatasetSpec
-from octo_like.data.oxe.standardize import get_path
 from octo_like.data.validation import DataError
 
 

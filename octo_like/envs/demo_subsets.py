@@ -28,7 +28,7 @@ def episode_tasks(location: str, name: str, split: str = TRAIN) -> list[str]:
     directory) in `split`, in the order TFDS split slicing counts them. Steps are not read."""
     import tensorflow_datasets as tfds
 
-    from octo_like.data.rlds import open_source
+    from octo_like.data.builder_dir import open_source
 
     builder = open_source(location, name)
     # One file at a time: TFDS interleaves 16 shard files by default, and slice indices count

@@ -110,13 +110,13 @@ def dataset_spec(name: str, spec_path: str | None = None):
 
 def open_dataset(data_dir: str, name: str | None = None):
     """(TFDS builder, dataset name): `data_dir` a prepared directory or a root holding `name`."""
-    from octo_like.data import rlds
+    from octo_like.data import builder_dir
 
     try:
         if name is None:
-            builder = rlds.open_builder(data_dir)
+            builder = builder_dir.open_builder(data_dir)
             return builder, builder.info.name
-        return rlds.open_source(data_dir, name), name
+        return builder_dir.open_source(data_dir, name), name
     except (OSError, ValueError) as error:  # FileNotFoundError, DatasetMetadataError
         raise ReplayError(f"--data_dir {data_dir}: {' '.join(str(error).split())}") from None
 

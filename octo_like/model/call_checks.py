@@ -42,6 +42,26 @@ def check_sample_shape(sample_shape: Any) -> tuple[int, ...]:
     raise TypeError(f"sample_shape must be a tuple of ints such as (3,), got {sample_shape!r}")
 
 
+def check_statistics_not_key(value: Any) -> None:
+    """`sample_actions`' third argument is statistics (Octo's signature), not a key."""
+    if _is_key(value):
+        raise TypeError(
+            "sample_actions' third argument is unnormalization_statistics (Octo's "
+            "signature); pass the key as rng=..."
+        )
+
+
+def _is_key(value: Any) -> bool:
+    """A JAX PRNG key (new-style or a raw uint32[2]) passed where statistics belong."""
+    if isinstance(value, Mapping) or value is None:
+        return False
+    dtype = getattr(value, "dtype", None)
+    return dtype is not None and (
+        jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+        or (np.dtype(dtype) == np.uint32 and np.shape(value) == (2,))
+    )
+
+
 def check_unnormalization_statistics(value: Any, datasets: Mapping[str, Any]) -> None:
     """One dataset's statistics (``dataset_statistics[NAME]["action"]`` or the whole entry
     ``dataset_statistics[NAME]``), not a dataset's name or every dataset's statistics."""

@@ -212,6 +212,38 @@ def with_local_language_assets(config: ModelConfig, checkpoint_dir: str) -> Mode
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class ModelMetadata:
+    """A saved model's JSON items (`MODEL_ITEMS` but ``params``): what describes it, no weights.
+
+    config: its `ModelConfig`, tokenizer files resolved beside the checkpoint
+      (`with_local_language_assets`).
+    input_spec: the input spec it was built for.
+    dataset_statistics: {dataset name: its statistics entry}, as saved.
+    """
+
+    config: ModelConfig
+    input_spec: dict
+    dataset_statistics: dict | None
+
+
+def read_model_metadata(
+    manager: ocp.CheckpointManager, checkpoint_dir: str, step: int
+) -> ModelMetadata:
+    """The config, input spec and dataset statistics of step `step` of `checkpoint_dir`, read
+    through `manager` (a manager of that directory, e.g. `read_only_manager`)."""
+    items = manager.restore(
+        step,
+        args=ocp.args.Composite(
+            config=ocp.args.JsonRestore(),
+            input_spec=ocp.args.JsonRestore(),
+            dataset_statistics=ocp.args.JsonRestore(),
+        ),
+    )
+    config = with_local_language_assets(ModelConfig.from_dict(items["config"]), checkpoint_dir)
+    return ModelMetadata(config, items["input_spec"], items["dataset_statistics"])
+
+
 def finished_steps(checkpoint_dir: str) -> list[int]:
     """Steps whose save finished (orbax's finalization marker present), ascending."""
     return sorted(

@@ -13,7 +13,7 @@ from types import MappingProxyType
 from typing import Any
 
 from octo_like.model.attention import ATTENTION_IMPLEMENTATIONS
-from octo_like.model.tokenizers.image import PATCH_SIZES
+from octo_like.model.tokenizers.stems import PATCH_SIZES
 from octo_like.model.transformer import REMAT_POLICIES, TRANSFORMER_PRESETS, remat_policy_name
 
 IMAGE_ENCODERS = ("small_stem16", "patch16")

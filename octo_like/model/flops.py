@@ -29,7 +29,8 @@ from collections.abc import Mapping
 import jax
 
 from octo_like.model.config import ModelConfig
-from octo_like.model.tokenizers.image import KEYPOINT_MAP, KEYPOINT_STRIDE, PATCH, stem_features
+from octo_like.model.tokenizers.image import KEYPOINT_MAP, KEYPOINT_STRIDE
+from octo_like.model.tokenizers.stems import PATCH, stem_features
 from octo_like.model.transformer import TRANSFORMER_PRESETS
 
 

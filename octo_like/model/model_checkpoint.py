@@ -33,10 +33,10 @@ from octo_like.model.checkpoint_layout import (
     handler_registry,
     model_items,
     quiet_orbax,
+    read_model_metadata,
     read_only_manager,
-    with_local_language_assets,
 )
-from octo_like.model.config import LanguageConfig, ModelConfig
+from octo_like.model.config import LanguageConfig
 from octo_like.model.language import TextTokenizer
 from octo_like.model.octo_module import OctoModule
 
@@ -124,20 +124,12 @@ def load_model(cls, checkpoint_dir: str, step: int | None, sharding):
             )
         step_dir = storage.join(checkpoint_dir, str(step))
         verify_checksums(step_dir, (*MODEL_ITEMS, BASE_PARAMS))
-        meta = manager.restore(
-            step,
-            args=ocp.args.Composite(
-                config=ocp.args.JsonRestore(),
-                dataset_statistics=ocp.args.JsonRestore(),
-                input_spec=ocp.args.JsonRestore(),
-            ),
-        )
-        config = ModelConfig.from_dict(meta["config"])
-        config = with_local_language_assets(config, checkpoint_dir)
+        meta = read_model_metadata(manager, checkpoint_dir, step)
+        config = meta.config
         tokenizer = text_tokenizer(config.language)
         vocab = tokenizer.vocab_size if tokenizer is not None else 0
         abstract = nnx.eval_shape(
-            lambda: OctoModule(config, meta["input_spec"], vocab, rngs=nnx.Rngs(0))
+            lambda: OctoModule(config, meta.input_spec, vocab, rngs=nnx.Rngs(0))
         )
         graphdef, state = nnx.split(abstract)
         structure = params = nnx.state(abstract, nnx.Param).to_pure_dict()
@@ -161,7 +153,7 @@ def load_model(cls, checkpoint_dir: str, step: int | None, sharding):
     check_finite(restored, f"checkpoint {step_dir}")
     nnx.replace_by_pure_dict(state, restored)
     module = nnx.merge(graphdef, state)
-    return cls(module, config, meta["input_spec"], meta["dataset_statistics"], tokenizer)
+    return cls(module, config, meta.input_spec, meta.dataset_statistics, tokenizer)
 
 
 def _unreadable(step_dir: str, error: Exception) -> CheckpointCorruptError:

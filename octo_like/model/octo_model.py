@@ -18,7 +18,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from octo_like.model import call_checks, model_checkpoint, octo_inputs
+from octo_like.model import call_checks, model_checkpoint, model_inputs, octo_inputs
 from octo_like.model import input_spec as spec_lib
 from octo_like.model.config import ModelConfig
 from octo_like.model.language import TextTokenizer, load_t5_encoder
@@ -91,7 +91,7 @@ def _module_factory(
     tokenizer = model_checkpoint.text_tokenizer(config.language)
     example_batch = dict(example_batch)
     if tokenizer is not None and "language_tokens" not in example_batch.get("task", {}):
-        example_batch["task"] = tokenize_tasks(example_batch["task"], tokenizer)
+        example_batch["task"] = model_inputs.tokenize_tasks(example_batch["task"], tokenizer)
     spec = spec_lib.spec_from_batch(example_batch)
     vocab = tokenizer.vocab_size if tokenizer is not None else 0
     return lambda key: OctoModule(config, spec, vocab, rngs=nnx.Rngs(key)), spec, tokenizer
@@ -171,48 +171,7 @@ class OctoModel:
 
         A missing modality is zero-filled and masked out (pad_mask_dict False).
         """
-        if texts is None and goals is None:
-            raise ValueError("create_tasks needs texts, goals or both")
-        if texts is not None:  # one str is one task, not a sequence of characters
-            texts = call_checks.check_texts(texts)
-        if goals is not None:  # Octo keys goals by image key (image_primary), or by camera
-            goal_shapes = {
-                path[len("image_") :]: tuple(entry["shape"])
-                for path, entry in self.input_spec["task"].items()
-                if path.startswith("image_")
-            }
-            goals = call_checks.check_goals(goals, goal_shapes)
-            if texts is None and not goals:
-                raise ValueError(
-                    f"create_tasks: goals hold none of the model's goal images "
-                    f"{sorted('image_' + c for c in goal_shapes)}, and there are no texts"
-                )
-        batch = len(texts) if texts is not None else len(next(iter(goals.values())))
-        if texts is not None and goals:
-            sizes = {k: len(v) for k, v in goals.items() if np.ndim(v) > 0}
-            if any(size != batch for size in sizes.values()):
-                raise ValueError(f"create_tasks: {batch} texts but goal batch sizes {sizes}")
-        tasks: dict[str, Any] = {"pad_mask_dict": {}}
-        texts = list(texts) if texts is not None else [""] * batch
-        tasks["language_instruction"] = np.array(
-            [t.encode() if isinstance(t, str) else t for t in texts], dtype=object
-        )
-        tasks["pad_mask_dict"]["language_instruction"] = np.array([bool(t) for t in texts])
-        for path, entry in self.input_spec["task"].items():
-            parts = path.split("/")
-            if parts[0] != "pad_mask_dict" and parts[0].startswith("image_"):
-                camera = parts[0][len("image_") :]
-                if goals is not None and camera in goals:
-                    image = np.asarray(goals[camera], np.uint8)
-                    present = np.ones(batch, bool)
-                else:
-                    image = np.zeros((batch, *entry["shape"]), np.uint8)
-                    present = np.zeros(batch, bool)
-                tasks[parts[0]] = image
-                tasks["pad_mask_dict"][parts[0]] = present
-        if self.text_tokenizer is not None:
-            tasks = tokenize_tasks(tasks, self.text_tokenizer)
-        return tasks
+        return model_inputs.create_tasks(self.input_spec, self.text_tokenizer, texts, goals)
 
     def get_pretty_spec(self) -> str:
         """What `sample_actions` expects, and what the model predicts."""
@@ -228,20 +187,7 @@ class OctoModel:
     def example_batch(self) -> dict[str, Any]:
         """Zeros of the input spec's shapes and dtypes (masks True), batch 1 (Octo's
         `example_batch`)."""
-        batch: dict[str, Any] = {}
-        for part in ("observation", "task"):
-            tree: dict[str, Any] = {}
-            for path, entry in self.input_spec.get(part, {}).items():
-                *parents, leaf = path.split("/")
-                node = tree
-                for name in parents:
-                    node = node.setdefault(name, {})
-                # Masks True: a valid example, as Octo's saved example batch is (an all-False
-                # timestep_pad_mask has nothing to act on and is refused).
-                fill = np.ones if np.dtype(entry["dtype"]) == bool else np.zeros
-                node[leaf] = fill((1, *entry["shape"]), entry["dtype"])
-            batch[part] = tree
-        return batch
+        return model_inputs.example_batch(self.input_spec)
 
     # ---------------------------------------------------------------- inference
     def sample_actions(
@@ -270,11 +216,7 @@ class OctoModel:
         `DiffusionActionHead.predict_action`). `argmax` and `temperature` apply to the discrete
         head (the default 1.0 keeps its configured temperature); the others refuse them.
         """
-        if _is_key(unnormalization_statistics):
-            raise TypeError(
-                "sample_actions' third argument is unnormalization_statistics (Octo's "
-                "signature); pass the key as rng=..."
-            )
+        call_checks.check_statistics_not_key(unnormalization_statistics)
         if rng is None:
             raise ValueError("sample_actions needs rng=jax.random.key(SEED): the head samples")
         call_checks.check_rng(rng)
@@ -290,7 +232,7 @@ class OctoModel:
                 f"{self.config.head.kind!r}, which samples"
             )
         observations, tasks = self.network_inputs(observations, tasks, timestep_pad_mask)
-        dims = _embodiment_action_dim(unnormalization_statistics)
+        dims = model_inputs.embodiment_action_dim(unnormalization_statistics)
         # Octo's default temperature 1.0 leaves a discrete head's configured temperature.
         sampling = (bool(argmax), None if temperature == 1.0 else float(temperature))
         predict = self._predict_program(sample_shape, noise is not None, dims, sampling)
@@ -341,30 +283,14 @@ class OctoModel:
         """(observations, tasks) as the network reads them, from octo_like's or Octo's
         dictionaries (see `octo_inputs`), checked against the input spec (any window up to
         max_horizon)."""
-        call_checks.check_call(observations, tasks, timestep_pad_mask, self.input_spec)
-        required = required_inputs(self.config)
-        images = {
-            k: tuple(v["shape"][1:])
-            for k, v in self.input_spec["observation"].items()
-            if k in required["observation"] and k.startswith("image_")
-        }
-        observations = octo_inputs.native_observations(observations, images)
-        if timestep_pad_mask is not None:
-            observations["timestep_pad_mask"] = np.asarray(timestep_pad_mask, bool)
-        tasks = octo_inputs.native_tasks(tasks)
-        untokenized = "language_tokens" not in tasks and "language_instruction" in tasks
-        if untokenized and self.text_tokenizer is not None:
-            tasks = tokenize_tasks(tasks, self.text_tokenizer)
-        if self.text_tokenizer is not None and "language_tokens" in tasks:
-            call_checks.check_token_ids(tasks["language_tokens"], self.text_tokenizer.vocab_size)
-        observations = octo_inputs.fill_pad_masks("observation", observations, required)
-        tasks = octo_inputs.fill_pad_masks("task", tasks, required)
-        spec_lib.check_inputs(
-            self.input_spec, "observation", observations, required["observation"],
-            free_window=self.config.max_horizon,
-        )  # fmt: skip
-        spec_lib.check_inputs(self.input_spec, "task", _network_tasks(tasks), required["task"])
-        return dict(observations), _network_tasks(tasks)
+        return model_inputs.network_inputs(
+            observations,
+            tasks,
+            timestep_pad_mask,
+            config=self.config,
+            input_spec=self.input_spec,
+            text_tokenizer=self.text_tokenizer,
+        )
 
     def update_params(self, params) -> None:
         """Replaces the weights (an `nnx.State` or pure dict of the module's parameters) and
@@ -450,56 +376,6 @@ class OctoModel:
         finite: a corrupted checkpoint raises `CheckpointCorruptError` naming the item and array.
         """
         return model_checkpoint.load_model(cls, checkpoint_dir, step, sharding)
-
-
-def required_inputs(config: ModelConfig) -> dict[str, set[str]]:
-    """Observation / task paths the network reads under `config`."""
-    observation = {"timestep_pad_mask"}
-    task: set[str] = set()
-    for tok in config.image_tokenizers:
-        key = f"image_{tok.camera}"
-        observation |= {key, f"pad_mask_dict/{key}"}
-        if tok.goal_fusion and config.goal_padding == "grey":
-            task |= {key, f"pad_mask_dict/{key}"}
-        # goal_padding "pixels" (Octo): a goal left out is black, and no mask is read
-    for camera in config.goal_image_cameras:
-        task |= {f"image_{camera}", f"pad_mask_dict/image_{camera}"}
-    if config.proprio is not None:
-        observation |= {"proprio", "proprio_pad_mask", "pad_mask_dict/proprio"}
-    if config.language.encoder != "none":
-        task |= {"language_tokens", "language_mask", "pad_mask_dict/language_instruction"}
-    return {"observation": observation, "task": task}
-
-
-def tokenize_tasks(tasks: Mapping[str, Any], tokenizer: TextTokenizer) -> dict[str, Any]:
-    """Adds ``language_tokens int32[b, L]`` and ``language_mask bool[b, L]`` (host side)."""
-    tokens = tokenizer(list(np.asarray(tasks["language_instruction"]).reshape(-1)))
-    return {**tasks, "language_tokens": tokens["tokens"], "language_mask": tokens["mask"]}
-
-
-def _embodiment_action_dim(statistics: Mapping[str, Any] | None) -> int | None:
-    """The robot's action dims from the statistics `sample_actions` unnormalizes with (Octo:
-    ``len(statistics["mean"])``); None without statistics."""
-    if not statistics:
-        return None
-    action = statistics["statistics"]["action"] if "statistics" in statistics else statistics
-    return len(action["mean"])
-
-
-def _is_key(value: Any) -> bool:
-    """A JAX PRNG key (new-style or a raw uint32[2]) passed where statistics belong."""
-    if isinstance(value, Mapping) or value is None:
-        return False
-    dtype = getattr(value, "dtype", None)
-    return dtype is not None and (
-        jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
-        or (np.dtype(dtype) == np.uint32 and np.shape(value) == (2,))
-    )
-
-
-def _network_tasks(tasks: Mapping[str, Any]) -> dict[str, Any]:
-    """The task leaves the network reads (drops raw instruction strings)."""
-    return {k: v for k, v in tasks.items() if k != "language_instruction"}
 
 
 _text_tokenizer = model_checkpoint.text_tokenizer  # tests and from_config use it

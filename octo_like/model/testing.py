@@ -17,7 +17,8 @@ from flax import nnx
 from octo_like.model.config import ModelConfig
 from octo_like.model.input_spec import spec_from_batch
 from octo_like.model.language import TextTokenizer
-from octo_like.model.octo_model import OctoModel, tokenize_tasks
+from octo_like.model.model_inputs import tokenize_tasks
+from octo_like.model.octo_model import OctoModel
 from octo_like.model.octo_module import OctoModule
 
 

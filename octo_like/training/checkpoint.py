@@ -19,7 +19,7 @@ verifies the same way. Only such steps are trusted: `resume_step` checks the tra
 against the manifest (and that it lists every file of the step), and a step without one (a
 process killed between commit and manifest) or whose files or restore fail is moved aside
 (``<step>.corrupt-<time>`` or ``<step>.unverified-<time>``, never deleted) and the previous
-trusted step is used.
+trusted step is used (`checkpoint_restore.py`).
 """
 
 from __future__ import annotations
@@ -28,23 +28,16 @@ import contextlib
 import dataclasses
 import logging
 import shutil
-import time
 from collections.abc import Mapping
 from typing import Any
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
-from jax.experimental import multihost_utils
 
 from octo_like import storage
 from octo_like.model.base_checkpoint import BASE_PARAMS, BaseReference
 from octo_like.model.checkpoint_integrity import (
-    CHECKSUMS_FILE,
-    CheckpointCorruptError,
-    UntrustedCheckpointError,
     check_finite,
-    verify_checksums,
     write_checksums,
 )
 from octo_like.model.checkpoint_layout import (
@@ -57,6 +50,7 @@ from octo_like.model.checkpoint_layout import (
     quiet_orbax,
 )
 from octo_like.model.config import ModelConfig
+from octo_like.training.checkpoint_restore import TrustedSteps, abstract_leaf, check_target
 from octo_like.training.checkpoint_staging import StagedDirectory
 from octo_like.training.workdir import CHECKPOINT_SUBDIR, CONFIG_FILE, check_workdir, jsonable
 
@@ -160,7 +154,9 @@ class Checkpointer:
             raise
         self._orbax_directory = orbax_directory
         self._language_copied = False
-        self._verified: set[int] = set()  # steps whose train state matched its checksums
+        self._trust = TrustedSteps(
+            self._manager, self.directory, orbax_directory, self._staged, (TRAIN_STATE,)
+        )
         self._closed = False
 
     # ------------------------------------------------------------------ queries
@@ -184,19 +180,7 @@ class Checkpointer:
         A corrupt step (changed, truncated or missing files) or one without a manifest is
         logged with what is wrong, moved aside and the previous step is tried.
         """
-        for step in reversed(self.all_steps()):
-            try:
-                self._verify(step)
-            except CheckpointCorruptError as error:
-                log.error("%s\nfalling back to the previous trusted checkpoint", error)
-                self._set_aside(step, "corrupt")
-                continue
-            except UntrustedCheckpointError as error:
-                log.error("%s\nfalling back to the previous trusted checkpoint", error)
-                self._set_aside(step, "unverified")
-                continue
-            return step
-        return None
+        return self._trust.newest(self.all_steps())
 
     def restore_trusted(self, step: int, abstract_train_state: Any) -> tuple[int, Any]:
         """(step, train state) of `step`, or of the newest older trusted step when restoring
@@ -210,41 +194,9 @@ class Checkpointer:
                     "trusted checkpoint",
                     self.directory, step, type(error).__name__, error,
                 )  # fmt: skip
-                self._set_aside(step, "corrupt")
+                self._trust.set_aside(step, "corrupt")
                 step = self.resume_step() or 0
         return 0, None
-
-    def _verify(self, step: int) -> None:
-        if step in self._verified:
-            return
-        if self._staged is not None:
-            self._staged.fetch(step)
-        step_dir = storage.join(self._orbax_directory, str(step))
-        if not verify_checksums(step_dir, (TRAIN_STATE,), warn_unverified=False):
-            raise UntrustedCheckpointError(
-                f"checkpoint {self.directory}/{step} has no checksum manifest "
-                f"({CHECKSUMS_FILE}): it was not verified when it was saved (the process died "
-                "between finishing the save and writing it, or an older version saved it). If "
-                "you trust its bytes: python scripts/verify_checkpoint.py "
-                f"{self.directory} --step {step} --write_missing"
-            )
-        self._verified.add(step)
-
-    def _set_aside(self, step: int, why: str) -> None:
-        """Renames an untrusted step out of orbax's way (every process waits for the primary)."""
-        if jax.process_count() > 1:
-            multihost_utils.sync_global_devices(f"verified checkpoint {step}")
-        if jax.process_index() == 0:
-            name = f"{step}.{why}-{int(time.time())}"
-            root = self.directory if self._staged is not None else self._orbax_directory
-            storage.rename(storage.join(root, str(step)), storage.join(root, name))
-            if self._staged is not None:
-                storage.remove(storage.join(self._orbax_directory, str(step)))
-            log.warning("moved the %s checkpoint %s/%d to %s", why, root, step, name)
-        if jax.process_count() > 1:
-            multihost_utils.sync_global_devices(f"set aside checkpoint {step}")
-        self._manager.reload()
-        self._verified.discard(step)
 
     def should_save(self, step: int) -> bool:
         """True at multiples of `save_every` for a step not yet saved."""
@@ -339,9 +291,9 @@ class Checkpointer:
                 f"no complete checkpoint for step {step} in {self.directory} "
                 f"(complete steps: {self.all_steps()})"
             )
-        self._verify(step)
-        target = jax.tree.map(_abstract_leaf, abstract_train_state)
-        _check_target(self._manager.item_metadata(step)[TRAIN_STATE], target, step)
+        self._trust.verify(step)
+        target = jax.tree.map(abstract_leaf, abstract_train_state)
+        check_target(self._manager.item_metadata(step)[TRAIN_STATE], target, step)
         restored = self._manager.restore(
             step, args=ocp.args.Composite(**{TRAIN_STATE: ocp.args.StandardRestore(target)})
         )[TRAIN_STATE]
@@ -433,51 +385,6 @@ class Checkpointer:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _abstract_leaf(leaf: Any) -> jax.ShapeDtypeStruct:
-    if isinstance(leaf, jax.ShapeDtypeStruct):
-        if leaf.sharding is None:
-            raise ValueError(
-                f"restore target leaf {leaf} has no sharding: build the abstract train state "
-                "with jax.ShapeDtypeStruct(shape, dtype, sharding=...)"
-            )
-        return leaf
-    if isinstance(leaf, jax.Array):
-        return ocp.utils.to_shape_dtype_struct(leaf)
-    raise TypeError(
-        f"restore target leaves must be jax.ShapeDtypeStruct or jax.Array, got {leaf!r}"
-    )
-
-
-def _check_target(metadata: Any, target: Any, step: int) -> None:
-    """Names every leaf whose path, shape or dtype differs between checkpoint and target."""
-    if metadata is None:  # unreadable metadata: orbax's own checks still apply
-        return
-    saved = {
-        m.name: m
-        for m in jax.tree.leaves(getattr(metadata, "tree", metadata))
-        if getattr(m, "name", None) is not None
-    }
-    names = jax.tree.leaves(ocp.tree.get_param_names(target, include_empty_nodes=False))
-    wanted = dict(zip(names, jax.tree.leaves(target), strict=True))
-    problems = [f"{n}: not in the checkpoint" for n in sorted(set(wanted) - set(saved))]
-    problems += [
-        f"{n}: in the checkpoint, not in the target" for n in sorted(set(saved) - set(wanted))
-    ]
-    for name in sorted(set(saved) & set(wanted)):
-        have, want = saved[name], wanted[name]
-        if tuple(have.shape) != tuple(want.shape) or np.dtype(have.dtype) != np.dtype(want.dtype):
-            problems.append(
-                f"{name}: checkpoint {np.dtype(have.dtype).name}{list(have.shape)}, "
-                f"target {np.dtype(want.dtype).name}{list(want.shape)}"
-            )
-    if problems:
-        shown = "\n  ".join(problems[:10]) + ("\n  ..." if len(problems) > 10 else "")
-        raise ValueError(
-            f"the train state saved at step {step} does not match the restore target "
-            f"({len(problems)} problems):\n  {shown}"
-        )
 
 
 def _complete(root: str, step: int) -> bool:

@@ -250,7 +250,7 @@ class PretrainedInitializer:
         statistics: dict,
         mesh: jax.sharding.Mesh | None = None,
     ):
-        from octo_like.training.loop import InitialModel
+        from octo_like.training.model_start import InitialModel
 
         source = self.source
         _check_action_dim(batch, self.model_config.action_dim)

@@ -23,7 +23,8 @@ import numpy as np
 from octo_like.data.synthetic import DEFAULT_INSTRUCTIONS
 from octo_like.model.config import LoraConfig, ModelConfig
 from octo_like.model.language.testing import write_tiny_t5_checkpoint
-from octo_like.model.octo_model import OctoModel, tokenize_tasks
+from octo_like.model.model_inputs import tokenize_tasks
+from octo_like.model.octo_model import OctoModel
 from octo_like.training.finetune import MODES, FinetuneSource, PretrainedInitializer
 from octo_like.training.model_benchmark import jitted_train_step, octo_shaped_batch
 from octo_like.training.optimizer import OptimizerConfig

@@ -12,27 +12,8 @@ new data's own statistics normalize it), ``pretrained`` (the checkpoint's statis
 dataset of the same name: reused weights see actions and proprio scaled as in pretraining) or
 ``pretrained:NAME`` (those of dataset NAME in the checkpoint).
 
-Its ``model`` section is read against the pretrained model's config: a value left None is the
-pretrained model's (``transformer``, ``language``, ``goal_image_cameras``, ``dtype``, ``remat``,
-``scan_layers``, ``attention``, ``proprio``, ``action_dim``), so the new model reuses as much as
-it can by default. Per entry:
-
-- ``image_tokenizers``: None keeps the pretrained cameras; otherwise a tuple of dicts naming a
-  ``camera`` each, whose missing / None fields come from the pretrained tokenizer of that camera,
-  or for a new camera from the pretrained model's first tokenizer.
-- ``proprio``: None inherits, ``"none"`` removes it, a dict adds / replaces it.
-  (These two and ``data.frame.cameras`` are Python literals on the command line.)
-- ``head``: ``kind`` / ``readout_tokens`` None inherit; when the kind is unchanged, ``kwargs``
-  update the pretrained head's kwargs key by key (Octo's ``update_config``: e.g.
-  ``{"loss_scale": "action_dim"}`` keeps every other setting), for a new kind they are its
-  kwargs (``{}`` when None).
-- ``window`` and ``action_horizon`` always come from ``data.trajectory``.
-
-``data.frame.cameras`` None means the cameras the model reads (augmenting ``primary``), and a
-camera the model reads that it does not list is added (not augmented): the pipeline loads what
-the model reads. A camera whose ``size`` is None gets the image size the pretrained model was
-built for, or for a camera it never saw that of its first camera (where a new camera's tokenizer
-comes from too).
+Its ``model`` section and ``data.frame.cameras`` are read against the pretrained model: a value
+left None is the pretrained model's (`finetune_overrides.py` says per key).
 
 A dataset input the model will not read (a camera or proprio key its spec maps) is logged as a
 WARNING naming it with the override that adds it (`finetune_inputs.py`).
@@ -42,38 +23,27 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from difflib import get_close_matches
 from typing import Any
-
-import orbax.checkpoint as ocp
 
 from octo_like import storage
 from octo_like.config.typed import ConfigError, build, to_plain
 from octo_like.data.config import DatasetSource
 from octo_like.data.oxe.registry import get_dataset_spec
 from octo_like.data.oxe.spec import DatasetSpec
-from octo_like.model.checkpoint_layout import LANGUAGE_ASSETS, read_only_manager
+from octo_like.model.checkpoint_layout import read_model_metadata, read_only_manager
 from octo_like.model.config import LoraConfig, ModelConfig
 from octo_like.training import masks
 from octo_like.training.config import TrainConfig
 from octo_like.training.finetune import MODES, FinetuneSource
 from octo_like.training.finetune_inputs import unread_inputs
+from octo_like.training.finetune_overrides import frame_with_sizes, read_cameras, resolve_model
 
 log = logging.getLogger(__name__)
 
 TASKS = ("language", "goal", "multimodal")
-NO_PROPRIO = "none"
 _GENERATED = {"mix", "data_dir", "simulation"}  # set by the parser, not the config
-_INHERITED = (
-    "transformer",
-    "goal_image_cameras",
-    "dtype",
-    "remat",
-    "scan_layers",
-    "attention",
-    "action_dim",
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,22 +93,11 @@ def read_pretrained(path: str, step: int | None = None) -> PretrainedInfo:
     if step not in steps:
         raise ConfigError(f"pretrained_step {step} not in {path} (steps: {steps})")
     with read_only_manager(path) as manager:
-        items = manager.restore(
-            step,
-            args=ocp.args.Composite(
-                config=ocp.args.JsonRestore(),
-                input_spec=ocp.args.JsonRestore(),
-                dataset_statistics=ocp.args.JsonRestore(),
-            ),
-        )
-    config = ModelConfig.from_dict(items["config"])
-    if config.language.encoder != "none" and config.language.checkpoint_dir == LANGUAGE_ASSETS:
-        language = dataclasses.replace(
-            config.language, checkpoint_dir=storage.join(path, LANGUAGE_ASSETS)
-        )
-        config = dataclasses.replace(config, language=language)
-    statistics = dict(items["dataset_statistics"] or {})
-    return PretrainedInfo(path, step, config, items["input_spec"], tuple(statistics), statistics)
+        metadata = read_model_metadata(manager, path, step)
+    statistics = dict(metadata.dataset_statistics or {})
+    return PretrainedInfo(
+        path, step, metadata.config, metadata.input_spec, tuple(statistics), statistics
+    )
 
 
 def _steps(path: str) -> list[int]:
@@ -181,7 +140,9 @@ def parse_finetune_config(config: Any, workdir: str) -> tuple[TrainConfig, Finet
     data["datasets"] = [dataclasses.asdict(keys.dataset)]
     data["extra_specs"] = _extra_specs(data.get("extra_specs") or {})
     data["fixed_statistics"] = _fixed_statistics(keys, pretrained, data)
-    data["frame"] = _frame_with_sizes(data.get("frame", {}), pretrained, _read_cameras(model))
+    data["frame"] = frame_with_sizes(
+        data.get("frame", {}), pretrained.config, pretrained.input_spec, read_cameras(model)
+    )
     trajectory = data.get("trajectory", {})
     model["window"] = trajectory.get("window", model["window"])
     model["action_horizon"] = trajectory.get("action_horizon", model["action_horizon"])
@@ -281,83 +242,6 @@ def _fixed_statistics(
     return {keys.dataset.name: entry["statistics"]}
 
 
-def resolve_model(overrides: Mapping[str, Any], pretrained: ModelConfig) -> dict[str, Any]:
-    """The fine-tuning model config as a dict: `pretrained` with the set `overrides` applied
-    (see the module docstring for what None means per key)."""
-    base = pretrained.to_dict()
-    known = set(base) - {"window", "action_horizon", "lora"}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ConfigError(f"config.model: unknown key(s) {unknown}; valid: {sorted(known)}")
-    model = dict(base)
-    # The run's own data pipeline prepares its frames (bilinear resize, its own crops): Policy
-    # serves the result those, not an imported Octo model's evaluation frames.
-    model.update(frame_resize="linear", frame_crop_area=None)
-    for key in _INHERITED:
-        if overrides.get(key) is not None:
-            model[key] = overrides[key]
-    language = overrides.get("language")
-    if language is not None:
-        language = dict(language)
-        if language.get("encoder", "t5") != "none" and not language.get("checkpoint_dir"):
-            language["checkpoint_dir"] = base["language"]["checkpoint_dir"]
-        model["language"] = language
-    proprio = overrides.get("proprio")
-    if proprio is not None and proprio != NO_PROPRIO and not isinstance(proprio, Mapping):
-        raise ConfigError(
-            f"config.model.proprio: {proprio!r} is neither {NO_PROPRIO!r} nor a dict; e.g. "
-            "--config.model.proprio=\"{'mode': 'linear'}\""
-        )
-    if proprio == NO_PROPRIO:
-        model["proprio"] = None
-    elif proprio is not None:
-        model["proprio"] = proprio
-    tokenizers = overrides.get("image_tokenizers")
-    if tokenizers is not None and (
-        isinstance(tokenizers, (str, Mapping))
-        or not isinstance(tokenizers, Sequence)
-        or not all(isinstance(t, Mapping) for t in tokenizers)
-    ):
-        raise ConfigError(
-            f"config.model.image_tokenizers: {tokenizers!r} is not a tuple of dicts; e.g. "
-            "--config.model.image_tokenizers=\"({'camera': 'primary'}, {'camera': 'wrist'})\""
-        )
-    if tokenizers is not None:
-        model["image_tokenizers"] = [_tokenizer(t, base["image_tokenizers"]) for t in tokenizers]
-    head = overrides.get("head")
-    if head is not None:
-        model["head"] = _head(head, base["head"])
-    return model
-
-
-def _tokenizer(entry: Mapping[str, Any], pretrained: list[dict]) -> dict[str, Any]:
-    entry = dict(entry)
-    if not entry.get("camera"):
-        raise ConfigError(f"config.model.image_tokenizers: entry {entry} names no camera")
-    same = [t for t in pretrained if t["camera"] == entry["camera"]]
-    template = same[0] if same else (pretrained[0] if pretrained else {})
-    merged = {k: v for k, v in template.items() if k != "camera"}
-    merged.update({k: v for k, v in entry.items() if v is not None})
-    return merged
-
-
-def _head(head: Mapping[str, Any], pretrained: dict) -> dict[str, Any]:
-    head = dict(head)
-    kind = head.get("kind") or pretrained["kind"]
-    kwargs = dict(head.get("kwargs") or {})
-    if kind == pretrained["kind"]:
-        kwargs = {**pretrained["kwargs"], **kwargs}
-    readout = head.get("readout_tokens")
-    unknown = sorted(set(head) - {"kind", "kwargs", "readout_tokens"})
-    if unknown:
-        raise ConfigError(f"config.model.head: unknown key(s) {unknown}")
-    return {
-        "kind": kind,
-        "kwargs": dict(kwargs),
-        "readout_tokens": pretrained["readout_tokens"] if readout is None else readout,
-    }
-
-
 def _extra_specs(specs: Mapping[str, Any]) -> dict[str, Any]:
     """`data.extra_specs` entries may omit ``name`` (the key); checked here, early."""
     out = {}
@@ -369,47 +253,6 @@ def _extra_specs(specs: Mapping[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"config.data.extra_specs.{name}: {error}") from error
         out[name] = spec
     return out
-
-
-def _read_cameras(model: Mapping[str, Any]) -> list[str]:
-    """The cameras a resolved model config reads: its tokenizers', then goal-only ones."""
-    cameras = [t["camera"] for t in model["image_tokenizers"]]
-    return cameras + [c for c in model.get("goal_image_cameras") or () if c not in cameras]
-
-
-def _frame_with_sizes(
-    frame: Mapping[str, Any], pretrained: PretrainedInfo, read: Sequence[str]
-) -> dict[str, Any]:
-    """Cameras None: the `read` ones (what the model reads), augmenting ``primary`` only; a
-    read camera missing from given cameras is added; a size None: the pretrained model's image
-    size for that camera, or for a camera it never saw its first camera's."""
-    frame = dict(frame)
-    observation = pretrained.input_spec.get("observation", {})
-    given = frame.get("cameras")
-    if given is not None and not isinstance(given, Mapping):
-        raise ConfigError(
-            f"config.data.frame.cameras: {given!r} is not a dict of camera -> "
-            "dict(size=..., augment=...)"
-        )
-    given = dict(given or {})
-    for camera in read:
-        given.setdefault(camera, {"size": None, "augment": {} if camera == "primary" else None})
-    first = next(iter(pretrained.config.cameras), None)
-    cameras = {}
-    for camera, transform in given.items():
-        transform = dict(transform)
-        if transform.get("size") is None:
-            entry = observation.get(f"image_{camera}") or observation.get(f"image_{first}")
-            if entry is None:
-                raise ConfigError(
-                    f"config.data.frame.cameras.{camera}.size is None, but the pretrained model "
-                    f"has no camera to take it from: set it, e.g. (128, 128)"
-                )
-            transform["size"] = list(entry["shape"][-3:-1])
-        cameras[camera] = transform
-    if cameras:
-        frame["cameras"] = cameras
-    return frame
 
 
 def _check_task(task: str, config: TrainConfig) -> None:

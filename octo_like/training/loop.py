@@ -15,9 +15,8 @@ metrics stay on the devices until every `log_every` steps; the loop blocks only 
 before the one it just dispatched, so one step queues behind the running one and host memory
 stays bounded. Logged per window: ``perf/step_s`` (wall time per step) and ``perf/data_wait_s``
 (time per step blocked on the input pipeline; near step_s means input-bound).
-Each evaluation logs, under ``val/``, the mean loss of `eval_batches` held-out batches and, on
-the same batches, Octo's sampled-action metrics (`action_metrics.py`: ``sampled_mse``,
-``xyz_angle``, ``xyz_accuracy``, ``gripping_accuracy``; ``eval_action_samples``).
+Every `eval_every` steps the loop logs the held-out metrics under ``val/`` and, with a
+`ClosedLoopEval`, closed-loop success under ``sim/`` (both in `evaluation.py`).
 """
 
 from __future__ import annotations
@@ -26,8 +25,8 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np
@@ -36,13 +35,17 @@ from jax.experimental import multihost_utils
 from octo_like import storage
 from octo_like.config.typed import to_plain
 from octo_like.data.dataset import skip_function_graph_optimization
-from octo_like.data.pipeline import make_pipeline
-from octo_like.model.base_checkpoint import BaseReference
 from octo_like.model.octo_model import OctoModel
-from octo_like.training import action_metrics, distributed, metrics, run_data, sharding
+from octo_like.training import distributed, metrics, run_data, sharding
 from octo_like.training.checkpoint import CHECKPOINT_SUBDIR, Checkpointer, check_workdir
 from octo_like.training.config import TrainConfig
-from octo_like.training.model_start import CompileWhileComputing, start_model
+from octo_like.training.evaluation import ClosedLoopEval, evaluate_held_out
+from octo_like.training.model_start import (
+    CompileWhileComputing,
+    InitialModel,
+    ModelInitializer,
+    start_model,
+)
 from octo_like.training.optimizer import schedule_change
 from octo_like.training.pipeline_thread import PipelineThread
 from octo_like.training.preemption import PreemptionWatch
@@ -53,6 +56,7 @@ from octo_like.training.profiling import (
     enable_compilation_cache,
     parse_profile_steps,
 )
+from octo_like.training.progress import Progress
 from octo_like.training.runtime import describe_runtime, require_platform
 from octo_like.training.startup import StartupClock
 from octo_like.training.step import TrainState, inference_params
@@ -76,30 +80,6 @@ RUNTIME_KEYS = (
 )  # fmt: skip
 
 
-@dataclasses.dataclass(frozen=True)
-class InitialModel:
-    """What `run` starts training from. The default is a fresh `OctoModel.from_config`; an
-    `init_model` hook (fine-tuning) returns a partly pretrained model with its own extras.
-
-    frozen: regexes frozen on top of the optimizer config's (e.g. the reused weights in a
-      head-only or LoRA fine-tuning).
-    base_params: parameters that checkpoints read from a base checkpoint instead of storing
-      them (they must stay frozen); None saves every parameter.
-    """
-
-    model: OctoModel
-    frozen: tuple[str, ...] = ()
-    base_params: BaseReference | None = None
-
-
-# (example batch: the global batch foreseen as `jax.ShapeDtypeStruct`s, `run_data.foreseen_batch`,
-# or this process's zeros shaped like the training batches, `Pipeline.example_batch`; init rng;
-# dataset statistics entries; mesh) -> the initial model.
-ModelInitializer = Callable[
-    [Mapping[str, Any], jax.Array, dict[str, dict], jax.sharding.Mesh], InitialModel
-]
-
-
 @dataclasses.dataclass
 class RunResult:
     start_step: int
@@ -108,14 +88,6 @@ class RunResult:
     model: OctoModel
     last_metrics: dict[str, float]
     preempted: bool = False  # stopped at `final_step` on a preemption notice, checkpoint saved
-
-
-class ClosedLoopEval(Protocol):
-    """Closed-loop success of the model being trained (e.g. `envs.training_eval`)."""
-
-    every: int
-
-    def __call__(self, step: int, model: OctoModel) -> dict[str, float]: ...
 
 
 def run(
@@ -287,7 +259,7 @@ def _run_held(
     )
     close_writer = _closed_once(held, writer.close)  # a URL's metrics are written at close
     end_step = config.num_steps if stop_at_step is None else min(stop_at_step, config.num_steps)
-    progress = metrics.Progress(end_step, initial_step=start_step, disable=not main)
+    progress = Progress(end_step, initial_step=start_step, disable=not main)
     close_progress = _closed_once(held, progress.close)
     val_config = dataclasses.replace(config.data, train=False)
     save_kwargs = lambda: dict(
@@ -368,7 +340,7 @@ def _run_held(
                 pending, window_start, window_wait = [], step, 0.0
             if splits.validation and (step % config.eval_every == 0 or step == end_step):
                 held_out = splits.held_out(prepared)
-                val = _evaluate(
+                val = evaluate_held_out(
                     eval_step, state, val_config, shard, held_out, config, to_device, sample_step
                 )
                 if val:
@@ -414,26 +386,3 @@ def _closed_once(held: contextlib.ExitStack, close: Callable[[], Any]) -> Callab
 
     held.callback(once)
     return once
-
-
-def _evaluate(
-    eval_step, state, val_config, shard, held_out, config, to_device, sample_step=None
-) -> dict:
-    """Mean metrics over `eval_batches` batches of `held_out` (the prepared datasets reading
-    their held-out splits: `RunSplits.held_out`); {} when a dataset has no such split. With a
-    `sample_step`, also Octo's sampled-action metrics on the same batches, pooled over them."""
-    try:
-        pipeline = make_pipeline(val_config, shard, prepared=held_out)
-    except ValueError as error:
-        log.warning("no validation: %s", error)
-        return {}
-    results, sampled = [], []
-    for index, batch in zip(range(config.eval_batches), pipeline, strict=False):
-        device_batch = to_device(batch)
-        results.append(jax.device_get(eval_step(state, device_batch)))
-        if sample_step is not None:
-            sampled.append(jax.device_get(sample_step(state, device_batch, np.int32(index))))
-    if not results:
-        return {}
-    means = {k: float(np.mean([r[k] for r in results])) for k in results[0]}
-    return {**means, **action_metrics.pooled(sampled)}

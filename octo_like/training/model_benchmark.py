@@ -29,7 +29,8 @@ from octo_like.model.config import (
 )
 from octo_like.model.flops import model_train_flops, peak_flops
 from octo_like.model.language.testing import write_tiny_t5_checkpoint
-from octo_like.model.octo_model import OctoModel, tokenize_tasks
+from octo_like.model.model_inputs import tokenize_tasks
+from octo_like.model.octo_model import OctoModel
 from octo_like.training import masks, trace_summary
 from octo_like.training.optimizer import OptimizerConfig, loop_learning_rate, make_optimizer
 from octo_like.training.step import TrainState, make_steps

@@ -1,4 +1,6 @@
 """A run's model at start-up: initialized, its train program built, its step compiling.
+What it starts from is an `InitialModel`: a fresh `OctoModel.from_config`, or what a
+`ModelInitializer` hook returns (fine-tuning: a partly pretrained model).
 
 The step is compiled in a thread (XLA releases the GIL). When the batch is foreseen as shapes
 (`run_data.foreseen_batch`) and the model is a fresh one, the compile starts before the weights
@@ -22,6 +24,7 @@ from typing import Any
 import jax
 from flax import nnx
 
+from octo_like.model.base_checkpoint import BaseReference
 from octo_like.model.octo_model import OctoModel
 from octo_like.training import run_data
 from octo_like.training.abstract_inputs import with_sharding
@@ -31,14 +34,38 @@ from octo_like.training.train_program import TrainProgram, build_program
 log = logging.getLogger(__name__)
 
 
+@dataclasses.dataclass(frozen=True)
+class InitialModel:
+    """What `loop.run` starts training from. The default is a fresh `OctoModel.from_config`; an
+    `init_model` hook (fine-tuning) returns a partly pretrained model with its own extras.
+
+    frozen: regexes frozen on top of the optimizer config's (e.g. the reused weights in a
+      head-only or LoRA fine-tuning).
+    base_params: parameters that checkpoints read from a base checkpoint instead of storing
+      them (they must stay frozen); None saves every parameter.
+    """
+
+    model: OctoModel
+    frozen: tuple[str, ...] = ()
+    base_params: BaseReference | None = None
+
+
+# (example batch: the global batch foreseen as `jax.ShapeDtypeStruct`s, `run_data.foreseen_batch`,
+# or this process's zeros shaped like the training batches, `Pipeline.example_batch`; init rng;
+# dataset statistics entries; mesh) -> the initial model.
+ModelInitializer = Callable[
+    [Mapping[str, Any], jax.Array, dict[str, dict], jax.sharding.Mesh], InitialModel
+]
+
+
 @dataclasses.dataclass
 class StartedModel:
-    """initial: the loop's `InitialModel`; program: its train program (concrete state);
+    """initial: the model `make_initial` returned; program: its train program (concrete state);
     compiled_for: the global batch spec the step compiles for; compiled: a future of
     (the compiled step, seconds its compile took); early: whether that compile started from
     the module's shapes, before the weights were initialized."""
 
-    initial: Any
+    initial: InitialModel
     program: TrainProgram
     compiled_for: dict
     compiled: concurrent.futures.Future
@@ -58,7 +85,7 @@ def start_model(
     config: TrainConfig,
     example: Mapping[str, Any],
     mesh: jax.sharding.Mesh,
-    make_initial: Callable[[Mapping[str, Any]], Any],
+    make_initial: Callable[[Mapping[str, Any]], InitialModel],
     step_rng: jax.Array,
     *,
     fresh: bool,

@@ -20,11 +20,12 @@ import numpy as np
 
 from octo_like import storage
 from octo_like.config.typed import ConfigError
-from octo_like.data import pipeline, prepare, rlds, splits, synthetic
+from octo_like.data import builder_dir, pipeline, prepare, splits, synthetic
 from octo_like.data.config import DatasetSource
 from octo_like.data.oxe.registry import get_dataset_spec
 from octo_like.model.base_checkpoint import flat_params
-from octo_like.model.octo_model import OctoModel, action_statistics_entry, tokenize_tasks
+from octo_like.model.model_inputs import tokenize_tasks
+from octo_like.model.octo_model import OctoModel, action_statistics_entry
 from octo_like.normalization import DatasetStatistics
 from octo_like.training import distributed
 from octo_like.training.abstract_inputs import abstract_batch
@@ -84,7 +85,7 @@ def run_splits(config: TrainConfig) -> RunSplits:
     else:
 
         def resolve(source: DatasetSource) -> tuple[str, str]:
-            builder = rlds.open_source(source.location, source.name)
+            builder = builder_dir.open_source(source.location, source.name)
             return splits.holdout_splits(builder, source.split)
 
         with ThreadPoolExecutor(min(8, len(sources))) as pool:  # metadata reads (gs://...)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import pytest
 
-from octo_like.data import rlds
+from octo_like.data import builder_dir
 from octo_like.data.config import DataConfig, DatasetSource
+from octo_like.data.oxe.action_families import StandardizationError
 from octo_like.data.oxe.registry import get_dataset_spec
-from octo_like.data.oxe.standardize import StandardizationError
 from octo_like.data.pipeline import make_pipeline
 from octo_like.data.prepare import standardized_trajectories
 from octo_like.data.validation import (
@@ -74,7 +74,7 @@ def read(pipe, batches: int = 40) -> int:
 
 def trajectories(directory, skip: bool):
     """Every standardized trajectory of the train split (the raw checks run before these)."""
-    builder = rlds.open_builder(str(directory))
+    builder = builder_dir.open_builder(str(directory))
     skipped = SkippedEpisodes()
     dataset = standardized_trajectories(
         builder, get_dataset_spec("bridge_dataset"), "train", ("primary",),

@@ -13,7 +13,7 @@ import shutil
 import numpy as np
 import pytest
 
-from octo_like.data import rlds, synthetic
+from octo_like.data import builder_dir, rlds, synthetic
 from octo_like.data.config import CameraTransform, DataConfig, DatasetSource, FrameTransformConfig
 from octo_like.data.episode_files import EpisodeError, read_episode, write_episode_file
 from octo_like.data.pipeline import make_pipeline
@@ -206,7 +206,7 @@ def _copy(root: pathlib.Path, tmp_path: pathlib.Path) -> pathlib.Path:
 
 
 def _read_all(directory) -> int:
-    builder = rlds.open_builder(str(directory))
+    builder = builder_dir.open_builder(str(directory))
     return sum(1 for _ in rlds.read_episodes(builder, "train", shuffle_files=False))
 
 
@@ -219,7 +219,7 @@ def test_a_dataset_info_listing_no_shard_is_named_with_the_file(root, tmp_path):
     (copy / "dataset_info.json").write_text(json.dumps(info))
     for shard in copy.glob("toy_good-train.tfrecord-*"):
         shard.unlink()
-    with pytest.raises(rlds.DatasetMetadataError) as error:
+    with pytest.raises(builder_dir.DatasetMetadataError) as error:
         _read_all(copy)
     message = str(error.value)
     assert "dataset 'toy_good'" in message and str(copy / "dataset_info.json") in message
@@ -232,7 +232,7 @@ def test_a_shard_file_dataset_info_does_not_list_is_named(root, tmp_path):
     (shard,) = copy.glob("toy_good-train.tfrecord-*")
     extra = copy / "toy_good-train.tfrecord-00001-of-00002"
     shutil.copy(shard, extra)  # e.g. a second shard whose listing was lost
-    with pytest.raises(rlds.DatasetMetadataError) as error:
+    with pytest.raises(builder_dir.DatasetMetadataError) as error:
         _read_all(copy)
     message = str(error.value)
     assert "dataset 'toy_good'" in message and str(extra) in message
@@ -245,7 +245,8 @@ def test_a_dataset_info_listing_no_shard_beside_a_present_shard_names_both(root,
     for split in info["splits"]:
         split["shardLengths"] = []
     (copy / "dataset_info.json").write_text(json.dumps(info))
-    with pytest.raises(rlds.DatasetMetadataError, match=r"toy_good-train\.tfrecord-00000-of-"):
+    shard = r"toy_good-train\.tfrecord-00000-of-"
+    with pytest.raises(builder_dir.DatasetMetadataError, match=shard):
         _read_all(copy)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from octo_like.data import content_key, rlds
+from octo_like.data import builder_dir, content_key
 from octo_like.data.config import DataConfig, DatasetSource
 from octo_like.data.oxe.registry import get_dataset_spec
 from octo_like.data.prepare import prepare_dataset, statistics_fingerprint_for
@@ -52,7 +52,7 @@ def bridge_copy(bridge_dir, tmp_path) -> pathlib.Path:
 
 
 def fingerprint(directory) -> str:
-    builder = rlds.open_builder(str(directory))
+    builder = builder_dir.open_builder(str(directory))
     return statistics_fingerprint_for(builder, get_dataset_spec("bridge_dataset"), "train")
 
 

@@ -22,7 +22,7 @@ import pytest
 import tensorflow as tf
 
 from octo_like import storage
-from octo_like.data import rlds
+from octo_like.data import builder_dir, rlds
 from octo_like.data.episode_files import EpisodeError, read_episode, write_episode_file
 from octo_like.data.raw_episodes import convert_episodes
 from octo_like.data.statistics import compute_statistics
@@ -67,7 +67,7 @@ def flip_bytes(directory: pathlib.Path, record: int = 5) -> int:
 READ_SCRIPT = textwrap.dedent(
     """
     import json, sys
-    from octo_like.data import rlds
+    from octo_like.data import builder_dir
     from octo_like.data.config import DataConfig, DatasetSource
     from octo_like.data.oxe.registry import get_dataset_spec
     from octo_like.data.pipeline import make_pipeline
@@ -79,7 +79,7 @@ READ_SCRIPT = textwrap.dedent(
     try:
         skipped = SkippedEpisodes()
         trajectories = standardized_trajectories(
-            rlds.open_builder(directory), get_dataset_spec("bridge_dataset"), "train",
+            builder_dir.open_builder(directory), get_dataset_spec("bridge_dataset"), "train",
             ("primary",), skip_bad_episodes=skip, skipped=skipped,
         )
         with data_errors():
@@ -147,7 +147,7 @@ def test_a_damaged_shard_is_named_or_skipped_and_counted_never_a_busy_loop(
 
 
 def test_an_intact_shard_reads_every_record_in_each_process_part(bridge_dir):
-    builder = rlds.open_builder(bridge_dir)
+    builder = builder_dir.open_builder(bridge_dir)
     parts = [
         [
             e["tfds_id"].decode()
@@ -181,13 +181,13 @@ def test_metadata_reads_on_urls_are_retried_on_transient_errors(bridge_dir, monk
         monkeypatch.setattr(storage, "RETRY_DELAYS_S", (0.0, 0.0, 0.0))
         for name in failures:
             monkeypatch.setattr(tf.io.gfile, name, failing(name))
-        builder = rlds.open_builder(root)
+        builder = builder_dir.open_builder(root)
         assert failures == {"exists": 0, "GFile": 0}
         assert builder.info.name == "bridge_dataset"
         assert len(list(rlds.read_episodes(builder, "val", shuffle_files=False))) == 25
         failures["exists"] = 10  # more than the retries: the error comes through
         with pytest.raises(tf.errors.UnavailableError):
-            rlds.open_builder(root)
+            builder_dir.open_builder(root)
     finally:
         monkeypatch.undo()
         memory_fs.clear("ram://corrupt-shards-retry")
@@ -198,23 +198,23 @@ def test_a_truncated_dataset_info_json_is_named(bridge_dir, tmp_path):
     directory = copied_bridge(bridge_dir, tmp_path)
     info = directory / "dataset_info.json"
     info.write_bytes(info.read_bytes()[:200])
-    with pytest.raises(rlds.DatasetMetadataError) as error:
-        rlds.open_builder(str(directory))
+    with pytest.raises(builder_dir.DatasetMetadataError) as error:
+        builder_dir.open_builder(str(directory))
     message = str(error.value)
     assert message.startswith(f"dataset 'bridge_dataset': {info} is not valid JSON")
-    with pytest.raises(rlds.DatasetMetadataError, match="is not valid JSON"):
-        rlds.open_source(str(tmp_path / "data"), "bridge_dataset")
+    with pytest.raises(builder_dir.DatasetMetadataError, match="is not valid JSON"):
+        builder_dir.open_source(str(tmp_path / "data"), "bridge_dataset")
 
 
 def test_a_missing_or_truncated_features_json_is_named(bridge_dir, tmp_path):
     directory = copied_bridge(bridge_dir, tmp_path)
     features = directory / "features.json"
     features.write_text(features.read_text()[:100])
-    with pytest.raises(rlds.DatasetMetadataError, match=f"{features} is not valid JSON"):
-        rlds.open_builder(str(directory))
+    with pytest.raises(builder_dir.DatasetMetadataError, match=f"{features} is not valid JSON"):
+        builder_dir.open_builder(str(directory))
     features.unlink()
-    with pytest.raises(rlds.DatasetMetadataError) as error:
-        rlds.open_source(str(tmp_path / "data"), "bridge_dataset")
+    with pytest.raises(builder_dir.DatasetMetadataError) as error:
+        builder_dir.open_source(str(tmp_path / "data"), "bridge_dataset")
     assert str(error.value).startswith(f"dataset 'bridge_dataset': {features} is missing")
 
 
@@ -224,10 +224,10 @@ def test_a_missing_shard_is_named(bridge_dir, tmp_path):
     directory = copied_bridge(bridge_dir, tmp_path)
     (directory / SHARD).unlink()
     with pytest.raises(FileNotFoundError, match=f"shard {directory / SHARD} .* is missing"):
-        split_content_key(rlds.open_builder(str(directory)), "train")
+        split_content_key(builder_dir.open_builder(str(directory)), "train")
     # the reader itself: read lazily and repeated, the empty shard list spun at 100% CPU
-    with pytest.raises(rlds.DatasetMetadataError, match=r"1 shard file\(s\) .* missing"):
-        rlds.read_episodes(rlds.open_builder(str(directory)), "train")
+    with pytest.raises(builder_dir.DatasetMetadataError, match=r"1 shard file\(s\) .* missing"):
+        rlds.read_episodes(builder_dir.open_builder(str(directory)), "train")
 
 
 # ------------------------------------------------------------------------------- (d) converter

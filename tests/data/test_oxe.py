@@ -28,12 +28,12 @@ from octo_like.data.oxe import (
     DatasetSpec,
     StandardizationError,
     UnknownNameError,
+    action_families,
     get_dataset_spec,
     resolve_mix,
     standardize_trajectory,
     standardizer_for,
 )
-from octo_like.data.oxe import standardize as std
 from tests.data.oxe_cases import (
     CASES,
     EXT,
@@ -134,7 +134,7 @@ def test_standardize_each_dataset(name):
         images = out["observation"][key]
         assert images.shape == (length,) and images[0][:2] == b"\xff\xd8"  # still JPEG bytes
     if spec.language_key is not None:
-        language = std.get_path(out, spec.language_key)
+        language = action_families.get_path(out, spec.language_key)
         assert language.shape == (length,) and isinstance(language[0], bytes)
 
 
@@ -151,7 +151,7 @@ def test_rt1_dict_action_keeps_layout():
 
 
 def test_relative_gripper_initial_state():
-    to_absolute = std.gripper_relative_to_absolute
+    to_absolute = action_families.gripper_relative_to_absolute
     np.testing.assert_array_equal(to_absolute(tf.zeros([3])), [1, 1, 1])  # no command: open
     np.testing.assert_array_equal(to_absolute(tf.constant([0.0, -1.0, 0.0])), [0, 1, 1])
     np.testing.assert_array_equal(to_absolute(tf.zeros([0])), np.zeros([0]))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from octo_like.data import rlds
+from octo_like.data import builder_dir, rlds
 from octo_like.data.config import (
     CameraTransform,
     DataConfig,
@@ -178,7 +178,7 @@ def test_balance_by_size_weights_by_transitions(synthetic_root, stats_dir):
 
 @pytest.mark.parametrize("count", [2, 3])
 def test_process_shards_are_disjoint_and_cover_the_split(bridge_dir, count):
-    builder = rlds.open_builder(bridge_dir)
+    builder = builder_dir.open_builder(bridge_dir)
     spec_config = single_dataset_config(bridge_dir, "bridge_dataset")
     from octo_like.data.oxe.registry import get_dataset_spec
 
@@ -241,7 +241,7 @@ def test_a_zero_length_episode_is_dropped_without_tf_datas_graph_optimizations(
     source = DatasetSource("toy_zero", synthetic_root)
     skipped = SkippedEpisodes()
     trajectories = standardized_trajectories(
-        rlds.open_source(source.location, source.name), toy_spec("toy_zero"), source.split,
+        builder_dir.open_source(source.location, source.name), toy_spec("toy_zero"), source.split,
         tuple(SMALL_CAMERAS), skip_bad_episodes=skip_bad_episodes, skipped=skipped,
     ).dataset  # fmt: skip
     options = tf.data.Options()

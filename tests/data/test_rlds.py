@@ -6,34 +6,35 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from octo_like.data import rlds, synthetic
+from octo_like.data import builder_dir, rlds, synthetic
 from octo_like.data.dataset import Parallelism, TrajectoryDataset, element_seeds
 from tests.data.conftest import TOY_SCHEMA
 
 
 def test_open_builder_from_directory_and_by_name(synthetic_root, bridge_dir):
-    assert rlds.open_builder(bridge_dir).info.name == "bridge_dataset"
-    by_name = rlds.open_builder("toy_a", data_dir=synthetic_root)
+    assert builder_dir.open_builder(bridge_dir).info.name == "bridge_dataset"
+    by_name = builder_dir.open_builder("toy_a", data_dir=synthetic_root)
     assert by_name.info.name == "toy_a"
-    assert str(rlds.open_builder("toy_a:1.0.0", data_dir=synthetic_root).info.version) == "1.0.0"
-    assert rlds.open_source(synthetic_root, "toy_b").info.name == "toy_b"
+    pinned = builder_dir.open_builder("toy_a:1.0.0", data_dir=synthetic_root)
+    assert str(pinned.info.version) == "1.0.0"
+    assert builder_dir.open_source(synthetic_root, "toy_b").info.name == "toy_b"
 
 
 def test_open_builder_unknown_name_lists_close_names(synthetic_root):
     with pytest.raises(FileNotFoundError, match="close names: toy_a"):
-        rlds.open_builder("toy_aa", data_dir=synthetic_root)
+        builder_dir.open_builder("toy_aa", data_dir=synthetic_root)
     with pytest.raises(FileNotFoundError, match="no data_dir"):
-        rlds.open_builder("toy_a")
+        builder_dir.open_builder("toy_a")
 
 
 def test_unknown_split_is_named(synthetic_root):
-    builder = rlds.open_builder("toy_b", data_dir=synthetic_root)
+    builder = builder_dir.open_builder("toy_b", data_dir=synthetic_root)
     with pytest.raises(ValueError, match=r"no split 'validation'.*\['train'\]"):
         rlds.read_episodes(builder, "validation")
 
 
 def test_images_stay_encoded_and_episodes_become_trajectories(bridge_dir):
-    builder = rlds.open_builder(bridge_dir)
+    builder = builder_dir.open_builder(bridge_dir)
     traj = next(iter(rlds.read_episodes(builder, "train", shuffle_files=False)))
     assert sorted(traj["observation"]) == ["image_0", "image_1", "image_2", "image_3", "state"]
     assert traj["observation"]["image_0"].numpy()[0].startswith(b"\xff\xd8")  # JPEG bytes
@@ -46,7 +47,7 @@ def test_images_stay_encoded_and_episodes_become_trajectories(bridge_dir):
 
 
 def test_zero_length_episode_gives_an_empty_trajectory(synthetic_root):
-    builder = rlds.open_builder("toy_zero", data_dir=synthetic_root)
+    builder = builder_dir.open_builder("toy_zero", data_dir=synthetic_root)
     episodes = rlds.read_episodes(builder, "train", shuffle_files=False)
     lengths = sorted(int(t["action"].shape[0]) for t in episodes)
     assert lengths == [0, 6, 6, 6]
@@ -54,7 +55,7 @@ def test_zero_length_episode_gives_an_empty_trajectory(synthetic_root):
 
 def test_synthetic_writer_is_deterministic_and_applies_overrides(tmp_path):
     def read(root, name):
-        builder = rlds.open_builder(name, data_dir=root)
+        builder = builder_dir.open_builder(name, data_dir=root)
         episodes = rlds.read_episodes(builder, "train", shuffle_files=False)
         return [t["action"].numpy() for t in episodes]
 

@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from octo_like.data import prepare, rlds, splits, synthetic
+from octo_like.data import builder_dir, prepare, rlds, splits, synthetic
 from octo_like.data.config import DataConfig, DatasetSource, FrameTransformConfig
 from octo_like.data.frame_transforms import CameraTransform
 from octo_like.data.oxe.spec import ActionEncoding, DatasetSpec
@@ -91,7 +91,7 @@ def episodes_read(builder, split: str) -> set[int]:
 
 
 def test_split_names_cover_slices_unions_and_all(datasets):
-    builder = rlds.open_source(datasets[WITH_VAL][0], WITH_VAL)
+    builder = builder_dir.open_source(datasets[WITH_VAL][0], WITH_VAL)
     assert splits.split_names(builder, "train[:95%]") == ["train"]
     assert splits.split_names(builder, "all") == ["train", "val"]
     assert splits.split_names(builder, "val+train[:50%]") == ["val", "train"]
@@ -99,13 +99,13 @@ def test_split_names_cover_slices_unions_and_all(datasets):
 
 
 def test_a_dataset_with_a_val_split_validates_on_it(datasets):
-    builder = rlds.open_source(datasets[WITH_VAL][0], WITH_VAL)
+    builder = builder_dir.open_source(datasets[WITH_VAL][0], WITH_VAL)
     assert splits.holdout_splits(builder, "train") == ("train", "val")
     assert episodes_read(builder, "val") == {6, 7}  # numbered after train's 0..5
 
 
 def test_without_val_the_last_5_percent_of_train_is_held_out_disjointly(datasets):
-    builder = rlds.open_source(datasets[ONLY_TRAIN][0], ONLY_TRAIN)
+    builder = builder_dir.open_source(datasets[ONLY_TRAIN][0], ONLY_TRAIN)
     train, val = splits.holdout_splits(builder, "train")
     assert (train, val) == ("train[:95%]", "train[95%:]")
     trained, held_out = episodes_read(builder, train), episodes_read(builder, val)
@@ -114,7 +114,7 @@ def test_without_val_the_last_5_percent_of_train_is_held_out_disjointly(datasets
 
 
 def test_holdout_refuses_a_sliced_split_and_a_typo(datasets):
-    builder = rlds.open_source(datasets[ONLY_TRAIN][0], ONLY_TRAIN)
+    builder = builder_dir.open_source(datasets[ONLY_TRAIN][0], ONLY_TRAIN)
     with pytest.raises(ValueError, match=r"'train\[:50%\]' is not a plain split name"):
         splits.holdout_splits(builder, "train[:50%]")
     with pytest.raises(ValueError, match=rf"{ONLY_TRAIN!r} has no split 'trian'.*\['train'\]"):
@@ -148,7 +148,7 @@ def test_statistics_over_all_splits_are_those_of_every_episode_and_cached_apart(
 
     # Two cache entries, one per split; each read back as its own.
     assert len([f for f in os.listdir(cache) if f.endswith(".json")]) == 2
-    builder = rlds.open_source(location, WITH_VAL)
+    builder = builder_dir.open_source(location, WITH_VAL)
     assert prepare.statistics_fingerprint_for(
         builder, SPECS[WITH_VAL], "all"
     ) != prepare.statistics_fingerprint_for(builder, SPECS[WITH_VAL], "train")

@@ -12,7 +12,7 @@ import pytest
 from tensorflow_datasets.core.utils import shard_utils
 
 from octo_like.data import rlds_writer as rw
-from octo_like.data.rlds import open_source
+from octo_like.data.builder_dir import open_source
 from octo_like.envs.demo_subsets import demo_splits, episode_tasks, plan_splits, split_of
 
 NAME = "metaworld_default"

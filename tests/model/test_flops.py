@@ -126,7 +126,7 @@ def test_stem_count_agrees_with_xla_for_each_patch_size(patch):
     from flax import nnx
 
     from octo_like.model.flops import _stem_forward
-    from octo_like.model.tokenizers.image import SmallStem16
+    from octo_like.model.tokenizers.stems import SmallStem16
 
     stem = SmallStem16(6, num_features=64, patch_size=patch, rngs=nnx.Rngs(0))
     graph, state = nnx.split(stem)

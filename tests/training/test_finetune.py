@@ -42,6 +42,7 @@ from octo_like.training.finetune import (
 from octo_like.training.finetune_config import parse_finetune_config
 from octo_like.training.optimizer import OptimizerConfig, make_optimizer
 from octo_like.training.step import TrainState, make_steps
+from tests.training.robots import write_robot_dataset
 from tests.xla_flags import xla_flags
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -301,21 +302,9 @@ MODES = (("full", "language"), ("head_only", "multimodal"), ("head_mlp_only", "g
 def write_new_robot(data_dir: str) -> str:
     """Cameras `front` (-> primary, 64x64) and `side` (a camera the pretrained model never saw),
     3-dim joint proprio, 5-dim actions around OFFSET plus a binary gripper."""
-    from octo_like.data.rlds_writer import RldsSchema, image, tensor, text
-    from octo_like.data.synthetic import write_rlds_dataset
-
-    def offset_actions(split, index, episode):
-        action = episode["steps"]["action"]
-        action[:, :4] = OFFSET + 0.5 * action[:, :4]
-        action[:, 4] = np.arange(len(action)) < len(action) // 2
-
-    schema = RldsSchema(
-        observation={"front": image(64, 64), "side": image(32, 32), "joints": tensor((3,))},
-        step={"action": tensor((5,)), "language_instruction": text()},
-    )
-    return write_rlds_dataset(
-        data_dir, NEW_ROBOT, schema, episodes={"train": 6, "val": 2}, episode_length=(12, 20),
-        override=offset_actions,
+    return write_robot_dataset(
+        data_dir, NEW_ROBOT, cameras={"front": (64, 64), "side": (32, 32)}, proprio_dim=3,
+        offset=OFFSET, gripper=True, episodes={"train": 6, "val": 2}, episode_length=(12, 20),
     )  # fmt: skip
 
 

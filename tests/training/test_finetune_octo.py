@@ -15,6 +15,7 @@ from configs import finetune_octo
 from octo_like.model.base_checkpoint import flat_params
 from octo_like.model.octo_import.convert import convert_octo
 from octo_like.model.octo_model import OctoModel
+from tests.training.robots import write_robot_dataset
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "..", "fixtures", "octo15")
 ROBOT = "aloha_like"
@@ -25,20 +26,9 @@ OFFSET = np.linspace(-3.0, 3.0, A).astype(np.float32)
 def write_robot(data_dir: str) -> str:
     """`top` (the pretrained primary camera's size, 32 px) and `side` (new), 14-dim joints and
     14-dim actions around OFFSET."""
-    from octo_like.data.rlds_writer import RldsSchema, image, tensor, text
-    from octo_like.data.synthetic import write_rlds_dataset
-
-    def offset_actions(split, index, episode):
-        action = episode["steps"]["action"]
-        action[:] = OFFSET + 0.5 * action
-
-    schema = RldsSchema(
-        observation={"top": image(32, 32), "side": image(32, 32), "joints": tensor((A,))},
-        step={"action": tensor((A,)), "language_instruction": text()},
-    )
-    return write_rlds_dataset(
-        data_dir, ROBOT, schema, episodes={"train": 4, "val": 1}, episode_length=(12, 16),
-        override=offset_actions,
+    return write_robot_dataset(
+        data_dir, ROBOT, cameras={"top": (32, 32), "side": (32, 32)}, proprio_dim=A,
+        offset=OFFSET, gripper=False, episodes={"train": 4, "val": 1}, episode_length=(12, 16),
     )  # fmt: skip
 
 

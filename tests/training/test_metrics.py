@@ -19,13 +19,13 @@ from octo_like.training.metrics import (
     MetricWriter,
     MultiWriter,
     NullWriter,
-    Progress,
     TensorBoardWriter,
     WandbWriter,
     check_finite,
     make_writers,
     read_jsonl,
 )
+from octo_like.training.progress import Progress
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "scripts"))
 

@@ -17,7 +17,7 @@ from octo_like.model.config import (
     ProprioTokenizerConfig,
 )
 from octo_like.model.language.testing import write_tiny_t5_checkpoint
-from octo_like.model.octo_model import tokenize_tasks
+from octo_like.model.model_inputs import tokenize_tasks
 from octo_like.model.testing import host_initialized_model
 from octo_like.training.optimizer import OptimizerConfig, loop_learning_rate, make_optimizer
 from octo_like.training.step import TrainState, make_steps

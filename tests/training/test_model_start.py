@@ -18,8 +18,7 @@ from octo_like.model.octo_model import OctoModel
 from octo_like.training import model_start, run_data, sharding
 from octo_like.training.abstract_inputs import abstract_batch
 from octo_like.training.config import parse_train_config
-from octo_like.training.loop import InitialModel
-from octo_like.training.model_start import start_model
+from octo_like.training.model_start import InitialModel, start_model
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 

@@ -15,7 +15,8 @@ import pytest
 from configs import finetune, finetune_octo
 from octo_like.data import rlds
 from octo_like.data.pipeline import make_pipeline
-from octo_like.training import loop, run_data
+from octo_like.training import evaluation, run_data
+from octo_like.training.evaluation import evaluate_held_out
 from tests.data.test_splits import ONLY_TRAIN, WITH_VAL, data_config, episode_of, write
 
 
@@ -30,7 +31,7 @@ def datasets(tmp_path_factory) -> dict:
 
 
 def run_config(datasets: dict, name: str, val_split: str, **data):
-    """What `run_splits` and the loop's `_evaluate` read of a `TrainConfig`."""
+    """What `run_splits` and `evaluate_held_out` reads of a `TrainConfig`."""
     config = data_config(name, datasets[name], datasets["stats"], **data)
     return types.SimpleNamespace(val_split=val_split, data=config, eval_batches=100)
 
@@ -44,7 +45,7 @@ def evaluated_episodes(config, splits: run_data.RunSplits, prepared) -> tuple[se
         return {"loss": np.float32(1.0)}
 
     held_out = splits.held_out(prepared)
-    metrics = loop._evaluate(eval_step, None, config.data, rlds.ProcessShard(), held_out,
+    metrics = evaluate_held_out(eval_step, None, config.data, rlds.ProcessShard(), held_out,
                              config, lambda batch: batch)  # fmt: skip
     return seen, metrics
 
@@ -102,7 +103,7 @@ def test_the_default_still_skips_validation_without_a_val_split(datasets, caplog
     prepared = run_data.prepare_datasets(config, splits.sources)
     assert prepared[0].statistics.num_trajectories == 20  # the training split: all of train
     assert trained_episodes(config, prepared) == set(range(20))
-    with caplog.at_level(logging.WARNING, logger=loop.__name__):
+    with caplog.at_level(logging.WARNING, logger=evaluation.__name__):
         seen, metrics = evaluated_episodes(config, splits, prepared)
     assert (seen, metrics) == (set(), {})
     assert f"no validation: dataset {ONLY_TRAIN!r} has no split 'val'" in caplog.text

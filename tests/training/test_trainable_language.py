@@ -20,7 +20,7 @@ import train
 from octo_like.model.config import LanguageConfig
 from octo_like.model.language import SmallTextEncoder, load_t5_encoder
 from octo_like.model.language.testing import write_tiny_t5_checkpoint
-from octo_like.model.octo_model import tokenize_tasks
+from octo_like.model.model_inputs import tokenize_tasks
 from octo_like.training.optimizer import OptimizerConfig, loop_learning_rate, make_optimizer
 from octo_like.training.step import TrainState, make_steps
 from tests.inference import conftest as tiny

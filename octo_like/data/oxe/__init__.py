@@ -13,7 +13,7 @@ _EXPORTS = {
     "DatasetSpec": "spec",
     "UnknownNameError": "spec",
     "STANDARDIZERS": "standardize",
-    "StandardizationError": "standardize",
+    "StandardizationError": "action_families",
     "check_standardized": "standardize",
     "standardize_trajectory": "standardize",
     "standardizer_for": "standardize",

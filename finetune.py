@@ -13,7 +13,7 @@ Rerunning a command on an existing workdir resumes it, as with train.py; the res
 from __future__ import annotations
 
 from octo_like.host import lean_tensorflow, prefer_cpu_without_accelerators
-from octo_like.training.entry_point import run_and_report, run_training_command_line
+from octo_like.training.run.entry_point import run_and_report, run_training_command_line
 
 lean_tensorflow()  # before anything imports TensorFlow
 prefer_cpu_without_accelerators()  # before JAX starts: no TPU runtime probe on a laptop
@@ -36,12 +36,12 @@ def main(
 
     tf.config.set_visible_devices([], "GPU")  # tf.data only: keep accelerators for JAX
 
-    from octo_like.training import distributed
     from octo_like.training.config import distributed_config
-    from octo_like.training.finetune import PretrainedInitializer
-    from octo_like.training.finetune_config import parse_finetune_config
-    from octo_like.training.loop import run
-    from octo_like.training.train_program import optimizer_config
+    from octo_like.training.finetuning.finetune import PretrainedInitializer
+    from octo_like.training.finetuning.finetune_config import parse_finetune_config
+    from octo_like.training.parallel import distributed
+    from octo_like.training.run.loop import run
+    from octo_like.training.run.train_program import optimizer_config
 
     # Multi-host first: reading the pretrained checkpoint's config already starts JAX.
     distributed.initialize(distributed_config(config))

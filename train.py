@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 
 from octo_like.host import lean_tensorflow, prefer_cpu_without_accelerators
-from octo_like.training.entry_point import run_and_report, run_training_command_line
+from octo_like.training.run.entry_point import run_and_report, run_training_command_line
 
 lean_tensorflow()  # before anything imports TensorFlow
 prefer_cpu_without_accelerators()  # before JAX starts: no TPU runtime probe on a laptop
@@ -31,9 +31,9 @@ def main(config, workdir: str, *, overwrite: bool = False, stop_at_step: int | N
 
     tf.config.set_visible_devices([], "GPU")  # tf.data only: keep accelerators for JAX
 
-    from octo_like.training import distributed
     from octo_like.training.config import parse_train_config
-    from octo_like.training.loop import run
+    from octo_like.training.parallel import distributed
+    from octo_like.training.run.loop import run
 
     typed = parse_train_config(config, workdir, generated=simulated_datasets)
     distributed.initialize(typed.distributed)

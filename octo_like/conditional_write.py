@@ -1,8 +1,8 @@
 """Conditional writes: create a file only if it is absent, replace or delete it only if it is
-unchanged since it was read. What a lease needs (training/workdir_lock.py): of two runs that
-take it at the same moment, exactly one may win, and a run that lost it may not write it back.
-"Check, then write" cannot promise that: with 50 ms of store latency two runs started 10 ms
-apart both saw no lease and both wrote one (issue 40).
+unchanged since it was read. What a lease needs (training/checkpoints/workdir_lock.py): of
+two runs that take it at the same moment, exactly one may win, and a run that lost it may not
+write it back. "Check, then write" cannot promise that: with 50 ms of store latency two runs
+started 10 ms apart both saw no lease and both wrote one (issue 40).
 
 Every read returns the file's bytes with a *version token* (an opaque string); a replace or
 delete names the token it expects and fails (returns None / False) when the file changed.

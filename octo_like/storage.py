@@ -22,7 +22,7 @@ from typing import IO, TypeVar
 from etils import epath
 
 # Schemes orbax/TensorStore write natively (besides local paths); any other URL scheme is
-# staged locally by the checkpointer (see training/checkpoint_staging.py).
+# staged locally by the checkpointer (see training/checkpoints/checkpoint_staging.py).
 ORBAX_SCHEMES = ("gs://",)
 
 # Errors an object store raises for a moment (a dropped connection, a 503, a timeout) rather

@@ -8,7 +8,7 @@ diffusion head) is saved, then fine-tuned through the same pieces `finetune.py` 
 `PretrainedInitializer` hook (weights reused, mode's frozen patterns), `make_optimizer` and the
 loop's `make_steps` train step, jitted with the state donated. Timing excludes compilation.
 Prints one line per (size, mode) and, last, a JSON list. The logic lives in
-`octo_like.training.finetune_benchmark`, where tests import it.
+`octo_like.training.benchmarks.finetune_benchmark`, where tests import it.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def main(argv=None) -> list[dict]:
     """One line per (size, mode), then the JSON list; returns the rows."""
     args = parse_args(argv)
     # Imported here, after parsing: flags and --help need neither JAX nor TensorFlow.
-    from octo_like.training.finetune_benchmark import FinetuneBenchmarkOptions, run
+    from octo_like.training.benchmarks.finetune_benchmark import FinetuneBenchmarkOptions, run
 
     options = FinetuneBenchmarkOptions(
         **{

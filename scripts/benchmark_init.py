@@ -21,7 +21,11 @@ from flax import nnx
 
 from octo_like.model import octo_model
 from octo_like.model.random_draws import draw_together
-from octo_like.training.model_benchmark import ModelBenchmarkOptions, example_batch, model_config
+from octo_like.training.benchmarks.model_benchmark import (
+    ModelBenchmarkOptions,
+    example_batch,
+    model_config,
+)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -17,13 +17,13 @@ The script also prints XLA's own count (`cost_analysis`) and their ratio: with a
 other than `lean` (whose `lax.map` body XLA counts once) they should agree within ~10%.
 
 `--trace_dir` traces a few more steps and prints device time by category (matmul, attention,
-convolution, elementwise, copy) and the top kernels (`octo_like.training.trace_summary`);
+convolution, elementwise, copy) and the top kernels (`octo_like.training.benchmarks.trace_summary`);
 `--matmul_ceiling` times the transformer's own matrix shapes alone, the speed the vendor GEMMs
 reach on this chip, which bounds what any step built from them can reach.
 
 Steps are timed back to back (dispatch overlapping the device, as in training) after `--warmup`
 steps. Prints a summary and, as its last line, one JSON object. The logic lives in
-`octo_like.training.model_benchmark`, where tests import it.
+`octo_like.training.benchmarks.model_benchmark`, where tests import it.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def parse_args(argv=None):
 def main(argv=None) -> dict:
     """Prints a summary and, last, the JSON line; returns its object."""
     # Imported here, after parsing: flags and --help need neither JAX nor TensorFlow.
-    from octo_like.training.model_benchmark import ModelBenchmarkOptions, run
+    from octo_like.training.benchmarks.model_benchmark import ModelBenchmarkOptions, run
 
     return run(ModelBenchmarkOptions(**vars(parse_args(argv))))
 

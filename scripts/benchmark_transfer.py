@@ -39,7 +39,7 @@ when it finishes, with the command that made it, so an interrupted benchmark res
 stopped (delete a file to redo that arm); one made by another command is refused, not reused.
 Arms run in this process, one at a time, through the entry points' own command-line parsers:
 the commands logged are the ones a user would run. The logic is
-`octo_like.envs.transfer_benchmark` (flags and run), `transfer_arms`, `demo_subsets`,
+`octo_like.envs.transfer.transfer_benchmark` (flags and run), `transfer_arms`, `demo_subsets`,
 `transfer_scope` (leak checks), `transfer_summary` and `transfer_report`; this file hands it
 the entry points it trains with (train.py, finetune.py).
 """
@@ -58,7 +58,7 @@ if REPO not in sys.path:  # train.py, finetune.py
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from octo_like.envs.transfer_benchmark import parse_args as parse
+    from octo_like.envs.transfer.transfer_benchmark import parse_args as parse
 
     return parse(argv, description=__doc__.split("\n")[0])
 
@@ -67,7 +67,7 @@ def entry_points():
     """The programs the pretraining and every arm run through, as a user would run them."""
     import finetune
     import train
-    from octo_like.envs.transfer_scope import EntryPoints
+    from octo_like.envs.transfer.transfer_scope import EntryPoints
 
     return EntryPoints(os.path.join(REPO, "configs"), train, finetune)
 
@@ -75,7 +75,7 @@ def entry_points():
 def main(argv=None) -> list[dict]:
     """Runs the benchmark; returns the report's summary rows (the last line printed is JSON)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    from octo_like.envs.transfer_benchmark import run
+    from octo_like.envs.transfer.transfer_benchmark import run
 
     return run(parse_args(argv), entry_points())
 

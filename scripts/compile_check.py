@@ -15,7 +15,7 @@ the compile time, what to change when it does not fit, then one JSON line. Exit 
 it fits, 3 when it does not, 2 for a bad config or topology. Needs libtpu
 (``pip install -e ".[tpu]"``; `make test` installs it). `scripts/launch.py tpu-vm|gke` runs
 it for the slice before launching. On a machine without TPU chips libtpu is told it runs on one
-host of its own (octo_like/training/libtpu_host.py), so it does not warn about the TPU VM it is
+host of its own (octo_like/training/pods/libtpu_host.py), so it does not warn about the TPU VM it is
 not; its errors are printed as before.
 """
 
@@ -79,7 +79,7 @@ def typed_config(train_args: list[str]):
 def main(argv: list[str] | None = None) -> dict:
     args, train_args = parse_args(argv)
     from octo_like.config.typed import ConfigError
-    from octo_like.training.compile_check import compile_train_step, format_report
+    from octo_like.training.pods.compile_check import compile_train_step, format_report
 
     try:
         config = typed_config(train_args)
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     # Process-wide, so here: what libtpu would otherwise warn it cannot find on a CPU host.
-    from octo_like.training.libtpu_host import cpu_host_environment, host_has_tpu_chips
+    from octo_like.training.pods.libtpu_host import cpu_host_environment, host_has_tpu_chips
 
     os.environ.update(cpu_host_environment(os.environ, host_has_tpu_chips()))
     outcome = main()

@@ -13,7 +13,7 @@ import argparse
 import math
 import os
 
-from octo_like.training.metrics import METRICS_FILE, read_jsonl
+from octo_like.training.run.metrics import METRICS_FILE, read_jsonl
 
 MAX_PANELS = 12
 

@@ -62,7 +62,7 @@ def read_arms(folders) -> list[dict]:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    from octo_like.envs.transfer_offline import correlation_text, offline_correlations
+    from octo_like.envs.transfer.transfer_offline import correlation_text, offline_correlations
 
     arms = read_arms(args.folders)
     groups = {"all arms": arms}

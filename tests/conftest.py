@@ -28,7 +28,7 @@ def pytest_configure(config):
     import tensorflow as tf
     import tensorflow_datasets as tfds
 
-    from octo_like.training.profiling import enable_compilation_cache
+    from octo_like.training.run.profiling import enable_compilation_cache
     from tests import xla_cache
 
     tf.config.set_visible_devices([], "GPU")
@@ -68,7 +68,7 @@ def _session_compilation_cache(monkeypatch):
     that test's directory. Runs that name a directory (or "" for none) keep their setting;
     after each test the worker's cache is the session's again.
     """
-    from octo_like.training import loop, profiling
+    from octo_like.training.run import loop, profiling
     from tests import xla_cache
 
     session = xla_cache.directory()

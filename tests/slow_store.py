@@ -170,7 +170,7 @@ def race(
     latency_s: float = LATENCY_S,
     stagger_s: float = 0.01,
     scheme: str = SCHEME,
-    lock_module: str = "octo_like.training.workdir_lock",
+    lock_module: str = "octo_like.training.checkpoints.workdir_lock",
 ) -> list[list[str]]:
     """Per trial, each contender's outcome ("won", "refused: <message>" or "error: ..."):
     `contenders` processes (spawned once, no jax) take the lease of a fresh workdir under the

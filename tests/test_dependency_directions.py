@@ -7,6 +7,13 @@ inside functions count too.
     training -> data, model
     envs, inference -> anything below
 
+Within training/ and envs/ the rooms (sub-packages, issue 71) import only down their order:
+
+    training:  optim, parallel, checkpoints, {config, run}, {finetuning, pods}, benchmarks
+    envs:      the simulator, demonstrations and evaluation (envs/*.py), transfer/
+
+and every module of training/ but config.py sits in a room.
+
 Entry points (train.py, finetune.py, scripts/) sit on top and may import the package and the
 tests' helpers (the failure drill, the soak), but never one another across scripts/: a script is
 thin and its logic lives where tests import it. Nothing under octo_like/ imports what sits on top
@@ -74,6 +81,85 @@ def test_layers_import_only_downwards(layer):
         if layer_of(target) in FORBIDDEN[layer]
     ]
     assert offenders == [], "\n".join(offenders)
+
+
+# Each layer's rooms, lowest first; rooms in one tuple may import each other (config.py holds the
+# typed config of the run's parts, and the run reads it). A module directly in the layer's folder
+# belongs to the room named by its stem, or to "" (envs' simulator modules).
+ROOM_ORDER = {
+    "training": (("optim",), ("parallel",), ("checkpoints",), ("config", "run"),
+                 ("finetuning", "pods"), ("benchmarks",)),
+    "envs": (("",), ("transfer",)),
+}  # fmt: skip
+
+
+def room_of(module: str) -> tuple[str, str] | None:
+    """(layer, room) of an ``octo_like.<layer>.<room>...`` module, for layers with rooms."""
+    parts = module.split(".")
+    if len(parts) < 3 or parts[1] not in ROOM_ORDER:
+        return None
+    rooms = {r for level in ROOM_ORDER[parts[1]] for r in level}
+    return parts[1], parts[2] if parts[2] in rooms else ""
+
+
+def room_level(layer: str, room: str) -> int:
+    return next(i for i, level in enumerate(ROOM_ORDER[layer]) if room in level)
+
+
+def rooms_importing_upwards(modules: dict[str, pathlib.Path]) -> list[str]:
+    """``module imports target`` for each import of a higher room of the same layer."""
+    offenders = []
+    for name, path in modules.items():
+        home = room_of(name)
+        if home is None:
+            continue
+        for target in sorted(project_imports(path)):
+            there = room_of(target)
+            if there and there[0] == home[0] and room_level(*there) > room_level(*home):
+                offenders.append(f"{name} imports {target}")
+    return offenders
+
+
+def test_rooms_import_only_down_their_order():
+    offenders = rooms_importing_upwards(MODULES)
+    assert offenders == [], "\n".join(offenders)
+
+
+def test_every_training_module_sits_in_a_room():
+    """training/ once held 32 modules side by side; a new one goes into the room of its purpose."""
+    loose = [
+        p.name for p in (PACKAGE / "training").glob("*.py") if p.stem not in ("__init__", "config")
+    ]
+    assert loose == []
+    for room in (r for level in ROOM_ORDER["training"] for r in level if r != "config"):
+        docstring = ast.get_docstring(
+            ast.parse((PACKAGE / "training" / room / "__init__.py").read_text())
+        )
+        assert docstring, f"training/{room}/__init__.py says what the room is for"
+
+
+def test_the_room_rule_catches_an_import_back_up(tmp_path):
+    """The optimizer reaching for fine-tuning (lazily), and the simulator for the transfer
+    benchmark, beside imports down the order and within one level."""
+    probes = {
+        "octo_like.training.optim.masks": (
+            "def f():\n    from octo_like.training.finetuning import finetune\n"
+        ),
+        "octo_like.training.run.loop": "from octo_like.training.checkpoints import checkpoint\n",
+        "octo_like.training.config": "from octo_like.training.run import profiling\n",
+        "octo_like.envs.evaluation": "from octo_like.envs.transfer.plan import Arm\n",
+        "octo_like.envs.transfer.plan": "from octo_like.envs import tasks\n",
+    }
+    modules = {}
+    for name, source in probes.items():
+        modules[name] = tmp_path / f"{name}.py"
+        modules[name].write_text(source)
+    assert rooms_importing_upwards(modules) == [
+        "octo_like.training.optim.masks imports octo_like.training.finetuning",
+        "octo_like.training.optim.masks imports octo_like.training.finetuning.finetune",
+        "octo_like.envs.evaluation imports octo_like.envs.transfer.plan",
+        "octo_like.envs.evaluation imports octo_like.envs.transfer.plan.Arm",
+    ]
 
 
 @pytest.mark.parametrize("neutral", NEUTRAL)

@@ -24,7 +24,7 @@ from octo_like.model.language.tokenizer import TextTokenizer
 from octo_like.model.octo_model import OctoModel
 from octo_like.model.octo_module import OctoModule
 from octo_like.training.config import parse_train_config
-from octo_like.training.finetune_config import parse_finetune_config
+from octo_like.training.finetuning.finetune_config import parse_finetune_config
 from tests.documented import DATA_GUIDE, DOCUMENTS, REPO, documented_commands, fenced_block
 
 SOURCES = (

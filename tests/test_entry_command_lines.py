@@ -84,7 +84,7 @@ def test_a_workdir_in_use_is_one_line_not_a_traceback(tmp_path):
     import fcntl
     import json
 
-    from octo_like.training.workdir_lock import LOCK_FILE
+    from octo_like.training.checkpoints.workdir_lock import LOCK_FILE
 
     workdir = tmp_path / "run"
     workdir.mkdir()

@@ -10,7 +10,7 @@ Per action dim and overall, in the dataset's units:
   is constant): near 0 with a small ``predicted_std`` is the hovering policy again, near 0 with a
   large one a policy acting at random;
 * for 7-dim ``eef_pos`` actions (xyz delta, rotation, gripper last), Octo's ``xyz_angle``,
-  ``xyz_accuracy`` and ``gripping_accuracy`` (`octo_like.training.action_metrics`, Octo's
+  ``xyz_accuracy`` and ``gripping_accuracy`` (`octo_like.training.run.action_metrics`, Octo's
   definitions, on unnormalized actions as Octo scores them), the whole episode taken as one
   chunk: a step near a gripper change is one within 3 steps of it, as Octo's trajectory scoring.
 """
@@ -43,7 +43,7 @@ def octo_metrics(
     predicted: np.ndarray, recorded: np.ndarray, dataset: str, encoding: str
 ) -> tuple[dict[str, Any] | None, str | None]:
     """(Octo's xyz / gripper metrics with the steps they count, None) or (None, why not)."""
-    from octo_like.training.action_metrics import ActionLayout, layout_problem, metric_sums
+    from octo_like.training.run.action_metrics import ActionLayout, layout_problem, metric_sums
 
     problem = layout_problem(recorded.shape[-1], {dataset: encoding}, {})
     if problem is not None:

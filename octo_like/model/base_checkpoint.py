@@ -11,7 +11,7 @@ parameters, and a ``base_params`` JSON item says where the rest comes from::
 `OctoModel.load_pretrained` sees the item, loads the base (which may itself be such a
 checkpoint) and fills the listed paths from it; a base that was moved fails with its path in the
 error, a base whose listed parameters changed fails on the fingerprint. Paths are the
-slash-joined parameter paths of `octo_like.training.masks` (``head/network/proj_in/kernel``).
+slash-joined parameter paths of `octo_like.training.optim.masks` (``head/network/proj_in/kernel``).
 """
 
 from __future__ import annotations

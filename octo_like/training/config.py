@@ -11,12 +11,12 @@ from octo_like.data import synthetic
 from octo_like.data.config import DataConfig, DatasetSource
 from octo_like.data.generated import GeneratedDatasetsFactory
 from octo_like.model.config import ModelConfig
-from octo_like.training.checkpoint import CheckpointConfig
-from octo_like.training.distributed import DistributedConfig
-from octo_like.training.optimizer import OptimizerConfig
-from octo_like.training.profiling import parse_profile_steps
-from octo_like.training.runtime import PLATFORMS
-from octo_like.training.sharding import MeshConfig
+from octo_like.training.checkpoints.checkpoint import CheckpointConfig
+from octo_like.training.optim.optimizer import OptimizerConfig
+from octo_like.training.parallel.distributed import DistributedConfig
+from octo_like.training.parallel.runtime import PLATFORMS
+from octo_like.training.parallel.sharding import MeshConfig
+from octo_like.training.run.profiling import parse_profile_steps
 
 SYNTHETIC = "synthetic"
 # Mixes of simulated datasets that are collected into `simulation.cache_dir` on first use when
@@ -151,7 +151,7 @@ class TrainConfig:
     # "tpu" / "gpu" / "cpu": fail at start-up unless JAX runs there ("" accepts any).
     platform: str = ""
     # Action chunks sampled per held-out state at each evaluation, scored with Octo's metrics
-    # (training/action_metrics.py) beside the loss; 0: loss only. Octo samples 8.
+    # (training/run/action_metrics.py) beside the loss; 0: loss only. Octo samples 8.
     eval_action_samples: int = 8
 
     @property

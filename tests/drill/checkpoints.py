@@ -23,7 +23,7 @@ def _training_checkpoint(ctx):
     from flax import nnx
 
     from octo_like.model.octo_model import OctoModel
-    from octo_like.training.checkpoint import CheckpointConfig, Checkpointer
+    from octo_like.training.checkpoints.checkpoint import CheckpointConfig, Checkpointer
 
     model = OctoModel.load_pretrained(str(ctx.checkpoint))
     params = nnx.state(model.module, nnx.Param).to_pure_dict()
@@ -185,7 +185,7 @@ def kill_after_save(ctx):
     import sys
 
     sys.path.insert(0, str(REPO))
-    from octo_like.training.checkpoint import CheckpointConfig, Checkpointer
+    from octo_like.training.checkpoints.checkpoint import CheckpointConfig, Checkpointer
     from tests.training import test_crash_resume as t
 
     directory = ctx.tmp / "ckpts"

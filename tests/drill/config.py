@@ -38,7 +38,7 @@ _bad_flag("config-string-for-int", "--config.num_steps=many", r"num_steps|many")
 def two_runs(ctx):
     """A second train.py on a workdir held by a running one is refused by name."""
     hold = (
-        "import sys, time\nfrom octo_like.training.workdir_lock import WorkdirLock\n"
+        "import sys, time\nfrom octo_like.training.checkpoints.workdir_lock import WorkdirLock\n"
         "with WorkdirLock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(300)\n"
     )
     (ctx.tmp / "run").mkdir()

@@ -49,7 +49,7 @@ def unread_wrist_and_state(ctx):
     fine-tuned from a model that reads one camera and no proprio. The run must name both keys
     with the override that adds them (a WARNING before training), not train without them."""
     import finetune
-    from octo_like.training.finetune_config import parse_finetune_config
+    from octo_like.training.finetuning.finetune_config import parse_finetune_config
 
     records: list[str] = []
 

@@ -31,7 +31,7 @@ def race(ctx):
 def restart(ctx):
     """A preempted run's lease, renewed a moment ago: the same job restarted (same run
     identity) takes it over at once instead of waiting out the expiry."""
-    from octo_like.training.workdir_lock import WorkdirInUseError, WorkdirLock
+    from octo_like.training.checkpoints.workdir_lock import WorkdirInUseError, WorkdirLock
     from tests import slow_store
     from tests.training.leases import read_lease, write_lease
 
@@ -52,7 +52,7 @@ def restart(ctx):
 def renewal(ctx):
     """A run whose lease another run took (it came back after being given up for dead) must
     not renew it over the new holder: its renewal is refused naming the new holder."""
-    from octo_like.training.workdir_lock import WorkdirLock
+    from octo_like.training.checkpoints.workdir_lock import WorkdirLock
     from tests import slow_store
     from tests.training.leases import write_lease
 

@@ -145,7 +145,7 @@ _call_case(
 # ------------------------------------------------------------------ runs (item 5)
 @case("lease-renewed-in-the-future", "octo-surfaces")
 def lease_renewed_in_the_future(ctx):
-    from octo_like.training.workdir_lock import WorkdirLock
+    from octo_like.training.checkpoints.workdir_lock import WorkdirLock
     from tests import memory_fs
     from tests.training.leases import write_lease
 
@@ -158,7 +158,7 @@ def lease_renewed_in_the_future(ctx):
         def emit(self, record):
             records.append(record.getMessage())
 
-    logger = logging.getLogger("octo_like.training.workdir_lock")
+    logger = logging.getLogger("octo_like.training.checkpoints.workdir_lock")
     logger.addHandler(Keep())
     try:
         with WorkdirLock(workdir, run_id="drill"):

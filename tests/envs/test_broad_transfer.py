@@ -1,8 +1,8 @@
 """The broad pretraining recipe (`configs/pretrain.py:laptop_broad`) and the transfer benchmark's
 flags end to end at toy scale: numerics and plumbing, not success rates. Pretrains on two
 embodiments with a task family held out, then fine-tunes and evaluates through the benchmark
-(`octo_like.envs.transfer_benchmark`, with scripts/benchmark_transfer.py's entry points) with the
-execution flags every row shares."""
+(`octo_like.envs.transfer.transfer_benchmark`, with scripts/benchmark_transfer.py's entry
+points) with the execution flags every row shares."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import pytest
 
 import train
 from configs import pretrain
-from octo_like.envs import evaluate_cli, transfer_arms, transfer_scope
-from octo_like.envs.transfer_benchmark import parse_args, run
-from octo_like.training.finetune_config import read_pretrained
+from octo_like.envs import evaluate_cli
+from octo_like.envs.transfer import transfer_arms, transfer_scope
+from octo_like.envs.transfer.transfer_benchmark import parse_args, run
+from octo_like.training.finetuning.finetune_config import read_pretrained
 from tests import xla_cache
 from tests.envs.tiny_runs import shrink_to_seconds
 from tests.envs.transfer_scripts import entry_points, load_script

@@ -1,4 +1,4 @@
-"""The demonstrations each arm of a curve trains on (`octo_like.envs.demo_subsets`): split
+"""The demonstrations each arm of a curve trains on (`octo_like.envs.transfer.demo_subsets`): split
 strings that TFDS reads back as exactly the chosen episodes, nested per seed, the same for both
 arms of a seed; checked on a dataset written as the collector writes one (no simulator)."""
 
@@ -13,7 +13,7 @@ from tensorflow_datasets.core.utils import shard_utils
 
 from octo_like.data import rlds_writer as rw
 from octo_like.data.builder_dir import open_source
-from octo_like.envs.demo_subsets import demo_splits, episode_tasks, plan_splits, split_of
+from octo_like.envs.transfer.demo_subsets import demo_splits, episode_tasks, plan_splits, split_of
 
 NAME = "metaworld_default"
 COLLECTED = 20  # per task: 60 episodes in 3 shards of 20, more than TFDS interleaves per block

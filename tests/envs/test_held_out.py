@@ -16,7 +16,7 @@ from octo_like.envs.tasks import (
     family_of,
     pretraining_tasks,
 )
-from octo_like.envs.transfer import OWN_TASKS, Target, check_held_out, plan
+from octo_like.envs.transfer.plan import OWN_TASKS, Target, check_held_out, plan
 from octo_like.training.config import SimulationDataConfig
 
 

@@ -1,11 +1,11 @@
-"""Paired-seed arithmetic of the demonstration-count curve (`octo_like.envs.paired`), against
-hand-computed values and the published t table."""
+"""Paired-seed arithmetic of the demonstration-count curve
+(`octo_like.envs.transfer.paired`), against hand-computed values and the published t table."""
 
 from __future__ import annotations
 
 import pytest
 
-from octo_like.envs.paired import (
+from octo_like.envs.transfer.paired import (
     BOOTSTRAP_MIN_SEEDS,
     check_provenance,
     nested_demo_subsets,

@@ -1,12 +1,13 @@
-"""Where a benchmark result was made (`octo_like.envs.provenance`): the commit of the code that
-ran, dirty or not, and the CPU model with the numbers that tell its generations apart."""
+"""Where a benchmark result was made (`octo_like.envs.transfer.provenance`): the commit of
+the code that ran, dirty or not, and the CPU model with the numbers that tell its generations
+apart."""
 
 from __future__ import annotations
 
 import subprocess
 
-from octo_like.envs import provenance
-from octo_like.training.runtime import cpu_model
+from octo_like.envs.transfer import provenance
+from octo_like.training.parallel.runtime import cpu_model
 
 
 def git(path, *argv):

@@ -361,7 +361,7 @@ def tiny_checkpoint(tmp_path_factory):
 
 @pytest.mark.slow
 def test_closed_loop_success_is_logged_during_training(tiny_checkpoint):
-    from octo_like.training.metrics import read_jsonl
+    from octo_like.training.run.metrics import read_jsonl
 
     run = pathlib.Path(tiny_checkpoint).parent
     entries = [e for e in read_jsonl(str(run / "metrics.jsonl")) if e.get("split") == "sim"]
@@ -458,9 +458,9 @@ def test_transfer_benchmark_plumbing_on_a_tiny_budget(tiny_checkpoint, tmp_path,
     from flax import nnx
 
     import train
-    from octo_like.envs import transfer_arms, transfer_scope
-    from octo_like.envs.transfer_benchmark import parse_args
-    from octo_like.envs.transfer_benchmark import run as run_benchmark
+    from octo_like.envs.transfer import transfer_arms, transfer_scope
+    from octo_like.envs.transfer.transfer_benchmark import parse_args
+    from octo_like.envs.transfer.transfer_benchmark import run as run_benchmark
     from octo_like.model.base_checkpoint import flat_params
     from octo_like.model.octo_model import OctoModel
     from tests.envs.transfer_scripts import entry_points
@@ -509,7 +509,7 @@ def test_transfer_benchmark_plumbing_on_a_tiny_budget(tiny_checkpoint, tmp_path,
     # A target without @VARIANT runs on the pretraining robot: the checkpoint's own variant.
     import dataclasses
 
-    from octo_like.training import finetune_config
+    from octo_like.training.finetuning import finetune_config
 
     info = finetune_config.read_pretrained(tiny_checkpoint)
     assert info.dataset_names == ("metaworld_default",)

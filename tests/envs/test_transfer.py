@@ -1,4 +1,4 @@
-"""The transfer benchmark's plan and arithmetic (`octo_like.envs.transfer`, `transfer_summary`,
+"""The transfer benchmark's plan and arithmetic (`octo_like.envs.transfer.plan`, `transfer_summary`,
 `transfer_charts`); its plumbing end to end is in test_broad_transfer.py (it needs the
 simulator)."""
 
@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from octo_like.envs.transfer import (
+from octo_like.envs.transfer.plan import (
     Arm,
     ArmResult,
     Recipe,
@@ -18,8 +18,8 @@ from octo_like.envs.transfer import (
     parse_recipes,
     plan,
 )
-from octo_like.envs.transfer_charts import bar_chart, curve_chart
-from octo_like.envs.transfer_summary import json_line, summarize, table, verdict
+from octo_like.envs.transfer.transfer_charts import bar_chart, curve_chart
+from octo_like.envs.transfer.transfer_summary import json_line, summarize, table, verdict
 
 
 def test_targets_parse_and_validate():

@@ -14,11 +14,11 @@ import types
 
 import pytest
 
-from octo_like.envs import transfer_arms
-from octo_like.envs.transfer import Arm, ArmResult, Target
-from octo_like.envs.transfer_benchmark import default_targets, parse_args
-from octo_like.envs.transfer_report import budget_text, execution_text, write_report
-from octo_like.envs.transfer_scope import EntryPoints, PretrainingScope, check_targets
+from octo_like.envs.transfer import transfer_arms
+from octo_like.envs.transfer.plan import Arm, ArmResult, Target
+from octo_like.envs.transfer.transfer_benchmark import default_targets, parse_args
+from octo_like.envs.transfer.transfer_report import budget_text, execution_text, write_report
+from octo_like.envs.transfer.transfer_scope import EntryPoints, PretrainingScope, check_targets
 
 SCRIPTS = pathlib.Path(__file__).resolve().parents[2] / "scripts"
 TARGET = Target("wrist", "wrist", ("reach",))
@@ -394,7 +394,7 @@ def test_reports_of_other_evaluations_of_the_same_arms_sit_beside_the_canonical_
 def test_the_pretrained_fingerprint_names_the_weights_not_their_path(tmp_path):
     import shutil
 
-    from octo_like.training.finetune_config import read_pretrained
+    from octo_like.training.finetuning.finetune_config import read_pretrained
     from tests.training.test_finetune import tiny_batch, tiny_config, tiny_model
 
     def fingerprint(path) -> str:

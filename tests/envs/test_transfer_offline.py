@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from octo_like.envs.transfer import Arm, ArmResult, Target
-from octo_like.envs.transfer_offline import offline_at, offline_correlations, spearman
+from octo_like.envs.transfer.plan import Arm, ArmResult, Target
+from octo_like.envs.transfer.transfer_offline import offline_at, offline_correlations, spearman
 
 
 def saved_arm(successes: int, episodes: int = 10, **offline) -> dict:

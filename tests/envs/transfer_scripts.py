@@ -1,6 +1,6 @@
 """The transfer benchmark's two entry scripts, loaded by path (scripts/ is no package), so the
-tests run the package's benchmark (`octo_like.envs.transfer_benchmark`) with the entry points
-the script itself hands it: a wrong wiring in the script fails them too."""
+tests run the package's benchmark (`octo_like.envs.transfer.transfer_benchmark`) with the entry
+points the script itself hands it: a wrong wiring in the script fails them too."""
 
 from __future__ import annotations
 

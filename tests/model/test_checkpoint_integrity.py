@@ -22,7 +22,7 @@ from octo_like.model.checkpoint_integrity import (
     CheckpointCorruptError,
 )
 from octo_like.model.octo_model import OctoModel
-from octo_like.training.checkpoint import CheckpointConfig, Checkpointer
+from octo_like.training.checkpoints.checkpoint import CheckpointConfig, Checkpointer
 from tests.training.test_finetune import readouts, tiny_batch, tiny_config, tiny_model
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "scripts"))
@@ -299,7 +299,7 @@ def test_fine_tuning_from_a_corrupted_checkpoint_is_refused(copy):
     """The fine-tuning initializer loads the base through the same verified path."""
     import jax
 
-    from octo_like.training.finetune import FinetuneSource, PretrainedInitializer
+    from octo_like.training.finetuning.finetune import FinetuneSource, PretrainedInitializer
 
     flip_bytes(chunk_file(copy))
     source = FinetuneSource(str(copy), 3, "full", "language", save_frozen_params=True)

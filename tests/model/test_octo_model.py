@@ -197,7 +197,7 @@ def test_save_and_load_round_trip(model, tmp_path):
 
 def test_load_pretrained_restores_into_given_shardings(model, tmp_path):
     """Parameters land directly in a caller's layout (e.g. FSDP over the run's mesh)."""
-    from octo_like.training import sharding
+    from octo_like.training.parallel import sharding
 
     checkpoint = str(tmp_path / "checkpoints")
     model.save_pretrained(3, checkpoint)

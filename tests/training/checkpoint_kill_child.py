@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from octo_like.model.config import LanguageConfig, ModelConfig
-from octo_like.training.checkpoint import CheckpointConfig, Checkpointer
+from octo_like.training.checkpoints.checkpoint import CheckpointConfig, Checkpointer
 
 
 def state_at(step: int) -> dict:

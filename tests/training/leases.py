@@ -8,7 +8,7 @@ import json
 import time
 
 from octo_like import conditional_write, storage
-from octo_like.training.workdir_lock import LEASE_FILE
+from octo_like.training.checkpoints.workdir_lock import LEASE_FILE
 
 
 def read_lease(workdir: str) -> dict:

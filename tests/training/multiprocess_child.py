@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from octo_like.training import distributed, sharding
+from octo_like.training.parallel import distributed, sharding
 
 GLOBAL_BATCH = 16
 FEATURES, OUTPUTS = 8, 4

@@ -21,11 +21,11 @@ from octo_like.model.base_checkpoint import fill, flat_params
 from octo_like.model.octo_import.convert import read_octo_params
 from octo_like.model.octo_import.params import flatten, target_path
 from octo_like.model.octo_model import OctoModel
-from octo_like.training import sharding
-from octo_like.training.finetune import PretrainedInitializer
-from octo_like.training.finetune_config import parse_finetune_config
-from octo_like.training.optimizer import make_optimizer
-from octo_like.training.train_program import build_program, optimizer_config
+from octo_like.training.finetuning.finetune import PretrainedInitializer
+from octo_like.training.finetuning.finetune_config import parse_finetune_config
+from octo_like.training.optim.optimizer import make_optimizer
+from octo_like.training.parallel import sharding
+from octo_like.training.run.train_program import build_program, optimizer_config
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "..", "fixtures", "octo15")
 STEPS = 3

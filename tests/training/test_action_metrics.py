@@ -1,4 +1,4 @@
-"""Octo's sampled-action metrics (octo_like/training/action_metrics.py) on hand-computed
+"""Octo's sampled-action metrics (octo_like/training/run/action_metrics.py) on hand-computed
 chunks: values, masks of padded steps and dims (a NaN there never reaches a metric), the
 gripper-change window against Octo's own rule, and the layouts they are skipped for."""
 
@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from octo_like.training.action_metrics import ActionLayout, layout_problem, metric_sums, pooled
+from octo_like.training.run.action_metrics import ActionLayout, layout_problem, metric_sums, pooled
 
 NAN = float("nan")
 

@@ -9,8 +9,8 @@ import pathlib
 import numpy as np
 import pytest
 
-from octo_like.training import finetune_benchmark, model_benchmark
-from octo_like.training.finetune import MODES
+from octo_like.training.benchmarks import finetune_benchmark, model_benchmark
+from octo_like.training.finetuning.finetune import MODES
 
 SCRIPTS = pathlib.Path(__file__).resolve().parents[2] / "scripts"
 

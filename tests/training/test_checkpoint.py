@@ -23,7 +23,7 @@ from jax.sharding import PartitionSpec as P
 from octo_like.model.config import HeadConfig, LanguageConfig, ModelConfig, ProprioTokenizerConfig
 from octo_like.model.language.testing import write_tiny_t5_checkpoint
 from octo_like.model.octo_model import OctoModel
-from octo_like.training.checkpoint import (
+from octo_like.training.checkpoints.checkpoint import (
     CheckpointConfig,
     Checkpointer,
     CheckpointSaveError,
@@ -303,7 +303,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 port, pid, directory = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=pid)
 from octo_like.model.config import LanguageConfig, ModelConfig
-from octo_like.training.checkpoint import CheckpointConfig, Checkpointer
+from octo_like.training.checkpoints.checkpoint import CheckpointConfig, Checkpointer
 
 mesh = jax.make_mesh((2,), ("data",))
 values = {"step": np.array(2, np.int32), "w": np.arange(16, dtype=np.float32).reshape(8, 2)}
@@ -413,7 +413,10 @@ def test_staging_directories_of_killed_runs_are_removed_at_the_next_start(tmp_pa
     named with its size."""
     import subprocess
 
-    from octo_like.training.checkpoint_staging import STAGING_PREFIX, remove_stale_staging
+    from octo_like.training.checkpoints.checkpoint_staging import (
+        STAGING_PREFIX,
+        remove_stale_staging,
+    )
 
     dead = subprocess.Popen(["true"])
     dead.wait()

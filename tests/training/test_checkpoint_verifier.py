@@ -27,7 +27,7 @@ from octo_like.model.checkpoint_integrity import (
     CheckpointCorruptError,
 )
 from octo_like.model.octo_model import OctoModel
-from octo_like.training.checkpoint import CheckpointConfig, Checkpointer
+from octo_like.training.checkpoints.checkpoint import CheckpointConfig, Checkpointer
 from tests.conftest import REPO
 from tests.training.test_train import debug_config
 

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from octo_like.training.progress import Progress
+from octo_like.training.run.progress import Progress
 from tests import xla_cache
 from tests.conftest import REPO
 

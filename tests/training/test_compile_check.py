@@ -19,9 +19,11 @@ from flax import nnx
 import train
 from octo_like.model.config import ImageTokenizerConfig, LanguageConfig, ModelConfig
 from octo_like.model.octo_module import OctoModule
-from octo_like.training import compile_check, distributed, libtpu_host, run_data
-from octo_like.training.abstract_inputs import abstract_batch
 from octo_like.training.config import parse_train_config
+from octo_like.training.parallel import distributed
+from octo_like.training.pods import compile_check, libtpu_host
+from octo_like.training.run import run_data
+from octo_like.training.run.abstract_inputs import abstract_batch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "scripts"))
 

@@ -15,7 +15,7 @@ import pytest
 
 from octo_like.model.checkpoint_integrity import CHECKSUMS_FILE
 from octo_like.model.checkpoint_layout import FINALIZED_MARKER
-from octo_like.training.checkpoint import CheckpointConfig, Checkpointer
+from octo_like.training.checkpoints.checkpoint import CheckpointConfig, Checkpointer
 from tests.conftest import REPO
 from tests.training.checkpoint_kill_child import state_at
 

@@ -11,14 +11,14 @@ import uuid
 
 import pytest
 
-from octo_like.training.checkpoint import CheckpointConfig, Checkpointer
+from octo_like.training.checkpoints.checkpoint import CheckpointConfig, Checkpointer
 from tests.conftest import REPO
 from tests.training.checkpoint_kill_child import state_at
 
 SAVE_UNTIL_FULL = """
 import sys
 from octo_like.host import exit_at_once_on
-from octo_like.training.checkpoint import CheckpointSaveError
+from octo_like.training.checkpoints.checkpoint import CheckpointSaveError
 from tests.training.checkpoint_kill_child import main
 with exit_at_once_on(CheckpointSaveError):  # as train.py and finetune.py run
     main(sys.argv[1])
@@ -49,7 +49,8 @@ def test_a_full_disk_is_named_and_the_process_exits_cleanly(small_disk):
     )  # fmt: skip
     assert child.returncode != 0
     last = child.stderr.strip().splitlines()[-1]
-    assert last.startswith("octo_like.training.checkpoint.CheckpointSaveError: saving checkpoint")
+    error = "octo_like.training.checkpoints.checkpoint.CheckpointSaveError"
+    assert last.startswith(f"{error}: saving checkpoint")
     assert "the disk is full (" in last and "MiB free" in last and "rerun the same command" in last
     assert "ImportError" not in child.stderr
     # the named error alone: no traceback, no orbax write errors, no closed-loop reports

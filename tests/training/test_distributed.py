@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from octo_like.data.rlds import ProcessShard
-from octo_like.training import distributed, sharding
+from octo_like.training.parallel import distributed, sharding
 from tests.conftest import REPO
 from tests.training import multiprocess_child
 from tests.xla_flags import xla_flags

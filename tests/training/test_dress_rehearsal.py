@@ -37,7 +37,7 @@ from scipy import stats as scipy_stats
 
 from octo_like.data.oxe.mixes import MIXES
 from octo_like.model.language.testing import write_tiny_t5_checkpoint
-from octo_like.training.metrics import read_jsonl
+from octo_like.training.run.metrics import read_jsonl
 from tests.data.oxe_cases import write_mix_datasets
 from tests.xla_flags import xla_flags
 

@@ -32,16 +32,16 @@ from octo_like.model.config import (
     ProprioTokenizerConfig,
 )
 from octo_like.model.octo_model import OctoModel, merge_lora
-from octo_like.training import masks
-from octo_like.training.finetune import (
+from octo_like.training.finetuning.finetune import (
     frozen_by_mode,
     prefix_patterns,
     reusable_from_scratch,
     reuse_parameters,
 )
-from octo_like.training.finetune_config import parse_finetune_config
-from octo_like.training.optimizer import OptimizerConfig, make_optimizer
-from octo_like.training.step import TrainState, make_steps
+from octo_like.training.finetuning.finetune_config import parse_finetune_config
+from octo_like.training.optim import masks
+from octo_like.training.optim.optimizer import OptimizerConfig, make_optimizer
+from octo_like.training.run.step import TrainState, make_steps
 from tests.training.robots import write_robot_dataset
 from tests.xla_flags import xla_flags
 

@@ -18,13 +18,13 @@ import finetune
 from octo_like.config.typed import ConfigError
 from octo_like.model.config import LanguageConfig
 from octo_like.model.language.testing import write_tiny_t5_checkpoint
-from octo_like.training.finetune import PretrainedInitializer
-from octo_like.training.finetune_config import parse_finetune_config
-from octo_like.training.finetune_inputs import unread_inputs
+from octo_like.training.finetuning.finetune import PretrainedInitializer
+from octo_like.training.finetuning.finetune_config import parse_finetune_config
+from octo_like.training.finetuning.finetune_inputs import unread_inputs
 from tests.documented import DATA_GUIDE, REPO, documented_commands, fenced_block
 from tests.training.test_finetune import tiny_batch, tiny_config, tiny_model
 
-WARNING_LOGGER = "octo_like.training.finetune_config"
+WARNING_LOGGER = "octo_like.training.finetuning.finetune_config"
 
 CONFIG_FILE = """
 from configs import finetune

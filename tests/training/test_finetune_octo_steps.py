@@ -45,7 +45,7 @@ import pytest
 
 from octo_like.model.octo_import.convert import convert_octo, read_octo_params
 from octo_like.model.octo_import.params import flatten, target_path
-from octo_like.training import masks
+from octo_like.training.optim import masks
 from tests.training import octo_replay as replay
 from tests.training.octo_replay import RECIPES, STEPS
 
@@ -235,7 +235,7 @@ def test_mean_pooling_instead_of_octos_attention_pooling_breaks_the_equality(pre
 
 def test_the_model_changes_against_the_pretrained_config_are_logged(pretrained, caplog):
     """As Octo's check_config_diff: the run names every model key it changes."""
-    caplog.set_level("INFO", logger="octo_like.training.finetune_config")
+    caplog.set_level("INFO", logger="octo_like.training.finetuning.finetune_config")
     replay.recipe_config(RECIPES["example02"], pretrained)
     messages = [r.getMessage() for r in caplog.records]
     (message,) = [m for m in messages if "differs from the pretrained" in m]

@@ -15,8 +15,8 @@ from octo_like.data.config import DataConfig, DatasetSource
 from octo_like.data.oxe.spec import DatasetSpec
 from octo_like.model.octo_model import OctoModel, action_statistics_entry
 from octo_like.normalization import DatasetStatistics
-from octo_like.training.finetune import _check_reinitialize, reuse_parameters
-from octo_like.training.finetune_config import parse_finetune_config
+from octo_like.training.finetuning.finetune import _check_reinitialize, reuse_parameters
+from octo_like.training.finetuning.finetune_config import parse_finetune_config
 from tests.training.test_finetune import NEW_ROBOT, tiny_batch, tiny_config, write_new_robot
 
 MASK = (True,) * 4 + (False,)
@@ -175,8 +175,8 @@ def test_statistics_the_checkpoint_cannot_supply_as_asked_are_refused(tmp_path):
 def test_a_reinitialized_head_starts_from_the_new_models_draw(tmp_path):
     """Through the fine-tuning initializer: with ``^head/`` the head equals a fresh model's of
     the same seed, and the trunk the pretrained one's."""
-    from octo_like.training.finetune import FinetuneSource, PretrainedInitializer
-    from octo_like.training.finetune_config import read_pretrained
+    from octo_like.training.finetuning.finetune import FinetuneSource, PretrainedInitializer
+    from octo_like.training.finetuning.finetune_config import read_pretrained
 
     pretrained = save_checkpoint(tmp_path, {})
     info = read_pretrained(pretrained)

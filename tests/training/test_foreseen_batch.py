@@ -19,8 +19,8 @@ from octo_like.data.pipeline import make_pipeline
 from octo_like.data.prepare import prepare_datasets
 from octo_like.data.rlds import ProcessShard
 from octo_like.model.octo_model import _text_tokenizer
-from octo_like.training import run_data
 from octo_like.training.config import parse_train_config
+from octo_like.training.run import run_data
 from tests.data.oxe_cases import write_mix_datasets
 
 # Proprio widths 4, 2, none and 6 after standardization; actions are 7-wide in all.

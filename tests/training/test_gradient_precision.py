@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from octo_like.training.compile_check import compile_train_step
+from octo_like.training.pods.compile_check import compile_train_step
 from tests.training.test_compile_check import _typed
 
 BF16 = ("--config.model.dtype=bfloat16", "--config.data.batch_size=16")
@@ -68,9 +68,10 @@ def test_master_weights_and_optimizer_state_are_float32(tmp_path):
 
     from octo_like.model.input_spec import spec_from_batch
     from octo_like.model.octo_module import OctoModule
-    from octo_like.training import compile_check, sharding
-    from octo_like.training.abstract_inputs import abstract_batch
-    from octo_like.training.train_program import build_program
+    from octo_like.training.parallel import sharding
+    from octo_like.training.pods import compile_check
+    from octo_like.training.run.abstract_inputs import abstract_batch
+    from octo_like.training.run.train_program import build_program
 
     config = _typed("laptop", str(tmp_path / "run"), *BF16)
     batch = abstract_batch(config)
@@ -94,7 +95,7 @@ def test_master_weights_and_optimizer_state_are_float32(tmp_path):
 def test_collectives_are_read_from_sync_async_and_tuple_instructions():
     """`hlo_collectives` reads every kind, sync and ``-start`` forms (once, not again at
     ``-done``), one entry per array of a tuple, bytes from the result shapes."""
-    from octo_like.training.hlo_collectives import collectives, summarize
+    from octo_like.training.pods.hlo_collectives import collectives, summarize
 
     gradient = 'metadata={op_name="jit(train_step)/transpose(jvp())/dot_general"}'
     hlo = "\n".join([

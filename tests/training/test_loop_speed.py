@@ -13,11 +13,11 @@ import jax
 import pytest
 
 import train
-from octo_like.training.checkpoint import Checkpointer
+from octo_like.training.checkpoints.checkpoint import Checkpointer
 from octo_like.training.config import parse_train_config
-from octo_like.training.metrics import read_jsonl
-from octo_like.training.prefetch import DevicePrefetcher
-from octo_like.training.profiling import ProfileWindow, cache_directory, parse_profile_steps
+from octo_like.training.run.metrics import read_jsonl
+from octo_like.training.run.prefetch import DevicePrefetcher
+from octo_like.training.run.profiling import ProfileWindow, cache_directory, parse_profile_steps
 from tests.training.test_train import debug_config
 
 
@@ -163,7 +163,7 @@ def shared_data(tmp_path_factory) -> str:
 
 
 def test_the_runtime_line_names_the_host_cpus_a_speed_depends_on(monkeypatch):
-    from octo_like.training import runtime
+    from octo_like.training.parallel import runtime
 
     monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: {0, 1, 5})
     host = runtime.describe_host_cpus()
@@ -177,7 +177,7 @@ def test_the_run_seed_decides_the_data_stream_not_only_the_initializers(
 ):
     """Two fine-tuning seeds from one checkpoint (nothing new to initialize) were bit-identical
     runs: the pipeline was seeded by data.seed alone (found by the issue-33 benchmark)."""
-    from octo_like.training import pipeline_thread, run_data
+    from octo_like.training.run import pipeline_thread, run_data
 
     seeds = []
     real = pipeline_thread.make_pipeline  # the training pipeline is built in its own thread

@@ -13,8 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from octo_like.training import metrics
-from octo_like.training.metrics import (
+from octo_like.training.run import metrics
+from octo_like.training.run.metrics import (
     JsonlWriter,
     MetricWriter,
     MultiWriter,
@@ -25,7 +25,7 @@ from octo_like.training.metrics import (
     make_writers,
     read_jsonl,
 )
-from octo_like.training.progress import Progress
+from octo_like.training.run.progress import Progress
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "scripts"))
 

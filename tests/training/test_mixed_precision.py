@@ -19,8 +19,8 @@ from octo_like.model.config import (
 from octo_like.model.language.testing import write_tiny_t5_checkpoint
 from octo_like.model.model_inputs import tokenize_tasks
 from octo_like.model.testing import host_initialized_model
-from octo_like.training.optimizer import OptimizerConfig, loop_learning_rate, make_optimizer
-from octo_like.training.step import TrainState, make_steps
+from octo_like.training.optim.optimizer import OptimizerConfig, loop_learning_rate, make_optimizer
+from octo_like.training.run.step import TrainState, make_steps
 from tests.jaxprs import equations
 
 B, W, H, A, P = 4, 2, 4, 3, 5

@@ -1,5 +1,5 @@
 """A fresh model's train step is compiled from the module's shapes beside its initialization
-(octo_like/training/model_start.py): the program is the one its initialized weights compile
+(octo_like/training/run/model_start.py): the program is the one its initialized weights compile
 to, and a module holding arrays besides its weights waits for them."""
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ from flax import nnx
 import train
 from octo_like.model import one_shot
 from octo_like.model.octo_model import OctoModel
-from octo_like.training import model_start, run_data, sharding
-from octo_like.training.abstract_inputs import abstract_batch
 from octo_like.training.config import parse_train_config
-from octo_like.training.model_start import InitialModel, start_model
+from octo_like.training.parallel import sharding
+from octo_like.training.run import model_start, run_data
+from octo_like.training.run.abstract_inputs import abstract_batch
+from octo_like.training.run.model_start import InitialModel, start_model
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 

@@ -13,8 +13,8 @@ import optax
 import pytest
 from flax import nnx
 
-from octo_like.training import masks
-from octo_like.training.optimizer import (
+from octo_like.training.optim import masks
+from octo_like.training.optim.optimizer import (
     OptimizerConfig,
     loop_learning_rate,
     make_optimizer,

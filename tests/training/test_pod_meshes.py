@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 
 from configs import pretrain
-from octo_like.training.compile_check import topology_devices
-from octo_like.training.distributed import batch_shards
-from octo_like.training.sharding import (
+from octo_like.training.parallel.distributed import batch_shards
+from octo_like.training.parallel.sharding import (
     MeshConfig,
     batch_sharding,
     describe_mesh,
     device_array,
     make_mesh,
 )
+from octo_like.training.pods.compile_check import topology_devices
 
 V4_128 = topology_devices("v4:4x4x4")  # 64 chips (megacore: one device per chip), 16 hosts
 V5E_256 = topology_devices("v5e:16x16")  # 256 chips, 64 hosts

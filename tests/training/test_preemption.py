@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import signal
 
-from octo_like.training.preemption import PreemptionWatch
+from octo_like.training.run.preemption import PreemptionWatch
 
 
 def test_sigterm_requests_a_stop_and_the_old_handler_returns():

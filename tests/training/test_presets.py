@@ -10,7 +10,7 @@ from octo_like.config.typed import ConfigError
 from octo_like.data.oxe.mixes import resolve_mix
 from octo_like.model.config import OCTO_DIFFUSION_BEHAVIOURS, OCTO_MODEL_BEHAVIOURS, ModelConfig
 from octo_like.training.config import parse_train_config
-from octo_like.training.train_program import FROZEN_LANGUAGE_ENCODER, optimizer_config
+from octo_like.training.run.train_program import FROZEN_LANGUAGE_ENCODER, optimizer_config
 
 
 @pytest.mark.parametrize("preset", ["small,oxe_magic_soup", "base,bridge"])

@@ -15,8 +15,8 @@ import pytest
 
 import train
 from octo_like.training.config import parse_train_config
-from octo_like.training.metrics import read_jsonl
-from octo_like.training.optimizer import OptimizerConfig, loop_learning_rate, schedule_change
+from octo_like.training.optim.optimizer import OptimizerConfig, loop_learning_rate, schedule_change
+from octo_like.training.run.metrics import read_jsonl
 from tests.training.test_train import debug_config, shared_data  # noqa: F401  (fixture)
 
 

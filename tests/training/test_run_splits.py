@@ -15,8 +15,8 @@ import pytest
 from configs import finetune, finetune_octo
 from octo_like.data import rlds
 from octo_like.data.pipeline import make_pipeline
-from octo_like.training import evaluation, run_data
-from octo_like.training.evaluation import evaluate_held_out
+from octo_like.training.run import evaluation, run_data
+from octo_like.training.run.evaluation import evaluate_held_out
 from tests.data.test_splits import ONLY_TRAIN, WITH_VAL, data_config, episode_of, write
 
 

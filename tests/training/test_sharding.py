@@ -11,8 +11,8 @@ from flax import nnx
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from octo_like.training import sharding
-from octo_like.training.sharding import DATA_AXIS, FSDP_AXIS, MeshConfig
+from octo_like.training.parallel import sharding
+from octo_like.training.parallel.sharding import DATA_AXIS, FSDP_AXIS, MeshConfig
 
 CONFIG = MeshConfig(data=2, fsdp=4)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from octo_like.training.config import distributed_config
-from octo_like.training.distributed import check_shared_workdir
+from octo_like.training.parallel.distributed import check_shared_workdir
 from tests.training.test_train import debug_config
 
 

@@ -3,7 +3,7 @@ a run meets them, repeated marks accumulate."""
 
 from __future__ import annotations
 
-from octo_like.training.startup import StartupClock
+from octo_like.training.run.startup import StartupClock
 
 
 def test_phases_add_up_to_the_total_in_run_order():

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from octo_like.training import trace_summary
+from octo_like.training.benchmarks import trace_summary
 
 
 @pytest.mark.parametrize(

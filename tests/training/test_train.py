@@ -22,7 +22,7 @@ from flax import nnx
 import train
 from configs import pretrain
 from octo_like.model.octo_model import OctoModel
-from octo_like.training.metrics import read_jsonl
+from octo_like.training.run.metrics import read_jsonl
 from tests import xla_cache
 from tests.xla_flags import xla_flags
 
@@ -83,7 +83,7 @@ def test_train_two_steps_then_resume_to_four(shared_data, tmp_path, caplog):
         shared_data, str(tmp_path / "stats"), validate=True, tensorboard=True,
         eval_action_samples=2,
     )  # fmt: skip
-    caplog.set_level(logging.INFO, logger="octo_like.training.loop")
+    caplog.set_level(logging.INFO, logger="octo_like.training.run.loop")
     first = train.main(config, workdir, stop_at_step=2)
     assert (first.start_step, first.final_step) == (0, 2)
     assert np.isfinite(first.last_metrics["loss"])
@@ -98,7 +98,7 @@ def test_train_two_steps_then_resume_to_four(shared_data, tmp_path, caplog):
     # batch foreseen from the config and statistics was the pipeline's: compiled once.
     assert fresh["alongside: pipeline build"] > fresh["pipeline build"]
     assert not [r for r in caplog.records if "batch foreseen" in r.getMessage()]
-    # Octo's sampled-action metrics beside the validation loss (training/action_metrics.py),
+    # Octo's sampled-action metrics beside the validation loss (training/run/action_metrics.py),
     # read through the project's reader; off on resume (a runtime key): the loss alone.
     (val,) = [
         e for e in read_jsonl(os.path.join(workdir, "metrics.jsonl")) if e.get("split") == "val"
@@ -144,7 +144,7 @@ def test_a_wrongly_foreseen_batch_is_compiled_again_for_the_pipelines(
 ):
     """Were the batch foreseen from the config and statistics ever not the pipeline's, the run
     says where they differ and builds and compiles for the pipeline's batch: it trains."""
-    from octo_like.training import run_data
+    from octo_like.training.run import run_data
 
     foresee = run_data.foreseen_batch
 
@@ -155,7 +155,7 @@ def test_a_wrongly_foreseen_batch_is_compiled_again_for_the_pipelines(
         return {**batch, "observation": {**batch["observation"], "proprio": wrong}}
 
     monkeypatch.setattr(run_data, "foreseen_batch", wider_proprio)
-    caplog.set_level(logging.INFO, logger="octo_like.training.loop")
+    caplog.set_level(logging.INFO, logger="octo_like.training.run.loop")
     config = debug_config(shared_data, str(tmp_path / "stats"))
     result = train.main(config, str(tmp_path / "run"), stop_at_step=1)
     assert result.final_step == 1 and np.isfinite(result.last_metrics["loss"])
@@ -212,7 +212,7 @@ def test_a_run_that_fails_just_before_its_loop_releases_what_it_opened(
     """What a run opens before its loop (the checkpointer with its absl logging filter, the
     metrics writers, the progress bar, the prefetcher's thread) is released when its start-up
     fails after opening them: here the last thing before the loop fails."""
-    from octo_like.training import loop, metrics
+    from octo_like.training.run import loop, metrics
 
     filters = list(logging.getLogger("absl").filters)
     writers = []
@@ -302,7 +302,7 @@ def test_sigkill_after_a_checkpoint_then_resume_restores_it_bit_for_bit(shared_d
 
 def test_a_frozen_language_encoder_is_frozen_in_the_optimizer(tmp_path):
     from octo_like.training.config import parse_train_config
-    from octo_like.training.train_program import FROZEN_LANGUAGE_ENCODER, optimizer_config
+    from octo_like.training.run.train_program import FROZEN_LANGUAGE_ENCODER, optimizer_config
 
     config = pretrain.get_config("debug")
     config.model.language.encoder = "t5"

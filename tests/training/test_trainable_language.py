@@ -21,8 +21,8 @@ from octo_like.model.config import LanguageConfig
 from octo_like.model.language import SmallTextEncoder, load_t5_encoder
 from octo_like.model.language.testing import write_tiny_t5_checkpoint
 from octo_like.model.model_inputs import tokenize_tasks
-from octo_like.training.optimizer import OptimizerConfig, loop_learning_rate, make_optimizer
-from octo_like.training.step import TrainState, make_steps
+from octo_like.training.optim.optimizer import OptimizerConfig, loop_learning_rate, make_optimizer
+from octo_like.training.run.step import TrainState, make_steps
 from tests.inference import conftest as tiny
 from tests.training.test_train import debug_config
 

@@ -19,7 +19,7 @@ from octo_like.inference.policy import Policy
 from octo_like.model.language.hf_checkpoint import load_t5_encoder
 from octo_like.model.language.testing import write_tiny_t5_checkpoint
 from octo_like.model.octo_model import OctoModel
-from octo_like.training.metrics import read_jsonl
+from octo_like.training.run.metrics import read_jsonl
 from tests import memory_fs
 
 ROOT = "ram://url-workdir"

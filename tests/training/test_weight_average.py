@@ -12,8 +12,8 @@ from flax import nnx
 
 import train
 from octo_like.model.octo_model import OctoModel
-from octo_like.training.optimizer import OptimizerConfig
-from octo_like.training.step import TrainState, ema_decay_at, inference_params, make_steps
+from octo_like.training.optim.optimizer import OptimizerConfig
+from octo_like.training.run.step import TrainState, ema_decay_at, inference_params, make_steps
 from tests.training.test_train import debug_config
 
 TARGET = np.array([3.0, -1.0], np.float32)

@@ -18,8 +18,8 @@ import time
 import pytest
 
 from octo_like import storage
-from octo_like.training import workdir_lock
-from octo_like.training.workdir_lock import (
+from octo_like.training.checkpoints import workdir_lock
+from octo_like.training.checkpoints.workdir_lock import (
     LEASE_FILE,
     LeaseLostError,
     WorkdirInUseError,
@@ -135,7 +135,7 @@ HOLD = """
 import sys, time
 from tests import slow_store
 slow_store.register(0.0)
-from octo_like.training.workdir_lock import WorkdirLock
+from octo_like.training.checkpoints.workdir_lock import WorkdirLock
 with WorkdirLock(sys.argv[1], renew_s=0.1, run_id="job-1"):
     print("held", flush=True)
     for step in range(600):  # a training loop: back in Python between steps

@@ -15,14 +15,14 @@ import pytest
 
 import train
 from octo_like import storage
-from octo_like.training.workdir_lock import LEASE_FILE, WorkdirInUseError, WorkdirLock
+from octo_like.training.checkpoints.workdir_lock import LEASE_FILE, WorkdirInUseError, WorkdirLock
 from tests import memory_fs
 from tests.conftest import REPO
 from tests.training.test_train import debug_config
 
 HOLD = """
 import sys, time
-from octo_like.training.workdir_lock import WorkdirLock
+from octo_like.training.checkpoints.workdir_lock import WorkdirLock
 with WorkdirLock(sys.argv[1]):
     print("held", flush=True)
     time.sleep(600)

@@ -19,36 +19,22 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import convert_raw_episodes  # noqa: E402  (the shared --spec_out / --config_out writing)
+import convert_raw_episodes  # noqa: E402  (the shared flags and --spec_out / --config_out writing)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--source", required=True, help="the LeRobot dataset directory (has meta/)")
-    parser.add_argument("--out", required=True, help="TFDS data root to write NAME/VERSION into")
-    parser.add_argument("--name", required=True, help="dataset name (lower_case_with_digits)")
+    parser = convert_raw_episodes.conversion_parser(
+        __doc__.split("\n")[0], "the LeRobot dataset directory (has meta/)", "episodes"
+    )
     parser.add_argument(
         "--state_keys",
         default=None,
         help="comma-separated float features forming the proprio (default: observation.state)",
     )
     parser.add_argument("--action_key", default="action")
-    parser.add_argument("--val_fraction", type=float, default=0.1)
-    parser.add_argument("--image_encoding", choices=("jpeg", "png"), default="jpeg")
-    parser.add_argument("--version", default="1.0.0")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the train/val split")
     parser.add_argument("--workers", type=int, default=None, help="decoding processes (cores)")
     parser.add_argument("--tolerance_s", type=float, default=1e-4, help="LeRobot's tolerance_s")
-    parser.add_argument("--skip_bad", action="store_true", help="leave out invalid episodes")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing version")
-    parser.add_argument("--spec_out", default=None, help="also write the suggested spec (JSON)")
-    parser.add_argument(
-        "--config_out", default=None, help="also write a fine-tuning config (needs --spec_out)"
-    )
-    args = parser.parse_args(argv)
-    if args.config_out and not args.spec_out:
-        parser.error("--config_out needs --spec_out: the config file reads the spec from there")
-    return args
+    return convert_raw_episodes.parse_conversion_args(parser, argv)
 
 
 def main(argv=None) -> str:

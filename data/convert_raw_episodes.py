@@ -20,16 +20,18 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--source", required=True, help="folder of episode files (recursive)")
+def conversion_parser(description: str, source_help: str, what: str) -> argparse.ArgumentParser:
+    """The flags every converter into RLDS shares (data/convert_lerobot.py adds its own);
+    `what` names the units --skip_bad leaves out."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--source", required=True, help=source_help)
     parser.add_argument("--out", required=True, help="TFDS data root to write NAME/VERSION into")
     parser.add_argument("--name", required=True, help="dataset name (lower_case_with_digits)")
     parser.add_argument("--val_fraction", type=float, default=0.1)
     parser.add_argument("--image_encoding", choices=("jpeg", "png"), default="jpeg")
     parser.add_argument("--version", default="1.0.0")
     parser.add_argument("--seed", type=int, default=0, help="seed of the train/val split")
-    parser.add_argument("--skip_bad", action="store_true", help="leave out invalid files")
+    parser.add_argument("--skip_bad", action="store_true", help=f"leave out invalid {what}")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing version")
     parser.add_argument("--spec_out", default=None, help="also write the suggested spec (JSON)")
     parser.add_argument(
@@ -37,10 +39,21 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=None,
         help="also write a fine-tuning config file reading the spec (needs --spec_out)",
     )
+    return parser
+
+
+def parse_conversion_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.config_out and not args.spec_out:
         parser.error("--config_out needs --spec_out: the config file reads the spec from there")
     return args
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = conversion_parser(
+        __doc__.split("\n")[0], "folder of episode files (recursive)", "files"
+    )
+    return parse_conversion_args(parser, argv)
 
 
 def main(argv=None) -> str:

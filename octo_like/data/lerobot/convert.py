@@ -18,9 +18,10 @@ decodes frames in worker processes, one episode each, on every core.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import multiprocessing
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
@@ -302,7 +303,8 @@ def _decode_in_order(info, episodes: list[_Rows], tolerance_s, workers) -> Itera
     jobs = [_video_jobs(info, e) + _image_jobs(info, e) for e in episodes]
     if workers <= 1 or len(episodes) <= 1:
         for episode, job in zip(episodes, jobs, strict=False):
-            yield episode.ref.label, _decode_named(episode, job, info, tolerance_s)
+            decode = functools.partial(frames.decode_job, job, _by_episode(info), tolerance_s)
+            yield episode.ref.label, _named(episode, decode)
         return
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
@@ -315,21 +317,14 @@ def _decode_in_order(info, episodes: list[_Rows], tolerance_s, workers) -> Itera
                 futures.append(
                     pool.submit(frames.decode_job, jobs[i + ahead], _by_episode(info), tolerance_s)
                 )
-            try:
-                yield episode.ref.label, futures[i].result()
-            except frames.FrameError as error:
-                yield (
-                    episode.ref.label,
-                    EpisodeError(error.path, f"{episode.ref.label}: {error.problem}"),
-                )
-            except EpisodeError as error:
-                yield episode.ref.label, error
+            yield episode.ref.label, _named(episode, futures[i].result)
             futures[i] = None
 
 
-def _decode_named(episode: _Rows, job, info, tolerance_s):
+def _named(episode: _Rows, decode: Callable[[], dict]) -> dict | EpisodeError:
+    """`decode()`'s frames, or its failure as an EpisodeError naming the episode and file."""
     try:
-        return frames.decode_job(job, _by_episode(info), tolerance_s)
+        return decode()
     except frames.FrameError as error:
         return EpisodeError(error.path, f"{episode.ref.label}: {error.problem}")
     except EpisodeError as error:

@@ -47,3 +47,17 @@ def write_robot_dataset(
         data_dir, name, schema, episodes=episodes, episode_length=episode_length,
         override=offset_actions,
     )  # fmt: skip
+
+
+def two_step_run(config, *, stats_dir: str, shuffle_buffer: int) -> None:
+    """A fine-tuning config set to the tests' short run: batch 8 (one example per fake device),
+    2 steps logged each, one checkpoint at the end, no validation, one warm-up step."""
+    config.data.batch_size = 8
+    config.data.shuffle_buffer = shuffle_buffer
+    config.data.statistics_cache_dir = stats_dir
+    config.num_steps = 2
+    config.log_every = 1
+    config.val_split = ""
+    config.checkpoint.save_every = 2
+    config.optimizer.warmup_steps = 1
+    config.tensorboard = False

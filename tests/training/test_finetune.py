@@ -42,7 +42,7 @@ from octo_like.training.finetuning.finetune_config import parse_finetune_config
 from octo_like.training.optim import masks
 from octo_like.training.optim.optimizer import OptimizerConfig, make_optimizer
 from octo_like.training.run.step import TrainState, make_steps
-from tests.training.robots import write_robot_dataset
+from tests.training.robots import two_step_run, write_robot_dataset
 from tests.xla_flags import xla_flags
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -352,15 +352,7 @@ def finetune_config(pretrained: dict, mode: str, task: str):
     config.model.image_tokenizers = (dict(camera="primary"), dict(camera="side"))
     config.model.proprio = dict(mode="linear", num_features=16)
     config.model.action_dim = 5
-    config.data.batch_size = 8
-    config.data.shuffle_buffer = 64
-    config.data.statistics_cache_dir = str(pretrained["root"] / "stats")
-    config.num_steps = 2
-    config.log_every = 1
-    config.val_split = ""
-    config.checkpoint.save_every = 2
-    config.optimizer.warmup_steps = 1
-    config.tensorboard = False
+    two_step_run(config, stats_dir=str(pretrained["root"] / "stats"), shuffle_buffer=64)
     return config
 
 

@@ -15,7 +15,7 @@ from configs import finetune_octo
 from octo_like.model.base_checkpoint import flat_params
 from octo_like.model.octo_import.convert import convert_octo
 from octo_like.model.octo_model import OctoModel
-from tests.training.robots import write_robot_dataset
+from tests.training.robots import two_step_run, write_robot_dataset
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "..", "fixtures", "octo15")
 ROBOT = "aloha_like"
@@ -57,15 +57,7 @@ def octo_example_config(setup: dict):
     config.data.frame.cameras = dict(
         primary=dict(size=None, augment=None), side=dict(size=(32, 32), augment=None)
     )
-    config.data.batch_size = 8  # the tests run with 8 fake devices
-    config.data.shuffle_buffer = 16
-    config.data.statistics_cache_dir = str(setup["root"] / "stats")
-    config.num_steps = 2
-    config.log_every = 1
-    config.val_split = ""
-    config.checkpoint.save_every = 2
-    config.optimizer.warmup_steps = 1
-    config.tensorboard = False
+    two_step_run(config, stats_dir=str(setup["root"] / "stats"), shuffle_buffer=16)
     return config
 
 

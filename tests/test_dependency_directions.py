@@ -94,12 +94,14 @@ ROOM_ORDER = {
 
 
 def room_of(module: str) -> tuple[str, str] | None:
-    """(layer, room) of an ``octo_like.<layer>.<room>...`` module, for layers with rooms."""
+    """(layer, room) of an ``octo_like.<layer>.<room>...`` module, for layers with rooms; None
+    for a module in no listed room (a loose training module: the next test names it)."""
     parts = module.split(".")
     if len(parts) < 3 or parts[1] not in ROOM_ORDER:
         return None
     rooms = {r for level in ROOM_ORDER[parts[1]] for r in level}
-    return parts[1], parts[2] if parts[2] in rooms else ""
+    room = parts[2] if parts[2] in rooms else ""
+    return (parts[1], room) if room in rooms else None
 
 
 def room_level(layer: str, room: str) -> int:

@@ -121,6 +121,31 @@ def test_a_renewal_by_a_run_that_lost_the_lease_is_refused(workdir):
     assert read_lease(workdir)["run_id"] == "job-9"  # the other run's lease stays
 
 
+def test_a_taker_that_loses_to_the_holders_renewal_reads_again(workdir, monkeypatch):
+    """CI at f07665f: the holder renewed between the staging helper's read and its conditional
+    replace, and the helper gave up ("changed meanwhile"). A run taking a lease over reads
+    again and retries; the holder's next renewal then stops it by name."""
+    from octo_like import conditional_write
+
+    lock = WorkdirLock(workdir, run_id="job-7", renew_s=3600).__enter__()
+    read_versioned, renewed_between = conditional_write.read_versioned, []
+
+    def read_then_holder_renews(path):
+        current = read_versioned(path)
+        if not renewed_between:
+            renewed_between.append(lock.renew())  # the holder's renewal lands here, once
+        return current
+
+    monkeypatch.setattr(conditional_write, "read_versioned", read_then_holder_renews)
+    write_lease(workdir, run_id="job-9")
+    monkeypatch.undo()
+    assert renewed_between and read_lease(workdir)["run_id"] == "job-9"
+    with pytest.raises(LeaseLostError, match="another training run"):
+        lock.renew()
+    lock.lost = LeaseLostError("lost")
+    lock.release()
+
+
 def test_a_deleted_lease_is_written_again_by_its_holder(workdir, caplog):
     """--overwrite moves the workdir aside while the lease is held; a renewal in between
     writes it again instead of stopping the run."""

@@ -17,9 +17,18 @@ Map = Callable[[dict], dict]
 SeededMap = Callable[[dict, tf.Tensor], dict]
 
 
+# Trajectories whose frames `TrajectoryDataset.flatten` interleaves, one frame from each in
+# turn: part of the frame order (what the shuffle buffer starts from), so fixed, never the
+# thread count (issue 70: at the thread count, 1 and 2 threads gave other batches).
+TRAJECTORIES_INTERLEAVED = 16
+
+
 @dataclasses.dataclass(frozen=True)
 class Parallelism:
     """Thread counts per stage and the autotuner's RAM budget (GiB; None = tf.data default).
+    They set speed only: which elements come in which order is the same at any count
+    (deterministic maps, interleave widths fixed: `TRAJECTORIES_INTERLEAVED`,
+    `rlds.FILES_INTERLEAVED`).
 
     A count left None is scaled to the host (`host_threads`): a 2-core laptop keeps 2 per stage,
     a 96-core accelerator host reads with 24 threads and decodes/augments frames with 48.
@@ -169,8 +178,8 @@ class TrajectoryDataset:
         """One element per timestep; every leaf must have the leading T axis."""
         frames = self.dataset.interleave(
             tf.data.Dataset.from_tensor_slices,
-            cycle_length=self.parallelism.trajectory,
-            num_parallel_calls=self.parallelism.trajectory,
+            cycle_length=TRAJECTORIES_INTERLEAVED,
+            num_parallel_calls=min(TRAJECTORIES_INTERLEAVED, self.parallelism.trajectory),
             deterministic=True,
         )
         return FrameDataset(frames, self.name, self.parallelism)

@@ -21,6 +21,12 @@ from octo_like.data.splits import split_names
 from octo_like.data.validation import SkippedEpisodes
 
 
+# Shard files read at once (TFDS's default interleave width): part of which order the episodes
+# come in, so fixed, never scaled with the threads. With the width at the thread count, a
+# 2-thread and a 1-thread run of one command saw other batches (issue 70).
+FILES_INTERLEAVED = 16
+
+
 @dataclasses.dataclass(frozen=True)
 class ProcessShard:
     """Which part of every dataset this process reads: process `index` of `count`."""
@@ -112,7 +118,7 @@ def read_episodes(
     )  # empty for a process whose part holds no record
     if shuffle_files and len(instructions) > 1:
         table = table.shuffle(len(instructions), seed=seed, reshuffle_each_iteration=True)
-    cycle = max(1, min(num_parallel_reads, len(instructions)))
+    cycle = max(1, min(FILES_INTERLEAVED, len(instructions)))
     records = table.interleave(
         as_written(
             lambda path, skip, wanted: _read_shard(
@@ -121,7 +127,8 @@ def read_episodes(
         ),
         cycle_length=cycle,
         block_length=16,  # as TFDS reads
-        num_parallel_calls=cycle,
+        num_parallel_calls=min(cycle, num_parallel_reads),  # threads: speed, not order
+        deterministic=True,
     )
     parser = tfds.core.example_parser.ExampleParser(builder.info.features.get_serialized_info())
     decode = functools.partial(
@@ -141,8 +148,8 @@ def _read_with_tfds(builder, split, shard, shuffle_files, seed, num_parallel_rea
     handling of `_read_shard`."""
     read_config = tfds.ReadConfig(
         shuffle_seed=seed,
-        interleave_cycle_length=num_parallel_reads,
-        num_parallel_calls_for_interleave_files=num_parallel_reads,
+        interleave_cycle_length=FILES_INTERLEAVED,
+        num_parallel_calls_for_interleave_files=min(FILES_INTERLEAVED, num_parallel_reads),
         add_tfds_id=True,
     )
     episodes = builder.as_dataset(

@@ -17,7 +17,6 @@ from octo_like.data.config import (
     DatasetSource,
     FrameTransformConfig,
     NormalizationType,
-    Parallelism,
     TrajectoryTransformConfig,
 )
 from octo_like.data.oxe.mixes import resolve_mix
@@ -92,11 +91,15 @@ def test_episode_ends_index_by_index(synthetic_root, stats_dir):
         normalization=NormalizationType.NONE,
         statistics_cache_dir=stats_dir,
         trajectory=TrajectoryTransformConfig(window=2, action_horizon=3),
-        # One trajectory at a time, so a batch holds consecutive frames of one episode.
-        parallelism=Parallelism(read=1, trajectory=1, frame=1),
     )
-    batch = next(iter(make_pipeline(config)))  # the 5 frames of the first episode read
-    episode = int(batch["action"][0, 1, 0, 0] // 100)
+    # Frames of several episodes alternate (dataset.TRAJECTORIES_INTERLEAVED), each episode's
+    # in order: the first episode's 5 frames, picked out of the first batches.
+    batches = list(itertools.islice(iter(make_pipeline(config)), 20))
+    frames = concat_frames(batches)
+    episodes = (frames["action"][:, 1, 0, 0] // 100).astype(int)
+    episode = int(episodes[0])
+    batch = take_frames(frames, np.flatnonzero(episodes == episode)[:5])
+    assert len(batch["action"]) == 5
     action_t = batch["action"][..., 0] - 100 * episode  # [frame, window, horizon]
     # Frame 0: window step 0 is before the episode start.
     np.testing.assert_array_equal(batch["observation"]["timestep_pad_mask"][0], [False, True])
@@ -118,6 +121,15 @@ def test_episode_ends_index_by_index(synthetic_root, stats_dir):
     np.testing.assert_allclose(
         batch["action"][2, 1, 0] - batch["action"][2, 1, 0, 0], np.arange(7) / 10, atol=1e-5
     )
+
+
+def concat_frames(batches: list) -> dict:
+    """The frames of `batches`, concatenated along the batch axis (numpy only)."""
+    return tf.nest.map_structure(lambda *leaves: np.concatenate(leaves), *batches)
+
+
+def take_frames(frames: dict, indices: np.ndarray) -> dict:
+    return tf.nest.map_structure(lambda leaf: leaf[indices], frames)
 
 
 def first_batches(config, count=3):

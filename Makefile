@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # core to the others (on the 2-core CI machine two workers kept the cores 86% busy).
 TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print((os.cpu_count() or 1) + 1)")
 
-.PHONY: train test test-fast rehearsal lint format benchmark-data clean
+.PHONY: train test test-fast rehearsal convergence lint format benchmark-data clean
 
 # uv installs the lock's exact versions in parallel: ~20 s on a fresh 2-core machine, pip ~80 s
 # (pip stays in the venv for the commands the docs give). --compile-bytecode as pip does: where
@@ -33,6 +33,12 @@ test: $(STAMP)
 # 12 that take every conversion path): ~10-15 min on 2 cores. Run it before a pod launch.
 rehearsal: $(STAMP)
 	OCTO_REHEARSAL_MIX=oxe_magic_soup $(PY) -m pytest -q -s tests/training/test_dress_rehearsal.py
+
+# Did this change alter what training learns? A fixed pretraining on the Bridge shard against
+# the band of 5 seeds in configs/convergence_reference/full.json (docs/training.md,
+# "Determinism"): ~6 min on 2 cores. make test runs its quick preset.
+convergence: $(STAMP)
+	$(PY) scripts/convergence.py check --preset full
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow" tests

@@ -33,14 +33,30 @@
    commits or CPU models are refused unless --allow_mixed_provenance (then: MIXED). --report
    renames the three files; another --instruction or --select writes ``transfer-empty.*``,
    ``transfer-val_loss.*``..., beside the canonical report rather than over it.
+6. With several pretraining runs, --pretrained A,B,C (checkpoints) or --pretrain_seeds 0,1,2
+   (step 1 once per seed, train.py with --config.seed=K), runs steps 1-5 once per run in
+   ``<workdir>/pretraining/<run>/`` (``run<i>`` / ``seed<K>``: its pretraining, results and
+   report), every run collecting into one --data_dir, so a seed reads the same demonstrations
+   under every run. Scratch arms train only under the first run and pair with every run's
+   fine-tuned arms when they read no pretrained weight (no checkpoint with a frozen T5, the same
+   architecture and tokenizer in all); otherwise under each run. Then writes
+   ``<workdir>/transfer_pretraining.txt`` / ``.jsonl`` (JSON line printed last): per target,
+   count and arm, each run's successes and paired gap to scratch; pooled, the mean gap with a t
+   95% interval over the runs' means (df = runs - 1) and a two-stage bootstrap (runs, then seeds);
+   and the fine-tuned success rate's standard deviation between pretraining runs and between
+   fine-tuning seeds (random-effects ANOVA; evaluation noise's share), naming which dominates.
+   One pretraining run is steps 1-5 in the workdir itself, as without these flags.
 
 Every arm's result is saved as ``results/<execution>/<target>/<N>demos/<mode>/seed<k>.json``
 when it finishes, with the command that made it, so an interrupted benchmark resumes where it
 stopped (delete a file to redo that arm); one made by another command is refused, not reused.
+Several pretraining runs resume the same way, run by run (shared scratch arms are saved under
+the first run only).
 Arms run in this process, one at a time, through the entry points' own command-line parsers:
 the commands logged are the ones a user would run. The logic is
 `octo_like.envs.transfer.transfer_benchmark` (flags and run), `transfer_arms`, `demo_subsets`,
-`transfer_scope` (leak checks), `transfer_summary` and `transfer_report`; this file hands it
+`transfer_scope` (leak checks), `transfer_summary` and `transfer_report`, `pretraining_runs`,
+`pretraining_variance` and `pretraining_report` (several pretraining runs); this file hands it
 the entry points it trains with (train.py, finetune.py).
 """
 

@@ -3,8 +3,12 @@
 `run` pretrains (or reuses --pretrained), refuses targets that leak into pretraining before any
 work, evaluates the pretrained checkpoint zero-shot, collects each target's demonstrations,
 trains and evaluates every arm (`transfer_arms`) and writes the report (`transfer_report`).
-scripts/benchmark_transfer.py is its command line (the run's steps are in that docstring);
-scripts/transfer_pretraining.py takes the same flags for a dry run (`transfer_scope.dry_run`).
+With several pretraining runs (--pretrained A,B,C or --pretrain_seeds 0,1,2: `pretraining_runs`)
+it does that once per run, in the run's own sub-workdir, sharing the collected demonstrations and
+(where they read no pretrained weight) the first run's scratch arms, then writes the pooled
+report (`pretraining_report`). scripts/benchmark_transfer.py is its command line (the run's steps
+are in that docstring); scripts/transfer_pretraining.py takes the same flags for a dry run
+(`transfer_scope.dry_run`).
 """
 
 from __future__ import annotations
@@ -14,11 +18,19 @@ import logging
 import os
 import re
 import sys
+from typing import Any, NamedTuple
 
 from octo_like.envs.evaluation import INSTRUCTIONS
 from octo_like.envs.tasks import TASKS
 from octo_like.envs.transfer import plan, provenance
 from octo_like.envs.transfer.demo_subsets import plan_splits
+from octo_like.envs.transfer.plan import ArmResult
+from octo_like.envs.transfer.pretraining_report import RunResults, write_pooled_report
+from octo_like.envs.transfer.pretraining_runs import (
+    parse_pretraining_runs,
+    run_args,
+    scratch_sharing,
+)
 from octo_like.envs.transfer.transfer_arms import (
     ArmSetup,
     check_arm_commands,
@@ -48,7 +60,16 @@ def parse_args(argv=None, description: str | None = None) -> argparse.Namespace:
     """The benchmark's command line (also the dry run's); --workdir made absolute."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--workdir", required=True)
-    parser.add_argument("--pretrained", default="", help="checkpoint dir to reuse (else pretrain)")
+    parser.add_argument(
+        "--pretrained", default="",
+        help="checkpoint dir to reuse (else pretrain); several, separated by commas, run the "
+        "benchmark once per checkpoint and pool them (WORKDIR/pretraining/run<i>/)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--pretrain_seeds", default=None,
+        help="pretrain once per seed (train.py --config.seed=K), e.g. 0,1,2: the benchmark runs "
+        "once per pretraining run and pools them (WORKDIR/pretraining/seed<K>/)",
+    )  # fmt: skip
     parser.add_argument(
         "--pretrain_config", default="laptop", help="configs/pretrain.py preset, e.g. laptop_broad"
     )
@@ -171,6 +192,18 @@ def parse_args(argv=None, description: str | None = None) -> argparse.Namespace:
         parser.error(f"--report takes a file name (letters, digits, _ . -), got {args.report!r}")
     if args.demos < args.demo_counts[-1]:
         parser.error(f"--collect_demos {args.demos} is below the largest --demos count")
+    try:
+        runs = parse_pretraining_runs(args.pretrained, args.pretrain_seeds, args.pretrain_arg)
+    except ValueError as e:
+        parser.error(str(e))
+    if len(runs) == 1:  # today's benchmark, in the workdir itself
+        return run_args(args, runs[0], several=False)
+    if len([s for s in args.seeds.split(",") if s.strip()]) < 2:
+        parser.error(
+            f"{len(runs)} pretraining runs: their pooled report tells pretraining from "
+            "fine-tuning variance over at least 2 --seeds"
+        )
+    args.pretraining_runs = runs
     return args
 
 
@@ -186,9 +219,33 @@ def default_targets(pretrain_tasks: tuple[str, ...]) -> list[str]:
     ]
 
 
-def run(args: argparse.Namespace, programs: EntryPoints) -> list[dict]:
-    """The whole benchmark for `parse_args`'s `args`; returns the report's summary rows.
-    Targets, modes and seeds are checked (leaks included) before anything is trained."""
+class CheckedRun(NamedTuple):
+    """One pretraining run's benchmark, checked before any work (`check_run`): its `targets`,
+    `seeds` and `arms` (plan order), the `zero_shot_targets`, this process's provenance `here`
+    and the --pretrained checkpoint's `read_pretrained` info (`reused`; None: pretrained here)."""
+
+    targets: list[plan.Target]
+    seeds: list[int]
+    arms: list[plan.Arm]
+    zero_shot_targets: list[plan.Target]
+    here: dict[str, str]
+    reused: Any
+
+
+class RunOutcome(NamedTuple):
+    """One pretraining run's arms done (`run_arms`): the checkpoint they started from, its
+    fingerprint, every row's result (plan order) and each target's demonstration subsets."""
+
+    pretrained: str
+    fingerprint: str
+    results: list[ArmResult]
+    splits: dict[str, dict[tuple[int, int], str]]
+
+
+def check_run(args: argparse.Namespace, programs: EntryPoints) -> CheckedRun:
+    """Targets, modes and seeds of one pretraining run's benchmark checked (leaks included),
+    each arm's command parsed and saved results' provenance checked, before anything is
+    trained; creates the workdir."""
     from octo_like.training.finetuning.finetune_config import read_pretrained
 
     # Held-out tasks without @VARIANT run on the pretraining robot: the checkpoint's own variant.
@@ -217,30 +274,118 @@ def run(args: argparse.Namespace, programs: EntryPoints) -> list[dict]:
     zero_shot_arms = [plan.Arm(t, plan.ZERO_SHOT, 0) for t in zero_shot_targets]
     check_saved_provenance(args, [*zero_shot_arms, *arms], here)
     os.makedirs(args.workdir, exist_ok=True)
+    return CheckedRun(targets, seeds, arms, zero_shot_targets, here, reused)
+
+
+def pretrain(args: argparse.Namespace, programs: EntryPoints, checked: CheckedRun):
+    """(checkpoint directory, its `read_pretrained` info) of the run: --pretrained, or pretrained
+    here (resumed if interrupted; at once if finished), whose tasks are checked again now."""
+    from octo_like.training.finetuning.finetune_config import read_pretrained
 
     pretrained = ensure_pretrained(args, programs)
-    info = reused or read_pretrained(pretrained)
-    if reused is None:  # pretrained here: what it actually saw is now on disk
-        check_targets(targets, checkpoint_scope(pretrained, info.dataset_names), pretrained)
+    info = checked.reused or read_pretrained(pretrained)
+    if checked.reused is None:  # pretrained here: what it actually saw is now on disk
+        check_targets(checked.targets, checkpoint_scope(pretrained, info.dataset_names), pretrained)
+    return pretrained, info
+
+
+def run_arms(
+    args: argparse.Namespace,
+    programs: EntryPoints,
+    checked: CheckedRun,
+    pretrained: str,
+    info,
+    scratch_from: RunOutcome | None = None,
+) -> RunOutcome:
+    """The zero-shot rows and every arm of one pretraining run (each result saved, or reused
+    when saved before). `scratch_from`: another run whose scratch arms stand for this run's
+    (not trained here), refused if its demonstration subsets differ from this run's."""
     fingerprint = pretrained_fingerprint(info)
-    setup = ArmSetup(pretrained, tuple(info.config.cameras), programs, here, fingerprint)
+    setup = ArmSetup(pretrained, tuple(info.config.cameras), programs, checked.here, fingerprint)
     results = []
-    for target in zero_shot_targets:
+    for target in checked.zero_shot_targets:
         result = run_zero_shot(args, target, info, setup)
         results += [result] if result is not None else []
-    data_roots = {t.name: collect_target_data(args, t) for t in targets}
+    data_roots = {t.name: collect_target_data(args, t) for t in checked.targets}
     splits = {
         t.name: plan_splits(
             data_roots[t.name],
             dataset_name_of(t.variant),
             args.demo_counts,
-            seeds,
+            checked.seeds,
             record=os.path.join(args.workdir, "demo_subsets", f"{t.name}.json"),
         )
-        for t in targets
+        for t in checked.targets
     }
-    for i, arm in enumerate(arms):
-        log.info("arm %d/%d: %s", i + 1, len(arms), arm.key)
+    shared = {}
+    if scratch_from is not None:
+        if splits != scratch_from.splits:
+            raise ValueError(
+                f"{args.workdir}: its demonstration subsets differ from those of the scratch "
+                f"arms it would share ({scratch_from.pretrained}'s): one --data_dir for all runs"
+            )
+        shared = {
+            (r.arm.target.name, r.arm.demos, r.arm.seed): r
+            for r in scratch_from.results
+            if r.arm.mode == plan.SCRATCH
+        }
+    for i, arm in enumerate(checked.arms):
+        if shared and arm.mode == plan.SCRATCH:
+            log.info("arm %d/%d: %s: shared, of %s", i + 1, len(checked.arms), arm.key,
+                     scratch_from.pretrained)  # fmt: skip
+            results.append(shared[(arm.target.name, arm.demos, arm.seed)])
+            continue
+        log.info("arm %d/%d: %s", i + 1, len(checked.arms), arm.key)
         split = splits[arm.target.name][(arm.seed, arm.demos)]
         results.append(run_arm(args, arm, setup, data_roots[arm.target.name], split))
-    return write_report(args, results, f"{pretrained} ({fingerprint})", seeds)
+    return RunOutcome(pretrained, fingerprint, results, splits)
+
+
+def run(args: argparse.Namespace, programs: EntryPoints) -> list[dict]:
+    """The whole benchmark for `parse_args`'s `args`; returns the report's summary rows (with
+    several pretraining runs: the pooled report's rows). Targets, modes and seeds are checked
+    (leaks included) before anything is trained."""
+    if len(args.pretraining_runs) > 1:
+        return run_pretraining_runs(args, programs)
+    checked = check_run(args, programs)
+    outcome = run_arms(args, programs, checked, *pretrain(args, programs, checked))
+    pretrained = f"{outcome.pretrained} ({outcome.fingerprint})"
+    return write_report(args, outcome.results, pretrained, checked.seeds)
+
+
+def run_pretraining_runs(args: argparse.Namespace, programs: EntryPoints) -> list[dict]:
+    """Today's benchmark once per pretraining run, each in ``<workdir>/pretraining/<run>/``
+    with its own results and report, then the pooled report (`write_pooled_report`). Every
+    run is checked before any work, then every run pretrained (or its checkpoint read), then
+    each run's arms: scratch only under the first when `scratch_sharing` allows. A rerun
+    reuses every saved result, so an interrupted benchmark resumes where it stopped."""
+    runs = args.pretraining_runs
+    arguments = [run_args(args, run, several=True) for run in runs]
+    checks = [check_run(own, programs) for own in arguments]
+    if len({tuple(arm.key for arm in check.arms) for check in checks}) > 1:
+        raise ValueError(
+            "the pretraining runs plan different arms (their default targets differ): name the "
+            "targets (--target)"
+        )
+    checkpoints = [
+        pretrain(own, programs, check) for own, check in zip(arguments, checks, strict=True)
+    ]
+    sharing = scratch_sharing(runs, [info for _, info in checkpoints], args.finetune_arg)
+    log.info("scratch: %s", sharing.text)
+    outcomes: list[RunOutcome] = []
+    for i, (run, own, check, (path, info)) in enumerate(
+        zip(runs, arguments, checks, checkpoints, strict=True)
+    ):
+        log.info("pretraining run %s (%d/%d): %s", run.name, i + 1, len(runs), path)
+        scratch_from = outcomes[0] if sharing.shared and i else None
+        outcome = run_arms(own, programs, check, path, info, scratch_from)
+        label = f"{path} ({outcome.fingerprint})"
+        if scratch_from is not None:
+            label += f"; scratch arms: {runs[0].name}'s (shared)"
+        write_report(own, outcome.results, label, check.seeds)
+        outcomes.append(outcome)
+    finished = [
+        RunResults(run.name, outcome.pretrained, outcome.fingerprint, outcome.results)
+        for run, outcome in zip(runs, outcomes, strict=True)
+    ]
+    return write_pooled_report(args, finished, checks[0].seeds, sharing.text)

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 
 from octo_like.envs.tasks import TASKS, expand_tasks, pretraining_tasks
 from octo_like.envs.transfer.plan import Target, check_held_out
+from octo_like.envs.transfer.pretraining_runs import run_args
 from octo_like.envs.variants import dataset_name_of, get_variant, variant_of_dataset
 
 log = logging.getLogger("benchmark_transfer")  # one logger name for the benchmark's lines
@@ -173,12 +174,19 @@ def pretrained_variant(info) -> str:
     return "default"
 
 
-def dry_run(args, programs: EntryPoints) -> PretrainingScope:
+def dry_run(args, programs: EntryPoints) -> PretrainingScope | list[PretrainingScope]:
     """Prints the train.py command the benchmark would run (or the --pretrained checkpoint),
     the tasks and embodiments pretraining sees, what it never sees, and whether each --target
-    would be refused; collects and trains nothing."""
+    would be refused; collects and trains nothing. Several pretraining runs: each in turn, and
+    the list of their scopes."""
     from octo_like.training.finetuning.finetune_config import read_pretrained
 
+    if len(args.pretraining_runs) > 1:
+        scopes = []
+        for run in args.pretraining_runs:
+            print(f"pretraining run {run.name}:")
+            scopes.append(dry_run(run_args(args, run, several=True), programs))
+        return scopes
     if args.pretrained:
         info = read_pretrained(os.path.expanduser(args.pretrained))
         scope = checkpoint_scope(info.checkpoint_dir, info.dataset_names)

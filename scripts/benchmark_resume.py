@@ -6,8 +6,9 @@ another seed do (issue 70: is an exact replay of the data order worth building?)
 
 Four runs of one train.py command, each its own process: `straight` uninterrupted;
 `killed`, SIGKILLed once it has logged `--kill_at_step` and rerun (it resumes from its last
-complete checkpoint, re-seeding the data stream from that step); `data_order`, the straight run
-with `data.seed=1` (the same initialization, another data order); `seed`, with `seed=1`. Prints,
+complete checkpoint, re-seeding the data stream from that step: the same parameters there,
+other batches after); `seed1` and `seed2`, with `--config.seed` 1 and 2 (another
+initialization and data order: the spread a resume is compared with). Prints,
 for each against `straight`, the mean absolute difference of the training loss over the
 steps after the resume, of the windowed loss curve, the final validation loss, and the relative
 L2 distance of the final parameters.
@@ -109,7 +110,7 @@ def main(argv=None) -> None:
 
     args = parse_args(argv)
     root = pathlib.Path(args.workdir)
-    runs = {"straight": [], "data_order": ["--config.data.seed=1"], "seed": ["--config.seed=1"]}
+    runs = {"straight": [], "seed1": ["--config.seed=1"], "seed2": ["--config.seed=2"]}
     timings = {}
     for name, extra in runs.items():
         if not complete_steps(root / name / "checkpoints"):
@@ -129,7 +130,7 @@ def main(argv=None) -> None:
     windows = range(resumed_from, last, args.window)
     header = "against straight       mean |d loss|  mean |d window|  d val loss  param distance"
     print(header)
-    for name in ("killed", "data_order", "seed"):
+    for name in ("killed", "seed1", "seed2"):
         losses, val = rows(root / name)
         step_diff = np.mean([abs(losses[s] - straight[s]) for s in after])
         curve = lambda d: [np.mean([d[s] for s in after if w < s <= w + args.window])  # noqa: E731

@@ -67,3 +67,5 @@ def test_one_command_gives_the_same_batches_at_any_thread_count(tmp_path):
     one_thread = first_batches(config(1, 1, 1), count=4)
     assert_trees_equal(one_thread, first_batches(config(3, 2, 4), count=4))
     assert_trees_equal(one_thread, first_batches(config(SHARDS, 16, 2), count=4))
+    autotuned = config(tf.data.AUTOTUNE, tf.data.AUTOTUNE, tf.data.AUTOTUNE)  # tf.data decides
+    assert_trees_equal(one_thread, first_batches(autotuned, count=4))

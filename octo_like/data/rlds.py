@@ -20,7 +20,6 @@ from octo_like.data.dataset import as_written
 from octo_like.data.splits import split_names
 from octo_like.data.validation import SkippedEpisodes
 
-
 # Shard files read at once (TFDS's default interleave width): part of which order the episodes
 # come in, so fixed, never scaled with the threads. With the width at the thread count, a
 # 2-thread and a 1-thread run of one command saw other batches (issue 70).

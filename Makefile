@@ -35,7 +35,7 @@ rehearsal: $(STAMP)
 	OCTO_REHEARSAL_MIX=oxe_magic_soup $(PY) -m pytest -q -s tests/training/test_dress_rehearsal.py
 
 # Did this change alter what training learns? A fixed pretraining on the Bridge shard against
-# the band of 5 seeds in configs/convergence_reference/full.json (docs/training.md,
+# the band of 10 seeds in configs/convergence_reference/full.json (docs/training.md,
 # "Determinism"): ~6 min on 2 cores. make test runs its quick preset.
 convergence: $(STAMP)
 	$(PY) scripts/convergence.py check --preset full

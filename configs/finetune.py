@@ -5,18 +5,20 @@
         --config.dataset.name=my_robot --config.dataset.location=/data/my_robot/1.0.0 \
         --config.model.action_dim=5
 
-MODE: full | head_only | head_mlp_only | lora (what trains: octo_like/training/finetuning/finetune.py), or
-scratch: the same model, data and settings with no pretrained weight reused (the baseline
-fine-tuning must beat; scripts/benchmark_transfer.py runs both).
+MODE: full | head_only | head_mlp_only | lora (what trains:
+octo_like/training/finetuning/finetune.py), or scratch: the same model, data and settings with
+no pretrained weight reused (the baseline fine-tuning must beat; scripts/benchmark_transfer.py
+runs both).
 TASK: language (instructions only), goal (goal images only: the language encoder is dropped) or
 multimodal (both in the data; each frame keeps one of them, each half the time, so either alone
 works at test time).
 
-Model keys left None are the pretrained model's (octo_like/training/finetuning/finetune_overrides.py), so
-by default the new model is the pretrained one with the new data's action dim; change cameras
-with ``model.image_tokenizers`` (the pipeline loads the cameras the model reads;
-``data.frame.cameras`` sets their sizes and augmentation), add proprio with ``model.proprio``,
-swap the head with ``model.head``. The three take Python literals on the command line too::
+Model keys left None are the pretrained model's
+(octo_like/training/finetuning/finetune_overrides.py), so by default the new model is the
+pretrained one with the new data's action dim; change cameras with ``model.image_tokenizers``
+(the pipeline loads the cameras the model reads; ``data.frame.cameras`` sets their sizes and
+augmentation), add proprio with ``model.proprio``, swap the head with ``model.head``. The
+three take Python literals on the command line too::
 
     --config.model.image_tokenizers="({'camera': 'primary'}, {'camera': 'wrist'})"
     --config.model.proprio="{'mode': 'linear'}"

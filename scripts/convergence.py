@@ -3,7 +3,7 @@ on the committed Bridge shard and compares its loss curve with the reference ban
 
     python scripts/convergence.py check --preset full            # make convergence
     python scripts/convergence.py check --preset quick --seed 0  # what make test runs
-    python scripts/convergence.py measure --preset full --seeds 0,1,2,3,4 \
+    python scripts/convergence.py measure --preset full --seeds 0,1,2,3,4,5,6,7,8,9 \
         --reason "why the reference moves (the commit that moved it says what changed)"
     python scripts/convergence.py check --preset quick --set optimizer.warmup_steps=0
 
@@ -34,7 +34,7 @@ def parse_args(argv=None):
     parser.add_argument("command", choices=("check", "measure"))
     parser.add_argument("--preset", default="full")
     parser.add_argument("--seed", type=int, default=0, help="check: the run's seed")
-    parser.add_argument("--seeds", default="0,1,2,3,4", help="measure: the seeds of the band")
+    parser.add_argument("--seeds", default="0,1,2,3,4,5,6,7,8,9", help="measure: the band's seeds")
     parser.add_argument("--alpha", type=float, default=0.05, help="measure: false-alarm rate")
     parser.add_argument("--reason", default="", help="measure: why the reference is (re)made")
     parser.add_argument("--data_dir", default=str(DEFAULT_DATA), help="holds bridge_dataset/")

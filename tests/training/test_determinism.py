@@ -59,7 +59,8 @@ def pretrain(workdir: pathlib.Path, data: pathlib.Path, hash_seed: int) -> None:
             "train.py", "--config", "configs/pretrain.py:debug", f"--workdir={workdir}",
             f"--config.data_dir={data}", f"--config.data.statistics_cache_dir={data}/stats",
             "--config.tensorboard=False", "--config.val_split=",
-            "--config.checkpoint.save_every=2", f"--config.compilation_cache={xla_cache.directory()}",
+            "--config.checkpoint.save_every=2",
+            f"--config.compilation_cache={xla_cache.directory()}",
         ],
         hash_seed,
     )  # fmt: skip

@@ -26,7 +26,7 @@ train: $(STAMP)
 	$(PY) train.py
 
 test: $(STAMP)
-	$(PY) -m ruff check octo_like tests scripts packages train.py finetune.py
+	$(PY) -m ruff check octo_like tests scripts packages configs train.py finetune.py
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25 tests
 
 # The pod path's dress rehearsal on all 25 datasets of oxe_magic_soup (make test runs it on the

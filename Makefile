@@ -36,7 +36,7 @@ rehearsal: $(STAMP)
 
 # Did this change alter what training learns? A fixed pretraining on the Bridge shard against
 # the band of 10 seeds in configs/convergence_reference/full.json (docs/training.md,
-# "Determinism"): ~6 min on 2 cores. make test runs its quick preset.
+# "Determinism"): 89 s on 2 cores. make test runs its quick preset.
 convergence: $(STAMP)
 	$(PY) scripts/convergence.py check --preset full
 

@@ -2,8 +2,8 @@
 shard whose loss curves are compared with a band measured over seeds
 (configs/convergence_reference/<preset>.json; scripts/convergence.py measures and checks):
 
-    python scripts/convergence.py check --preset full      # make convergence, ~5 min on 2 cores
-    python scripts/convergence.py check --preset quick     # in make test, ~1 min
+    python scripts/convergence.py check --preset full      # make convergence, 89 s on 2 cores
+    python scripts/convergence.py check --preset quick     # in make test, 36 s
 
 `full`: the debug model (dummy transformer, 64-px primary camera, diffusion head, small
 language encoder over a tokenizer made from the shard's instructions) for 600 steps at batch

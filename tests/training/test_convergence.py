@@ -71,7 +71,7 @@ def test_the_band_is_a_corrected_prediction_interval_and_flags_a_curve_outside()
 
 @pytest.mark.slow
 def test_the_quick_run_falls_inside_its_committed_band(capsys):
-    """~1 min: the quick preset trained at seed 0, checked against the committed reference."""
+    """~40 s: the quick preset trained at seed 0, checked against the committed reference."""
     from scripts import convergence as script
 
     path = REPO / "configs" / "convergence_reference" / "quick.json"

@@ -55,6 +55,16 @@ def _serve(port: int) -> None:
         server.serve_forever()
 
 
+def thread_states(pid: int) -> list[str]:
+    """The scheduler state letter of each thread of process `pid` (Linux /proc: 'T' stopped)."""
+    states = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        path = f"/proc/{pid}/task/{task}/stat"
+        with contextlib.suppress(FileNotFoundError), open(path) as stat:  # a thread may end
+            states.append(stat.read().rpartition(")")[2].split()[0])
+    return states
+
+
 class FakeServer:
     """The server process: `port`, `pid`, and the signals a test sends it."""
 
@@ -96,8 +106,15 @@ class FakeServer:
         while (line := self.next_line(max(deadline - time.monotonic(), 0))) != f"request {number}":
             assert line.startswith("request"), f"the fake server saw no request {number}: {line!r}"
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGSTOP, returning once every thread of the server is stopped. The signal is
+        delivered asynchronously: on a loaded machine the server answered one more request
+        after `os.kill` had returned (CI at 6a71bc5: "DID NOT RAISE PolicyServerTimeout")."""
         os.kill(self.pid, signal.SIGSTOP)
+        deadline = time.monotonic() + timeout
+        while not all(state == "T" for state in thread_states(self.pid)):
+            assert time.monotonic() < deadline, f"the fake server (pid {self.pid}) did not stop"
+            time.sleep(0.005)
 
     def resume(self) -> None:
         os.kill(self.pid, signal.SIGCONT)

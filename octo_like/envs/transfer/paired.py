@@ -100,16 +100,29 @@ def paired_gap(
             raise ValueError(f"seed {seed}: success rates must lie in [0, 1], got {pair}")
     differences = np.array([a - b for a, b in rates])
     n = len(differences)
-    mean = float(differences.mean())
-    half = float(stats.t.ppf(0.975, n - 1)) * float(differences.std(ddof=1)) / math.sqrt(n)
     bootstrap = None
     if n >= BOOTSTRAP_MIN_SEEDS:
         draws = np.random.default_rng(bootstrap_seed).integers(0, n, size=(resamples, n))
         low, high = np.quantile(differences[draws].mean(axis=1), [0.025, 0.975])
         bootstrap = (float(low), float(high))
-    # A difference of two rates lies in [-1, 1]; with 2-3 seeds t's interval can reach past it.
-    interval = (max(-1.0, mean - half), min(1.0, mean + half))
-    return PairedGap(seeds, tuple(float(d) for d in differences), mean, interval, bootstrap)
+    return PairedGap(
+        seeds,
+        tuple(float(d) for d in differences),
+        float(differences.mean()),
+        difference_t_interval(differences),
+        bootstrap,
+    )
+
+
+def difference_t_interval(differences: Sequence[float]) -> tuple[float, float]:
+    """Student-t 95% interval of the mean of `differences` of success rates (df = len - 1),
+    cut to [-1, 1]: a difference of two rates lies there, and with 2-3 values t's interval can
+    reach past it."""
+    differences = np.asarray(differences, dtype=float)
+    n = len(differences)
+    mean = float(differences.mean())
+    half = float(stats.t.ppf(0.975, n - 1)) * float(differences.std(ddof=1)) / math.sqrt(n)
+    return max(-1.0, mean - half), min(1.0, mean + half)
 
 
 def check_provenance(records: Sequence[Mapping[str, str]], *, allow_mixed: bool = False) -> str:

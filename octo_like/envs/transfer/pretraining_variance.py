@@ -28,7 +28,8 @@ d[r, s] = y[r, s] - b[r, s] to scratch (b[r, s] = b[s] when the scratch arms are
   p(1-p) is at least the mean of its tasks' p_t(1-p_t)).
 
 Every statistic needs a balanced design (every run fine-tuned with every seed): `balanced_grid`
-refuses another, naming each missing (run, seed). numpy, and scipy for Student's t.
+refuses another, naming each missing (run, seed). numpy; the t interval is
+`paired.difference_t_interval`, the one the per-seed gaps use.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from scipy import stats
+
+from octo_like.envs.transfer.paired import difference_t_interval
 
 RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
@@ -63,16 +65,6 @@ def balanced_grid(
             "pretraining runs need at least 2 of each"
         )
     return np.array([[float(values[run][seed]) for seed in seeds] for run in runs])
-
-
-def t_interval(values: Sequence[float]) -> tuple[float, float]:
-    """Student-t 95% interval of the mean of `values` (df = len - 1), cut to [-1, 1] (the range
-    of a difference of two success rates)."""
-    values = np.asarray(values, dtype=float)
-    n = len(values)
-    mean = float(values.mean())
-    half = float(stats.t.ppf(0.975, n - 1)) * float(values.std(ddof=1)) / math.sqrt(n)
-    return max(-1.0, mean - half), min(1.0, mean + half)
 
 
 def cluster_bootstrap(
@@ -119,7 +111,7 @@ def pooled_gap(differences: np.ndarray) -> PooledGap:
     return PooledGap(
         tuple(float(m) for m in run_means),
         float(differences.mean()),
-        t_interval(run_means),
+        difference_t_interval(run_means),
         cluster_bootstrap(differences),
     )
 

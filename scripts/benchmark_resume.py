@@ -17,7 +17,6 @@ L2 distance of the final parameters.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 import signal
@@ -45,20 +44,18 @@ def command(args, workdir: pathlib.Path, extra: list[str]) -> list[str]:
 
 
 def complete_steps(checkpoints: pathlib.Path) -> list[int]:
-    if not checkpoints.is_dir():
-        return []
-    return sorted(
-        int(p.name) for p in checkpoints.iterdir()
-        if p.name.isdigit() and (p / "_CHECKPOINT_METADATA").exists()
-    )  # fmt: skip
+    """The steps whose save finished (none before the run made its checkpoint directory)."""
+    from octo_like.model.checkpoint_layout import finished_steps
+
+    return finished_steps(str(checkpoints)) if checkpoints.is_dir() else []
 
 
 def logged_steps(workdir: pathlib.Path) -> int:
+    """The last step a live run logged (its metrics file may end in a torn line meanwhile)."""
+    from octo_like.training.run.metrics import read_jsonl
+
     path = workdir / "metrics.jsonl"
-    if not path.exists():
-        return 0
-    steps = [json.loads(line)["step"] for line in path.read_text().splitlines() if line.strip()]
-    return max(steps, default=0)
+    return max((row["step"] for row in read_jsonl(str(path))), default=0) if path.exists() else 0
 
 
 def run_killed(args, workdir: pathlib.Path) -> int:
@@ -83,9 +80,10 @@ def run_killed(args, workdir: pathlib.Path) -> int:
 
 def rows(workdir: pathlib.Path):
     """(step -> training loss, the last run's rows winning; the final validation loss)."""
+    from octo_like.training.run.metrics import read_jsonl
+
     train, val = {}, None
-    for line in (workdir / "metrics.jsonl").read_text().splitlines():
-        row = json.loads(line)
+    for row in read_jsonl(str(workdir / "metrics.jsonl")):
         if row.get("split", "train") == "train":
             train[row["step"]] = row["loss"]
         elif row.get("split") == "val":

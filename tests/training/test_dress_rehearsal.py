@@ -36,6 +36,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from octo_like.data.oxe.mixes import MIXES
+from octo_like.model.checkpoint_layout import finished_steps
 from octo_like.model.language.testing import write_tiny_t5_checkpoint
 from octo_like.training.run.metrics import read_jsonl
 from tests.data.oxe_cases import write_mix_datasets
@@ -118,13 +119,8 @@ def _startup_line(log: str) -> str:
 
 
 def _complete_steps(checkpoints: pathlib.Path) -> list[int]:
-    if not checkpoints.is_dir():
-        return []
-    return sorted(
-        int(p.name)
-        for p in checkpoints.iterdir()
-        if p.name.isdigit() and (p / "_CHECKPOINT_METADATA").exists()
-    )
+    """Finished steps, none before the run made its checkpoint directory."""
+    return finished_steps(str(checkpoints)) if checkpoints.is_dir() else []
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ from flax import nnx
 
 import train
 from configs import pretrain
+from octo_like.model.checkpoint_layout import finished_steps
 from octo_like.model.octo_model import OctoModel
 from octo_like.training.run.metrics import read_jsonl
 from tests import xla_cache
@@ -250,14 +251,8 @@ def test_sharded_training_on_a_2x4_mesh(shared_data, tmp_path):
 
 
 def _complete_steps(checkpoints: str) -> list[int]:
-    if not os.path.isdir(checkpoints):
-        return []
-    return sorted(
-        int(name)
-        for name in os.listdir(checkpoints)
-        if name.isdigit()
-        and os.path.exists(os.path.join(checkpoints, name, "_CHECKPOINT_METADATA"))
-    )
+    """Finished steps, none before the run made its checkpoint directory."""
+    return finished_steps(checkpoints) if os.path.isdir(checkpoints) else []
 
 
 @pytest.mark.slow

@@ -70,18 +70,18 @@ def band_multiplier(seeds: int, points: int, alpha: float) -> float:
     return float(stats.t.ppf(1 - alpha / (2 * points), seeds - 1)) * math.sqrt(1 + 1 / seeds)
 
 
-def measure_bands(curves: Mapping[int, Mapping[str, float]], alpha: float) -> dict[str, Band]:
-    """Each point's band over the curves of several seeds ({seed: curve}, same points)."""
+def measure_bands(curves: Mapping[int, Mapping[str, float]], multiplier: float) -> dict[str, Band]:
+    """Each point's band over the curves of several seeds ({seed: curve}, same points): mean
+    +- `multiplier` standard deviations."""
     names = list(next(iter(curves.values())))
     for seed, curve in curves.items():
         if list(curve) != names:
             raise ValueError(f"seed {seed}'s curve has points {list(curve)}, not {names}")
-    k = band_multiplier(len(curves), len(names), alpha)
     bands = {}
     for name in names:
         values = np.array([curve[name] for curve in curves.values()])
         mean, sd = float(values.mean()), float(values.std(ddof=1))
-        bands[name] = Band(mean, sd, mean - k * sd, mean + k * sd)
+        bands[name] = Band(mean, sd, mean - multiplier * sd, mean + multiplier * sd)
     return bands
 
 
@@ -115,8 +115,9 @@ class Reference:
 
 
 def measure_reference(preset, commit, machine, curves, alpha, reason) -> Reference:
-    bands = measure_bands(curves, alpha)
-    k = band_multiplier(len(curves), len(bands), alpha)
+    points = len(next(iter(curves.values())))
+    k = band_multiplier(len(curves), points, alpha)
+    bands = measure_bands(curves, k)
     return Reference(preset, commit, machine, alpha, k, reason, dict(curves), bands)
 
 

@@ -44,7 +44,7 @@ def test_a_curve_averages_each_window_and_takes_the_final_validation():
     }  # fmt: skip
     with pytest.raises(ValueError, match=r"no training loss logged in steps \(2, 4\]"):
         curve_from_metrics(rows({1: 1.0, 2: 1.0}, {"loss": 1, "sampled_mse": 1}), 4, 2)
-    with pytest.raises(ValueError, match="no final validation 'sampled_mse'"):
+    with pytest.raises(ValueError, match="no validation 'sampled_mse' at step 2"):
         curve_from_metrics(rows({1: 1.0, 2: 1.0}, {"loss": 1}), 2, 1)
     with pytest.raises(ValueError, match="non-finite curve points"):
         curve_from_metrics(rows({1: math.nan}, {"loss": 1, "sampled_mse": 1}), 1, 1)

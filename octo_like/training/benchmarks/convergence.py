@@ -25,17 +25,20 @@ FORMAT = 1
 VAL_METRICS = ("loss", "sampled_mse")
 
 
-def curve_from_metrics(rows: Iterable[Mapping], num_steps: int, window: int) -> dict[str, float]:
+def curve_from_metrics(
+    rows: Iterable[Mapping], num_steps: int, window: int, val_metrics: Iterable[str] = VAL_METRICS
+) -> dict[str, float]:
     """{"train_loss@S": mean logged training loss over steps (S - window, S], for S = window,
-    2 window, ..., num_steps; "val_loss", "val_sampled_mse": the last evaluation's} of a run's
-    metrics.jsonl rows. A missing window or value is an error naming it, never a gap."""
+    2 window, ..., num_steps; "val_<name>" for each of `val_metrics`: the evaluation's at
+    num_steps} of a run's metrics.jsonl rows (a run that went on past num_steps is read up to
+    it). A missing window or value is an error naming it, never a gap."""
     if num_steps % window:
         raise ValueError(f"num_steps {num_steps} is not a multiple of the window {window}")
     train, val = {}, {}
     for row in rows:
         if row.get("split", "train") == "train" and "loss" in row:
             train[int(row["step"])] = float(row["loss"])
-        elif row.get("split") == "val":
+        elif row.get("split") == "val" and int(row["step"]) == num_steps:
             val = row
     curve = {}
     for end in range(window, num_steps + 1, window):
@@ -43,9 +46,11 @@ def curve_from_metrics(rows: Iterable[Mapping], num_steps: int, window: int) -> 
         if not values:
             raise ValueError(f"no training loss logged in steps ({end - window}, {end}]")
         curve[f"train_loss@{end}"] = float(np.mean(values))
-    for name in VAL_METRICS:
+    for name in val_metrics:
         if name not in val:
-            raise ValueError(f"the run logged no final validation {name!r} (val rows: {val})")
+            raise ValueError(
+                f"the run logged no validation {name!r} at step {num_steps} (that row: {val})"
+            )
         curve[f"val_{name}"] = float(val[name])
     bad = [name for name, value in curve.items() if not math.isfinite(value)]
     if bad:

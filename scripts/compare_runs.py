@@ -73,7 +73,8 @@ def main(argv=None) -> int:
     comparisons = run_comparison.compare_groups(curves)
     deciding = [p for p in args.deciding.split(",") if p]
     table, differ = run_comparison.describe(comparisons, deciding, args.alpha)
-    command = "python scripts/compare_runs.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    given = sys.argv[1:] if argv is None else argv
+    command = shlex.join(["python", "scripts/compare_runs.py", *given])
     print(table)
     if args.out:
         with open(args.out + ".txt", "w") as f:

@@ -182,12 +182,21 @@ def make_pipeline(
     *,
     split: str | None = None,
     prepared: list[PreparedDataset] | None = None,
+    sample_seed: int | None = None,
 ) -> Pipeline:
     """Batches (schema stage 5) of this process's share of the mixture.
 
     `split` overrides every source's split (e.g. ``"val"`` for held-out loss) while keeping the
     prepared statistics; `prepared` reuses already opened datasets and statistics.
+    `sample_seed`, for a pass that does not train (``config.train`` False: one pass, no
+    augmentation): its files, episodes and frames are shuffled with this seed (frames through
+    ``config.shuffle_buffer``) instead of read in order. Its first batches are then a sample
+    of the whole split, the same whatever the run's seed; in order, they hold only the first
+    frames of the first episodes read (validation reads ``eval_batches`` of them).
     """
+    if sample_seed is not None and config.train:
+        raise ValueError("sample_seed is for a pass that does not train (config.train=False)")
+    shuffled = config.train or sample_seed is not None
     prepared = prepared or [prepare_dataset(source, config) for source in config.datasets]
     batch_size = config.per_process_batch_size(shard.count)
     weights = np.array([p.source.weight for p in prepared], np.float64)
@@ -195,7 +204,7 @@ def make_pipeline(
         weights *= [p.statistics.num_transitions for p in prepared]
     weights /= weights.sum()
     skipped = SkippedEpisodes()
-    seed = config.seed + 1000 * shard.index
+    seed = (config.seed if sample_seed is None else sample_seed) + 1000 * shard.index
     trajectories = []
     for index, (dataset, weight) in enumerate(zip(prepared, weights, strict=True)):
         share = config.parallelism.scaled(weight) if len(prepared) > 1 else config.parallelism
@@ -206,7 +215,7 @@ def make_pipeline(
                 split or dataset.source.split,
                 config.cameras,
                 shard=shard,
-                shuffle=config.train,
+                shuffle=shuffled,
                 repeat=config.train,
                 cache=config.cache_trajectories,
                 seed=seed + index,
@@ -231,7 +240,7 @@ def make_pipeline(
             [f.dataset for f in frames], weights=weights.tolist(), seed=seed
         )
     stream = FrameDataset(mixed, "mixture", config.parallelism)
-    if config.train:
+    if shuffled:
         stream = stream.shuffle(config.shuffle_buffer, seed=seed)
     stream = stream.map_seeded(_frame_transform(config), seed, _SALT_FRAME)
     batches = stream.dataset.batch(

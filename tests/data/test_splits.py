@@ -41,9 +41,11 @@ def episode_of(action: np.ndarray) -> int:
     return int(np.asarray(action).reshape(-1)[0] // 100)
 
 
-def write(root: str, name: str, episodes: dict[str, int]) -> tuple[str, dict[str, list]]:
-    """`name` under `root`, actions coding their episode (numbered across splits) and step,
-    plus the actions written, per split."""
+def write(
+    root: str, name: str, episodes: dict[str, int], episode_length: int = 4
+) -> tuple[str, dict[str, list]]:
+    """`name` under `root`, actions coding their episode (numbered across splits, in split name
+    order) and step, plus the actions written, per split."""
     written: dict[str, list] = {split: [] for split in episodes}
     first = {split: sum(episodes[s] for s in sorted(episodes)[:i])
              for i, split in enumerate(sorted(episodes))}  # fmt: skip
@@ -57,7 +59,7 @@ def write(root: str, name: str, episodes: dict[str, int]) -> tuple[str, dict[str
         written[split].append(steps["action"].copy())
 
     location = synthetic.write_rlds_dataset(
-        root, name, SCHEMA, episodes=episodes, episode_length=4, override=code
+        root, name, SCHEMA, episodes=episodes, episode_length=episode_length, override=code
     )
     return location, written
 

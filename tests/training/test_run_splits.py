@@ -114,3 +114,43 @@ def test_a_typod_training_split_is_refused_naming_the_dataset_and_its_splits(dat
     config = run_config(datasets, WITH_VAL, "auto", source=dict(split="trian"))
     with pytest.raises(ValueError, match=rf"{WITH_VAL!r} has no split 'trian'.*'train', 'val'"):
         run_data.run_splits(config)
+
+
+def test_validation_reads_a_sample_of_the_whole_split_the_same_for_every_run(tmp_path):
+    """Validation reads `eval_batches` batches: 4 x 8 = 32 of a val split's 400 frames (40
+    episodes of 10 steps). They are a sample of the whole split: late steps and late episodes
+    included, and the same frames whatever the run's seed and at every evaluation. Read in
+    order, as before issue 70, they were steps 0 and 1 of the first 16 episodes (16 episodes
+    interleave), so the 'val loss' of a run measured its episodes' first frames only."""
+    location = write(str(tmp_path), WITH_VAL, {"train": 2, "val": 40}, episode_length=10)[0]
+    datasets = {WITH_VAL: location, "stats": str(tmp_path / "stats")}
+    samples = []
+    for seed in (0, 7, 7):
+        config = run_config(datasets, WITH_VAL, "val", seed=seed)
+        config.data = dataclasses.replace(config.data, batch_size=8)
+        config.eval_batches = 4
+        splits = run_data.run_splits(config)
+        prepared = run_data.prepare_datasets(config, splits.sources)
+        frames = []
+
+        def eval_step(state, batch, frames=frames):
+            steps = batch["observation"]["timestep"][:, -1]
+            frames.extend(
+                (episode_of(a), int(t)) for a, t in zip(batch["action"], steps, strict=True)
+            )
+            return {"loss": np.float32(1.0)}
+
+        evaluate_held_out(eval_step, None, dataclasses.replace(config.data, train=False),
+                          rlds.ProcessShard(), splits.held_out(prepared), config,
+                          lambda batch: batch)  # fmt: skip
+        samples.append(frames)
+    frames = samples[0]
+    assert len(frames) == 32 and len(set(frames)) == 32
+    assert samples[1] == samples[2] == frames  # the same sample for every seed and evaluation
+    steps = np.array([t for _, t in frames])
+    episodes = {e for e, _ in frames}
+    assert 2.5 <= steps.mean() <= 6.5 and steps.max() >= 7  # uniform over 0-9: mean 4.5 +- 0.5
+    assert len(episodes) >= 12 and max(episodes) >= 2 + 24  # val episodes are numbered 2-41
+    training = dataclasses.replace(config.data, train=True)
+    with pytest.raises(ValueError, match="sample_seed is for a pass that does not train"):
+        make_pipeline(training, prepared=prepared, sample_seed=0)

@@ -22,6 +22,10 @@ from octo_like.training.run import action_metrics
 
 log = logging.getLogger(__name__)
 
+# Validation shuffles the held-out split with this seed, not the run's: every evaluation of every
+# run (seeds, commits, resumes) reads the same sample of it, so their losses compare.
+HELD_OUT_SAMPLE_SEED = 0
+
 
 class ClosedLoopEval(Protocol):
     """Closed-loop success of the model being trained (e.g. `envs.training_eval`)."""
@@ -35,10 +39,14 @@ def evaluate_held_out(
     eval_step, state, val_config, shard, held_out, config, to_device, sample_step=None
 ) -> dict:
     """Mean metrics over `eval_batches` batches of `held_out` (the prepared datasets reading
-    their held-out splits: `RunSplits.held_out`); {} when a dataset has no such split. With a
-    `sample_step`, also Octo's sampled-action metrics on the same batches, pooled over them."""
+    their held-out splits: `RunSplits.held_out`), a sample of the whole split shuffled with
+    `HELD_OUT_SAMPLE_SEED` (all of it when it holds fewer frames); {} when a dataset has no
+    such split. With a `sample_step`, also Octo's sampled-action metrics on the same batches,
+    pooled over them."""
     try:
-        pipeline = make_pipeline(val_config, shard, prepared=held_out)
+        pipeline = make_pipeline(
+            val_config, shard, prepared=held_out, sample_seed=HELD_OUT_SAMPLE_SEED
+        )
     except ValueError as error:
         log.warning("no validation: %s", error)
         return {}

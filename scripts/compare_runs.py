@@ -8,8 +8,8 @@
 Each --group is LABEL=WORKDIR,WORKDIR,... (one workdir per seed of the same command, e.g. one
 commit's runs); each run's curve is read from its metrics.jsonl as the convergence check reads
 it (the training loss averaged over each `window` steps up to `num_steps`, the validation
-metrics logged at `num_steps`). Prints a table of each group's mean +- sd per point with the F
-test over groups; `--deciding` names the points that decide (choose them before the runs),
+metrics logged at `num_steps`, or at `--val_step`). Prints a table of each group's mean +- sd
+per point with the F test over groups; `--deciding` names the points that decide (choose them before the runs),
 and the exit status is 1 when one of them has p < alpha. `--out PREFIX` also writes PREFIX.txt
 (the command and the table) and PREFIX.json (every run's curve and every point's test).
 """
@@ -30,6 +30,9 @@ def parse_args(argv=None):
     parser.add_argument("--num_steps", type=int, required=True, help="the step read up to")
     parser.add_argument("--window", type=int, required=True, help="steps per training-loss mean")
     parser.add_argument("--val_metrics", default="loss", help="validation metrics to compare")
+    parser.add_argument(
+        "--val_step", type=int, default=None, help="the validation's step (default: num_steps)"
+    )
     parser.add_argument("--deciding", required=True, help="points that decide, e.g. val_loss")
     parser.add_argument("--alpha", type=float, default=0.05)
     parser.add_argument("--out", default="", help="PREFIX for PREFIX.txt and PREFIX.json")
@@ -65,7 +68,7 @@ def main(argv=None) -> int:
             try:
                 rows = read_jsonl(path)
                 curve = convergence.curve_from_metrics(
-                    rows, args.num_steps, args.window, val_metrics
+                    rows, args.num_steps, args.window, val_metrics, args.val_step
                 )
             except (OSError, ValueError) as e:
                 raise SystemExit(f"{label}: {path}: {e}") from None

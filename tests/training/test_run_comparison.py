@@ -96,6 +96,9 @@ def test_a_run_missing_a_point_or_a_malformed_group_is_refused_by_name(tmp_path)
         compare_runs.main(["--group", f"x={tmp_path / 'late'},{tmp_path / 'late'}",
                            "--group", f"y={tmp_path / 'y0'},{tmp_path / 'y1'}",
                            "--num_steps", "200", *common])  # fmt: skip
+    late = ["--group", f"x={tmp_path / 'late'},{tmp_path / 'late'}",
+            "--group", f"y={tmp_path / 'late'},{tmp_path / 'late'}"]  # fmt: skip
+    assert compare_runs.main([*late, "--num_steps", "200", "--val_step", "300", *common]) == 0
     with pytest.raises(ValueError, match="--group takes LABEL=WORKDIR"):
         compare_runs.parse_groups(["x"])
     with pytest.raises(ValueError, match="deciding points \\['val_mse'\\]"):

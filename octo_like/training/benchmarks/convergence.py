@@ -26,19 +26,24 @@ VAL_METRICS = ("loss", "sampled_mse")
 
 
 def curve_from_metrics(
-    rows: Iterable[Mapping], num_steps: int, window: int, val_metrics: Iterable[str] = VAL_METRICS
+    rows: Iterable[Mapping],
+    num_steps: int,
+    window: int,
+    val_metrics: Iterable[str] = VAL_METRICS,
+    val_step: int | None = None,
 ) -> dict[str, float]:
     """{"train_loss@S": mean logged training loss over steps (S - window, S], for S = window,
     2 window, ..., num_steps; "val_<name>" for each of `val_metrics`: the evaluation's at
-    num_steps} of a run's metrics.jsonl rows (a run that went on past num_steps is read up to
-    it). A missing window or value is an error naming it, never a gap."""
+    `val_step` (default num_steps)} of a run's metrics.jsonl rows (a run that went on past
+    num_steps is read up to it). A missing window or value is an error naming it, never a gap."""
+    val_step = num_steps if val_step is None else val_step
     if num_steps % window:
         raise ValueError(f"num_steps {num_steps} is not a multiple of the window {window}")
     train, val = {}, {}
     for row in rows:
         if row.get("split", "train") == "train" and "loss" in row:
             train[int(row["step"])] = float(row["loss"])
-        elif row.get("split") == "val" and int(row["step"]) == num_steps:
+        elif row.get("split") == "val" and int(row["step"]) == val_step:
             val = row
     curve = {}
     for end in range(window, num_steps + 1, window):
@@ -49,7 +54,7 @@ def curve_from_metrics(
     for name in val_metrics:
         if name not in val:
             raise ValueError(
-                f"the run logged no validation {name!r} at step {num_steps} (that row: {val})"
+                f"the run logged no validation {name!r} at step {val_step} (that row: {val})"
             )
         curve[f"val_{name}"] = float(val[name])
     bad = [name for name, value in curve.items() if not math.isfinite(value)]

@@ -9,9 +9,10 @@ Each --group is LABEL=WORKDIR,WORKDIR,... (one workdir per seed of the same comm
 commit's runs); each run's curve is read from its metrics.jsonl as the convergence check reads
 it (the training loss averaged over each `window` steps up to `num_steps`, the validation
 metrics logged at `num_steps`, or at `--val_step`). Prints a table of each group's mean +- sd
-per point with the F test over groups; `--deciding` names the points that decide (choose them before the runs),
-and the exit status is 1 when one of them has p < alpha. `--out PREFIX` also writes PREFIX.txt
-(the command and the table) and PREFIX.json (every run's curve and every point's test).
+per point with the F test over groups; `--deciding` names the points that decide (choose them
+before the runs), and the exit status is 1 when one of them has p < alpha. `--out PREFIX` also
+writes PREFIX.txt (the command and the table) and PREFIX.json (every run's curve and every
+point's test).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Issue 70, item 3: the validation metrics of a run's saved step, measured by this checkout's
-evaluator (a sample of the whole held-out split, `evaluation.HELD_OUT_SAMPLE_SEED`).
+"""Issue 70, item 3: the validation metrics of a run's saved step, measured by the code of the
+checkout it runs in (run it from the worktree of the commit that trained the run, with
+--config.eval_batches large enough to read the whole held-out split).
 
 An experiment harness, not a product script: it runs train.py's own command line on a copy of
 the run's workdir, resumed at its last step with `--stop_at_step` one further, and with the
@@ -10,11 +11,19 @@ of the run as train.py builds it: the config, the datasets, the statistics, the 
     python docs/benchmarks/issue70_item3/evaluate_saved_step.py COPY_OF_WORKDIR -- TRAIN_FLAGS
 """
 
+import os
 import runpy
 import sys
 
-from octo_like.training.run import train_program
-from octo_like.training.run.step import TrainState
+sys.path.insert(0, os.getcwd())  # the checkout's package, not the one installed in the venv
+
+try:  # the training rooms of 2026-11-29 (issue 71)
+    from octo_like.training.run import train_program
+    from octo_like.training.run.step import TrainState
+except ImportError:  # the flat training package of earlier commits (6f789e1, fb54088)
+    from octo_like.training.step import TrainState
+
+    from octo_like.training import train_program
 
 making = train_program.make_steps
 

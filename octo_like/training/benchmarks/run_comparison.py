@@ -48,11 +48,19 @@ def one_way_anova(groups: Sequence[Sequence[float]]) -> tuple[float, float]:
         )
     grand = np.concatenate(arrays).mean()
     between = sum(a.size * (a.mean() - grand) ** 2 for a in arrays) / (len(arrays) - 1)
-    within = sum(((a - a.mean()) ** 2).sum() for a in arrays) / (sizes.sum() - len(arrays))
+    within = within_mean_square(arrays)
     if within == 0:
         return (float("nan"), 1.0) if between == 0 else (float("inf"), 0.0)
     f = between / within
     return float(f), float(stats.f.sf(f, len(arrays) - 1, sizes.sum() - len(arrays)))
+
+
+def within_mean_square(groups: Sequence[Sequence[float]]) -> float:
+    """The seed-to-seed variance pooled within groups: sum of squares about each group's mean
+    over (runs - groups) degrees of freedom."""
+    arrays = [np.asarray(g, dtype=np.float64) for g in groups]
+    dof = sum(a.size for a in arrays) - len(arrays)
+    return float(sum(((a - a.mean()) ** 2).sum() for a in arrays) / dof)
 
 
 def compare_groups(curves: Mapping[str, Sequence[Mapping[str, float]]]) -> list[PointComparison]:
@@ -71,8 +79,6 @@ def compare_groups(curves: Mapping[str, Sequence[Mapping[str, float]]]) -> list[
     for name in names:
         values = {group: [curve[name] for curve in runs] for group, runs in curves.items()}
         f, p = one_way_anova(list(values.values()))
-        dof = sum(len(v) - 1 for v in values.values())
-        pooled = sum(((np.array(v) - np.mean(v)) ** 2).sum() for v in values.values()) / dof
         comparisons.append(
             PointComparison(
                 point=name,
@@ -80,7 +86,7 @@ def compare_groups(curves: Mapping[str, Sequence[Mapping[str, float]]]) -> list[
                 sds={g: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for g, v in values.items()},
                 f=f,
                 p=p,
-                within_sd=float(np.sqrt(pooled)),
+                within_sd=float(np.sqrt(within_mean_square(list(values.values())))),
                 between_sd=float(np.std([np.mean(v) for v in values.values()], ddof=1)),
             )
         )

@@ -42,9 +42,9 @@
    architecture and tokenizer in all); otherwise under each run. Then writes
    ``<workdir>/transfer_pretraining.txt`` / ``.jsonl`` (JSON line printed last): per target,
    count and arm, each run's successes and paired gap to scratch; pooled, the mean gap with a t
-   95% interval over the runs' means (df = runs - 1) and a two-stage bootstrap (runs, then seeds);
-   and the fine-tuned success rate's standard deviation between pretraining runs and between
-   fine-tuning seeds (random-effects ANOVA; evaluation noise's share), naming which dominates.
+   95% interval for seeds crossed with runs (Satterthwaite df); and the fine-tuned success
+   rate's standard deviation between pretraining runs and between fine-tuning seeds (two-way
+   ANOVA; evaluation noise beside them), with the F test of a run effect.
    One pretraining run is steps 1-5 in the workdir itself, as without these flags.
 
 Every arm's result is saved as ``results/<execution>/<target>/<N>demos/<mode>/seed<k>.json``

@@ -12,6 +12,7 @@ import pathlib
 import re
 import types
 
+import numpy as np
 import pytest
 
 import finetune
@@ -23,6 +24,7 @@ from octo_like.envs.transfer.pretraining_runs import (
     scratch_inputs,
     scratch_sharing,
 )
+from octo_like.envs.transfer.pretraining_variance import pooled_gap
 from octo_like.envs.transfer.transfer_benchmark import parse_args, run
 from octo_like.model.config import LanguageConfig
 from octo_like.training.finetuning import finetune_config
@@ -228,7 +230,9 @@ def test_runs_share_the_data_and_without_a_t5_the_first_runs_scratch_arms_and_re
     assert [r["seed_rates"] for r in row["runs"]] == [[0.75, 1.0], [0.25, 0.5], [0.5, 0.5]]
     assert all(r["scratch_rate"] == 0.125 for r in row["runs"])
     # differences 0.5, 1.0 | 0.0, 0.5 | 0.25, 0.5: mean over all six
-    assert row["gap_to_scratch"]["mean"] == round(2.75 / 6, 4) and row["gap_to_scratch"]["df"] == 2
+    differences = np.array([[0.5, 1.0], [0.0, 0.5], [0.25, 0.5]])
+    assert row["gap_to_scratch"] == pooled_gap(differences).to_json()
+    assert row["gap_to_scratch"]["mean"] == round(2.75 / 6, 4)
 
     runs.trained.clear()
     assert run(parse_args(argv), runs.programs) == rows and runs.trained == []  # all reused

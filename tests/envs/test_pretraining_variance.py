@@ -10,12 +10,15 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from octo_like.envs.transfer.paired import paired_gap
+from octo_like.envs.transfer.paired import difference_t_interval, paired_gap
 from octo_like.envs.transfer.plan import Arm, ArmResult, Target
 from octo_like.envs.transfer.pretraining_report import RunResults, pooled_rows, write_pooled_report
 from octo_like.envs.transfer.pretraining_variance import (
+    BOOTSTRAP_MIN_RUNS,
+    VarianceComponents,
     balanced_grid,
-    cluster_bootstrap,
+    crossed_bootstrap,
+    mean_squares,
     pooled_gap,
     variance_components,
 )
@@ -25,69 +28,131 @@ HERE = {"commit": "0123456789ab", "cpu": "AMD EPYC, family 25 model 17"}
 TARGET = Target("wrist", "wrist", ("reach",))
 
 
-def test_no_difference_between_run_means_gives_no_pretraining_variance():
-    # Every run's seeds average 0.3: MS_between = 0, and the within-run spread is all there is.
-    rates = np.array([[0.2, 0.4], [0.4, 0.2], [0.3, 0.3]])
-    anova = variance_components(rates, np.full((3, 2), 10))
-    assert anova.ms_between == pytest.approx(0.0, abs=1e-15)
-    # (0.01 + 0.01) + (0.01 + 0.01) + 0, over 3 runs x (2 - 1) df
-    assert anova.ms_within == pytest.approx(0.04 / 3)
-    assert anova.sigma2_pretraining == 0.0  # max(0, negative): clipped, not negative
-    assert anova.sigma2_finetuning == pytest.approx(0.04 / 3) and anova.dominant == "fine-tuning"
+def test_the_mean_squares_are_a_two_way_anova_without_replication_by_hand():
+    grid = np.array([[0.1, 0.3, 0.8], [0.5, 0.4, 0.9], [0.0, 0.2, 0.6]])
+    ms = mean_squares(grid)
+    grand, runs, seeds = grid.mean(), grid.mean(axis=1), grid.mean(axis=0)
+    assert ms.run == pytest.approx(3 * ((runs - grand) ** 2).sum() / 2)
+    assert ms.seed == pytest.approx(3 * ((seeds - grand) ** 2).sum() / 2)
+    # The three sums of squares add up to the total: nothing is counted twice or lost.
+    total = ((grid - grand) ** 2).sum()
+    assert 2 * ms.run + 2 * ms.seed + 4 * ms.residual == pytest.approx(total)
+    assert ms.df_residual == 4
 
 
-def test_known_run_means_reproduce_the_mean_squares_by_hand():
-    rates = np.array([[0.1, 0.3], [0.5, 0.7], [0.2, 0.4]])  # run means 0.2, 0.6, 0.3
+def test_a_seed_effect_shared_by_every_run_is_not_taken_from_the_pretraining_variance():
+    # Additive: run effects -0.1, 0, +0.1 and seed effects -0.3, 0, +0.3, nothing else. The
+    # seeds are crossed with the runs (a seed reads the same demonstrations under every run).
+    # A one-way ANOVA (seeds as replicates within runs) estimated 0.01 - 0.09 / 3 < 0 -> 0 here.
+    rates = 0.5 + np.array([[-0.1], [0.0], [0.1]]) + np.array([[-0.3, 0.0, 0.3]])
+    anova = variance_components(rates, np.full((3, 3), 40))
+    assert anova.mean_squares.residual == pytest.approx(0.0, abs=1e-15)
+    assert anova.sigma2_pretraining == pytest.approx(0.01)
+    assert anova.sigma2_seed_shared == pytest.approx(0.09)
+    assert anova.sigma2_finetuning == pytest.approx(0.09) and anova.larger == "fine-tuning"
+    assert anova.run_effect_f == math.inf and anova.runs_differ
+
+
+def test_the_components_are_unbiased_and_the_run_test_holds_its_level_in_simulation():
+    # 3 runs x 3 seeds with run sd 0.05, seed sd 0.10, residual sd 0.05 (success-rate scale),
+    # then with no run effect. 2,000 grids: a mean's Monte Carlo error is about 2.5% of the
+    # variances here and a rejection rate's about 0.005, so the bounds below are 3-4 of those.
+    rng = np.random.default_rng(0)
+
+    def grids(run_sd):
+        shape = (2000, 3, 3)
+        return (0.5 + rng.normal(0, run_sd, (2000, 3, 1)) + rng.normal(0, 0.1, (2000, 1, 3))
+                + rng.normal(0, 0.05, shape))  # fmt: skip
+
+    squares = [mean_squares(g) for g in grids(0.05)]
+    run = np.mean([(ms.run - ms.residual) / 3 for ms in squares])  # the unclipped estimates
+    seed = np.mean([(ms.seed - ms.residual) / 3 for ms in squares])
+    residual = np.mean([ms.residual for ms in squares])
+    assert run == pytest.approx(0.0025, rel=0.2) and seed == pytest.approx(0.01, rel=0.1)
+    assert residual == pytest.approx(0.0025, rel=0.1)
+    # (the F test reads the mean squares alone; a simulated rate may stray outside [0, 1])
+    level = np.mean([VarianceComponents(mean_squares(g), 0.0).runs_differ for g in grids(0.0)])
+    assert 0.035 < level < 0.065  # F(2, 4) at p < 0.05 rejects 5% of grids without a run effect
+
+
+def test_the_run_effect_p_value_is_the_f_distributions_tail():
+    rates = np.array([[0.1, 0.3, 0.2], [0.5, 0.7, 0.5], [0.2, 0.4, 0.45]])
+    anova = variance_components(rates, np.full((3, 3), 40))
+    ms = anova.mean_squares
+    assert anova.run_effect_f == pytest.approx(ms.run / ms.residual)
+    assert anova.run_effect_p == pytest.approx(stats.f.sf(ms.run / ms.residual, 2, 4))
+    assert anova.run_effect_p < 0.05 and anova.runs_differ and anova.larger == "pretraining"
+    blob = anova.to_json()
+    assert (blob["df_run"], blob["df_seed"], blob["df_residual"]) == (2, 2, 4)
+    assert blob["sd_pretraining_points"] == round(100 * math.sqrt((ms.run - ms.residual) / 3), 2)
+
+
+def test_evaluation_noise_is_the_unbiased_binomial_variance_per_arm():
+    rates = np.array([[0.1, 0.3], [0.5, 0.7], [0.0, 1.0]])
     episodes = np.array([[10, 10], [10, 10], [20, 20]])
     anova = variance_components(rates, episodes)
-    # grand mean 11/30; deviations -5/30, 7/30, -2/30; MS_between = 2 * (25+49+4)/900 / 2
-    assert anova.ms_between == pytest.approx(78 / 900)
-    assert anova.ms_within == pytest.approx(6 * 0.01 / 3)  # each seed 0.1 from its run's mean
-    assert anova.sigma2_pretraining == pytest.approx((78 / 900 - 0.02) / 2)
-    assert anova.dominant == "pretraining"
-    noise = (0.09 + 0.21 + 0.25 + 0.21) / 10 + (0.16 + 0.24) / 20  # p(1-p)/n per arm
+    # p (1 - p) / (n - 1): E[p^(1 - p^)] = p (1 - p) (n - 1) / n. At p^ = 0 or 1 it reads 0.
+    noise = (0.09 + 0.21 + 0.25 + 0.21) / 9 + 0.0
     assert anova.evaluation_noise == pytest.approx(noise / 6)
-    blob = anova.to_json()
-    assert blob["df_between"] == 2 and blob["df_within"] == 3
-    assert blob["sd_pretraining_points"] == round(100 * math.sqrt((78 / 900 - 0.02) / 2), 2)
-    assert blob["sd_finetuning_points"] == round(100 * math.sqrt(0.02), 2)
 
 
-def test_the_variance_components_need_two_runs_two_seeds_and_rates():
+def test_the_variance_components_need_two_runs_two_seeds_rates_and_episodes():
     with pytest.raises(ValueError, match="at least 2 of each"):
         variance_components(np.array([[0.1], [0.2]]), np.array([[5], [5]]))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         variance_components(np.array([[0.1, 1.2], [0.2, 0.3]]), np.full((2, 2), 5))
+    with pytest.raises(ValueError, match="at least 2 episodes"):
+        variance_components(np.full((2, 2), 0.5), np.ones((2, 2)))
 
 
-def test_the_pooled_t_interval_is_over_run_means_and_matches_scipy():
+def test_the_pooled_t_interval_covers_95_percent_where_one_over_run_means_does_not():
+    # Seeds crossed with runs and a seed effect (sd 0.10) but no run effect: an interval over
+    # the 3 run means treats the seeds as fixed and covered 65% in this simulation; the crossed
+    # design's interval must cover at least 95% (Monte Carlo error about 0.005 at 2,000 grids),
+    # here and with a run effect, and stay no wider than needed when nothing but noise varies.
+    rng = np.random.default_rng(1)
+    for run_sd, seed_sd in ((0.0, 0.1), (0.1, 0.0), (0.05, 0.1), (0.0, 0.0)):
+        grids = (0.3 + rng.normal(0, run_sd, (2000, 3, 1)) + rng.normal(0, seed_sd, (2000, 1, 3))
+                 + rng.normal(0, 0.05, (2000, 3, 3)))  # fmt: skip
+        covered = np.mean(
+            [low <= 0.3 <= high for low, high in (pooled_gap(g).t_interval for g in grids)]
+        )
+        assert 0.945 <= covered <= 0.995, (run_sd, seed_sd, covered)
+        if seed_sd:
+            over_runs = [difference_t_interval(g.mean(axis=1)) for g in grids]
+            assert np.mean([low <= 0.3 <= high for low, high in over_runs]) < 0.9
+
+
+def test_the_pooled_gap_by_hand_and_when_nothing_varies():
     differences = np.array([[0.1, 0.3, 0.2], [0.0, -0.1, 0.1], [0.4, 0.2, 0.3]])
     gap = pooled_gap(differences)
-    run_means = differences.mean(axis=1)
-    assert gap.run_means == pytest.approx(tuple(run_means))
-    assert gap.mean == pytest.approx(differences.mean()) and gap.df == 2
-    low, high = stats.t.interval(0.95, 2, loc=run_means.mean(), scale=stats.sem(run_means))
-    assert gap.t_interval == pytest.approx((low, high))
-    # t(0.975, 2) = 4.303 (the published table): three runs give a wide interval, honestly.
-    assert (high - low) / 2 == pytest.approx(4.303 * stats.sem(run_means), rel=1e-3)
+    ms = mean_squares(differences)
+    assert gap.run_means == pytest.approx(tuple(differences.mean(axis=1)))
+    assert gap.mean == pytest.approx(differences.mean())
+    combined = ms.run + ms.seed - ms.residual
+    assert combined >= ms.residual  # the Satterthwaite branch
+    assert gap.standard_error == pytest.approx(math.sqrt(combined / 9))
+    df = combined**2 / (ms.run**2 / 2 + ms.seed**2 / 2 + ms.residual**2 / 4)
+    assert gap.df == pytest.approx(df)
+    half = stats.t.ppf(0.975, df) * gap.standard_error
+    assert gap.t_interval == pytest.approx((gap.mean - half, gap.mean + half))
+    assert gap.bootstrap_interval is None and not gap.degenerate  # 3 runs: no bootstrap
+    flat = pooled_gap(np.full((3, 3), 0.25))
+    assert flat.t_interval == (0.25, 0.25) and flat.degenerate and flat.to_json()["degenerate"]
 
 
-def test_the_cluster_bootstrap_repeats_with_its_seed_and_holds_the_mean():
+def test_the_crossed_bootstrap_repeats_with_its_seed_and_draws_seeds_across_runs():
     differences = np.array([[0.1, 0.3, 0.2], [0.0, -0.1, 0.1], [0.4, 0.2, 0.3]])
-    interval = cluster_bootstrap(differences)
-    assert cluster_bootstrap(differences) == interval  # fixed rng seed: the same draws
+    interval = crossed_bootstrap(differences)
+    assert crossed_bootstrap(differences) == interval  # fixed rng seed: the same draws
     assert interval[0] < differences.mean() < interval[1]
-    few = cluster_bootstrap(differences, resamples=40)
-    assert cluster_bootstrap(differences, resamples=40, seed=1) != few  # another seed: other draws
-    assert interval[0] >= differences.min() and interval[1] <= differences.max()
-    assert cluster_bootstrap(np.full((3, 2), 0.25)) == (0.25, 0.25)  # nothing varies
-    # No spread within runs: only the run draws matter. Drawing one run three times has
-    # probability 1/27 = 3.7% > 2.5%, so the interval spans the lowest to the highest run.
-    by_run = np.repeat(np.array([[0.0], [0.2], [0.4]]), 4, axis=1)
-    assert cluster_bootstrap(by_run) == pytest.approx((0.0, 0.4))
-    # Runs alike, seeds apart: resampling runs alone would give [0.5, 0.5]; seeds are drawn too.
-    low, high = cluster_bootstrap(np.array([[0.0, 1.0]] * 3))
-    assert low < 0.5 < high
+    few = crossed_bootstrap(differences, resamples=40)
+    assert crossed_bootstrap(differences, resamples=40, seed=1) != few
+    # Runs alike, seeds apart: every draw's seeds are shared by its runs, so a draw of seed 1
+    # three times (probability 1/27 > 2.5%) gives 1.0: the interval spans [0, 1].
+    assert crossed_bootstrap(np.array([[0.0, 0.5, 1.0]] * 3)) == pytest.approx((0.0, 1.0))
+    many = np.random.default_rng(2).normal(0.2, 0.1, (BOOTSTRAP_MIN_RUNS, 3))
+    assert pooled_gap(many).bootstrap_interval == crossed_bootstrap(many)
 
 
 def test_an_unbalanced_design_is_refused_naming_each_missing_run_and_seed():
@@ -137,10 +202,10 @@ def test_the_pooled_rows_read_each_run_paired_with_scratch_and_pool_them():
     expected = paired_gap(dict(enumerate(full[1])), dict(enumerate(scratch[1]))).to_json()
     assert second["gap_to_scratch"] == expected
     pooled = row["gap_to_scratch"]
-    assert pooled["mean"] == round(float((full - scratch).mean()), 4) and pooled["df"] == 1
-    assert pooled["run_means"] == [0.5, 0.0833]
+    assert pooled["mean"] == round(float((full - scratch).mean()), 4)
+    assert pooled == pooled_gap(full - scratch).to_json() and pooled["run_means"] == [0.5, 0.0833]
     anova = variance_components(full, np.full((2, 3), 4)).to_json()
-    assert row["variance"] == anova and anova["dominant"] == "pretraining"
+    assert row["variance"] == anova and anova["larger"] == "pretraining"
 
 
 def test_a_run_missing_a_seed_of_an_arm_or_of_its_scratch_is_named():
@@ -171,8 +236,9 @@ def test_the_pooled_report_lists_the_runs_says_how_scratch_was_run_and_prints_js
     assert header[3] == f"scratch: {sharing}"
     assert header[4] == "every arm at commit 0123456789ab on AMD EPYC, family 25 model 17"
     assert header[5].startswith("command: python scripts/benchmark_transfer.py --workdir")
-    assert "t 95% CI over the 2 runs' means (df 1)" in header[6] and "10000 draws" in header[6]
-    assert "pooled" in text and "two-stage bootstrap" in text and "pretraining dominates" in text
+    assert "seeds are crossed with runs" in header[6] and "10000 draws" in header[6]
+    assert "t (crossed, df" in text and "run effect F(1, 2) = " in text
+    assert "larger point estimate: pretraining" in text
     printed = capsys.readouterr().out.strip().splitlines()
     line = json.loads(printed[-1])
     assert line == json.loads((tmp_path / "transfer_pretraining.jsonl").read_text())

@@ -4,8 +4,8 @@
 Each pretraining run's own report (`transfer_report`) sits in its sub-workdir; this one reads
 them together, per target x demonstration count x arm (mode or recipe; zero-shot rows are in the
 runs' own reports): per run, the fine-tuned arm's successes and its paired gap to scratch over
-seeds (`paired.paired_gap`); pooled over runs, the mean gap with a t interval over the runs'
-means and a two-stage bootstrap; and how the arm's success rate varies between pretraining runs
+seeds (`paired.paired_gap`); pooled over runs, the mean gap with the crossed design's t interval
+(the bootstrap from enough runs); and how the arm's success rate varies between pretraining runs
 and between fine-tuning seeds (`pretraining_variance`, whose docstring gives the formulas).
 
 The header says what every row shares (the budget), the pretraining runs (checkpoint and
@@ -25,6 +25,7 @@ import numpy as np
 from octo_like.envs.transfer.paired import check_provenance, paired_gap
 from octo_like.envs.transfer.plan import SCRATCH, ZERO_SHOT, ArmResult
 from octo_like.envs.transfer.pretraining_variance import (
+    BOOTSTRAP_MIN_RUNS,
     BOOTSTRAP_SEED,
     RESAMPLES,
     balanced_grid,
@@ -122,20 +123,36 @@ def _interval(low: float, high: float) -> str:
 
 
 def variance_text(variance: dict[str, Any]) -> str:
-    """The success rate's standard deviations in points and which source dominates."""
-    noise_share = (
-        f", {variance['evaluation_noise'] / variance['ms_within']:.0%} of MS_within"
-        if variance["ms_within"] > 0 else ""
+    """The success rate's standard deviations in points, the F test of a run effect and which
+    point estimate is larger (a source "dominates" only where the test says the runs differ)."""
+    noise_ratio = (
+        f", {variance['evaluation_noise'] / variance['ms_residual']:.2f} x MS_res"
+        if variance["ms_residual"] > 0 else ""
     )  # fmt: skip
-    dominant = variance["dominant"]
-    verdict = "neither dominates" if dominant == "neither" else f"{dominant} dominates"
+    f, p = variance["run_effect_f"], variance["run_effect_p"]
+    df = f"({variance['df_run']}, {variance['df_residual']})"
+    if p is None:
+        test = "no run effect to test (nothing varied)"
+    else:
+        shown = "inf" if f is None else f"{f:.2f}"
+        found = "the runs differ" if variance["runs_differ"] else "no run effect shown"
+        test = f"run effect F{df} = {shown}, p = {p:.3f}: {found}"
     return (
         f"success-rate sd between pretraining runs {variance['sd_pretraining_points']:.1f} pts, "
         f"between fine-tuning seeds {variance['sd_finetuning_points']:.1f} pts (evaluation noise "
-        f"alone {variance['sd_evaluation_noise_points']:.1f} pts{noise_share}): {verdict} "
-        f"(MS_between {variance['ms_between']:.4f}, df {variance['df_between']}; MS_within "
-        f"{variance['ms_within']:.4f}, df {variance['df_within']})"
+        f"alone {variance['sd_evaluation_noise_points']:.1f} pts{noise_ratio}); {test}; "
+        f"larger point estimate: {variance['larger']} (MS_run {variance['ms_run']:.4f}, MS_seed "
+        f"{variance['ms_seed']:.4f}, MS_res {variance['ms_residual']:.4f})"
     )
+
+
+def _pooled_interval(pooled: dict[str, Any]) -> str:
+    text = f"t (crossed, df {pooled['df']:.1f}) {_interval(*pooled['t_ci95'])}"
+    if pooled["degenerate"]:
+        text += " (degenerate: nothing varied)"
+    if pooled["bootstrap_ci95"] is not None:
+        text += f", bootstrap {_interval(*pooled['bootstrap_ci95'])}"
+    return text
 
 
 def pooled_table(rows: Sequence[dict[str, Any]]) -> str:
@@ -158,12 +175,9 @@ def pooled_table(rows: Sequence[dict[str, Any]]) -> str:
             )
             lead = " " * len(lead)
         pooled = row["gap_to_scratch"]
-        runs = len(row["runs"])
         lines.append(
             f"{lead}{'pooled':<10}{'':>11}{row['success_rate']:>7.2f}  {'':<26}{'':>8}  "
-            f"{pooled['mean']:+.2f} t over {runs} runs (df {pooled['df']}) "
-            f"{_interval(*pooled['t_ci95'])}, two-stage bootstrap "
-            f"{_interval(*pooled['bootstrap_ci95'])}"
+            f"{pooled['mean']:+.2f} {_pooled_interval(pooled)}"
         )
         lines.append(f"{' ' * 8}{variance_text(row['variance'])}")
     return "\n".join(lines)
@@ -183,10 +197,12 @@ def write_pooled_report(
     command = command_text(getattr(args, "argv", None))
     listed = [f"pretraining run {run.name}: {run.checkpoint} ({run.fingerprint})" for run in runs]
     method = (
-        f"pooled: the mean of every (run, seed) difference; t 95% CI over the {len(runs)} runs' "
-        f"means (df {len(runs) - 1}); two-stage bootstrap (runs, then seeds within each; "
-        f"{RESAMPLES} draws, seed {BOOTSTRAP_SEED}); variance: one-way random-effects ANOVA of "
-        "the fine-tuned success rate, pretraining run = group, fine-tuning seeds = replicates"
+        "seeds are crossed with runs (a seed's demonstrations, data order and shared scratch arm "
+        "are the same under every run): pooled, the mean of every (run, seed) difference with a "
+        "t 95% CI from the crossed design's variance (Satterthwaite df); the bootstrap (runs and "
+        f"seeds, {RESAMPLES} draws, seed {BOOTSTRAP_SEED}) from {BOOTSTRAP_MIN_RUNS} runs; "
+        "variance: two-way ANOVA without replication of the fine-tuned success rate, F test of "
+        "the run effect against the residual"
     )
     budget = budget_text(args, seeds, f"{len(runs)} runs (below)")
     header = [budget, *listed, f"scratch: {scratch}", provenance, f"command: {command}", method]

@@ -3,33 +3,41 @@
 One pretraining command run three times ended at validation loss 0.116, 0.132 and 0.152, and its
 checkpoints transferred very differently: a gap to scratch measured from one pretraining run says
 how that checkpoint transfers, not how the recipe does. Here R pretraining runs are each
-fine-tuned with the same S seeds (the two arms of a seed read the same demonstrations), so a
-cell (target, demonstrations, arm) has fine-tuned success rates y[r, s] and paired differences
-d[r, s] = y[r, s] - b[r, s] to scratch (b[r, s] = b[s] when the scratch arms are shared).
+fine-tuned with the same S seeds, so a cell (target, demonstrations, arm) has fine-tuned success
+rates y[r, s] and paired differences d[r, s] = y[r, s] - b[r, s] to scratch (b[r, s] = b[s] when
+the scratch arms are shared).
 
-- `pooled_gap`: the mean of all R*S differences, d = mean_r d_r (d_r: run r's mean over seeds;
-  equal weights in a balanced design), with
-  - a Student-t 95% interval over the per-run means: d +- t(0.975, R-1) * sd(d_r) / sqrt(R).
-    The runs are the units that carry the pretraining variance; at 3 runs df = 2 and t = 4.30,
-    as wide as 3 runs honestly allow;
-  - a two-stage (cluster) percentile bootstrap: draw R runs with replacement, then S seeds with
-    replacement within each drawn run; the statistic is the mean of the R*S drawn differences;
-    2.5th and 97.5th percentiles of `RESAMPLES` draws from the fixed rng seed `BOOTSTRAP_SEED`.
-- `variance_components` of y, a one-way random-effects ANOVA (pretraining run = group,
-  fine-tuning seeds = replicates), y_r = mean_s y[r, s], y = mean_r y_r:
-      MS_between = S * sum_r (y_r - y)^2 / (R - 1)
-      MS_within  = sum_r sum_s (y[r, s] - y_r)^2 / (R * (S - 1))
-      sigma2_pretraining = max(0, (MS_between - MS_within) / S)  (E[MS_between] = sigma2_ft +
-                                                                   S * sigma2_pre)
-      sigma2_finetuning  = MS_within
-  and the part of MS_within that evaluation noise alone explains: the mean over the R*S arms of
-  p * (1 - p) / n (p: the arm's success rate, n: its episodes), the binomial variance of a rate
-  measured on n episodes (an upper bound for an arm whose tasks differ in difficulty, since
-  p(1-p) is at least the mean of its tasks' p_t(1-p_t)).
+The seeds are **crossed** with the runs, not nested in them: seed s reads the same
+demonstrations in the same order and draws the same new-parameter initialization under every
+run, and a shared scratch arm b[s] enters every run's d[r, s]. So the model is two-way,
+    y[r, s] = mu + a_r + c_s + e[r, s]   (a: run, c: seed, e: the rest, evaluation noise included)
+with variances sigma2_run, sigma2_seed, sigma2_res, and the mean squares of the two-way ANOVA
+without replication (y_r, y_s: run and seed means; y: the grand mean):
+    MS_run = S * sum_r (y_r - y)^2 / (R - 1)             E = sigma2_res + S * sigma2_run
+    MS_seed = R * sum_s (y_s - y)^2 / (S - 1)            E = sigma2_res + R * sigma2_seed
+    MS_res = sum (y[r,s] - y_r - y_s + y)^2 / ((R-1)(S-1))  E = sigma2_res
+A one-way ANOVA (seeds as replicates within runs) would move the seed effect out of MS_between
+and into MS_within, and estimate sigma2_run - sigma2_seed / S: too low.
+
+- `variance_components` of y: sigma2_pretraining = max(0, (MS_run - MS_res) / S); the
+  fine-tuning-seed variance, how much one arm's rate moves with the seed under a fixed run,
+  sigma2_finetuning = max(0, (MS_seed - MS_res) / R) + MS_res; the test of a run effect,
+  F = MS_run / MS_res on (R - 1, (R - 1)(S - 1)) df (at 3 x 3, df 2 and 4: only a large run
+  effect shows); and the part of MS_res that evaluation noise alone explains, the mean over arms
+  of p (1 - p) / (n - 1) (p: the arm's rate, n: its episodes; unbiased for the binomial variance
+  p (1 - p) / n, and 0 at p = 0 or 1, where n episodes say least about it).
+- `pooled_gap` of d: the mean of all R*S differences, with a Student-t 95% interval whose
+  variance is that of a crossed design's grand mean,
+      Var(d) = sigma2_run / R + sigma2_seed / S + sigma2_res / (R S)
+             ~ (MS_run + MS_seed - MS_res) / (R S)   (at least MS_res / (R S)),
+  on Satterthwaite's degrees of freedom. An interval over the R run means alone treats the S
+  seeds as fixed (its coverage: 75% in a simulation with a seed effect and no run effect; the
+  tests measure this one's). A bootstrap (runs and seeds drawn, the seeds shared by the drawn
+  runs) is given only from `BOOTSTRAP_MIN_RUNS` runs: a two-stage one covered 72-80% at 3 runs.
 
 Every statistic needs a balanced design (every run fine-tuned with every seed): `balanced_grid`
-refuses another, naming each missing (run, seed). numpy; the t interval is
-`paired.difference_t_interval`, the one the per-seed gaps use.
+refuses another, naming each missing (run, seed). numpy, and scipy (a dependency of jax) for the
+t and F distributions.
 """
 
 from __future__ import annotations
@@ -39,11 +47,14 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from scipy import stats
 
-from octo_like.envs.transfer.paired import difference_t_interval
+from octo_like.envs.transfer.paired import BOOTSTRAP_MIN_SEEDS
 
 RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
+BOOTSTRAP_MIN_RUNS = BOOTSTRAP_MIN_SEEDS  # the same reason: fewer units cover far below 95%
+RUN_EFFECT_ALPHA = 0.05
 
 
 def balanced_grid(
@@ -67,15 +78,50 @@ def balanced_grid(
     return np.array([[float(values[run][seed]) for seed in seeds] for run in runs])
 
 
-def cluster_bootstrap(
+@dataclasses.dataclass(frozen=True)
+class MeanSquares:
+    """The two-way ANOVA without replication of a float[R, S] grid (module docstring)."""
+
+    runs: int
+    seeds: int
+    run: float  # MS_run, df R - 1
+    seed: float  # MS_seed, df S - 1
+    residual: float  # MS_res, df (R - 1)(S - 1)
+
+    @property
+    def df_residual(self) -> int:
+        return (self.runs - 1) * (self.seeds - 1)
+
+
+def mean_squares(grid: np.ndarray) -> MeanSquares:
+    """`MeanSquares` of `grid` (float[R, S], R and S at least 2)."""
+    grid = np.asarray(grid, dtype=float)
+    if grid.ndim != 2 or min(grid.shape) < 2:
+        raise ValueError(f"a [runs, seeds] grid with at least 2 of each, got shape {grid.shape}")
+    runs, seeds = grid.shape
+    grand = grid.mean()
+    run_means, seed_means = grid.mean(axis=1), grid.mean(axis=0)
+    residual = float(((grid - run_means[:, None] - seed_means[None, :] + grand) ** 2).sum())
+    if residual <= 1e-12 * float(((grid - grand) ** 2).sum()):
+        residual = 0.0  # an additive grid: what is left is the rounding of the means
+    return MeanSquares(
+        runs,
+        seeds,
+        seeds * float(((run_means - grand) ** 2).sum()) / (runs - 1),
+        runs * float(((seed_means - grand) ** 2).sum()) / (seeds - 1),
+        residual / ((runs - 1) * (seeds - 1)),
+    )
+
+
+def crossed_bootstrap(
     differences: np.ndarray, resamples: int = RESAMPLES, seed: int = BOOTSTRAP_SEED
 ) -> tuple[float, float]:
-    """95% two-stage percentile bootstrap of the mean of `differences` (float[R, S]): runs drawn
-    with replacement, then seeds with replacement within each drawn run."""
+    """95% percentile bootstrap of the mean of `differences` (float[R, S]): each draw takes R
+    runs and S seeds with replacement, the seeds shared by every drawn run (they are crossed)."""
     runs, seeds = differences.shape
     rng = np.random.default_rng(seed)
     drawn_runs = rng.integers(0, runs, size=(resamples, runs, 1))
-    drawn_seeds = rng.integers(0, seeds, size=(resamples, runs, seeds))
+    drawn_seeds = rng.integers(0, seeds, size=(resamples, 1, seeds))
     means = differences[drawn_runs, drawn_seeds].mean(axis=(1, 2))
     low, high = np.quantile(means, [0.025, 0.975])
     return float(low), float(high)
@@ -87,97 +133,156 @@ class PooledGap:
 
     run_means: tuple[float, ...]  # d_r, in the runs' order
     mean: float
-    t_interval: tuple[float, float]  # over the run means, df = R - 1
-    bootstrap_interval: tuple[float, float]  # two-stage: runs, then seeds within each
+    standard_error: float
+    df: float  # Satterthwaite's
+    t_interval: tuple[float, float]
+    bootstrap_interval: tuple[float, float] | None  # from BOOTSTRAP_MIN_RUNS runs
 
     @property
-    def df(self) -> int:
-        return len(self.run_means) - 1
+    def degenerate(self) -> bool:
+        """Nothing varied (every difference alike): the interval has no width and says nothing
+        about how another run or seed would land."""
+        return self.standard_error == 0.0
 
     def to_json(self) -> dict:
         return {
             "run_means": _rounded(self.run_means),
             "mean": round(self.mean, 4),
+            "standard_error": round(self.standard_error, 4),
+            "df": round(self.df, 2),
             "t_ci95": _rounded(self.t_interval),
-            "df": self.df,
-            "bootstrap_ci95": _rounded(self.bootstrap_interval),
-            "bootstrap": {"resamples": RESAMPLES, "seed": BOOTSTRAP_SEED, "stages": "runs, seeds"},
+            "degenerate": self.degenerate,
+            "bootstrap_ci95": None
+            if self.bootstrap_interval is None
+            else _rounded(self.bootstrap_interval),
+            "bootstrap": {
+                "resamples": RESAMPLES,
+                "seed": BOOTSTRAP_SEED,
+                "min_runs": BOOTSTRAP_MIN_RUNS,
+            },
         }
 
 
 def pooled_gap(differences: np.ndarray) -> PooledGap:
-    """The pooled gap of `differences` (float[R, S], from `balanced_grid`)."""
-    run_means = differences.mean(axis=1)
+    """The pooled gap of `differences` (float[R, S], from `balanced_grid`): the crossed design's
+    t interval (module docstring), cut to [-1, 1] where a difference of two rates lies."""
+    differences = np.asarray(differences, dtype=float)
+    runs, seeds = differences.shape
+    ms = mean_squares(differences)
+    combined = ms.run + ms.seed - ms.residual
+    if combined >= ms.residual:
+        squares = ms.run**2 / (runs - 1) + ms.seed**2 / (seeds - 1)
+        squares += ms.residual**2 / ms.df_residual
+        df = combined**2 / squares if squares > 0 else float(ms.df_residual)
+    else:  # little run or seed effect: the residual alone, the least Var(d) can be
+        combined, df = ms.residual, float(ms.df_residual)
+    standard_error = math.sqrt(combined / (runs * seeds))
+    mean = float(differences.mean())
+    half = float(stats.t.ppf(0.975, df)) * standard_error
+    bootstrap = crossed_bootstrap(differences) if runs >= BOOTSTRAP_MIN_RUNS else None
     return PooledGap(
-        tuple(float(m) for m in run_means),
-        float(differences.mean()),
-        difference_t_interval(run_means),
-        cluster_bootstrap(differences),
+        tuple(float(m) for m in differences.mean(axis=1)),
+        mean,
+        standard_error,
+        df,
+        (max(-1.0, mean - half), min(1.0, mean + half)),
+        bootstrap,
     )
 
 
 @dataclasses.dataclass(frozen=True)
 class VarianceComponents:
-    """One-way random-effects ANOVA of a success rate over pretraining runs (module docstring).
-    Variances are of rates in [0, 1]; the ``sd_*`` properties are in success-rate points."""
+    """The success rate's variance split into pretraining run and fine-tuning seed (module
+    docstring). Variances are of rates in [0, 1]; ``sd_points`` gives success-rate points."""
 
-    runs: int
-    seeds: int
-    ms_between: float
-    ms_within: float
-    evaluation_noise: float  # mean over arms of p (1 - p) / episodes
+    mean_squares: MeanSquares
+    evaluation_noise: float  # mean over arms of p (1 - p) / (episodes - 1)
 
     @property
     def sigma2_pretraining(self) -> float:
-        return max(0.0, (self.ms_between - self.ms_within) / self.seeds)
+        ms = self.mean_squares
+        return max(0.0, (ms.run - ms.residual) / ms.seeds)
+
+    @property
+    def sigma2_seed_shared(self) -> float:
+        """The part of the seed's effect common to every run (same demonstrations, order)."""
+        ms = self.mean_squares
+        return max(0.0, (ms.seed - ms.residual) / ms.runs)
 
     @property
     def sigma2_finetuning(self) -> float:
-        return self.ms_within
-
-    def sd_points(self, variance: float) -> float:
-        return 100.0 * math.sqrt(variance)
+        return self.sigma2_seed_shared + self.mean_squares.residual
 
     @property
-    def dominant(self) -> str:
-        """``pretraining``, ``fine-tuning`` or ``neither`` (equal, both zero included)."""
+    def run_effect_f(self) -> float:
+        ms = self.mean_squares
+        if ms.residual > 0:
+            return ms.run / ms.residual
+        return math.inf if ms.run > 0 else math.nan
+
+    @property
+    def run_effect_p(self) -> float:
+        f = self.run_effect_f
+        if math.isnan(f):
+            return math.nan
+        ms = self.mean_squares
+        return float(stats.f.sf(f, ms.runs - 1, ms.df_residual))
+
+    @property
+    def larger(self) -> str:
+        """Which point estimate is larger: ``pretraining``, ``fine-tuning`` or ``neither``."""
         pre, fine = self.sigma2_pretraining, self.sigma2_finetuning
         return "pretraining" if pre > fine else "fine-tuning" if fine > pre else "neither"
 
+    @property
+    def runs_differ(self) -> bool:
+        """Whether the F test shows a pretraining-run effect beyond the seeds (p < 0.05)."""
+        return self.run_effect_p < RUN_EFFECT_ALPHA
+
+    @staticmethod
+    def sd_points(variance: float) -> float:
+        return 100.0 * math.sqrt(variance)
+
     def to_json(self) -> dict:
+        ms = self.mean_squares
+        f, p = self.run_effect_f, self.run_effect_p
         return {
-            "runs": self.runs,
-            "seeds_per_run": self.seeds,
-            "ms_between": round(self.ms_between, 6),
-            "df_between": self.runs - 1,
-            "ms_within": round(self.ms_within, 6),
-            "df_within": self.runs * (self.seeds - 1),
+            "runs": ms.runs,
+            "seeds_per_run": ms.seeds,
+            "design": "crossed: two-way ANOVA without replication",
+            "ms_run": round(ms.run, 6),
+            "df_run": ms.runs - 1,
+            "ms_seed": round(ms.seed, 6),
+            "df_seed": ms.seeds - 1,
+            "ms_residual": round(ms.residual, 6),
+            "df_residual": ms.df_residual,
+            "run_effect_f": None if not math.isfinite(f) else round(f, 4),
+            "run_effect_p": None if math.isnan(p) else round(p, 4),
+            "runs_differ": self.runs_differ,
             "sigma2_pretraining": round(self.sigma2_pretraining, 6),
+            "sigma2_seed_shared": round(self.sigma2_seed_shared, 6),
             "sigma2_finetuning": round(self.sigma2_finetuning, 6),
             "evaluation_noise": round(self.evaluation_noise, 6),
             "sd_pretraining_points": round(self.sd_points(self.sigma2_pretraining), 2),
             "sd_finetuning_points": round(self.sd_points(self.sigma2_finetuning), 2),
             "sd_evaluation_noise_points": round(self.sd_points(self.evaluation_noise), 2),
-            "dominant": self.dominant,
+            "larger": self.larger,
         }
 
 
 def variance_components(rates: np.ndarray, episodes: np.ndarray) -> VarianceComponents:
-    """The ANOVA of `rates` (float[R, S] success rates in [0, 1], from `balanced_grid`), each
-    measured on `episodes` (int[R, S], at least 1) episodes."""
+    """The components of `rates` (float[R, S] success rates in [0, 1], from `balanced_grid`),
+    each measured on `episodes` (int[R, S], at least 2) episodes."""
     rates, episodes = np.asarray(rates, dtype=float), np.asarray(episodes, dtype=float)
     if rates.shape != episodes.shape or rates.ndim != 2:
         raise ValueError(f"rates {rates.shape} and episodes {episodes.shape}: two [runs, seeds]")
     runs, seeds = rates.shape
     if runs < 2 or seeds < 2:
         raise ValueError(f"{runs} runs x {seeds} seeds: the ANOVA needs at least 2 of each")
-    if not np.all((rates >= 0) & (rates <= 1)) or not np.all(episodes >= 1):
-        raise ValueError("success rates must lie in [0, 1], each measured on at least 1 episode")
-    run_means = rates.mean(axis=1)
-    ms_between = seeds * float(((run_means - run_means.mean()) ** 2).sum()) / (runs - 1)
-    ms_within = float(((rates - run_means[:, None]) ** 2).sum()) / (runs * (seeds - 1))
-    noise = float((rates * (1 - rates) / episodes).mean())
-    return VarianceComponents(runs, seeds, ms_between, ms_within, noise)
+    if not np.all((rates >= 0) & (rates <= 1)) or not np.all(episodes >= 2):
+        raise ValueError("success rates must lie in [0, 1], each measured on at least 2 episodes")
+    noise = float((rates * (1 - rates) / (episodes - 1)).mean())
+    return VarianceComponents(mean_squares(rates), noise)
 
 
 def _rounded(values) -> list[float]:

@@ -125,22 +125,27 @@ def _interval(low: float, high: float) -> str:
 def variance_text(variance: dict[str, Any]) -> str:
     """The success rate's standard deviations in points, the F test of a run effect and which
     point estimate is larger (a source "dominates" only where the test says the runs differ)."""
-    noise_ratio = (
-        f", {variance['evaluation_noise'] / variance['ms_residual']:.2f} x MS_res"
-        if variance["ms_residual"] > 0 else ""
-    )  # fmt: skip
+    noise = variance["evaluation_noise"]
+    if noise is None:
+        noise_text = "evaluation noise not measurable from 1 episode"
+    else:
+        ratio = (
+            f", {noise / variance['ms_residual']:.2f} x MS_res" if variance["ms_residual"] else ""
+        )
+        noise_text = (
+            f"evaluation noise alone {variance['sd_evaluation_noise_points']:.1f} pts{ratio}"
+        )
     f, p = variance["run_effect_f"], variance["run_effect_p"]
     df = f"({variance['df_run']}, {variance['df_residual']})"
     if p is None:
-        test = "no run effect to test (nothing varied)"
+        test = f"run effect F{df} undefined: no residual variation to test it against"
     else:
-        shown = "inf" if f is None else f"{f:.2f}"
         found = "the runs differ" if variance["runs_differ"] else "no run effect shown"
-        test = f"run effect F{df} = {shown}, p = {p:.3f}: {found}"
+        test = f"run effect F{df} = {f:.2f}, p = {p:.3f}: {found}"
     return (
         f"success-rate sd between pretraining runs {variance['sd_pretraining_points']:.1f} pts, "
-        f"between fine-tuning seeds {variance['sd_finetuning_points']:.1f} pts (evaluation noise "
-        f"alone {variance['sd_evaluation_noise_points']:.1f} pts{noise_ratio}); {test}; "
+        f"between fine-tuning seeds {variance['sd_finetuning_points']:.1f} pts ({noise_text}); "
+        f"{test}; "
         f"larger point estimate: {variance['larger']} (MS_run {variance['ms_run']:.4f}, MS_seed "
         f"{variance['ms_seed']:.4f}, MS_res {variance['ms_residual']:.4f})"
     )

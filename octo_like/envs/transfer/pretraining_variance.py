@@ -16,22 +16,24 @@ without replication (y_r, y_s: run and seed means; y: the grand mean):
     MS_run = S * sum_r (y_r - y)^2 / (R - 1)             E = sigma2_res + S * sigma2_run
     MS_seed = R * sum_s (y_s - y)^2 / (S - 1)            E = sigma2_res + R * sigma2_seed
     MS_res = sum (y[r,s] - y_r - y_s + y)^2 / ((R-1)(S-1))  E = sigma2_res
-A one-way ANOVA (seeds as replicates within runs) would move the seed effect out of MS_between
-and into MS_within, and estimate sigma2_run - sigma2_seed / S: too low.
+A one-way ANOVA (seeds as replicates within runs) has MS_between = MS_run, but its MS_within
+holds the seed effect too, and subtracting it estimates sigma2_run - sigma2_seed / S: too low.
 
 - `variance_components` of y: sigma2_pretraining = max(0, (MS_run - MS_res) / S); the
   fine-tuning-seed variance, how much one arm's rate moves with the seed under a fixed run,
   sigma2_finetuning = max(0, (MS_seed - MS_res) / R) + MS_res; the test of a run effect,
   F = MS_run / MS_res on (R - 1, (R - 1)(S - 1)) df (at 3 x 3, df 2 and 4: only a large run
-  effect shows); and the part of MS_res that evaluation noise alone explains, the mean over arms
-  of p (1 - p) / (n - 1) (p: the arm's rate, n: its episodes; unbiased for the binomial variance
-  p (1 - p) / n, and 0 at p = 0 or 1, where n episodes say least about it).
+  effect shows; undefined when MS_res is 0, an additive grid); and the part of MS_res that
+  evaluation noise alone explains, the mean over arms of p (1 - p) / (n - 1) (p: the arm's rate,
+  n: its episodes; unbiased for the binomial variance p (1 - p) / n of one task's rate, an upper
+  bound for an arm of several tasks of unequal difficulty; 0 at p = 0 or 1, where n episodes
+  say least about it; not given from 1 episode).
 - `pooled_gap` of d: the mean of all R*S differences, with a Student-t 95% interval whose
   variance is that of a crossed design's grand mean,
       Var(d) = sigma2_run / R + sigma2_seed / S + sigma2_res / (R S)
              ~ (MS_run + MS_seed - MS_res) / (R S)   (at least MS_res / (R S)),
   on Satterthwaite's degrees of freedom. An interval over the R run means alone treats the S
-  seeds as fixed (its coverage: 75% in a simulation with a seed effect and no run effect; the
+  seeds as fixed (its coverage: 65% in a simulation with a seed effect and no run effect; the
   tests measure this one's). A bootstrap (runs and seeds drawn, the seeds shared by the drawn
   runs) is given only from `BOOTSTRAP_MIN_RUNS` runs: a two-stage one covered 72-80% at 3 runs.
 
@@ -98,6 +100,7 @@ def mean_squares(grid: np.ndarray) -> MeanSquares:
     grid = np.asarray(grid, dtype=float)
     if grid.ndim != 2 or min(grid.shape) < 2:
         raise ValueError(f"a [runs, seeds] grid with at least 2 of each, got shape {grid.shape}")
+    grid = grid - grid.flat[0]  # the mean squares do not move; a constant grid becomes exact 0s
     runs, seeds = grid.shape
     grand = grid.mean()
     run_means, seed_means = grid.mean(axis=1), grid.mean(axis=0)
@@ -196,7 +199,7 @@ class VarianceComponents:
     docstring). Variances are of rates in [0, 1]; ``sd_points`` gives success-rate points."""
 
     mean_squares: MeanSquares
-    evaluation_noise: float  # mean over arms of p (1 - p) / (episodes - 1)
+    evaluation_noise: float | None  # mean over arms of p (1 - p) / (episodes - 1)
 
     @property
     def sigma2_pretraining(self) -> float:
@@ -215,10 +218,10 @@ class VarianceComponents:
 
     @property
     def run_effect_f(self) -> float:
+        """MS_run / MS_res; NaN when MS_res is 0 (an additive grid, e.g. 2 x 2 rates of 20
+        episodes: an "infinite" F there would call any run difference certain)."""
         ms = self.mean_squares
-        if ms.residual > 0:
-            return ms.run / ms.residual
-        return math.inf if ms.run > 0 else math.nan
+        return ms.run / ms.residual if ms.residual > 0 else math.nan
 
     @property
     def run_effect_p(self) -> float:
@@ -237,7 +240,7 @@ class VarianceComponents:
     @property
     def runs_differ(self) -> bool:
         """Whether the F test shows a pretraining-run effect beyond the seeds (p < 0.05)."""
-        return self.run_effect_p < RUN_EFFECT_ALPHA
+        return bool(self.run_effect_p < RUN_EFFECT_ALPHA)  # NaN: False
 
     @staticmethod
     def sd_points(variance: float) -> float:
@@ -245,7 +248,7 @@ class VarianceComponents:
 
     def to_json(self) -> dict:
         ms = self.mean_squares
-        f, p = self.run_effect_f, self.run_effect_p
+        f, p, noise = self.run_effect_f, self.run_effect_p, self.evaluation_noise
         return {
             "runs": ms.runs,
             "seeds_per_run": ms.seeds,
@@ -256,32 +259,36 @@ class VarianceComponents:
             "df_seed": ms.seeds - 1,
             "ms_residual": round(ms.residual, 6),
             "df_residual": ms.df_residual,
-            "run_effect_f": None if not math.isfinite(f) else round(f, 4),
+            "run_effect_f": None if math.isnan(f) else round(f, 4),
             "run_effect_p": None if math.isnan(p) else round(p, 4),
             "runs_differ": self.runs_differ,
             "sigma2_pretraining": round(self.sigma2_pretraining, 6),
             "sigma2_seed_shared": round(self.sigma2_seed_shared, 6),
             "sigma2_finetuning": round(self.sigma2_finetuning, 6),
-            "evaluation_noise": round(self.evaluation_noise, 6),
+            "evaluation_noise": None if noise is None else round(noise, 6),
             "sd_pretraining_points": round(self.sd_points(self.sigma2_pretraining), 2),
             "sd_finetuning_points": round(self.sd_points(self.sigma2_finetuning), 2),
-            "sd_evaluation_noise_points": round(self.sd_points(self.evaluation_noise), 2),
+            "sd_evaluation_noise_points": None
+            if noise is None
+            else round(self.sd_points(noise), 2),
             "larger": self.larger,
         }
 
 
 def variance_components(rates: np.ndarray, episodes: np.ndarray) -> VarianceComponents:
     """The components of `rates` (float[R, S] success rates in [0, 1], from `balanced_grid`),
-    each measured on `episodes` (int[R, S], at least 2) episodes."""
+    each measured on `episodes` (int[R, S], at least 1) episodes."""
     rates, episodes = np.asarray(rates, dtype=float), np.asarray(episodes, dtype=float)
     if rates.shape != episodes.shape or rates.ndim != 2:
         raise ValueError(f"rates {rates.shape} and episodes {episodes.shape}: two [runs, seeds]")
     runs, seeds = rates.shape
     if runs < 2 or seeds < 2:
         raise ValueError(f"{runs} runs x {seeds} seeds: the ANOVA needs at least 2 of each")
-    if not np.all((rates >= 0) & (rates <= 1)) or not np.all(episodes >= 2):
-        raise ValueError("success rates must lie in [0, 1], each measured on at least 2 episodes")
-    noise = float((rates * (1 - rates) / (episodes - 1)).mean())
+    if not np.all((rates >= 0) & (rates <= 1)) or not np.all(episodes >= 1):
+        raise ValueError("success rates must lie in [0, 1], each measured on at least 1 episode")
+    noise = None  # one episode says nothing of the binomial spread
+    if np.all(episodes >= 2):
+        noise = float((rates * (1 - rates) / (episodes - 1)).mean())
     return VarianceComponents(mean_squares(rates), noise)
 
 

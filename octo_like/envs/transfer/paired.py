@@ -120,8 +120,16 @@ def difference_t_interval(differences: Sequence[float]) -> tuple[float, float]:
     reach past it."""
     differences = np.asarray(differences, dtype=float)
     n = len(differences)
-    mean = float(differences.mean())
-    half = float(stats.t.ppf(0.975, n - 1)) * float(differences.std(ddof=1)) / math.sqrt(n)
+    standard_error = float(differences.std(ddof=1)) / math.sqrt(n)
+    return rate_difference_t_interval(float(differences.mean()), standard_error, n - 1)
+
+
+def rate_difference_t_interval(
+    mean: float, standard_error: float, df: float
+) -> tuple[float, float]:
+    """Student-t 95% interval mean +- t(0.975, df) * standard_error of a difference of success
+    rates, cut to [-1, 1] (`difference_t_interval`; df may be fractional, e.g. Satterthwaite's)."""
+    half = float(stats.t.ppf(0.975, df)) * standard_error
     return max(-1.0, mean - half), min(1.0, mean + half)
 
 

@@ -38,8 +38,8 @@ holds the seed effect too, and subtracting it estimates sigma2_run - sigma2_seed
   runs) is given only from `BOOTSTRAP_MIN_RUNS` runs: a two-stage one covered 72-80% at 3 runs.
 
 Every statistic needs a balanced design (every run fine-tuned with every seed): `balanced_grid`
-refuses another, naming each missing (run, seed). numpy, and scipy (a dependency of jax) for the
-t and F distributions.
+refuses another, naming each missing (run, seed). numpy, scipy (a dependency of jax) for the F
+distribution, and `paired.rate_difference_t_interval` for the t interval the per-seed gaps use.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from scipy import stats
 
-from octo_like.envs.transfer.paired import BOOTSTRAP_MIN_SEEDS
+from octo_like.envs.transfer.paired import BOOTSTRAP_MIN_SEEDS, rate_difference_t_interval
 
 RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
@@ -168,7 +168,7 @@ class PooledGap:
 
 def pooled_gap(differences: np.ndarray) -> PooledGap:
     """The pooled gap of `differences` (float[R, S], from `balanced_grid`): the crossed design's
-    t interval (module docstring), cut to [-1, 1] where a difference of two rates lies."""
+    t interval (module docstring), cut to [-1, 1] by `paired.rate_difference_t_interval`."""
     differences = np.asarray(differences, dtype=float)
     runs, seeds = differences.shape
     ms = mean_squares(differences)
@@ -181,14 +181,13 @@ def pooled_gap(differences: np.ndarray) -> PooledGap:
         combined, df = ms.residual, float(ms.df_residual)
     standard_error = math.sqrt(combined / (runs * seeds))
     mean = float(differences.mean())
-    half = float(stats.t.ppf(0.975, df)) * standard_error
     bootstrap = crossed_bootstrap(differences) if runs >= BOOTSTRAP_MIN_RUNS else None
     return PooledGap(
         tuple(float(m) for m in differences.mean(axis=1)),
         mean,
         standard_error,
         df,
-        (max(-1.0, mean - half), min(1.0, mean + half)),
+        rate_difference_t_interval(mean, standard_error, df),
         bootstrap,
     )
 
